@@ -1,0 +1,118 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// DefaultBootstrapServer is the broker address used when --bootstrap-server
+// is not given.
+const DefaultBootstrapServer = "127.0.0.1:9092"
+
+// clientID identifies the CLI's connections in broker logs.
+const clientID = "exactly-cli"
+
+// addBootstrapFlag registers --bootstrap-server / -b on fs.
+func addBootstrapFlag(fs *pflag.FlagSet, p *string) {
+	fs.StringVarP(p, "bootstrap-server", "b", DefaultBootstrapServer,
+		"comma-separated host:port list of brokers to bootstrap from")
+}
+
+// seedBrokers splits a --bootstrap-server value into its addresses.
+func seedBrokers(bootstrap string) ([]string, error) {
+	var seeds []string
+	for _, s := range strings.Split(bootstrap, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			seeds = append(seeds, s)
+		}
+	}
+	if len(seeds) == 0 {
+		return nil, errors.New("--bootstrap-server must name at least one host:port")
+	}
+	return seeds, nil
+}
+
+// newClient builds a franz-go client for the given bootstrap list with the
+// CLI's common options followed by opts.
+func newClient(bootstrap string, opts ...kgo.Opt) (*kgo.Client, error) {
+	seeds, err := seedBrokers(bootstrap)
+	if err != nil {
+		return nil, err
+	}
+	all := []kgo.Opt{
+		kgo.SeedBrokers(seeds...),
+		kgo.ClientID(clientID),
+		kgo.DialTimeout(5 * time.Second),
+	}
+	all = append(all, opts...)
+	cl, err := kgo.NewClient(all...)
+	if err != nil {
+		return nil, fmt.Errorf("creating client: %w", err)
+	}
+	return cl, nil
+}
+
+// commandContext returns the command's context, or a background context
+// when the command is run without one.
+func commandContext(cmd *cobra.Command) context.Context {
+	if ctx := cmd.Context(); ctx != nil {
+		return ctx
+	}
+	return context.Background()
+}
+
+// silenceUsageOnRun stops cobra from printing the usage text for errors
+// that happen after the arguments were accepted: a broker error is not a
+// usage mistake.
+func silenceUsageOnRun(cmd *cobra.Command) { cmd.SilenceUsage = true }
+
+// requestError turns a client or transport error into a readable message.
+// what describes the operation ("listing topics").
+func requestError(what, bootstrap string, err error) error {
+	if errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("%s: no answer from %s in time (is the broker running?)", what, bootstrap)
+	}
+	if errors.Is(err, context.Canceled) {
+		return fmt.Errorf("%s: interrupted", what)
+	}
+	return fmt.Errorf("%s: %w", what, err)
+}
+
+// topicError turns a per-topic broker error into a readable message.
+// what describes the operation ("creating topic"), msg is the broker's
+// optional error message.
+func topicError(what, topic string, err error, msg string) error {
+	switch {
+	case errors.Is(err, kerr.TopicAlreadyExists):
+		return fmt.Errorf("topic %q already exists", topic)
+	case errors.Is(err, kerr.UnknownTopicOrPartition), errors.Is(err, kerr.UnknownTopicID):
+		return fmt.Errorf("topic %q does not exist", topic)
+	}
+	if msg != "" {
+		return fmt.Errorf("%s %q: %w (%s)", what, topic, err, msg)
+	}
+	return fmt.Errorf("%s %q: %w", what, topic, err)
+}
+
+// isUnknownTopic reports whether err says that a topic does not exist.
+func isUnknownTopic(err error) bool {
+	return errors.Is(err, kerr.UnknownTopicOrPartition) || errors.Is(err, kerr.UnknownTopicID)
+}
+
+// parseKeyValue splits "k=v" on the first '='. flag names the flag for the
+// error message. The key must not be empty; the value may be.
+func parseKeyValue(flag, s string) (string, string, error) {
+	k, v, ok := strings.Cut(s, "=")
+	if !ok || k == "" {
+		return "", "", fmt.Errorf("invalid %s %q: expected key=value", flag, s)
+	}
+	return k, v, nil
+}

@@ -1,0 +1,13 @@
+// Package cli implements the client-side subcommands of the exactly binary:
+// "topic" (administration), "produce" (stdin lines to records) and "consume"
+// (records to stdout through a format string).
+//
+// Every command speaks the Kafka wire protocol through franz-go, so it works
+// against an exactly broker or any other Kafka-compatible broker. Each
+// command accepts --bootstrap-server (or -b), a comma-separated list of
+// host:port seeds that defaults to 127.0.0.1:9092.
+//
+// The constructors return fresh cobra commands with no shared state, so a
+// caller (the exactly main package, or a test) can build and execute them as
+// often as it likes.
+package cli
