@@ -1,0 +1,58 @@
+// Package vfs is the small filesystem interface the storage layer is written
+// against, so that the same code runs on real disks and, in tests, on an
+// in-memory filesystem that can simulate crashes (MemFS.Crash) or on a
+// wrapper that injects I/O errors (FaultyFS).
+//
+// The interface is deliberately narrow: it exposes only what a segmented log
+// needs (append-only writes, positional reads, fsync of files and of
+// directories, atomic rename) and nothing whose crash semantics would be hard
+// to model.
+package vfs
+
+import (
+	"io"
+	"os"
+)
+
+// FS is a hierarchical filesystem. Paths use the host separator for OS() and
+// slash-separated paths for the in-memory implementation; both accept paths
+// built with path/filepath on Unix.
+type FS interface {
+	// OpenFile opens a file with os.O_* flags (O_RDONLY, O_WRONLY, O_RDWR,
+	// O_CREATE, O_EXCL, O_TRUNC, O_APPEND are honoured).
+	OpenFile(name string, flag int, perm os.FileMode) (File, error)
+	// Remove removes a file or an empty directory.
+	Remove(name string) error
+	// RemoveAll removes a path and everything below it; a missing path is
+	// not an error.
+	RemoveAll(name string) error
+	// Rename atomically replaces newname with oldname.
+	Rename(oldname, newname string) error
+	// MkdirAll creates a directory and any missing parents.
+	MkdirAll(name string, perm os.FileMode) error
+	// ReadDir returns the sorted names of the entries of a directory.
+	ReadDir(name string) ([]string, error)
+	// Stat describes a path; a missing path yields an error for which
+	// errors.Is(err, fs.ErrNotExist) holds.
+	Stat(name string) (os.FileInfo, error)
+	// SyncDir makes the creations, renames and removals of entries in the
+	// directory durable (fsync of the directory itself).
+	SyncDir(name string) error
+}
+
+// File is an open file. Writes go to the handle's current offset (to the end
+// when opened with O_APPEND); reads are positional so that concurrent readers
+// never share an offset.
+type File interface {
+	io.ReaderAt
+	io.Writer
+	io.Closer
+	// Sync makes the file's contents durable (fsync).
+	Sync() error
+	// Truncate changes the file's size.
+	Truncate(size int64) error
+	// Size returns the current size of the file.
+	Size() (int64, error)
+	// Name returns the name the file was opened with.
+	Name() string
+}
