@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
@@ -80,6 +82,14 @@ func requestError(what, bootstrap string, err error) error {
 	if errors.Is(err, context.DeadlineExceeded) {
 		return fmt.Errorf("%s: no answer from %s in time (is the broker running?)", what, bootstrap)
 	}
+	var opErr *net.OpError
+	if errors.As(err, &opErr) && opErr.Op == "dial" {
+		addr := bootstrap
+		if opErr.Addr != nil {
+			addr = opErr.Addr.String()
+		}
+		return fmt.Errorf("%s: cannot connect to broker %s: %v", what, addr, opErr.Err)
+	}
 	if errors.Is(err, context.Canceled) {
 		return fmt.Errorf("%s: interrupted", what)
 	}
@@ -115,4 +125,29 @@ func parseKeyValue(flag, s string) (string, string, error) {
 		return "", "", fmt.Errorf("invalid %s %q: expected key=value", flag, s)
 	}
 	return k, v, nil
+}
+
+// checkTopic fails with a readable message if topic does not exist or, when
+// partition is not negative, has no such partition. Producers and consumers
+// alone would wait for the topic to appear or report an opaque error.
+func checkTopic(ctx context.Context, cl *kgo.Client, bootstrap, topic string, partition int32, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	tds, err := kadm.NewClient(cl).ListTopics(ctx, topic)
+	if err != nil {
+		return requestError("looking up topic", bootstrap, err)
+	}
+	td, ok := tds[topic]
+	switch {
+	case !ok || isUnknownTopic(td.Err):
+		return fmt.Errorf("topic %q does not exist", topic)
+	case td.Err != nil:
+		return topicError("looking up topic", topic, td.Err, "")
+	}
+	if partition >= 0 {
+		if _, ok := td.Partitions[partition]; !ok {
+			return fmt.Errorf("partition %d of topic %q does not exist (it has %d partitions)", partition, topic, len(td.Partitions))
+		}
+	}
+	return nil
 }

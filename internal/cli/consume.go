@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
@@ -248,23 +247,9 @@ func checkConsumable(ctx context.Context, f *consumeFlags, topic string, partiti
 		return err
 	}
 	defer cl.Close()
-	ctx, cancel := context.WithTimeout(ctx, f.requestTimeout)
-	defer cancel()
-	tds, err := kadm.NewClient(cl).ListTopics(ctx, topic)
-	if err != nil {
-		return requestError("looking up topic", f.bootstrap, err)
-	}
-	td, ok := tds[topic]
-	if !ok || isUnknownTopic(td.Err) {
-		return fmt.Errorf("topic %q does not exist", topic)
-	}
-	if td.Err != nil {
-		return topicError("looking up topic", topic, td.Err, "")
-	}
+	partition := int32(-1)
 	if partitionSet {
-		if _, ok := td.Partitions[f.partition]; !ok {
-			return fmt.Errorf("partition %d of topic %q does not exist (it has %d partitions)", f.partition, topic, len(td.Partitions))
-		}
+		partition = f.partition
 	}
-	return nil
+	return checkTopic(ctx, cl, f.bootstrap, topic, partition, f.requestTimeout)
 }

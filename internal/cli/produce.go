@@ -141,6 +141,13 @@ func runProduce(cmd *cobra.Command, topic string, f *produceFlags) error {
 		return err
 	}
 
+	if partitionSet {
+		if err := checkTopic(commandContext(cmd), cl, f.bootstrap, topic, f.partition, 30*time.Second); err != nil {
+			cl.Close()
+			return err
+		}
+	}
+
 	// The first SIGINT/SIGTERM stops reading and delivers what was read;
 	// stop() then restores the default handling, so a second one kills.
 	sigCtx, stop := signal.NotifyContext(commandContext(cmd), os.Interrupt, syscall.SIGTERM)
@@ -153,12 +160,16 @@ func runProduce(cmd *cobra.Command, topic string, f *produceFlags) error {
 		errMu        sync.Mutex
 		reported     int
 	)
-	report := func(line int64, r *kgo.Record, err error) {
+	partition := int32(-1) // for messages: the partition asked for, if any
+	if partitionSet {
+		partition = f.partition
+	}
+	report := func(line int64, err error) {
 		failed.Add(1)
 		errMu.Lock()
 		defer errMu.Unlock()
 		if reported < maxReportedErrors {
-			fmt.Fprintf(stderr, "line %d: %v\n", line, produceError(topic, r, err))
+			fmt.Fprintf(stderr, "line %d: %v\n", line, produceError(topic, partition, err))
 		} else if reported == maxReportedErrors {
 			fmt.Fprintln(stderr, "(further record errors not shown)")
 		}
@@ -199,16 +210,16 @@ read:
 		if f.keySeparator != "" {
 			k, v, found := bytes.Cut(l.line, []byte(f.keySeparator))
 			if !found {
-				report(n, nil, fmt.Errorf("key separator %q not found", f.keySeparator))
+				report(n, fmt.Errorf("key separator %q not found", f.keySeparator))
 				continue
 			}
 			rec.Key, rec.Value = k, v
 		}
 		wg.Add(1)
-		cl.Produce(prodCtx, rec, func(r *kgo.Record, err error) {
+		cl.Produce(prodCtx, rec, func(_ *kgo.Record, err error) {
 			defer wg.Done()
 			if err != nil {
-				report(n, r, err)
+				report(n, err)
 				return
 			}
 			sent.Add(1)
@@ -237,12 +248,13 @@ read:
 	return nil
 }
 
-// produceError makes a record delivery error readable.
-func produceError(topic string, r *kgo.Record, err error) error {
+// produceError makes a record delivery error readable. partition is the
+// partition the user asked for, or -1.
+func produceError(topic string, partition int32, err error) error {
 	switch {
 	case errors.Is(err, kerr.UnknownTopicOrPartition):
-		if r != nil && r.Partition >= 0 {
-			return fmt.Errorf("topic %q or its partition %d does not exist", topic, r.Partition)
+		if partition >= 0 {
+			return fmt.Errorf("topic %q or its partition %d does not exist", topic, partition)
 		}
 		return fmt.Errorf("topic %q does not exist", topic)
 	case errors.Is(err, kgo.ErrRecordTimeout):
