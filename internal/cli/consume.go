@@ -52,7 +52,7 @@ func ConsumeCommand() *cobra.Command {
 	addBootstrapFlag(fl, &f.bootstrap)
 	fl.BoolVar(&f.fromBeginning, "from-beginning", false, "start at the earliest offset (same as --offset earliest)")
 	fl.StringVar(&f.offset, "offset", "", "start offset for every partition: earliest, latest, N (exact) or -N (N before the end)")
-	fl.Int32Var(&f.partition, "partition", -1, "consume only this partition (default: all)")
+	fl.Int32Var(&f.partition, "partition", -1, "consume only this partition (-1: all partitions)")
 	fl.IntVar(&f.count, "count", 0, "exit after printing this many records (0: no limit)")
 	fl.StringVar(&f.isolation, "isolation", "read_uncommitted", "read_committed or read_uncommitted")
 	fl.StringVar(&f.group, "group", "", "consume as a member of this consumer group, committing printed records")

@@ -56,7 +56,7 @@ func ProduceCommand() *cobra.Command {
 	addBootstrapFlag(fl, &f.bootstrap)
 	fl.StringVar(&f.keySeparator, "key-separator", "", "split each line into key and value on the first occurrence of this string")
 	fl.StringVar(&f.acks, "acks", "all", "acknowledgements to wait for: 0, 1 or all")
-	fl.Int32Var(&f.partition, "partition", -1, "produce every record to this partition (default: hash of key, or sticky)")
+	fl.Int32Var(&f.partition, "partition", -1, "produce every record to this partition (-1: chosen by key hash)")
 	fl.StringArrayVar(&f.headers, "header", nil, "header key=value added to every record (repeatable)")
 	fl.StringVar(&f.compression, "compression", "none", "batch compression: none, gzip, snappy, lz4 or zstd")
 	fl.BoolVar(&f.idempotent, "idempotent", true, "idempotent writes (needs --acks all; off by default with --acks 0 or 1)")
