@@ -1,0 +1,316 @@
+package log
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"math"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	"github.com/exactly/exactly/internal/record"
+)
+
+// scanChunk is how much recovery reads at a time.
+const scanChunk = 1 << 20
+
+// recover rebuilds the log's state from its directory; see the package
+// documentation for the rules.
+func (l *Log) recover() error {
+	names, err := l.fs.ReadDir(l.dir)
+	if err != nil {
+		return err
+	}
+	type files struct{ log, index, tindex bool }
+	found := map[int64]*files{}
+	for _, name := range names {
+		if strings.HasSuffix(name, tmpSuffix) {
+			l.logger.Info("removing stray temporary file", "file", name)
+			if err := l.fs.Remove(filepath.Join(l.dir, name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				return err
+			}
+			continue
+		}
+		base, suffix, ok := parseSegmentName(name)
+		if !ok {
+			continue
+		}
+		f := found[base]
+		if f == nil {
+			f = &files{}
+			found[base] = f
+		}
+		switch suffix {
+		case logSuffix:
+			f.log = true
+		case indexSuffix:
+			f.index = true
+		case timeIndexSuffix:
+			f.tindex = true
+		}
+	}
+	var bases []int64
+	for base, f := range found {
+		if f.log {
+			bases = append(bases, base)
+			continue
+		}
+		l.logger.Info("removing index files without a segment", "base", base)
+		if err := l.removeSegmentFiles(base); err != nil {
+			return err
+		}
+	}
+	slices.Sort(bases)
+
+	ckpt, haveCkpt, err := l.readCheckpoint()
+	if err != nil {
+		return err
+	}
+
+	// Load or scan every segment; the last is always scanned.
+	for i, base := range bases {
+		s, err := l.openSegment(base)
+		if err != nil {
+			return err
+		}
+		l.segs = append(l.segs, s)
+		f := found[base]
+		if i == len(bases)-1 || !f.index || !f.tindex || !l.loadIndexes(s) {
+			if err := l.scan(s); err != nil {
+				return err
+			}
+		}
+	}
+
+	// Segments must not overlap; gaps (which a crash cannot create with
+	// ordered deletions, but a lost file can) are tolerated.
+	for i := 1; i < len(l.segs); i++ {
+		prev, s := l.segs[i-1], l.segs[i]
+		if s.base < prev.next.Load() {
+			l.logger.Error("segment overlaps its predecessor, deleting it and all later segments",
+				"base", s.base, "previous_next", prev.next.Load(), "deleted", len(l.segs)-i)
+			if err := l.dropSegments(l.segs[i:]); err != nil {
+				return err
+			}
+			l.segs = l.segs[:i]
+			break
+		}
+		if s.base > prev.next.Load() {
+			l.logger.Warn("gap between segments", "from", prev.next.Load(), "to", s.base)
+		}
+	}
+
+	// The last segment must be scanned and, unless it is the only one,
+	// non-empty.
+	for len(l.segs) > 0 {
+		last := l.segs[len(l.segs)-1]
+		if !last.scanned {
+			if err := l.scan(last); err != nil {
+				return err
+			}
+		}
+		if last.size.Load() > 0 || len(l.segs) == 1 {
+			break
+		}
+		l.logger.Info("deleting empty trailing segment", "base", last.base)
+		if err := l.dropSegments([]*segment{last}); err != nil {
+			return err
+		}
+		l.segs = l.segs[:len(l.segs)-1]
+	}
+
+	start := int64(0)
+	if len(l.segs) > 0 {
+		start = l.segs[0].base
+	}
+	if haveCkpt && ckpt > start {
+		start = ckpt
+	}
+	if len(l.segs) > 0 && start > l.active().next.Load() {
+		l.logger.Warn("log ends below the checkpointed start offset, restarting empty",
+			"start", start, "end", l.active().next.Load())
+		if err := l.dropSegments(l.segs); err != nil {
+			return err
+		}
+		l.segs = nil
+	}
+	if len(l.segs) == 0 {
+		s, err := l.createSegment(start)
+		if err != nil {
+			return err
+		}
+		l.segs = []*segment{s}
+	}
+
+	act := l.active()
+	if err := act.f.Sync(); err != nil {
+		return err
+	}
+	if err := l.fs.SyncDir(l.dir); err != nil {
+		return err
+	}
+	now := l.now().UnixMilli()
+	if act.size.Load() > 0 && (act.rollStart < 0 || act.rollStart > now) {
+		act.rollStart = now
+	}
+	l.start.Store(start)
+	l.next.Store(act.next.Load())
+	l.durable.Store(act.next.Load())
+	l.publish()
+	return nil
+}
+
+func (l *Log) openSegment(base int64) (*segment, error) {
+	p := filepath.Join(l.dir, segmentName(base, logSuffix))
+	f, err := l.fs.OpenFile(p, os.O_RDWR|os.O_APPEND, 0)
+	if err != nil {
+		return nil, err
+	}
+	return newSegment(l.dir, base, f), nil
+}
+
+// dropSegments closes and removes segments during recovery.
+func (l *Log) dropSegments(segs []*segment) error {
+	for _, s := range segs {
+		s.unref()
+		if err := l.removeSegmentFiles(s.base); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// removeSegmentFiles removes a segment's .log and index files; the .log goes
+// first so that a crash in between leaves only orphan index files, which
+// Open removes.
+func (l *Log) removeSegmentFiles(base int64) error {
+	for _, suffix := range []string{logSuffix, indexSuffix, timeIndexSuffix} {
+		err := l.fs.Remove(filepath.Join(l.dir, segmentName(base, suffix)))
+		if err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+	}
+	return nil
+}
+
+// loadIndexes loads a closed segment's index files; false means they are
+// missing or do not describe the segment and it must be scanned.
+func (l *Log) loadIndexes(s *segment) bool {
+	size, err := s.f.Size()
+	if err != nil {
+		return false
+	}
+	ib, err := l.readFile(segmentName(s.base, indexSuffix))
+	if err != nil {
+		l.logger.Info("rebuilding index", "base", s.base, "err", err)
+		return false
+	}
+	idx, next, err := decodeOffsetIndex(ib, s.base, size)
+	if err != nil {
+		l.logger.Info("rebuilding index", "base", s.base, "err", err)
+		return false
+	}
+	tb, err := l.readFile(segmentName(s.base, timeIndexSuffix))
+	if err != nil {
+		l.logger.Info("rebuilding index", "base", s.base, "err", err)
+		return false
+	}
+	tidx, maxTs, err := decodeTimeIndex(tb, s.base, next, size)
+	if err != nil {
+		l.logger.Info("rebuilding index", "base", s.base, "err", err)
+		return false
+	}
+	s.mu.Lock()
+	s.index, s.tindex = idx, tidx
+	s.mu.Unlock()
+	s.size.Store(size)
+	s.next.Store(next)
+	s.maxTs.Store(maxTs)
+	return true
+}
+
+// readFile reads a small file of the log directory.
+func (l *Log) readFile(name string) ([]byte, error) {
+	f, err := l.fs.OpenFile(filepath.Join(l.dir, name), os.O_RDONLY, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	size, err := f.Size()
+	if err != nil {
+		return nil, err
+	}
+	if size > math.MaxInt32 {
+		return nil, fmt.Errorf("%s: %d bytes", name, size)
+	}
+	b := make([]byte, size)
+	if n, err := f.ReadAt(b, 0); n < len(b) {
+		return nil, err
+	}
+	return b, nil
+}
+
+// scan rebuilds a segment's state by reading every batch, and truncates the
+// file at the first batch that is short, corrupt or out of sequence.
+func (l *Log) scan(s *segment) error {
+	s.reset()
+	s.scanned = true
+	size, err := s.f.Size()
+	if err != nil {
+		return err
+	}
+	r := reader{f: s.f, size: size, min: scanChunk}
+	var (
+		pos    int64
+		expect = s.base
+		reason string
+	)
+	for pos < size {
+		h, err := r.header(pos)
+		if err != nil {
+			if !errors.Is(err, errShortRead) && !isBatchError(err) {
+				return err
+			}
+			reason = err.Error()
+			break
+		}
+		n := h.Size()
+		b, err := r.window(pos, n)
+		if err != nil {
+			if !errors.Is(err, errShortRead) {
+				return err
+			}
+			reason = fmt.Sprintf("torn batch: %d bytes declared, %d left", n, size-pos)
+			break
+		}
+		if _, err := record.Parse(b); err != nil {
+			reason = err.Error()
+			break
+		}
+		if h.BaseOffset != expect || h.LastOffsetDelta < 0 || h.LastOffset()-s.base > math.MaxInt32 {
+			reason = fmt.Sprintf("batch offsets %d..%d, expected base %d", h.BaseOffset, h.LastOffset(), expect)
+			break
+		}
+		if pos == 0 && h.MaxTimestamp >= 0 {
+			s.rollStart = h.MaxTimestamp
+		}
+		s.track(&h, pos, n, l.cfg.IndexIntervalBytes)
+		pos += int64(n)
+		expect = h.LastOffset() + 1
+	}
+	if pos == size {
+		return nil
+	}
+	l.logger.Warn("truncating segment", "segment", s.path, "from", size, "to", pos, "next_offset", expect, "reason", reason)
+	if err := s.f.Truncate(pos); err != nil {
+		return err
+	}
+	return s.f.Sync()
+}
+
+func isBatchError(err error) bool {
+	return errors.Is(err, record.ErrShort) || errors.Is(err, record.ErrCorrupt) ||
+		errors.Is(err, record.ErrMagic) || errors.Is(err, record.ErrInvalid)
+}
