@@ -135,3 +135,18 @@ func readBatches(t testing.TB, l *Log, from int64, maxBytes int) [][]byte {
 	}
 	return out
 }
+
+type splitBatch struct{ base, last int64 }
+
+// splitBatches returns the offsets of the batches in b.
+func splitBatches(t testing.TB, b []byte) []splitBatch {
+	t.Helper()
+	var out []splitBatch
+	if _, err := record.Split(b, func(h record.Header, _ []byte) error {
+		out = append(out, splitBatch{h.BaseOffset, h.LastOffset()})
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
