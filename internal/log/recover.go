@@ -212,6 +212,10 @@ func (l *Log) loadIndexes(s *segment) bool {
 		l.logger.Info("rebuilding index", "base", s.base, "err", err)
 		return false
 	}
+	if err := verifyTail(s, idx, next, size); err != nil {
+		l.logger.Info("rebuilding index", "base", s.base, "err", err)
+		return false
+	}
 	tb, err := l.readFile(segmentName(s.base, timeIndexSuffix))
 	if err != nil {
 		l.logger.Info("rebuilding index", "base", s.base, "err", err)
@@ -229,6 +233,34 @@ func (l *Log) loadIndexes(s *segment) bool {
 	s.next.Store(next)
 	s.maxTs.Store(maxTs)
 	return true
+}
+
+// verifyTail cross-checks a loaded offset index against the segment: the
+// batch headers from the last index entry on must chain to exactly the end
+// of the file and to the index's next offset. It reads about one index
+// interval, so a stale or forged index is caught without a full scan.
+func verifyTail(s *segment, idx []offsetEntry, next, size int64) error {
+	pos, expect := int64(0), s.base
+	if len(idx) > 0 {
+		pos, expect = int64(idx[len(idx)-1].pos), s.base+int64(idx[len(idx)-1].rel)
+	}
+	r, bp := newScanReader(s, size)
+	defer putScanReader(bp)
+	for pos < size {
+		h, err := r.header(pos)
+		if err != nil {
+			return err
+		}
+		if h.BaseOffset != expect || h.LastOffsetDelta < 0 {
+			return fmt.Errorf("%w: batch at %d has offset %d, expected %d", errBadIndex, pos, h.BaseOffset, expect)
+		}
+		pos += int64(h.Size())
+		expect = h.LastOffset() + 1
+	}
+	if pos != size || expect != next {
+		return fmt.Errorf("%w: batches end at %d (offset %d), index says %d (offset %d)", errBadIndex, pos, expect, size, next)
+	}
+	return nil
 }
 
 // readFile reads a small file of the log directory.
