@@ -12,8 +12,9 @@
 //     segment's first offset as 20 zero-padded decimal digits, Kafka style
 //     (00000000000000000000.log). A batch never straddles two segments. A
 //     segment is rolled (a new one started) before an append would make it
-//     exceed Config.SegmentBytes, when its first batch was appended more than
-//     Config.SegmentMs ago, or when relative offsets would overflow.
+//     exceed Config.SegmentBytes, when its first batch was appended at least
+//     Config.SegmentMs ago (after a restart: the first batch's timestamp, if
+//     not in the future), or when relative offsets would overflow int32.
 //   - <base>.index: the sparse offset index of a closed segment. A 32-byte
 //     header (magic "EXOI", version 1, 3 zero bytes, the .log size it
 //     describes as uint64, the segment's next offset as int64, the entry count
@@ -33,13 +34,16 @@
 //     timestamp and at least IndexIntervalBytes were appended since the
 //     previous time entry (the first raise always adds one).
 //   - start-offset.checkpoint: the log start offset raised by
-//     DeleteRecordsBefore, as the text "v1 <offset>\n". Absent means the start
-//     offset is the first segment's base offset.
+//     DeleteRecordsBefore, as the text "v1 <offset>\n", written to a fsynced
+//     temporary file, renamed into place and made durable with a directory
+//     fsync before DeleteRecordsBefore returns. The start offset is
+//     max(checkpoint, first segment's base offset); retention deletes whole
+//     segments only, so the offset it implies needs no checkpoint.
 //   - *.tmp: files being written (index files, the checkpoint) before an
 //     atomic rename; stray ones are removed by Open.
 //
-// Index files exist only for closed segments and are written when a segment
-// is rolled and on Close. In memory, every segment keeps its sparse indexes
+// Index files are written for a segment when it is rolled, and for the
+// active segment on Close (Open still scans the last segment). In memory, every segment keeps its sparse indexes
 // (about 8 bytes per IndexIntervalBytes of log), so reads never touch index
 // files; the files only spare Open from scanning closed segments.
 //
@@ -67,8 +71,9 @@
 //
 // Open lists the directory, removes *.tmp files and index files without a
 // segment, and then for each segment, oldest first: closed segments whose two
-// index files are present, CRC-valid and describe the segment's current size
-// are loaded from them; other segments, and always the last one, are scanned
+// index files are present, CRC-valid, describe the segment's current size and
+// agree with the batch headers after the last index entry are loaded from
+// them; other segments, and always the last one, are scanned
 // batch by batch (header, length and CRC-32C), stopping at the first short,
 // corrupt or non-contiguous batch (its base offset must be the previous
 // batch's last offset + 1, the first must equal the segment's base); the file

@@ -110,9 +110,9 @@ func (f *FaultyFS) FailPath(op Op, match func(name string) bool, err error) {
 	f.Inject(Fault{Op: op, Path: match, Err: err})
 }
 
-// SetHook installs a function called before every operation (after
-// counting, before the faults are checked); a non-nil result fails the
-// operation with that error. Tests use it to crash at an arbitrary point,
+// SetHook installs a function called before every operation, after it is
+// counted; a non-nil result fails the operation with that error, whatever
+// the injected faults say. Tests use it to crash at an arbitrary point,
 // e.g. by snapshotting MemFS.Crash and failing every later call. nil removes
 // the hook.
 func (f *FaultyFS) SetHook(h func(op Op, name string) error) {
