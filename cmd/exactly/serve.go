@@ -1,0 +1,120 @@
+package main
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/exactly/exactly"
+	"github.com/exactly/exactly/internal/cluster"
+	"github.com/spf13/cobra"
+)
+
+func serveCommand() *cobra.Command {
+	var (
+		dataDir, listen, advertise, configFile, metricsListen, logLevel string
+		sets                                                            []string
+	)
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Run the broker",
+		Long: `Run the broker in the foreground until SIGINT or SIGTERM, then shut down
+cleanly (stop accepting, answer requests already read, fsync, close).
+
+Configuration uses Kafka's key names: --config reads a server.properties file,
+--set key=value overrides single keys (repeatable). Flags win over both.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cmd.SilenceUsage = true
+			cfg := map[string]string{}
+			if configFile != "" {
+				f, err := os.Open(configFile)
+				if err != nil {
+					return err
+				}
+				props, err := cluster.ParseProperties(f)
+				f.Close()
+				if err != nil {
+					return fmt.Errorf("%s: %w", configFile, err)
+				}
+				for k, v := range props {
+					cfg[k] = v
+				}
+			}
+			for _, s := range sets {
+				k, v, ok := strings.Cut(s, "=")
+				if !ok || strings.TrimSpace(k) == "" {
+					return fmt.Errorf("--set %q: want key=value", s)
+				}
+				cfg[strings.TrimSpace(k)] = strings.TrimSpace(v)
+			}
+			// Kafka's listener keys, if present in the file, supply defaults.
+			if !cmd.Flags().Changed("listen") {
+				if l, ok := plaintextListener(cfg["listeners"]); ok {
+					listen = l
+				}
+			}
+			if !cmd.Flags().Changed("advertise") {
+				if a, ok := plaintextListener(cfg["advertised.listeners"]); ok {
+					advertise = a
+				}
+			}
+			delete(cfg, "listeners")
+			delete(cfg, "advertised.listeners")
+			if cmd.Flags().Changed("data-dir") || cfg["log.dirs"] == "" {
+				cfg["log.dirs"] = dataDir
+			}
+			for k, v := range cfg {
+				if err := cluster.ValidateBrokerConfig(k, v); err != nil {
+					return err
+				}
+			}
+			var level slog.Level
+			if err := level.UnmarshalText([]byte(logLevel)); err != nil {
+				return fmt.Errorf("--log-level %q: %w", logLevel, err)
+			}
+			logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+			if err := os.MkdirAll(cfg["log.dirs"], 0o755); err != nil {
+				return err
+			}
+			b, err := exactly.Start(exactly.Options{
+				DataDir: cfg["log.dirs"], Listen: listen, Advertise: advertise,
+				Config: cfg, MetricsListen: metricsListen, Logger: logger,
+			})
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.ErrOrStderr(), "exactly: serving Kafka on %s (data in %s)\n", b.Addr(), cfg["log.dirs"])
+			sig := make(chan os.Signal, 1)
+			signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+			s := <-sig
+			logger.Info("shutting down", "signal", s.String())
+			signal.Stop(sig)
+			return b.Close()
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&dataDir, "data-dir", "./data", "directory for logs and metadata (log.dirs)")
+	f.StringVar(&listen, "listen", "127.0.0.1:9092", "address to accept Kafka connections on")
+	f.StringVar(&advertise, "advertise", "", "host:port returned to clients (default: the listen address)")
+	f.StringVar(&configFile, "config", "", "server.properties file with Kafka broker keys")
+	f.StringArrayVar(&sets, "set", nil, "broker config key=value (repeatable)")
+	f.StringVar(&metricsListen, "metrics-listen", "", "serve Prometheus metrics on this address, e.g. 127.0.0.1:9308")
+	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	return cmd
+}
+
+// plaintextListener extracts host:port from a Kafka listeners value such as
+// "PLAINTEXT://127.0.0.1:9092".
+func plaintextListener(v string) (string, bool) {
+	for _, l := range strings.Split(v, ",") {
+		l = strings.TrimSpace(l)
+		if rest, ok := strings.CutPrefix(l, "PLAINTEXT://"); ok {
+			return rest, true
+		}
+	}
+	return "", false
+}

@@ -1,0 +1,190 @@
+package broker
+
+// Produce (key 0), versions 3-11.
+//
+// Each partition's data must be exactly one RecordBatch v2; it is validated
+// (CRC-32C, record count and framing, decompressing if needed), stamped with
+// its base offset (and LogAppendTime when the topic asks for it) and
+// appended as received — compressed batches stay compressed. acks=1 and
+// acks=all are answered only after the batch is fsynced (group commit shares
+// one fsync among concurrent producers; on a single node "all in-sync
+// replicas" is this node's disk). acks=0 gets no response; its records
+// become visible after a background fsync.
+//
+// Errors: INVALID_REQUIRED_ACKS, UNKNOWN_TOPIC_OR_PARTITION, CORRUPT_MESSAGE
+// (bad CRC, truncated), UNSUPPORTED_FOR_MESSAGE_FORMAT (magic ≠ 2),
+// INVALID_RECORD (more than one batch, bad framing, control batch from a
+// client), MESSAGE_TOO_LARGE (> max.message.bytes), INVALID_TIMESTAMP,
+// KAFKA_STORAGE_ERROR (log offline after an I/O error). Versions 0-2 (message
+// format v0/v1) are not served, as in Kafka 4.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/exactly/exactly/internal/cluster"
+	"github.com/exactly/exactly/internal/partition"
+	"github.com/exactly/exactly/internal/record"
+	"github.com/exactly/exactly/internal/server"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+func init() { register(0, 3, 11, (*Broker).handleProduce) }
+
+type pendingAppend struct {
+	p    *partition.Partition
+	resp *kmsg.ProduceResponseTopicPartition
+	upto int64
+}
+
+func (b *Broker) handleProduce(_ context.Context, r *server.Request) server.Reply {
+	req := r.Msg.(*kmsg.ProduceRequest)
+	resp := req.ResponseKind().(*kmsg.ProduceResponse)
+	acksOK := req.Acks == -1 || req.Acks == 0 || req.Acks == 1
+	var waits []pendingAppend
+	for ti := range req.Topics {
+		rt := &req.Topics[ti]
+		st := kmsg.NewProduceResponseTopic()
+		st.Topic = rt.Topic
+		t, known := b.catalog.Topic(rt.Topic)
+		for pi := range rt.Partitions {
+			rp := &rt.Partitions[pi]
+			sp := kmsg.NewProduceResponseTopicPartition()
+			sp.Partition = rp.Partition
+			sp.BaseOffset = -1
+			sp.LogAppendTime = -1
+			sp.LogStartOffset = -1
+			var p *partition.Partition
+			if known {
+				p = b.partition(rt.Topic, rp.Partition)
+			}
+			switch {
+			case !acksOK:
+				sp.ErrorCode = kerr.InvalidRequiredAcks.Code
+			case p == nil:
+				sp.ErrorCode = kerr.UnknownTopicOrPartition.Code
+			default:
+				res, err := b.appendProduced(t, p, rp.Records, req.TransactionID)
+				if err != nil {
+					sp.ErrorCode = errorCode(err)
+					sp.ErrorMessage = errMsg(err)
+					if sp.ErrorCode == kerr.UnknownServerError.Code || sp.ErrorCode == kerr.KafkaStorageError.Code {
+						b.log.Error("produce failed", "topic", rt.Topic, "partition", rp.Partition, "err", err)
+					}
+					break
+				}
+				sp.BaseOffset = res.BaseOffset
+				sp.LogAppendTime = res.logAppendTime
+				sp.LogStartOffset = p.LogStartOffset()
+			}
+			b.metrics.countError(0, sp.ErrorCode)
+			st.Partitions = append(st.Partitions, sp)
+		}
+		resp.Topics = append(resp.Topics, st)
+	}
+	// Index the pending waits only after the slices stopped growing.
+	for ti := range resp.Topics {
+		st := &resp.Topics[ti]
+		for pi := range st.Partitions {
+			sp := &st.Partitions[pi]
+			if sp.ErrorCode != 0 {
+				continue
+			}
+			p := b.partition(st.Topic, sp.Partition)
+			if p == nil {
+				continue
+			}
+			waits = append(waits, pendingAppend{p: p, resp: sp, upto: p.LogEndOffset()})
+		}
+	}
+	if req.Acks == 0 {
+		for _, w := range waits {
+			w.p.SyncSoon()
+		}
+		return server.Reply{}
+	}
+	if len(waits) == 0 {
+		return now(resp)
+	}
+	return server.Reply{Wait: func() kmsg.Response {
+		for _, w := range waits {
+			if err := w.p.WaitDurable(w.upto); err != nil {
+				b.log.Error("fsync failed; partition offline", "topic", w.p.Topic, "partition", w.p.Index, "err", err)
+				w.resp.ErrorCode = kerr.KafkaStorageError.Code
+				w.resp.ErrorMessage = errMsg(err)
+				w.resp.BaseOffset = -1
+			}
+		}
+		return resp
+	}}
+}
+
+type produced struct {
+	partition.AppendResult
+	logAppendTime int64
+}
+
+func (b *Broker) appendProduced(t *cluster.Topic, p *partition.Partition, batch []byte, txnID *string) (produced, error) {
+	var out produced
+	out.logAppendTime = -1
+	if len(batch) == 0 {
+		return out, fmt.Errorf("%w: no record batch for the partition", record.ErrInvalid)
+	}
+	if max := b.topicInt(t, "max.message.bytes"); int64(len(batch)) > max {
+		return out, &kerrError{kerr.MessageTooLarge, fmt.Sprintf("batch of %d bytes exceeds max.message.bytes=%d", len(batch), max)}
+	}
+	h, err := record.Validate(batch)
+	if err != nil {
+		return out, err
+	}
+	if h.IsControl() {
+		return out, fmt.Errorf("%w: clients may not write control batches", record.ErrInvalid)
+	}
+	if h.IsTransactional() {
+		return out, &kerrError{kerr.InvalidTxnState, "transactional produce is not supported by this broker yet"}
+	}
+	if h.HasProducerID() {
+		return out, &kerrError{kerr.UnknownProducerID, "idempotent produce is not supported by this broker yet"}
+	}
+	nowMs := time.Now().UnixMilli()
+	if tsType, _ := b.catalog.TopicConfig(t, "message.timestamp.type"); tsType == "LogAppendTime" {
+		record.SetLogAppendTime(batch, nowMs)
+		out.logAppendTime = nowMs
+	} else {
+		before := b.topicInt(t, "message.timestamp.before.max.ms")
+		after := b.topicInt(t, "message.timestamp.after.max.ms")
+		if h.FirstTimestamp < nowMs-before || h.MaxTimestamp < nowMs-before {
+			return out, &kerrError{kerr.InvalidTimestamp, fmt.Sprintf("timestamp %d is more than message.timestamp.before.max.ms=%d in the past", h.FirstTimestamp, before)}
+		}
+		if after < nowMs && h.MaxTimestamp > nowMs+after {
+			return out, &kerrError{kerr.InvalidTimestamp, fmt.Sprintf("timestamp %d is more than message.timestamp.after.max.ms=%d in the future", h.MaxTimestamp, after)}
+		}
+	}
+	record.SetLeaderEpoch(batch, 0)
+	res, err := p.Append(batch, h)
+	if err != nil {
+		return out, err
+	}
+	out.AppendResult = res
+	b.metrics.messagesIn.WithLabelValues(t.Name).Add(float64(h.NumRecords))
+	b.metrics.bytesIn.WithLabelValues(t.Name).Add(float64(len(batch)))
+	return out, nil
+}
+
+// kerrError carries a specific Kafka error code and message through Go
+// error plumbing.
+type kerrError struct {
+	code *kerr.Error
+	msg  string
+}
+
+func (e *kerrError) Error() string { return e.msg }
+
+func asKerr(err error) (*kerrError, bool) {
+	var ke *kerrError
+	ok := errors.As(err, &ke)
+	return ke, ok
+}

@@ -1,0 +1,155 @@
+package broker
+
+// Fetch (key 1), versions 4-16.
+//
+// Returns stored record batches byte-for-byte (no re-encoding), bounded by
+// the high watermark (read_uncommitted) or the last stable offset
+// (read_committed), which on this node only ever cover fsynced data. Size
+// limits follow KIP-74: the first batch of the first non-empty partition is
+// returned even if it exceeds MaxBytes or the partition's MaxBytes, later
+// partitions only while the response stays within MaxBytes. Long-poll: if
+// fewer than MinBytes are available the response waits up to MaxWaitMillis,
+// woken as soon as any requested partition's high watermark moves.
+// v13+ identifies topics by topic ID (UNKNOWN_TOPIC_ID when unknown).
+//
+// Gaps: incremental fetch sessions (KIP-227) are not kept — every response
+// has session ID 0, which tells clients to keep sending full requests;
+// a request naming an existing session gets FETCH_SESSION_ID_NOT_FOUND.
+// Rack-aware preferred read replicas do not apply to a single node.
+
+import (
+	"context"
+	"time"
+
+	"github.com/exactly/exactly/internal/cluster"
+	"github.com/exactly/exactly/internal/partition"
+	"github.com/exactly/exactly/internal/server"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+func init() { register(1, 4, 16, (*Broker).handleFetch) }
+
+func (b *Broker) handleFetch(ctx context.Context, r *server.Request) server.Reply {
+	req := r.Msg.(*kmsg.FetchRequest)
+	if req.SessionID != 0 {
+		resp := req.ResponseKind().(*kmsg.FetchResponse)
+		resp.ErrorCode = kerr.FetchSessionIDNotFound.Code
+		return now(resp)
+	}
+	resp, ready, watched := b.fetchOnce(req)
+	if ready || req.MaxWaitMillis <= 0 || len(watched) == 0 {
+		return now(resp)
+	}
+	deadline := time.Now().Add(time.Duration(req.MaxWaitMillis) * time.Millisecond)
+	return server.Reply{Wait: func() kmsg.Response {
+		wake := make(chan struct{}, 1)
+		for _, p := range watched {
+			defer p.Watch(wake)()
+		}
+		timer := time.NewTimer(time.Until(deadline))
+		defer timer.Stop()
+		for {
+			// Re-check after registering so an advance between the first
+			// read and the registration is not missed.
+			resp, ready, _ = b.fetchOnce(req)
+			if ready {
+				return resp
+			}
+			select {
+			case <-wake:
+			case <-timer.C:
+				resp, _, _ = b.fetchOnce(req)
+				return resp
+			case <-ctx.Done():
+				return resp
+			}
+		}
+	}}
+}
+
+// fetchOnce builds a response from what is readable now. It reports whether
+// the response should be sent now (MinBytes reached or a partition errored)
+// and the partitions worth waiting on.
+func (b *Broker) fetchOnce(req *kmsg.FetchRequest) (*kmsg.FetchResponse, bool, []*partition.Partition) {
+	resp := req.ResponseKind().(*kmsg.FetchResponse)
+	readCommitted := req.IsolationLevel == 1
+	budget := int(req.MaxBytes)
+	if req.MaxBytes <= 0 {
+		budget = 0
+	}
+	total := 0
+	errored := false
+	var watched []*partition.Partition
+	for ti := range req.Topics {
+		rt := &req.Topics[ti]
+		st := kmsg.NewFetchResponseTopic()
+		st.Topic = rt.Topic
+		st.TopicID = rt.TopicID
+		var t *cluster.Topic
+		var known bool
+		if req.Version >= 13 {
+			t, known = b.catalog.TopicByID(rt.TopicID)
+		} else {
+			t, known = b.catalog.Topic(rt.Topic)
+		}
+		for pi := range rt.Partitions {
+			rp := &rt.Partitions[pi]
+			sp := kmsg.NewFetchResponseTopicPartition()
+			sp.Partition = rp.Partition
+			sp.HighWatermark, sp.LastStableOffset, sp.LogStartOffset = -1, -1, -1
+			// Never null: librdkafka rejects a -1 record set size.
+			sp.RecordBatches = []byte{}
+			var p *partition.Partition
+			if known {
+				p = b.partition(t.Name, rp.Partition)
+			}
+			switch {
+			case p == nil && req.Version >= 13 && !known:
+				sp.ErrorCode = kerr.UnknownTopicID.Code
+			case p == nil:
+				sp.ErrorCode = kerr.UnknownTopicOrPartition.Code
+			case rp.CurrentLeaderEpoch > 0:
+				sp.ErrorCode = kerr.UnknownLeaderEpoch.Code
+			default:
+				sp.HighWatermark = p.HighWatermark()
+				sp.LastStableOffset = p.LastStableOffset()
+				sp.LogStartOffset = p.LogStartOffset()
+				if readCommitted {
+					sp.AbortedTransactions = []kmsg.FetchResponseTopicPartitionAbortedTransaction{}
+				}
+				limit := int(rp.PartitionMaxBytes)
+				strict := total > 0 // KIP-74: only the first batch overall may exceed limits
+				if strict && budget-total < limit {
+					limit = budget - total
+				}
+				if limit <= 0 && strict {
+					watched = append(watched, p)
+					break
+				}
+				data, err := p.Read(rp.FetchOffset, max(limit, 1), readCommitted)
+				if err != nil {
+					sp.ErrorCode = errorCode(err)
+					sp.HighWatermark, sp.LastStableOffset, sp.LogStartOffset = -1, -1, -1
+					break
+				}
+				if strict && len(data) > limit || data == nil {
+					data = []byte{}
+				}
+				sp.RecordBatches = data
+				total += len(data)
+				watched = append(watched, p)
+				if len(data) > 0 {
+					b.metrics.bytesOut.WithLabelValues(t.Name).Add(float64(len(data)))
+				}
+			}
+			if sp.ErrorCode != 0 {
+				errored = true
+			}
+			b.metrics.countError(1, sp.ErrorCode)
+			st.Partitions = append(st.Partitions, sp)
+		}
+		resp.Topics = append(resp.Topics, st)
+	}
+	return resp, errored || total >= int(req.MinBytes), watched
+}

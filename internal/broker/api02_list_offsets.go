@@ -1,0 +1,102 @@
+package broker
+
+// ListOffsets (key 2), versions 1-6.
+//
+// Timestamp -2 (earliest) answers the log start offset; -1 (latest) answers
+// the high watermark, or the last stable offset for read_committed (v2+
+// isolation level). A real timestamp answers the first record whose
+// timestamp is at or after it (time index, then the records of one batch),
+// or offset -1 if there is none. CurrentLeaderEpoch (v4+) above 0 is
+// UNKNOWN_LEADER_EPOCH: leadership never changes on a single node.
+//
+// Gap: v7+ (max timestamp, KIP-734; earliest-local, KIP-1005) is not served.
+
+import (
+	"context"
+
+	"github.com/exactly/exactly/internal/partition"
+	"github.com/exactly/exactly/internal/record"
+	"github.com/exactly/exactly/internal/server"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+func init() { register(2, 1, 6, (*Broker).handleListOffsets) }
+
+func (b *Broker) handleListOffsets(_ context.Context, r *server.Request) server.Reply {
+	req := r.Msg.(*kmsg.ListOffsetsRequest)
+	resp := req.ResponseKind().(*kmsg.ListOffsetsResponse)
+	for _, rt := range req.Topics {
+		st := kmsg.NewListOffsetsResponseTopic()
+		st.Topic = rt.Topic
+		for _, rp := range rt.Partitions {
+			sp := kmsg.NewListOffsetsResponseTopicPartition()
+			sp.Partition = rp.Partition
+			sp.Timestamp, sp.Offset = -1, -1
+			p := b.partition(rt.Topic, rp.Partition)
+			switch {
+			case p == nil:
+				sp.ErrorCode = kerr.UnknownTopicOrPartition.Code
+			case rp.CurrentLeaderEpoch > 0:
+				sp.ErrorCode = kerr.UnknownLeaderEpoch.Code
+			default:
+				sp.LeaderEpoch = 0
+				sp.Offset, sp.Timestamp, sp.ErrorCode = b.listOffset(p, rp.Timestamp, req.IsolationLevel == 1)
+			}
+			b.metrics.countError(2, sp.ErrorCode)
+			st.Partitions = append(st.Partitions, sp)
+		}
+		resp.Topics = append(resp.Topics, st)
+	}
+	return now(resp)
+}
+
+func (b *Broker) listOffset(p *partition.Partition, ts int64, readCommitted bool) (offset, timestamp int64, code int16) {
+	switch ts {
+	case -2:
+		return p.LogStartOffset(), -1, 0
+	case -1:
+		if readCommitted {
+			return p.LastStableOffset(), -1, 0
+		}
+		return p.HighWatermark(), -1, 0
+	}
+	if ts < 0 {
+		return -1, -1, kerr.InvalidRequest.Code
+	}
+	batch, err := p.Log().ReadBatchAtTime(ts)
+	if err != nil {
+		return -1, -1, errorCode(err)
+	}
+	if batch == nil {
+		return -1, -1, 0
+	}
+	h, err := record.Parse(batch)
+	if err != nil {
+		return -1, -1, errorCode(err)
+	}
+	limit := p.HighWatermark()
+	if readCommitted {
+		limit = p.LastStableOffset()
+	}
+	offset, timestamp = -1, -1
+	if h.Attributes&record.AttrLogAppendTime != 0 {
+		// Every record carries the batch's append time.
+		offset, timestamp = h.BaseOffset, h.MaxTimestamp
+	} else {
+		err = record.ForEach(h, batch, func(rec record.Record) bool {
+			if t := h.FirstTimestamp + rec.TimestampDelta; t >= ts {
+				offset, timestamp = h.BaseOffset+int64(rec.OffsetDelta), t
+				return false
+			}
+			return true
+		})
+		if err != nil {
+			return -1, -1, errorCode(err)
+		}
+	}
+	if offset >= limit {
+		return -1, -1, 0
+	}
+	return offset, timestamp, 0
+}

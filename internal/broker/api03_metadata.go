@@ -1,0 +1,111 @@
+package broker
+
+// Metadata (key 3), versions 0-12.
+//
+// One broker (this node) leads every partition, with itself as the only
+// replica and ISR member; leader epoch is always 0. Topics may be named or
+// (v10+) identified by topic ID. A request for an unknown topic creates it
+// when auto.create.topics.enable is true and the request allows it (v4+
+// AllowAutoTopicCreation; always for v0-v3), with num.partitions partitions.
+// v0 treats an empty topic list as "all topics"; v1+ uses null for that.
+// Gaps: authorized operations are not computed (no ACLs; reported as
+// "not requested").
+
+import (
+	"context"
+	"errors"
+
+	"github.com/exactly/exactly/internal/cluster"
+	"github.com/exactly/exactly/internal/server"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+func init() { register(3, 0, 12, (*Broker).handleMetadata) }
+
+const authorizedOpsUnknown = -2147483648
+
+func (b *Broker) handleMetadata(_ context.Context, r *server.Request) server.Reply {
+	req := r.Msg.(*kmsg.MetadataRequest)
+	resp := req.ResponseKind().(*kmsg.MetadataResponse)
+	resp.Brokers = []kmsg.MetadataResponseBroker{b.brokerEntry()}
+	cid := b.ClusterID()
+	resp.ClusterID = &cid
+	resp.ControllerID = b.cfg.NodeID
+
+	all := req.Topics == nil || (req.Version == 0 && len(req.Topics) == 0)
+	if all {
+		for _, t := range b.catalog.Topics() {
+			resp.Topics = append(resp.Topics, b.topicMetadata(t))
+		}
+		return now(resp)
+	}
+	autoCreate := (req.Version < 4 || req.AllowAutoTopicCreation) && b.brokerBool("auto.create.topics.enable")
+	for _, rt := range req.Topics {
+		var t *cluster.Topic
+		var ok bool
+		switch {
+		case rt.Topic != nil:
+			t, ok = b.catalog.Topic(*rt.Topic)
+		case rt.TopicID != [16]byte{}:
+			t, ok = b.catalog.TopicByID(rt.TopicID)
+			if !ok {
+				mt := kmsg.NewMetadataResponseTopic()
+				mt.TopicID = rt.TopicID
+				mt.ErrorCode = kerr.UnknownTopicID.Code
+				resp.Topics = append(resp.Topics, mt)
+				continue
+			}
+		}
+		if !ok && rt.Topic != nil {
+			name := *rt.Topic
+			err := cluster.ValidateTopicName(name)
+			if err == nil && autoCreate {
+				t, err = b.createTopic(name, int32(b.brokerInt("num.partitions")), nil)
+				if errors.Is(err, cluster.ErrTopicExists) { // lost a race with another creator
+					t, ok = b.catalog.Topic(name)
+					err = nil
+				}
+				ok = err == nil
+			} else if err == nil {
+				err = cluster.ErrUnknownTopic
+			}
+			if !ok {
+				mt := kmsg.NewMetadataResponseTopic()
+				mt.Topic = kmsg.StringPtr(name)
+				mt.ErrorCode = errorCode(err)
+				b.metrics.countError(3, mt.ErrorCode)
+				resp.Topics = append(resp.Topics, mt)
+				continue
+			}
+		}
+		resp.Topics = append(resp.Topics, b.topicMetadata(t))
+	}
+	return now(resp)
+}
+
+func (b *Broker) brokerEntry() kmsg.MetadataResponseBroker {
+	br := kmsg.NewMetadataResponseBroker()
+	br.NodeID = b.cfg.NodeID
+	br.Host = b.cfg.AdvertisedHost
+	br.Port = b.cfg.AdvertisedPort
+	return br
+}
+
+func (b *Broker) topicMetadata(t *cluster.Topic) kmsg.MetadataResponseTopic {
+	mt := kmsg.NewMetadataResponseTopic()
+	mt.Topic = kmsg.StringPtr(t.Name)
+	mt.TopicID = t.ID
+	mt.IsInternal = t.Internal
+	mt.AuthorizedOperations = authorizedOpsUnknown
+	for i := int32(0); i < t.Partitions; i++ {
+		mp := kmsg.NewMetadataResponseTopicPartition()
+		mp.Partition = i
+		mp.Leader = b.cfg.NodeID
+		mp.LeaderEpoch = 0
+		mp.Replicas = []int32{b.cfg.NodeID}
+		mp.ISR = []int32{b.cfg.NodeID}
+		mt.Partitions = append(mt.Partitions, mp)
+	}
+	return mt
+}

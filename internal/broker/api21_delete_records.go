@@ -1,0 +1,43 @@
+package broker
+
+// DeleteRecords (key 21), versions 0-2.
+//
+// Raises a partition's log start offset (durably) and deletes the segments
+// that fall entirely below it. Offset -1 means the high watermark. An offset
+// beyond the high watermark is OFFSET_OUT_OF_RANGE.
+
+import (
+	"context"
+
+	"github.com/exactly/exactly/internal/server"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+func init() { register(21, 0, 2, (*Broker).handleDeleteRecords) }
+
+func (b *Broker) handleDeleteRecords(_ context.Context, r *server.Request) server.Reply {
+	req := r.Msg.(*kmsg.DeleteRecordsRequest)
+	resp := req.ResponseKind().(*kmsg.DeleteRecordsResponse)
+	for _, rt := range req.Topics {
+		st := kmsg.NewDeleteRecordsResponseTopic()
+		st.Topic = rt.Topic
+		for _, rp := range rt.Partitions {
+			sp := kmsg.NewDeleteRecordsResponseTopicPartition()
+			sp.Partition = rp.Partition
+			sp.LowWatermark = -1
+			p := b.partition(rt.Topic, rp.Partition)
+			if p == nil {
+				sp.ErrorCode = kerr.UnknownTopicOrPartition.Code
+			} else if lw, err := p.DeleteRecordsBefore(rp.Offset); err != nil {
+				sp.ErrorCode = errorCode(err)
+			} else {
+				sp.LowWatermark = lw
+			}
+			b.metrics.countError(21, sp.ErrorCode)
+			st.Partitions = append(st.Partitions, sp)
+		}
+		resp.Topics = append(resp.Topics, st)
+	}
+	return now(resp)
+}

@@ -1,0 +1,53 @@
+package broker
+
+// DescribeConfigs (key 32), versions 1-4.
+//
+// Topic resources list every known topic key with its effective value and
+// source (topic override, dynamic broker default, static broker config from
+// server.properties/--set, built-in default); broker resources ("" or this
+// node's ID) list the broker keys, with ReadOnly for those that cannot
+// change at runtime. Synonyms (v1+) and types (v3+) are filled; v3+
+// documentation marks keys accepted only for compatibility. Broker logger
+// resources are INVALID_REQUEST.
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/exactly/exactly/internal/cluster"
+	"github.com/exactly/exactly/internal/server"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+func init() { register(32, 1, 4, (*Broker).handleDescribeConfigs) }
+
+func (b *Broker) handleDescribeConfigs(_ context.Context, r *server.Request) server.Reply {
+	req := r.Msg.(*kmsg.DescribeConfigsRequest)
+	resp := req.ResponseKind().(*kmsg.DescribeConfigsResponse)
+	for _, rr := range req.Resources {
+		sr := kmsg.NewDescribeConfigsResponseResource()
+		sr.ResourceType = rr.ResourceType
+		sr.ResourceName = rr.ResourceName
+		var err error
+		switch int8(rr.ResourceType) {
+		case resourceTopic:
+			if t, ok := b.catalog.Topic(rr.ResourceName); ok {
+				sr.Configs = b.describeTopicConfigs(t, rr.ConfigNames, req.IncludeSynonyms, req.IncludeDocumentation)
+			} else {
+				err = fmt.Errorf("%w: %q", cluster.ErrUnknownTopic, rr.ResourceName)
+			}
+		case resourceBroker:
+			if err = b.checkBrokerResource(rr.ResourceName); err == nil {
+				sr.Configs = b.describeBrokerConfigs(rr.ConfigNames, req.IncludeSynonyms)
+			}
+		default:
+			err = &kerrError{kerr.InvalidRequest, fmt.Sprintf("unsupported resource type %d", rr.ResourceType)}
+		}
+		sr.ErrorCode = errorCode(err)
+		sr.ErrorMessage = errMsg(err)
+		b.metrics.countError(32, sr.ErrorCode)
+		resp.Resources = append(resp.Resources, sr)
+	}
+	return now(resp)
+}

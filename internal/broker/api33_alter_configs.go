@@ -1,0 +1,35 @@
+package broker
+
+// AlterConfigs (key 33), versions 0-2.
+//
+// Replaces the whole override set of a topic, or the dynamic broker
+// defaults (resource "" or this node's ID), durably. Every key and value is
+// validated first (INVALID_CONFIG naming the key); nothing changes on error.
+// Retention and segment changes apply to open logs immediately.
+
+import (
+	"context"
+
+	"github.com/exactly/exactly/internal/server"
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+func init() { register(33, 0, 2, (*Broker).handleAlterConfigs) }
+
+func (b *Broker) handleAlterConfigs(_ context.Context, r *server.Request) server.Reply {
+	req := r.Msg.(*kmsg.AlterConfigsRequest)
+	resp := req.ResponseKind().(*kmsg.AlterConfigsResponse)
+	for _, rr := range req.Resources {
+		sr := kmsg.NewAlterConfigsResponseResource()
+		sr.ResourceType, sr.ResourceName = rr.ResourceType, rr.ResourceName
+		ops := make([]configOp, 0, len(rr.Configs))
+		for _, c := range rr.Configs {
+			ops = append(ops, configOp{name: c.Name, op: 0, value: c.Value})
+		}
+		err := b.alterConfigs(int8(rr.ResourceType), rr.ResourceName, ops, true, req.ValidateOnly)
+		sr.ErrorCode, sr.ErrorMessage = errorCode(err), errMsg(err)
+		b.metrics.countError(33, sr.ErrorCode)
+		resp.Resources = append(resp.Resources, sr)
+	}
+	return now(resp)
+}

@@ -1,0 +1,407 @@
+// Package broker implements the Kafka APIs on top of the catalog and the
+// partitions. One file per API key (apiNN_name.go), each opening with the
+// versions it serves, what it does and its known gaps; the ApiVersions
+// answer is built from those registrations, so the broker never advertises
+// a version it does not serve.
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/exactly/exactly/internal/cluster"
+	"github.com/exactly/exactly/internal/log"
+	"github.com/exactly/exactly/internal/partition"
+	"github.com/exactly/exactly/internal/server"
+	"github.com/exactly/exactly/internal/vfs"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+// Config is what a Broker needs to start.
+type Config struct {
+	// FS is the filesystem; vfs.OS() in production, in-memory in tests.
+	FS vfs.FS
+	// DataDir is log.dirs: the catalog and one directory per partition.
+	DataDir string
+	// NodeID is node.id (broker.id).
+	NodeID int32
+	// AdvertisedHost and AdvertisedPort are returned in metadata.
+	AdvertisedHost string
+	AdvertisedPort int32
+	// Static holds broker configs from server.properties and --set.
+	Static map[string]string
+	// Logger receives one line per notable event.
+	Logger *slog.Logger
+	// Registry receives the broker's metrics; nil for none.
+	Registry prometheus.Registerer
+}
+
+// Broker serves the Kafka APIs for one node.
+type Broker struct {
+	cfg     Config
+	log     *slog.Logger
+	catalog *cluster.Catalog
+	metrics *metrics
+
+	// adminMu serializes topic creation, deletion and partition changes so
+	// the catalog and the open partitions never disagree.
+	adminMu sync.Mutex
+
+	partsMu sync.RWMutex
+	parts   map[string][]*partition.Partition // topic name → partitions by index
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	bg     sync.WaitGroup
+}
+
+// New opens the catalog and every partition (recovering logs as needed).
+func New(cfg Config) (*Broker, error) {
+	if cfg.FS == nil {
+		cfg.FS = vfs.OS()
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, nil))
+	}
+	for k, v := range cfg.Static {
+		if err := cluster.ValidateBrokerConfig(k, v); err != nil {
+			return nil, err
+		}
+	}
+	cat, err := cluster.OpenCatalog(cfg.FS, cfg.DataDir, cfg.Static)
+	if err != nil {
+		return nil, fmt.Errorf("opening catalog in %s: %w", cfg.DataDir, err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	b := &Broker{cfg: cfg, log: cfg.Logger, catalog: cat, parts: map[string][]*partition.Partition{}, ctx: ctx, cancel: cancel}
+	b.metrics = newMetrics(b, cfg.Registry)
+	if err := b.removeOrphans(); err != nil {
+		cancel()
+		return nil, err
+	}
+	for _, t := range cat.Topics() {
+		ps := make([]*partition.Partition, t.Partitions)
+		for i := range ps {
+			p, err := b.openPartition(t, int32(i))
+			if err != nil {
+				b.closePartitions()
+				cancel()
+				return nil, err
+			}
+			ps[i] = p
+		}
+		b.parts[t.Name] = ps
+	}
+	b.bg.Add(1)
+	go b.retentionLoop()
+	return b, nil
+}
+
+// Catalog exposes the topic catalog (for the embedding API and tests).
+func (b *Broker) Catalog() *cluster.Catalog { return b.catalog }
+
+// ClusterID is the cluster's stable ID.
+func (b *Broker) ClusterID() string { return b.catalog.ClusterID() }
+
+var partitionDirRE = regexp.MustCompile(`^(.+)-([0-9]+)$`)
+
+func (b *Broker) partitionDir(topic string, index int32) string {
+	return filepath.Join(b.cfg.DataDir, topic+"-"+strconv.Itoa(int(index)))
+}
+
+// removeOrphans deletes partition directories the catalog no longer knows:
+// what a crash between a topic deletion's catalog write and its directory
+// removal leaves behind.
+func (b *Broker) removeOrphans() error {
+	names, err := b.cfg.FS.ReadDir(b.cfg.DataDir)
+	if err != nil {
+		return err
+	}
+	for _, name := range names {
+		m := partitionDirRE.FindStringSubmatch(name)
+		if m == nil {
+			continue
+		}
+		if st, err := b.cfg.FS.Stat(filepath.Join(b.cfg.DataDir, name)); err != nil || !st.IsDir() {
+			continue
+		}
+		idx, _ := strconv.Atoi(m[2])
+		if t, ok := b.catalog.Topic(m[1]); ok && int32(idx) < t.Partitions {
+			continue
+		}
+		b.log.Warn("removing partition directory of a deleted topic", "dir", name)
+		if err := b.cfg.FS.RemoveAll(filepath.Join(b.cfg.DataDir, name)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (b *Broker) openPartition(t *cluster.Topic, index int32) (*partition.Partition, error) {
+	return partition.Open(b.cfg.FS, b.partitionDir(t.Name, index), t.Name, index, b.logConfig(t), b.log)
+}
+
+// logConfig resolves a topic's effective storage settings.
+func (b *Broker) logConfig(t *cluster.Topic) log.Config {
+	get := func(key string) int64 {
+		v, _ := b.catalog.TopicConfig(t, key)
+		return cluster.Int64(v, 0)
+	}
+	cfg := log.DefaultConfig()
+	cfg.SegmentBytes = get("segment.bytes")
+	cfg.SegmentMs = get("segment.ms")
+	cfg.IndexIntervalBytes = int(get("index.interval.bytes"))
+	cfg.RetentionMs = get("retention.ms")
+	cfg.RetentionBytes = get("retention.bytes")
+	return cfg
+}
+
+// topicInt resolves an integer topic config.
+func (b *Broker) topicInt(t *cluster.Topic, key string) int64 {
+	v, _ := b.catalog.TopicConfig(t, key)
+	return cluster.Int64(v, 0)
+}
+
+// brokerBool resolves a boolean broker config.
+func (b *Broker) brokerBool(key string) bool {
+	v, _ := b.catalog.BrokerConfig(key)
+	return v == "true"
+}
+
+// brokerInt resolves an integer broker config.
+func (b *Broker) brokerInt(key string) int64 {
+	v, _ := b.catalog.BrokerConfig(key)
+	return cluster.Int64(v, 0)
+}
+
+// partition returns an open partition, or nil if the topic or index is
+// unknown.
+func (b *Broker) partition(topic string, index int32) *partition.Partition {
+	b.partsMu.RLock()
+	ps := b.parts[topic]
+	b.partsMu.RUnlock()
+	if index < 0 || int(index) >= len(ps) {
+		return nil
+	}
+	return ps[index]
+}
+
+// partitions returns a topic's open partitions.
+func (b *Broker) partitions(topic string) []*partition.Partition {
+	b.partsMu.RLock()
+	defer b.partsMu.RUnlock()
+	return b.parts[topic]
+}
+
+// createTopic creates and opens a topic. adminMu must not be held.
+func (b *Broker) createTopic(name string, partitions int32, configs map[string]string) (*cluster.Topic, error) {
+	b.adminMu.Lock()
+	defer b.adminMu.Unlock()
+	if err := b.catalog.ValidateNewTopic(name, partitions, configs); err != nil {
+		return nil, err
+	}
+	// A directory with this name can only be a leftover of an earlier
+	// topic whose removal did not finish: never let it leak into the new one.
+	for i := int32(0); i < partitions; i++ {
+		if err := b.cfg.FS.RemoveAll(b.partitionDir(name, i)); err != nil {
+			return nil, err
+		}
+	}
+	t, err := b.catalog.CreateTopic(name, partitions, configs, false)
+	if err != nil {
+		return nil, err
+	}
+	ps := make([]*partition.Partition, partitions)
+	for i := range ps {
+		p, err := b.openPartition(t, int32(i))
+		if err != nil {
+			for _, q := range ps[:i] {
+				q.Close()
+			}
+			b.catalog.DeleteTopic(name)
+			return nil, err
+		}
+		ps[i] = p
+	}
+	b.partsMu.Lock()
+	b.parts[name] = ps
+	b.partsMu.Unlock()
+	b.log.Info("created topic", "topic", name, "partitions", partitions, "configs", configs)
+	return t, nil
+}
+
+// deleteTopic removes a topic from the catalog, then its data.
+func (b *Broker) deleteTopic(name string) error {
+	b.adminMu.Lock()
+	defer b.adminMu.Unlock()
+	t, err := b.catalog.DeleteTopic(name)
+	if err != nil {
+		return err
+	}
+	b.partsMu.Lock()
+	ps := b.parts[name]
+	delete(b.parts, name)
+	b.partsMu.Unlock()
+	var firstErr error
+	for _, p := range ps {
+		if err := p.Delete(); err != nil && firstErr == nil {
+			firstErr = err
+		}
+	}
+	b.metrics.forgetTopic(name)
+	b.log.Info("deleted topic", "topic", name, "partitions", t.Partitions)
+	return firstErr
+}
+
+// addPartitions raises a topic's partition count.
+func (b *Broker) addPartitions(name string, count int32) error {
+	b.adminMu.Lock()
+	defer b.adminMu.Unlock()
+	old, ok := b.catalog.Topic(name)
+	if !ok {
+		return fmt.Errorf("%w: %q", cluster.ErrUnknownTopic, name)
+	}
+	if count <= old.Partitions {
+		_, err := b.catalog.SetPartitions(name, count) // produces the descriptive error
+		return err
+	}
+	for i := old.Partitions; i < count; i++ {
+		if err := b.cfg.FS.RemoveAll(b.partitionDir(name, i)); err != nil {
+			return err
+		}
+	}
+	t, err := b.catalog.SetPartitions(name, count)
+	if err != nil {
+		return err
+	}
+	ps := append([]*partition.Partition(nil), b.partitions(name)...)
+	for i := old.Partitions; i < count; i++ {
+		p, err := b.openPartition(t, i)
+		if err != nil {
+			return err
+		}
+		ps = append(ps, p)
+	}
+	b.partsMu.Lock()
+	b.parts[name] = ps
+	b.partsMu.Unlock()
+	return nil
+}
+
+// applyTopicConfig pushes a topic's effective log settings to its open
+// partitions after a config change.
+func (b *Broker) applyTopicConfig(t *cluster.Topic) {
+	cfg := b.logConfig(t)
+	for _, p := range b.partitions(t.Name) {
+		p.SetConfig(cfg)
+	}
+}
+
+// applyAllTopicConfigs re-resolves every topic after a broker-level change.
+func (b *Broker) applyAllTopicConfigs() {
+	for _, t := range b.catalog.Topics() {
+		b.applyTopicConfig(t)
+	}
+}
+
+func (b *Broker) retentionLoop() {
+	defer b.bg.Done()
+	interval := time.Duration(b.brokerInt("log.retention.check.interval.ms")) * time.Millisecond
+	if interval <= 0 {
+		interval = 5 * time.Minute
+	}
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-b.ctx.Done():
+			return
+		case now := <-tick.C:
+			b.ApplyRetention(now)
+		}
+	}
+}
+
+// ApplyRetention deletes whole segments past each topic's retention.
+func (b *Broker) ApplyRetention(now time.Time) {
+	b.partsMu.RLock()
+	var all []*partition.Partition
+	for _, ps := range b.parts {
+		all = append(all, ps...)
+	}
+	b.partsMu.RUnlock()
+	for _, p := range all {
+		n, err := p.Log().ApplyRetention(now)
+		if err != nil {
+			b.log.Error("retention failed", "topic", p.Topic, "partition", p.Index, "err", err)
+			continue
+		}
+		if n > 0 {
+			b.log.Info("retention deleted segments", "topic", p.Topic, "partition", p.Index, "segments", n, "log_start_offset", p.LogStartOffset())
+		}
+	}
+}
+
+// Close stops background work and fsyncs and closes every partition. The
+// server must have been closed first so no request is in flight.
+func (b *Broker) Close() error {
+	b.cancel()
+	b.bg.Wait()
+	return b.closePartitions()
+}
+
+func (b *Broker) closePartitions() error {
+	b.partsMu.Lock()
+	defer b.partsMu.Unlock()
+	var errs []error
+	for _, ps := range b.parts {
+		for _, p := range ps {
+			if p == nil {
+				continue
+			}
+			if err := p.Close(); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	b.parts = map[string][]*partition.Partition{}
+	return errors.Join(errs...)
+}
+
+// handlerFunc serves one API.
+type handlerFunc func(b *Broker, ctx context.Context, r *server.Request) server.Reply
+
+type apiEntry struct {
+	lo, hi int16
+	fn     handlerFunc
+}
+
+var apis = map[int16]apiEntry{}
+
+// register is called from each API file's init.
+func register(key, lo, hi int16, fn handlerFunc) {
+	apis[key] = apiEntry{lo: lo, hi: hi, fn: fn}
+}
+
+// Versions implements server.Handler.
+func (b *Broker) Versions(key int16) (int16, int16, bool) {
+	e, ok := apis[key]
+	return e.lo, e.hi, ok
+}
+
+// Handle implements server.Handler.
+func (b *Broker) Handle(ctx context.Context, r *server.Request) server.Reply {
+	return apis[r.Header.APIKey].fn(b, ctx, r)
+}
+
+// now wraps an immediate response.
+func now(resp kmsg.Response) server.Reply { return server.Reply{Response: resp} }

@@ -1,0 +1,249 @@
+package broker
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/exactly/exactly/internal/cluster"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+// Config resource types (DescribeConfigs, AlterConfigs).
+const (
+	resourceTopic        = 2
+	resourceBroker       = 4
+	resourceBrokerLogger = 8
+)
+
+// describeTopicConfigs lists a topic's effective configs; names nil = all.
+func (b *Broker) describeTopicConfigs(t *cluster.Topic, names []string, synonyms, docs bool) []kmsg.DescribeConfigsResponseResourceConfig {
+	want := nameSet(names)
+	var out []kmsg.DescribeConfigsResponseResourceConfig
+	for _, d := range cluster.TopicConfigDefs() {
+		if want != nil && !want[d.Name] {
+			continue
+		}
+		v, src := b.catalog.TopicConfig(t, d.Name)
+		c := kmsg.NewDescribeConfigsResponseResourceConfig()
+		c.Name = d.Name
+		c.Value = kmsg.StringPtr(v)
+		c.Source = kmsg.ConfigSource(src)
+		c.IsDefault = src == cluster.SourceDefault
+		c.ConfigType = kmsg.ConfigType(d.Type)
+		if docs && !d.Effective {
+			c.Documentation = kmsg.StringPtr("accepted for compatibility; has no effect on this single-node broker")
+		}
+		if synonyms {
+			if tv, ok := t.Configs[d.Name]; ok {
+				c.ConfigSynonyms = append(c.ConfigSynonyms, synonym(d.Name, tv, cluster.SourceDynamicTopic))
+			}
+			if d.BrokerKey != "" {
+				if bv, bsrc := b.catalog.BrokerConfig(d.BrokerKey); bsrc != cluster.SourceDefault {
+					c.ConfigSynonyms = append(c.ConfigSynonyms, synonym(d.BrokerKey, bv, bsrc))
+				}
+			}
+			c.ConfigSynonyms = append(c.ConfigSynonyms, synonym(d.Name, d.Default, cluster.SourceDefault))
+		}
+		out = append(out, c)
+	}
+	return out
+}
+
+func synonym(name, value string, src cluster.ConfigSource) kmsg.DescribeConfigsResponseResourceConfigConfigSynonym {
+	s := kmsg.NewDescribeConfigsResponseResourceConfigConfigSynonym()
+	s.Name, s.Value, s.Source = name, kmsg.StringPtr(value), kmsg.ConfigSource(src)
+	return s
+}
+
+// describeBrokerConfigs lists the broker's effective configs.
+func (b *Broker) describeBrokerConfigs(names []string, synonyms bool) []kmsg.DescribeConfigsResponseResourceConfig {
+	want := nameSet(names)
+	var out []kmsg.DescribeConfigsResponseResourceConfig
+	for _, d := range cluster.BrokerConfigDefs() {
+		if want != nil && !want[d.Name] {
+			continue
+		}
+		v, src := b.catalog.BrokerConfig(d.Name)
+		c := kmsg.NewDescribeConfigsResponseResourceConfig()
+		c.Name = d.Name
+		c.Value = kmsg.StringPtr(v)
+		c.Source = kmsg.ConfigSource(src)
+		c.IsDefault = src == cluster.SourceDefault
+		c.ReadOnly = !d.Dynamic
+		c.ConfigType = kmsg.ConfigType(d.Type)
+		if synonyms {
+			c.ConfigSynonyms = append(c.ConfigSynonyms, synonym(d.Name, v, src))
+		}
+		out = append(out, c)
+	}
+	return out
+}
+
+func nameSet(names []string) map[string]bool {
+	if names == nil {
+		return nil
+	}
+	m := make(map[string]bool, len(names))
+	for _, n := range names {
+		m[n] = true
+	}
+	return m
+}
+
+// checkBrokerResource accepts "" (cluster-wide default) or this node's ID.
+func (b *Broker) checkBrokerResource(name string) error {
+	if name == "" || name == strconv.Itoa(int(b.cfg.NodeID)) {
+		return nil
+	}
+	return &kerrError{kerr.InvalidRequest, fmt.Sprintf("unknown broker %q (this node is %d)", name, b.cfg.NodeID)}
+}
+
+// configOp is one change from AlterConfigs or IncrementalAlterConfigs.
+type configOp struct {
+	name  string
+	op    int8 // 0 set, 1 delete, 2 append, 3 subtract
+	value *string
+}
+
+// applyConfigOps computes a new override map from ops.
+func applyConfigOps(cur map[string]string, ops []configOp, isList func(string) bool) (map[string]string, error) {
+	out := map[string]string{}
+	for k, v := range cur {
+		out[k] = v
+	}
+	for _, o := range ops {
+		switch o.op {
+		case 0:
+			if o.value == nil {
+				return nil, &kerrError{kerr.InvalidConfig, fmt.Sprintf("null value for %s", o.name)}
+			}
+			out[o.name] = *o.value
+		case 1:
+			delete(out, o.name)
+		case 2, 3:
+			if !isList(o.name) {
+				return nil, &kerrError{kerr.InvalidConfig, fmt.Sprintf("%s is not a list config; APPEND and SUBTRACT apply to lists only", o.name)}
+			}
+			if o.value == nil {
+				return nil, &kerrError{kerr.InvalidConfig, fmt.Sprintf("null value for %s", o.name)}
+			}
+			items := splitList(out[o.name])
+			if o.op == 2 {
+				for _, v := range splitList(*o.value) {
+					if !contains(items, v) {
+						items = append(items, v)
+					}
+				}
+			} else {
+				var kept []string
+				for _, v := range items {
+					if !contains(splitList(*o.value), v) {
+						kept = append(kept, v)
+					}
+				}
+				items = kept
+			}
+			out[o.name] = strings.Join(items, ",")
+		default:
+			return nil, &kerrError{kerr.InvalidRequest, fmt.Sprintf("unknown config operation %d", o.op)}
+		}
+	}
+	return out, nil
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func contains(xs []string, x string) bool {
+	for _, y := range xs {
+		if y == x {
+			return true
+		}
+	}
+	return false
+}
+
+// alterConfigs applies ops to one resource; validateOnly checks only.
+func (b *Broker) alterConfigs(resType int8, name string, ops []configOp, replace, validateOnly bool) error {
+	switch resType {
+	case resourceTopic:
+		b.adminMu.Lock()
+		defer b.adminMu.Unlock()
+		t, ok := b.catalog.Topic(name)
+		if !ok {
+			return fmt.Errorf("%w: %q", cluster.ErrUnknownTopic, name)
+		}
+		cur := t.Configs
+		if replace {
+			cur = nil
+		}
+		next, err := applyConfigOps(cur, ops, func(k string) bool {
+			d, ok := cluster.LookupTopicConfig(k)
+			return ok && d.Type == cluster.TypeList
+		})
+		if err != nil {
+			return err
+		}
+		for k, v := range next {
+			if err := cluster.ValidateTopicConfig(k, v); err != nil {
+				return fmt.Errorf("%w: %v", cluster.ErrInvalidConfig, err)
+			}
+		}
+		if validateOnly {
+			return nil
+		}
+		nt, err := b.catalog.SetTopicConfigs(name, next)
+		if err != nil {
+			return err
+		}
+		b.applyTopicConfig(nt)
+		return nil
+	case resourceBroker:
+		if err := b.checkBrokerResource(name); err != nil {
+			return err
+		}
+		b.adminMu.Lock()
+		defer b.adminMu.Unlock()
+		cur := b.catalog.BrokerDynamic()
+		if replace {
+			cur = nil
+		}
+		next, err := applyConfigOps(cur, ops, func(k string) bool {
+			d, ok := cluster.LookupBrokerConfig(k)
+			return ok && d.Type == cluster.TypeList
+		})
+		if err != nil {
+			return err
+		}
+		if validateOnly {
+			for k, v := range next {
+				d, ok := cluster.LookupBrokerConfig(k)
+				if !ok || !d.Dynamic {
+					return fmt.Errorf("%w: %s cannot be changed dynamically", cluster.ErrInvalidConfig, k)
+				}
+				if err := cluster.ValidateBrokerConfig(k, v); err != nil {
+					return fmt.Errorf("%w: %v", cluster.ErrInvalidConfig, err)
+				}
+			}
+			return nil
+		}
+		if err := b.catalog.SetBrokerDynamic(next); err != nil {
+			return err
+		}
+		b.applyAllTopicConfigs()
+		return nil
+	case resourceBrokerLogger:
+		return &kerrError{kerr.InvalidRequest, "broker logger configs are not supported"}
+	default:
+		return &kerrError{kerr.InvalidRequest, fmt.Sprintf("unsupported resource type %d", resType)}
+	}
+}

@@ -1,0 +1,459 @@
+// Package cluster keeps the broker's metadata: the topic catalog (names,
+// topic IDs, partition counts, per-topic config overrides), the cluster ID
+// and dynamic broker configs, and resolves effective config values.
+//
+// The catalog is one small JSON file rewritten atomically (temp file, fsync,
+// rename, directory fsync) on every change, so a crash leaves either the old
+// or the new catalog, never a mix. Topic metadata changes are rare; the hot
+// path reads immutable *Topic values without locking beyond a map lookup.
+package cluster
+
+import (
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/exactly/exactly/internal/vfs"
+)
+
+// Errors returned by catalog operations; the broker maps them to Kafka codes.
+var (
+	ErrTopicExists       = errors.New("topic already exists")
+	ErrUnknownTopic      = errors.New("unknown topic")
+	ErrInvalidTopic      = errors.New("invalid topic name")
+	ErrInvalidPartitions = errors.New("invalid partition count")
+	ErrInvalidConfig     = errors.New("invalid config")
+)
+
+// MaxTopicNameLen is Kafka's limit on topic name length.
+const MaxTopicNameLen = 249
+
+// TopicID is a topic's 16-byte UUID.
+type TopicID [16]byte
+
+// String formats the ID like Kafka's tools (URL-safe base64, no padding).
+func (id TopicID) String() string { return base64.RawURLEncoding.EncodeToString(id[:]) }
+
+// Topic is an immutable snapshot of one topic's metadata.
+type Topic struct {
+	Name       string            `json:"name"`
+	ID         TopicID           `json:"id"`
+	Partitions int32             `json:"partitions"`
+	Configs    map[string]string `json:"configs,omitempty"`
+	// Internal marks broker-owned topics (offsets, transactions).
+	Internal bool `json:"internal,omitempty"`
+}
+
+type catalogFile struct {
+	ClusterID     string            `json:"cluster_id"`
+	Topics        []*Topic          `json:"topics"`
+	BrokerConfigs map[string]string `json:"broker_configs,omitempty"`
+}
+
+// Catalog is the durable topic and config catalog.
+type Catalog struct {
+	fs     vfs.FS
+	dir    string
+	static map[string]string
+
+	mu        sync.RWMutex // guards the fields below; writers also hold it across the file rewrite
+	clusterID string
+	byName    map[string]*Topic
+	byID      map[TopicID]*Topic
+	dynamic   map[string]string
+}
+
+const catalogName = "cluster.json"
+
+// OpenCatalog loads (or creates) the catalog in dir. static holds the broker
+// configs from server.properties and --set, already validated.
+func OpenCatalog(fsys vfs.FS, dir string, static map[string]string) (*Catalog, error) {
+	c := &Catalog{fs: fsys, dir: dir, static: static, byName: map[string]*Topic{}, byID: map[TopicID]*Topic{}, dynamic: map[string]string{}}
+	if err := fsys.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	f, err := fsys.OpenFile(filepath.Join(dir, catalogName), os.O_RDONLY, 0)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		c.clusterID = newClusterID()
+		if err := c.persistLocked(); err != nil {
+			return nil, err
+		}
+		return c, nil
+	case err != nil:
+		return nil, err
+	}
+	defer f.Close()
+	size, err := f.Size()
+	if err != nil {
+		return nil, err
+	}
+	buf := make([]byte, size)
+	if _, err := f.ReadAt(buf, 0); err != nil && !errors.Is(err, io.EOF) {
+		return nil, err
+	}
+	var cf catalogFile
+	if err := json.Unmarshal(buf, &cf); err != nil {
+		return nil, fmt.Errorf("reading %s: %w", filepath.Join(dir, catalogName), err)
+	}
+	c.clusterID = cf.ClusterID
+	for _, t := range cf.Topics {
+		c.byName[t.Name] = t
+		c.byID[t.ID] = t
+	}
+	for k, v := range cf.BrokerConfigs {
+		c.dynamic[k] = v
+	}
+	return c, nil
+}
+
+func newClusterID() string {
+	var b [16]byte
+	rand.Read(b[:])
+	return base64.RawURLEncoding.EncodeToString(b[:])
+}
+
+func newTopicID() TopicID {
+	var id TopicID
+	for id == (TopicID{}) {
+		rand.Read(id[:])
+	}
+	return id
+}
+
+// persistLocked rewrites the catalog file atomically. c.mu must be held.
+func (c *Catalog) persistLocked() error {
+	cf := catalogFile{ClusterID: c.clusterID, BrokerConfigs: c.dynamic}
+	for _, t := range c.byName {
+		cf.Topics = append(cf.Topics, t)
+	}
+	sort.Slice(cf.Topics, func(i, j int) bool { return cf.Topics[i].Name < cf.Topics[j].Name })
+	data, err := json.MarshalIndent(cf, "", "  ")
+	if err != nil {
+		return err
+	}
+	return WriteFileAtomic(c.fs, filepath.Join(c.dir, catalogName), data)
+}
+
+// WriteFileAtomic replaces path with data so that a crash leaves either the
+// old or the new content: write a temp file, fsync it, rename, fsync the dir.
+func WriteFileAtomic(fsys vfs.FS, path string, data []byte) error {
+	tmp := path + ".tmp"
+	f, err := fsys.OpenFile(tmp, os.O_CREATE|os.O_RDWR|os.O_TRUNC, 0o644)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	if err := fsys.Rename(tmp, path); err != nil {
+		return err
+	}
+	return fsys.SyncDir(filepath.Dir(path))
+}
+
+// ClusterID is the cluster's stable ID, created on first start.
+func (c *Catalog) ClusterID() string {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.clusterID
+}
+
+// ValidateTopicName checks Kafka's topic naming rules.
+func ValidateTopicName(name string) error {
+	if name == "" {
+		return fmt.Errorf("%w: name is empty", ErrInvalidTopic)
+	}
+	if name == "." || name == ".." {
+		return fmt.Errorf("%w: %q is not allowed", ErrInvalidTopic, name)
+	}
+	if len(name) > MaxTopicNameLen {
+		return fmt.Errorf("%w: name is %d characters, the limit is %d", ErrInvalidTopic, len(name), MaxTopicNameLen)
+	}
+	for _, r := range name {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '_' || r == '-') {
+			return fmt.Errorf("%w: %q contains a character other than ASCII alphanumerics, '.', '_' and '-'", ErrInvalidTopic, name)
+		}
+	}
+	return nil
+}
+
+// collisionKey maps names that Kafka's metrics would confuse ('.' vs '_').
+func collisionKey(name string) string { return strings.ReplaceAll(name, ".", "_") }
+
+// Topic returns the topic named name.
+func (c *Catalog) Topic(name string) (*Topic, bool) {
+	c.mu.RLock()
+	t, ok := c.byName[name]
+	c.mu.RUnlock()
+	return t, ok
+}
+
+// TopicByID returns the topic with the given ID.
+func (c *Catalog) TopicByID(id TopicID) (*Topic, bool) {
+	c.mu.RLock()
+	t, ok := c.byID[id]
+	c.mu.RUnlock()
+	return t, ok
+}
+
+// Topics returns all topics sorted by name.
+func (c *Catalog) Topics() []*Topic {
+	c.mu.RLock()
+	out := make([]*Topic, 0, len(c.byName))
+	for _, t := range c.byName {
+		out = append(out, t)
+	}
+	c.mu.RUnlock()
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// ValidateNewTopic checks a creation request without applying it.
+func (c *Catalog) ValidateNewTopic(name string, partitions int32, configs map[string]string) error {
+	if err := ValidateTopicName(name); err != nil {
+		return err
+	}
+	if partitions < 1 {
+		return fmt.Errorf("%w: %d (must be at least 1)", ErrInvalidPartitions, partitions)
+	}
+	if partitions > 100000 {
+		return fmt.Errorf("%w: %d is more than this broker allows (100000)", ErrInvalidPartitions, partitions)
+	}
+	for k, v := range configs {
+		if err := ValidateTopicConfig(k, v); err != nil {
+			return fmt.Errorf("%w: %v", ErrInvalidConfig, err)
+		}
+	}
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	if _, ok := c.byName[name]; ok {
+		return fmt.Errorf("%w: %q", ErrTopicExists, name)
+	}
+	key := collisionKey(name)
+	for other := range c.byName {
+		if collisionKey(other) == key {
+			return fmt.Errorf("%w: %q collides with existing topic %q ('.' and '_' are interchangeable in metric names)", ErrInvalidTopic, name, other)
+		}
+	}
+	return nil
+}
+
+// CreateTopic adds a topic durably and returns it.
+func (c *Catalog) CreateTopic(name string, partitions int32, configs map[string]string, internal bool) (*Topic, error) {
+	if err := c.ValidateNewTopic(name, partitions, configs); err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, ok := c.byName[name]; ok {
+		return nil, fmt.Errorf("%w: %q", ErrTopicExists, name)
+	}
+	t := &Topic{Name: name, ID: newTopicID(), Partitions: partitions, Configs: cloneMap(configs), Internal: internal}
+	c.byName[name] = t
+	c.byID[t.ID] = t
+	if err := c.persistLocked(); err != nil {
+		delete(c.byName, name)
+		delete(c.byID, t.ID)
+		return nil, err
+	}
+	return t, nil
+}
+
+// DeleteTopic removes a topic durably and returns what it was.
+func (c *Catalog) DeleteTopic(name string) (*Topic, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	t, ok := c.byName[name]
+	if !ok {
+		return nil, fmt.Errorf("%w: %q", ErrUnknownTopic, name)
+	}
+	delete(c.byName, name)
+	delete(c.byID, t.ID)
+	if err := c.persistLocked(); err != nil {
+		c.byName[name] = t
+		c.byID[t.ID] = t
+		return nil, err
+	}
+	return t, nil
+}
+
+// SetPartitions raises a topic's partition count.
+func (c *Catalog) SetPartitions(name string, count int32) (*Topic, error) {
+	return c.update(name, func(t *Topic) error {
+		if count <= t.Partitions {
+			return fmt.Errorf("%w: topic %q has %d partitions; the new count %d must be larger", ErrInvalidPartitions, name, t.Partitions, count)
+		}
+		if count > 100000 {
+			return fmt.Errorf("%w: %d is more than this broker allows (100000)", ErrInvalidPartitions, count)
+		}
+		t.Partitions = count
+		return nil
+	})
+}
+
+// SetTopicConfigs replaces a topic's config overrides.
+func (c *Catalog) SetTopicConfigs(name string, configs map[string]string) (*Topic, error) {
+	for k, v := range configs {
+		if err := ValidateTopicConfig(k, v); err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrInvalidConfig, err)
+		}
+	}
+	return c.update(name, func(t *Topic) error {
+		t.Configs = cloneMap(configs)
+		return nil
+	})
+}
+
+func (c *Catalog) update(name string, fn func(*Topic) error) (*Topic, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	old, ok := c.byName[name]
+	if !ok {
+		return nil, fmt.Errorf("%w: %q", ErrUnknownTopic, name)
+	}
+	nt := *old
+	nt.Configs = cloneMap(old.Configs)
+	if err := fn(&nt); err != nil {
+		return nil, err
+	}
+	c.byName[name] = &nt
+	c.byID[nt.ID] = &nt
+	if err := c.persistLocked(); err != nil {
+		c.byName[name] = old
+		c.byID[old.ID] = old
+		return nil, err
+	}
+	return &nt, nil
+}
+
+func cloneMap(m map[string]string) map[string]string {
+	if len(m) == 0 {
+		return nil
+	}
+	out := make(map[string]string, len(m))
+	for k, v := range m {
+		out[k] = v
+	}
+	return out
+}
+
+// BrokerConfig resolves a broker key: dynamic override, then static
+// (server.properties / --set), then the built-in default.
+func (c *Catalog) BrokerConfig(key string) (string, ConfigSource) {
+	c.mu.RLock()
+	v, ok := c.dynamic[key]
+	c.mu.RUnlock()
+	if ok {
+		return v, SourceDynamicDefaultBroker
+	}
+	if v, ok := c.static[key]; ok {
+		return v, SourceStaticBroker
+	}
+	if v, ok := derivedStatic(c.static, key); ok {
+		return v, SourceStaticBroker
+	}
+	if d, ok := brokerConfigIndex[key]; ok {
+		return d.Default, SourceDefault
+	}
+	return "", SourceDefault
+}
+
+// derivedStatic applies Kafka's coarser aliases (log.retention.hours,
+// log.roll.hours) when the millisecond key is not set.
+func derivedStatic(static map[string]string, key string) (string, bool) {
+	mul := func(k string, factor int64) (string, bool) {
+		v, ok := static[k]
+		if !ok {
+			return "", false
+		}
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			return "", false
+		}
+		if n < 0 {
+			return "-1", true
+		}
+		return strconv.FormatInt(n*factor, 10), true
+	}
+	switch key {
+	case "log.retention.ms":
+		if v, ok := mul("log.retention.minutes", 60_000); ok {
+			return v, true
+		}
+		return mul("log.retention.hours", 3_600_000)
+	case "log.roll.ms":
+		return mul("log.roll.hours", 3_600_000)
+	}
+	return "", false
+}
+
+// BrokerDynamic returns a copy of the dynamic broker overrides.
+func (c *Catalog) BrokerDynamic() map[string]string {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return cloneMap(c.dynamic)
+}
+
+// SetBrokerDynamic replaces the dynamic broker overrides durably.
+func (c *Catalog) SetBrokerDynamic(m map[string]string) error {
+	for k, v := range m {
+		d, ok := brokerConfigIndex[k]
+		if !ok {
+			return fmt.Errorf("%w: unknown broker config %q", ErrInvalidConfig, k)
+		}
+		if !d.Dynamic {
+			return fmt.Errorf("%w: %s cannot be changed while the broker runs (set it in server.properties)", ErrInvalidConfig, k)
+		}
+		if err := ValidateBrokerConfig(k, v); err != nil {
+			return fmt.Errorf("%w: %v", ErrInvalidConfig, err)
+		}
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	old := c.dynamic
+	c.dynamic = cloneMap(m)
+	if c.dynamic == nil {
+		c.dynamic = map[string]string{}
+	}
+	if err := c.persistLocked(); err != nil {
+		c.dynamic = old
+		return err
+	}
+	return nil
+}
+
+// TopicConfig resolves a topic key: topic override, then the broker key that
+// supplies its default, then the built-in default.
+func (c *Catalog) TopicConfig(t *Topic, key string) (string, ConfigSource) {
+	if v, ok := t.Configs[key]; ok {
+		return v, SourceDynamicTopic
+	}
+	d, ok := topicConfigIndex[key]
+	if !ok {
+		return "", SourceDefault
+	}
+	if d.BrokerKey != "" {
+		if v, src := c.BrokerConfig(d.BrokerKey); src != SourceDefault {
+			return v, src
+		}
+	}
+	return d.Default, SourceDefault
+}

@@ -1,0 +1,301 @@
+package cluster
+
+import (
+	"fmt"
+	"math"
+	"sort"
+	"strconv"
+	"strings"
+)
+
+// ConfigType is the Kafka config type reported by DescribeConfigs v3+.
+type ConfigType int8
+
+// Kafka's config type codes.
+const (
+	TypeBoolean  ConfigType = 1
+	TypeString   ConfigType = 2
+	TypeInt      ConfigType = 3
+	TypeShort    ConfigType = 4
+	TypeLong     ConfigType = 5
+	TypeDouble   ConfigType = 6
+	TypeList     ConfigType = 7
+	TypeClass    ConfigType = 8
+	TypePassword ConfigType = 9
+)
+
+// ConfigSource is where an effective value came from (DescribeConfigs).
+type ConfigSource int8
+
+// Kafka's config source codes.
+const (
+	SourceDynamicTopic         ConfigSource = 1
+	SourceDynamicBroker        ConfigSource = 2
+	SourceDynamicDefaultBroker ConfigSource = 3
+	SourceStaticBroker         ConfigSource = 4
+	SourceDefault              ConfigSource = 5
+)
+
+// ConfigDef describes one topic-level config key.
+type ConfigDef struct {
+	Name string
+	Type ConfigType
+	// Default is the built-in default when no broker key sets it.
+	Default string
+	// BrokerKey is the broker config that supplies the topic default
+	// (retention.ms ← log.retention.ms); empty if none.
+	BrokerKey string
+	// Effective reports whether the broker acts on the value. Keys that are
+	// accepted for compatibility but have no effect on a single node are
+	// listed in docs/DESIGN.md.
+	Effective bool
+	validate  func(string) error
+}
+
+func longMin(min int64) func(string) error {
+	return func(v string) error {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			return fmt.Errorf("%q is not a valid long", v)
+		}
+		if n < min {
+			return fmt.Errorf("value %d is below the minimum %d", n, min)
+		}
+		return nil
+	}
+}
+
+func intMin(min int64) func(string) error {
+	return func(v string) error {
+		n, err := strconv.ParseInt(v, 10, 32)
+		if err != nil {
+			return fmt.Errorf("%q is not a valid int", v)
+		}
+		if n < min {
+			return fmt.Errorf("value %d is below the minimum %d", n, min)
+		}
+		return nil
+	}
+}
+
+func oneOf(vals ...string) func(string) error {
+	return func(v string) error {
+		for _, ok := range vals {
+			if v == ok {
+				return nil
+			}
+		}
+		return fmt.Errorf("%q is not one of %s", v, strings.Join(vals, ", "))
+	}
+}
+
+func boolean(v string) error {
+	if v != "true" && v != "false" {
+		return fmt.Errorf("%q is not a boolean", v)
+	}
+	return nil
+}
+
+func double(v string) error {
+	if _, err := strconv.ParseFloat(v, 64); err != nil {
+		return fmt.Errorf("%q is not a number", v)
+	}
+	return nil
+}
+
+func cleanupPolicy(v string) error {
+	if v != "delete" {
+		return fmt.Errorf("cleanup.policy=%q is not supported: this broker implements only \"delete\" (log compaction is not implemented)", v)
+	}
+	return nil
+}
+
+func compressionType(v string) error {
+	if v != "producer" {
+		return fmt.Errorf("compression.type=%q is not supported: batches are stored as the producer compressed them (only \"producer\")", v)
+	}
+	return nil
+}
+
+var topicConfigDefs = []ConfigDef{
+	{Name: "cleanup.policy", Type: TypeList, Default: "delete", BrokerKey: "log.cleanup.policy", Effective: true, validate: cleanupPolicy},
+	{Name: "compression.type", Type: TypeString, Default: "producer", BrokerKey: "compression.type", Effective: true, validate: compressionType},
+	{Name: "retention.ms", Type: TypeLong, Default: "604800000", BrokerKey: "log.retention.ms", Effective: true, validate: longMin(-1)},
+	{Name: "retention.bytes", Type: TypeLong, Default: "-1", BrokerKey: "log.retention.bytes", Effective: true, validate: longMin(-1)},
+	{Name: "segment.bytes", Type: TypeInt, Default: "1073741824", BrokerKey: "log.segment.bytes", Effective: true, validate: intMin(14)},
+	{Name: "segment.ms", Type: TypeLong, Default: "604800000", BrokerKey: "log.roll.ms", Effective: true, validate: longMin(1)},
+	{Name: "max.message.bytes", Type: TypeInt, Default: "1048588", BrokerKey: "message.max.bytes", Effective: true, validate: intMin(0)},
+	{Name: "message.timestamp.type", Type: TypeString, Default: "CreateTime", BrokerKey: "log.message.timestamp.type", Effective: true, validate: oneOf("CreateTime", "LogAppendTime")},
+	{Name: "index.interval.bytes", Type: TypeInt, Default: "4096", BrokerKey: "log.index.interval.bytes", Effective: true, validate: intMin(0)},
+	{Name: "flush.messages", Type: TypeLong, Default: "9223372036854775807", BrokerKey: "log.flush.interval.messages", Effective: false, validate: longMin(1)},
+	{Name: "flush.ms", Type: TypeLong, Default: "9223372036854775807", BrokerKey: "log.flush.interval.ms", Effective: false, validate: longMin(0)},
+	{Name: "min.insync.replicas", Type: TypeInt, Default: "1", BrokerKey: "min.insync.replicas", Effective: false, validate: intMin(1)},
+	{Name: "unclean.leader.election.enable", Type: TypeBoolean, Default: "false", BrokerKey: "unclean.leader.election.enable", Effective: false, validate: boolean},
+	{Name: "segment.index.bytes", Type: TypeInt, Default: "10485760", BrokerKey: "log.index.size.max.bytes", Effective: false, validate: intMin(4)},
+	{Name: "segment.jitter.ms", Type: TypeLong, Default: "0", BrokerKey: "log.roll.jitter.ms", Effective: false, validate: longMin(0)},
+	{Name: "file.delete.delay.ms", Type: TypeLong, Default: "60000", BrokerKey: "log.segment.delete.delay.ms", Effective: false, validate: longMin(0)},
+	{Name: "preallocate", Type: TypeBoolean, Default: "false", BrokerKey: "log.preallocate", Effective: false, validate: boolean},
+	{Name: "delete.retention.ms", Type: TypeLong, Default: "86400000", BrokerKey: "log.cleaner.delete.retention.ms", Effective: false, validate: longMin(0)},
+	{Name: "min.compaction.lag.ms", Type: TypeLong, Default: "0", BrokerKey: "log.cleaner.min.compaction.lag.ms", Effective: false, validate: longMin(0)},
+	{Name: "max.compaction.lag.ms", Type: TypeLong, Default: "9223372036854775807", BrokerKey: "log.cleaner.max.compaction.lag.ms", Effective: false, validate: longMin(1)},
+	{Name: "min.cleanable.dirty.ratio", Type: TypeDouble, Default: "0.5", BrokerKey: "log.cleaner.min.cleanable.ratio", Effective: false, validate: double},
+	{Name: "message.timestamp.before.max.ms", Type: TypeLong, Default: "9223372036854775807", BrokerKey: "log.message.timestamp.before.max.ms", Effective: true, validate: longMin(0)},
+	{Name: "message.timestamp.after.max.ms", Type: TypeLong, Default: "9223372036854775807", BrokerKey: "log.message.timestamp.after.max.ms", Effective: true, validate: longMin(0)},
+	{Name: "message.downconversion.enable", Type: TypeBoolean, Default: "true", BrokerKey: "log.message.downconversion.enable", Effective: false, validate: boolean},
+	{Name: "local.retention.ms", Type: TypeLong, Default: "-2", BrokerKey: "log.local.retention.ms", Effective: false, validate: longMin(-2)},
+	{Name: "local.retention.bytes", Type: TypeLong, Default: "-2", BrokerKey: "log.local.retention.bytes", Effective: false, validate: longMin(-2)},
+	{Name: "remote.storage.enable", Type: TypeBoolean, Default: "false", Effective: false, validate: oneOf("false")},
+}
+
+var topicConfigIndex = func() map[string]*ConfigDef {
+	m := map[string]*ConfigDef{}
+	for i := range topicConfigDefs {
+		m[topicConfigDefs[i].Name] = &topicConfigDefs[i]
+	}
+	return m
+}()
+
+// TopicConfigDefs returns every topic config key in name order.
+func TopicConfigDefs() []ConfigDef {
+	out := append([]ConfigDef(nil), topicConfigDefs...)
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// LookupTopicConfig returns the definition of a topic config key.
+func LookupTopicConfig(name string) (*ConfigDef, bool) {
+	d, ok := topicConfigIndex[name]
+	return d, ok
+}
+
+// ValidateTopicConfig checks one topic-level key and value, returning an
+// error suitable for an INVALID_CONFIG message.
+func ValidateTopicConfig(name, value string) error {
+	d, ok := topicConfigIndex[name]
+	if !ok {
+		return fmt.Errorf("unknown topic config %q", name)
+	}
+	if err := d.validate(value); err != nil {
+		return fmt.Errorf("invalid value for %s: %w", name, err)
+	}
+	return nil
+}
+
+// BrokerConfigDef describes one broker-level key.
+type BrokerConfigDef struct {
+	Name    string
+	Type    ConfigType
+	Default string
+	// Dynamic keys can be changed at runtime with AlterConfigs on the broker
+	// resource; others are read at start only.
+	Dynamic  bool
+	validate func(string) error
+}
+
+var brokerConfigDefs = []BrokerConfigDef{
+	{Name: "node.id", Type: TypeInt, Default: "0", validate: intMin(0)},
+	{Name: "broker.id", Type: TypeInt, Default: "0", validate: intMin(0)},
+	{Name: "log.dirs", Type: TypeString, Default: "./data"},
+	{Name: "num.partitions", Type: TypeInt, Default: "1", Dynamic: true, validate: intMin(1)},
+	{Name: "default.replication.factor", Type: TypeShort, Default: "1", validate: oneOf("1")},
+	{Name: "auto.create.topics.enable", Type: TypeBoolean, Default: "true", Dynamic: true, validate: boolean},
+	{Name: "delete.topic.enable", Type: TypeBoolean, Default: "true", Dynamic: true, validate: boolean},
+	{Name: "message.max.bytes", Type: TypeInt, Default: "1048588", Dynamic: true, validate: intMin(0)},
+	{Name: "socket.request.max.bytes", Type: TypeInt, Default: "104857600", validate: intMin(1024)},
+	{Name: "connections.max.idle.ms", Type: TypeLong, Default: "600000", validate: longMin(0)},
+	{Name: "log.segment.bytes", Type: TypeInt, Default: "1073741824", Dynamic: true, validate: intMin(14)},
+	{Name: "log.roll.ms", Type: TypeLong, Default: "604800000", Dynamic: true, validate: longMin(1)},
+	{Name: "log.roll.hours", Type: TypeInt, Default: "168", validate: intMin(1)},
+	{Name: "log.retention.ms", Type: TypeLong, Default: "604800000", Dynamic: true, validate: longMin(-1)},
+	{Name: "log.retention.minutes", Type: TypeInt, Default: "10080", validate: intMin(-1)},
+	{Name: "log.retention.hours", Type: TypeInt, Default: "168", validate: intMin(-1)},
+	{Name: "log.retention.bytes", Type: TypeLong, Default: "-1", Dynamic: true, validate: longMin(-1)},
+	{Name: "log.retention.check.interval.ms", Type: TypeLong, Default: "300000", validate: longMin(1)},
+	{Name: "log.index.interval.bytes", Type: TypeInt, Default: "4096", Dynamic: true, validate: intMin(0)},
+	{Name: "log.flush.interval.messages", Type: TypeLong, Default: "9223372036854775807", Dynamic: true, validate: longMin(1)},
+	{Name: "log.flush.interval.ms", Type: TypeLong, Default: "9223372036854775807", Dynamic: true, validate: longMin(0)},
+	{Name: "log.flush.scheduler.interval.ms", Type: TypeLong, Default: "9223372036854775807", validate: longMin(0)},
+	{Name: "log.cleanup.policy", Type: TypeList, Default: "delete", Dynamic: true, validate: cleanupPolicy},
+	{Name: "log.message.timestamp.type", Type: TypeString, Default: "CreateTime", Dynamic: true, validate: oneOf("CreateTime", "LogAppendTime")},
+	{Name: "log.message.timestamp.before.max.ms", Type: TypeLong, Default: "9223372036854775807", Dynamic: true, validate: longMin(0)},
+	{Name: "log.message.timestamp.after.max.ms", Type: TypeLong, Default: "9223372036854775807", Dynamic: true, validate: longMin(0)},
+	{Name: "compression.type", Type: TypeString, Default: "producer", Dynamic: true, validate: compressionType},
+	{Name: "min.insync.replicas", Type: TypeInt, Default: "1", Dynamic: true, validate: intMin(1)},
+	{Name: "unclean.leader.election.enable", Type: TypeBoolean, Default: "false", Dynamic: true, validate: boolean},
+	{Name: "offsets.topic.replication.factor", Type: TypeShort, Default: "1", validate: oneOf("1")},
+	{Name: "transaction.state.log.replication.factor", Type: TypeShort, Default: "1", validate: oneOf("1")},
+	{Name: "transaction.state.log.min.isr", Type: TypeInt, Default: "1", validate: intMin(1)},
+	{Name: "group.initial.rebalance.delay.ms", Type: TypeInt, Default: "3000", validate: intMin(0)},
+	{Name: "transaction.max.timeout.ms", Type: TypeInt, Default: "900000", validate: intMin(1)},
+	{Name: "transactional.id.expiration.ms", Type: TypeInt, Default: "604800000", validate: intMin(1)},
+	{Name: "producer.id.expiration.ms", Type: TypeInt, Default: "86400000", validate: intMin(1)},
+}
+
+var brokerConfigIndex = func() map[string]*BrokerConfigDef {
+	m := map[string]*BrokerConfigDef{}
+	for i := range brokerConfigDefs {
+		m[brokerConfigDefs[i].Name] = &brokerConfigDefs[i]
+	}
+	// Topic-default keys named only on the topic side are broker keys too.
+	for _, d := range topicConfigDefs {
+		if d.BrokerKey != "" {
+			if _, ok := m[d.BrokerKey]; !ok {
+				m[d.BrokerKey] = &BrokerConfigDef{Name: d.BrokerKey, Type: d.Type, Default: d.Default, Dynamic: true, validate: d.validate}
+			}
+		}
+	}
+	return m
+}()
+
+// BrokerConfigDefs returns every broker key in name order.
+func BrokerConfigDefs() []BrokerConfigDef {
+	out := make([]BrokerConfigDef, 0, len(brokerConfigIndex))
+	for _, d := range brokerConfigIndex {
+		out = append(out, *d)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// LookupBrokerConfig returns the definition of a broker key.
+func LookupBrokerConfig(name string) (*BrokerConfigDef, bool) {
+	d, ok := brokerConfigIndex[name]
+	return d, ok
+}
+
+// ValidateBrokerConfig checks one broker key and value. Unknown keys are
+// rejected so typos in server.properties are caught at start.
+func ValidateBrokerConfig(name, value string) error {
+	d, ok := brokerConfigIndex[name]
+	if !ok {
+		return fmt.Errorf("unknown broker config %q", name)
+	}
+	if d.validate != nil {
+		if err := d.validate(value); err != nil {
+			return fmt.Errorf("invalid value for %s: %w", name, err)
+		}
+	}
+	return nil
+}
+
+// Int64 parses a validated numeric config value; on the impossible parse
+// failure it returns def.
+func Int64(v string, def int64) int64 {
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil {
+		return def
+	}
+	return n
+}
+
+// Int32 parses a validated int config value, clamping to the int32 range.
+func Int32(v string, def int32) int32 {
+	n := Int64(v, int64(def))
+	if n > math.MaxInt32 {
+		return math.MaxInt32
+	}
+	if n < math.MinInt32 {
+		return math.MinInt32
+	}
+	return int32(n)
+}

@@ -1,0 +1,223 @@
+// Package partition ties one partition's log to the offsets readers see.
+//
+// On a single node the high watermark (HW) is the durable offset: a record
+// becomes visible to consumers, and is acknowledged to acks=1/all producers,
+// only after it is fsynced. Appends are serialized by the partition mutex
+// (which is where producer-state checks and transaction markers slot in);
+// fsyncs are shared by concurrent producers through the log's group commit.
+// Long-poll fetches register a watcher channel that is signalled whenever
+// the HW advances.
+package partition
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+
+	"github.com/exactly/exactly/internal/log"
+	"github.com/exactly/exactly/internal/record"
+	"github.com/exactly/exactly/internal/vfs"
+)
+
+// ErrOffline means the partition's log failed an I/O operation and refuses
+// further writes (KAFKA_STORAGE_ERROR).
+var ErrOffline = errors.New("partition offline after a storage error")
+
+// Partition is one topic partition hosted on this broker.
+type Partition struct {
+	Topic string
+	Index int32
+
+	log  *log.Log
+	logr *slog.Logger
+
+	mu sync.Mutex // serializes appends (order of offsets = order of Append calls)
+
+	hw          atomic.Int64
+	syncPending atomic.Bool
+	bg          sync.WaitGroup
+	closed      atomic.Bool
+
+	watchMu  sync.Mutex
+	watchers map[chan struct{}]struct{}
+}
+
+// Open opens (recovering if needed) the partition's log in dir. Everything
+// that survived recovery is fsynced and becomes the initial HW.
+func Open(fsys vfs.FS, dir, topic string, index int32, cfg log.Config, logger *slog.Logger) (*Partition, error) {
+	l, err := log.Open(fsys, dir, cfg, logger.With("topic", topic, "partition", index))
+	if err != nil {
+		return nil, fmt.Errorf("opening %s-%d: %w", topic, index, err)
+	}
+	p := &Partition{Topic: topic, Index: index, log: l, logr: logger, watchers: map[chan struct{}]struct{}{}}
+	if err := l.Sync(l.NextOffset()); err != nil {
+		l.Close()
+		return nil, fmt.Errorf("syncing recovered %s-%d: %w", topic, index, err)
+	}
+	p.hw.Store(l.DurableOffset())
+	return p, nil
+}
+
+// Log exposes the underlying log for metadata queries (segments, sizes).
+func (p *Partition) Log() *log.Log { return p.log }
+
+// AppendResult is where a batch landed.
+type AppendResult struct {
+	BaseOffset int64
+	LastOffset int64
+}
+
+// Append writes one validated batch (already stamped for LogAppendTime if
+// needed) and returns its offsets. It does not wait for durability: call
+// WaitDurable(LastOffset+1) before acknowledging, or SyncSoon for acks=0.
+func (p *Partition) Append(batch []byte, h record.Header) (AppendResult, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	base, err := p.log.Append(batch)
+	if err != nil {
+		return AppendResult{}, p.storageErr(err)
+	}
+	return AppendResult{BaseOffset: base, LastOffset: base + int64(h.LastOffsetDelta)}, nil
+}
+
+func (p *Partition) storageErr(err error) error {
+	if errors.Is(err, log.ErrLogOffline) {
+		return fmt.Errorf("%w: %v", ErrOffline, err)
+	}
+	return err
+}
+
+// WaitDurable returns once every offset below upto is fsynced and visible
+// (HW ≥ upto), sharing fsyncs with concurrent callers.
+func (p *Partition) WaitDurable(upto int64) error {
+	if p.hw.Load() >= upto {
+		return nil
+	}
+	if err := p.log.Sync(upto); err != nil {
+		return p.storageErr(err)
+	}
+	p.advanceHW(p.log.DurableOffset())
+	return nil
+}
+
+// SyncSoon schedules an fsync of everything appended so far without waiting
+// (acks=0): the records become visible once it completes.
+func (p *Partition) SyncSoon() {
+	if p.closed.Load() || !p.syncPending.CompareAndSwap(false, true) {
+		return
+	}
+	p.bg.Add(1)
+	go func() {
+		defer p.bg.Done()
+		p.syncPending.Store(false)
+		if err := p.WaitDurable(p.log.NextOffset()); err != nil {
+			p.logr.Error("background fsync failed", "topic", p.Topic, "partition", p.Index, "err", err)
+		}
+	}()
+}
+
+func (p *Partition) advanceHW(to int64) {
+	for {
+		cur := p.hw.Load()
+		if to <= cur {
+			return
+		}
+		if p.hw.CompareAndSwap(cur, to) {
+			break
+		}
+	}
+	p.notify()
+}
+
+func (p *Partition) notify() {
+	p.watchMu.Lock()
+	for ch := range p.watchers {
+		select {
+		case ch <- struct{}{}:
+		default:
+		}
+	}
+	p.watchMu.Unlock()
+}
+
+// Watch registers ch (buffered, capacity ≥ 1) to be signalled when the HW
+// advances; call the returned function to unregister.
+func (p *Partition) Watch(ch chan struct{}) func() {
+	p.watchMu.Lock()
+	p.watchers[ch] = struct{}{}
+	p.watchMu.Unlock()
+	return func() {
+		p.watchMu.Lock()
+		delete(p.watchers, ch)
+		p.watchMu.Unlock()
+	}
+}
+
+// HighWatermark is the offset below which records are durable and visible.
+func (p *Partition) HighWatermark() int64 { return p.hw.Load() }
+
+// LastStableOffset is the offset below which read_committed readers may
+// read. Without open transactions it equals the HW.
+func (p *Partition) LastStableOffset() int64 { return p.hw.Load() }
+
+// LogStartOffset is the first offset still in the log.
+func (p *Partition) LogStartOffset() int64 { return p.log.StartOffset() }
+
+// LogEndOffset is the next offset to be assigned.
+func (p *Partition) LogEndOffset() int64 { return p.log.NextOffset() }
+
+// Read returns whole batches starting with the one holding offset, at most
+// maxBytes (but at least one batch), bounded by the HW or, for
+// read_committed, the LSO.
+func (p *Partition) Read(offset int64, maxBytes int, readCommitted bool) ([]byte, error) {
+	limit := p.HighWatermark()
+	if readCommitted {
+		limit = p.LastStableOffset()
+	}
+	if offset >= limit {
+		// Between the limit and the log end (not yet durable or not yet
+		// stable) is not out of range: there is simply nothing to read yet.
+		if offset > p.log.NextOffset() || offset < p.log.StartOffset() {
+			return nil, log.ErrOffsetOutOfRange
+		}
+		return nil, nil
+	}
+	return p.log.Read(offset, maxBytes, limit)
+}
+
+// DeleteRecordsBefore raises the log start offset (DeleteRecords API). The
+// offset may not exceed the HW.
+func (p *Partition) DeleteRecordsBefore(offset int64) (int64, error) {
+	if offset == -1 {
+		offset = p.HighWatermark()
+	}
+	if offset < 0 || offset > p.HighWatermark() {
+		return 0, log.ErrOffsetOutOfRange
+	}
+	if offset <= p.log.StartOffset() {
+		return p.log.StartOffset(), nil
+	}
+	if err := p.log.DeleteRecordsBefore(offset); err != nil {
+		return 0, p.storageErr(err)
+	}
+	return p.log.StartOffset(), nil
+}
+
+// SetConfig applies new log settings (retention, segment size) live.
+func (p *Partition) SetConfig(cfg log.Config) { p.log.SetConfig(cfg) }
+
+// Close waits for background fsyncs, then fsyncs and closes the log.
+func (p *Partition) Close() error {
+	p.closed.Store(true)
+	p.bg.Wait()
+	return p.log.Close()
+}
+
+// Delete closes the partition and removes its data.
+func (p *Partition) Delete() error {
+	p.closed.Store(true)
+	p.bg.Wait()
+	return p.log.Delete()
+}
