@@ -206,6 +206,7 @@ func TestConsumeSeesNewRecords(t *testing.T) {
 
 func TestConsumeGroupResumesAfterCommit(t *testing.T) {
 	addr := startBroker(t)
+	requireGroups(t, addr)
 	createTopic(t, addr, "grp", 2)
 	mustRun(t, "a\nb\nc\nd\ne\n", "produce", "grp", "-b", addr, "--partition", "0")
 	mustRun(t, "f\n", "produce", "grp", "-b", addr, "--partition", "1")
@@ -269,6 +270,7 @@ func TestConsumeStopsOnContextCancel(t *testing.T) {
 
 func TestConsumeExitsCleanlyOnSIGINT(t *testing.T) {
 	addr := startBroker(t)
+	requireGroups(t, addr)
 	createTopic(t, addr, "sig", 1)
 	mustRun(t, "one\n", "produce", "sig", "-b", addr)
 
@@ -311,4 +313,38 @@ func TestProduceMissingPartitionFails(t *testing.T) {
 	createTopic(t, addr, "one", 1)
 	wantErr(t, `partition 7 of topic "one" does not exist (it has 1 partitions)`, "x\n", "produce", "one", "-b", addr, "--partition", "7")
 	wantErr(t, `topic "none" does not exist`, "x\n", "produce", "none", "-b", addr, "--partition", "0")
+}
+
+// TestConsumeExitsCleanlyOnSIGINTWithoutGroup covers the signal handling
+// alone; TestConsumeExitsCleanlyOnSIGINT adds the commit on exit.
+func TestConsumeExitsCleanlyOnSIGINTWithoutGroup(t *testing.T) {
+	addr := startBroker(t)
+	createTopic(t, addr, "sig", 1)
+	mustRun(t, "one\n", "produce", "sig", "-b", addr)
+
+	out := newSignalWriter()
+	done := make(chan error, 1)
+	go func() {
+		root := newRoot()
+		root.SetArgs([]string{"consume", "sig", "-b", addr, "--from-beginning"})
+		root.SetIn(strings.NewReader(""))
+		root.SetOut(out)
+		root.SetErr(out)
+		done <- root.Execute()
+	}()
+	waitFor(t, out.wrote, 15*time.Second, "the first record")
+	if err := syscall.Kill(os.Getpid(), syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("consume after SIGINT: %v", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("consume did not stop on SIGINT")
+	}
+	if out.String() != "one\n" {
+		t.Errorf("output = %q", out.String())
+	}
 }

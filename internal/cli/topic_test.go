@@ -97,19 +97,31 @@ func TestTopicAlterConfig(t *testing.T) {
 	createTopic(t, addr, "cfg", 1)
 
 	r := mustRun(t, "", "topic", "alter-config", "cfg", "-b", addr,
-		"--set", "retention.ms=60000", "--set", "cleanup.policy=compact,delete")
+		"--set", "retention.ms=60000", "--set", "max.message.bytes=2000000")
 	if !strings.Contains(r.stdout, "Updated config of topic cfg.") {
 		t.Errorf("alter-config output = %q", r.stdout)
 	}
 	r = mustRun(t, "", "topic", "describe", "cfg", "-b", addr)
-	if !strings.Contains(r.stdout, "Configs: cleanup.policy=compact,delete,retention.ms=60000\n") {
+	if !strings.Contains(r.stdout, "Configs: max.message.bytes=2000000,retention.ms=60000\n") {
 		t.Errorf("describe after set = %q", r.stdout)
 	}
 
 	mustRun(t, "", "topic", "alter-config", "cfg", "-b", addr, "--delete", "retention.ms")
 	r = mustRun(t, "", "topic", "describe", "cfg", "-b", addr)
-	if !strings.Contains(r.stdout, "Configs: cleanup.policy=compact,delete\n") {
+	if !strings.Contains(r.stdout, "Configs: max.message.bytes=2000000\n") {
 		t.Errorf("describe after delete = %q", r.stdout)
+	}
+
+	// A value containing commas reaches the broker whole (--set is not
+	// split on commas). The broker implements only cleanup.policy=delete,
+	// so it rejects this one, naming the value it received; nothing changes.
+	r = wantErr(t, `INVALID_CONFIG`, "", "topic", "alter-config", "cfg", "-b", addr, "--set", "cleanup.policy=compact,delete")
+	if !strings.Contains(r.err.Error(), `cleanup.policy="compact,delete"`) {
+		t.Errorf("rejection %q does not name the whole value", r.err)
+	}
+	r = mustRun(t, "", "topic", "describe", "cfg", "-b", addr)
+	if !strings.Contains(r.stdout, "Configs: max.message.bytes=2000000\n") {
+		t.Errorf("describe after a rejected set = %q", r.stdout)
 	}
 
 	wantErr(t, "nothing to change", "", "topic", "alter-config", "cfg", "-b", addr)
