@@ -22,8 +22,8 @@ var (
 	buildErr  error
 )
 
-// binary builds cmd/exactly once per test run.
-func binary(t *testing.T) string {
+// exactlyBinary builds cmd/exactly once per test run.
+func exactlyBinary(t *testing.T) string {
 	t.Helper()
 	buildOnce.Do(func() {
 		dir, err := os.MkdirTemp("", "exactly-e2e-bin-")
@@ -69,7 +69,7 @@ func startBroker(t *testing.T, dataDir, addr string, extra ...string) *proc {
 		t.Fatal(err)
 	}
 	args := append([]string{"serve", "--data-dir", dataDir, "--listen", addr, "--log-level", "warn"}, extra...)
-	cmd := exec.Command(binary(t), args...)
+	cmd := exec.Command(exactlyBinary(t), args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
