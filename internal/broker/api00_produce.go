@@ -2,6 +2,15 @@ package broker
 
 // Produce (key 0), versions 3-11.
 //
+// Idempotent producers: a batch carrying a producer id is checked against
+// that producer's state on the partition — a retry of one of its last five
+// batches is answered with the original offsets and not appended again; a
+// sequence gap is OUT_OF_ORDER_SEQUENCE_NUMBER, a stale epoch
+// INVALID_PRODUCER_EPOCH, an unknown producer not starting at sequence 0
+// UNKNOWN_PRODUCER_ID. Transactional batches must belong to the producer's
+// ongoing transaction on this partition (server-side verification, so a
+// late write from an earlier transaction cannot land in the next one).
+//
 // Each partition's data must be exactly one RecordBatch v2; it is validated
 // (CRC-32C, record count and framing, decompressing if needed), stamped with
 // its base offset (and LogAppendTime when the topic asks for it) and
@@ -67,7 +76,7 @@ func (b *Broker) handleProduce(_ context.Context, r *server.Request) server.Repl
 			case p == nil:
 				sp.ErrorCode = kerr.UnknownTopicOrPartition.Code
 			default:
-				res, err := b.appendProduced(t, p, rp.Records, req.TransactionID)
+				res, err := b.appendProduced(t, p, rp.Records, req.TransactionID, req.Version)
 				if err != nil {
 					sp.ErrorCode = errorCode(err)
 					sp.ErrorMessage = errMsg(err)
@@ -127,7 +136,7 @@ type produced struct {
 	logAppendTime int64
 }
 
-func (b *Broker) appendProduced(t *cluster.Topic, p *partition.Partition, batch []byte, txnID *string) (produced, error) {
+func (b *Broker) appendProduced(t *cluster.Topic, p *partition.Partition, batch []byte, txnID *string, produceVersion int16) (produced, error) {
 	var out produced
 	out.logAppendTime = -1
 	if len(batch) == 0 {
@@ -144,10 +153,18 @@ func (b *Broker) appendProduced(t *cluster.Topic, p *partition.Partition, batch 
 		return out, fmt.Errorf("%w: clients may not write control batches", record.ErrInvalid)
 	}
 	if h.IsTransactional() {
-		return out, &kerrError{kerr.InvalidTxnState, "transactional produce is not supported by this broker yet"}
-	}
-	if h.HasProducerID() {
-		return out, &kerrError{kerr.UnknownProducerID, "idempotent produce is not supported by this broker yet"}
+		if !h.HasProducerID() {
+			return out, fmt.Errorf("%w: transactional batch without a producer id", record.ErrInvalid)
+		}
+		if txnID == nil {
+			return out, &kerrError{kerr.InvalidTxnState, "transactional batch in a produce request without a transactional id"}
+		}
+		if b.txnProduceCheck == nil {
+			return out, &kerrError{kerr.InvalidTxnState, "transactions are not available on this broker"}
+		}
+		if err := b.txnProduceCheck(*txnID, h.ProducerID, h.ProducerEpoch, t.Name, p.Index, produceVersion >= 12); err != nil {
+			return out, err
+		}
 	}
 	nowMs := time.Now().UnixMilli()
 	if tsType, _ := b.catalog.TopicConfig(t, "message.timestamp.type"); tsType == "LogAppendTime" {
@@ -169,6 +186,9 @@ func (b *Broker) appendProduced(t *cluster.Topic, p *partition.Partition, batch 
 		return out, err
 	}
 	out.AppendResult = res
+	if res.Duplicate {
+		return out, nil // a retry: answered with the original offsets, nothing appended
+	}
 	b.metrics.messagesIn.WithLabelValues(t.Name).Add(float64(h.NumRecords))
 	b.metrics.bytesIn.WithLabelValues(t.Name).Add(float64(len(batch)))
 	return out, nil

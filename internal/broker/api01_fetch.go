@@ -11,6 +11,8 @@ package broker
 // fewer than MinBytes are available the response waits up to MaxWaitMillis,
 // woken as soon as any requested partition's high watermark moves.
 // v13+ identifies topics by topic ID (UNKNOWN_TOPIC_ID when unknown).
+// read_committed responses stop at the LSO and list the aborted
+// transactions overlapping the returned batches, sorted by first offset.
 //
 // Gaps: incremental fetch sessions (KIP-227) are not kept — every response
 // has session ID 0, which tells clients to keep sending full requests;
@@ -23,6 +25,7 @@ import (
 
 	"github.com/exactly/exactly/internal/cluster"
 	"github.com/exactly/exactly/internal/partition"
+	"github.com/exactly/exactly/internal/record"
 	"github.com/exactly/exactly/internal/server"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -137,6 +140,13 @@ func (b *Broker) fetchOnce(req *kmsg.FetchRequest) (*kmsg.FetchResponse, bool, [
 					data = []byte{}
 				}
 				sp.RecordBatches = data
+				if readCommitted && len(data) > 0 {
+					for _, a := range p.AbortedTxns(rp.FetchOffset, nextOffsetAfter(data)) {
+						at := kmsg.NewFetchResponseTopicPartitionAbortedTransaction()
+						at.ProducerID, at.FirstOffset = a.ProducerID, a.FirstOffset
+						sp.AbortedTransactions = append(sp.AbortedTransactions, at)
+					}
+				}
 				total += len(data)
 				watched = append(watched, p)
 				if len(data) > 0 {
@@ -152,4 +162,19 @@ func (b *Broker) fetchOnce(req *kmsg.FetchRequest) (*kmsg.FetchResponse, bool, [
 		resp.Topics = append(resp.Topics, st)
 	}
 	return resp, errored || total >= int(req.MinBytes), watched
+}
+
+// nextOffsetAfter returns the offset following the last batch in data
+// (headers only; the bytes were validated when written).
+func nextOffsetAfter(data []byte) int64 {
+	next := int64(-1)
+	for len(data) >= record.HeaderSize {
+		h, err := record.ParseHeader(data)
+		if err != nil || h.Size() > len(data) {
+			break
+		}
+		next = h.LastOffset() + 1
+		data = data[h.Size():]
+	}
+	return next
 }

@@ -62,6 +62,12 @@ type Broker struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	bg     sync.WaitGroup
+
+	// txnProduceCheck verifies a transactional batch against the
+	// transaction coordinator (set when the coordinator starts): the
+	// partition must be in txnID's ongoing transaction with that producer
+	// id and epoch, or be added implicitly when implicitAdd (Produce v12+).
+	txnProduceCheck func(txnID string, producerID int64, producerEpoch int16, topic string, partition int32, implicitAdd bool) error
 }
 
 // New opens the catalog and every partition (recovering logs as needed).
@@ -340,7 +346,7 @@ func (b *Broker) ApplyRetention(now time.Time) {
 	}
 	b.partsMu.RUnlock()
 	for _, p := range all {
-		n, err := p.Log().ApplyRetention(now)
+		n, err := p.ApplyRetention(now)
 		if err != nil {
 			b.log.Error("retention failed", "topic", p.Topic, "partition", p.Index, "err", err)
 			continue

@@ -6,6 +6,7 @@ import (
 	"github.com/exactly/exactly/internal/cluster"
 	"github.com/exactly/exactly/internal/log"
 	"github.com/exactly/exactly/internal/partition"
+	"github.com/exactly/exactly/internal/producerstate"
 	"github.com/exactly/exactly/internal/record"
 	"github.com/twmb/franz-go/pkg/kerr"
 )
@@ -20,6 +21,14 @@ func errorCode(err error) int16 {
 	case isKerr(err):
 		ke, _ := asKerr(err)
 		return ke.code.Code
+	case errors.Is(err, producerstate.ErrOutOfOrderSequence):
+		return kerr.OutOfOrderSequenceNumber.Code
+	case errors.Is(err, producerstate.ErrInvalidEpoch):
+		return kerr.InvalidProducerEpoch.Code
+	case errors.Is(err, producerstate.ErrUnknownProducer):
+		return kerr.UnknownProducerID.Code
+	case errors.Is(err, producerstate.ErrInvalidTxnState):
+		return kerr.InvalidTxnState.Code
 	case errors.Is(err, cluster.ErrTopicExists):
 		return kerr.TopicAlreadyExists.Code
 	case errors.Is(err, cluster.ErrUnknownTopic):

@@ -87,6 +87,31 @@ func (l *Log) ApplyRetention(now time.Time) (int, error) {
 		l.mu.Unlock()
 		return 0, err
 	}
+	expired := l.expiredLocked(now)
+	victims := l.detachLocked(func(i int, s *segment) bool { return expired(i, s) })
+	l.mu.Unlock()
+	if len(victims) > 0 {
+		l.logger.Info("retention deleted segments", "count", len(victims), "start_offset", l.start.Load())
+	}
+	return len(victims), l.deleteSegments(victims)
+}
+
+// RetentionDue reports whether ApplyRetention(now) would delete a segment,
+// so callers can prepare (snapshot producer state) only when it will.
+func (l *Log) RetentionDue(now time.Time) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.lockedUsable() != nil || len(l.segs) < 2 {
+		return false
+	}
+	return l.expiredLocked(now)(0, l.segs[0])
+}
+
+// expiredLocked returns the retention predicate for the oldest segments,
+// applied in order: below the start offset, older than RetentionMs, or not
+// needed to keep RetentionBytes. It tracks the running total, so call it
+// oldest-first and stop at the first false.
+func (l *Log) expiredLocked(now time.Time) func(i int, s *segment) bool {
 	cfg := l.cfg
 	nowMs := now.UnixMilli()
 	start := l.start.Load()
@@ -94,21 +119,16 @@ func (l *Log) ApplyRetention(now time.Time) (int, error) {
 	for _, s := range l.segs {
 		total += s.size.Load()
 	}
-	victims := l.detachLocked(func(i int, s *segment) bool {
+	return func(i int, s *segment) bool {
 		size := s.size.Load()
-		keep := !(l.segs[i+1].base <= start ||
+		del := l.segs[i+1].base <= start ||
 			(cfg.RetentionMs >= 0 && nowMs-l.largestTimestamp(s) > cfg.RetentionMs) ||
-			(cfg.RetentionBytes >= 0 && total-size >= cfg.RetentionBytes))
-		if !keep {
+			(cfg.RetentionBytes >= 0 && total-size >= cfg.RetentionBytes)
+		if del {
 			total -= size
 		}
-		return !keep
-	})
-	l.mu.Unlock()
-	if len(victims) > 0 {
-		l.logger.Info("retention deleted segments", "count", len(victims), "start_offset", l.start.Load())
+		return del
 	}
-	return len(victims), l.deleteSegments(victims)
 }
 
 func (l *Log) largestTimestamp(s *segment) int64 {

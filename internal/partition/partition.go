@@ -15,8 +15,10 @@ import (
 	"log/slog"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/exactly/exactly/internal/log"
+	"github.com/exactly/exactly/internal/producerstate"
 	"github.com/exactly/exactly/internal/record"
 	"github.com/exactly/exactly/internal/vfs"
 )
@@ -32,8 +34,17 @@ type Partition struct {
 
 	log  *log.Log
 	logr *slog.Logger
+	fs   vfs.FS
+	dir  string
 
-	mu sync.Mutex // serializes appends (order of offsets = order of Append calls)
+	mu            sync.Mutex // serializes appends (order of offsets = order of Append calls)
+	state         *producerstate.State
+	sinceSnapshot int64
+	snapMu        sync.Mutex // one snapshot writer at a time
+
+	// Published copies of state for readers that must not take mu.
+	firstUnstable atomic.Int64
+	aborted       atomic.Pointer[[]producerstate.AbortedTxn]
 
 	hw          atomic.Int64
 	syncPending atomic.Bool
@@ -51,12 +62,16 @@ func Open(fsys vfs.FS, dir, topic string, index int32, cfg log.Config, logger *s
 	if err != nil {
 		return nil, fmt.Errorf("opening %s-%d: %w", topic, index, err)
 	}
-	p := &Partition{Topic: topic, Index: index, log: l, logr: logger, watchers: map[chan struct{}]struct{}{}}
+	p := &Partition{Topic: topic, Index: index, log: l, logr: logger, fs: fsys, dir: dir, watchers: map[chan struct{}]struct{}{}}
 	if err := l.Sync(l.NextOffset()); err != nil {
 		l.Close()
 		return nil, fmt.Errorf("syncing recovered %s-%d: %w", topic, index, err)
 	}
 	p.hw.Store(l.DurableOffset())
+	if err := p.loadState(); err != nil {
+		l.Close()
+		return nil, fmt.Errorf("rebuilding producer state of %s-%d: %w", topic, index, err)
+	}
 	return p, nil
 }
 
@@ -67,17 +82,57 @@ func (p *Partition) Log() *log.Log { return p.log }
 type AppendResult struct {
 	BaseOffset int64
 	LastOffset int64
+	// Duplicate is true when the batch was a producer's retry of a batch
+	// already in the log: nothing was appended and the offsets are the
+	// original ones.
+	Duplicate bool
 }
 
 // Append writes one validated batch (already stamped for LogAppendTime if
 // needed) and returns its offsets. It does not wait for durability: call
 // WaitDurable(LastOffset+1) before acknowledging, or SyncSoon for acks=0.
+//
+// Batches from idempotent and transactional producers are checked against
+// the producer state first: a retry of one of the producer's last five
+// batches returns the original offsets without appending; a sequence gap,
+// stale epoch or unknown producer is refused (see producerstate.Check).
 func (p *Partition) Append(batch []byte, h record.Header) (AppendResult, error) {
 	p.mu.Lock()
-	defer p.mu.Unlock()
+	dup, err := p.state.Check(&h)
+	if err != nil {
+		p.mu.Unlock()
+		return AppendResult{}, err
+	}
+	if dup != nil {
+		p.mu.Unlock()
+		return AppendResult{BaseOffset: dup.BaseOffset, LastOffset: dup.LastOffset, Duplicate: true}, nil
+	}
 	base, err := p.log.Append(batch)
 	if err != nil {
+		p.mu.Unlock()
 		return AppendResult{}, p.storageErr(err)
+	}
+	h.BaseOffset = base
+	if h.HasProducerID() {
+		p.state.Apply(&h, -1, 0)
+		if h.IsTransactional() {
+			p.publishLocked()
+		}
+	}
+	p.sinceSnapshot += int64(len(batch))
+	snap := p.sinceSnapshot >= snapshotEvery
+	if snap {
+		p.sinceSnapshot = 0
+	}
+	p.mu.Unlock()
+	if snap && !p.closed.Load() {
+		p.bg.Add(1)
+		go func() {
+			defer p.bg.Done()
+			if err := p.takeSnapshot(); err != nil {
+				p.logr.Error("producer state snapshot failed", "topic", p.Topic, "partition", p.Index, "err", err)
+			}
+		}()
 	}
 	return AppendResult{BaseOffset: base, LastOffset: base + int64(h.LastOffsetDelta)}, nil
 }
@@ -159,8 +214,14 @@ func (p *Partition) Watch(ch chan struct{}) func() {
 func (p *Partition) HighWatermark() int64 { return p.hw.Load() }
 
 // LastStableOffset is the offset below which read_committed readers may
-// read. Without open transactions it equals the HW.
-func (p *Partition) LastStableOffset() int64 { return p.hw.Load() }
+// read: the first offset of the oldest open transaction, capped by the HW.
+func (p *Partition) LastStableOffset() int64 {
+	hw := p.hw.Load()
+	if fu := p.firstUnstable.Load(); fu >= 0 && fu < hw {
+		return fu
+	}
+	return hw
+}
 
 // LogStartOffset is the first offset still in the log.
 func (p *Partition) LogStartOffset() int64 { return p.log.StartOffset() }
@@ -199,20 +260,41 @@ func (p *Partition) DeleteRecordsBefore(offset int64) (int64, error) {
 	if offset <= p.log.StartOffset() {
 		return p.log.StartOffset(), nil
 	}
+	// Producer state must outlive the segments about to go.
+	if err := p.takeSnapshot(); err != nil {
+		return 0, p.storageErr(err)
+	}
 	if err := p.log.DeleteRecordsBefore(offset); err != nil {
 		return 0, p.storageErr(err)
 	}
 	return p.log.StartOffset(), nil
 }
 
+// ApplyRetention deletes whole segments past retention, snapshotting the
+// producer state first so producers whose batches go are not forgotten.
+func (p *Partition) ApplyRetention(now time.Time) (int, error) {
+	if !p.log.RetentionDue(now) {
+		return 0, nil
+	}
+	if err := p.takeSnapshot(); err != nil {
+		return 0, err
+	}
+	return p.log.ApplyRetention(now)
+}
+
 // SetConfig applies new log settings (retention, segment size) live.
 func (p *Partition) SetConfig(cfg log.Config) { p.log.SetConfig(cfg) }
 
-// Close waits for background fsyncs, then fsyncs and closes the log.
+// Close waits for background work, snapshots the producer state (so the
+// next start replays nothing), then fsyncs and closes the log.
 func (p *Partition) Close() error {
 	p.closed.Store(true)
 	p.bg.Wait()
-	return p.log.Close()
+	var snapErr error
+	if p.log.Err() == nil {
+		snapErr = p.takeSnapshot()
+	}
+	return errors.Join(snapErr, p.log.Close())
 }
 
 // Delete closes the partition and removes its data.

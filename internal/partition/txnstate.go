@@ -1,0 +1,318 @@
+package partition
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/exactly/exactly/internal/log"
+	"github.com/exactly/exactly/internal/producerstate"
+	"github.com/exactly/exactly/internal/record"
+)
+
+// Producer state snapshots: producers-<20-digit offset>.snapshot holds the
+// state with every batch below that offset applied.
+const (
+	snapshotPrefix = "producers-"
+	snapshotSuffix = ".snapshot"
+	// snapshotEvery bounds replay after a crash: a snapshot is taken once
+	// this many bytes were appended since the last one.
+	snapshotEvery = 64 << 20
+	keepSnapshots = 2
+)
+
+func snapshotName(offset int64) string {
+	return fmt.Sprintf("%s%020d%s", snapshotPrefix, offset, snapshotSuffix)
+}
+
+func parseSnapshotName(name string) (int64, bool) {
+	s, ok := strings.CutPrefix(name, snapshotPrefix)
+	if !ok {
+		return 0, false
+	}
+	s, ok = strings.CutSuffix(s, snapshotSuffix)
+	if !ok || len(s) != 20 {
+		return 0, false
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	return n, err == nil
+}
+
+// snapshots lists snapshot offsets, newest first.
+func (p *Partition) snapshots() ([]int64, error) {
+	names, err := p.fs.ReadDir(p.dir)
+	if err != nil {
+		return nil, err
+	}
+	var offs []int64
+	for _, n := range names {
+		if off, ok := parseSnapshotName(n); ok {
+			offs = append(offs, off)
+		}
+	}
+	sort.Slice(offs, func(i, j int) bool { return offs[i] > offs[j] })
+	return offs, nil
+}
+
+// loadState rebuilds producer state: the newest readable snapshot that the
+// log still covers, then a replay of every batch header after it.
+func (p *Partition) loadState() error {
+	p.state = producerstate.New()
+	from := p.log.StartOffset()
+	offs, err := p.snapshots()
+	if err != nil {
+		return err
+	}
+	for _, off := range offs {
+		if off > p.log.NextOffset() {
+			continue // written before a tail that did not survive; cannot be trusted
+		}
+		data, err := p.readFile(snapshotName(off))
+		if err != nil {
+			return err
+		}
+		st, at, err := producerstate.Decode(data)
+		if err != nil || at != off {
+			p.logr.Warn("ignoring unreadable producer state snapshot", "topic", p.Topic, "partition", p.Index, "offset", off, "err", err)
+			continue
+		}
+		p.state = st
+		if off > from {
+			from = off
+		}
+		break
+	}
+	end := p.log.NextOffset()
+	for off := from; off < end; {
+		chunk, err := p.log.Read(off, 4<<20, end)
+		if err != nil {
+			if errors.Is(err, log.ErrOffsetOutOfRange) {
+				break
+			}
+			return fmt.Errorf("replaying producer state: %w", err)
+		}
+		if len(chunk) == 0 {
+			break
+		}
+		next := off
+		_, err = record.Split(chunk, func(h record.Header, batch []byte) error {
+			if h.LastOffset() < off { // the read starts at the batch holding off
+				return nil
+			}
+			ctype, cepoch := controlInfo(h, batch)
+			p.state.Apply(&h, ctype, cepoch)
+			next = h.LastOffset() + 1
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("replaying producer state: %w", err)
+		}
+		if next == off {
+			break
+		}
+		off = next
+	}
+	p.state.TrimBefore(p.log.StartOffset())
+	p.publishLocked()
+	return nil
+}
+
+// controlInfo decodes a marker's type (0 abort, 1 commit) and coordinator
+// epoch; -1, 0 for ordinary batches or unreadable markers.
+func controlInfo(h record.Header, batch []byte) (int16, int32) {
+	if !h.IsControl() {
+		return -1, 0
+	}
+	ctype, cepoch := int16(-1), int32(0)
+	record.ForEach(h, batch, func(r record.Record) bool {
+		if len(r.Key) >= 4 {
+			ctype = int16(binary.BigEndian.Uint16(r.Key[2:]))
+		}
+		if len(r.Value) >= 6 {
+			cepoch = int32(binary.BigEndian.Uint32(r.Value[2:]))
+		}
+		return false
+	})
+	return ctype, cepoch
+}
+
+func (p *Partition) readFile(name string) ([]byte, error) {
+	f, err := p.fs.OpenFile(filepath.Join(p.dir, name), os.O_RDONLY, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	size, err := f.Size()
+	if err != nil {
+		return nil, err
+	}
+	buf := make([]byte, size)
+	if _, err := f.ReadAt(buf, 0); err != nil && size > 0 {
+		return nil, err
+	}
+	return buf, nil
+}
+
+// publishLocked makes the state that readers need (LSO bound, aborted
+// index) visible without the append lock. p.mu must be held (or the
+// partition not yet shared).
+func (p *Partition) publishLocked() {
+	p.firstUnstable.Store(p.state.FirstUnstableOffset())
+	ab := p.state.Aborted()
+	p.aborted.Store(&ab)
+}
+
+// takeSnapshot writes the producer state as of the current log end. The
+// log is fsynced up to that offset first, so a snapshot never describes
+// data a crash could take back.
+func (p *Partition) takeSnapshot() error {
+	p.snapMu.Lock()
+	defer p.snapMu.Unlock()
+	p.mu.Lock()
+	off := p.log.NextOffset()
+	p.state.TrimBefore(p.log.StartOffset())
+	data := p.state.Encode(off)
+	p.sinceSnapshot = 0
+	p.mu.Unlock()
+	if err := p.WaitDurable(off); err != nil {
+		return err
+	}
+	name := filepath.Join(p.dir, snapshotName(off))
+	tmp := name + ".tmp"
+	f, err := p.fs.OpenFile(tmp, os.O_CREATE|os.O_RDWR|os.O_TRUNC, 0o644)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	if err := p.fs.Rename(tmp, name); err != nil {
+		return err
+	}
+	if err := p.fs.SyncDir(p.dir); err != nil {
+		return err
+	}
+	offs, err := p.snapshots()
+	if err != nil {
+		return err
+	}
+	for i, o := range offs {
+		if i >= keepSnapshots {
+			if err := p.fs.Remove(filepath.Join(p.dir, snapshotName(o))); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// controlBatch encodes a COMMIT or ABORT marker batch for a producer.
+func controlBatch(producerID int64, producerEpoch int16, commit bool, coordinatorEpoch int32, now int64) []byte {
+	be := binary.BigEndian
+	key := []byte{0, 0, 0, 0}
+	if commit {
+		key[3] = 1
+	}
+	value := be.AppendUint32([]byte{0, 0}, uint32(coordinatorEpoch))
+	// One record: attributes, timestamp delta, offset delta, key, value, no headers.
+	var rec []byte
+	rec = append(rec, 0)
+	rec = binary.AppendVarint(rec, 0)
+	rec = binary.AppendVarint(rec, 0)
+	rec = binary.AppendVarint(rec, int64(len(key)))
+	rec = append(rec, key...)
+	rec = binary.AppendVarint(rec, int64(len(value)))
+	rec = append(rec, value...)
+	rec = binary.AppendVarint(rec, 0)
+	b := make([]byte, record.HeaderSize, record.HeaderSize+len(rec)+2)
+	be.PutUint64(b[0:], 0)
+	be.PutUint32(b[12:], 0) // leader epoch
+	b[16] = 2
+	be.PutUint16(b[21:], record.AttrTransactional|record.AttrControl)
+	be.PutUint32(b[23:], 0)
+	be.PutUint64(b[27:], uint64(now))
+	be.PutUint64(b[35:], uint64(now))
+	be.PutUint64(b[43:], uint64(producerID))
+	be.PutUint16(b[51:], uint16(producerEpoch))
+	be.PutUint32(b[53:], 0xffffffff) // base sequence -1
+	be.PutUint32(b[57:], 1)
+	b = binary.AppendVarint(b, int64(len(rec)))
+	b = append(b, rec...)
+	be.PutUint32(b[8:], uint32(len(b)-12))
+	be.PutUint32(b[17:], crc32.Checksum(b[21:], crc32.MakeTable(crc32.Castagnoli)))
+	return b
+}
+
+// WriteTxnMarker appends a COMMIT or ABORT marker for the producer's
+// transaction and returns once it is durable. The marker ends the open
+// transaction (moving the LSO) and, for ABORT, adds an entry to the
+// aborted-transaction index. A marker from an epoch older than the
+// producer's current one is a zombie's and is rejected.
+func (p *Partition) WriteTxnMarker(producerID int64, producerEpoch int16, commit bool, coordinatorEpoch int32) error {
+	batch := controlBatch(producerID, producerEpoch, commit, coordinatorEpoch, time.Now().UnixMilli())
+	h, err := record.Parse(batch)
+	if err != nil {
+		return err
+	}
+	p.mu.Lock()
+	for _, pr := range p.state.Producers() {
+		if pr.ID == producerID && producerEpoch < pr.Epoch {
+			p.mu.Unlock()
+			return fmt.Errorf("%w: marker epoch %d is older than producer %d's epoch %d", producerstate.ErrInvalidEpoch, producerEpoch, producerID, pr.Epoch)
+		}
+	}
+	base, err := p.log.Append(batch)
+	if err != nil {
+		p.mu.Unlock()
+		return p.storageErr(err)
+	}
+	h.BaseOffset = base
+	ctype := int16(0)
+	if commit {
+		ctype = 1
+	}
+	p.state.Apply(&h, ctype, coordinatorEpoch)
+	p.publishLocked()
+	p.mu.Unlock()
+	return p.WaitDurable(base + 1)
+}
+
+// Producers returns a copy of the producer state (DescribeProducers).
+func (p *Partition) Producers() []producerstate.Producer {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.state.Producers()
+}
+
+// AbortedTxns returns the aborted transactions a read_committed fetch of
+// [from, to) must report, sorted by first offset.
+func (p *Partition) AbortedTxns(from, to int64) []producerstate.AbortedTxn {
+	ab := p.aborted.Load()
+	if ab == nil {
+		return nil
+	}
+	return producerstate.AbortedInRange(*ab, from, to)
+}
+
+// ExpireProducers forgets idle producers without open transactions.
+func (p *Partition) ExpireProducers(cutoffMs int64) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.state.Expire(cutoffMs)
+}
