@@ -78,7 +78,7 @@ const catalogName = "cluster.json"
 // configs from server.properties and --set, already validated.
 func OpenCatalog(fsys vfs.FS, dir string, static map[string]string) (*Catalog, error) {
 	c := &Catalog{fs: fsys, dir: dir, static: static, byName: map[string]*Topic{}, byID: map[TopicID]*Topic{}, dynamic: map[string]string{}}
-	if err := fsys.MkdirAll(dir, 0o755); err != nil {
+	if err := vfs.MkdirAllDurable(fsys, dir); err != nil {
 		return nil, err
 	}
 	f, err := fsys.OpenFile(filepath.Join(dir, catalogName), os.O_RDONLY, 0)

@@ -126,7 +126,7 @@ func Open(fsys vfs.FS, dir string, cfg Config, logger *slog.Logger) (*Log, error
 		now:    time.Now,
 		cfg:    cfg.normalized(),
 	}
-	if err := l.ensureDir(); err != nil {
+	if err := vfs.MkdirAllDurable(l.fs, l.dir); err != nil {
 		return nil, err
 	}
 	if err := l.recover(); err != nil {
@@ -138,37 +138,6 @@ func Open(fsys vfs.FS, dir string, cfg Config, logger *slog.Logger) (*Log, error
 	return l, nil
 }
 
-// ensureDir creates the log directory and makes its entry durable.
-func (l *Log) ensureDir() error {
-	var missing []string
-	for p := filepath.Clean(l.dir); ; {
-		_, err := l.fs.Stat(p)
-		if err == nil {
-			break
-		}
-		if !errors.Is(err, fs.ErrNotExist) {
-			return fmt.Errorf("log: %w", err)
-		}
-		missing = append(missing, p)
-		parent := filepath.Dir(p)
-		if parent == p {
-			break
-		}
-		p = parent
-	}
-	if len(missing) == 0 {
-		return nil
-	}
-	if err := l.fs.MkdirAll(l.dir, 0o755); err != nil {
-		return fmt.Errorf("log: %w", err)
-	}
-	for i := len(missing) - 1; i >= 0; i-- {
-		if err := l.fs.SyncDir(filepath.Dir(missing[i])); err != nil {
-			return fmt.Errorf("log: %w", err)
-		}
-	}
-	return nil
-}
 
 func (l *Log) publish() {
 	segs := l.segs

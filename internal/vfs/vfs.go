@@ -10,8 +10,11 @@
 package vfs
 
 import (
+	"errors"
 	"io"
+	"io/fs"
 	"os"
+	"path/filepath"
 )
 
 // FS is a hierarchical filesystem. Paths use the host separator for OS() and
@@ -55,4 +58,38 @@ type File interface {
 	Size() (int64, error)
 	// Name returns the name the file was opened with.
 	Name() string
+}
+
+// MkdirAllDurable creates dir and any missing parents, then fsyncs the
+// parent of each directory it created, so the new entries survive a crash
+// (a plain MkdirAll leaves them only in the page cache).
+func MkdirAllDurable(fsys FS, dir string) error {
+	var missing []string
+	for p := filepath.Clean(dir); ; {
+		_, err := fsys.Stat(p)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+		missing = append(missing, p)
+		parent := filepath.Dir(p)
+		if parent == p {
+			break
+		}
+		p = parent
+	}
+	if len(missing) == 0 {
+		return nil
+	}
+	if err := fsys.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	for i := len(missing) - 1; i >= 0; i-- {
+		if err := fsys.SyncDir(filepath.Dir(missing[i])); err != nil {
+			return err
+		}
+	}
+	return nil
 }

@@ -1,0 +1,78 @@
+package e2e
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// TestServeConfigAndCleanShutdown: server.properties and --set are applied
+// (with --set winning), SIGTERM shuts down cleanly with exit status 0, and
+// the data is there on the next start.
+func TestServeConfigAndCleanShutdown(t *testing.T) {
+	dir := t.TempDir()
+	props := filepath.Join(dir, "server.properties")
+	os.WriteFile(props, []byte("# test config\nnum.partitions=2\nlog.retention.hours=48\nauto.create.topics.enable = true\n"), 0o644)
+	data := filepath.Join(dir, "data")
+	addr := freePort(t)
+	p := startBroker(t, data, addr, "--config", props, "--set", "num.partitions=4")
+	cl, err := kgo.NewClient(kgo.SeedBrokers(addr), kgo.DefaultProduceTopic("auto"), kgo.AllowAutoTopicCreation())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cl.ProduceSync(context.Background(), &kgo.Record{Value: []byte("v")}).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	adm := kadm.NewClient(cl)
+	md, err := adm.ListTopics(context.Background(), "auto")
+	if err != nil || len(md["auto"].Partitions) != 4 {
+		t.Fatalf("auto-created topic has %d partitions (err %v), want 4 from --set", len(md["auto"].Partitions), err)
+	}
+	rc, err := adm.DescribeTopicConfigs(context.Background(), "auto")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range rc[0].Configs {
+		if c.Key == "retention.ms" && c.MaybeValue() != "172800000" {
+			t.Fatalf("retention.ms %s, want 172800000 from log.retention.hours=48", c.MaybeValue())
+		}
+	}
+	cl.Close()
+	p.stop(t)
+
+	p = startBroker(t, data, addr)
+	got := readAll(t, addr, "auto", 4)
+	n := 0
+	for _, rs := range got {
+		n += len(rs)
+	}
+	if n != 1 {
+		t.Fatalf("%d records after restart, want 1", n)
+	}
+	p.stop(t)
+}
+
+func TestServeRejectsBadConfig(t *testing.T) {
+	for _, args := range [][]string{
+		{"--set", "num.partitions=-3"},
+		{"--set", "log.retention.ms"},
+		{"--set", "bogus.key=1"},
+		{"--config", "/nonexistent/server.properties"},
+	} {
+		cmd := exec.Command(exactlyBinary(t), append([]string{"serve", "--data-dir", t.TempDir(), "--listen", "127.0.0.1:0"}, args...)...)
+		out, err := cmd.CombinedOutput()
+		if err == nil {
+			t.Errorf("%v: started with a bad config", args)
+			continue
+		}
+		if !strings.Contains(string(out), "exactly:") || strings.Contains(string(out), "panic") {
+			t.Errorf("%v: unclear error:\n%s", args, out)
+		}
+	}
+}

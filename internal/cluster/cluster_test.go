@@ -1,0 +1,88 @@
+package cluster
+
+import (
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/exactly/exactly/internal/vfs"
+)
+
+func TestParseProperties(t *testing.T) {
+	in := "# comment\n! also comment\n\nlog.dirs=/var/data\nnum.partitions : 3\nlong.value=a,\\\n  b\n  spaced.key =  v  \n"
+	got, err := ParseProperties(strings.NewReader(in))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{"log.dirs": "/var/data", "num.partitions": "3", "long.value": "a,b", "spaced.key": "v"}
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("%s = %q, want %q", k, got[k], v)
+		}
+	}
+	if _, err := ParseProperties(strings.NewReader("just-a-key\n")); err == nil {
+		t.Error("a line without a separator was accepted")
+	}
+}
+
+func TestTopicNames(t *testing.T) {
+	for _, ok := range []string{"a", "A.b_c-1", strings.Repeat("x", 249)} {
+		if err := ValidateTopicName(ok); err != nil {
+			t.Errorf("%q rejected: %v", ok, err)
+		}
+	}
+	for _, bad := range []string{"", ".", "..", "a/b", "a b", "ü", strings.Repeat("x", 250)} {
+		if err := ValidateTopicName(bad); !errors.Is(err, ErrInvalidTopic) {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+}
+
+func TestCatalogPersistsAndResolvesConfigs(t *testing.T) {
+	mem := vfs.NewMem()
+	c, err := OpenCatalog(mem, "/d", map[string]string{"log.retention.hours": "1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tp, err := c.CreateTopic("a.b", 2, map[string]string{"retention.bytes": "100"}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.CreateTopic("a_b", 1, nil, false); !errors.Is(err, ErrInvalidTopic) {
+		t.Errorf("colliding name accepted: %v", err)
+	}
+	if _, err := c.CreateTopic("x", 1, map[string]string{"cleanup.policy": "compact"}, false); !errors.Is(err, ErrInvalidConfig) {
+		t.Errorf("compaction accepted: %v", err)
+	}
+	if err := c.SetBrokerDynamic(map[string]string{"log.retention.bytes": "5"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.SetBrokerDynamic(map[string]string{"node.id": "3"}); !errors.Is(err, ErrInvalidConfig) {
+		t.Errorf("static key changed dynamically: %v", err)
+	}
+	// Only what was made durable survives a crash: every change here was.
+	c2, err := OpenCatalog(mem.Crash(nil), "/d", map[string]string{"log.retention.hours": "1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, ok := c2.Topic("a.b")
+	if !ok || got.ID != tp.ID || got.Partitions != 2 || c2.ClusterID() != c.ClusterID() {
+		t.Fatalf("after crash: %+v %v", got, ok)
+	}
+	for key, want := range map[string]struct {
+		v   string
+		src ConfigSource
+	}{
+		"retention.bytes": {"100", SourceDynamicTopic},
+		"retention.ms":    {"3600000", SourceStaticBroker},
+		"segment.bytes":   {"1073741824", SourceDefault},
+	} {
+		v, src := c2.TopicConfig(got, key)
+		if v != want.v || src != want.src {
+			t.Errorf("%s = %s (source %d), want %s (%d)", key, v, src, want.v, want.src)
+		}
+	}
+	if v, src := c2.BrokerConfig("log.retention.bytes"); v != "5" || src != SourceDynamicDefaultBroker {
+		t.Errorf("dynamic broker config: %s %d", v, src)
+	}
+}
