@@ -101,4 +101,3 @@ func (b *Broker) handleCreateTopics(_ context.Context, r *server.Request) server
 	}
 	return now(resp)
 }
-

@@ -138,7 +138,6 @@ func Open(fsys vfs.FS, dir string, cfg Config, logger *slog.Logger) (*Log, error
 	return l, nil
 }
 
-
 func (l *Log) publish() {
 	segs := l.segs
 	l.view.Store(&segs)

@@ -169,10 +169,10 @@ func TestProducerStateSurvivesCrash(t *testing.T) {
 func TestTransactionsLSOAndAbortedIndex(t *testing.T) {
 	mem := vfs.NewMem()
 	p := open(t, mem)
-	appendOK(t, p, spec{pid: -1, n: 2})                  // 0-1 plain
+	appendOK(t, p, spec{pid: -1, n: 2})                    // 0-1 plain
 	appendOK(t, p, spec{pid: 10, seq: 0, n: 2, txn: true}) // 2-3 txn A
 	appendOK(t, p, spec{pid: 11, seq: 0, n: 1, txn: true}) // 4 txn B
-	appendOK(t, p, spec{pid: -1, n: 1})                  // 5 plain
+	appendOK(t, p, spec{pid: -1, n: 1})                    // 5 plain
 	if lso, hw := p.LastStableOffset(), p.HighWatermark(); lso != 2 || hw != 6 {
 		t.Fatalf("lso %d hw %d, want 2 and 6", lso, hw)
 	}
