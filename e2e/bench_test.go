@@ -69,3 +69,54 @@ func benchProduce(b *testing.B, acks kgo.Acks, partitions int32) {
 	default:
 	}
 }
+
+// BenchmarkConsumeReadUncommitted and BenchmarkConsumeReadCommitted read the
+// same pre-filled topic (1 KiB records, 6 partitions) with a franz-go
+// consumer; the difference is the isolation level's cost (LSO bound and
+// aborted-transaction lookup).
+func BenchmarkConsumeReadUncommitted(b *testing.B) {
+	benchConsume(b, kgo.ReadUncommitted())
+}
+
+// BenchmarkConsumeReadCommitted: see BenchmarkConsumeReadUncommitted.
+func BenchmarkConsumeReadCommitted(b *testing.B) {
+	benchConsume(b, kgo.ReadCommitted())
+}
+
+func benchConsume(b *testing.B, iso kgo.IsolationLevel) {
+	br := exactly.NewTestBroker(b, exactly.Options{DataDir: b.TempDir()})
+	const partitions = 6
+	prod, err := kgo.NewClient(kgo.SeedBrokers(br.Addr()), kgo.DefaultProduceTopic("cbench"),
+		kgo.ProducerBatchCompression(kgo.NoCompression()), kgo.ProducerLinger(time.Millisecond), kgo.MaxBufferedRecords(1<<16))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer prod.Close()
+	ctx := context.Background()
+	if _, err := kadm.NewClient(prod).CreateTopic(ctx, partitions, 1, nil, "cbench"); err != nil {
+		b.Fatal(err)
+	}
+	value := make([]byte, 1024)
+	rand.Read(value)
+	for i := 0; i < b.N; i++ {
+		prod.Produce(ctx, &kgo.Record{Value: value}, nil)
+	}
+	if err := prod.Flush(ctx); err != nil {
+		b.Fatal(err)
+	}
+	b.SetBytes(int64(len(value)))
+	b.ResetTimer()
+	cons, err := kgo.NewClient(kgo.SeedBrokers(br.Addr()), kgo.ConsumeTopics("cbench"),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchIsolationLevel(iso))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer cons.Close()
+	for n := 0; n < b.N; {
+		fs := cons.PollFetches(ctx)
+		if err := fs.Err(); err != nil {
+			b.Fatal(err)
+		}
+		n += fs.NumRecords()
+	}
+}
