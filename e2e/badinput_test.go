@@ -42,6 +42,14 @@ func (c *rawConn) send(frame []byte) {
 	}
 }
 
+// sendExpectingClose writes a frame the broker is expected to reject by
+// closing: the broker may close before the whole frame is written, so a
+// write error is part of the expected outcome.
+func (c *rawConn) sendExpectingClose(frame []byte) {
+	c.nc.SetWriteDeadline(time.Now().Add(5 * time.Second))
+	c.nc.Write(frame)
+}
+
 // request sends req at version v and decodes the response.
 func (c *rawConn) request(req kmsg.Request, v int16) kmsg.Response {
 	c.t.Helper()
@@ -238,7 +246,7 @@ func TestBadInputGetsKafkaErrors(t *testing.T) {
 		big2 := produceReq("ok", 0, big)
 		c2 := dialRaw(t, b.Addr())
 		big2.SetVersion(9)
-		c2.send(kmsg.NewRequestFormatter().AppendRequest(nil, big2, 1))
+		c2.sendExpectingClose(kmsg.NewRequestFormatter().AppendRequest(nil, big2, 1))
 		c2.expectClosed()
 		stillServing("bad produce requests")
 	})
