@@ -87,9 +87,9 @@ func EncodeBatch(recs []Record, timestampMs int64) ([]byte, error) {
 			return nil, err
 		}
 		rec = rec[:0]
-		rec = append(rec, 0)                       // attributes
-		rec = binary.AppendVarint(rec, 0)          // timestamp delta
-		rec = binary.AppendVarint(rec, int64(i))   // offset delta
+		rec = append(rec, 0)                     // attributes
+		rec = binary.AppendVarint(rec, 0)        // timestamp delta
+		rec = binary.AppendVarint(rec, int64(i)) // offset delta
 		rec = binary.AppendVarint(rec, int64(len(key)))
 		rec = append(rec, key...)
 		rec = binary.AppendVarint(rec, int64(len(value)))
