@@ -68,6 +68,9 @@ type Broker struct {
 	// partition must be in txnID's ongoing transaction with that producer
 	// id and epoch, or be added implicitly when implicitAdd (Produce v12+).
 	txnProduceCheck func(txnID string, producerID int64, producerEpoch int16, topic string, partition int32, implicitAdd bool) error
+
+	// txn is the transaction coordinator (txn.go).
+	txn *txnCoordinator
 }
 
 // New opens the catalog and every partition (recovering logs as needed).
@@ -106,6 +109,11 @@ func New(cfg Config) (*Broker, error) {
 			ps[i] = p
 		}
 		b.parts[t.Name] = ps
+	}
+	if err := b.startTxn(); err != nil {
+		b.closePartitions()
+		cancel()
+		return nil, err
 	}
 	b.bg.Add(1)
 	go b.retentionLoop()
@@ -360,6 +368,7 @@ func (b *Broker) ApplyRetention(now time.Time) {
 // Close stops background work and fsyncs and closes every partition. The
 // server must have been closed first so no request is in flight.
 func (b *Broker) Close() error {
+	b.stopTxn()
 	b.cancel()
 	b.bg.Wait()
 	return b.closePartitions()

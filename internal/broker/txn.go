@@ -1,0 +1,258 @@
+package broker
+
+// Transaction coordinator wiring: the __transaction_state topic, the
+// internal/txn driver over it, the marker writer that reaches this broker's
+// partitions, the ApiVersions feature that turns on KIP-890 v2 in clients,
+// and the coordinator's metrics. The APIs themselves are in
+// api22/24/25/26/27/28/61/65/66_*.go; the produce-side check is in
+// txnhooks.go.
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/exactly/exactly/internal/partition"
+	"github.com/exactly/exactly/internal/producerstate"
+	"github.com/exactly/exactly/internal/txn"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+// txnStateTopic is the coordinator's log, named as in Kafka so tools that
+// know it (and hide it) recognise it.
+const txnStateTopic = "__transaction_state"
+
+// txnStateConfigs keep the coordinator's log for ever: the coordinator
+// compacts it itself (snapshot, then DeleteRecordsBefore), and time-based
+// retention would delete the only record of a long-idle transactional id.
+var txnStateConfigs = map[string]string{
+	"retention.ms":    "-1",
+	"retention.bytes": "-1",
+	"segment.bytes":   "8388608",
+}
+
+// txnGroupCoordinator is what transactions need from the consumer-group
+// coordinator: KIP-447 membership checks and staging for TxnOffsetCommit,
+// and applying or discarding the staged offsets when a transaction ends.
+type txnGroupCoordinator interface {
+	txn.OffsetCompleter
+	// ValidateTxnCommit checks that the member may commit for the group
+	// (generation and member id, or static instance id), as for a plain
+	// offset commit; a producer zombie from an old generation is fenced.
+	ValidateTxnCommit(group, memberID string, generation int32, groupInstanceID *string) error
+	// StageTxnOffsets durably records offsets committed inside the
+	// producer's open transaction, visible only once CompleteTxn commits.
+	StageTxnOffsets(producerID int64, producerEpoch int16, group string, topics []kmsg.TxnOffsetCommitRequestTopic) error
+}
+
+// txnCoordinator is the broker's transaction coordinator.
+type txnCoordinator struct {
+	d       *txn.Driver
+	groups  txnGroupCoordinator // nil until a group coordinator is wired
+	metrics *txnMetrics
+}
+
+// startTxn opens (creating on first start) __transaction_state, replays it
+// and starts the coordinator, which finishes any transaction a crash
+// interrupted between its decision and its markers.
+func (b *Broker) startTxn() error {
+	p, err := b.openTxnStateTopic()
+	if err != nil {
+		return fmt.Errorf("transaction coordinator: %w", err)
+	}
+	tc := &txnCoordinator{metrics: newTxnMetrics(b.cfg.Registry)}
+	d, err := txn.NewDriver(txn.DriverConfig{
+		Machine: txn.Config{
+			MaxTimeoutMs:   int32(b.brokerInt("transaction.max.timeout.ms")),
+			IDExpirationMs: b.brokerInt("transactional.id.expiration.ms"),
+			PIDBlockSize:   1000,
+		},
+		Log:      p,
+		Markers:  brokerMarkers{b},
+		Offsets:  groupCompleter{tc},
+		Observer: tc.metrics,
+		Logger:   b.log.With("component", "txn"),
+	})
+	if err != nil {
+		return fmt.Errorf("transaction coordinator: %w", err)
+	}
+	tc.d = d
+	b.txn = tc
+	b.txnProduceCheck = b.checkTransactionalProduce
+	d.Start()
+	return nil
+}
+
+// stopTxn stops timers and marker writers; transactions still ending
+// finish after the next start.
+func (b *Broker) stopTxn() {
+	if b.txn != nil {
+		// txnProduceCheck stays set (it is read without a lock); the
+		// stopped driver answers COORDINATOR_NOT_AVAILABLE.
+		b.txn.d.Stop()
+	}
+}
+
+func (b *Broker) openTxnStateTopic() (*partition.Partition, error) {
+	b.adminMu.Lock()
+	defer b.adminMu.Unlock()
+	if p := b.partition(txnStateTopic, 0); p != nil {
+		return p, nil
+	}
+	if err := b.cfg.FS.RemoveAll(b.partitionDir(txnStateTopic, 0)); err != nil {
+		return nil, err
+	}
+	t, err := b.catalog.CreateTopic(txnStateTopic, 1, txnStateConfigs, true)
+	if err != nil {
+		return nil, err
+	}
+	p, err := b.openPartition(t, 0)
+	if err != nil {
+		return nil, err
+	}
+	b.partsMu.Lock()
+	b.parts[txnStateTopic] = []*partition.Partition{p}
+	b.partsMu.Unlock()
+	return p, nil
+}
+
+// brokerMarkers writes markers to this broker's own partitions.
+type brokerMarkers struct{ b *Broker }
+
+func (m brokerMarkers) WriteTxnMarker(tp txn.TopicPartition, pid int64, epoch int16, commit bool, coordinatorEpoch int32) error {
+	p := m.b.partition(tp.Topic, tp.Partition)
+	if p == nil {
+		return txn.ErrPartitionGone
+	}
+	err := p.WriteTxnMarker(pid, epoch, commit, coordinatorEpoch)
+	if errors.Is(err, producerstate.ErrInvalidEpoch) {
+		// The partition already saw a newer epoch of this producer, so this
+		// transaction ended there long ago (a marker re-sent after a
+		// restart): retrying could never succeed and is not needed.
+		m.b.log.Warn("transaction marker older than the partition's producer epoch; skipped",
+			"topic", tp.Topic, "partition", tp.Partition, "producer_id", pid, "epoch", epoch, "err", err)
+		return nil
+	}
+	return err
+}
+
+// groupCompleter forwards transaction ends to the group coordinator.
+type groupCompleter struct{ tc *txnCoordinator }
+
+func (g groupCompleter) CompleteTxn(pid int64, group string, commit bool) error {
+	if g.tc.groups == nil {
+		return nil // no group coordinator: nothing was staged
+	}
+	return g.tc.groups.CompleteTxn(pid, group, commit)
+}
+
+// txnFeatures advertises transaction.version 2 (KIP-890 part 2) in
+// ApiVersions v3+ once every piece it implies is served: Produce v12
+// (partitions added implicitly), EndTxn v5 (epoch bumped and returned at
+// every end) and TxnOffsetCommit v5 (groups added implicitly). Clients use
+// those versions only when the finalized level is 2, so advertising it
+// early would make them skip AddPartitionsToTxn while producing with v11.
+func (b *Broker) txnFeatures(resp *kmsg.ApiVersionsResponse, version int16) {
+	if b.txn == nil || version < 3 {
+		return
+	}
+	level := int16(0)
+	if e, ok := apis[0]; ok && e.hi >= 12 {
+		if e, ok := apis[26]; ok && e.hi >= 5 {
+			if e, ok := apis[28]; ok && e.hi >= 5 {
+				level = 2
+			}
+		}
+	}
+	sf := kmsg.NewApiVersionsResponseSupportedFeature()
+	sf.Name, sf.MinVersion, sf.MaxVersion = "transaction.version", 0, level
+	resp.SupportedFeatures = append(resp.SupportedFeatures, sf)
+	ff := kmsg.NewApiVersionsResponseFinalizedFeature()
+	ff.Name, ff.MinVersionLevel, ff.MaxVersionLevel = "transaction.version", level, level
+	resp.FinalizedFeatures = append(resp.FinalizedFeatures, ff)
+	if resp.FinalizedFeaturesEpoch < 1 {
+		// -1 means "no finalized features"; a single node never changes
+		// its features at run time, so any fixed epoch will do.
+		resp.FinalizedFeaturesEpoch = 1
+	}
+}
+
+// txnError turns a coordinator result into an error code for a request of
+// the given version: PRODUCER_FENCED (KIP-588) is INVALID_PRODUCER_EPOCH to
+// clients that predate it (fencedSince is the first version that knows it).
+func txnError(e *kerr.Error, version, fencedSince int16) int16 {
+	if e == nil {
+		return 0
+	}
+	if e == kerr.ProducerFenced && version < fencedSince {
+		return kerr.InvalidProducerEpoch.Code
+	}
+	return e.Code
+}
+
+// anyErrorCode maps an error that may be a bare *kerr.Error (as other
+// coordinators return) or a domain error.
+func anyErrorCode(err error) int16 {
+	var ke *kerr.Error
+	if errors.As(err, &ke) {
+		return ke.Code
+	}
+	return errorCode(err)
+}
+
+// partitionKnown reports whether topic has partition p.
+func (b *Broker) partitionKnown(topic string, p int32) bool {
+	t, ok := b.catalog.Topic(topic)
+	return ok && p >= 0 && p < t.Partitions
+}
+
+// txnMetrics are the coordinator's Prometheus series (Kafka's
+// TransactionCoordinator has no JMX equivalent for these; named in the
+// same style).
+type txnMetrics struct {
+	completed *prometheus.CounterVec
+	markers   *prometheus.HistogramVec
+	endTime   *prometheus.HistogramVec
+}
+
+func newTxnMetrics(reg prometheus.Registerer) *txnMetrics {
+	m := &txnMetrics{
+		completed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "kafka_coordinator_transaction_completed_total",
+			Help: "Transactions ended, by result (commit, abort) and by who ended them (client, timeout).",
+		}, []string{"result", "by"}),
+		markers: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "kafka_coordinator_transaction_markers_seconds",
+			Help:    "Time from a transaction's durable decision to its last marker, by result.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 4, 10),
+		}, []string{"result"}),
+		endTime: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "kafka_coordinator_end_txn_seconds",
+			Help:    "EndTxn latency from request to answer (markers written), by result.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 4, 10),
+		}, []string{"result"}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.completed, m.markers, m.endTime)
+	}
+	return m
+}
+
+func resultLabel(commit bool) string {
+	if commit {
+		return "commit"
+	}
+	return "abort"
+}
+
+// TxnCompleted implements txn.Observer.
+func (m *txnMetrics) TxnCompleted(commit, timedOut bool, markers time.Duration) {
+	by := "client"
+	if timedOut {
+		by = "timeout"
+	}
+	m.completed.WithLabelValues(resultLabel(commit), by).Inc()
+	m.markers.WithLabelValues(resultLabel(commit)).Observe(markers.Seconds())
+}

@@ -1,0 +1,505 @@
+package exactly_test
+
+// Transactions end to end with real clients: franz-go (kgo) transactional
+// producers, raw kmsg requests for the cases a well-behaved client never
+// produces (late requests from an earlier transaction), and kcat
+// (librdkafka).
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/exactly/exactly"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+	"github.com/twmb/franz-go/pkg/kversion"
+)
+
+func txnClient(t *testing.T, addr, txnID string, opts ...kgo.Opt) *kgo.Client {
+	t.Helper()
+	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(addr), kgo.TransactionalID(txnID),
+		kgo.RecordPartitioner(kgo.RoundRobinPartitioner())}, opts...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cl.Close)
+	return cl
+}
+
+func createTopic(t *testing.T, addr, topic string, partitions int32) {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(addr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	resp, err := kadm.NewClient(cl).CreateTopic(context.Background(), partitions, 1, nil, topic)
+	if err == nil {
+		err = resp.Err
+	}
+	if err != nil {
+		t.Fatalf("creating %s: %v", topic, err)
+	}
+}
+
+// readTopic reads every partition up to its end for the isolation level
+// (the LSO for read_committed) and returns the record values in partition
+// and offset order. It fails the test if the end does not come within 20s.
+func readTopic(t *testing.T, addr, topic string, committed bool) []string {
+	t.Helper()
+	iso := kgo.ReadUncommitted()
+	if committed {
+		iso = kgo.ReadCommitted()
+	}
+	adm, err := kgo.NewClient(kgo.SeedBrokers(addr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer adm.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var ends kadm.ListedOffsets
+	if committed {
+		ends, err = kadm.NewClient(adm).ListCommittedOffsets(ctx, topic)
+	} else {
+		ends, err = kadm.NewClient(adm).ListEndOffsets(ctx, topic)
+	}
+	if err == nil {
+		err = ends.Error()
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl, err := kgo.NewClient(kgo.SeedBrokers(addr), kgo.ConsumeTopics(topic), kgo.FetchIsolationLevel(iso),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchMaxWait(100*time.Millisecond), kgo.KeepControlRecords())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	pos := map[int32]int64{}
+	byPart := map[int32][]string{}
+	done := func() bool {
+		for p, e := range ends[topic] {
+			if pos[p] < e.Offset {
+				return false
+			}
+		}
+		return true
+	}
+	for !done() {
+		fs := cl.PollFetches(ctx)
+		if ctx.Err() != nil {
+			t.Fatalf("reading %s (committed=%v): positions %v, ends %v", topic, committed, pos, ends)
+		}
+		fs.EachError(func(_ string, p int32, err error) { t.Fatalf("fetch %s/%d: %v", topic, p, err) })
+		fs.EachRecord(func(r *kgo.Record) {
+			// Control records (kept so the position passes the markers
+			// that end a partition) are not data.
+			if !r.Attrs.IsControl() {
+				byPart[r.Partition] = append(byPart[r.Partition], string(r.Value))
+			}
+			pos[r.Partition] = r.Offset + 1
+		})
+	}
+	var out []string
+	for p := int32(0); p < int32(len(ends[topic])); p++ {
+		out = append(out, byPart[p]...)
+	}
+	return out
+}
+
+func count(vals []string, prefix string) int {
+	n := 0
+	for _, v := range vals {
+		if strings.HasPrefix(v, prefix) {
+			n++
+		}
+	}
+	return n
+}
+
+// stableEnds asserts that no partition's LSO lags its high watermark: no
+// transaction is left open.
+func stableEnds(t *testing.T, addr, topic string) {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(addr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+	ctx := context.Background()
+	hw, err := adm.ListEndOffsets(ctx, topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lso, err := adm.ListCommittedOffsets(ctx, topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hw.Each(func(o kadm.ListedOffset) {
+		if l, _ := lso.Lookup(topic, o.Partition); l.Offset != o.Offset {
+			t.Errorf("%s/%d: LSO %d behind high watermark %d: a transaction is still open", topic, o.Partition, l.Offset, o.Offset)
+		}
+	})
+}
+
+func produceTxn(t *testing.T, cl *kgo.Client, topic, prefix string, n int, commit bool) {
+	t.Helper()
+	ctx := context.Background()
+	if err := cl.BeginTransaction(); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < n; i++ {
+		if err := cl.ProduceSync(ctx, &kgo.Record{Topic: topic, Value: fmt.Appendf(nil, "%s%d", prefix, i)}).FirstErr(); err != nil {
+			t.Fatalf("produce %s%d: %v", prefix, i, err)
+		}
+	}
+	if err := cl.EndTransaction(ctx, kgo.TransactionEndTry(commit)); err != nil {
+		t.Fatalf("end transaction (commit=%v): %v", commit, err)
+	}
+}
+
+// TestTxnCommitAndAbortVisibility: read_committed readers see committed
+// transactions whole and aborted ones never; read_uncommitted readers see
+// both; nothing is left open.
+func TestTxnCommitAndAbortVisibility(t *testing.T) {
+	b := exactly.NewTestBroker(t)
+	createTopic(t, b.Addr(), "vis", 3)
+	cl := txnClient(t, b.Addr(), "vis-producer")
+	produceTxn(t, cl, "vis", "c1-", 30, true)
+	produceTxn(t, cl, "vis", "a-", 30, false)
+	produceTxn(t, cl, "vis", "c2-", 9, true)
+
+	committed := readTopic(t, b.Addr(), "vis", true)
+	if got := len(committed); got != 39 || count(committed, "a-") != 0 {
+		t.Fatalf("read_committed got %d records (%d aborted), want the 39 committed", got, count(committed, "a-"))
+	}
+	all := readTopic(t, b.Addr(), "vis", false)
+	if len(all) != 69 {
+		t.Fatalf("read_uncommitted got %d records, want 69", len(all))
+	}
+	stableEnds(t, b.Addr(), "vis")
+}
+
+// TestTxnZombieFenced: a second producer with the same transactional id
+// fences the first: the first's open transaction is aborted and it can
+// neither produce nor commit any more.
+func TestTxnZombieFenced(t *testing.T) {
+	b := exactly.NewTestBroker(t)
+	createTopic(t, b.Addr(), "zombie", 2)
+	ctx := context.Background()
+	old := txnClient(t, b.Addr(), "zid")
+	if err := old.BeginTransaction(); err != nil {
+		t.Fatal(err)
+	}
+	if err := old.ProduceSync(ctx, &kgo.Record{Topic: "zombie", Value: []byte("zombie-0")}).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	fresh := txnClient(t, b.Addr(), "zid")
+	produceTxn(t, fresh, "zombie", "fresh-", 4, true)
+
+	err := old.ProduceSync(ctx, &kgo.Record{Topic: "zombie", Value: []byte("zombie-1")}).FirstErr()
+	if err == nil {
+		err = old.EndTransaction(ctx, kgo.TryCommit)
+	}
+	if err == nil {
+		t.Fatal("the fenced producer produced and committed")
+	}
+	if !errors.Is(err, kerr.ProducerFenced) && !errors.Is(err, kerr.InvalidProducerEpoch) && !errors.Is(err, kerr.OperationNotAttempted) {
+		t.Logf("fenced producer got %v", err)
+	}
+	got := readTopic(t, b.Addr(), "zombie", true)
+	if count(got, "zombie-") != 0 || count(got, "fresh-") != 4 {
+		t.Fatalf("read_committed %v: want only the 4 fresh records", got)
+	}
+	stableEnds(t, b.Addr(), "zombie")
+}
+
+// TestTxnTimeoutAborts: a transaction left open past its timeout is
+// aborted by the coordinator; its records never become visible, the LSO
+// moves on, and the producer recovers for its next transaction.
+func TestTxnTimeoutAborts(t *testing.T) {
+	b := exactly.NewTestBroker(t)
+	createTopic(t, b.Addr(), "slow", 1)
+	ctx := context.Background()
+	cl := txnClient(t, b.Addr(), "slow-producer", kgo.TransactionTimeout(time.Second))
+	if err := cl.BeginTransaction(); err != nil {
+		t.Fatal(err)
+	}
+	if err := cl.ProduceSync(ctx, &kgo.Record{Topic: "slow", Value: []byte("late-0")}).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		time.Sleep(200 * time.Millisecond)
+		if st := describeTxn(t, b.Addr(), "slow-producer"); st.State == "CompleteAbort" {
+			break
+		} else if time.Now().After(deadline) {
+			t.Fatalf("transaction not aborted on timeout: %s", st.State)
+		}
+	}
+	stableEnds(t, b.Addr(), "slow")
+	if err := cl.EndTransaction(ctx, kgo.TryCommit); err == nil {
+		t.Fatal("commit of a timed-out transaction succeeded")
+	}
+	if err := cl.EndTransaction(ctx, kgo.TryAbort); err != nil {
+		t.Logf("abort after timeout: %v", err)
+	}
+	produceTxn(t, cl, "slow", "next-", 3, true)
+	got := readTopic(t, b.Addr(), "slow", true)
+	if count(got, "late-") != 0 || count(got, "next-") != 3 {
+		t.Fatalf("read_committed %v: want only the 3 records of the next transaction", got)
+	}
+}
+
+func describeTxn(t *testing.T, addr, id string) kmsg.DescribeTransactionsResponseTransactionState {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(addr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	req := kmsg.NewPtrDescribeTransactionsRequest()
+	req.TransactionalIDs = []string{id}
+	resp, err := req.RequestWith(context.Background(), cl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.TransactionStates[0]
+}
+
+// rawClient sends hand-built requests: AddPartitionsToTxn capped at v3 (the
+// single-transaction shape clients send), everything else at the broker's
+// maximum.
+func rawClient(t *testing.T, addr string) *kgo.Client {
+	t.Helper()
+	v := kversion.Stable()
+	v.SetMaxKeyVersion(int16(kmsg.AddPartitionsToTxn), 3)
+	cl, err := kgo.NewClient(kgo.SeedBrokers(addr), kgo.MaxVersions(v))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cl.Close)
+	return cl
+}
+
+func initPID(t *testing.T, cl *kgo.Client, id string) (int64, int16, int16) {
+	t.Helper()
+	req := kmsg.NewPtrInitProducerIDRequest()
+	req.TransactionalID = &id
+	req.TransactionTimeoutMillis = 60000
+	resp, err := req.RequestWith(context.Background(), cl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.ProducerID, resp.ProducerEpoch, resp.ErrorCode
+}
+
+func addPartition(t *testing.T, cl *kgo.Client, id string, pid int64, epoch int16, topic string, p int32) int16 {
+	t.Helper()
+	req := kmsg.NewPtrAddPartitionsToTxnRequest()
+	req.TransactionalID, req.ProducerID, req.ProducerEpoch = id, pid, epoch
+	rt := kmsg.NewAddPartitionsToTxnRequestTopic()
+	rt.Topic, rt.Partitions = topic, []int32{p}
+	req.Topics = append(req.Topics, rt)
+	resp, err := req.RequestWith(context.Background(), cl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.Topics[0].Partitions[0].ErrorCode
+}
+
+func endTxn(t *testing.T, cl *kgo.Client, id string, pid int64, epoch int16, commit bool) *kmsg.EndTxnResponse {
+	t.Helper()
+	req := kmsg.NewPtrEndTxnRequest()
+	req.TransactionalID, req.ProducerID, req.ProducerEpoch, req.Commit = id, pid, epoch, commit
+	resp, err := req.RequestWith(context.Background(), cl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp
+}
+
+// txnBatch builds a transactional RecordBatch v2 of one record.
+func txnBatch(pid int64, epoch int16, seq int32, value string) []byte {
+	var rec []byte
+	rec = append(rec, 0)              // attributes
+	rec = binary.AppendVarint(rec, 0) // timestamp delta
+	rec = binary.AppendVarint(rec, 0) // offset delta
+	rec = binary.AppendVarint(rec, -1)
+	rec = binary.AppendVarint(rec, int64(len(value)))
+	rec = append(rec, value...)
+	rec = binary.AppendVarint(rec, 0)
+	b := make([]byte, 61)
+	b = binary.AppendVarint(b, int64(len(rec)))
+	b = append(b, rec...)
+	be := binary.BigEndian
+	now := uint64(time.Now().UnixMilli())
+	be.PutUint32(b[8:], uint32(len(b)-12))
+	b[16] = 2
+	be.PutUint16(b[21:], 0x10) // transactional
+	be.PutUint64(b[27:], now)
+	be.PutUint64(b[35:], now)
+	be.PutUint64(b[43:], uint64(pid))
+	be.PutUint16(b[51:], uint16(epoch))
+	be.PutUint32(b[53:], uint32(seq))
+	be.PutUint32(b[57:], 1)
+	be.PutUint32(b[17:], crc32.Checksum(b[21:], crc32.MakeTable(crc32.Castagnoli)))
+	return b
+}
+
+func produceRaw(t *testing.T, cl *kgo.Client, id, topic string, p int32, batch []byte) int16 {
+	t.Helper()
+	req := kmsg.NewPtrProduceRequest()
+	req.TransactionID = &id
+	req.Acks = -1
+	req.TimeoutMillis = 10000
+	rt := kmsg.NewProduceRequestTopic()
+	rt.Topic = topic
+	rp := kmsg.NewProduceRequestTopicPartition()
+	rp.Partition, rp.Records = p, batch
+	rt.Partitions = append(rt.Partitions, rp)
+	req.Topics = append(req.Topics, rt)
+	resp, err := req.RequestWith(context.Background(), cl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.Topics[0].Partitions[0].ErrorCode
+}
+
+func wantCode(t *testing.T, what string, got int16, want *kerr.Error) {
+	t.Helper()
+	var w int16
+	if want != nil {
+		w = want.Code
+	}
+	if got != w {
+		t.Fatalf("%s: got %v, want %v", what, kerr.ErrorForCode(got), want)
+	}
+}
+
+// TestTxnLateRequestsRejected is the late-request regression: an EndTxn
+// (commit) and a produce from transaction N, delayed until transaction N+1
+// has begun, must be rejected and change nothing. With KIP-890 v2 (EndTxn
+// v5) every end bumps the epoch, so both carry a stale epoch.
+func TestTxnLateRequestsRejected(t *testing.T) {
+	b := exactly.NewTestBroker(t)
+	createTopic(t, b.Addr(), "late", 1)
+	cl, late := rawClient(t, b.Addr()), rawClient(t, b.Addr())
+	const id = "late-txn"
+	pid, epoch, code := initPID(t, cl, id)
+	wantCode(t, "init", code, nil)
+
+	// Transaction 1 commits one record; the end bumps the epoch.
+	wantCode(t, "add 1", addPartition(t, cl, id, pid, epoch, "late", 0), nil)
+	wantCode(t, "produce 1", produceRaw(t, cl, id, "late", 0, txnBatch(pid, epoch, 0, "txn1")), nil)
+	end := endTxn(t, cl, id, pid, epoch, true)
+	wantCode(t, "commit 1", end.ErrorCode, nil)
+	if end.Version < 5 || end.ProducerID != pid || end.ProducerEpoch != epoch+1 {
+		t.Fatalf("EndTxn v%d answered producer %d epoch %d, want %d epoch %d", end.Version, end.ProducerID, end.ProducerEpoch, pid, epoch+1)
+	}
+	next := end.ProducerEpoch
+
+	// Transaction 2 begins.
+	wantCode(t, "add 2", addPartition(t, cl, id, pid, next, "late", 0), nil)
+	wantCode(t, "produce 2", produceRaw(t, cl, id, "late", 0, txnBatch(pid, next, 0, "txn2")), nil)
+
+	// The delayed requests of transaction 1 arrive on another connection.
+	wantCode(t, "late commit", endTxn(t, late, id, pid, epoch, true).ErrorCode, kerr.ProducerFenced)
+	if c := produceRaw(t, late, id, "late", 0, txnBatch(pid, epoch, 1, "late-write")); c == 0 {
+		t.Fatal("a produce from the previous epoch was accepted")
+	}
+	st := describeTxn(t, b.Addr(), id)
+	if st.State != "Ongoing" || st.ProducerEpoch != next {
+		t.Fatalf("after the late requests: %s at epoch %d, want Ongoing at %d", st.State, st.ProducerEpoch, next)
+	}
+
+	// Transaction 2 aborts: only transaction 1 is visible, the late write nowhere.
+	wantCode(t, "abort 2", endTxn(t, cl, id, pid, next, false).ErrorCode, nil)
+	if got := readTopic(t, b.Addr(), "late", true); len(got) != 1 || got[0] != "txn1" {
+		t.Fatalf("read_committed %v, want [txn1]", got)
+	}
+	if got := readTopic(t, b.Addr(), "late", false); count(got, "late-write") != 0 {
+		t.Fatalf("read_uncommitted %v holds the late write", got)
+	}
+	stableEnds(t, b.Addr(), "late")
+}
+
+// TestTxnConcurrentTransactions: while the coordinator aborts a running
+// transaction because a new producer instance took over, that instance is
+// told CONCURRENT_TRANSACTIONS and retries; the old epoch is fenced.
+func TestTxnConcurrentTransactions(t *testing.T) {
+	b := exactly.NewTestBroker(t)
+	createTopic(t, b.Addr(), "conc", 1)
+	cl := rawClient(t, b.Addr())
+	const id = "conc-txn"
+	pid, epoch, code := initPID(t, cl, id)
+	wantCode(t, "init", code, nil)
+	wantCode(t, "add", addPartition(t, cl, id, pid, epoch, "conc", 0), nil)
+	wantCode(t, "produce", produceRaw(t, cl, id, "conc", 0, txnBatch(pid, epoch, 0, "open")), nil)
+
+	_, _, code = initPID(t, cl, id)
+	wantCode(t, "takeover", code, kerr.ConcurrentTransactions)
+	var newEpoch int16
+	for i := 0; ; i++ {
+		var p int64
+		p, newEpoch, code = initPID(t, cl, id)
+		if code == 0 {
+			if p != pid {
+				t.Fatalf("takeover moved to producer %d", p)
+			}
+			break
+		}
+		if code != kerr.ConcurrentTransactions.Code || i > 100 {
+			t.Fatalf("takeover retry: %v", kerr.ErrorForCode(code))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if newEpoch != epoch+2 {
+		t.Fatalf("epoch after takeover %d, want %d (fence + new instance)", newEpoch, epoch+2)
+	}
+	wantCode(t, "add at the fenced epoch", addPartition(t, cl, id, pid, epoch, "conc", 0), kerr.ProducerFenced)
+	if got := readTopic(t, b.Addr(), "conc", true); len(got) != 0 {
+		t.Fatalf("read_committed %v: the fenced transaction must be aborted", got)
+	}
+	stableEnds(t, b.Addr(), "conc")
+}
+
+// TestTxnKcat: librdkafka (kcat) with a transactional id commits at the end
+// of its input; read_committed readers see every line.
+func TestTxnKcat(t *testing.T) {
+	kcat, err := exec.LookPath("kcat")
+	if err != nil {
+		t.Skip("kcat not installed")
+	}
+	b := exactly.NewTestBroker(t)
+	createTopic(t, b.Addr(), "kc", 2)
+	cmd := exec.Command(kcat, "-P", "-b", b.Addr(), "-t", "kc", "-X", "transactional.id=kcat-txn")
+	cmd.Stdin = strings.NewReader("one\ntwo\nthree\n")
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("kcat: %v\n%s", err, out.String())
+	}
+	got := readTopic(t, b.Addr(), "kc", true)
+	if len(got) != 3 {
+		t.Fatalf("read_committed %v, want the 3 lines (kcat output: %s)", got, out.String())
+	}
+	if st := describeTxn(t, b.Addr(), "kcat-txn"); st.State != "CompleteCommit" {
+		t.Fatalf("kcat's transaction is %s, want CompleteCommit", st.State)
+	}
+	stableEnds(t, b.Addr(), "kc")
+}
+
+
