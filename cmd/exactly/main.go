@@ -16,7 +16,7 @@ func main() {
 		Short:         "A durable Kafka-compatible broker and tools that make delivery guarantees provable",
 		SilenceErrors: true,
 	}
-	root.AddCommand(serveCommand(), cli.TopicCommand(), cli.ProduceCommand(), cli.ConsumeCommand())
+	root.AddCommand(serveCommand(), cli.TopicCommand(), cli.ProduceCommand(), cli.ConsumeCommand(), cli.TxnCommand())
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "exactly:", err)
 		os.Exit(1)

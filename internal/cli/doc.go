@@ -1,6 +1,7 @@
 // Package cli implements the client-side subcommands of the exactly binary:
-// "topic" (administration), "produce" (stdin lines to records) and "consume"
-// (records to stdout through a format string).
+// "topic" (administration), "produce" (stdin lines to records), "consume"
+// (records to stdout through a format string) and "txn" (inspect
+// transactions, find and abort hanging ones, like kafka-transactions.sh).
 //
 // Every command speaks the Kafka wire protocol through franz-go, so it works
 // against an exactly broker or any other Kafka-compatible broker. Each
