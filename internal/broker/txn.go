@@ -10,6 +10,9 @@ package broker
 import (
 	"errors"
 	"fmt"
+	"log/slog"
+	"os"
+	"syscall"
 	"time"
 
 	"github.com/exactly/exactly/internal/partition"
@@ -69,11 +72,12 @@ func (b *Broker) startTxn() error {
 			IDExpirationMs: b.brokerInt("transactional.id.expiration.ms"),
 			PIDBlockSize:   1000,
 		},
-		Log:      p,
-		Markers:  brokerMarkers{b},
-		Offsets:  groupCompleter{tc},
-		Observer: tc.metrics,
-		Logger:   b.log.With("component", "txn"),
+		Log:       p,
+		Markers:   brokerMarkers{b},
+		Offsets:   groupCompleter{tc},
+		Observer:  tc.metrics,
+		Logger:    b.log.With("component", "txn"),
+		Failpoint: txnFailpoint(b.log),
 	})
 	if err != nil {
 		return fmt.Errorf("transaction coordinator: %w", err)
@@ -116,6 +120,26 @@ func (b *Broker) openTxnStateTopic() (*partition.Partition, error) {
 	b.parts[txnStateTopic] = []*partition.Partition{p}
 	b.partsMu.Unlock()
 	return p, nil
+}
+
+// txnFailpointEnv names a coordinator stage at which the broker kills
+// itself with SIGKILL: the crash tests (e2e) use it to stop the process
+// exactly between a transaction's durable decision and its markers, which
+// no outside timing can hit reliably. Stages: "prepared", "marker-written".
+const txnFailpointEnv = "EXACTLY_TXN_FAILPOINT"
+
+func txnFailpoint(logger *slog.Logger) func(string) {
+	want := os.Getenv(txnFailpointEnv)
+	if want == "" {
+		return nil
+	}
+	logger.Warn("transaction coordinator failpoint armed: the broker will SIGKILL itself", "stage", want)
+	return func(stage string) {
+		if stage == want {
+			logger.Warn("transaction coordinator failpoint reached: SIGKILL", "stage", stage)
+			syscall.Kill(os.Getpid(), syscall.SIGKILL)
+		}
+	}
 }
 
 // brokerMarkers writes markers to this broker's own partitions.

@@ -71,6 +71,10 @@ type DriverConfig struct {
 	// EndWait bounds how long an EndTxn answer waits for the markers to be
 	// written; the decision is durable either way. 0 means 10s.
 	EndWait time.Duration
+	// Failpoint, if set, is called at the points a crash test kills the
+	// process: "prepared" (decision durable, no marker written yet) and
+	// "marker-written" (after each marker).
+	Failpoint func(stage string)
 }
 
 // Driver runs a Machine in a broker: it serializes calls, persists their
@@ -444,6 +448,7 @@ func (d *Driver) runJob(j *job) {
 		d.fail(err)
 		return
 	}
+	d.failpoint("prepared")
 	for _, tp := range j.Partitions {
 		d.retry(func() error {
 			err := d.cfg.Markers.WriteTxnMarker(tp, j.ProducerID, j.ProducerEpoch, j.Commit, d.cfg.CoordinatorEpoch)
@@ -452,6 +457,7 @@ func (d *Driver) runJob(j *job) {
 			}
 			return err
 		}, "writing transaction marker", "transactional_id", j.TxnID, "topic", tp.Topic, "partition", tp.Partition)
+		d.failpoint("marker-written")
 	}
 	for _, g := range j.Groups {
 		if d.cfg.Offsets == nil {
@@ -476,6 +482,12 @@ func (d *Driver) runJob(j *job) {
 	close(j.done)
 	if d.cfg.Observer != nil {
 		d.cfg.Observer.TxnCompleted(j.Commit, j.timedOut, d.now().Sub(j.start))
+	}
+}
+
+func (d *Driver) failpoint(stage string) {
+	if d.cfg.Failpoint != nil {
+		d.cfg.Failpoint(stage)
 	}
 }
 
