@@ -12,6 +12,8 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
+	"sync"
 	"syscall"
 	"time"
 
@@ -55,7 +57,20 @@ type txnCoordinator struct {
 	d       *txn.Driver
 	groups  txnGroupCoordinator // nil until a group coordinator is wired
 	metrics *txnMetrics
+
+	stop     chan struct{}
+	sweeping sync.WaitGroup
+	sweepMu  sync.Mutex // serializes sweeps; guards suspects
+	// suspects counts consecutive sweeps that found each open partition
+	// transaction unknown to the coordinator.
+	suspects map[hangingKey]int
 }
+
+// txnSweepInterval is how often open partition transactions are checked
+// against the coordinator; one found unknown on two consecutive sweeps is
+// aborted, so a hanging transaction holds its LSO back for at most about
+// two intervals.
+const txnSweepInterval = 10 * time.Second
 
 // startTxn opens (creating on first start) __transaction_state, replays it
 // and starts the coordinator, which finishes any transaction a crash
@@ -83,9 +98,13 @@ func (b *Broker) startTxn() error {
 		return fmt.Errorf("transaction coordinator: %w", err)
 	}
 	tc.d = d
+	tc.stop = make(chan struct{})
+	tc.suspects = map[hangingKey]int{}
 	b.txn = tc
 	b.txnProduceCheck = b.checkTransactionalProduce
 	d.Start()
+	tc.sweeping.Add(1)
+	go b.sweepLoop()
 	return nil
 }
 
@@ -95,6 +114,8 @@ func (b *Broker) stopTxn() {
 	if b.txn != nil {
 		// txnProduceCheck stays set (it is read without a lock); the
 		// stopped driver answers COORDINATOR_NOT_AVAILABLE.
+		close(b.txn.stop)
+		b.txn.sweeping.Wait()
 		b.txn.d.Stop()
 	}
 }
@@ -140,6 +161,84 @@ func txnFailpoint(logger *slog.Logger) func(string) {
 			syscall.Kill(os.Getpid(), syscall.SIGKILL)
 		}
 	}
+}
+
+// hangingKey identifies one open transaction on one partition.
+type hangingKey struct {
+	topic       string
+	partition   int32
+	producerID  int64
+	firstOffset int64
+}
+
+func (b *Broker) sweepLoop() {
+	defer b.txn.sweeping.Done()
+	t := time.NewTicker(txnSweepInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-b.txn.stop:
+			return
+		case <-t.C:
+			b.sweepHanging()
+		}
+	}
+}
+
+// sweepHanging aborts hanging transactions: open on a partition (holding
+// its LSO, so read_committed readers, back) while the coordinator runs no
+// transaction for that producer with that partition. The produce path
+// makes that impossible in normal operation — a partition's membership is
+// durable before a transactional batch is appended, and a transaction
+// leaves Prepare* only after its markers — so what is left is a write that
+// raced past the end of its own transaction from a client that adds
+// partitions itself (pre-KIP-890 v2), data from before the coordinator
+// existed, or a bug. Kafka leaves those to an operator
+// (kafka-transactions.sh abort); a stuck LSO is an outage for every
+// read_committed reader, so here the coordinator aborts them itself once
+// two consecutive sweeps agree. Internal topics are skipped: their
+// transactional records belong to their own coordinators.
+func (b *Broker) sweepHanging() {
+	tc := b.txn
+	tc.sweepMu.Lock()
+	defer tc.sweepMu.Unlock()
+	running, wait := tc.d.List(txn.Filter{States: []txn.State{txn.Ongoing, txn.PrepareCommit, txn.PrepareAbort}})
+	if wait() != nil {
+		return
+	}
+	byPID := map[int64]*txn.Meta{}
+	for i := range running {
+		byPID[running[i].ProducerID] = &running[i]
+	}
+	next := map[hangingKey]int{}
+	for _, t := range b.catalog.Topics() {
+		if t.Internal {
+			continue
+		}
+		for _, p := range b.partitions(t.Name) {
+			for _, pr := range p.Producers() {
+				if pr.TxnFirstOffset < 0 {
+					continue
+				}
+				if m := byPID[pr.ID]; m != nil && slices.Contains(m.Partitions, txn.TopicPartition{Topic: t.Name, Partition: p.Index}) {
+					continue
+				}
+				k := hangingKey{t.Name, p.Index, pr.ID, pr.TxnFirstOffset}
+				next[k] = tc.suspects[k] + 1
+				if next[k] < 2 {
+					continue
+				}
+				err := p.WriteTxnMarker(pr.ID, pr.Epoch, false, pr.CoordinatorEpoch)
+				b.log.Warn("aborted a hanging transaction the coordinator does not run", "topic", t.Name, "partition", p.Index,
+					"producer_id", pr.ID, "epoch", pr.Epoch, "first_offset", pr.TxnFirstOffset, "err", err)
+				if err == nil {
+					delete(next, k)
+					tc.metrics.hangingAborted.Inc()
+				}
+			}
+		}
+	}
+	tc.suspects = next
 }
 
 // brokerMarkers writes markers to this broker's own partitions.
@@ -236,9 +335,10 @@ func (b *Broker) partitionKnown(topic string, p int32) bool {
 // TransactionCoordinator has no JMX equivalent for these; named in the
 // same style).
 type txnMetrics struct {
-	completed *prometheus.CounterVec
-	markers   *prometheus.HistogramVec
-	endTime   *prometheus.HistogramVec
+	completed      *prometheus.CounterVec
+	markers        *prometheus.HistogramVec
+	endTime        *prometheus.HistogramVec
+	hangingAborted prometheus.Counter
 }
 
 func newTxnMetrics(reg prometheus.Registerer) *txnMetrics {
@@ -257,9 +357,13 @@ func newTxnMetrics(reg prometheus.Registerer) *txnMetrics {
 			Help:    "EndTxn latency from request to answer (markers written), by result.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 4, 10),
 		}, []string{"result"}),
+		hangingAborted: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "kafka_coordinator_hanging_transactions_aborted_total",
+			Help: "Transactions open on a partition but unknown to the coordinator, aborted by its sweep.",
+		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.completed, m.markers, m.endTime)
+		reg.MustRegister(m.completed, m.markers, m.endTime, m.hangingAborted)
 	}
 	return m
 }
