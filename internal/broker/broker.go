@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/exactly/exactly/internal/cluster"
+	"github.com/exactly/exactly/internal/group"
 	"github.com/exactly/exactly/internal/log"
 	"github.com/exactly/exactly/internal/partition"
 	"github.com/exactly/exactly/internal/server"
@@ -71,6 +72,10 @@ type Broker struct {
 
 	// txn is the transaction coordinator (txn.go).
 	txn *txnCoordinator
+
+	// groups is the group coordinator (consumer groups, committed
+	// offsets); see groups.go.
+	groups *group.Coordinator
 }
 
 // New opens the catalog and every partition (recovering logs as needed).
@@ -111,6 +116,11 @@ func New(cfg Config) (*Broker, error) {
 		b.parts[t.Name] = ps
 	}
 	if err := b.startTxn(); err != nil {
+		b.closePartitions()
+		cancel()
+		return nil, err
+	}
+	if err := b.startGroups(); err != nil {
 		b.closePartitions()
 		cancel()
 		return nil, err
@@ -368,6 +378,7 @@ func (b *Broker) ApplyRetention(now time.Time) {
 // Close stops background work and fsyncs and closes every partition. The
 // server must have been closed first so no request is in flight.
 func (b *Broker) Close() error {
+	b.stopGroups()
 	b.stopTxn()
 	b.cancel()
 	b.bg.Wait()

@@ -65,6 +65,8 @@ type Coordinator struct {
 	syncQuit chan struct{}
 	syncDone chan struct{}
 
+	failedFlag atomic.Bool
+
 	stats struct {
 		classicRebalances, consumerEpochBumps, expired atomic.Uint64
 	}
@@ -354,6 +356,9 @@ func (c *Coordinator) handle(now time.Time, out Output) {
 		}
 	}
 	c.deliver(out.Replies)
+	if c.m.Failed() != nil && c.m.Failed() != ErrClosed {
+		c.failedFlag.Store(true)
+	}
 	st := c.m.Stats()
 	c.stats.classicRebalances.Store(st.ClassicRebalances)
 	c.stats.consumerEpochBumps.Store(st.ConsumerEpochBumps)
@@ -510,3 +515,8 @@ func (c *Coordinator) shutdown() {
 		}
 	}
 }
+
+// Failed reports whether the offsets log failed and the coordinator
+// refuses everything (FindCoordinator then answers
+// COORDINATOR_NOT_AVAILABLE). It does not wait on the loop.
+func (c *Coordinator) Failed() bool { return c.failedFlag.Load() }

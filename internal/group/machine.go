@@ -310,6 +310,7 @@ func (m *Machine) fire(t timer) {
 			if g.state == statePreparing {
 				m.maybeCompleteJoin(g)
 			}
+			m.maybeDropGroup(g)
 		}
 	case tCSession:
 		if g.cg != nil {
@@ -465,7 +466,7 @@ func (m *Machine) groupOrNew(name string) *group {
 // group once its offsets are gone, or an empty group with no offsets, no
 // staged transaction offsets and no members.
 func (m *Machine) maybeDropGroup(g *group) {
-	if len(g.offsets) > 0 || len(g.txn) > 0 || g.hasMembers() {
+	if len(g.offsets) > 0 || len(g.txn) > 0 || g.hasMembers() || len(g.pendingIDs) > 0 {
 		return
 	}
 	if g.state == stateDead || (g.state == stateEmpty && g.kind == kindNone) {

@@ -1,0 +1,10 @@
+package broker
+
+// ListGroups (key 16), versions 0-5.
+//
+// Every group this node coordinates (all of them), with protocol type,
+// state (v4+, filterable with StatesFilter) and type (v5+, "classic" or
+// "consumer", filterable with TypesFilter). Groups that only hold committed
+// offsets are listed as Empty classic groups, as in Kafka.
+
+func init() { register(16, 0, 5, (*Broker).handleGroupRequest) }

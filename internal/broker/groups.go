@@ -1,0 +1,240 @@
+package broker
+
+// Group coordinator wiring: the __consumer_offsets topic, the
+// group.Coordinator that owns it, the group APIs' common handler, and the
+// group metrics.
+//
+// __consumer_offsets is an internal topic with one partition, created at
+// start through the catalog like any topic (so it shows up in metadata with
+// IsInternal set) and written only by the coordinator. Its records are
+// never deleted by time or size retention (retention.ms=-1): the
+// coordinator compacts it itself by writing snapshots and raising the log
+// start offset (see package group).
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"time"
+
+	"github.com/exactly/exactly/internal/cluster"
+	"github.com/exactly/exactly/internal/group"
+	"github.com/exactly/exactly/internal/partition"
+	"github.com/exactly/exactly/internal/server"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+// catalogTopics answers the coordinator's topic questions from the catalog.
+type catalogTopics struct{ c *cluster.Catalog }
+
+func topicInfo(t *cluster.Topic) group.TopicInfo {
+	return group.TopicInfo{Name: t.Name, ID: t.ID, Partitions: t.Partitions}
+}
+
+func (v catalogTopics) TopicByName(name string) (group.TopicInfo, bool) {
+	t, ok := v.c.Topic(name)
+	if !ok {
+		return group.TopicInfo{}, false
+	}
+	return topicInfo(t), true
+}
+
+func (v catalogTopics) TopicByID(id [16]byte) (group.TopicInfo, bool) {
+	t, ok := v.c.TopicByID(id)
+	if !ok {
+		return group.TopicInfo{}, false
+	}
+	return topicInfo(t), true
+}
+
+func (v catalogTopics) Topics() []group.TopicInfo {
+	ts := v.c.Topics()
+	out := make([]group.TopicInfo, len(ts))
+	for i, t := range ts {
+		out[i] = topicInfo(t)
+	}
+	return out
+}
+
+// newUUID is a random member-id suffix, unique across restarts.
+func newUUID() string {
+	var b [16]byte
+	rand.Read(b[:])
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	return base64.RawURLEncoding.EncodeToString(b[:])
+}
+
+// offsetsPartition returns the __consumer_offsets partition, creating the
+// internal topic on first start.
+func (b *Broker) offsetsPartition() (*partition.Partition, error) {
+	b.adminMu.Lock()
+	defer b.adminMu.Unlock()
+	if t, ok := b.catalog.Topic(group.OffsetsTopic); ok {
+		if !t.Internal {
+			b.log.Warn(group.OffsetsTopic + " exists but is not marked internal (created by a client?); using it for committed offsets")
+		}
+		if p := b.partition(group.OffsetsTopic, 0); p != nil {
+			return p, nil
+		}
+		return nil, fmt.Errorf("%s has no partition 0", group.OffsetsTopic)
+	}
+	segment, _ := b.catalog.BrokerConfig("offsets.topic.segment.bytes")
+	configs := map[string]string{"retention.ms": "-1", "retention.bytes": "-1", "segment.bytes": segment}
+	if err := b.cfg.FS.RemoveAll(b.partitionDir(group.OffsetsTopic, 0)); err != nil {
+		return nil, err
+	}
+	t, err := b.catalog.CreateTopic(group.OffsetsTopic, 1, configs, true)
+	if err != nil {
+		return nil, fmt.Errorf("creating %s: %w", group.OffsetsTopic, err)
+	}
+	p, err := b.openPartition(t, 0)
+	if err != nil {
+		b.catalog.DeleteTopic(group.OffsetsTopic)
+		return nil, err
+	}
+	b.partsMu.Lock()
+	b.parts[group.OffsetsTopic] = []*partition.Partition{p}
+	b.partsMu.Unlock()
+	b.log.Info("created internal topic", "topic", group.OffsetsTopic)
+	return p, nil
+}
+
+// startGroups opens __consumer_offsets, replays it and starts the group
+// coordinator.
+func (b *Broker) startGroups() error {
+	p, err := b.offsetsPartition()
+	if err != nil {
+		return err
+	}
+	ms := func(key string) time.Duration { return time.Duration(b.brokerInt(key)) * time.Millisecond }
+	cfg := group.Config{
+		MinSessionTimeout:         ms("group.min.session.timeout.ms"),
+		MaxSessionTimeout:         ms("group.max.session.timeout.ms"),
+		InitialRebalanceDelay:     ms("group.initial.rebalance.delay.ms"),
+		MaxGroupSize:              int(b.brokerInt("group.max.size")),
+		ConsumerSessionTimeout:    ms("group.consumer.session.timeout.ms"),
+		ConsumerHeartbeatInterval: ms("group.consumer.heartbeat.interval.ms"),
+		ConsumerMaxGroupSize:      int(b.brokerInt("group.consumer.max.size")),
+		OffsetsRetention:          time.Duration(b.brokerInt("offsets.retention.minutes")) * time.Minute,
+		NewID:                     newUUID,
+	}
+	coord, err := group.Start(group.Options{
+		Partition:              p,
+		Topics:                 catalogTopics{b.catalog},
+		Config:                 cfg,
+		Logger:                 b.log.With("component", "group-coordinator"),
+		RetentionCheckInterval: ms("offsets.retention.check.interval.ms"),
+	})
+	if err != nil {
+		return fmt.Errorf("starting the group coordinator: %w", err)
+	}
+	b.groups = coord
+	if b.cfg.Registry != nil {
+		if err := b.cfg.Registry.Register(&groupCollector{b: b}); err != nil {
+			var are prometheus.AlreadyRegisteredError
+			if !errors.As(err, &are) {
+				coord.Close()
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// stopGroups stops the coordinator after making its appended records
+// durable; parked JoinGroup/SyncGroup requests are answered
+// COORDINATOR_NOT_AVAILABLE.
+func (b *Broker) stopGroups() {
+	if b.groups != nil {
+		b.groups.Close()
+	}
+}
+
+// clientHost formats the peer the way Kafka's tools show it ("/1.2.3.4").
+func clientHost(r *server.Request) string {
+	if r.Conn == nil {
+		return ""
+	}
+	host, _, err := net.SplitHostPort(r.Conn.RemoteAddr())
+	if err != nil {
+		host = r.Conn.RemoteAddr()
+	}
+	return "/" + host
+}
+
+// handleGroupRequest hands a group API request to the coordinator and
+// answers from the connection's writer once the coordinator replies —
+// possibly much later for JoinGroup/SyncGroup (a rebalance), or after fsync
+// for commits. A broker shutting down answers parked requests
+// COORDINATOR_NOT_AVAILABLE rather than holding the connection open.
+func (b *Broker) handleGroupRequest(ctx context.Context, r *server.Request) server.Reply {
+	if b.groups == nil {
+		return now(group.ErrorResponse(r.Msg, kerr.CoordinatorNotAvailable.Code))
+	}
+	client := group.Client{ID: r.Header.ClientID, Host: clientHost(r)}
+	ch := b.groups.Submit(client, r.Msg)
+	req := r.Msg
+	return server.Reply{Wait: func() kmsg.Response {
+		select {
+		case resp := <-ch:
+			return resp
+		case <-b.groups.Done():
+			return b.groups.Await(req, ch)
+		case <-ctx.Done():
+			select {
+			case resp := <-ch:
+				return resp
+			case <-time.After(5 * time.Second):
+				// Parked in a rebalance while the server stops.
+				return group.ErrorResponse(req, kerr.CoordinatorNotAvailable.Code)
+			}
+		}
+	}}
+}
+
+// Group metrics.
+var (
+	descGroupLag = prometheus.NewDesc("kafka_consumergroup_lag",
+		"Messages between a group's committed offset and the partition's high watermark.",
+		[]string{"consumergroup", "topic", "partition"}, nil)
+	descGroupOffset = prometheus.NewDesc("kafka_consumergroup_current_offset",
+		"A group's committed offset.", []string{"consumergroup", "topic", "partition"}, nil)
+	descRebalances = prometheus.NewDesc("kafka_coordinator_group_rebalances_total",
+		"Rebalances started: classic groups entering PreparingRebalance, KIP-848 groups bumping their epoch.",
+		[]string{"protocol"}, nil)
+)
+
+// groupCollector reports committed offsets and lag at scrape time.
+type groupCollector struct{ b *Broker }
+
+func (c *groupCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- descGroupLag
+	ch <- descGroupOffset
+	ch <- descRebalances
+}
+
+func (c *groupCollector) Collect(ch chan<- prometheus.Metric) {
+	coord := c.b.groups
+	if coord == nil {
+		return
+	}
+	st := coord.Stats()
+	ch <- prometheus.MustNewConstMetric(descRebalances, prometheus.CounterValue, float64(st.ClassicRebalances), "classic")
+	ch <- prometheus.MustNewConstMetric(descRebalances, prometheus.CounterValue, float64(st.ConsumerEpochBumps), "consumer")
+	for _, o := range coord.Committed() {
+		p := c.b.partition(o.Topic, o.Partition)
+		if p == nil {
+			continue
+		}
+		idx := strconv.Itoa(int(o.Partition))
+		ch <- prometheus.MustNewConstMetric(descGroupOffset, prometheus.GaugeValue, float64(o.Offset), o.Group, o.Topic, idx)
+		ch <- prometheus.MustNewConstMetric(descGroupLag, prometheus.GaugeValue, float64(max(p.HighWatermark()-o.Offset, 0)), o.Group, o.Topic, idx)
+	}
+}
