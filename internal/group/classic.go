@@ -481,6 +481,10 @@ func (m *Machine) prepareRebalance(g *group) {
 		return
 	}
 	g.delaying = false
+	if len(g.members) == 0 {
+		m.completeJoin(g) // the last member left: straight to Empty
+		return
+	}
 	g.joinTimer = m.schedule(m.now.Add(rt), tJoin, g.name, "")
 	m.maybeCompleteJoin(g)
 }
