@@ -356,7 +356,7 @@ func (m *Machine) PersistFailed(now time.Time, err error) Output {
 	for _, pp := range m.pending {
 		for _, r := range pp.replies {
 			if r.Response != nil {
-				r.Response = ErrorResponse(r.Response.RequestKind(), kerr.CoordinatorNotAvailable.Code)
+				failHeld(r.Response, kerr.CoordinatorNotAvailable.Code)
 			} else {
 				r.Err = fmt.Errorf("%w: %v", kerr.CoordinatorNotAvailable, err)
 			}
@@ -577,6 +577,10 @@ func (m *Machine) ExpireOffsets(now time.Time) Output {
 		if g.hasMembers() || g.state == stateDead {
 			continue
 		}
+		if len(g.offsets) == 0 && len(g.txn) == 0 && len(g.pendingIDs) == 0 {
+			delete(m.groups, name) // an empty group holding nothing
+			continue
+		}
 		emptySince := g.stateSince.UnixMilli()
 		g.eachOffset(func(topic string, p int32, o Offset) {
 			if max(o.CommitTime, emptySince)+retention <= nowMs {
@@ -587,6 +591,26 @@ func (m *Machine) ExpireOffsets(now time.Time) Output {
 	m.stats.ExpiredOffsets += uint64(len(recs))
 	m.persist(recs, nil)
 	return m.end()
+}
+
+// failHeld rewrites a response that was waiting for durability (commit,
+// offset delete, group delete) so that every entry reports code.
+func failHeld(resp kmsg.Response, code int16) {
+	switch r := resp.(type) {
+	case *kmsg.OffsetCommitResponse:
+		for i := range r.Topics {
+			for j := range r.Topics[i].Partitions {
+				r.Topics[i].Partitions[j].ErrorCode = code
+			}
+		}
+	case *kmsg.OffsetDeleteResponse:
+		r.ErrorCode = code
+		r.Topics = nil
+	case *kmsg.DeleteGroupsResponse:
+		for i := range r.Groups {
+			r.Groups[i].ErrorCode = code
+		}
+	}
 }
 
 // ErrorResponse builds req's response with every error field set to code;

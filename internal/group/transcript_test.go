@@ -156,6 +156,18 @@ func (h *harness) advance(d time.Duration) {
 	h.record(h.m.Tick(h.now))
 }
 
+// expire runs offset expiry at the current time.
+func (h *harness) expire() {
+	fmt.Fprintf(&h.buf, "%s ExpireOffsets\n", h.elapsed(h.now))
+	h.record(h.m.ExpireOffsets(h.now))
+}
+
+// dropDeleted drops offsets of topics that no longer exist.
+func (h *harness) dropDeleted() {
+	fmt.Fprintf(&h.buf, "%s DropDeletedTopics\n", h.elapsed(h.now))
+	h.record(h.m.DropDeletedTopics(h.now))
+}
+
 // durable acknowledges every persisted record.
 func (h *harness) durable() {
 	if len(h.seqs) == 0 {
@@ -283,14 +295,14 @@ func render(msg any, topics *staticTopics) string {
 	case *kmsg.JoinGroupRequest:
 		var ps []string
 		for _, p := range v.Protocols {
-			ps = append(ps, p.Name+":"+string(p.Metadata))
+			ps = append(ps, fmt.Sprintf("%s:%q", p.Name, p.Metadata))
 		}
 		return fmt.Sprintf("JoinGroup v%d group=%s member=%q instance=%s session=%d rebalance=%d protocols=%v",
 			v.Version, v.Group, v.MemberID, strp(v.InstanceID), v.SessionTimeoutMillis, v.RebalanceTimeoutMillis, ps)
 	case *kmsg.JoinGroupResponse:
 		var ms []string
 		for _, m := range v.Members {
-			ms = append(ms, m.MemberID+":"+string(m.ProtocolMetadata))
+			ms = append(ms, fmt.Sprintf("%s:%q", m.MemberID, m.ProtocolMetadata))
 		}
 		return fmt.Sprintf("JoinGroup %s gen=%d protocol=%s leader=%s member=%s skip=%v members=%v",
 			errName(v.ErrorCode), v.Generation, strp(v.Protocol), v.LeaderID, v.MemberID, v.SkipAssignment, ms)
@@ -564,8 +576,8 @@ func cghReq(group, member string, epoch int32, subs []string, owned map[string][
 	req.Version = 1
 	req.Group, req.MemberID, req.MemberEpoch = group, member, epoch
 	req.RebalanceTimeoutMillis = -1
-	if epoch == 0 {
-		req.RebalanceTimeoutMillis = 30000
+	if epoch == 0 || subs != nil {
+		req.RebalanceTimeoutMillis = 30000 // with subs and owned: a full request
 	}
 	req.SubscribedTopicNames = subs
 	if owned != nil {

@@ -1,0 +1,78 @@
+package group
+
+import (
+	"reflect"
+	"testing"
+
+	rec "github.com/exactly/exactly/internal/record"
+)
+
+func TestRecordRoundTrip(t *testing.T) {
+	for _, r := range []record{
+		{kind: recOffset, group: "g", topic: "t", partition: 3, val: Offset{Offset: 42, LeaderEpoch: 7, Metadata: "meta", CommitTime: 1700000000000}},
+		{kind: recOffset, group: "g", topic: "t", partition: 3, delete: true},
+		{kind: recTxnOffset, pid: 99, epoch: 5, group: "g", topic: "t", partition: 1, val: Offset{Offset: 1, LeaderEpoch: -1, CommitTime: 5}},
+		{kind: recTxnOffset, pid: 99, group: "g", topic: "t", partition: 1, delete: true},
+		{kind: recTxnMarker, pid: 99, group: "g", commit: true},
+		{kind: recTxnMarker, pid: 100, group: "", commit: false},
+	} {
+		kv := r.encode()
+		got, err := decodeRecord(kv.Key, kv.Value)
+		if err != nil {
+			t.Fatalf("%+v: %v", r, err)
+		}
+		if !reflect.DeepEqual(got, r) {
+			t.Fatalf("round trip: got %+v, want %+v", got, r)
+		}
+	}
+}
+
+func TestBatchEncoding(t *testing.T) {
+	kvs := []KV{
+		(&record{kind: recOffset, group: "g", topic: "t", val: Offset{Offset: 1}}).encode(),
+		(&record{kind: recOffset, group: "g", topic: "t", partition: 1, delete: true}).encode(),
+	}
+	b := encodeBatch(kvs, 1234)
+	h, err := rec.Validate(b)
+	if err != nil {
+		t.Fatalf("encoded batch does not validate: %v", err)
+	}
+	var got []KV
+	if err := rec.ForEach(h, b, func(r rec.Record) bool {
+		got = append(got, KV{Key: r.Key, Value: r.Value})
+		return true
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got, kvs) {
+		t.Fatalf("records: got %v, want %v", got, kvs)
+	}
+}
+
+// FuzzDecodeRecord: bytes read back from __consumer_offsets must decode or
+// fail cleanly, never panic; what decodes must re-encode to the same kind.
+func FuzzDecodeRecord(f *testing.F) {
+	for _, r := range []record{
+		{kind: recOffset, group: "g", topic: "t", partition: 3, val: Offset{Offset: 42, LeaderEpoch: 7, Metadata: "m"}},
+		{kind: recOffset, group: "g", topic: "t", delete: true},
+		{kind: recTxnOffset, pid: 9, group: "g", topic: "t", val: Offset{Offset: 1}},
+		{kind: recTxnMarker, pid: 9, group: "g", commit: true},
+	} {
+		kv := r.encode()
+		f.Add(kv.Key, kv.Value, kv.Value == nil)
+	}
+	f.Fuzz(func(t *testing.T, key, value []byte, null bool) {
+		if null {
+			value = nil
+		}
+		r, err := decodeRecord(key, value)
+		if err != nil || r.kind == recSkip {
+			return
+		}
+		kv := r.encode()
+		again, err := decodeRecord(kv.Key, kv.Value)
+		if err != nil || again.kind != r.kind {
+			t.Fatalf("re-encoding %+v: %v", r, err)
+		}
+	})
+}
