@@ -503,3 +503,99 @@ func TestTxnKcat(t *testing.T) {
 }
 
 
+
+// TestTxnGroupTransactSession is the read-process-write loop (Kafka Streams
+// style) with kgo's GroupTransactSession: offsets are committed inside the
+// producer's transaction (TxnOffsetCommit, KIP-447 member checks), so after
+// aborted and committed rounds the output holds every input exactly once
+// and the group's offsets sit at the input's end.
+func TestTxnGroupTransactSession(t *testing.T) {
+	b := exactly.NewTestBroker(t)
+	createTopic(t, b.Addr(), "etl-in", 2)
+	createTopic(t, b.Addr(), "etl-out", 2)
+	ctx := context.Background()
+	src, err := kgo.NewClient(kgo.SeedBrokers(b.Addr()), kgo.DefaultProduceTopic("etl-in"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	const n = 200
+	for i := 0; i < n; i++ {
+		src.Produce(ctx, &kgo.Record{Value: fmt.Appendf(nil, "%d", i)}, nil)
+	}
+	if err := src.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	sess, err := kgo.NewGroupTransactSession(kgo.SeedBrokers(b.Addr()), kgo.TransactionalID("etl-1"),
+		kgo.ConsumerGroup("etl"), kgo.ConsumeTopics("etl-in"), kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		kgo.RequireStableFetchOffsets(), kgo.DefaultProduceTopic("etl-out"), kgo.FetchMaxWait(100*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sess.Close()
+	done, rounds := 0, 0
+	deadline := time.Now().Add(60 * time.Second)
+	for done < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("processed %d of %d records in time", done, n)
+		}
+		pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		fs := sess.PollFetches(pctx)
+		cancel()
+		fs.EachError(func(_ string, _ int32, err error) {
+			if !errors.Is(err, context.DeadlineExceeded) {
+				t.Fatalf("fetch: %v", err)
+			}
+		})
+		if fs.NumRecords() == 0 {
+			continue
+		}
+		if err := sess.Begin(); err != nil {
+			t.Fatal(err)
+		}
+		fs.EachRecord(func(r *kgo.Record) {
+			sess.Produce(ctx, &kgo.Record{Value: append([]byte("out-"), r.Value...)}, func(_ *kgo.Record, err error) {
+				if err != nil {
+					t.Errorf("produce: %v", err)
+				}
+			})
+		})
+		rounds++
+		// Every third round aborts: its input must come back and its
+		// output must never be seen.
+		commit := kgo.TransactionEndTry(rounds%3 != 0)
+		committed, err := sess.End(ctx, commit)
+		if err != nil {
+			t.Fatalf("end round %d: %v", rounds, err)
+		}
+		if committed {
+			done += fs.NumRecords()
+		}
+	}
+	out := readTopic(t, b.Addr(), "etl-out", true)
+	seen := map[string]int{}
+	for _, v := range out {
+		seen[v]++
+	}
+	for i := 0; i < n; i++ {
+		if c := seen[fmt.Sprintf("out-%d", i)]; c != 1 {
+			t.Fatalf("input %d is in the output %d times, want exactly once (%d output records)", i, c, len(out))
+		}
+	}
+	adm := kadm.NewClient(src)
+	offs, err := adm.FetchOffsets(ctx, "etl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ends, err := adm.ListEndOffsets(ctx, "etl-in")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ends.Each(func(e kadm.ListedOffset) {
+		if o, _ := offs.Lookup("etl-in", e.Partition); o.At != e.Offset {
+			t.Errorf("group offset of etl-in/%d is %d, want the end %d", e.Partition, o.At, e.Offset)
+		}
+	})
+	stableEnds(t, b.Addr(), "etl-out")
+}

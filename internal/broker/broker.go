@@ -115,12 +115,15 @@ func New(cfg Config) (*Broker, error) {
 		}
 		b.parts[t.Name] = ps
 	}
-	if err := b.startTxn(); err != nil {
+	if err := b.startGroups(); err != nil {
 		b.closePartitions()
 		cancel()
 		return nil, err
 	}
-	if err := b.startGroups(); err != nil {
+	// After the groups: finishing a transaction interrupted by a restart
+	// may complete offsets staged in a group.
+	if err := b.startTxn(); err != nil {
+		b.stopGroups()
 		b.closePartitions()
 		cancel()
 		return nil, err
@@ -378,8 +381,8 @@ func (b *Broker) ApplyRetention(now time.Time) {
 // Close stops background work and fsyncs and closes every partition. The
 // server must have been closed first so no request is in flight.
 func (b *Broker) Close() error {
+	b.stopTxn() // before the groups: completing a transaction may write group offsets
 	b.stopGroups()
-	b.stopTxn()
 	b.cancel()
 	b.bg.Wait()
 	return b.closePartitions()

@@ -81,6 +81,13 @@ func (b *Broker) startTxn() error {
 		return fmt.Errorf("transaction coordinator: %w", err)
 	}
 	tc := &txnCoordinator{metrics: newTxnMetrics(b.cfg.Registry)}
+	if b.groups != nil {
+		tc.groups = groupsForTxn{b.groups}
+	} else {
+		// startGroups must run first: a transaction finished after a
+		// restart may complete offsets staged in a group.
+		b.log.Error("transaction coordinator started without a group coordinator: transactional offset commits are unavailable")
+	}
 	d, err := txn.NewDriver(txn.DriverConfig{
 		Machine: txn.Config{
 			MaxTimeoutMs:   int32(b.brokerInt("transaction.max.timeout.ms")),
@@ -266,7 +273,7 @@ type groupCompleter struct{ tc *txnCoordinator }
 
 func (g groupCompleter) CompleteTxn(pid int64, group string, commit bool) error {
 	if g.tc.groups == nil {
-		return nil // no group coordinator: nothing was staged
+		return nil // no group coordinator: nothing could be staged
 	}
 	return g.tc.groups.CompleteTxn(pid, group, commit)
 }
