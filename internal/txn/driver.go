@@ -225,7 +225,11 @@ func (d *Driver) applyLocked(fx Effects, ids ...string) error {
 		}
 		end := d.plog.LogEndOffset()
 		for _, r := range fx.Records {
-			if r.Txn != nil {
+			switch {
+			case r.Txn == nil:
+			case r.Txn.State == Dead:
+				delete(d.lastEnd, r.Txn.ID)
+			default:
 				d.lastEnd[r.Txn.ID] = end
 			}
 		}
