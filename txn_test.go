@@ -12,6 +12,8 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"io"
+	"net/http"
 	"os/exec"
 	"strings"
 	"testing"
@@ -598,4 +600,118 @@ func TestTxnGroupTransactSession(t *testing.T) {
 		}
 	})
 	stableEnds(t, b.Addr(), "etl-out")
+}
+
+func txnOffsetCommit(t *testing.T, cl *kgo.Client, id string, pid int64, epoch int16, grp, member string, gen int32, topic string, offset int64) int16 {
+	t.Helper()
+	req := kmsg.NewPtrTxnOffsetCommitRequest()
+	req.TransactionalID, req.Group, req.ProducerID, req.ProducerEpoch = id, grp, pid, epoch
+	req.MemberID, req.Generation = member, gen
+	rt := kmsg.NewTxnOffsetCommitRequestTopic()
+	rt.Topic = topic
+	rp := kmsg.NewTxnOffsetCommitRequestTopicPartition()
+	rp.Partition, rp.Offset = 0, offset
+	rt.Partitions = append(rt.Partitions, rp)
+	req.Topics = append(req.Topics, rt)
+	resp, err := req.RequestWith(context.Background(), cl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.Topics[0].Partitions[0].ErrorCode
+}
+
+// TestTxnOffsetCommitChecks: a transactional offset commit is refused when
+// its group was not added to the transaction (clients before KIP-890 v2
+// add it with AddOffsetsToTxn; a late commit from an ended transaction
+// finds it gone), and when the committing member is a zombie from an older
+// generation of the group (KIP-447). Offsets of an aborted transaction
+// never become the group's.
+func TestTxnOffsetCommitChecks(t *testing.T) {
+	b := exactly.NewTestBroker(t)
+	createTopic(t, b.Addr(), "src", 1)
+	ctx := context.Background()
+	// A live member gives the group a generation.
+	member, err := kgo.NewClient(kgo.SeedBrokers(b.Addr()), kgo.ConsumerGroup("g447"), kgo.ConsumeTopics("src"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer member.Close()
+	var memberID string
+	var gen int32
+	for deadline := time.Now().Add(20 * time.Second); ; {
+		pctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+		member.PollFetches(pctx)
+		cancel()
+		if memberID, gen = member.GroupMetadata(); gen > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the consumer never joined its group")
+		}
+	}
+
+	v := kversion.Stable()
+	v.SetMaxKeyVersion(int16(kmsg.AddPartitionsToTxn), 3)
+	// A client before KIP-890 v2: explicit AddOffsetsToTxn, no epoch bump at
+	// the end, so only verification can refuse a late commit.
+	v.SetMaxKeyVersion(int16(kmsg.TxnOffsetCommit), 4)
+	v.SetMaxKeyVersion(int16(kmsg.EndTxn), 4)
+	cl, err := kgo.NewClient(kgo.SeedBrokers(b.Addr()), kgo.MaxVersions(v))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	const id = "offsets-txn"
+	pid, epoch, code := initPID(t, cl, id)
+	wantCode(t, "init", code, nil)
+	wantCode(t, "commit before AddOffsetsToTxn", txnOffsetCommit(t, cl, id, pid, epoch, "g447", memberID, gen, "src", 5), kerr.InvalidTxnState)
+
+	add := kmsg.NewPtrAddOffsetsToTxnRequest()
+	add.TransactionalID, add.ProducerID, add.ProducerEpoch, add.Group = id, pid, epoch, "g447"
+	aresp, err := add.RequestWith(ctx, cl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantCode(t, "AddOffsetsToTxn", aresp.ErrorCode, nil)
+	wantCode(t, "zombie generation", txnOffsetCommit(t, cl, id, pid, epoch, "g447", memberID, gen-1, "src", 5), kerr.IllegalGeneration)
+	wantCode(t, "unknown member", txnOffsetCommit(t, cl, id, pid, epoch, "g447", "ghost", gen, "src", 5), kerr.UnknownMemberID)
+	wantCode(t, "stale producer epoch", txnOffsetCommit(t, cl, id, pid, epoch-1, "g447", memberID, gen, "src", 5), kerr.ProducerFenced)
+	wantCode(t, "current member", txnOffsetCommit(t, cl, id, pid, epoch, "g447", memberID, gen, "src", 5), nil)
+	wantCode(t, "abort", endTxn(t, cl, id, pid, epoch, false).ErrorCode, nil)
+
+	offs, err := kadm.NewClient(cl).FetchOffsets(ctx, "g447")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o, ok := offs.Lookup("src", 0); ok && o.At == 5 {
+		t.Fatal("the offset committed in an aborted transaction became the group's")
+	}
+	// The transaction ended: a late commit under it is refused.
+	wantCode(t, "late commit", txnOffsetCommit(t, cl, id, pid, epoch, "g447", memberID, gen, "src", 5), kerr.InvalidTxnState)
+}
+
+// TestTxnMetrics: the coordinator reports ends by result and who ended
+// them.
+func TestTxnMetrics(t *testing.T) {
+	b := exactly.NewTestBroker(t, exactly.Options{MetricsListen: "127.0.0.1:0"})
+	createTopic(t, b.Addr(), "m", 1)
+	cl := txnClient(t, b.Addr(), "metered")
+	produceTxn(t, cl, "m", "c", 1, true)
+	produceTxn(t, cl, "m", "a", 1, false)
+	resp, err := http.Get("http://" + b.MetricsAddr() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	for _, want := range []string{
+		`kafka_coordinator_transaction_completed_total{by="client",result="commit"} 1`,
+		`kafka_coordinator_transaction_completed_total{by="client",result="abort"} 1`,
+		`kafka_coordinator_end_txn_seconds_count{result="commit"} 1`,
+		`kafka_coordinator_transaction_markers_seconds_count{result="abort"} 1`,
+	} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
 }
