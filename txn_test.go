@@ -504,8 +504,6 @@ func TestTxnKcat(t *testing.T) {
 	stableEnds(t, b.Addr(), "kc")
 }
 
-
-
 // TestTxnGroupTransactSession is the read-process-write loop (Kafka Streams
 // style) with kgo's GroupTransactSession: offsets are committed inside the
 // producer's transaction (TxnOffsetCommit, KIP-447 member checks), so after
@@ -714,4 +712,80 @@ func TestTxnMetrics(t *testing.T) {
 			t.Errorf("metrics lack %s", want)
 		}
 	}
+}
+
+// TestTxnAddPartitionsBatchedVerify: AddPartitionsToTxn v4+ carries several
+// transactions; verify-only entries report partitions outside the running
+// transaction and add nothing, the others add; unknown partitions fail
+// their transaction without touching the rest.
+func TestTxnAddPartitionsBatchedVerify(t *testing.T) {
+	b := exactly.NewTestBroker(t)
+	createTopic(t, b.Addr(), "bv", 2)
+	cl := rawClient(t, b.Addr())
+	pidA, epochA, _ := initPID(t, cl, "bv-a")
+	pidB, epochB, _ := initPID(t, cl, "bv-b")
+	wantCode(t, "add a", addPartition(t, cl, "bv-a", pidA, epochA, "bv", 0), nil)
+
+	req := kmsg.NewPtrAddPartitionsToTxnRequest()
+	req.Version = 5
+	tx := func(id string, pid int64, epoch int16, verify bool, topic string, parts ...int32) {
+		x := kmsg.NewAddPartitionsToTxnRequestTransaction()
+		x.TransactionalID, x.ProducerID, x.ProducerEpoch, x.VerifyOnly = id, pid, epoch, verify
+		tt := kmsg.NewAddPartitionsToTxnRequestTransactionTopic()
+		tt.Topic, tt.Partitions = topic, parts
+		x.Topics = append(x.Topics, tt)
+		req.Transactions = append(req.Transactions, x)
+	}
+	tx("bv-a", pidA, epochA, true, "bv", 0, 1) // 0 is in, 1 is not
+	tx("bv-b", pidB, epochB, false, "bv", 1)   // adds
+	tx("bv-c", 12345, 0, false, "nope", 0)     // unknown topic
+	v := kversion.Stable()
+	cl5, err := kgo.NewClient(kgo.SeedBrokers(b.Addr()), kgo.MaxVersions(v))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl5.Close()
+	resp, err := req.RequestWith(context.Background(), cl5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]int16{}
+	for _, x := range resp.Transactions {
+		for _, tt := range x.Topics {
+			for _, p := range tt.Partitions {
+				got[fmt.Sprintf("%s %s/%d", x.TransactionalID, tt.Topic, p.Partition)] = p.ErrorCode
+			}
+		}
+	}
+	for k, want := range map[string]*kerr.Error{
+		"bv-a bv/0":   nil,
+		"bv-a bv/1":   kerr.TransactionAbortable,
+		"bv-b bv/1":   nil,
+		"bv-c nope/0": kerr.UnknownTopicOrPartition,
+	} {
+		wantCode(t, k, got[k], want)
+	}
+	if st := describeTxn(t, b.Addr(), "bv-a"); len(st.Topics) != 1 || len(st.Topics[0].Partitions) != 1 {
+		t.Fatalf("verify-only added partitions: %+v", st.Topics)
+	}
+	if st := describeTxn(t, b.Addr(), "bv-b"); st.State != "Ongoing" {
+		t.Fatalf("bv-b is %s after its add, want Ongoing", st.State)
+	}
+}
+
+// TestTxnTimeoutAboveMax: a transaction timeout above
+// transaction.max.timeout.ms is refused at InitProducerId.
+func TestTxnTimeoutAboveMax(t *testing.T) {
+	b := exactly.NewTestBroker(t, exactly.Options{Config: map[string]string{"transaction.max.timeout.ms": "5000"}})
+	createTopic(t, b.Addr(), "tmax", 1)
+	cl := txnClient(t, b.Addr(), "too-long", kgo.TransactionTimeout(10*time.Second))
+	if err := cl.BeginTransaction(); err != nil {
+		t.Fatal(err)
+	}
+	err := cl.ProduceSync(context.Background(), &kgo.Record{Topic: "tmax", Value: []byte("x")}).FirstErr()
+	if err == nil || !strings.Contains(err.Error(), kerr.InvalidTransactionTimeout.Message) {
+		t.Fatalf("produce with a 10s transaction timeout (max 5s): %v, want INVALID_TRANSACTION_TIMEOUT", err)
+	}
+	ok := txnClient(t, b.Addr(), "short-enough", kgo.TransactionTimeout(5*time.Second))
+	produceTxn(t, ok, "tmax", "x", 1, true)
 }
