@@ -779,10 +779,12 @@ func TestTxnTimeoutAboveMax(t *testing.T) {
 	b := exactly.NewTestBroker(t, exactly.Options{Config: map[string]string{"transaction.max.timeout.ms": "5000"}})
 	createTopic(t, b.Addr(), "tmax", 1)
 	cl := txnClient(t, b.Addr(), "too-long", kgo.TransactionTimeout(10*time.Second))
-	if err := cl.BeginTransaction(); err != nil {
-		t.Fatal(err)
+	// kgo initializes the producer id in BeginTransaction or at the first
+	// produce; either must fail.
+	err := cl.BeginTransaction()
+	if err == nil {
+		err = cl.ProduceSync(context.Background(), &kgo.Record{Topic: "tmax", Value: []byte("x")}).FirstErr()
 	}
-	err := cl.ProduceSync(context.Background(), &kgo.Record{Topic: "tmax", Value: []byte("x")}).FirstErr()
 	if err == nil || !strings.Contains(err.Error(), kerr.InvalidTransactionTimeout.Message) {
 		t.Fatalf("produce with a 10s transaction timeout (max 5s): %v, want INVALID_TRANSACTION_TIMEOUT", err)
 	}
