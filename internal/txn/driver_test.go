@@ -1,6 +1,7 @@
 package txn
 
 import (
+	"errors"
 	"io"
 	"log/slog"
 	"strconv"
@@ -56,7 +57,7 @@ func itoa(n int64) string { return strconv.FormatInt(n, 10) }
 
 type testEnv struct {
 	t       *testing.T
-	fs      *vfs.MemFS
+	fs      vfs.FS
 	part    *partition.Partition
 	d       *Driver
 	markers *fakeMarkers
@@ -65,7 +66,7 @@ type testEnv struct {
 
 func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
-func openEnv(t *testing.T, fs *vfs.MemFS, markers *fakeMarkers, cfg func(*DriverConfig)) *testEnv {
+func openEnv(t *testing.T, fs vfs.FS, markers *fakeMarkers, cfg func(*DriverConfig)) *testEnv {
 	t.Helper()
 	p, err := partition.Open(fs, "/data/__transaction_state-0", "__transaction_state", 0, log.DefaultConfig(), quiet())
 	if err != nil {
@@ -278,4 +279,26 @@ func equal(a, b []string) bool {
 		}
 	}
 	return true
+}
+
+// A failed fsync of the transaction log makes the coordinator unavailable
+// for good: its memory may be ahead of its disk, so nothing it decided
+// after the failure may be revealed, now or later.
+func TestDriverLogFailureIsSticky(t *testing.T) {
+	faulty := vfs.NewFaulty(vfs.NewMem())
+	e := openEnv(t, faulty, &fakeMarkers{}, nil)
+	res, w := e.d.InitProducerID(InitRequest{TxnID: strp("f"), TimeoutMs: 60000, ProducerID: -1, ProducerEpoch: -1})
+	mustWait(t, w)
+	faulty.FailAfter(vfs.OpSync, 0, nil)
+	_, w = e.d.Add(AddRequest{TxnID: "f", ProducerID: res.ProducerID, ProducerEpoch: 0, Partitions: []TopicPartition{{"foo", 0}}})
+	if err := w(); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("add after a failed fsync: %v, want ErrUnavailable", err)
+	}
+	faulty.Clear()
+	if r, _ := e.d.InitProducerID(InitRequest{ProducerID: -1, ProducerEpoch: -1}); r.Err != kerr.CoordinatorNotAvailable {
+		t.Fatalf("init after the failure: %v, want COORDINATOR_NOT_AVAILABLE", r.Err)
+	}
+	if err := e.d.CheckProduce("f", res.ProducerID, 0, TopicPartition{"foo", 0}, true); err != kerr.CoordinatorNotAvailable {
+		t.Fatalf("produce check after the failure: %v", err)
+	}
 }
