@@ -72,6 +72,7 @@ type TopicPartition struct {
 	Partition int32  `json:"p"`
 }
 
+// String renders topic/partition.
 func (tp TopicPartition) String() string { return fmt.Sprintf("%s/%d", tp.Topic, tp.Partition) }
 
 func compareTP(a, b TopicPartition) int {
@@ -198,6 +199,7 @@ type Record struct {
 	PIDBlockEnd int64
 }
 
+// String renders the record on one line for transcripts and logs.
 func (r Record) String() string {
 	if r.Txn == nil {
 		return fmt.Sprintf("pids<%d", r.PIDBlockEnd)
