@@ -3,6 +3,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
 
@@ -16,8 +17,17 @@ func main() {
 		Short:         "A durable Kafka-compatible broker and tools that make delivery guarantees provable",
 		SilenceErrors: true,
 	}
-	root.AddCommand(serveCommand(), cli.TopicCommand(), cli.ProduceCommand(), cli.ConsumeCommand(), cli.TxnCommand())
+	root.AddCommand(serveCommand(), cli.TopicCommand(), cli.ProduceCommand(), cli.ConsumeCommand(), cli.TxnCommand(), cli.VerifyCommand())
 	if err := root.Execute(); err != nil {
+		// A command that needs a particular exit status (verify: 1 for a
+		// violated guarantee, 2 for a setup error) says so.
+		var coded interface{ ExitCode() int }
+		if errors.As(err, &coded) {
+			if msg := err.Error(); msg != "" {
+				fmt.Fprintln(os.Stderr, "exactly:", msg)
+			}
+			os.Exit(coded.ExitCode())
+		}
 		fmt.Fprintln(os.Stderr, "exactly:", err)
 		os.Exit(1)
 	}

@@ -1,0 +1,162 @@
+package verify
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+// FinalRead is what a fresh reader found in one topic.
+type FinalRead struct {
+	// Topic is the topic read.
+	Topic string
+	// Records holds each partition's records in offset order.
+	Records map[int32][]Record
+	// End is each partition's end offset the read went to (the last
+	// stable offset when reading committed).
+	End map[int32]int64
+	// HighWatermark is each partition's high watermark; above End when a
+	// transaction was still open.
+	HighWatermark map[int32]int64
+}
+
+// Record is one record of a final read.
+type Record struct {
+	// Offset is where the record is.
+	Offset int64
+	// Value is the record's value.
+	Value string
+}
+
+// Events turns the read into EvFinal events for proc, in chunks of at most
+// 5000 records.
+func (f FinalRead) Events(proc string) []Event {
+	var out []Event
+	now := time.Now().UnixNano()
+	for _, p := range sortedParts(f.Records) {
+		rs := f.Records[p]
+		for i := 0; i < len(rs); i += 5000 {
+			e := Event{Time: now, Proc: proc, Type: EvFinal, Topic: f.Topic, Partition: p}
+			for _, r := range rs[i:min(i+5000, len(rs))] {
+				e.Offsets = append(e.Offsets, r.Offset)
+				e.Values = append(e.Values, r.Value)
+			}
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// ReadTopic reads every record of topic from the log start to the end as
+// it is now, with raw fetches so that the end is reached exactly even when
+// it is a transaction marker. readCommitted reads up to the last stable
+// offset and drops aborted records, as a read_committed consumer would.
+func ReadTopic(ctx context.Context, cl *kgo.Client, topic string, readCommitted bool) (FinalRead, error) {
+	adm := kadm.NewClient(cl)
+	out := FinalRead{Topic: topic, Records: map[int32][]Record{}, End: map[int32]int64{}, HighWatermark: map[int32]int64{}}
+	meta, err := adm.Metadata(ctx, topic)
+	if err != nil {
+		return out, err
+	}
+	td, ok := meta.Topics[topic]
+	if !ok || td.Err != nil {
+		return out, fmt.Errorf("topic %s: %v", topic, td.Err)
+	}
+	starts, err := adm.ListStartOffsets(ctx, topic)
+	if err != nil {
+		return out, err
+	}
+	hws, err := adm.ListEndOffsets(ctx, topic)
+	if err != nil {
+		return out, err
+	}
+	ends := hws
+	if readCommitted {
+		if ends, err = adm.ListCommittedOffsets(ctx, topic); err != nil {
+			return out, err
+		}
+	}
+	level := kgo.ReadUncommitted()
+	var isolation int8
+	if readCommitted {
+		level, isolation = kgo.ReadCommitted(), 1
+	}
+	parts := make([]int32, 0, len(td.Partitions))
+	for p := range td.Partitions {
+		parts = append(parts, p)
+	}
+	sort.Slice(parts, func(i, j int) bool { return parts[i] < parts[j] })
+	for _, p := range parts {
+		pd := td.Partitions[p]
+		start, _ := starts.Lookup(topic, p)
+		end, ok := ends.Lookup(topic, p)
+		if !ok || end.Err != nil {
+			return out, fmt.Errorf("end offset of %s/%d: %v", topic, p, end.Err)
+		}
+		hw, _ := hws.Lookup(topic, p)
+		out.End[p], out.HighWatermark[p] = end.Offset, hw.Offset
+		out.Records[p] = nil
+		offset := max(start.Offset, 0)
+		stalls := 0
+		for offset < end.Offset {
+			req := kmsg.NewPtrFetchRequest()
+			req.ReplicaID = -1
+			req.MaxWaitMillis = 100
+			req.MinBytes = 1
+			req.MaxBytes = 16 << 20
+			req.IsolationLevel = isolation
+			req.SessionEpoch = -1
+			rt := kmsg.NewFetchRequestTopic()
+			rt.Topic, rt.TopicID = topic, td.ID
+			rp := kmsg.NewFetchRequestTopicPartition()
+			rp.Partition, rp.FetchOffset, rp.PartitionMaxBytes = p, offset, 8<<20
+			rp.CurrentLeaderEpoch, rp.LogStartOffset = -1, -1
+			rt.Partitions = append(rt.Partitions, rp)
+			req.Topics = append(req.Topics, rt)
+			resp, err := req.RequestWith(ctx, cl.Broker(int(pd.Leader)))
+			if err != nil {
+				return out, fmt.Errorf("fetching %s/%d@%d: %w", topic, p, offset, err)
+			}
+			var fp *kmsg.FetchResponseTopicPartition
+			for i := range resp.Topics {
+				for j := range resp.Topics[i].Partitions {
+					if resp.Topics[i].Partitions[j].Partition == p {
+						fp = &resp.Topics[i].Partitions[j]
+					}
+				}
+			}
+			if fp == nil {
+				return out, fmt.Errorf("fetching %s/%d@%d: partition missing from the response (error %d)", topic, p, offset, resp.ErrorCode)
+			}
+			got, next := kgo.ProcessFetchPartition(kgo.ProcessFetchPartitionOpts{
+				Offset: offset, IsolationLevel: level, Topic: topic, Partition: p,
+			}, fp, kgo.DefaultDecompressor(), nil)
+			if got.Err != nil {
+				return out, fmt.Errorf("fetching %s/%d@%d: %w", topic, p, offset, got.Err)
+			}
+			for _, r := range got.Records {
+				out.Records[p] = append(out.Records[p], Record{Offset: r.Offset, Value: string(r.Value)})
+			}
+			if next <= offset {
+				stalls++
+				if stalls > 50 {
+					return out, fmt.Errorf("fetching %s/%d: stuck at %d below end %d", topic, p, offset, end.Offset)
+				}
+				select {
+				case <-time.After(100 * time.Millisecond):
+				case <-ctx.Done():
+					return out, ctx.Err()
+				}
+				continue
+			}
+			stalls = 0
+			offset = next
+		}
+	}
+	return out, nil
+}

@@ -1,0 +1,181 @@
+package verify
+
+import (
+	"fmt"
+	"image/color"
+	"io"
+	"os"
+	"strings"
+	"text/tabwriter"
+
+	"gonum.org/v1/plot"
+	"gonum.org/v1/plot/plotter"
+	"gonum.org/v1/plot/vg"
+	"gonum.org/v1/plot/vg/draw"
+	"gonum.org/v1/plot/vg/vgimg"
+)
+
+// WriteTable prints the comparison table: one row per run with its
+// anomaly counts, throughput and whether the mode's guarantee held, then
+// the violations with examples and anything notable.
+func WriteTable(w io.Writer, reps []*Report) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "mode\tacked\tdelivered\tlost\tduplicates\taborted reads\treordered\tother\tthroughput/s\tfaults\tguarantee\t")
+	for _, r := range reps {
+		other := r.InconsistentOffsets + r.NonMonotonicPolls + r.PollSkips
+		verdict := "held"
+		if !r.OK {
+			verdict = "VIOLATED"
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%.0f\t%d\t%s\t\n", r.Mode, r.Acked, r.Consumed,
+			r.Lost, r.Duplicates, r.AbortedReads, r.OrderViolations, other, r.Throughput, r.FaultsInjected, verdict)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	for _, r := range reps {
+		var lines []string
+		if !r.OK {
+			lines = append(lines, fmt.Sprintf("%s promise broken: %s", r.Mode, strings.Join(r.Violations, ", ")))
+		}
+		if r.Unseen > 0 {
+			lines = append(lines, fmt.Sprintf("%s: %d of the lost were never reached by the group's committed offsets", r.Mode, r.Unseen))
+		}
+		if other := r.InconsistentOffsets + r.NonMonotonicPolls + r.PollSkips; other > 0 {
+			lines = append(lines, fmt.Sprintf("%s: other = %d inconsistent offsets, %d non-monotonic polls, %d poll skips",
+				r.Mode, r.InconsistentOffsets, r.NonMonotonicPolls, r.PollSkips))
+		}
+		for _, a := range Forbidden(ExactlyOnce) {
+			for _, ex := range r.Examples[a] {
+				lines = append(lines, fmt.Sprintf("  %s: %s", a, ex))
+			}
+		}
+		for _, n := range r.Notes {
+			lines = append(lines, fmt.Sprintf("%s: note: %s", r.Mode, n))
+		}
+		if r.Dir != "" {
+			lines = append(lines, fmt.Sprintf("%s: history and logs kept in %s", r.Mode, r.Dir))
+		}
+		if len(lines) > 0 {
+			fmt.Fprintln(w)
+			fmt.Fprintf(w, "%s (seed %d, %s; proxy dropped %d responses, delayed %d, reset %d connections)\n",
+				r.Mode, r.Seed, r.Profile, r.Proxy.DroppedResponses, r.Proxy.DelayedResponses, r.Proxy.Resets)
+			for _, l := range lines {
+				fmt.Fprintln(w, l)
+			}
+		}
+	}
+	return nil
+}
+
+var chartColors = []color.Color{
+	color.RGBA{R: 0xd6, G: 0x27, B: 0x28, A: 0xff},
+	color.RGBA{R: 0xff, G: 0x7f, B: 0x0e, A: 0xff},
+	color.RGBA{R: 0x94, G: 0x67, B: 0xbd, A: 0xff},
+	color.RGBA{R: 0x1f, G: 0x77, B: 0xb4, A: 0xff},
+	color.RGBA{R: 0x2c, G: 0xa0, B: 0x2c, A: 0xff},
+}
+
+// WriteChart draws the runs to a PNG: anomaly counts per mode as grouped
+// bars on top, acknowledged records per second over time below with the
+// fault schedule marked.
+func WriteChart(path string, reps []*Report) error {
+	if len(reps) == 0 {
+		return fmt.Errorf("no runs to chart")
+	}
+	bars := plot.New()
+	bars.Title.Text = "Anomalies under faults, by delivery mode"
+	bars.Y.Label.Text = "values affected"
+	names := make([]string, len(reps))
+	for i, r := range reps {
+		verdict := "held"
+		if !r.OK {
+			verdict = "violated"
+		}
+		names[i] = fmt.Sprintf("%s (%s)", r.Mode, verdict)
+	}
+	series := []struct {
+		name string
+		get  func(*Report) int
+	}{
+		{"lost", func(r *Report) int { return r.Lost }},
+		{"duplicates", func(r *Report) int { return r.Duplicates }},
+		{"aborted reads", func(r *Report) int { return r.AbortedReads }},
+		{"reordered", func(r *Report) int { return r.OrderViolations }},
+	}
+	w := vg.Points(18)
+	for i, s := range series {
+		vals := make(plotter.Values, len(reps))
+		for j, r := range reps {
+			vals[j] = float64(s.get(r))
+		}
+		b, err := plotter.NewBarChart(vals, w)
+		if err != nil {
+			return err
+		}
+		b.Color = chartColors[i]
+		b.LineStyle.Width = 0
+		b.Offset = vg.Length(i-len(series)/2)*w + w/2
+		bars.Add(b)
+		bars.Legend.Add(s.name, b)
+	}
+	bars.Legend.Top = true
+	bars.NominalX(names...)
+	bars.Y.Min = 0
+
+	line := plot.New()
+	line.Title.Text = "Acknowledged input records per second (dashed: faults)"
+	line.X.Label.Text = "seconds"
+	line.Y.Label.Text = "records/s"
+	maxY := 1.0
+	for i, r := range reps {
+		pts := make(plotter.XYs, len(r.Timeline))
+		for j, s := range r.Timeline {
+			pts[j].X, pts[j].Y = float64(s.Second), float64(s.Acked)
+			maxY = max(maxY, float64(s.Acked))
+		}
+		if len(pts) == 0 {
+			continue
+		}
+		l, err := plotter.NewLine(pts)
+		if err != nil {
+			return err
+		}
+		l.Color = chartColors[3+i%2]
+		if i == 0 {
+			l.Color = chartColors[0]
+		}
+		l.Width = vg.Points(1.5)
+		line.Add(l)
+		line.Legend.Add(fmt.Sprintf("%s (%.0f/s)", r.Mode, r.Throughput), l)
+	}
+	for _, f := range reps[0].Schedule {
+		x := f.At.Seconds()
+		l, err := plotter.NewLine(plotter.XYs{{X: x, Y: 0}, {X: x, Y: maxY}})
+		if err != nil {
+			return err
+		}
+		l.Color = color.Gray{Y: 0xa0}
+		l.Dashes = []vg.Length{vg.Points(3), vg.Points(3)}
+		line.Add(l)
+	}
+	line.Legend.Top = true
+	line.Y.Min = 0
+
+	img := vgimg.New(vg.Points(720), vg.Points(640))
+	dc := draw.New(img)
+	tiles := draw.Tiles{Rows: 2, Cols: 1, PadTop: vg.Points(8), PadBottom: vg.Points(8),
+		PadLeft: vg.Points(8), PadRight: vg.Points(8), PadY: vg.Points(16)}
+	cs := plot.Align([][]*plot.Plot{{bars}, {line}}, tiles, dc)
+	bars.Draw(cs[0][0])
+	line.Draw(cs[1][0])
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if _, err := (vgimg.PngCanvas{Canvas: img}).WriteTo(f); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
