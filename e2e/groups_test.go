@@ -11,7 +11,9 @@ import (
 	"errors"
 	"io"
 	"net"
+	"net/http"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -400,4 +402,46 @@ func TestGroupConsumerProtocolEvictionAndEpochs(t *testing.T) {
 		wantErr(t, "offset fetch with a stale epoch", resp.Groups[0].ErrorCode, kerr.StaleMemberEpoch)
 	}
 	fz.thaw()
+}
+
+// The broker's Prometheus endpoint reports each group's committed offset
+// and lag per partition, and counts rebalances.
+func TestGroupMetrics(t *testing.T) {
+	b := exactly.NewTestBroker(t, exactly.Options{MetricsListen: "127.0.0.1:0",
+		Config: map[string]string{"group.initial.rebalance.delay.ms": "0"}})
+	createTopic(t, b.Addr(), "lagged", 1)
+	produceN(t, b.Addr(), "lagged", 10, 10)
+	cl, err := kgo.NewClient(kgo.SeedBrokers(b.Addr()), kgo.ConsumerGroup("metered"), kgo.ConsumeTopics("lagged"), kgo.DisableAutoCommit())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	got := 0
+	for got < 10 {
+		fs := cl.PollFetches(ctx)
+		if ctx.Err() != nil {
+			t.Fatal("timed out")
+		}
+		got += fs.NumRecords()
+	}
+	if err := cl.CommitRecords(ctx, &kgo.Record{Topic: "lagged", Partition: 0, Offset: 3, LeaderEpoch: -1}); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.Get("http://" + b.MetricsAddr() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	for _, want := range []string{
+		`kafka_consumergroup_current_offset{consumergroup="metered",partition="0",topic="lagged"} 4`,
+		`kafka_consumergroup_lag{consumergroup="metered",partition="0",topic="lagged"} 6`,
+		`kafka_coordinator_group_rebalances_total{protocol="classic"} 1`,
+	} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
 }
