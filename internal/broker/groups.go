@@ -37,6 +37,7 @@ func topicInfo(t *cluster.Topic) group.TopicInfo {
 	return group.TopicInfo{Name: t.Name, ID: t.ID, Partitions: t.Partitions}
 }
 
+// TopicByName implements group.TopicView.
 func (v catalogTopics) TopicByName(name string) (group.TopicInfo, bool) {
 	t, ok := v.c.Topic(name)
 	if !ok {
@@ -45,6 +46,7 @@ func (v catalogTopics) TopicByName(name string) (group.TopicInfo, bool) {
 	return topicInfo(t), true
 }
 
+// TopicByID implements group.TopicView.
 func (v catalogTopics) TopicByID(id [16]byte) (group.TopicInfo, bool) {
 	t, ok := v.c.TopicByID(id)
 	if !ok {
@@ -53,6 +55,8 @@ func (v catalogTopics) TopicByID(id [16]byte) (group.TopicInfo, bool) {
 	return topicInfo(t), true
 }
 
+// Topics implements group.TopicView; internal topics are included, as
+// Kafka's server-side regex subscriptions include them.
 func (v catalogTopics) Topics() []group.TopicInfo {
 	ts := v.c.Topics()
 	out := make([]group.TopicInfo, len(ts))
@@ -214,12 +218,15 @@ var (
 // groupCollector reports committed offsets and lag at scrape time.
 type groupCollector struct{ b *Broker }
 
+// Describe implements prometheus.Collector.
 func (c *groupCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descGroupLag
 	ch <- descGroupOffset
 	ch <- descRebalances
 }
 
+// Collect implements prometheus.Collector: offsets are read from the
+// coordinator and high watermarks from the partitions at scrape time.
 func (c *groupCollector) Collect(ch chan<- prometheus.Metric) {
 	coord := c.b.groups
 	if coord == nil {

@@ -356,7 +356,7 @@ func (c *Coordinator) handle(now time.Time, out Output) {
 		}
 	}
 	c.deliver(out.Replies)
-	if c.m.Failed() != nil && c.m.Failed() != ErrClosed {
+	if err := c.m.Failed(); err != nil && !errors.Is(err, ErrClosed) {
 		c.failedFlag.Store(true)
 	}
 	st := c.m.Stats()

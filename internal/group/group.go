@@ -16,6 +16,7 @@ const (
 	kindConsumer             // KIP-848 ConsumerGroupHeartbeat
 )
 
+// String is the group type as ListGroups v5 reports it.
 func (k kind) String() string {
 	if k == kindConsumer {
 		return "consumer"
@@ -38,6 +39,7 @@ const (
 	stateReconciling
 )
 
+// String is the state name Kafka uses on the wire.
 func (s state) String() string {
 	return [...]string{"Empty", "PreparingRebalance", "CompletingRebalance", "Stable", "Dead", "Reconciling"}[s]
 }

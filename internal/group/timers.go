@@ -17,6 +17,7 @@ const (
 	tCRevoke                       // consumer member: revocation not acknowledged in time
 )
 
+// String names the deadline for logs and tests.
 func (k timerKind) String() string {
 	return [...]string{"?", "join", "sync", "session", "pending", "consumer-session", "consumer-revoke"}[k]
 }
@@ -35,6 +36,7 @@ type timer struct {
 
 type timerHeap []timer
 
+// Len, Less, Swap, Push and Pop implement heap.Interface (earliest first).
 func (h timerHeap) Len() int { return len(h) }
 func (h timerHeap) Less(i, j int) bool {
 	if !h[i].at.Equal(h[j].at) {
