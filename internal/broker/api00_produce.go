@@ -1,6 +1,7 @@
 package broker
 
-// Produce (key 0), versions 3-11.
+// Produce (key 0), versions 3-12 (v12: KIP-890 transaction version 2, where
+// the first write to a partition adds it to the transaction implicitly).
 //
 // Idempotent producers: a batch carrying a producer id is checked against
 // that producer's state on the partition — a retry of one of its last five
@@ -41,7 +42,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
-func init() { register(0, 3, 11, (*Broker).handleProduce) }
+func init() { register(0, 3, 12, (*Broker).handleProduce) }
 
 type pendingAppend struct {
 	p    *partition.Partition
@@ -142,6 +143,9 @@ func (b *Broker) appendProduced(t *cluster.Topic, p *partition.Partition, batch 
 	if len(batch) == 0 {
 		return out, fmt.Errorf("%w: no record batch for the partition", record.ErrInvalid)
 	}
+	if t.Internal {
+		return out, &kerrError{kerr.InvalidTopicException, fmt.Sprintf("%s is an internal topic written only by the broker", t.Name)}
+	}
 	if max := b.topicInt(t, "max.message.bytes"); int64(len(batch)) > max {
 		return out, &kerrError{kerr.MessageTooLarge, fmt.Sprintf("batch of %d bytes exceeds max.message.bytes=%d", len(batch), max)}
 	}
@@ -152,7 +156,9 @@ func (b *Broker) appendProduced(t *cluster.Topic, p *partition.Partition, batch 
 	if h.IsControl() {
 		return out, fmt.Errorf("%w: clients may not write control batches", record.ErrInvalid)
 	}
+	guard := ^uint64(0)
 	if h.IsTransactional() {
+		guard = p.TxnGuard(h.ProducerID)
 		if !h.HasProducerID() {
 			return out, fmt.Errorf("%w: transactional batch without a producer id", record.ErrInvalid)
 		}
@@ -181,7 +187,7 @@ func (b *Broker) appendProduced(t *cluster.Topic, p *partition.Partition, batch 
 		}
 	}
 	record.SetLeaderEpoch(batch, 0)
-	res, err := p.Append(batch, h)
+	res, err := p.AppendGuarded(batch, h, guard)
 	if err != nil {
 		return out, err
 	}

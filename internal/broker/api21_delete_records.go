@@ -27,8 +27,10 @@ func (b *Broker) handleDeleteRecords(_ context.Context, r *server.Request) serve
 			sp.Partition = rp.Partition
 			sp.LowWatermark = -1
 			p := b.partition(rt.Topic, rp.Partition)
-			if p == nil {
+			if t, ok := b.catalog.Topic(rt.Topic); p == nil || !ok {
 				sp.ErrorCode = kerr.UnknownTopicOrPartition.Code
+			} else if t.Internal {
+				sp.ErrorCode = kerr.InvalidTopicException.Code
 			} else if lw, err := p.DeleteRecordsBefore(rp.Offset); err != nil {
 				sp.ErrorCode = errorCode(err)
 			} else {

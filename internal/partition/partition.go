@@ -40,7 +40,10 @@ type Partition struct {
 	mu            sync.Mutex // serializes appends (order of offsets = order of Append calls)
 	state         *producerstate.State
 	sinceSnapshot int64
-	snapMu        sync.Mutex // one snapshot writer at a time
+	// markers counts the markers written per producer since start: the
+	// verification guard (see TxnGuard).
+	markers map[int64]uint64
+	snapMu  sync.Mutex // one snapshot writer at a time
 
 	// Published copies of state for readers that must not take mu.
 	firstUnstable atomic.Int64
@@ -62,7 +65,7 @@ func Open(fsys vfs.FS, dir, topic string, index int32, cfg log.Config, logger *s
 	if err != nil {
 		return nil, fmt.Errorf("opening %s-%d: %w", topic, index, err)
 	}
-	p := &Partition{Topic: topic, Index: index, log: l, logr: logger, fs: fsys, dir: dir, watchers: map[chan struct{}]struct{}{}}
+	p := &Partition{Topic: topic, Index: index, log: l, logr: logger, fs: fsys, dir: dir, markers: map[int64]uint64{}, watchers: map[chan struct{}]struct{}{}}
 	if err := l.Sync(l.NextOffset()); err != nil {
 		l.Close()
 		return nil, fmt.Errorf("syncing recovered %s-%d: %w", topic, index, err)
@@ -97,7 +100,29 @@ type AppendResult struct {
 // batches returns the original offsets without appending; a sequence gap,
 // stale epoch or unknown producer is refused (see producerstate.Check).
 func (p *Partition) Append(batch []byte, h record.Header) (AppendResult, error) {
+	return p.AppendGuarded(batch, h, noGuard)
+}
+
+const noGuard = ^uint64(0)
+
+// TxnGuard returns a token to take before verifying a transactional batch
+// with the coordinator and to pass to AppendGuarded: if a marker for the
+// producer lands in between (its transaction ended while the batch was in
+// flight), a batch that would open a transaction is refused instead of
+// starting one the coordinator does not know about.
+func (p *Partition) TxnGuard(producerID int64) uint64 {
 	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.markers[producerID]
+}
+
+// AppendGuarded is Append with the verification guard from TxnGuard.
+func (p *Partition) AppendGuarded(batch []byte, h record.Header, guard uint64) (AppendResult, error) {
+	p.mu.Lock()
+	if guard != noGuard && h.IsTransactional() && p.state.OpenTxn(h.ProducerID) < 0 && p.markers[h.ProducerID] != guard {
+		p.mu.Unlock()
+		return AppendResult{}, fmt.Errorf("%w: producer %d's transaction ended while this batch was being verified", producerstate.ErrInvalidTxnState, h.ProducerID)
+	}
 	dup, err := p.state.Check(&h)
 	if err != nil {
 		p.mu.Unlock()

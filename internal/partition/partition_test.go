@@ -216,3 +216,25 @@ func TestTransactionsLSOAndAbortedIndex(t *testing.T) {
 		t.Fatalf("after crash: lso %d hw %d", q.LastStableOffset(), q.HighWatermark())
 	}
 }
+
+// TestVerificationGuard: a transactional batch verified before its
+// producer's transaction ended must not open a new transaction afterwards.
+func TestVerificationGuard(t *testing.T) {
+	p := open(t, vfs.NewMem())
+	defer p.Close()
+	appendOK(t, p, spec{pid: 4, seq: 0, n: 1, txn: true})
+	guard := p.TxnGuard(4) // verification of the next batch starts
+	if err := p.WriteTxnMarker(4, 0, true, 0); err != nil {
+		t.Fatal(err)
+	}
+	raw, h := batch(spec{pid: 4, seq: 1, n: 1, txn: true})
+	if _, err := p.AppendGuarded(raw, h, guard); !errors.Is(err, producerstate.ErrInvalidTxnState) {
+		t.Fatalf("late batch opened a transaction: %v", err)
+	}
+	if lso, hw := p.LastStableOffset(), p.HighWatermark(); lso != hw {
+		t.Fatalf("lso %d stuck below hw %d", lso, hw)
+	}
+	if _, err := p.AppendGuarded(raw, h, p.TxnGuard(4)); err != nil {
+		t.Fatalf("freshly verified batch refused: %v", err)
+	}
+}

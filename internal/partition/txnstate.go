@@ -288,6 +288,7 @@ func (p *Partition) WriteTxnMarker(producerID int64, producerEpoch int16, commit
 		ctype = 1
 	}
 	p.state.Apply(&h, ctype, coordinatorEpoch)
+	p.markers[producerID]++
 	p.publishLocked()
 	p.mu.Unlock()
 	return p.WaitDurable(base + 1)
@@ -314,5 +315,11 @@ func (p *Partition) AbortedTxns(from, to int64) []producerstate.AbortedTxn {
 func (p *Partition) ExpireProducers(cutoffMs int64) int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.state.Expire(cutoffMs)
+	n := p.state.Expire(cutoffMs)
+	for id := range p.markers {
+		if p.state.OpenTxn(id) < 0 && !p.state.Known(id) {
+			delete(p.markers, id)
+		}
+	}
+	return n
 }

@@ -187,6 +187,12 @@ func (s *State) OpenTxn(id int64) int64 {
 	return -1
 }
 
+// Known reports whether the state holds producer id.
+func (s *State) Known(id int64) bool {
+	_, ok := s.producers[id]
+	return ok
+}
+
 // Aborted returns the aborted-transaction index (shared; do not modify).
 func (s *State) Aborted() []AbortedTxn { return s.aborted }
 
