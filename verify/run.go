@@ -28,8 +28,10 @@ type Config struct {
 	Faults []FaultKind
 	// Duration is how long the workload runs (default 30s).
 	Duration time.Duration
-	// Drain bounds everything after Duration: stopping producers, letting
-	// the pipeline catch up, stopping it, the final reads (default 30s).
+	// Drain bounds everything after Duration: healing faults, stopping
+	// producers, letting the pipeline catch up, stopping it, the final
+	// reads (default 30s). A run ends within Duration + Drain plus the
+	// managed broker's start and shutdown (a few seconds).
 	Drain time.Duration
 	// Seed makes the fault schedule and the workers' choices
 	// reproducible.
@@ -258,7 +260,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	}
 	rep, err := r.run(ctx)
 	if r.broker != nil {
-		r.broker.stop(10 * time.Second)
+		r.broker.stop(5 * time.Second)
 	}
 	keep := cfg.KeepDir || !temp || err != nil || (rep != nil && !rep.OK)
 	if keep {
@@ -356,14 +358,15 @@ func (r *runner) run(ctx context.Context) (*Report, error) {
 	}
 	<-nemCtx.Done()
 	stopNem()
+	// Everything after the workload, healing included, counts against the
+	// drain bound.
+	durEnd := r.start.Add(cfg.Duration)
+	r.setPhase("draining")
 	nemWG.Wait() // every fault heals itself when nemCtx ends
 	if ctx.Err() != nil {
 		return nil, setupErr("interrupted")
 	}
 
-	// Drain, within the bound.
-	durEnd := time.Now()
-	r.setPhase("draining")
 	deadline := durEnd.Add(cfg.Drain)
 	at := func(f float64) time.Time { return durEnd.Add(time.Duration(f * float64(cfg.Drain))) }
 	r.logf("workload ended; draining")
@@ -375,14 +378,17 @@ func (r *runner) run(ctx context.Context) (*Report, error) {
 	if err != nil {
 		r.logf("drain: %v", err)
 	}
-	r.stopRole(RolePipeline, at(0.85))
+	r.stopRole(RolePipeline, at(0.8))
 	stopSuper()
 	superWG.Wait()
 	r.killAll()
 
 	// Final reads, direct to the cluster.
 	r.setPhase("checking")
-	fctx, cancel := context.WithDeadline(ctx, deadline.Add(5*time.Second))
+	if min := time.Now().Add(5 * time.Second); deadline.Before(min) {
+		deadline = min // the final reads always get a few seconds
+	}
+	fctx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
 	var notes []string
 	for _, t := range []string{r.in, r.out} {

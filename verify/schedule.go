@@ -178,6 +178,15 @@ func NewSchedule(o ScheduleOptions) []Fault {
 	}
 	var out []Fault
 	var deck []FaultKind
+	// Kills of one role alternate between the two phases (from a random
+	// first one), so any two kills cover both sides of a commit.
+	phases := []string{PhaseBeforeCommit, PhaseAfterCommit}
+	nextPhase := map[string]int{RoleProducer: rng.IntN(2), RolePipeline: rng.IntN(2)}
+	phase := func(role string) string {
+		p := phases[nextPhase[role]%2]
+		nextPhase[role]++
+		return p
+	}
 	end := o.Duration - time.Second
 	for at := ms(1500, 2500); at < end; at += ms(700, 2200) {
 		if len(deck) == 0 {
@@ -196,10 +205,10 @@ func NewSchedule(o ScheduleOptions) []Fault {
 		case FaultReset:
 		case FaultProducerKill:
 			f.Role, f.Target = RoleProducer, pick(o.Producers)
-			f.Phase = []string{PhaseBeforeCommit, PhaseAfterCommit}[rng.IntN(2)]
+			f.Phase = phase(f.Role)
 		case FaultConsumerKill:
 			f.Role, f.Target = RolePipeline, pick(o.Pipelines)
-			f.Phase = []string{PhaseBeforeCommit, PhaseAfterCommit}[rng.IntN(2)]
+			f.Phase = phase(f.Role)
 		case FaultRebalance:
 			f.For = ms(1500, 4000)
 		case FaultZombie:

@@ -1,0 +1,142 @@
+package e2e
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+)
+
+// verifyOut is the part of `exactly verify --json` these tests read.
+type verifyOut struct {
+	Mode                string   `json:"mode"`
+	Acked               int      `json:"acked"`
+	Consumed            int      `json:"consumed"`
+	Lost                int      `json:"lost"`
+	Duplicates          int      `json:"duplicates"`
+	AbortedReads        int      `json:"aborted_reads"`
+	OrderViolations     int      `json:"order_violations"`
+	InconsistentOffsets int      `json:"inconsistent_offsets"`
+	NonMonotonicPolls   int      `json:"nonmonotonic_polls"`
+	PollSkips           int      `json:"poll_skips"`
+	Violations          []string `json:"violations"`
+	OK                  bool     `json:"ok"`
+	FaultsInjected      int      `json:"faults_injected"`
+	Drained             bool     `json:"drained"`
+	Schedule            []struct {
+		Kind string `json:"kind"`
+	} `json:"schedule"`
+}
+
+// runVerify runs `exactly verify --managed --json` with args and returns the
+// decoded report, the exit status, stderr and the wall time.
+func runVerify(t *testing.T, args ...string) (verifyOut, int, string, time.Duration) {
+	t.Helper()
+	cmd := exec.Command(exactlyBinary(t), append([]string{"verify", "--managed", "--json", "--progress", "never"}, args...)...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	start := time.Now()
+	err := cmd.Run()
+	took := time.Since(start)
+	code := 0
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	var out verifyOut
+	if code != 2 {
+		if err := json.Unmarshal(stdout.Bytes(), &out); err != nil {
+			t.Fatalf("exit %d, stdout is not one JSON object: %v\n%s\nstderr:\n%s", code, err, stdout.Bytes(), stderr.Bytes())
+		}
+	}
+	return out, code, stderr.String(), took
+}
+
+// A configuration weaker than its promise is caught: plain producers
+// (retries, no idempotence) and commit-after-processing, held to
+// exactly-once's promise, duplicate under lost acknowledgements — and the
+// verdict names the anomaly.
+func TestVerifyWeakConfigurationFailsExactlyOncePromise(t *testing.T) {
+	out, code, stderr, _ := runVerify(t, "--mode", "exactly-once",
+		"--producer", "transactional=false", "--producer", "enable.idempotence=false",
+		"--consumer", "commit=after", "--consumer", "isolation.level=read_uncommitted",
+		"--faults", "lost-ack", "--duration", "10s", "--seed", "11")
+	if code != 1 {
+		t.Fatalf("exit %d, want 1 (guarantee violated): %+v\n%s", code, out, stderr)
+	}
+	if out.OK || out.Duplicates == 0 || !contains(out.Violations, "duplicates") {
+		t.Fatalf("want a duplicates violation: %+v", out)
+	}
+	if !strings.Contains(stderr, "exactly-once guarantee violated") || !strings.Contains(stderr, "duplicates") {
+		t.Fatalf("stderr does not name the anomaly:\n%s", stderr)
+	}
+	if out.Lost != 0 {
+		t.Fatalf("at-least-once plumbing lost %d records: %+v", out.Lost, out)
+	}
+}
+
+// Exactly-once holds under every fault a managed broker allows, and the
+// run ends within --duration plus the drain bound.
+func TestVerifyExactlyOnceHoldsUnderFaults(t *testing.T) {
+	const duration, drain = 15 * time.Second, 20 * time.Second
+	out, code, stderr, took := runVerify(t, "--mode", "exactly-once",
+		"--faults", "broker-kill,lost-ack,consumer-kill,producer-kill,zombie",
+		"--duration", duration.String(), "--drain", drain.String(), "--seed", "5")
+	if code != 0 || !out.OK {
+		t.Fatalf("exit %d: %+v\n%s", code, out, stderr)
+	}
+	for name, n := range map[string]int{"lost": out.Lost, "duplicates": out.Duplicates, "aborted_reads": out.AbortedReads,
+		"order_violations": out.OrderViolations, "inconsistent_offsets": out.InconsistentOffsets,
+		"nonmonotonic_polls": out.NonMonotonicPolls, "poll_skips": out.PollSkips} {
+		if n != 0 {
+			t.Errorf("%s = %d", name, n)
+		}
+	}
+	if out.Acked < 1000 || out.Consumed < out.Acked || out.FaultsInjected < 5 || !out.Drained {
+		t.Fatalf("the run did too little to mean anything: %+v", out)
+	}
+	if limit := duration + drain + 10*time.Second; took > limit {
+		t.Fatalf("run took %s, over --duration + --drain + 10s = %s", took, limit)
+	}
+}
+
+// At-most-once never duplicates, and a consumer killed between its commit
+// and its processing loses records — the weakness shows.
+func TestVerifyAtMostOnceLosesButNeverDuplicates(t *testing.T) {
+	out, code, stderr, _ := runVerify(t, "--mode", "at-most-once",
+		"--faults", "consumer-kill,lost-ack", "--duration", "12s", "--seed", "3")
+	if code != 0 || !out.OK || out.Duplicates != 0 {
+		t.Fatalf("exit %d: %+v\n%s", code, out, stderr)
+	}
+	if out.Lost == 0 {
+		t.Fatalf("at-most-once under consumer kills lost nothing: the faults have no teeth: %+v", out)
+	}
+}
+
+func TestVerifySetupErrorsExitTwo(t *testing.T) {
+	for _, args := range [][]string{
+		{"--mode", "sometimes"},
+		{"--faults", "meteor"},
+		{"--producer", "acks"},
+		{"--consumer", "commit=txn", "--mode", "at-least-once"},
+	} {
+		_, code, stderr, _ := runVerify(t, args...)
+		if code != 2 {
+			t.Fatalf("%v: exit %d, want 2\n%s", args, code, stderr)
+		}
+	}
+}
+
+func contains(ss []string, s string) bool {
+	for _, x := range ss {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
