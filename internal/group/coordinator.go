@@ -77,8 +77,10 @@ type Coordinator struct {
 	waiting       map[Token]waiting
 	inflight      []inflight
 	sinceSnapshot int
-	wake          time.Time
-	timer         *time.Timer
+	// nextCompactCheck: no snapshot before sinceSnapshot reaches it.
+	nextCompactCheck int
+	wake             time.Time
+	timer            *time.Timer
 }
 
 type waiting struct {
@@ -443,7 +445,13 @@ func (c *Coordinator) flush(now time.Time) bool {
 // maybeCompact writes a snapshot and drops the log before it once the log
 // has grown well past the live state (see the package comment).
 func (c *Coordinator) maybeCompact() {
-	if c.sinceSnapshot < max(c.opts.CompactMinRecords, 2*c.m.LiveRecords()) || c.m.Failed() != nil {
+	// Counting the live state is O(groups); do it only when the cheap
+	// counter says a snapshot might be due.
+	if c.sinceSnapshot < max(c.opts.CompactMinRecords, c.nextCompactCheck) || c.m.Failed() != nil {
+		return
+	}
+	if live := c.m.LiveRecords(); c.sinceSnapshot < 2*live {
+		c.nextCompactCheck = 2 * live
 		return
 	}
 	if err := c.Compact(); err != nil {
@@ -470,7 +478,7 @@ func (c *Coordinator) Compact() error {
 			return err
 		}
 	}
-	c.sinceSnapshot = 0
+	c.sinceSnapshot, c.nextCompactCheck = 0, 0
 	if _, err := c.p.DeleteRecordsBefore(start); err != nil {
 		return err
 	}
