@@ -81,17 +81,19 @@ type Event struct {
 	Proc string `json:"proc"`
 	// Type says what happened.
 	Type EventType `json:"type"`
-	// Topic and Partition locate records.
-	Topic     string `json:"topic,omitempty"`
-	Partition int32  `json:"partition,omitempty"`
+	// Topic is the records' topic.
+	Topic string `json:"topic,omitempty"`
+	// Partition is the records' partition.
+	Partition int32 `json:"partition,omitempty"`
 	// Offset is the acknowledged offset of Value.
 	Offset int64 `json:"offset,omitempty"`
 	// Value is a single record value.
 	Value string `json:"value,omitempty"`
-	// Offsets and Values are parallel lists of records (polls, final
-	// reads) or a transaction's values (Offsets empty).
-	Offsets []int64  `json:"offsets,omitempty"`
-	Values  []string `json:"values,omitempty"`
+	// Offsets are the offsets of Values (polls, final reads).
+	Offsets []int64 `json:"offsets,omitempty"`
+	// Values are record values: parallel to Offsets, or a transaction's
+	// values (Offsets empty).
+	Values []string `json:"values,omitempty"`
 	// ReadCommitted marks a poll made with isolation level read_committed.
 	ReadCommitted bool `json:"rc,omitempty"`
 	// Txn numbers a producer's transactions (1, 2, ...); 0 outside one.

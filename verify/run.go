@@ -42,9 +42,10 @@ type Config struct {
 	// Bootstrap is the external cluster's bootstrap list.
 	Bootstrap []string
 	// Producers and Pipelines are the numbers of process slots (default 2
-	// each); Partitions the partitions per topic (default 3).
+	// each).
 	Producers, Pipelines int
-	Partitions           int32
+	// Partitions is the partition count of both topics (default 3).
+	Partitions int32
 	// Rate is the producers' total records per second (default 1000; a
 	// negative rate is unlimited).
 	Rate float64
@@ -85,8 +86,9 @@ type Progress struct {
 	Elapsed, Duration time.Duration
 	// Sent, Acked, Polled and Produced sum every worker's counters.
 	Sent, Acked, Polled, Produced int64
-	// Faults counts faults injected so far; LastFault describes the latest.
-	Faults    int
+	// Faults counts faults injected so far.
+	Faults int
+	// LastFault describes the latest fault.
 	LastFault string
 }
 
@@ -94,30 +96,32 @@ type Progress struct {
 type Sample struct {
 	// Second is the second since the workload started.
 	Second int `json:"s"`
-	// Acked and Processed count input acknowledgements and output
-	// records acknowledged in that second.
-	Acked     int `json:"acked"`
+	// Acked counts input records acknowledged in that second.
+	Acked int `json:"acked"`
+	// Processed counts output records acknowledged in that second.
 	Processed int `json:"processed"`
 }
 
 // Report is a run's outcome: the checker's Result plus how the run went.
 type Report struct {
 	Result
-	// Seed, Profile and Faults say what ran.
-	Seed    int64       `json:"seed"`
-	Profile string      `json:"profile"`
-	Faults  []FaultKind `json:"faults"`
+	// Seed is the run's seed.
+	Seed int64 `json:"seed"`
+	// Profile is the client configuration that ran.
+	Profile string `json:"profile"`
+	// Faults are the fault kinds the schedule drew from.
+	Faults []FaultKind `json:"faults"`
 	// Schedule is the fault schedule drawn from the seed.
 	Schedule []Fault `json:"schedule,omitempty"`
 	// FaultsInjected counts faults actually injected.
 	FaultsInjected int `json:"faults_injected"`
-	// DurationSeconds is the workload's length; ElapsedSeconds the whole
-	// run's, setup and drain included.
+	// DurationSeconds is the workload's length.
 	DurationSeconds float64 `json:"duration_s"`
-	ElapsedSeconds  float64 `json:"elapsed_s"`
-	// Throughput is acknowledged input records per second of workload;
-	// ProcessedPerSecond is delivered records per second.
-	Throughput         float64 `json:"throughput"`
+	// ElapsedSeconds is the whole run's, drain included.
+	ElapsedSeconds float64 `json:"elapsed_s"`
+	// Throughput is acknowledged input records per second of workload.
+	Throughput float64 `json:"throughput"`
+	// ProcessedPerSecond is delivered records per second of workload.
 	ProcessedPerSecond float64 `json:"processed_per_s"`
 	// Drained is true when the pipeline caught up before the drain ended.
 	Drained bool `json:"drained"`
@@ -184,9 +188,15 @@ func (r *runner) logf(format string, args ...any) {
 
 // SetupError is returned for failures that are not a verdict: the broker
 // did not start, a topic could not be created, the final read failed.
-type SetupError struct{ Err error }
+type SetupError struct {
+	// Err is what went wrong.
+	Err error
+}
 
+// Error returns the cause's message.
 func (e *SetupError) Error() string { return e.Err.Error() }
+
+// Unwrap returns the cause.
 func (e *SetupError) Unwrap() error { return e.Err }
 
 func setupErr(format string, args ...any) error {

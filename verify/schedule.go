@@ -114,9 +114,10 @@ type Fault struct {
 	// For is how long it lasts: a network fault's window, a broker's
 	// downtime, a zombie's pause, an extra group member's stay.
 	For time.Duration `json:"for,omitempty"`
-	// Role and Target pick the process slot (kills, zombies).
-	Role   string `json:"role,omitempty"`
-	Target int    `json:"target,omitempty"`
+	// Role is the kind of process a kill or zombie targets.
+	Role string `json:"role,omitempty"`
+	// Target is the index of the slot of that role.
+	Target int `json:"target,omitempty"`
 	// Phase is PhaseBeforeCommit or PhaseAfterCommit (kills).
 	Phase string `json:"phase,omitempty"`
 	// Probability is the share of write responses dropped (lost-ack).

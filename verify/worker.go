@@ -32,8 +32,9 @@ type WorkerSpec struct {
 	Seed int64 `json:"seed"`
 	// Brokers are the bootstrap addresses (the proxy's).
 	Brokers []string `json:"brokers"`
-	// InTopic and OutTopic are the pipeline's input and output.
-	InTopic  string `json:"in_topic"`
+	// InTopic is the producers' topic and the pipeline's input.
+	InTopic string `json:"in_topic"`
+	// OutTopic is the pipeline's output.
 	OutTopic string `json:"out_topic"`
 	// Partitions is the partition count of both topics.
 	Partitions int32 `json:"partitions"`
@@ -64,16 +65,20 @@ type WorkerSpec struct {
 type WorkerStatus struct {
 	// Proc is the reporting instance.
 	Proc string `json:"proc"`
-	// Sent, Acked and Failed count input records.
-	Sent   int64 `json:"sent"`
-	Acked  int64 `json:"acked"`
+	// Sent counts input records handed to the client.
+	Sent int64 `json:"sent"`
+	// Acked counts input records acknowledged.
+	Acked int64 `json:"acked"`
+	// Failed counts input records the client gave up on.
 	Failed int64 `json:"failed"`
-	// Polled and Produced count the pipeline's input and output records.
-	Polled   int64 `json:"polled"`
+	// Polled counts records the pipeline polled.
+	Polled int64 `json:"polled"`
+	// Produced counts output records acknowledged.
 	Produced int64 `json:"produced"`
-	// Commits and Aborts count transactions (or offset commits).
+	// Commits counts committed transactions (or offset commits).
 	Commits int64 `json:"commits"`
-	Aborts  int64 `json:"aborts"`
+	// Aborts counts aborted transactions.
+	Aborts int64 `json:"aborts"`
 }
 
 // Worker control commands, one per line on the worker's stdin.

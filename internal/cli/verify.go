@@ -28,6 +28,7 @@ type ExitError struct {
 	Err error
 }
 
+// Error returns the cause's message, or "" when there is none.
 func (e *ExitError) Error() string {
 	if e.Err == nil {
 		return ""
