@@ -154,6 +154,9 @@ type pendingPersist struct {
 	seq     uint64
 	recs    []record
 	replies []Reply
+	// reads answered only once recs are applied (an OffsetFetch that
+	// arrived after a commit to the same group must see it).
+	reads []func() Reply
 }
 
 // NewMachine returns an empty coordinator.
@@ -252,7 +255,7 @@ func (m *Machine) Handle(now time.Time, tok Token, client Client, req kmsg.Reque
 	case *kmsg.OffsetCommitRequest:
 		m.offsetCommit(tok, r)
 	case *kmsg.OffsetFetchRequest:
-		m.reply(tok, m.offsetFetch(r))
+		m.offsetFetchAfterPending(tok, r)
 	case *kmsg.OffsetDeleteRequest:
 		m.offsetDelete(tok, r)
 	case *kmsg.DescribeGroupsRequest:
@@ -338,6 +341,9 @@ func (m *Machine) Persisted(now time.Time, seq uint64) Output {
 			m.apply(&pp.recs[i])
 		}
 		m.out.Replies = append(m.out.Replies, pp.replies...)
+		for _, read := range pp.reads {
+			m.out.Replies = append(m.out.Replies, read())
+		}
 		n++
 	}
 	m.pending = m.pending[n:]
@@ -354,6 +360,9 @@ func (m *Machine) PersistFailed(now time.Time, err error) Output {
 		m.failed = err
 	}
 	for _, pp := range m.pending {
+		for _, read := range pp.reads {
+			m.out.Replies = append(m.out.Replies, read()) // nothing applied: answer from what is durable
+		}
 		for _, r := range pp.replies {
 			if r.Response != nil {
 				failHeld(r.Response, kerr.CoordinatorNotAvailable.Code)

@@ -233,6 +233,27 @@ func (m *Machine) fetchGroup(name string, memberID *string, memberEpoch int32, t
 	return 0, out
 }
 
+// offsetFetchAfterPending answers an OffsetFetch once every record already
+// handed out for its groups is applied: requests are served in arrival
+// order, so a fetch that follows a commit (say, pipelined on the same
+// connection) must not miss it just because its fsync is still running.
+func (m *Machine) offsetFetchAfterPending(tok Token, req *kmsg.OffsetFetchRequest) {
+	groups := map[string]bool{req.Group: req.Version < 8}
+	for _, rg := range req.Groups {
+		groups[rg.Group] = true
+	}
+	for i := len(m.pending) - 1; i >= 0; i-- {
+		pp := &m.pending[i]
+		for _, r := range pp.recs {
+			if groups[r.group] {
+				pp.reads = append(pp.reads, func() Reply { return Reply{Token: tok, Response: m.offsetFetch(req)} })
+				return
+			}
+		}
+	}
+	m.reply(tok, m.offsetFetch(req))
+}
+
 func (m *Machine) offsetFetch(req *kmsg.OffsetFetchRequest) *kmsg.OffsetFetchResponse {
 	resp := req.ResponseKind().(*kmsg.OffsetFetchResponse)
 	if req.Version < 8 {
