@@ -1,7 +1,9 @@
 // Package cli implements the client-side subcommands of the exactly binary:
 // "topic" (administration), "produce" (stdin lines to records), "consume"
-// (records to stdout through a format string) and "txn" (inspect
-// transactions, find and abort hanging ones, like kafka-transactions.sh).
+// (records to stdout through a format string), "group" (list, describe
+// with offsets and lag, delete and reset-offsets of consumer groups, like
+// kafka-consumer-groups.sh) and "txn" (inspect transactions, find and
+// abort hanging ones, like kafka-transactions.sh).
 //
 // Every command speaks the Kafka wire protocol through franz-go, so it works
 // against an exactly broker or any other Kafka-compatible broker. Each
