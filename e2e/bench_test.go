@@ -120,3 +120,66 @@ func benchConsume(b *testing.B, iso kgo.IsolationLevel) {
 		n += fs.NumRecords()
 	}
 }
+
+// BenchmarkProduceTransactional is BenchmarkProduceAcksAll (idempotent,
+// acks=all) inside transactions committed every 100 ms: the cost of
+// exactly-once on the produce path.
+func BenchmarkProduceTransactional(b *testing.B) {
+	br := exactly.NewTestBroker(b, exactly.Options{DataDir: b.TempDir()})
+	cl, err := kgo.NewClient(
+		kgo.SeedBrokers(br.Addr()), kgo.DefaultProduceTopic("tbench"),
+		kgo.TransactionalID("bench-txn"), kgo.ProducerBatchCompression(kgo.NoCompression()),
+		kgo.ProducerLinger(time.Millisecond), kgo.MaxBufferedRecords(1<<16),
+	)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer cl.Close()
+	ctx := context.Background()
+	if _, err := kadm.NewClient(cl).CreateTopic(ctx, 6, 1, nil, "tbench"); err != nil {
+		b.Fatal(err)
+	}
+	value := make([]byte, 1024)
+	rand.Read(value)
+	errs := make(chan error, 1)
+	b.SetBytes(int64(len(value)))
+	b.ResetTimer()
+	if err := cl.BeginTransaction(); err != nil {
+		b.Fatal(err)
+	}
+	last := time.Now()
+	for i := 0; i < b.N; i++ {
+		if time.Since(last) >= 100*time.Millisecond {
+			if err := cl.Flush(ctx); err != nil {
+				b.Fatal(err)
+			}
+			if err := cl.EndTransaction(ctx, kgo.TryCommit); err != nil {
+				b.Fatal(err)
+			}
+			if err := cl.BeginTransaction(); err != nil {
+				b.Fatal(err)
+			}
+			last = time.Now()
+		}
+		cl.Produce(ctx, &kgo.Record{Value: value}, func(_ *kgo.Record, err error) {
+			if err != nil {
+				select {
+				case errs <- err:
+				default:
+				}
+			}
+		})
+	}
+	if err := cl.Flush(ctx); err != nil {
+		b.Fatal(err)
+	}
+	if err := cl.EndTransaction(ctx, kgo.TryCommit); err != nil {
+		b.Fatal(err)
+	}
+	b.StopTimer()
+	select {
+	case err := <-errs:
+		b.Fatal(err)
+	default:
+	}
+}
