@@ -118,6 +118,22 @@ func WriteChart(path string, reps []*Report) error {
 		b.Offset = vg.Length(i-len(series)/2)*w + w/2
 		bars.Add(b)
 		bars.Legend.Add(s.name, b)
+		// Print each count above its bar, zeros included: a zero is
+		// the point for the modes that promise it.
+		var xyl plotter.XYLabels
+		for j, v := range vals {
+			xyl.XYs = append(xyl.XYs, plotter.XY{X: float64(j), Y: v})
+			xyl.Labels = append(xyl.Labels, fmt.Sprint(int(v)))
+		}
+		lb, err := plotter.NewLabels(xyl)
+		if err != nil {
+			return err
+		}
+		lb.Offset = vg.Point{X: b.Offset - w/4, Y: vg.Points(2)}
+		for k := range lb.TextStyle {
+			lb.TextStyle[k].Font.Size = vg.Points(8)
+		}
+		bars.Add(lb)
 	}
 	bars.Legend.Top = true
 	bars.NominalX(names...)
