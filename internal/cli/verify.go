@@ -246,8 +246,9 @@ func runVerify(cmd *cobra.Command, f *verifyFlags) error {
 
 // verifyBar renders progress on stderr.
 type verifyBar struct {
-	mu  sync.Mutex
-	bar *progressbar.ProgressBar
+	mu   sync.Mutex
+	mode verify.Mode
+	bar  *progressbar.ProgressBar
 }
 
 func newVerifyBar(w io.Writer, mode string, m verify.Mode, d time.Duration) *verifyBar {
@@ -260,7 +261,7 @@ func newVerifyBar(w io.Writer, mode string, m verify.Mode, d time.Duration) *ver
 	if !show {
 		return &verifyBar{}
 	}
-	return &verifyBar{bar: progressbar.NewOptions64(d.Milliseconds(),
+	return &verifyBar{mode: m, bar: progressbar.NewOptions64(d.Milliseconds(),
 		progressbar.OptionSetWriter(w),
 		progressbar.OptionSetWidth(24),
 		progressbar.OptionThrottle(150*time.Millisecond),
@@ -277,7 +278,7 @@ func (b *verifyBar) update(p verify.Progress) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.bar.Set64(p.Elapsed.Milliseconds())
-	desc := fmt.Sprintf("%s sent %d acked %d processed %d faults %d", p.Phase, p.Sent, p.Acked, p.Produced, p.Faults)
+	desc := fmt.Sprintf("%s %s: sent %d acked %d processed %d faults %d", b.mode, p.Phase, p.Sent, p.Acked, p.Produced, p.Faults)
 	if p.LastFault != "" && p.Phase == "running" {
 		desc += " (" + strings.TrimSpace(p.LastFault) + ")"
 	}
