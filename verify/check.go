@@ -61,15 +61,16 @@ type Result struct {
 	Consumed int `json:"consumed"`
 	// Polled counts records the pipeline's polls returned (with repeats).
 	Polled int `json:"polled"`
-	// Lost counts acknowledged or logged input values that never reached
-	// the output.
+	// Lost counts acknowledged writes missing from the input log, and
+	// input values the group committed past that never reached the output.
 	Lost int `json:"lost"`
 	// LostWrites is the part of Lost the broker lost: acknowledged writes
 	// missing from the input log itself.
 	LostWrites int `json:"lost_writes"`
-	// Unseen is the part of Lost at or past the group's final committed
-	// offset: the pipeline never claimed to have processed it (a drain
-	// that did not finish, or a consumer that never committed).
+	// Unseen counts input values that never reached the output and lie at
+	// or past the group's final committed offset: the pipeline never
+	// claimed to have processed them (a drain that did not finish, or a
+	// consumer that never commits). Not lost, not delivered: unknown.
 	Unseen int `json:"unseen"`
 	// Duplicates counts values present more than once in the input log or
 	// delivered more than once to the output.
@@ -91,7 +92,11 @@ type Result struct {
 	PollSkips int `json:"poll_skips"`
 	// Violations names the forbidden anomalies that occurred.
 	Violations []string `json:"violations"`
-	// OK is true when no forbidden anomaly occurred.
+	// Inconclusive is true when values are Unseen under a promise that
+	// forbids loss: whether they would have arrived is unknown.
+	Inconclusive bool `json:"inconclusive"`
+	// OK is true when no forbidden anomaly occurred and the run is not
+	// Inconclusive.
 	OK bool `json:"ok"`
 	// Examples holds a few instances of each anomaly found, for humans.
 	Examples map[string][]string `json:"examples,omitempty"`
@@ -304,15 +309,15 @@ func Check(h History, opts CheckOptions) Result {
 		if lost[v] {
 			continue
 		}
-		lost[v] = true
 		l := inFirst[v]
 		next, ok := group[l.partition]
 		if !ok || l.offset >= next {
 			res.Unseen++
-			res.example(AnomalyLost, "%s at %s/%d@%d never reached the output (group offset %s)", v, l.topic, l.partition, l.offset, groupOffset(next, ok && haveGroup))
-		} else {
-			res.example(AnomalyLost, "%s at %s/%d@%d never reached the output though the group committed past it (next %d)", v, l.topic, l.partition, l.offset, next)
+			res.example("unseen", "%s at %s/%d@%d never reached the output (group offset %s)", v, l.topic, l.partition, l.offset, groupOffset(next, ok && haveGroup))
+			continue
 		}
+		lost[v] = true
+		res.example(AnomalyLost, "%s at %s/%d@%d never reached the output though the group committed past it (next %d)", v, l.topic, l.partition, l.offset, next)
 	}
 	res.Lost = len(lost)
 
@@ -485,7 +490,12 @@ func Check(h History, opts CheckOptions) Result {
 	if res.Violations == nil {
 		res.Violations = []string{}
 	}
-	res.OK = len(res.Violations) == 0
+	for _, a := range Forbidden(res.Mode) {
+		if a == AnomalyLost && res.Unseen > 0 {
+			res.Inconclusive = true
+		}
+	}
+	res.OK = len(res.Violations) == 0 && !res.Inconclusive
 	return res
 }
 

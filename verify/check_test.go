@@ -161,11 +161,12 @@ func TestCheckFindsEachAnomaly(t *testing.T) {
 				b.groupOffsets(map[int32]int64{0: 2, 1: 1})
 				return b.h
 			},
-			counts: map[string]int{AnomalyLost: 1},
-			breaks: []Mode{AtLeastOnce, ExactlyOnce},
+			counts: map[string]int{},
+			breaks: []Mode{AtLeastOnce, ExactlyOnce}, // inconclusive, not violated
 			extra: func(t *testing.T, r Result) {
-				if r.Unseen != 1 {
-					t.Fatalf("unseen %d", r.Unseen)
+				forbidsLoss := r.Mode != AtMostOnce
+				if r.Unseen != 1 || r.Inconclusive != forbidsLoss || len(r.Violations) != 0 || len(r.Examples["unseen"]) != 1 {
+					t.Fatalf("unseen %d inconclusive %v violations %v", r.Unseen, r.Inconclusive, r.Violations)
 				}
 			},
 		},

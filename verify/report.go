@@ -24,8 +24,10 @@ func WriteTable(w io.Writer, reps []*Report) error {
 	for _, r := range reps {
 		other := r.InconsistentOffsets + r.NonMonotonicPolls + r.PollSkips
 		verdict := "held"
-		if !r.OK {
+		if len(r.Violations) > 0 {
 			verdict = "VIOLATED"
+		} else if r.Inconclusive {
+			verdict = "inconclusive"
 		}
 		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%.0f\t%d\t%s\t\n", r.Mode, r.Acked, r.Consumed,
 			r.Lost, r.Duplicates, r.AbortedReads, r.OrderViolations, other, r.Throughput, r.FaultsInjected, verdict)
@@ -39,13 +41,13 @@ func WriteTable(w io.Writer, reps []*Report) error {
 			lines = append(lines, fmt.Sprintf("%s promise broken: %s", r.Mode, strings.Join(r.Violations, ", ")))
 		}
 		if r.Unseen > 0 {
-			lines = append(lines, fmt.Sprintf("%s: %d of the lost were never reached by the group's committed offsets", r.Mode, r.Unseen))
+			lines = append(lines, fmt.Sprintf("%s: %d values never reached the output and the group never committed past them (unseen: the pipeline did not catch up)", r.Mode, r.Unseen))
 		}
 		if other := r.InconsistentOffsets + r.NonMonotonicPolls + r.PollSkips; other > 0 {
 			lines = append(lines, fmt.Sprintf("%s: other = %d inconsistent offsets, %d non-monotonic polls, %d poll skips",
 				r.Mode, r.InconsistentOffsets, r.NonMonotonicPolls, r.PollSkips))
 		}
-		for _, a := range Forbidden(ExactlyOnce) {
+		for _, a := range append(Forbidden(ExactlyOnce), "unseen") {
 			for _, ex := range r.Examples[a] {
 				lines = append(lines, fmt.Sprintf("  %s: %s", a, ex))
 			}
@@ -89,8 +91,10 @@ func WriteChart(path string, reps []*Report) error {
 	names := make([]string, len(reps))
 	for i, r := range reps {
 		verdict := "held"
-		if !r.OK {
+		if len(r.Violations) > 0 {
 			verdict = "violated"
+		} else if r.Inconclusive {
+			verdict = "inconclusive"
 		}
 		names[i] = fmt.Sprintf("%s (%s)", r.Mode, verdict)
 	}

@@ -896,7 +896,8 @@ func timeline(h History, start time.Time, in, out string, d time.Duration) []Sam
 
 // ExitCode maps a run's outcome to the CLI's exit status: 0 when the
 // guarantee held, 1 when it was violated, 2 when the run could not be
-// measured.
+// measured (a setup error, or an inconclusive run: values neither lost nor
+// delivered when the drain ended).
 func ExitCode(rep *Report, err error) int {
 	var se *SetupError
 	switch {
@@ -904,8 +905,10 @@ func ExitCode(rep *Report, err error) int {
 		return 2
 	case rep == nil:
 		return 2
-	case !rep.OK:
+	case len(rep.Violations) > 0:
 		return 1
+	case !rep.OK:
+		return 2 // inconclusive
 	}
 	return 0
 }

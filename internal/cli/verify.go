@@ -60,7 +60,7 @@ type verifyFlags struct {
 // reread everything, and measure lost, duplicated, aborted-visible and
 // reordered records against a delivery guarantee. Exit status 0 means the
 // mode's guarantee held, 1 that it was violated, 2 that the run could not
-// be measured.
+// be measured (a setup error, or a pipeline that did not catch up).
 func VerifyCommand() *cobra.Command {
 	f := &verifyFlags{}
 	cmd := &cobra.Command{
@@ -95,7 +95,9 @@ Clients reach the broker through a proxy that drops or delays responses
 after the broker handled the request and resets connections. broker-kill
 needs --managed, which starts "exactly serve" on a temporary directory.
 
-Exit status: 0 the guarantee held, 1 it was violated, 2 setup error.`,
+Exit status: 0 the guarantee held, 1 it was violated, 2 it could not be
+measured (setup error, or values neither delivered nor lost when the drain
+ended: the pipeline did not catch up).`,
 		Example: `  exactly verify --managed --mode exactly-once --faults all --duration 30s --seed 7
   exactly verify --managed --mode all --report modes.png
   exactly verify --bootstrap kafka:9092 --mode at-least-once --faults lost-ack,reset --json
@@ -205,8 +207,8 @@ func runVerify(cmd *cobra.Command, f *verifyFlags) error {
 			return setup(fmt.Errorf("%s: %w", m, err))
 		}
 		reps = append(reps, rep)
-		if !rep.OK && code == 0 {
-			code = 1
+		if c := verify.ExitCode(rep, nil); c == 1 || (c == 2 && code == 0) {
+			code = c
 		}
 	}
 
@@ -235,8 +237,11 @@ func runVerify(cmd *cobra.Command, f *verifyFlags) error {
 	if code != 0 {
 		var broken []string
 		for _, r := range reps {
-			if !r.OK {
+			switch {
+			case len(r.Violations) > 0:
 				broken = append(broken, fmt.Sprintf("%s guarantee violated: %s", r.Mode, strings.Join(r.Violations, ", ")))
+			case !r.OK:
+				broken = append(broken, fmt.Sprintf("%s guarantee not established: %d values unseen when the drain ended (raise --drain or lower --rate)", r.Mode, r.Unseen))
 			}
 		}
 		return &ExitError{Code: code, Err: errors.New(strings.Join(broken, "; "))}
