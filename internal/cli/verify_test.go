@@ -1,0 +1,43 @@
+package cli
+
+import (
+	"bytes"
+	"errors"
+	"strings"
+	"testing"
+)
+
+// Setup mistakes exit 2 before anything starts.
+func TestVerifyRejectsBadSetupWithExitTwo(t *testing.T) {
+	for _, args := range [][]string{
+		{"--managed", "--mode", "sometimes"},
+		{"--managed", "--faults", "meteor"},
+		{"--bootstrap", "127.0.0.1:1", "--faults", "broker-kill"},
+		{"--mode", "exactly-once"}, // neither --managed nor --bootstrap
+		{"--managed", "--bootstrap", "127.0.0.1:1"},
+		{"--managed", "--no-such-flag"},
+	} {
+		cmd := VerifyCommand()
+		var out, errb bytes.Buffer
+		cmd.SetOut(&out)
+		cmd.SetErr(&errb)
+		cmd.SetArgs(args)
+		err := cmd.Execute()
+		var ee *ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 2 {
+			t.Fatalf("%v: got %v, want exit 2", args, err)
+		}
+		if strings.Contains(out.String(), "guarantee") && strings.Contains(out.String(), "acked  ") {
+			t.Fatalf("%v: printed a result for a run that never started: %s", args, out.String())
+		}
+	}
+}
+
+func TestVerifyHelpNamesModesAndFaults(t *testing.T) {
+	cmd := VerifyCommand()
+	for _, want := range []string{"at-most-once", "at-least-once", "exactly-once", "lost-ack", "zombie", "broker-kill", "Exit status"} {
+		if !strings.Contains(cmd.Long, want) {
+			t.Fatalf("help lacks %q", want)
+		}
+	}
+}
