@@ -14,6 +14,7 @@ import (
 	"hash/crc32"
 	"io"
 	"net/http"
+	"os"
 	"os/exec"
 	"strings"
 	"testing"
@@ -481,10 +482,7 @@ func TestTxnConcurrentTransactions(t *testing.T) {
 // TestTxnKcat: librdkafka (kcat) with a transactional id commits at the end
 // of its input; read_committed readers see every line.
 func TestTxnKcat(t *testing.T) {
-	kcat, err := exec.LookPath("kcat")
-	if err != nil {
-		t.Skip("kcat not installed")
-	}
+	kcat := kcatPath(t)
 	b := exactly.NewTestBroker(t)
 	createTopic(t, b.Addr(), "kc", 2)
 	cmd := exec.Command(kcat, "-P", "-b", b.Addr(), "-t", "kc", "-X", "transactional.id=kcat-txn")
@@ -502,6 +500,67 @@ func TestTxnKcat(t *testing.T) {
 		t.Fatalf("kcat's transaction is %s, want CompleteCommit", st.State)
 	}
 	stableEnds(t, b.Addr(), "kc")
+}
+
+// kcatPath finds kcat; it is installed by .ci/run, so in CI its absence is
+// a failure, not a skip.
+func kcatPath(t *testing.T) string {
+	t.Helper()
+	kcat, err := exec.LookPath("kcat")
+	if err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatal("kcat not installed (.ci/run installs it)")
+		}
+		t.Skip("kcat not installed (apt-get install -y kcat)")
+	}
+	return kcat
+}
+
+// TestTxnKcatIsolation: librdkafka as the reader. Records of an aborted
+// transaction never reach a read_committed kcat consumer and do reach a
+// read_uncommitted one; both see offsets strictly increasing, and the
+// committed transactions (one written by kcat itself) whole.
+func TestTxnKcatIsolation(t *testing.T) {
+	kcat := kcatPath(t)
+	b := exactly.NewTestBroker(t)
+	createTopic(t, b.Addr(), "iso", 1)
+	cl := txnClient(t, b.Addr(), "iso-kgo")
+	produceTxn(t, cl, "iso", "committed-", 3, true)
+	produceTxn(t, cl, "iso", "aborted-", 4, false)
+	cmd := exec.Command(kcat, "-P", "-b", b.Addr(), "-t", "iso", "-X", "transactional.id=iso-kcat")
+	cmd.Stdin = strings.NewReader("kcat-1\nkcat-2\n")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("kcat produce: %v\n%s", err, out)
+	}
+	read := func(iso string) (vals []string) {
+		out, err := exec.Command(kcat, "-C", "-b", b.Addr(), "-t", "iso", "-e", "-q",
+			"-X", "isolation.level="+iso, "-f", "%o %s\n").Output()
+		if err != nil {
+			t.Fatalf("kcat consume (%s): %v", iso, err)
+		}
+		last := int64(-1)
+		for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+			var off int64
+			var v string
+			if _, err := fmt.Sscanf(line, "%d %s", &off, &v); err != nil {
+				t.Fatalf("kcat line %q: %v", line, err)
+			}
+			if off <= last {
+				t.Fatalf("%s: offset %d after %d", iso, off, last)
+			}
+			last = off
+			vals = append(vals, v)
+		}
+		return vals
+	}
+	rc := read("read_committed")
+	if count(rc, "aborted-") != 0 || count(rc, "committed-") != 3 || count(rc, "kcat-") != 2 {
+		t.Fatalf("read_committed kcat saw %v", rc)
+	}
+	ru := read("read_uncommitted")
+	if count(ru, "aborted-") != 4 || count(ru, "committed-") != 3 || count(ru, "kcat-") != 2 {
+		t.Fatalf("read_uncommitted kcat saw %v", ru)
+	}
 }
 
 // TestTxnGroupTransactSession is the read-process-write loop (Kafka Streams
