@@ -285,6 +285,11 @@ func (b *Broker) deleteTopic(name string) error {
 		}
 	}
 	b.metrics.forgetTopic(name)
+	if b.groups != nil {
+		if err := b.groups.DropDeletedTopicsNow(); err != nil {
+			b.log.Warn("dropping committed offsets of a deleted topic", "topic", name, "err", err)
+		}
+	}
 	b.log.Info("deleted topic", "topic", name, "partitions", t.Partitions)
 	return firstErr
 }

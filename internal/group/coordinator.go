@@ -495,6 +495,14 @@ func (c *Coordinator) CompactNow() error {
 	return err
 }
 
+// DropDeletedTopicsNow removes the committed offsets of topics that no
+// longer exist right away (the broker calls it after deleting a topic), so a
+// topic re-created under the same name never inherits old offsets; the
+// periodic sweep remains as a backstop.
+func (c *Coordinator) DropDeletedTopicsNow() error {
+	return c.query(func(now time.Time) { c.handle(now, c.m.DropDeletedTopics(now)) })
+}
+
 func (c *Coordinator) shutdown() {
 	now := time.Now()
 	close(c.syncQuit)
