@@ -238,8 +238,14 @@ func TestTxnSIGKILL(t *testing.T) {
 			if tc.wantCommitted {
 				wantState = "CompleteCommit"
 			}
-			if st := txnState(t, addr, "crash-"+tc.name); st != wantState {
-				t.Fatalf("after restart the transaction is %s, want %s", st, wantState)
+			// Markers land (the data turns stable) before the coordinator
+			// records completion, so completion is awaited, within a bound.
+			deadline := time.Now().Add(10 * time.Second)
+			for st := txnState(t, addr, "crash-"+tc.name); st != wantState; st = txnState(t, addr, "crash-"+tc.name) {
+				if time.Now().After(deadline) {
+					t.Fatalf("10s after restart the transaction is %s, want %s", st, wantState)
+				}
+				time.Sleep(20 * time.Millisecond)
 			}
 			// The producer carries on.
 			cl = txnProducer(t, addr, "crash-"+tc.name)
