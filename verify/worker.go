@@ -189,22 +189,34 @@ func seedFor(spec WorkerSpec) *rand.Rand {
 	return rand.New(rand.NewPCG(uint64(spec.Seed), h.Sum64()))
 }
 
+// ClientLogEnv names the environment variable that, set to debug, info,
+// warn or error, makes workers log their Kafka client at that level to
+// their log file (for diagnosing a run).
+const ClientLogEnv = "EXACTLY_VERIFY_CLIENT_LOG"
+
 // clientOpts are the options every worker client shares.
 func clientOpts(spec WorkerSpec) []kgo.Opt {
-	return []kgo.Opt{
+	var logOpt []kgo.Opt
+	levels := map[string]kgo.LogLevel{"debug": kgo.LogLevelDebug, "info": kgo.LogLevelInfo, "warn": kgo.LogLevelWarn, "error": kgo.LogLevelError}
+	if l, ok := levels[os.Getenv(ClientLogEnv)]; ok {
+		logOpt = append(logOpt, kgo.WithLogger(kgo.BasicLogger(os.Stderr, l, func() string {
+			return time.Now().Format("15:04:05.000 ") + spec.Proc + " "
+		})))
+	}
+	return append(logOpt,
 		kgo.SeedBrokers(spec.Brokers...),
 		kgo.ClientID(spec.Proc),
-		kgo.DialTimeout(2 * time.Second),
+		kgo.DialTimeout(2*time.Second),
 		// A connection the proxy or a broker kill cuts right after a
 		// request is a network fault to retry, not a misconfiguration
 		// (franz-go's default assumption for a first-read EOF).
 		kgo.AlwaysRetryEOF(),
-		kgo.MetadataMinAge(250 * time.Millisecond),
+		kgo.MetadataMinAge(250*time.Millisecond),
 		kgo.RetryBackoffFn(func(n int) time.Duration {
 			return min(50*time.Millisecond*time.Duration(1<<min(n, 3)), 400*time.Millisecond)
 		}),
 		kgo.RecordPartitioner(kgo.ManualPartitioner()),
-	}
+	)
 }
 
 // producerOpts map a ProducerProfile to client options.
@@ -455,6 +467,17 @@ func runPipeline(ctx context.Context, spec WorkerSpec, c *control, rec *Recorder
 	} else {
 		opts = append(opts, kgo.DisableAutoCommit())
 	}
+	blocking := cp.Commit != CommitTxn
+	if blocking {
+		// Rebalance only between one poll's work and the next poll, as
+		// the Java consumer does: a commit then carries the generation
+		// its records were polled in, instead of one the client joined
+		// in the background meanwhile (which could hand the partition
+		// away and back and let a stale batch be committed and
+		// reprocessed). The transactional session aborts on a
+		// rebalance instead.
+		opts = append(opts, kgo.BlockRebalanceOnPoll())
+	}
 
 	var (
 		cl   groupClient
@@ -490,6 +513,9 @@ func runPipeline(ctx context.Context, spec WorkerSpec, c *control, rec *Recorder
 	var n, txn int64
 	maxPoll := max(cp.MaxPollRecords, 1)
 	for !c.stop.Load() && ctx.Err() == nil {
+		if blocking {
+			raw.AllowRebalance() // the previous poll's work is done
+		}
 		pctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
 		fs := cl.PollRecords(pctx, maxPoll)
 		cancel()
