@@ -26,6 +26,7 @@ type verifyOut struct {
 	OK                  bool     `json:"ok"`
 	FaultsInjected      int      `json:"faults_injected"`
 	Drained             bool     `json:"drained"`
+	Notes               []string `json:"notes"`
 	Schedule            []struct {
 		Kind string `json:"kind"`
 	} `json:"schedule"`
@@ -52,6 +53,11 @@ func runVerify(t *testing.T, args ...string) (verifyOut, int, string, time.Durat
 	if code != 2 {
 		if err := json.Unmarshal(stdout.Bytes(), &out); err != nil {
 			t.Fatalf("exit %d, stdout is not one JSON object: %v\n%s\nstderr:\n%s", code, err, stdout.Bytes(), stderr.Bytes())
+		}
+		// Every worker stops when asked, the pipeline catches up and no
+		// transaction is left open: anything else is a note.
+		if len(out.Notes) > 0 || !out.Drained {
+			t.Errorf("drained %v, notes %v", out.Drained, out.Notes)
 		}
 	}
 	return out, code, stderr.String(), took

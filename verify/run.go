@@ -174,6 +174,7 @@ type runner struct {
 	lastFault string
 	phase     string
 	start     time.Time
+	notes     []string
 	dropOn    map[int]float64
 	delayOn   map[int]time.Duration
 	brokerMu  sync.Mutex
@@ -400,7 +401,9 @@ func (r *runner) run(ctx context.Context) (*Report, error) {
 	}
 	fctx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
-	var notes []string
+	r.mu.Lock()
+	notes := append([]string(nil), r.notes...)
+	r.mu.Unlock()
 	for _, t := range []string{r.in, r.out} {
 		fr, err := ReadTopic(fctx, r.admin, t, true)
 		if err != nil {
@@ -460,6 +463,13 @@ func (r *runner) run(ctx context.Context) (*Report, error) {
 }
 
 func round1(f float64) float64 { return math.Round(f*10) / 10 }
+
+// note records something a reader of the report should know.
+func (r *runner) note(format string, args ...any) {
+	r.mu.Lock()
+	r.notes = append(r.notes, fmt.Sprintf(format, args...))
+	r.mu.Unlock()
+}
 
 func (r *runner) setPhase(p string) {
 	r.mu.Lock()
@@ -626,6 +636,7 @@ func (r *runner) stopRole(role string, by time.Time) {
 	for _, in := range ins {
 		if !in.wait(time.Until(by)) {
 			r.logf("%s did not stop in time; killing it", in.proc)
+			r.note("%s did not stop within the drain bound and was killed", in.proc)
 			in.kill()
 			in.wait(5 * time.Second)
 		}

@@ -498,6 +498,10 @@ func runPipeline(ctx context.Context, spec WorkerSpec, c *control, rec *Recorder
 		cl, raw = k, k
 	}
 	defer cl.Close()
+	if blocking {
+		// Close waits for a blocked rebalance: let it go first.
+		defer raw.AllowRebalance()
+	}
 	if pp.Transactional {
 		// Fence the previous instance of this slot now, so its open
 		// transaction (and the offsets pending in it) is aborted before
