@@ -36,7 +36,14 @@ type verifyOut struct {
 // decoded report, the exit status, stderr and the wall time.
 func runVerify(t *testing.T, args ...string) (verifyOut, int, string, time.Duration) {
 	t.Helper()
-	cmd := exec.Command(exactlyBinary(t), append([]string{"verify", "--managed", "--json", "--progress", "never"}, args...)...)
+	return runVerifyOn(t, "--managed", args...)
+}
+
+// runVerifyOn is runVerify with the broker flag given (--managed, or
+// --bootstrap=host:port).
+func runVerifyOn(t *testing.T, broker string, args ...string) (verifyOut, int, string, time.Duration) {
+	t.Helper()
+	cmd := exec.Command(exactlyBinary(t), append([]string{"verify", broker, "--json", "--progress", "never"}, args...)...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	start := time.Now()
@@ -121,6 +128,26 @@ func TestVerifyAtMostOnceLosesButNeverDuplicates(t *testing.T) {
 	}
 	if out.Lost == 0 {
 		t.Fatalf("at-most-once under consumer kills lost nothing: the faults have no teeth: %+v", out)
+	}
+}
+
+// Against an external cluster (here a broker verify did not start) only
+// network faults and client kills are possible; the guarantee is measured
+// the same way.
+func TestVerifyAgainstAnExternalCluster(t *testing.T) {
+	b := startBroker(t, t.TempDir(), freePort(t), "--set", "group.initial.rebalance.delay.ms=0")
+	out, code, stderr, _ := runVerifyOn(t, "--bootstrap="+b.addr, "--mode", "at-least-once",
+		"--faults", "all", "--duration", "10s", "--seed", "2")
+	if code != 0 || !out.OK || out.Lost != 0 || out.Acked < 1000 {
+		t.Fatalf("exit %d: %+v\n%s", code, out, stderr)
+	}
+	for _, f := range out.Schedule {
+		if f.Kind == "broker-kill" {
+			t.Fatal("a broker-kill was scheduled against a broker verify does not own")
+		}
+	}
+	if _, code, _, _ := runVerifyOn(t, "--bootstrap="+b.addr, "--faults", "broker-kill"); code != 2 {
+		t.Fatalf("broker-kill against an external cluster: exit %d, want 2", code)
 	}
 }
 
