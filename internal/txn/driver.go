@@ -453,16 +453,24 @@ func (d *Driver) runJob(j *job) {
 		return
 	}
 	d.failpoint("prepared")
+	// Partitions are independent: write their markers in parallel so a
+	// transaction costs about one fsync, not one per partition.
+	var markers sync.WaitGroup
 	for _, tp := range j.Partitions {
-		d.retry(func() error {
-			err := d.cfg.Markers.WriteTxnMarker(tp, j.ProducerID, j.ProducerEpoch, j.Commit, d.cfg.CoordinatorEpoch)
-			if errors.Is(err, ErrPartitionGone) {
-				return nil
-			}
-			return err
-		}, "writing transaction marker", "transactional_id", j.TxnID, "topic", tp.Topic, "partition", tp.Partition)
-		d.failpoint("marker-written")
+		markers.Add(1)
+		go func() {
+			defer markers.Done()
+			d.retry(func() error {
+				err := d.cfg.Markers.WriteTxnMarker(tp, j.ProducerID, j.ProducerEpoch, j.Commit, d.cfg.CoordinatorEpoch)
+				if errors.Is(err, ErrPartitionGone) {
+					return nil
+				}
+				return err
+			}, "writing transaction marker", "transactional_id", j.TxnID, "topic", tp.Topic, "partition", tp.Partition)
+			d.failpoint("marker-written")
+		}()
 	}
+	markers.Wait()
 	for _, g := range j.Groups {
 		if d.cfg.Offsets == nil {
 			d.log.Warn("transaction staged offsets but there is no group coordinator", "transactional_id", j.TxnID, "group", g)

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"sort"
 	"strconv"
 	"sync"
 	"testing"
@@ -47,10 +48,14 @@ func (f *fakeMarkers) WriteTxnMarker(tp TopicPartition, pid int64, epoch int16, 
 	return nil
 }
 
+// list returns the markers written, sorted: one transaction's partitions
+// get their markers concurrently, so only the set is meaningful.
 func (f *fakeMarkers) list() []string {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return append([]string(nil), f.written...)
+	out := append([]string(nil), f.written...)
+	sort.Strings(out)
+	return out
 }
 
 func itoa(n int64) string { return strconv.FormatInt(n, 10) }
