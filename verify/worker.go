@@ -590,6 +590,15 @@ func runPipeline(ctx context.Context, spec WorkerSpec, c *control, rec *Recorder
 				return err
 			}
 		}
+		// A transactional producer with offsets committed outside its
+		// transaction: the output is atomic, the offsets are not.
+		ownTxn := pp.Transactional && cp.Commit != CommitTxn
+		if ownTxn {
+			txn++
+			if err := raw.BeginTransaction(); err != nil {
+				return err
+			}
+		}
 
 		// Process: one output record per input, same partition.
 		var (
@@ -599,7 +608,7 @@ func runPipeline(ctx context.Context, spec WorkerSpec, c *control, rec *Recorder
 			failed error
 		)
 		curTxn := int64(0)
-		if cp.Commit == CommitTxn {
+		if pp.Transactional {
 			curTxn = txn
 		}
 		for _, r := range records {
@@ -629,6 +638,24 @@ func runPipeline(ctx context.Context, spec WorkerSpec, c *control, rec *Recorder
 		}
 		if cp.Commit != CommitTxn {
 			wg.Wait()
+		}
+		if ownTxn {
+			ectx, cancel := context.WithTimeout(ctx, 30*time.Second)
+			err := raw.EndTransaction(ectx, kgo.TransactionEndTry(failed == nil))
+			cancel()
+			switch {
+			case err != nil:
+				rec.Record(Event{Type: EvTxnUnknown, Txn: txn, Values: outs, Error: err.Error()})
+				if isFenced(err) || isFenced(failed) {
+					return ErrFenced
+				}
+				return fmt.Errorf("ending transaction %d: %w", txn, err)
+			case failed != nil:
+				cnt.aborts.Add(1)
+				rec.Record(Event{Type: EvTxnAbort, Txn: txn, Values: outs})
+			default:
+				rec.Record(Event{Type: EvTxnCommit, Txn: txn, Values: outs})
+			}
 		}
 
 		switch cp.Commit {
