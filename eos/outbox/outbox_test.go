@@ -1,0 +1,303 @@
+package outbox
+
+import (
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/exactly/exactly"
+	"github.com/jackc/pgx/v5"
+	_ "github.com/jackc/pgx/v5/stdlib"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+func pgDSN() string {
+	if v := os.Getenv("EXACTLY_TEST_POSTGRES"); v != "" {
+		return v
+	}
+	return "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
+}
+
+// pgTable gives the test its own schema with an outbox table, dropped at the end.
+func pgTable(t *testing.T) (*sql.DB, Table, string) {
+	t.Helper()
+	db, err := sql.Open("pgx", pgDSN())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	schema := "outbox_" + hex.EncodeToString(b[:])
+	if _, err := db.Exec("CREATE SCHEMA " + schema); err != nil {
+		t.Fatalf("PostgreSQL at %s (set EXACTLY_TEST_POSTGRES): %v", pgDSN(), err)
+	}
+	t.Cleanup(func() {
+		db.Exec("DROP SCHEMA " + schema + " CASCADE")
+		db.Close()
+	})
+	tbl := Table{Name: schema + ".outbox"}
+	if err := tbl.CreateSchema(context.Background(), db); err != nil {
+		t.Fatal(err)
+	}
+	return db, tbl, schema
+}
+
+func TestWriteCommitsWithTransaction(t *testing.T) {
+	ctx := context.Background()
+	db, tbl, _ := pgTable(t)
+	tx, _ := db.Begin()
+	e := &Event{AggregateType: "order", AggregateID: "o-1", Type: "Created", Payload: []byte(`{"a":1}`),
+		Headers: map[string]string{"trace": "x"}}
+	if err := tbl.Write(ctx, tx, e); err != nil {
+		t.Fatal(err)
+	}
+	tx.Rollback()
+	conn, err := pgx.Connect(ctx, pgDSN())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	ptx, _ := conn.Begin(ctx)
+	e2 := &Event{AggregateType: "order", AggregateID: "o-1", Type: "Paid"}
+	if err := tbl.WritePgx(ctx, ptx, e2); err != nil {
+		t.Fatal(err)
+	}
+	if err := ptx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var id, typ string
+	var n int
+	if err := db.QueryRow("SELECT count(*), min(id::text), min(type) FROM "+tbl.Name).Scan(&n, &id, &typ); err != nil {
+		t.Fatal(err)
+	}
+	if n != 1 || id != UUIDString(e2.ID) || typ != "Paid" {
+		t.Fatalf("rows=%d id=%s type=%s; want only the committed event %s", n, id, typ, UUIDString(e2.ID))
+	}
+	if err := tbl.Write(ctx, nil, &Event{}); err == nil {
+		t.Fatal("event without aggregate accepted")
+	}
+}
+
+type published struct {
+	id, agg, value string
+}
+
+// readAll reads topic read_committed until it has at least want records
+// and then a second passes with nothing new (so duplicates beyond want
+// would still be seen).
+func readAll(t *testing.T, addr, topic string, want int) map[int32][]published {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(addr), kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	out := map[int32][]published{}
+	total := 0
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		fs := cl.PollFetches(ctx)
+		cancel()
+		n := 0
+		fs.EachRecord(func(r *kgo.Record) {
+			n++
+			p := published{agg: string(r.Key), value: string(r.Value)}
+			for _, h := range r.Headers {
+				if h.Key == "id" {
+					p.id = string(h.Value)
+				}
+			}
+			out[r.Partition] = append(out[r.Partition], p)
+		})
+		total += n
+		if n == 0 && total >= want {
+			return out
+		}
+	}
+	t.Fatalf("read %d records of %s, want %d", total, topic, want)
+	return nil
+}
+
+// Concurrent writer transactions (some rolled back) while the relay crashes
+// mid-transaction, restarts, and is fenced as a zombie: every committed row
+// is published exactly once, no rolled-back row is, and each aggregate's
+// events arrive in commit order.
+func TestRelayExactlyOnceAcrossCrashes(t *testing.T) {
+	ctx := context.Background()
+	b := exactly.NewTestBroker(t)
+	db, tbl, schema := pgTable(t)
+	topic := "outbox.event.order"
+	{
+		cl, _ := kgo.NewClient(kgo.SeedBrokers(b.Addr()))
+		resp, err := kadm.NewClient(cl).CreateTopic(ctx, 3, 1, nil, topic)
+		cl.Close()
+		if err == nil {
+			err = resp.Err
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	cfg := RelayConfig{DB: db, Table: tbl, Name: "test-" + schema, BatchSize: 7,
+		CheckpointTopic: "checkpoints-" + schema, Kafka: []kgo.Opt{kgo.SeedBrokers(b.Addr())}}
+
+	// Writers: 6 goroutines × 30 transactions over 4 aggregates; every 5th
+	// transaction rolls back; some hold their transaction open a while so
+	// they commit after transactions that started later.
+	const writers, perWriter = 6, 30
+	var wg sync.WaitGroup
+	writeErr := make(chan error, writers)
+	for w := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range perWriter {
+				tx, err := db.BeginTx(ctx, nil)
+				if err != nil {
+					writeErr <- err
+					return
+				}
+				e := &Event{AggregateType: "order", AggregateID: fmt.Sprint("agg-", (w+i)%4), Type: "T",
+					Payload: fmt.Appendf(nil, "w%d-%d", w, i)}
+				if err := tbl.Write(ctx, tx, e); err != nil {
+					tx.Rollback()
+					writeErr <- err
+					return
+				}
+				if i%3 == 0 {
+					time.Sleep(3 * time.Millisecond)
+				}
+				if i%5 == 4 {
+					tx.Rollback()
+					continue
+				}
+				if err := tx.Commit(); err != nil {
+					writeErr <- err
+					return
+				}
+			}
+		}()
+	}
+	writersDone := make(chan struct{})
+	go func() { wg.Wait(); close(writersDone) }()
+
+	// The relay: crash mid-transaction, restart, leave a zombie behind.
+	zombies := 0
+	for round := 0; ; round++ {
+		r, err := NewRelay(ctx, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for range 3 {
+			if _, err := r.PublishBatch(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+		switch round % 3 {
+		case 0: // crash with a produced, uncommitted transaction
+			r.crashBeforeCommit = true
+			r.PublishBatch(ctx)
+			r.Close()
+		case 1: // zombie: a new instance starts while the old is mid-batch
+			r.crashBeforeCommit = true
+			n, _ := r.PublishBatch(ctx)
+			r2, err := NewRelay(ctx, cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			zombies += min(n, 1)
+			if err := r.cl.EndTransaction(ctx, kgo.TryCommit); n > 0 && err == nil {
+				t.Fatal("zombie relay committed after being fenced")
+			}
+			r.Close()
+			r2.Close()
+		default:
+			r.Close()
+		}
+		time.Sleep(30 * time.Millisecond) // let rows accumulate between rounds
+		select {
+		case <-writersDone:
+		default:
+			continue
+		}
+		break
+	}
+	t.Logf("fenced %d zombie relays holding a batch", zombies)
+	if zombies == 0 {
+		t.Error("no zombie relay held a batch: the fencing path went untested")
+	}
+	close(writeErr)
+	for err := range writeErr {
+		t.Fatal(err)
+	}
+	// Drain with a final relay.
+	var maxSeq int64
+	db.QueryRow("SELECT coalesce(max(seq), 0) FROM " + tbl.Name).Scan(&maxSeq)
+	r, err := NewRelay(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for r.Position() < maxSeq {
+		if _, err := r.PublishBatch(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r.Close()
+
+	// Expected: committed rows in seq (= commit) order.
+	rows, err := db.Query("SELECT id::text, aggregateid FROM " + tbl.Name + " ORDER BY seq")
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantByAgg := map[string][]string{}
+	want := 0
+	for rows.Next() {
+		var id, agg string
+		rows.Scan(&id, &agg)
+		wantByAgg[agg] = append(wantByAgg[agg], id)
+		want++
+	}
+	rows.Close()
+	if want != writers*perWriter*4/5 {
+		t.Fatalf("%d committed rows, want %d", want, writers*perWriter*4/5)
+	}
+
+	got := readAll(t, b.Addr(), topic, want)
+	count := map[string]int{}
+	gotByAgg := map[string][]string{}
+	aggPart := map[string]int32{}
+	for p, recs := range got {
+		for _, rec := range recs {
+			count[rec.id]++
+			gotByAgg[rec.agg] = append(gotByAgg[rec.agg], rec.id)
+			if q, ok := aggPart[rec.agg]; ok && q != p {
+				t.Errorf("aggregate %s on partitions %d and %d", rec.agg, q, p)
+			}
+			aggPart[rec.agg] = p
+		}
+	}
+	total := 0
+	for id, n := range count {
+		total += n
+		if n != 1 {
+			t.Errorf("event %s published %d times", id, n)
+		}
+	}
+	if total != want {
+		t.Errorf("published %d events, want %d", total, want)
+	}
+	for agg, ids := range wantByAgg {
+		if fmt.Sprint(gotByAgg[agg]) != fmt.Sprint(ids) {
+			t.Errorf("aggregate %s: order differs from commit order\n got %v\nwant %v", agg, gotByAgg[agg], ids)
+		}
+	}
+}
