@@ -128,8 +128,10 @@ func (b *Broker) startGroups() error {
 		ConsumerMaxGroupSize:      int(b.brokerInt("group.consumer.max.size")),
 		OffsetsRetention:          time.Duration(b.brokerInt("offsets.retention.minutes")) * time.Minute,
 		NewID:                     newUUID,
+		GenerationBase:            b.catalog.GroupGenerationsReserved(),
 	}
 	coord, err := group.Start(group.Options{
+		ReserveGenerations:     b.catalog.ReserveGroupGenerations,
 		Partition:              p,
 		Topics:                 catalogTopics{b.catalog},
 		Config:                 cfg,

@@ -57,6 +57,9 @@ type catalogFile struct {
 	ClusterID     string            `json:"cluster_id"`
 	Topics        []*Topic          `json:"topics"`
 	BrokerConfigs map[string]string `json:"broker_configs,omitempty"`
+	// GroupGenerations is the highest classic group generation the group
+	// coordinator may have handed out (reserved ahead in blocks).
+	GroupGenerations int32 `json:"group_generations,omitempty"`
 }
 
 // Catalog is the durable topic and config catalog.
@@ -70,6 +73,7 @@ type Catalog struct {
 	byName    map[string]*Topic
 	byID      map[TopicID]*Topic
 	dynamic   map[string]string
+	groupGens int32
 }
 
 const catalogName = "cluster.json"
@@ -106,6 +110,7 @@ func OpenCatalog(fsys vfs.FS, dir string, static map[string]string) (*Catalog, e
 		return nil, fmt.Errorf("reading %s: %w", filepath.Join(dir, catalogName), err)
 	}
 	c.clusterID = cf.ClusterID
+	c.groupGens = cf.GroupGenerations
 	for _, t := range cf.Topics {
 		c.byName[t.Name] = t
 		c.byID[t.ID] = t
@@ -132,7 +137,7 @@ func newTopicID() TopicID {
 
 // persistLocked rewrites the catalog file atomically. c.mu must be held.
 func (c *Catalog) persistLocked() error {
-	cf := catalogFile{ClusterID: c.clusterID, BrokerConfigs: c.dynamic}
+	cf := catalogFile{ClusterID: c.clusterID, BrokerConfigs: c.dynamic, GroupGenerations: c.groupGens}
 	for _, t := range c.byName {
 		cf.Topics = append(cf.Topics, t)
 	}
@@ -456,4 +461,29 @@ func (c *Catalog) TopicConfig(t *Topic, key string) (string, ConfigSource) {
 		}
 	}
 	return d.Default, SourceDefault
+}
+
+// GroupGenerationsReserved is the generation reservation recorded before
+// the last stop: every classic group generation handed out is at most this.
+func (c *Catalog) GroupGenerationsReserved() int32 {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.groupGens
+}
+
+// ReserveGroupGenerations durably records that group generations up to
+// upto may be handed out, so a restarted coordinator starts above them.
+func (c *Catalog) ReserveGroupGenerations(upto int32) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if upto <= c.groupGens {
+		return nil
+	}
+	old := c.groupGens
+	c.groupGens = upto
+	if err := c.persistLocked(); err != nil {
+		c.groupGens = old
+		return err
+	}
+	return nil
 }

@@ -558,7 +558,13 @@ func (m *Machine) completeJoin(g *group) {
 		g.joinTimer = m.schedule(m.now.Add(g.maxRebalanceTimeout()), tJoin, g.name, "")
 		return
 	}
+	if g.generation < m.cfg.GenerationBase {
+		g.generation = m.cfg.GenerationBase
+	}
 	g.generation++
+	if g.generation > m.maxGeneration {
+		m.maxGeneration = g.generation
+	}
 	if len(g.members) == 0 {
 		g.protocolName, g.leader = "", ""
 		g.setState(stateEmpty, m.now)

@@ -40,7 +40,17 @@ type Options struct {
 	// TopicSweepInterval is how often offsets of deleted topics are
 	// dropped. Zero means 5 seconds.
 	TopicSweepInterval time.Duration
+	// ReserveGenerations durably records that classic generations up to
+	// upto may be handed out; the broker passes the last reservation back
+	// as Config.GenerationBase after a restart. Nil: no reservation
+	// (generations restart from Config.GenerationBase).
+	ReserveGenerations func(upto int32) error
 }
+
+// generationMargin: a new reservation is written while at least this many
+// generations are still reserved, so the loop never hands out one that is
+// not covered (each event raises generations by a handful at most).
+const generationMargin = 500
 
 // Coordinator runs a Machine: one goroutine owns it and serializes every
 // request, timer and persistence result into it; a second waits for
@@ -50,9 +60,10 @@ type Options struct {
 // transaction operations) must not be called from a server.Handler's
 // Handle (they block until durable); Submit never blocks for long.
 type Coordinator struct {
-	opts Options
-	p    *partition.Partition
-	log  *slog.Logger
+	opts     Options
+	reserved int32 // generations durably reserved (ReserveGenerations)
+	p        *partition.Partition
+	log      *slog.Logger
 
 	events chan func(now time.Time)
 	quit   chan struct{}
@@ -128,6 +139,12 @@ func Start(opts Options) (*Coordinator, error) {
 		events: make(chan func(time.Time), 1024), quit: make(chan struct{}), done: make(chan struct{}),
 		syncKick: make(chan struct{}, 1), durable: make(chan durableResult), syncQuit: make(chan struct{}), syncDone: make(chan struct{}),
 		waiting: map[Token]waiting{}, sinceSnapshot: n,
+	}
+	if opts.ReserveGenerations != nil {
+		c.reserved = m.MaxGeneration() + 2*generationMargin
+		if err := opts.ReserveGenerations(c.reserved); err != nil {
+			return nil, fmt.Errorf("group: reserving generations: %w", err)
+		}
 	}
 	c.log.Info("group coordinator started", "replayed_records", n, "groups", len(m.groups), "live_offsets", m.LiveRecords())
 	go c.syncLoop()
@@ -335,7 +352,22 @@ func (c *Coordinator) run() {
 			return
 		}
 		c.maybeCompact()
+		c.maybeReserveGenerations()
 	}
+}
+
+// maybeReserveGenerations extends the durable generation reservation
+// before the machine can run past it.
+func (c *Coordinator) maybeReserveGenerations() {
+	if c.opts.ReserveGenerations == nil || c.m.MaxGeneration() < c.reserved-generationMargin {
+		return
+	}
+	next := c.m.MaxGeneration() + 2*generationMargin
+	if err := c.opts.ReserveGenerations(next); err != nil {
+		c.log.Error("reserving group generations failed", "err", err)
+		return
+	}
+	c.reserved = next
 }
 
 // handle carries out one Output: append what must be persisted, send

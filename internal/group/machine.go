@@ -11,6 +11,14 @@ import (
 
 // Config holds the coordinator's tunables, named after Kafka's broker keys.
 type Config struct {
+	// GenerationBase is the floor for classic group generations: a group's
+	// next generation is above it. The driver passes a value durably
+	// reserved above every generation handed out before a restart, since
+	// group membership is not persisted: without it a restarted broker
+	// would hand out generation 1 again, and a member still holding a
+	// pre-restart generation would look newer than the real owner to
+	// client-side sticky assignors.
+	GenerationBase int32
 	// MinSessionTimeout and MaxSessionTimeout bound a classic member's
 	// session timeout (group.min/max.session.timeout.ms).
 	MinSessionTimeout, MaxSessionTimeout time.Duration
@@ -137,6 +145,8 @@ type Machine struct {
 
 	timers   timerHeap
 	timerSeq uint64
+
+	maxGeneration int32 // highest classic generation handed out
 
 	seq     uint64 // last Persist.Seq handed out
 	pending []pendingPersist
@@ -736,3 +746,7 @@ func (m *Machine) DropDeletedTopics(now time.Time) Output {
 	m.persist(recs, nil)
 	return m.end()
 }
+
+// MaxGeneration is the highest classic group generation handed out (at
+// least GenerationBase).
+func (m *Machine) MaxGeneration() int32 { return max(m.maxGeneration, m.cfg.GenerationBase) }
