@@ -10,11 +10,11 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
-// TestGroupGenerationsGrowAcrossRestart: group membership is not persisted,
-// but generations handed out after a restart are above every one handed
-// out before, so a member still holding a pre-restart generation can never
-// look newer than the group's real owners (sticky assignors trust the
-// higher generation).
+// TestGroupGenerationsGrowAcrossRestart: generations handed out after a
+// restart are above every one handed out before (the emptied group's
+// membership record and the catalog's reservation both carry them), so a
+// member still holding a pre-restart generation can never look newer than
+// the group's real owners (sticky assignors trust the higher generation).
 func TestGroupGenerationsGrowAcrossRestart(t *testing.T) {
 	dir := t.TempDir()
 	gen := func(addr string) int32 {

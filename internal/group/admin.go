@@ -165,6 +165,10 @@ func (m *Machine) deleteGroups(tok Token, req *kmsg.DeleteGroupsRequest) {
 			// Dead at once (joins and commits are refused), gone once
 			// the tombstones are durable.
 			g.setState(stateDead, m.now)
+			if g.meta != nil || g.kind == kindClassic {
+				recs = append(recs, record{kind: recGroupMeta, group: name, delete: true})
+				g.meta = nil
+			}
 			g.eachOffset(func(topic string, p int32, _ Offset) {
 				recs = append(recs, record{kind: recOffset, group: name, topic: topic, partition: p, delete: true})
 			})
@@ -182,5 +186,5 @@ func (m *Machine) deleteGroups(tok Token, req *kmsg.DeleteGroupsRequest) {
 		}
 		resp.Groups = append(resp.Groups, rg)
 	}
-	m.persist(recs, &Reply{Token: tok, Response: resp})
+	m.persist(recs, Reply{Token: tok, Response: resp})
 }

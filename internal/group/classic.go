@@ -419,7 +419,8 @@ func (m *Machine) replaceStatic(g *group, old *member, client Client, req *kmsg.
 		m.armSession(g, old)
 		// KIP-814: a static leader that rejoins keeps the current
 		// assignment; it gets the member list but must not reassign.
-		m.reply(w.tok, m.joinResponse(g, old, w.version, isLeader, isLeader))
+		// The new member id is durable before the member learns it.
+		m.persistMembership(g, Reply{Token: w.tok, Response: m.joinResponse(g, old, w.version, isLeader, isLeader)})
 	case statePreparing:
 		m.updateMember(g, old, req, session, rebalance, w)
 		m.maybeCompleteJoin(g)
@@ -568,6 +569,9 @@ func (m *Machine) completeJoin(g *group) {
 	if len(g.members) == 0 {
 		g.protocolName, g.leader = "", ""
 		g.setState(stateEmpty, m.now)
+		if g.kind == kindClassic {
+			m.persistMembership(g) // a restart must not bring the members back
+		}
 		return
 	}
 	if mem := g.members[g.leader]; mem == nil || mem.join == nil {
@@ -713,14 +717,18 @@ func (m *Machine) syncGroup(tok Token, req *kmsg.SyncGroupRequest) {
 			}
 		}
 		g.setState(stateStable, m.now)
+		// The generation is answered only once it is durable, so a
+		// restarted broker knows every member a client was told about.
+		var replies []Reply
 		for _, id := range g.order {
 			other := g.members[id]
 			if other.sync == nil {
 				continue
 			}
-			m.reply(other.sync.tok, m.syncResponse(g, other, other.sync.version))
+			replies = append(replies, Reply{Token: other.sync.tok, Response: m.syncResponse(g, other, other.sync.version)})
 			other.sync = nil
 		}
+		m.persistMembership(g, replies...)
 		m.maybeAllSynced(g)
 	case stateStable:
 		mem.synced = true

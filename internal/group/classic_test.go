@@ -59,6 +59,11 @@ func TestTranscriptClassicJoinSyncCommit(t *testing.T) {
 		t.Fatal("follower sync answered before the leader's")
 	}
 	s1 := h.send("c1", syncReq("g", m1, nil, 1, m1+"=p0", m2+"=p1"))
+	h.note("the generation is answered once its membership is durable")
+	if !h.pending(s1) || !h.pending(s2) {
+		t.Fatal("sync answered before the membership record was durable")
+	}
+	h.durable()
 	if got := string(h.reply(s2).(*kmsg.SyncGroupResponse).MemberAssignment); got != "p1" {
 		t.Fatalf("follower got assignment %q", got)
 	}
@@ -181,6 +186,10 @@ func TestTranscriptStaticMembership(t *testing.T) {
 	h.send("c2", syncReq("g", m2, i2, r1.Generation))
 	h.note("inst-2 restarts (new process, no member id): it takes over without a rebalance")
 	j := h.send("c2b", joinReq("g", "", i2, "range:t"))
+	if !h.pending(j) {
+		t.Fatal("static replacement answered before its new member id was durable")
+	}
+	h.durable()
 	r, _ := joinCode(h, j)
 	if r.Generation != r1.Generation || r.MemberID == m2 {
 		t.Fatalf("static rejoin: %s", render(r, h.topics))

@@ -149,6 +149,8 @@ func Start(opts Options) (*Coordinator, error) {
 	c.log.Info("group coordinator started", "replayed_records", n, "groups", len(m.groups), "live_offsets", m.LiveRecords())
 	go c.syncLoop()
 	go c.run()
+	// Replayed members' session deadlines are armed: start the clock.
+	c.enqueue(func(now time.Time) { c.handle(now, c.m.Tick(now)) })
 	return c, nil
 }
 

@@ -3,6 +3,8 @@ package group
 import (
 	"sort"
 	"time"
+
+	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
 // kind is which membership protocol a group uses. A group holding only
@@ -68,6 +70,9 @@ type group struct {
 	delaying       bool
 	delayRemaining time.Duration
 	delayNewMember bool
+	// meta is the membership last written to __consumer_offsets (nil if
+	// none, or if the group was empty then); snapshots restate it.
+	meta *kmsg.GroupMetadataValue
 
 	// KIP-848 protocol.
 	cg *cgroup

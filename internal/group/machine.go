@@ -220,13 +220,11 @@ func (m *Machine) reply(tok Token, resp kmsg.Response) {
 	m.out.Replies = append(m.out.Replies, Reply{Token: tok, Response: resp})
 }
 
-// persist hands recs out for persistence; reply (if non-nil) is sent when
-// they are durable and applied. All records of one step share one Persist.
-func (m *Machine) persist(recs []record, reply *Reply) {
+// persist hands recs out for persistence; replies are sent when they are
+// durable and applied. All records of one step share one Persist.
+func (m *Machine) persist(recs []record, replies ...Reply) {
 	if len(recs) == 0 {
-		if reply != nil {
-			m.out.Replies = append(m.out.Replies, *reply)
-		}
+		m.out.Replies = append(m.out.Replies, replies...)
 		return
 	}
 	if m.out.Persist == nil {
@@ -239,9 +237,7 @@ func (m *Machine) persist(recs []record, reply *Reply) {
 		m.out.Persist.Records = append(m.out.Persist.Records, recs[i].encode())
 	}
 	pp.recs = append(pp.recs, recs...)
-	if reply != nil {
-		pp.replies = append(pp.replies, *reply)
-	}
+	pp.replies = append(pp.replies, replies...)
 }
 
 // Handle serves one Kafka request. tok identifies it in the Output (its
@@ -400,6 +396,10 @@ func (m *Machine) Replay(now time.Time, key, value []byte) error {
 		return err
 	}
 	m.now = now
+	if r.kind == recGroupMeta {
+		m.loadMembership(&r)
+		return nil
+	}
 	m.apply(&r)
 	return nil
 }
@@ -467,6 +467,9 @@ func (m *Machine) apply(r *record) {
 			}
 		}
 		m.maybeDropGroup(g)
+	case recGroupMeta:
+		// Live membership is already in memory; the record only
+		// matters to a replay (loadMembership).
 	}
 }
 
@@ -493,8 +496,8 @@ func (m *Machine) maybeDropGroup(g *group) {
 	}
 }
 
-// SnapshotRecords restates the whole durable state (committed and staged
-// offsets) as records. Written to the log and made durable, they make
+// SnapshotRecords restates the whole durable state (classic membership,
+// committed and staged offsets) as records. Written to the log and made durable, they make
 // everything before them redundant, which is how the offsets log is kept
 // from growing forever. Call only with nothing pending (see Pending), so
 // the snapshot holds every record the log holds.
@@ -507,6 +510,10 @@ func (m *Machine) SnapshotRecords() []KV {
 	var out []KV
 	for _, name := range names {
 		g := m.groups[name]
+		if g.meta != nil {
+			r := record{kind: recGroupMeta, group: name, meta: g.meta}
+			out = append(out, r.encode())
+		}
 		g.eachOffset(func(topic string, p int32, o Offset) {
 			r := record{kind: recOffset, group: name, topic: topic, partition: p, val: o}
 			out = append(out, r.encode())
@@ -531,6 +538,9 @@ func (m *Machine) SnapshotRecords() []KV {
 func (m *Machine) LiveRecords() int {
 	n := 0
 	for _, g := range m.groups {
+		if g.meta != nil {
+			n++
+		}
 		for _, ps := range g.offsets {
 			n += len(ps)
 		}
@@ -608,7 +618,7 @@ func (m *Machine) ExpireOffsets(now time.Time) Output {
 		})
 	}
 	m.stats.ExpiredOffsets += uint64(len(recs))
-	m.persist(recs, nil)
+	m.persist(recs)
 	return m.end()
 }
 
@@ -629,6 +639,12 @@ func failHeld(resp kmsg.Response, code int16) {
 		for i := range r.Groups {
 			r.Groups[i].ErrorCode = code
 		}
+	case *kmsg.SyncGroupResponse:
+		r.ErrorCode = code
+		r.MemberAssignment = []byte{}
+	case *kmsg.JoinGroupResponse:
+		r.ErrorCode = code
+		r.Members = nil
 	}
 }
 
@@ -743,7 +759,7 @@ func (m *Machine) DropDeletedTopics(now time.Time) Output {
 			}
 		})
 	}
-	m.persist(recs, nil)
+	m.persist(recs)
 	return m.end()
 }
 

@@ -143,7 +143,7 @@ func (m *Machine) offsetCommit(tok Token, req *kmsg.OffsetCommitRequest) {
 				val: Offset{Offset: rp.Offset, LeaderEpoch: le, Metadata: meta, CommitTime: m.now.UnixMilli()}})
 		}
 	}
-	m.persist(recs, &Reply{Token: tok, Response: resp})
+	m.persist(recs, Reply{Token: tok, Response: resp})
 }
 
 // fetchTopic is one topic of an OffsetFetch, by name or (v10+) id.
@@ -411,5 +411,5 @@ func (m *Machine) offsetDelete(tok Token, req *kmsg.OffsetDeleteRequest) {
 		}
 		resp.Topics = append(resp.Topics, st)
 	}
-	m.persist(recs, &Reply{Token: tok, Response: resp})
+	m.persist(recs, Reply{Token: tok, Response: resp})
 }

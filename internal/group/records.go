@@ -3,8 +3,11 @@ package group
 // On-disk records of __consumer_offsets.
 //
 // Plain offset commits use Kafka's own schema (OffsetCommitKey version 1,
-// OffsetCommitValue version 3, a null value as tombstone), so the topic
-// reads like Kafka's to anyone who decodes it. Transactional staging has no
+// OffsetCommitValue version 3, a null value as tombstone), and so does
+// classic group membership (GroupMetadataKey version 2, GroupMetadataValue
+// version 3: generation, protocol, leader, members with their subscription
+// and assignment; null when the group is deleted), so the topic reads like
+// Kafka's to anyone who decodes it. Transactional staging has no
 // Kafka equivalent in this shape (Kafka writes transactional batches plus
 // control markers per offsets partition; here a transaction completes per
 // group), so it uses key versions Kafka never wrote:
@@ -30,7 +33,7 @@ import (
 const (
 	keyOffsetV0  = 0
 	keyOffsetV1  = 1
-	keyGroupMeta = 2 // Kafka's group metadata; never written here, skipped on replay
+	keyGroupMeta = 2 // Kafka's group metadata: classic membership
 	keyTxnOffset = 1000
 	keyTxnMarker = 1001
 )
@@ -45,7 +48,8 @@ const (
 	recOffset recKind = iota + 1
 	recTxnOffset
 	recTxnMarker
-	recSkip // a record kind this broker does not use (Kafka group metadata)
+	recGroupMeta // classic group membership as of its last completed rebalance
+	recSkip      // a record kind this broker does not use (KIP-848 group records)
 )
 
 // record is one decoded __consumer_offsets record.
@@ -58,7 +62,8 @@ type record struct {
 	delete    bool // tombstone (recOffset, recTxnOffset)
 	epoch     int16
 	val       Offset
-	commit    bool // recTxnMarker
+	commit    bool                     // recTxnMarker
+	meta      *kmsg.GroupMetadataValue // recGroupMeta (nil with delete)
 }
 
 // Offset is one committed (or staged) offset with what Kafka stores with it.
@@ -117,6 +122,13 @@ func (r *record) encode() KV {
 			v[0] = 1
 		}
 		return KV{Key: k, Value: v}
+	case recGroupMeta:
+		k := kmsg.GroupMetadataKey{Version: keyGroupMeta, Group: r.group}
+		kv := KV{Key: k.AppendTo(nil)}
+		if !r.delete {
+			kv.Value = r.meta.AppendTo(nil)
+		}
+		return kv
 	}
 	panic(fmt.Sprintf("group: encoding record kind %d", r.kind))
 }
@@ -165,8 +177,8 @@ func (r *reader) str() string {
 
 func (r *reader) done() bool { return !r.bad && len(r.b) == 0 }
 
-// decodeRecord parses one stored record. Unknown Kafka record kinds (group
-// metadata and KIP-848 records another broker might have written) decode as
+// decodeRecord parses one stored record. Kafka record kinds this broker does
+// not use (KIP-848 records another broker might have written) decode as
 // recSkip; anything malformed is ErrBadRecord.
 func decodeRecord(key, value []byte) (record, error) {
 	if len(key) < 2 {
@@ -218,8 +230,24 @@ func decodeRecord(key, value []byte) (record, error) {
 		}
 		r.commit = value[0] == 1
 		return r, nil
+	case keyGroupMeta:
+		var k kmsg.GroupMetadataKey
+		if err := k.ReadFrom(key); err != nil {
+			return record{}, fmt.Errorf("%w: group metadata key: %v", ErrBadRecord, err)
+		}
+		r := record{kind: recGroupMeta, group: k.Group}
+		if value == nil {
+			r.delete = true
+			return r, nil
+		}
+		v := kmsg.NewGroupMetadataValue()
+		if err := v.ReadFrom(value); err != nil {
+			return record{}, fmt.Errorf("%w: group metadata value: %v", ErrBadRecord, err)
+		}
+		r.meta = &v
+		return r, nil
 	default:
-		if ver >= keyGroupMeta && ver < keyTxnOffset {
+		if ver > keyGroupMeta && ver < keyTxnOffset {
 			return record{kind: recSkip}, nil
 		}
 		return record{}, fmt.Errorf("%w: key version %d", ErrBadRecord, ver)

@@ -285,6 +285,16 @@ func renderRecord(r record) string {
 		return fmt.Sprintf("txn(pid%d %s/%s/%d=%d)", r.pid, r.group, r.topic, r.partition, r.val.Offset)
 	case recTxnMarker:
 		return fmt.Sprintf("marker(pid%d %s commit=%v)", r.pid, r.group, r.commit)
+	case recGroupMeta:
+		if r.delete {
+			return fmt.Sprintf("delgroup(%s)", r.group)
+		}
+		var ms []string
+		for _, mem := range r.meta.Members {
+			ms = append(ms, fmt.Sprintf("%s/%s", mem.MemberID, strp(mem.InstanceID)))
+		}
+		return fmt.Sprintf("members(%s gen=%d protocol=%s leader=%s [%s])", r.group, r.meta.Generation,
+			strp(r.meta.Protocol), strp(r.meta.Leader), strings.Join(ms, " "))
 	}
 	return "?"
 }

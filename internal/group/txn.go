@@ -82,7 +82,7 @@ func (m *Machine) StageTxnOffsets(now time.Time, tok Token, producerID int64, pr
 			topic: o.Topic, partition: o.Partition,
 			val: Offset{Offset: o.Offset, LeaderEpoch: o.LeaderEpoch, Metadata: o.Metadata, CommitTime: now.UnixMilli()}})
 	}
-	m.persist(recs, &Reply{Token: tok})
+	m.persist(recs, Reply{Token: tok})
 	return m.end()
 }
 
@@ -100,7 +100,7 @@ func (m *Machine) CompleteTxn(now time.Time, tok Token, producerID int64, group 
 	if g := m.groups[group]; g != nil && g.txn[producerID] != nil {
 		recs = append(recs, record{kind: recTxnMarker, pid: producerID, group: group, commit: commit})
 	}
-	m.persist(recs, &Reply{Token: tok})
+	m.persist(recs, Reply{Token: tok})
 	return m.end()
 }
 
