@@ -204,18 +204,18 @@ func TestRelayExactlyOnceAcrossCrashes(t *testing.T) {
 		}
 		switch round % 3 {
 		case 0: // crash with a produced, uncommitted transaction
-			r.crashBeforeCommit = true
+			r.k.crashBeforeCommit = true
 			r.PublishBatch(ctx)
 			r.Close()
 		case 1: // zombie: a new instance starts while the old is mid-batch
-			r.crashBeforeCommit = true
+			r.k.crashBeforeCommit = true
 			n, _ := r.PublishBatch(ctx)
 			r2, err := NewRelay(ctx, cfg)
 			if err != nil {
 				t.Fatal(err)
 			}
 			zombies += min(n, 1)
-			if err := r.cl.EndTransaction(ctx, kgo.TryCommit); n > 0 && err == nil {
+			if err := r.k.cl.EndTransaction(ctx, kgo.TryCommit); n > 0 && err == nil {
 				t.Fatal("zombie relay committed after being fenced")
 			}
 			r.Close()

@@ -2,18 +2,15 @@ package outbox
 
 import (
 	"context"
-	"crypto/rand"
 	"database/sql"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"strconv"
-	"sync"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
@@ -39,12 +36,21 @@ type RelayConfig struct {
 	BatchSize int
 	// PollInterval is the wait after an empty poll; default 200ms.
 	PollInterval time.Duration
+	// DeletePublished makes Run delete published rows (seq up to the
+	// committed position) after each Kafka commit, so the table does not
+	// grow forever. Off by default: some want the rows as an audit log.
+	DeletePublished bool
+	// DeleteBatch bounds the rows one DELETE statement removes, so cleanup
+	// never holds many row locks or one long transaction; default 1000.
+	DeleteBatch int
+	// Logger receives Run's errors and restarts; nil discards them.
+	Logger *slog.Logger
 }
 
 // DefaultCheckpointTopic is RelayConfig.CheckpointTopic's default.
 const DefaultCheckpointTopic = "exactly.outbox.relay.checkpoints"
 
-// Relay publishes committed outbox rows to Kafka exactly once.
+// Relay publishes committed outbox rows to Kafka exactly once by polling.
 //
 // Position: the relay's cursor is the last published seq, stored as a
 // record (key Name, value seq) in the checkpoint topic and produced INSIDE
@@ -54,8 +60,10 @@ const DefaultCheckpointTopic = "exactly.outbox.relay.checkpoints"
 //     producer id, which fences any older instance with the same Name (its
 //     open transaction is aborted, its later commits fail), and gives a
 //     known offset below which every checkpoint is decided;
-//  2. reads the checkpoint topic read_committed up to that marker and takes
-//     the last position for Name.
+//  2. reads the checkpoint topic read_committed backwards from that marker,
+//     in growing chunks, until it finds its own newest position (so a
+//     start reads about as far back as its last checkpoint, not the whole
+//     topic; a position found far back is rewritten to keep it so).
 //
 // So a crash at any point either committed events+position (skipped on
 // restart) or neither (republished in a fresh transaction); a zombie cannot
@@ -64,17 +72,15 @@ const DefaultCheckpointTopic = "exactly.outbox.relay.checkpoints"
 // one aggregate share a key, hence a partition, and are produced in seq order
 // by one idempotent producer, so per-aggregate order holds.
 //
-// The checkpoint topic is created with infinite retention (losing the last
-// checkpoint would republish everything) and is read from its start on each
-// restart: it grows by one record per batch until compaction exists.
+// The checkpoint topic is created with infinite retention: losing the last
+// checkpoint would republish everything.
 type Relay struct {
 	cfg RelayConfig
-	cl  *kgo.Client
+	k   *txnPublisher
 	pos int64
-
-	// crashBeforeCommit, set by tests, makes PublishBatch produce a batch
-	// and return without ending the transaction, as a crash would.
-	crashBeforeCommit bool
+	// deleted is the seq up to which published rows are known deleted.
+	deleted int64
+	log     *slog.Logger
 }
 
 // NewRelay connects, fences older instances of the relay and recovers its
@@ -83,14 +89,15 @@ func NewRelay(ctx context.Context, cfg RelayConfig) (*Relay, error) {
 	if cfg.DB == nil || cfg.Name == "" {
 		return nil, errors.New("outbox: relay needs DB and Name")
 	}
-	if _, err := cfg.Table.name(); err != nil {
+	n, err := cfg.Table.name()
+	if err != nil {
 		return nil, err
 	}
 	if cfg.CheckpointTopic == "" {
 		cfg.CheckpointTopic = DefaultCheckpointTopic
 	}
 	if cfg.Topic == nil {
-		cfg.Topic = func(e *Event) string { return "outbox.event." + e.AggregateType }
+		cfg.Topic = DefaultTopic
 	}
 	if cfg.BatchSize <= 0 {
 		cfg.BatchSize = 500
@@ -98,98 +105,42 @@ func NewRelay(ctx context.Context, cfg RelayConfig) (*Relay, error) {
 	if cfg.PollInterval <= 0 {
 		cfg.PollInterval = 200 * time.Millisecond
 	}
-	r := &Relay{cfg: cfg}
+	if cfg.DeleteBatch <= 0 {
+		cfg.DeleteBatch = 1000
+	}
+	r := &Relay{cfg: cfg, log: cfg.Logger}
+	if r.log == nil {
+		r.log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	// Fail at start, not at the first poll, when the table is missing.
+	if _, err := cfg.DB.ExecContext(ctx, `SELECT seq, id, aggregatetype, aggregateid, type, payload, headers FROM `+n+` LIMIT 0`); err != nil {
+		return nil, fmt.Errorf("outbox: table %s: %w", n, err)
+	}
+	r.k = newTxnPublisher(cfg.Kafka, "exactly-outbox-relay-"+cfg.Name, cfg.CheckpointTopic, cfg.Name)
 	if err := r.start(ctx); err != nil {
 		return nil, err
 	}
 	return r, nil
 }
 
+// DefaultTopic is the default route: "outbox.event.<aggregatetype>", as
+// Debezium's outbox event router.
+func DefaultTopic(e *Event) string { return "outbox.event." + e.AggregateType }
+
 func (r *Relay) start(ctx context.Context) error {
-	cl, err := kgo.NewClient(append(append([]kgo.Opt{}, r.cfg.Kafka...),
-		kgo.TransactionalID("exactly-outbox-relay-"+r.cfg.Name),
-		kgo.RequiredAcks(kgo.AllISRAcks()),
-		kgo.TransactionTimeout(time.Minute),
-		// Keys must pick partitions the same way every time so one
-		// aggregate stays on one partition.
-		kgo.RecordPartitioner(kgo.StickyKeyPartitioner(nil)),
-	)...)
+	v, err := r.k.open(ctx)
 	if err != nil {
 		return err
 	}
-	r.cl = cl
-	resp, err := kadm.NewClient(cl).CreateTopic(ctx, 1, -1, map[string]*string{"retention.ms": ptr("-1")}, r.cfg.CheckpointTopic)
-	if err == nil {
-		err = resp.Err
-	}
-	if err != nil && !errors.Is(err, kerr.TopicAlreadyExists) {
-		cl.Close()
-		return fmt.Errorf("outbox: creating checkpoint topic: %w", err)
-	}
-	var nonce [8]byte
-	_, _ = rand.Read(nonce[:])
-	marker := "marker:" + hex.EncodeToString(nonce[:])
-	if err := cl.BeginTransaction(); err != nil {
-		cl.Close()
-		return err
-	}
-	res := cl.ProduceSync(ctx, &kgo.Record{Topic: r.cfg.CheckpointTopic, Partition: 0, Key: []byte(r.cfg.Name), Value: []byte(marker)})
-	if err := res.FirstErr(); err != nil {
-		_ = cl.EndTransaction(ctx, kgo.TryAbort)
-		cl.Close()
-		return fmt.Errorf("outbox: writing start marker: %w", err)
-	}
-	if err := cl.EndTransaction(ctx, kgo.TryCommit); err != nil {
-		cl.Close()
-		return fmt.Errorf("outbox: committing start marker: %w", err)
-	}
-	pos, err := r.readPosition(ctx, res[0].Record.Offset, marker)
-	if err != nil {
-		cl.Close()
-		return err
+	pos := int64(0)
+	if v != nil {
+		if pos, err = strconv.ParseInt(string(v), 10, 64); err != nil {
+			r.k.close()
+			return fmt.Errorf("outbox: checkpoint %q of relay %s is not a seq (is a CDC relay using the same name?)", v, r.cfg.Name)
+		}
 	}
 	r.pos = pos
 	return nil
-}
-
-func ptr[T any](v T) *T { return &v }
-
-// readPosition scans the checkpoint topic read_committed up to the marker.
-func (r *Relay) readPosition(ctx context.Context, markerOffset int64, marker string) (int64, error) {
-	rd, err := kgo.NewClient(append(append([]kgo.Opt{}, r.cfg.Kafka...),
-		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
-		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{r.cfg.CheckpointTopic: {0: kgo.NewOffset().AtStart()}}),
-	)...)
-	if err != nil {
-		return 0, err
-	}
-	defer rd.Close()
-	var pos int64
-	for {
-		fs := rd.PollFetches(ctx)
-		if err := ctx.Err(); err != nil {
-			return 0, err
-		}
-		var ferr error
-		fs.EachError(func(_ string, _ int32, err error) { ferr = err })
-		if ferr != nil {
-			return 0, fmt.Errorf("outbox: reading checkpoints: %w", ferr)
-		}
-		for _, rec := range fs.Records() {
-			if rec.Offset > markerOffset {
-				return pos, nil
-			}
-			if string(rec.Key) != r.cfg.Name {
-				continue
-			}
-			if string(rec.Value) == marker {
-				return pos, nil
-			}
-			if v, err := strconv.ParseInt(string(rec.Value), 10, 64); err == nil {
-				pos = v
-			}
-		}
-	}
 }
 
 // Position is the last seq this relay knows to be published.
@@ -222,12 +173,7 @@ func (r *Relay) PublishBatch(ctx context.Context) (int, error) {
 				return 0, fmt.Errorf("outbox: row %s headers: %w", id, err)
 			}
 		}
-		rec := &kgo.Record{Topic: r.cfg.Topic(&e), Key: []byte(e.AggregateID), Value: e.Payload,
-			Headers: []kgo.RecordHeader{{Key: "id", Value: []byte(id)}, {Key: "type", Value: []byte(e.Type)}}}
-		for k, v := range e.Headers {
-			rec.Headers = append(rec.Headers, kgo.RecordHeader{Key: k, Value: []byte(v)})
-		}
-		recs = append(recs, rec)
+		recs = append(recs, eventRecord(r.cfg.Topic, &e, id))
 	}
 	rows.Close()
 	if err := rows.Err(); err != nil {
@@ -236,43 +182,52 @@ func (r *Relay) PublishBatch(ctx context.Context) (int, error) {
 	if len(recs) == 0 {
 		return 0, nil
 	}
-	recs = append(recs, &kgo.Record{Topic: r.cfg.CheckpointTopic, Partition: 0,
-		Key: []byte(r.cfg.Name), Value: strconv.AppendInt(nil, last, 10)})
-
-	if err := r.cl.BeginTransaction(); err != nil {
+	if err := r.k.publish(ctx, recs, strconv.AppendInt(nil, last, 10)); err != nil {
+		if r.k.crashBeforeCommit {
+			// Tests count what a crashed relay left in its open
+			// transaction.
+			return len(recs), err
+		}
 		return 0, err
-	}
-	var mu sync.Mutex
-	var perr error
-	for _, rec := range recs {
-		r.cl.Produce(ctx, rec, func(_ *kgo.Record, err error) {
-			mu.Lock()
-			defer mu.Unlock()
-			if err != nil && perr == nil {
-				perr = err
-			}
-		})
-	}
-	if err := r.cl.Flush(ctx); err != nil {
-		return 0, err
-	}
-	if r.crashBeforeCommit {
-		return len(recs) - 1, errors.New("outbox: simulated crash before commit")
-	}
-	if perr != nil {
-		_ = r.cl.EndTransaction(ctx, kgo.TryAbort)
-		return 0, fmt.Errorf("outbox: producing: %w", perr)
-	}
-	if err := r.cl.EndTransaction(ctx, kgo.TryCommit); err != nil {
-		return 0, fmt.Errorf("outbox: committing: %w", err)
 	}
 	r.pos = last
-	return len(recs) - 1, nil
+	return len(recs), nil
 }
 
-// Run publishes until ctx ends. On an error it closes the Kafka client and
-// starts afresh (fence, recover position) after a pause, so a transient
-// failure costs a republish-free restart, never a duplicate.
+// DeletePublished deletes the rows up to the committed position, at most
+// DeleteBatch per statement, and reports how many it deleted.
+//
+// It is safe because Write makes seq order commit order: once the relay's
+// checkpoint (committed with the events in Kafka) says seq N, every row
+// with seq <= N has been published, and no transaction can still commit a
+// row with a smaller seq. It never runs ahead of a Kafka commit: the
+// position only moves after EndTransaction succeeded.
+func (r *Relay) DeletePublished(ctx context.Context) (int64, error) {
+	n, _ := r.cfg.Table.name()
+	var total int64
+	for r.deleted < r.pos {
+		res, err := r.cfg.DB.ExecContext(ctx, `DELETE FROM `+n+` WHERE seq IN
+			(SELECT seq FROM `+n+` WHERE seq <= $1 ORDER BY seq LIMIT $2)`, r.pos, r.cfg.DeleteBatch)
+		if err != nil {
+			return total, fmt.Errorf("outbox: deleting published rows: %w", err)
+		}
+		k, err := res.RowsAffected()
+		if err != nil {
+			return total, err
+		}
+		total += k
+		if k < int64(r.cfg.DeleteBatch) {
+			r.deleted = r.pos
+		}
+	}
+	return total, nil
+}
+
+// Run publishes until ctx ends, deleting published rows if configured. On
+// an error it closes the Kafka client and starts afresh (fence, recover
+// position) after a pause, so a transient failure costs a republish-free
+// restart, never a duplicate. A failed cleanup is only logged: the rows
+// stay published and are deleted by a later pass.
 func (r *Relay) Run(ctx context.Context) error {
 	for {
 		n, err := r.PublishBatch(ctx)
@@ -280,7 +235,8 @@ func (r *Relay) Run(ctx context.Context) error {
 			return ctx.Err()
 		}
 		if err != nil {
-			r.cl.Close()
+			r.log.Error("outbox relay: publishing failed; restarting", "relay", r.cfg.Name, "err", err)
+			r.k.close()
 			for {
 				select {
 				case <-ctx.Done():
@@ -288,10 +244,17 @@ func (r *Relay) Run(ctx context.Context) error {
 				case <-time.After(time.Second):
 				}
 				if err = r.start(ctx); err == nil {
+					r.log.Info("outbox relay: restarted", "relay", r.cfg.Name, "position", r.pos)
 					break
 				}
+				r.log.Error("outbox relay: restart failed", "relay", r.cfg.Name, "err", err)
 			}
 			continue
+		}
+		if r.cfg.DeletePublished {
+			if _, err := r.DeletePublished(ctx); err != nil && ctx.Err() == nil {
+				r.log.Warn("outbox relay: cleanup failed; will retry", "relay", r.cfg.Name, "err", err)
+			}
 		}
 		if n == 0 {
 			select {
@@ -305,4 +268,4 @@ func (r *Relay) Run(ctx context.Context) error {
 
 // Close closes the Kafka client. An open transaction is left to be fenced
 // by the next instance, exactly as a crash would.
-func (r *Relay) Close() { r.cl.Close() }
+func (r *Relay) Close() { r.k.close() }

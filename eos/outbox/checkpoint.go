@@ -1,0 +1,268 @@
+package outbox
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// txnPublisher is the Kafka half that the polling Relay and the CDCRelay
+// share: a transactional producer that fences older instances with the same
+// transactional id, finds the last committed checkpoint, and publishes
+// events together with a new checkpoint in one Kafka transaction. The
+// relays differ only in what a checkpoint means (a seq, an LSN) and where
+// events come from.
+//
+// Checkpoint records live in partition 0 of the checkpoint topic, keyed by
+// the relay's checkpoint key; the value is the relay's position, opaque
+// here. Start markers use the same key with a "marker:" value.
+type txnPublisher struct {
+	kafka []kgo.Opt
+	txnID string
+	topic string // checkpoint topic
+	key   string // checkpoint record key
+
+	cl *kgo.Client
+
+	// firstChunk is how many offsets the backward checkpoint search reads
+	// first; each further step doubles it up to maxChunk. Tests lower it.
+	firstChunk int64
+	// rewriteAfter: a checkpoint found further back than this many offsets
+	// is written again at start, so the next start finds it in one chunk
+	// even when other relays sharing the topic are busy and this one idle.
+	rewriteAfter int64
+	// scanned is how many offsets the last start read (tests check the
+	// search stays bounded).
+	scanned int64
+
+	// crashBeforeCommit, set by tests, makes publish produce everything
+	// and return without ending the transaction, as a crash would.
+	crashBeforeCommit bool
+}
+
+const (
+	defaultFirstChunk = 256
+	maxChunk          = 1 << 16
+	markerPrefix      = "marker:"
+)
+
+func newTxnPublisher(kafka []kgo.Opt, txnID, topic, key string) *txnPublisher {
+	return &txnPublisher{kafka: kafka, txnID: txnID, topic: topic, key: key,
+		firstChunk: defaultFirstChunk, rewriteAfter: 4 * defaultFirstChunk}
+}
+
+// open connects, fences every older producer with the same transactional
+// id and returns the last committed checkpoint value (nil: none yet).
+//
+//  1. It commits a transaction holding a marker record. Initialising the
+//     transactional producer bumps its epoch, which aborts an open
+//     transaction of an older instance and makes that instance's later
+//     commits fail; the commit gives an offset below which every
+//     checkpoint of this key is decided.
+//  2. It reads the checkpoint topic read_committed backwards from the
+//     marker (see lastCheckpoint) and takes the newest checkpoint of key.
+//
+// A checkpoint found far back is committed again (step 3), which keeps the
+// next start's search short.
+func (p *txnPublisher) open(ctx context.Context) ([]byte, error) {
+	cl, err := kgo.NewClient(append(append([]kgo.Opt{}, p.kafka...),
+		kgo.TransactionalID(p.txnID),
+		kgo.RequiredAcks(kgo.AllISRAcks()),
+		kgo.TransactionTimeout(time.Minute),
+		// Keys must pick partitions the same way every time so one
+		// aggregate stays on one partition.
+		kgo.RecordPartitioner(kgo.StickyKeyPartitioner(nil)),
+		// Event topics are per aggregate type and may be new; whether
+		// they are created is the broker's auto.create.topics.enable.
+		kgo.AllowAutoTopicCreation(),
+	)...)
+	if err != nil {
+		return nil, err
+	}
+	p.cl = cl
+	resp, err := kadm.NewClient(cl).CreateTopic(ctx, 1, -1, map[string]*string{"retention.ms": ptr("-1")}, p.topic)
+	if err == nil {
+		err = resp.Err
+	}
+	if err != nil && !errors.Is(err, kerr.TopicAlreadyExists) {
+		cl.Close()
+		return nil, fmt.Errorf("outbox: creating checkpoint topic %s: %w", p.topic, err)
+	}
+	var nonce [8]byte
+	_, _ = rand.Read(nonce[:])
+	marker := markerPrefix + hex.EncodeToString(nonce[:])
+	if err := cl.BeginTransaction(); err != nil {
+		cl.Close()
+		return nil, err
+	}
+	res := cl.ProduceSync(ctx, &kgo.Record{Topic: p.topic, Partition: 0, Key: []byte(p.key), Value: []byte(marker)})
+	if err := res.FirstErr(); err != nil {
+		_ = cl.EndTransaction(ctx, kgo.TryAbort)
+		cl.Close()
+		return nil, fmt.Errorf("outbox: writing start marker: %w", err)
+	}
+	if err := cl.EndTransaction(ctx, kgo.TryCommit); err != nil {
+		cl.Close()
+		return nil, fmt.Errorf("outbox: committing start marker: %w", err)
+	}
+	value, dist, err := p.lastCheckpoint(ctx, res[0].Record.Offset)
+	if err != nil {
+		cl.Close()
+		return nil, err
+	}
+	p.scanned = dist
+	if value != nil && dist > p.rewriteAfter {
+		// Writing the position we just read is idempotent, and only we
+		// (the newest instance) can commit.
+		if err := p.publish(ctx, nil, value); err != nil {
+			cl.Close()
+			return nil, fmt.Errorf("outbox: rewriting checkpoint: %w", err)
+		}
+	}
+	return value, nil
+}
+
+// lastCheckpoint searches the checkpoint topic backwards from markerOffset
+// for key's newest checkpoint: it reads [hi-chunk, hi) read_committed,
+// takes the newest checkpoint of key in that range if any, and otherwise
+// moves hi down and doubles the chunk, until the log start. It returns the
+// value (nil if key never committed a checkpoint) and how many offsets
+// below the marker the search reached.
+//
+// The cost is bounded by the distance to the relay's own last checkpoint
+// (which open keeps short), not by the topic's size. It cannot start
+// earlier than the marker: only below the marker is every transaction of
+// key decided. read_committed also waits for other relays' transactions
+// open below the marker (the LSO), at most their transaction timeout.
+func (p *txnPublisher) lastCheckpoint(ctx context.Context, markerOffset int64) ([]byte, int64, error) {
+	starts, err := kadm.NewClient(p.cl).ListStartOffsets(ctx, p.topic)
+	if err != nil {
+		return nil, 0, fmt.Errorf("outbox: checkpoint topic start: %w", err)
+	}
+	start := int64(0)
+	if o, ok := starts.Lookup(p.topic, 0); ok {
+		if o.Err != nil {
+			return nil, 0, fmt.Errorf("outbox: checkpoint topic start: %w", o.Err)
+		}
+		start = o.Offset
+	}
+	hi, chunk := markerOffset, p.firstChunk
+	for hi > start {
+		lo := max(start, hi-chunk)
+		v, err := p.scan(ctx, lo, hi)
+		if err != nil || v != nil {
+			return v, markerOffset - lo, err
+		}
+		hi = lo
+		chunk = min(2*chunk, maxChunk)
+	}
+	return nil, markerOffset - start, nil
+}
+
+// scan returns the newest checkpoint of key in [lo, hi), or nil.
+//
+// It reads until it sees any record at or past hi. Control records are
+// kept for that purpose: the last data records below hi may belong to an
+// aborted transaction (filtered out), but its ABORT marker, or at the
+// latest our own start marker, is a visible record at or past hi.
+func (p *txnPublisher) scan(ctx context.Context, lo, hi int64) ([]byte, error) {
+	rd, err := kgo.NewClient(append(append([]kgo.Opt{}, p.kafka...),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		kgo.KeepControlRecords(),
+		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{p.topic: {0: kgo.NewOffset().At(lo)}}),
+	)...)
+	if err != nil {
+		return nil, err
+	}
+	defer rd.Close()
+	var last []byte
+	for {
+		fs := rd.PollFetches(ctx)
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		var ferr error
+		fs.EachError(func(_ string, _ int32, err error) { ferr = err })
+		if ferr != nil {
+			return nil, fmt.Errorf("outbox: reading checkpoints: %w", ferr)
+		}
+		for _, rec := range fs.Records() {
+			if rec.Offset >= hi {
+				return last, nil
+			}
+			if rec.Attrs.IsControl() || string(rec.Key) != p.key || bytes.HasPrefix(rec.Value, []byte(markerPrefix)) {
+				continue
+			}
+			last = rec.Value
+		}
+	}
+}
+
+// publish produces recs and a checkpoint record holding checkpoint in one
+// Kafka transaction and commits it: either all of them become visible to
+// read_committed readers, or none. After an error the transaction state
+// is unknown; the caller closes and reopens, which fences and rereads.
+func (p *txnPublisher) publish(ctx context.Context, recs []*kgo.Record, checkpoint []byte) error {
+	all := append(recs[:len(recs):len(recs)], &kgo.Record{Topic: p.topic, Partition: 0, Key: []byte(p.key), Value: checkpoint})
+	if err := p.cl.BeginTransaction(); err != nil {
+		return err
+	}
+	var mu sync.Mutex
+	var perr error
+	for _, rec := range all {
+		p.cl.Produce(ctx, rec, func(_ *kgo.Record, err error) {
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil && perr == nil {
+				perr = err
+			}
+		})
+	}
+	if err := p.cl.Flush(ctx); err != nil {
+		return err
+	}
+	if p.crashBeforeCommit {
+		return errors.New("outbox: simulated crash before commit")
+	}
+	if perr != nil {
+		_ = p.cl.EndTransaction(ctx, kgo.TryAbort)
+		return fmt.Errorf("outbox: producing: %w", perr)
+	}
+	if err := p.cl.EndTransaction(ctx, kgo.TryCommit); err != nil {
+		return fmt.Errorf("outbox: committing: %w", err)
+	}
+	return nil
+}
+
+// close closes the client. An open transaction is left to be aborted by
+// the next instance's fencing, exactly as after a crash.
+func (p *txnPublisher) close() {
+	if p.cl != nil {
+		p.cl.Close()
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// eventRecord is the Kafka record for event e whose row id is id: routed
+// by topic, keyed by aggregate id (one aggregate, one partition, its order
+// kept), headers "id" (for consumer-side dedup), "type" and the row's own.
+func eventRecord(topic func(*Event) string, e *Event, id string) *kgo.Record {
+	rec := &kgo.Record{Topic: topic(e), Key: []byte(e.AggregateID), Value: e.Payload,
+		Headers: []kgo.RecordHeader{{Key: "id", Value: []byte(id)}, {Key: "type", Value: []byte(e.Type)}}}
+	for _, k := range slices.Sorted(maps.Keys(e.Headers)) {
+		rec.Headers = append(rec.Headers, kgo.RecordHeader{Key: k, Value: []byte(e.Headers[k])})
+	}
+	return rec
+}

@@ -1,0 +1,169 @@
+package outbox
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/exactly/exactly"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+
+// Published rows are deleted only up to the committed position, in bounded
+// statements, and never after a failed commit; every row is still
+// published exactly once.
+func TestRelayDeletePublished(t *testing.T) {
+	ctx := context.Background()
+	b := exactly.NewTestBroker(t)
+	db, tbl, schema := pgTable(t)
+	for i := range 10 {
+		tx, _ := db.Begin()
+		if err := tbl.Write(ctx, tx, &Event{AggregateType: "del", AggregateID: "a", Type: "T", Payload: fmt.Appendf(nil, "%d", i)}); err != nil {
+			t.Fatal(err)
+		}
+		tx.Commit()
+	}
+	count := func() (n int) {
+		t.Helper()
+		if err := db.QueryRow("SELECT count(*) FROM " + tbl.Name).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	cfg := RelayConfig{DB: db, Table: tbl, Name: "test-" + schema, BatchSize: 4, DeletePublished: true, DeleteBatch: 3,
+		CheckpointTopic: "checkpoints-" + schema, Kafka: []kgo.Opt{kgo.SeedBrokers(b.Addr())}}
+	r, err := NewRelay(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, err := r.PublishBatch(ctx); n != 4 || err != nil {
+		t.Fatalf("PublishBatch = %d, %v", n, err)
+	}
+	if n, err := r.DeletePublished(ctx); n != 4 || err != nil || count() != 6 {
+		t.Fatalf("DeletePublished = %d, %v; %d rows left, want 6", n, err, count())
+	}
+	var minSeq int64
+	db.QueryRow("SELECT min(seq) FROM " + tbl.Name).Scan(&minSeq)
+	if minSeq <= r.Position() {
+		t.Fatalf("row %d at or below the position %d survived", minSeq, r.Position())
+	}
+	// A batch whose transaction never commits must not be deleted.
+	r.k.crashBeforeCommit = true
+	if _, err := r.PublishBatch(ctx); err == nil {
+		t.Fatal("simulated crash did not fail")
+	}
+	if n, err := r.DeletePublished(ctx); n != 0 || err != nil || count() != 6 {
+		t.Fatalf("after an uncommitted batch DeletePublished = %d, %v; %d rows left, want 6", n, err, count())
+	}
+	r.Close()
+
+	// A new instance deletes what remains after publishing it.
+	r, err = NewRelay(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- r.Run(runCtx) }()
+	deadline := time.Now().Add(20 * time.Second)
+	for count() != 0 && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	stop()
+	<-done
+	if n := count(); n != 0 {
+		t.Fatalf("%d rows left after Run", n)
+	}
+	got := readAll(t, b.Addr(), "outbox.event.del", 10)
+	var values []string
+	for _, rec := range got[0] {
+		values = append(values, rec.value)
+	}
+	if fmt.Sprint(values) != "[0 1 2 3 4 5 6 7 8 9]" {
+		t.Fatalf("published %v", values)
+	}
+}
+
+// The start reads the checkpoint topic backwards from its marker only as
+// far as its own last checkpoint, skipping other relays' records and its
+// own aborted checkpoints; a checkpoint found far back is rewritten so the
+// next start reads one chunk.
+func TestRelayCheckpointSearchBounded(t *testing.T) {
+	ctx := context.Background()
+	b := exactly.NewTestBroker(t)
+	db, tbl, schema := pgTable(t)
+	for i := range 3 {
+		tx, _ := db.Begin()
+		if err := tbl.Write(ctx, tx, &Event{AggregateType: "cp", AggregateID: "a", Type: "T", Payload: fmt.Appendf(nil, "%d", i)}); err != nil {
+			t.Fatal(err)
+		}
+		tx.Commit()
+	}
+	topic := "checkpoints-" + schema
+	cfg := RelayConfig{DB: db, Table: tbl, Name: "test-" + schema, CheckpointTopic: topic, Kafka: []kgo.Opt{kgo.SeedBrokers(b.Addr())}}
+	r, err := NewRelay(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.k.scanned != 0 {
+		t.Errorf("first start on an empty topic scanned %d offsets", r.k.scanned)
+	}
+	if n, err := r.PublishBatch(ctx); n != 3 || err != nil {
+		t.Fatalf("PublishBatch = %d, %v", n, err)
+	}
+	pos := r.Position()
+	r.Close()
+
+	// Noise: 3000 checkpoints of other relays, and an aborted checkpoint
+	// of ours claiming a position far ahead.
+	cl, err := kgo.NewClient(kgo.SeedBrokers(b.Addr()), kgo.DefaultProduceTopic(topic))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var recs []*kgo.Record
+	for i := range 3000 {
+		recs = append(recs, &kgo.Record{Key: fmt.Appendf(nil, "other-%d", i%7), Value: fmt.Appendf(nil, "%d", i)})
+	}
+	if err := cl.ProduceSync(ctx, recs...).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	cl.Close()
+	zombie, err := kgo.NewClient(kgo.SeedBrokers(b.Addr()), kgo.DefaultProduceTopic(topic), kgo.TransactionalID("zombie-"+schema))
+	if err != nil {
+		t.Fatal(err)
+	}
+	zombie.BeginTransaction()
+	if err := zombie.ProduceSync(ctx, &kgo.Record{Key: []byte(cfg.Name), Value: []byte("999999")}).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	if err := zombie.EndTransaction(ctx, kgo.TryAbort); err != nil {
+		t.Fatal(err)
+	}
+	zombie.Close()
+
+	r, err = NewRelay(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Position() != pos {
+		t.Fatalf("recovered position %d, want %d", r.Position(), pos)
+	}
+	// Doubling chunks: at most twice the distance plus the first chunk.
+	if r.k.scanned < 3000 || r.k.scanned > 2*3010+defaultFirstChunk {
+		t.Errorf("second start scanned %d offsets back for a checkpoint ~3000 back", r.k.scanned)
+	}
+	t.Logf("checkpoint ~3000 offsets back: scanned %d", r.k.scanned)
+	r.Close()
+	r, err = NewRelay(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if r.Position() != pos || r.k.scanned > defaultFirstChunk {
+		t.Fatalf("third start: position %d (want %d) after scanning %d offsets; the rewritten checkpoint should be within %d",
+			r.Position(), pos, r.k.scanned, defaultFirstChunk)
+	}
+}
