@@ -1,0 +1,511 @@
+package outbox
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/exactly/exactly"
+	"github.com/jackc/pgx/v5"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// requireLogical fails (never skips: CI must run these tests) unless the
+// test PostgreSQL runs with wal_level=logical.
+func requireLogical(t *testing.T) {
+	t.Helper()
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, pgDSN())
+	if err != nil {
+		t.Fatalf("PostgreSQL at %s (set EXACTLY_TEST_POSTGRES): %v", pgDSN(), err)
+	}
+	defer conn.Close(ctx)
+	if err := CheckLogical(ctx, conn); err != nil {
+		t.Fatalf("%v\nCDC tests need it; .ci/run sets it: psql -h 127.0.0.1 -U postgres -c \"ALTER SYSTEM SET wal_level = logical\" "+
+			"&& pg_ctlcluster --skip-systemctl-redirect <version> main restart", err)
+	}
+}
+
+// dropSlotAtCleanup drops the test's replication slot and publication when
+// the test ends: a slot left behind makes PostgreSQL keep WAL forever.
+func dropSlotAtCleanup(t *testing.T, db *sql.DB, slot string) {
+	t.Helper()
+	t.Cleanup(func() {
+		for range 50 {
+			db.Exec(`SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = $1 AND active_pid IS NOT NULL`, slot)
+			_, err := db.Exec(`SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1`, slot)
+			if err == nil {
+				break
+			}
+			time.Sleep(100 * time.Millisecond) // the terminated walsender may still hold it
+		}
+		var n int
+		db.QueryRow(`SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1`, slot).Scan(&n)
+		if n != 0 {
+			t.Errorf("replication slot %s left behind", slot)
+		}
+		db.Exec(`DROP PUBLICATION IF EXISTS ` + slot)
+	})
+}
+
+func createTopic(t *testing.T, addr, topic string, partitions int32) {
+	t.Helper()
+	cl, _ := kgo.NewClient(kgo.SeedBrokers(addr))
+	defer cl.Close()
+	resp, err := kadm.NewClient(cl).CreateTopic(context.Background(), partitions, 1, nil, topic)
+	if err == nil {
+		err = resp.Err
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// runFor runs the relay's stream for at most d and returns its error (nil
+// if it ran until d).
+func runFor(r *CDCRelay, d time.Duration) error {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	err := r.stream(ctx)
+	if ctx.Err() != nil {
+		return nil
+	}
+	return err
+}
+
+// Concurrent multi-row writer transactions (some rolled back) while the
+// CDC relay crashes before a Kafka commit, crashes after a Kafka commit but
+// before confirming to PostgreSQL (and is then resent everything since the
+// slot's position), and is replaced while a zombie holds an open Kafka
+// transaction: every committed row is published exactly once, no
+// rolled-back row is, and each aggregate's events arrive in commit order.
+func TestCDCRelayExactlyOnceAcrossCrashes(t *testing.T) {
+	requireLogical(t)
+	ctx := context.Background()
+	b := exactly.NewTestBroker(t)
+	db, tbl, schema := pgTable(t)
+	slot := "exactly_test_" + schema
+	dropSlotAtCleanup(t, db, slot)
+	topic := "outbox.event.order"
+	createTopic(t, b.Addr(), topic, 3)
+	cfg := CDCConfig{DSN: pgDSN(), Table: tbl, Name: "test-" + schema, Slot: slot, BatchSize: 10,
+		CheckpointTopic: "checkpoints-" + schema, Kafka: []kgo.Opt{kgo.SeedBrokers(b.Addr())}}
+	// The slot must exist before the writers start: the stream starts
+	// at the slot's creation.
+	r, err := NewCDCRelay(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	const writers, perWriter = 6, 30
+	var wg sync.WaitGroup
+	writeErr := make(chan error, writers)
+	for w := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range perWriter {
+				tx, err := db.BeginTx(ctx, nil)
+				if err != nil {
+					writeErr <- err
+					return
+				}
+				for j := range 1 + i%3 { // 1 to 3 rows: a transaction is never split
+					e := &Event{AggregateType: "order", AggregateID: fmt.Sprint("agg-", (w+i+j)%4), Type: "T",
+						Payload: fmt.Appendf(nil, "w%d-%d-%d", w, i, j)}
+					if err := tbl.Write(ctx, tx, e); err != nil {
+						tx.Rollback()
+						writeErr <- err
+						return
+					}
+				}
+				if i%3 == 0 {
+					time.Sleep(3 * time.Millisecond)
+				}
+				if i%5 == 4 {
+					tx.Rollback()
+					continue
+				}
+				if err := tx.Commit(); err != nil {
+					writeErr <- err
+					return
+				}
+				// Spread the writes over several relay rounds.
+				time.Sleep(time.Duration(rand.IntN(150)) * time.Millisecond)
+			}
+		}()
+	}
+	writersDone := make(chan struct{})
+	go func() { wg.Wait(); close(writersDone) }()
+
+	zombies, rounds := 0, 0
+	for round := 0; ; round++ {
+		rounds++
+		switch round % 4 {
+		case 0: // crash after the Kafka commit, before the confirmation
+			r.cfg.hooks.crashAfterCommit = true
+			if err := runFor(r, 2*time.Second); err != nil && !errors.Is(err, errCrashAfterCommit) {
+				t.Fatal(err)
+			}
+			r.Close()
+		case 1: // crash with a produced, uncommitted Kafka transaction
+			r.k.crashBeforeCommit = true
+			runFor(r, 2*time.Second)
+			r.Close()
+		case 2: // zombie: a new instance starts while the old one holds a batch
+			r.k.crashBeforeCommit = true
+			err := runFor(r, 2*time.Second)
+			r2, err2 := NewCDCRelay(ctx, cfg)
+			if err2 != nil {
+				t.Fatal(err2)
+			}
+			if err != nil { // it held an open transaction
+				zombies++
+				if err := r.k.cl.EndTransaction(ctx, kgo.TryCommit); err == nil {
+					t.Fatal("zombie CDC relay committed after being fenced")
+				}
+			}
+			r.Close()
+			r = r2
+			if err := runFor(r, 300*time.Millisecond); err != nil {
+				t.Fatal(err)
+			}
+			r.Close()
+		default: // run a while and stop cleanly
+			if err := runFor(r, 300*time.Millisecond); err != nil {
+				t.Fatal(err)
+			}
+			r.Close()
+		}
+		select {
+		case <-writersDone:
+		default:
+			// The next instance is resent everything since the slot's
+			// position and must skip what the checkpoint covers.
+			cfg.hooks.startFromSlot = round%4 == 0
+			if r, err = NewCDCRelay(ctx, cfg); err != nil {
+				t.Fatal(err)
+			}
+			continue
+		}
+		break
+	}
+	close(writeErr)
+	for err := range writeErr {
+		t.Fatal(err)
+	}
+	if zombies == 0 {
+		t.Error("no zombie relay held a batch: the fencing path went untested")
+	}
+
+	// Expected: committed rows in seq (= commit) order.
+	rows, err := db.Query("SELECT id::text, aggregateid FROM " + tbl.Name + " ORDER BY seq")
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantByAgg := map[string][]string{}
+	want := 0
+	for rows.Next() {
+		var id, agg string
+		rows.Scan(&id, &agg)
+		wantByAgg[agg] = append(wantByAgg[agg], id)
+		want++
+	}
+	rows.Close()
+
+	// Drain with a final relay that is resent everything since the slot's
+	// position (at least the last crash-after-commit's batch).
+	cfg.hooks.startFromSlot = true
+	r, err = NewCDCRelay(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- r.Run(runCtx) }()
+	got := readAll(t, b.Addr(), topic, want)
+	stop()
+	<-done
+	skipped := r.skipped.Load()
+	r.Close()
+	t.Logf("%d rows, %d relay rounds, %d zombies fenced, final relay skipped %d resent transactions", want, rounds, zombies, skipped)
+
+	count := map[string]int{}
+	gotByAgg := map[string][]string{}
+	aggPart := map[string]int32{}
+	for p, recs := range got {
+		for _, rec := range recs {
+			count[rec.id]++
+			gotByAgg[rec.agg] = append(gotByAgg[rec.agg], rec.id)
+			if q, ok := aggPart[rec.agg]; ok && q != p {
+				t.Errorf("aggregate %s on partitions %d and %d", rec.agg, q, p)
+			}
+			aggPart[rec.agg] = p
+		}
+	}
+	total := 0
+	for id, n := range count {
+		total += n
+		if n != 1 {
+			t.Errorf("event %s published %d times", id, n)
+		}
+	}
+	if total != want {
+		t.Errorf("published %d events, want %d", total, want)
+	}
+	for agg, ids := range wantByAgg {
+		if fmt.Sprint(gotByAgg[agg]) != fmt.Sprint(ids) {
+			t.Errorf("aggregate %s: order differs from commit order\n got %v\nwant %v", agg, gotByAgg[agg], ids)
+		}
+	}
+}
+
+// After a crash between the Kafka commit and the confirmation, PostgreSQL
+// resends the published transactions; the relay must skip exactly those,
+// and confirm the checkpoint so PostgreSQL stops resending.
+func TestCDCRelaySkipsResentTransactions(t *testing.T) {
+	requireLogical(t)
+	ctx := context.Background()
+	b := exactly.NewTestBroker(t)
+	db, tbl, schema := pgTable(t)
+	slot := "exactly_test_" + schema
+	dropSlotAtCleanup(t, db, slot)
+	cfg := CDCConfig{DSN: pgDSN(), Table: tbl, Name: "test-" + schema, Slot: slot, BatchSize: 1000,
+		CheckpointTopic: "checkpoints-" + schema, Kafka: []kgo.Opt{kgo.SeedBrokers(b.Addr())}}
+	cfg.hooks.crashAfterCommit = true
+	r, err := NewCDCRelay(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	write := func(n int, payload string) {
+		t.Helper()
+		for i := range n {
+			tx, _ := db.Begin()
+			if err := tbl.Write(ctx, tx, &Event{AggregateType: "skip", AggregateID: "a", Type: "T", Payload: fmt.Appendf(nil, "%s-%d", payload, i)}); err != nil {
+				t.Fatal(err)
+			}
+			if err := tx.Commit(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	write(5, "first")
+	if err := runFor(r, 5*time.Second); !errors.Is(err, errCrashAfterCommit) {
+		t.Fatalf("stream: %v, want the simulated crash after commit", err)
+	}
+	ckpt, first := r.Checkpoint(), r.Published()
+	r.Close()
+	var flushed string
+	db.QueryRow(`SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1`, slot).Scan(&flushed)
+	t.Logf("checkpoint %s, slot confirmed %s", ckpt, flushed)
+
+	write(3, "second")
+	cfg.hooks = cdcHooks{startFromSlot: true}
+	r, err = NewCDCRelay(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if r.Checkpoint() != ckpt {
+		t.Fatalf("recovered checkpoint %s, want %s", r.Checkpoint(), ckpt)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for r.Published() < 8-first && time.Now().Before(deadline) {
+		if err := runFor(r, 200*time.Millisecond); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// One row per transaction: the first instance's rows come back as
+	// that many resent transactions.
+	if r.Published() != 8-first || r.skipped.Load() != first {
+		t.Fatalf("published %d, skipped %d resent transactions; want %d and %d", r.Published(), r.skipped.Load(), 8-first, first)
+	}
+	got := readAll(t, b.Addr(), "outbox.event.skip", 8)
+	var values []string
+	for _, rec := range got[0] {
+		values = append(values, rec.value)
+	}
+	want := "[first-0 first-1 first-2 first-3 first-4 second-0 second-1 second-2]"
+	if fmt.Sprint(values) != want {
+		t.Fatalf("published %v, want %s", values, want)
+	}
+	// The confirmation reached PostgreSQL: the slot is past the checkpoint.
+	var behind bool
+	if err := db.QueryRow(`SELECT confirmed_flush_lsn < $2::pg_lsn FROM pg_replication_slots WHERE slot_name = $1`,
+		slot, r.Checkpoint().String()).Scan(&behind); err != nil || behind {
+		t.Fatalf("slot confirmed position behind the checkpoint %s (err %v)", r.Checkpoint(), err)
+	}
+}
+
+// Payload bytes, null payloads and row headers survive the text decoding
+// of the replication stream; both bytea output formats decode.
+func TestCDCRelayDecodesRows(t *testing.T) {
+	requireLogical(t)
+	ctx := context.Background()
+	b := exactly.NewTestBroker(t)
+	db, tbl, schema := pgTable(t)
+	slot := "exactly_test_" + schema
+	dropSlotAtCleanup(t, db, slot)
+	r, err := NewCDCRelay(ctx, CDCConfig{DSN: pgDSN(), Table: tbl, Name: "test-" + schema, Slot: slot,
+		CheckpointTopic: "checkpoints-" + schema, Kafka: []kgo.Opt{kgo.SeedBrokers(b.Addr())},
+		Topic: func(e *Event) string { return "decode-" + e.AggregateType }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	bin := []byte{0, 1, 2, '\\', 'x', 0xff, 0x80, '\n'}
+	events := []*Event{
+		{AggregateType: "x", AggregateID: "a", Type: "Bin", Payload: bin, Headers: map[string]string{"trace": "t-1", "tenant": "ü"}},
+		{AggregateType: "x", AggregateID: "a", Type: "Null"},
+	}
+	tx, _ := db.Begin()
+	for _, e := range events {
+		if err := tbl.Write(ctx, tx, e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	for r.Published() < 2 {
+		if err := runFor(r, 200*time.Millisecond); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cl, _ := kgo.NewClient(kgo.SeedBrokers(b.Addr()), kgo.ConsumeTopics("decode-x"),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchIsolationLevel(kgo.ReadCommitted()))
+	defer cl.Close()
+	var recs []*kgo.Record
+	for len(recs) < 2 {
+		pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		fs := cl.PollFetches(pctx)
+		timedOut := pctx.Err() != nil
+		cancel()
+		if timedOut {
+			t.Fatalf("read %d records", len(recs))
+		}
+		recs = append(recs, fs.Records()...)
+	}
+	hdr := func(r *kgo.Record) string {
+		var s []string
+		for _, h := range r.Headers {
+			s = append(s, h.Key+"="+string(h.Value))
+		}
+		return strings.Join(s, ",")
+	}
+	if string(recs[0].Value) != string(bin) || string(recs[0].Key) != "a" ||
+		hdr(recs[0]) != "id="+UUIDString(events[0].ID)+",type=Bin,tenant=ü,trace=t-1" {
+		t.Errorf("first record: key %q value %q headers %s", recs[0].Key, recs[0].Value, hdr(recs[0]))
+	}
+	if recs[1].Value != nil || hdr(recs[1]) != "id="+UUIDString(events[1].ID)+",type=Null" {
+		t.Errorf("second record: value %q headers %s", recs[1].Value, hdr(recs[1]))
+	}
+
+	for in, want := range map[string]string{`\x00015c`: "\x00\x01\\", `\x`: "", `a\\b\001\377`: "a\\b\x01\xff", `plain`: "plain"} {
+		got, err := decodeBytea([]byte(in))
+		if err != nil || string(got) != want {
+			t.Errorf("decodeBytea(%q) = %q, %v; want %q", in, got, err, want)
+		}
+	}
+	if _, err := decodeBytea([]byte(`a\9`)); err == nil {
+		t.Error("decodeBytea accepted an invalid escape")
+	}
+}
+
+// An idle relay confirms keepalive positions, so the WAL it pins (Lag)
+// drops back near zero after a burst it was not running for.
+func TestCDCRelayLag(t *testing.T) {
+	requireLogical(t)
+	ctx := context.Background()
+	b := exactly.NewTestBroker(t)
+	db, tbl, schema := pgTable(t)
+	slot := "exactly_test_" + schema
+	dropSlotAtCleanup(t, db, slot)
+	cfg := CDCConfig{DSN: pgDSN(), Table: tbl, Name: "test-" + schema, Slot: slot,
+		CheckpointTopic: "checkpoints-" + schema, Kafka: []kgo.Opt{kgo.SeedBrokers(b.Addr())}}
+	r, err := NewCDCRelay(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Close()
+	// 200 rows with 2 KiB payloads while no relay runs.
+	payload := make([]byte, 2048)
+	for i := range 200 {
+		tx, _ := db.Begin()
+		for j := range payload {
+			payload[j] = byte(rand.IntN(256))
+		}
+		if err := tbl.Write(ctx, tx, &Event{AggregateType: "lag", AggregateID: fmt.Sprint(i % 3), Type: "T", Payload: payload}); err != nil {
+			t.Fatal(err)
+		}
+		tx.Commit()
+	}
+	r, err = NewCDCRelay(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	behind, err := r.Lag(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if behind < 200*2048 {
+		t.Fatalf("lag %d bytes before catching up 400 KiB of rows", behind)
+	}
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- r.Run(runCtx) }()
+	defer func() { stop(); <-done }()
+	deadline := time.Now().Add(30 * time.Second)
+	var lag int64
+	for time.Now().Before(deadline) {
+		if lag, err = r.Lag(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if r.Published() == 200 && lag < 64<<10 {
+			t.Logf("lag %d bytes behind, %d bytes after catching up", behind, lag)
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("after catching up: published %d of 200, lag %d bytes (was %d)", r.Published(), lag, behind)
+}
+
+// Setup mistakes are errors at start, with the reason.
+func TestCDCRelaySetupErrors(t *testing.T) {
+	requireLogical(t)
+	ctx := context.Background()
+	b := exactly.NewTestBroker(t)
+	db, tbl, schema := pgTable(t)
+	kafka := []kgo.Opt{kgo.SeedBrokers(b.Addr())}
+	_, err := NewCDCRelay(ctx, CDCConfig{DSN: pgDSN(), Table: Table{Name: schema + ".missing"}, Name: "x", Kafka: kafka})
+	if err == nil || !strings.Contains(err.Error(), "does not exist") {
+		t.Errorf("missing table: %v", err)
+	}
+	pub := "exactly_test_other_" + schema
+	if _, err := db.Exec(`CREATE TABLE ` + schema + `.other (id int)`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Exec(`CREATE PUBLICATION ` + pub + ` FOR TABLE ` + schema + `.other`); err != nil {
+		t.Fatal(err)
+	}
+	defer db.Exec(`DROP PUBLICATION ` + pub)
+	_, err = NewCDCRelay(ctx, CDCConfig{DSN: pgDSN(), Table: tbl, Name: "x", Publication: pub, Slot: pub, Kafka: kafka})
+	if err == nil || !strings.Contains(err.Error(), "does not publish") {
+		t.Errorf("publication without the table: %v", err)
+	}
+	_, err = NewCDCRelay(ctx, CDCConfig{DSN: pgDSN(), Table: tbl, Name: "x", Slot: "Bad-Slot", Kafka: kafka})
+	if err == nil || !strings.Contains(err.Error(), "slot") {
+		t.Errorf("invalid slot name: %v", err)
+	}
+	if got := DefaultSlot("Orders-EU.1"); got != "exactly_outbox_orders_eu_1" {
+		t.Errorf("DefaultSlot = %q", got)
+	}
+}
