@@ -2,8 +2,10 @@
 // "topic" (administration), "produce" (stdin lines to records), "consume"
 // (records to stdout through a format string), "group" (list, describe
 // with offsets and lag, delete and reset-offsets of consumer groups, like
-// kafka-consumer-groups.sh) and "txn" (inspect transactions, find and
-// abort hanging ones, like kafka-transactions.sh).
+// kafka-consumer-groups.sh), "txn" (inspect transactions, find and
+// abort hanging ones, like kafka-transactions.sh) and "outbox relay"
+// (publish a PostgreSQL transactional outbox table exactly once, polling or
+// CDC; it runs until SIGINT/SIGTERM).
 //
 // Every command speaks the Kafka wire protocol through franz-go, so it works
 // against an exactly broker or any other Kafka-compatible broker. Each

@@ -1,0 +1,167 @@
+package cli
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/exactly/exactly/eos/outbox"
+	_ "github.com/jackc/pgx/v5/stdlib" // database/sql driver "pgx" for the polling relay
+	"github.com/spf13/cobra"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// OutboxCommand returns the "outbox" command. Its "relay" subcommand
+// publishes a transactional outbox table (package eos/outbox) to Kafka
+// exactly once, by polling the table or, with --cdc, by following
+// PostgreSQL's logical replication stream.
+func OutboxCommand() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "outbox",
+		Short: "Publish a transactional outbox table to Kafka exactly once",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return cmd.Help()
+		},
+	}
+	cmd.AddCommand(outboxRelayCommand())
+	return cmd
+}
+
+// outboxRelayFlags are the flags of "outbox relay".
+type outboxRelayFlags struct {
+	dsn, table, bootstrap, prefix, name string
+	cdc                                 bool
+	slot, publication, checkpointTopic  string
+	batchSize                           int
+	pollInterval, setupTimeout          time.Duration
+	deletePublished                     bool
+}
+
+// relayRunner is what both relays offer the command.
+type relayRunner interface {
+	Run(context.Context) error
+	Close()
+}
+
+func outboxRelayCommand() *cobra.Command {
+	f := &outboxRelayFlags{}
+	cmd := &cobra.Command{
+		Use:   "relay --dsn DSN --bootstrap HOST:PORT [--table T] [--cdc] [--topic-prefix P] [--name N] [--slot S]",
+		Short: "Relay committed outbox rows to Kafka until SIGINT/SIGTERM",
+		Long: `Relay committed outbox rows to Kafka, exactly once, until SIGINT or SIGTERM.
+
+Each row of the outbox table (Debezium's convention: id, aggregatetype, aggregateid, type,
+payload, headers) becomes one record on topic <topic-prefix><aggregatetype>, keyed by
+aggregateid, with headers id and type plus the row's own. The relay's position is committed
+in the same Kafka transaction as the records, so a relay killed at any moment and restarted
+with the same --name neither loses nor duplicates a row.
+
+Polling (default) reads rows in seq order. --cdc follows PostgreSQL's logical replication
+stream instead (needs wal_level=logical and a role with REPLICATION); the slot is created if
+missing, so start the CDC relay once before writing rows it should publish.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runOutboxRelay(cmd, f)
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&f.dsn, "dsn", "", "PostgreSQL connection string (URL or key=value), e.g. postgres://user@host:5432/db")
+	fl.StringVar(&f.table, "table", "outbox", "the outbox table, optionally schema-qualified")
+	fl.StringVarP(&f.bootstrap, "bootstrap", "b", DefaultBootstrapServer, "comma-separated host:port list of brokers to bootstrap from")
+	fl.StringVar(&f.bootstrap, "bootstrap-server", DefaultBootstrapServer, "same as --bootstrap")
+	_ = fl.MarkHidden("bootstrap-server")
+	fl.BoolVar(&f.cdc, "cdc", false, "follow the logical replication stream instead of polling")
+	fl.StringVar(&f.prefix, "topic-prefix", "outbox.event.", "events go to <prefix><aggregatetype>")
+	fl.StringVar(&f.name, "name", "default", "relay name: keep it across restarts (transactional id and checkpoint key)")
+	fl.StringVar(&f.slot, "slot", "", "replication slot for --cdc (default exactly_outbox_<name>)")
+	fl.StringVar(&f.publication, "publication", "", "publication for --cdc (default: the slot name)")
+	fl.StringVar(&f.checkpointTopic, "checkpoint-topic", outbox.DefaultCheckpointTopic, "topic holding the relay positions")
+	fl.IntVar(&f.batchSize, "batch-size", 500, "events per Kafka transaction (a PostgreSQL transaction is never split)")
+	fl.DurationVar(&f.pollInterval, "poll-interval", 200*time.Millisecond, "wait after an empty poll (polling relay)")
+	fl.BoolVar(&f.deletePublished, "delete-published", false, "delete rows once their Kafka transaction committed (polling relay)")
+	fl.DurationVar(&f.setupTimeout, "setup-timeout", 30*time.Second, "give up starting after this long")
+	return cmd
+}
+
+func runOutboxRelay(cmd *cobra.Command, f *outboxRelayFlags) error {
+	if f.dsn == "" {
+		return errors.New("--dsn is required")
+	}
+	if !f.cdc && (f.slot != "" || f.publication != "") {
+		return errors.New("--slot and --publication need --cdc")
+	}
+	if f.cdc && f.deletePublished {
+		return errors.New("--delete-published works with the polling relay only")
+	}
+	seeds, err := seedBrokers(f.bootstrap)
+	if err != nil {
+		return err
+	}
+	silenceUsageOnRun(cmd)
+	ctx, stop := signal.NotifyContext(commandContext(cmd), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	logger := slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), nil))
+	kafka := []kgo.Opt{kgo.SeedBrokers(seeds...), kgo.ClientID("exactly-outbox-relay"), kgo.DialTimeout(5 * time.Second)}
+	prefix := f.prefix
+	topic := func(e *outbox.Event) string { return prefix + e.AggregateType }
+	table := outbox.Table{Name: f.table}
+
+	setupCtx, cancel := context.WithTimeout(ctx, f.setupTimeout)
+	defer cancel()
+	var r relayRunner
+	var what string
+	if f.cdc {
+		cr, err := outbox.NewCDCRelay(setupCtx, outbox.CDCConfig{DSN: f.dsn, Table: table, Name: f.name,
+			Slot: f.slot, Publication: f.publication, Kafka: kafka, CheckpointTopic: f.checkpointTopic,
+			Topic: topic, BatchSize: f.batchSize, Logger: logger})
+		if err != nil {
+			return setupError(ctx, "starting the CDC relay", f.bootstrap, err)
+		}
+		r = cr
+		slot := f.slot
+		if slot == "" {
+			slot = outbox.DefaultSlot(f.name)
+		}
+		what = fmt.Sprintf("CDC from slot %s, checkpoint %s", slot, cr.Checkpoint())
+	} else {
+		db, err := sql.Open("pgx", f.dsn)
+		if err != nil {
+			return fmt.Errorf("--dsn: %w", err)
+		}
+		defer db.Close()
+		if err := db.PingContext(setupCtx); err != nil {
+			return fmt.Errorf("connecting to PostgreSQL: %w", err)
+		}
+		pr, err := outbox.NewRelay(setupCtx, outbox.RelayConfig{DB: db, Table: table, Name: f.name, Kafka: kafka,
+			CheckpointTopic: f.checkpointTopic, Topic: topic, BatchSize: f.batchSize, PollInterval: f.pollInterval,
+			DeletePublished: f.deletePublished, Logger: logger})
+		if err != nil {
+			return setupError(ctx, "starting the relay", f.bootstrap, err)
+		}
+		r = pr
+		what = fmt.Sprintf("polling, position seq %d", pr.Position())
+	}
+	defer r.Close()
+	fmt.Fprintf(cmd.ErrOrStderr(), "outbox relay %q: %s -> %s<aggregatetype> (%s)\n", f.name, f.table, prefix, what)
+	if err := r.Run(ctx); err != nil && ctx.Err() == nil {
+		return err
+	}
+	fmt.Fprintf(cmd.ErrOrStderr(), "outbox relay %q: stopped\n", f.name)
+	return nil
+}
+
+// setupError makes a start failure readable: a timeout during start is
+// most often an unreachable broker (PostgreSQL is checked first).
+func setupError(ctx context.Context, what, bootstrap string, err error) error {
+	if ctx.Err() != nil {
+		return fmt.Errorf("%s: interrupted", what)
+	}
+	return requestError(what, bootstrap, err)
+}
