@@ -50,19 +50,40 @@ type pendingAppend struct {
 	upto int64
 }
 
+// preparedBatch is one partition's batch, validated and (if
+// transactional) checked with the transaction coordinator, waiting to be
+// appended.
+type preparedBatch struct {
+	t             *cluster.Topic
+	p             *partition.Partition
+	batch         []byte
+	h             record.Header
+	guard         uint64
+	txnWait       func() error // non-nil: must succeed before the append
+	logAppendTime int64
+	resp          *kmsg.ProduceResponseTopicPartition
+}
+
+// handleProduce works in three passes so that a request spanning several
+// partitions costs at most one transaction-log fsync: validate and check
+// every partition, wait for the transaction log once, then append.
 func (b *Broker) handleProduce(_ context.Context, r *server.Request) server.Reply {
 	req := r.Msg.(*kmsg.ProduceRequest)
 	resp := req.ResponseKind().(*kmsg.ProduceResponse)
 	acksOK := req.Acks == -1 || req.Acks == 0 || req.Acks == 1
-	var waits []pendingAppend
+	resp.Topics = make([]kmsg.ProduceResponseTopic, len(req.Topics))
+	var prepared []preparedBatch
 	for ti := range req.Topics {
 		rt := &req.Topics[ti]
-		st := kmsg.NewProduceResponseTopic()
+		st := &resp.Topics[ti]
+		*st = kmsg.NewProduceResponseTopic()
 		st.Topic = rt.Topic
+		st.Partitions = make([]kmsg.ProduceResponseTopicPartition, len(rt.Partitions))
 		t, known := b.catalog.Topic(rt.Topic)
 		for pi := range rt.Partitions {
 			rp := &rt.Partitions[pi]
-			sp := kmsg.NewProduceResponseTopicPartition()
+			sp := &st.Partitions[pi]
+			*sp = kmsg.NewProduceResponseTopicPartition()
 			sp.Partition = rp.Partition
 			sp.BaseOffset = -1
 			sp.LogAppendTime = -1
@@ -77,37 +98,44 @@ func (b *Broker) handleProduce(_ context.Context, r *server.Request) server.Repl
 			case p == nil:
 				sp.ErrorCode = kerr.UnknownTopicOrPartition.Code
 			default:
-				res, err := b.appendProduced(t, p, rp.Records, req.TransactionID, req.Version)
+				pb, err := b.prepareProduced(t, p, rp.Records, req.TransactionID, req.Version)
 				if err != nil {
-					sp.ErrorCode = errorCode(err)
-					sp.ErrorMessage = errMsg(err)
-					if sp.ErrorCode == kerr.UnknownServerError.Code || sp.ErrorCode == kerr.KafkaStorageError.Code {
-						b.log.Error("produce failed", "topic", rt.Topic, "partition", rp.Partition, "err", err)
-					}
+					b.produceFailed(rt.Topic, sp, err)
 					break
 				}
-				sp.BaseOffset = res.BaseOffset
-				sp.LogAppendTime = res.logAppendTime
-				sp.LogStartOffset = p.LogStartOffset()
+				pb.resp = sp
+				prepared = append(prepared, pb)
 			}
-			b.metrics.countError(0, sp.ErrorCode)
-			st.Partitions = append(st.Partitions, sp)
 		}
-		resp.Topics = append(resp.Topics, st)
 	}
-	// Index the pending waits only after the slices stopped growing.
+	for i := range prepared {
+		pb := &prepared[i]
+		if pb.txnWait != nil {
+			if err := pb.txnWait(); err != nil {
+				b.produceFailed(pb.t.Name, pb.resp, err)
+				pb.p = nil
+			}
+		}
+	}
+	var waits []pendingAppend
+	for i := range prepared {
+		pb := &prepared[i]
+		if pb.p == nil {
+			continue
+		}
+		res, err := b.appendPrepared(pb)
+		if err != nil {
+			b.produceFailed(pb.t.Name, pb.resp, err)
+			continue
+		}
+		pb.resp.BaseOffset = res.BaseOffset
+		pb.resp.LogAppendTime = pb.logAppendTime
+		pb.resp.LogStartOffset = pb.p.LogStartOffset()
+		waits = append(waits, pendingAppend{p: pb.p, resp: pb.resp, upto: pb.p.LogEndOffset()})
+	}
 	for ti := range resp.Topics {
-		st := &resp.Topics[ti]
-		for pi := range st.Partitions {
-			sp := &st.Partitions[pi]
-			if sp.ErrorCode != 0 {
-				continue
-			}
-			p := b.partition(st.Topic, sp.Partition)
-			if p == nil {
-				continue
-			}
-			waits = append(waits, pendingAppend{p: p, resp: sp, upto: p.LogEndOffset()})
+		for pi := range resp.Topics[ti].Partitions {
+			b.metrics.countError(0, resp.Topics[ti].Partitions[pi].ErrorCode)
 		}
 	}
 	if req.Acks == 0 {
@@ -132,14 +160,20 @@ func (b *Broker) handleProduce(_ context.Context, r *server.Request) server.Repl
 	}}
 }
 
-type produced struct {
-	partition.AppendResult
-	logAppendTime int64
+func (b *Broker) produceFailed(topic string, sp *kmsg.ProduceResponseTopicPartition, err error) {
+	sp.ErrorCode = errorCode(err)
+	sp.ErrorMessage = errMsg(err)
+	sp.BaseOffset = -1
+	if sp.ErrorCode == kerr.UnknownServerError.Code || sp.ErrorCode == kerr.KafkaStorageError.Code {
+		b.log.Error("produce failed", "topic", topic, "partition", sp.Partition, "err", err)
+	}
 }
 
-func (b *Broker) appendProduced(t *cluster.Topic, p *partition.Partition, batch []byte, txnID *string, produceVersion int16) (produced, error) {
-	var out produced
-	out.logAppendTime = -1
+// prepareProduced validates one partition's batch and, for a transactional
+// batch, checks it with the transaction coordinator (whose wait the caller
+// must pass before appending).
+func (b *Broker) prepareProduced(t *cluster.Topic, p *partition.Partition, batch []byte, txnID *string, produceVersion int16) (preparedBatch, error) {
+	out := preparedBatch{t: t, p: p, batch: batch, guard: ^uint64(0), logAppendTime: -1}
 	if len(batch) == 0 {
 		return out, fmt.Errorf("%w: no record batch for the partition", record.ErrInvalid)
 	}
@@ -153,12 +187,12 @@ func (b *Broker) appendProduced(t *cluster.Topic, p *partition.Partition, batch 
 	if err != nil {
 		return out, err
 	}
+	out.h = h
 	if h.IsControl() {
 		return out, fmt.Errorf("%w: clients may not write control batches", record.ErrInvalid)
 	}
-	guard := ^uint64(0)
 	if h.IsTransactional() {
-		guard = p.TxnGuard(h.ProducerID)
+		out.guard = p.TxnGuard(h.ProducerID)
 		if !h.HasProducerID() {
 			return out, fmt.Errorf("%w: transactional batch without a producer id", record.ErrInvalid)
 		}
@@ -168,36 +202,43 @@ func (b *Broker) appendProduced(t *cluster.Topic, p *partition.Partition, batch 
 		if b.txnProduceCheck == nil {
 			return out, &kerrError{kerr.InvalidTxnState, "transactions are not available on this broker"}
 		}
-		if err := b.txnProduceCheck(*txnID, h.ProducerID, h.ProducerEpoch, t.Name, p.Index, produceVersion >= 12); err != nil {
+		wait, err := b.txnProduceCheck(*txnID, h.ProducerID, h.ProducerEpoch, t.Name, p.Index, produceVersion >= 12)
+		if err != nil {
 			return out, err
 		}
+		out.txnWait = wait
 	}
+	return out, nil
+}
+
+// appendPrepared stamps and appends a prepared batch.
+func (b *Broker) appendPrepared(pb *preparedBatch) (partition.AppendResult, error) {
+	t, h, batch := pb.t, pb.h, pb.batch
 	nowMs := time.Now().UnixMilli()
 	if tsType, _ := b.catalog.TopicConfig(t, "message.timestamp.type"); tsType == "LogAppendTime" {
 		record.SetLogAppendTime(batch, nowMs)
-		out.logAppendTime = nowMs
+		pb.logAppendTime = nowMs
 	} else {
 		before := b.topicInt(t, "message.timestamp.before.max.ms")
 		after := b.topicInt(t, "message.timestamp.after.max.ms")
 		if h.FirstTimestamp < nowMs-before || h.MaxTimestamp < nowMs-before {
-			return out, &kerrError{kerr.InvalidTimestamp, fmt.Sprintf("timestamp %d is more than message.timestamp.before.max.ms=%d in the past", h.FirstTimestamp, before)}
+			return partition.AppendResult{}, &kerrError{kerr.InvalidTimestamp, fmt.Sprintf("timestamp %d is more than message.timestamp.before.max.ms=%d in the past", h.FirstTimestamp, before)}
 		}
 		if after < nowMs && h.MaxTimestamp > nowMs+after {
-			return out, &kerrError{kerr.InvalidTimestamp, fmt.Sprintf("timestamp %d is more than message.timestamp.after.max.ms=%d in the future", h.MaxTimestamp, after)}
+			return partition.AppendResult{}, &kerrError{kerr.InvalidTimestamp, fmt.Sprintf("timestamp %d is more than message.timestamp.after.max.ms=%d in the future", h.MaxTimestamp, after)}
 		}
 	}
 	record.SetLeaderEpoch(batch, 0)
-	res, err := p.AppendGuarded(batch, h, guard)
+	res, err := pb.p.AppendGuarded(batch, h, pb.guard)
 	if err != nil {
-		return out, err
+		return res, err
 	}
-	out.AppendResult = res
 	if res.Duplicate {
-		return out, nil // a retry: answered with the original offsets, nothing appended
+		return res, nil // a retry: answered with the original offsets, nothing appended
 	}
 	b.metrics.messagesIn.WithLabelValues(t.Name).Add(float64(h.NumRecords))
 	b.metrics.bytesIn.WithLabelValues(t.Name).Add(float64(len(batch)))
-	return out, nil
+	return res, nil
 }
 
 // kerrError carries a specific Kafka error code and message through Go

@@ -68,7 +68,8 @@ type Broker struct {
 	// transaction coordinator (set when the coordinator starts): the
 	// partition must be in txnID's ongoing transaction with that producer
 	// id and epoch, or be added implicitly when implicitAdd (Produce v12+).
-	txnProduceCheck func(txnID string, producerID int64, producerEpoch int16, topic string, partition int32, implicitAdd bool) error
+	// The batch may be appended once the returned wait succeeded.
+	txnProduceCheck func(txnID string, producerID int64, producerEpoch int16, topic string, partition int32, implicitAdd bool) (wait func() error, err error)
 
 	// txn is the transaction coordinator (txn.go).
 	txn *txnCoordinator

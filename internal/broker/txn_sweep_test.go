@@ -76,7 +76,11 @@ func TestSweepAbortsOnlyHangingTransactions(t *testing.T) {
 	if err := w(); err != nil || init.Err != nil {
 		t.Fatal(err, init.Err)
 	}
-	if err := b.checkTransactionalProduce(id, init.ProducerID, init.ProducerEpoch, "h", 1, true); err != nil {
+	wait, err := b.checkTransactionalProduce(id, init.ProducerID, init.ProducerEpoch, "h", 1, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := wait(); err != nil {
 		t.Fatal(err)
 	}
 	appendTxn(1, init.ProducerID, init.ProducerEpoch)

@@ -343,34 +343,49 @@ func (d *Driver) Add(r AddRequest) (AddResult, Waiter) {
 // only when the membership was just recorded and not yet fsynced, i.e. on
 // the first produce to a partition in a transaction.
 func (d *Driver) CheckProduce(txnID string, pid int64, epoch int16, tp TopicPartition, implicitAdd bool) error {
+	wait, err := d.PrepareProduce(txnID, pid, epoch, tp, implicitAdd)
+	if err != nil {
+		return err
+	}
+	return wait()
+}
+
+// PrepareProduce is CheckProduce without the wait: it checks (and, with
+// implicitAdd, records) tp's membership and returns the wait for that
+// record to be durable. A produce request spanning several partitions
+// prepares them all and then waits: one fsync of the transaction log covers
+// every partition its transaction just gained, instead of one per partition.
+func (d *Driver) PrepareProduce(txnID string, pid int64, epoch int16, tp TopicPartition, implicitAdd bool) (wait func() error, err error) {
 	d.mu.Lock()
 	if d.failed != nil {
 		d.mu.Unlock()
-		return kerr.CoordinatorNotAvailable
+		return nil, kerr.CoordinatorNotAvailable
 	}
 	req := AddRequest{TxnID: txnID, ProducerID: pid, ProducerEpoch: epoch, Partitions: []TopicPartition{tp},
 		VerifyOnly: !implicitAdd, TV2: implicitAdd, Produce: true}
 	res, fx := d.m.Add(d.nowMs(), req)
 	if err := d.applyLocked(fx); err != nil {
 		d.mu.Unlock()
-		return kerr.CoordinatorNotAvailable
+		return nil, kerr.CoordinatorNotAvailable
 	}
 	upto := d.lastEnd[txnID]
 	d.mu.Unlock()
 	if res.Err != nil {
-		return res.Err
+		return nil, res.Err
 	}
 	if len(res.Missing) > 0 {
 		// Produce from a client that adds partitions itself, to one it
 		// did not add: a late write from an earlier transaction, or a
 		// client bug. Never let it open a transaction nobody will end.
-		return kerr.InvalidTxnState
+		return nil, kerr.InvalidTxnState
 	}
-	if err := d.plog.WaitDurable(upto); err != nil {
-		d.fail(err)
-		return kerr.CoordinatorNotAvailable
-	}
-	return nil
+	return func() error {
+		if err := d.plog.WaitDurable(upto); err != nil {
+			d.fail(err)
+			return kerr.CoordinatorNotAvailable
+		}
+		return nil
+	}, nil
 }
 
 // EndTxn serves EndTxn. Its waiter also waits (bounded by EndWait) for the
