@@ -529,7 +529,7 @@ func TestHandlerErrorRollsBack(t *testing.T) {
 				t.Errorf("stored offset %d, want 7 (the failing record)", pos)
 			}
 			var n, distinct int
-			if err := e.db.QueryRow(`SELECT count(*), count(DISTINCT off) FROM ` + e.applied).Scan(&n, &distinct); err != nil {
+			if err := e.db.QueryRow(`SELECT count(*), count(DISTINCT off) FROM `+e.applied).Scan(&n, &distinct); err != nil {
 				t.Fatal(err)
 			}
 			if n != 7 || distinct != 7 || lastApplied(t, e, 0) != 6 {
