@@ -230,19 +230,33 @@ func (p *txnPublisher) publish(ctx context.Context, recs []*kgo.Record, checkpoi
 		})
 	}
 	if err := p.cl.Flush(ctx); err != nil {
+		p.abort()
 		return err
 	}
 	if p.crashBeforeCommit {
 		return errors.New("outbox: simulated crash before commit")
 	}
 	if perr != nil {
-		_ = p.cl.EndTransaction(ctx, kgo.TryAbort)
+		p.abort()
 		return fmt.Errorf("outbox: producing: %w", perr)
 	}
 	if err := p.cl.EndTransaction(ctx, kgo.TryCommit); err != nil {
+		p.abort()
 		return fmt.Errorf("outbox: committing: %w", err)
 	}
 	return nil
+}
+
+// abort ends a failed transaction at once, even when the caller's context
+// is done (a relay told to stop in the middle of a batch), so read_committed
+// readers of its partitions are not held back until the transaction
+// timeout. Best effort: if it fails, the next instance's fencing or the
+// timeout aborts the transaction, and the caller restarts either way.
+func (p *txnPublisher) abort() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = p.cl.AbortBufferedRecords(ctx)
+	_ = p.cl.EndTransaction(ctx, kgo.TryAbort)
 }
 
 // close closes the client. An open transaction is left to be aborted by
