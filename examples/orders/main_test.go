@@ -1,0 +1,68 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"encoding/hex"
+	"os"
+	"strings"
+	"testing"
+	"time"
+)
+
+// The service runs end to end against PostgreSQL and the embedded broker,
+// in both relay modes: 4 of 6 orders placed and published exactly once,
+// the 2 declined ones never published.
+func TestOrdersEndToEnd(t *testing.T) {
+	dsn := os.Getenv("EXACTLY_TEST_POSTGRES")
+	if dsn == "" {
+		dsn = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
+	}
+	for _, mode := range []string{"poll", "cdc"} {
+		t.Run(mode, func(t *testing.T) {
+			var b [6]byte
+			_, _ = rand.Read(b[:])
+			schema := "orders_test_" + hex.EncodeToString(b[:])
+			args := []string{"--dsn", dsn, "--schema", schema, "--orders", "6", "--decline-every", "3", "--cleanup", "--timeout", "30s"}
+			if mode == "cdc" {
+				db, err := sql.Open("pgx", dsn)
+				if err != nil {
+					t.Fatal(err)
+				}
+				var level string
+				err = db.QueryRow("SHOW wal_level").Scan(&level)
+				db.Close()
+				if err != nil {
+					t.Fatalf("PostgreSQL at %s: %v", dsn, err)
+				}
+				if level != "logical" {
+					t.Fatalf("wal_level=%s; --cdc needs logical (.ci/run sets it: ALTER SYSTEM SET wal_level = logical, restart PostgreSQL)", level)
+				}
+				args = append(args, "--cdc")
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			var out bytes.Buffer
+			if err := run(ctx, args, &out); err != nil {
+				t.Fatalf("%v\n%s", err, out.String())
+			}
+			s := out.String()
+			if strings.Count(s, "placed o-") != 4 || strings.Count(s, "declined o-") != 2 ||
+				strings.Count(s, "received OrderPlaced") != 4 || !strings.Contains(s, "exactly once") {
+				t.Fatalf("unexpected output:\n%s", s)
+			}
+			// --cleanup dropped everything, including the CDC slot.
+			db, _ := sql.Open("pgx", dsn)
+			defer db.Close()
+			var n int
+			db.QueryRow(`SELECT count(*) FROM pg_namespace WHERE nspname = $1`, schema).Scan(&n)
+			var slots int
+			db.QueryRow(`SELECT count(*) FROM pg_replication_slots WHERE slot_name LIKE $1`, "%"+schema).Scan(&slots)
+			if n != 0 || slots != 0 {
+				t.Errorf("left behind: %d schemas, %d slots", n, slots)
+			}
+		})
+	}
+}
