@@ -5,8 +5,10 @@
 // "exists in the table" into "published exactly once".
 //
 // The table follows Debezium's outbox convention (id uuid, aggregatetype,
-// aggregateid, type, payload, plus optional headers), so the same table can
-// later be drained by CDC instead of polling. Events are routed to topic
+// aggregateid, type, payload, plus optional headers), and two relays drain
+// it: Relay polls it, CDCRelay follows PostgreSQL's logical replication
+// stream (pgoutput). Both commit their position in the same Kafka
+// transaction as the events (see checkpoint.go). Events are routed to topic
 // "outbox.event.<aggregatetype>" (Debezium's default), keyed by aggregateid
 // (so one aggregate's events share a partition and keep their order), with
 // headers "id" (the row id, for consumer-side dedup) and "type".
