@@ -15,7 +15,7 @@ import (
 // The service runs end to end against PostgreSQL and the embedded broker,
 // in both relay modes: 4 of 6 orders placed and published exactly once,
 // the 2 declined ones never published.
-func TestOrdersEndToEnd(t *testing.T) {
+func TestOrdersOutboxEndToEnd(t *testing.T) {
 	dsn := os.Getenv("EXACTLY_TEST_POSTGRES")
 	if dsn == "" {
 		dsn = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
