@@ -10,7 +10,6 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
-
 // Published rows are deleted only up to the committed position, in bounded
 // statements, and never after a failed commit; every row is still
 // published exactly once.
