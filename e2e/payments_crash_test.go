@@ -101,14 +101,16 @@ func TestPaymentsSinkSurvivesSIGKILL(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer db.Close()
 	if err := db.Ping(); err != nil {
 		t.Fatalf("PostgreSQL at %s (set EXACTLY_TEST_POSTGRES): %v", paymentsDSN(), err)
 	}
 	var sb [6]byte
 	_, _ = rand.Read(sb[:])
 	schema := "e2e_payments_" + hex.EncodeToString(sb[:])
-	t.Cleanup(func() { db.Exec("DROP SCHEMA IF EXISTS " + schema + " CASCADE") })
+	t.Cleanup(func() {
+		db.Exec("DROP SCHEMA IF EXISTS " + schema + " CASCADE")
+		db.Close()
+	})
 
 	addr := freePort(t)
 	startBroker(t, t.TempDir(), addr)
