@@ -17,6 +17,7 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -500,6 +501,99 @@ func TestTxnKcat(t *testing.T) {
 		t.Fatalf("kcat's transaction is %s, want CompleteCommit", st.State)
 	}
 	stableEnds(t, b.Addr(), "kc")
+}
+
+// TestTxnKcatInterrupted: kcat (librdkafka) is interrupted with SIGINT in
+// the middle of a transactional produce. It aborts its transaction and
+// exits non-zero; its records, already written to the partition, are never
+// visible to read_committed readers (kcat's own or kgo's), are to
+// read_uncommitted ones, the transaction ends CompleteAbort (the 3s
+// transaction timeout would abort it too, had kcat not), the partition's
+// LSO moves on and a later kcat transaction is readable.
+func TestTxnKcatInterrupted(t *testing.T) {
+	kcat := kcatPath(t)
+	b := exactly.NewTestBroker(t)
+	createTopic(t, b.Addr(), "intr", 1)
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(kcat, "-P", "-b", b.Addr(), "-t", "intr",
+		"-X", "transactional.id=kcat-intr", "-X", "transaction.timeout.ms=3000")
+	cmd.Stdin = pr
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pr.Close()
+	defer pw.Close()
+	// kcat reads its input in large blocks: give it enough lines that
+	// it produces some before the signal, and keep the pipe open.
+	go func() {
+		var buf bytes.Buffer
+		for i := range 100000 {
+			fmt.Fprintf(&buf, "open-%d\n", i)
+		}
+		pw.Write(buf.Bytes())
+	}()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(b.Addr()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		ends, err := adm.ListEndOffsets(context.Background(), "intr")
+		if err == nil {
+			if o, ok := ends.Lookup("intr", 0); ok && o.Offset > 1000 {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("kcat produced nothing within 30s: %s", out.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	cmd.Process.Signal(syscall.SIGINT)
+	if err := cmd.Wait(); err == nil {
+		t.Fatalf("kcat exited 0 after SIGINT; output: %s", out.String())
+	}
+	if st := describeTxn(t, b.Addr(), "kcat-intr"); st.State != "Ongoing" && st.State != "PrepareAbort" && st.State != "CompleteAbort" {
+		t.Fatalf("interrupted kcat's transaction is %s", st.State)
+	}
+	if got := readTopic(t, b.Addr(), "intr", true); len(got) != 0 {
+		t.Fatalf("read_committed saw %d records of the interrupted transaction", len(got))
+	}
+	deadline = time.Now().Add(30 * time.Second)
+	for describeTxn(t, b.Addr(), "kcat-intr").State != "CompleteAbort" {
+		if time.Now().After(deadline) {
+			t.Fatal("the interrupted transaction was not aborted within 30s (its timeout is 3s)")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	after := exec.Command(kcat, "-P", "-b", b.Addr(), "-t", "intr", "-X", "transactional.id=kcat-after")
+	after.Stdin = strings.NewReader("after-1\nafter-2\n")
+	if o, err := after.CombinedOutput(); err != nil {
+		t.Fatalf("kcat produce after the abort: %v\n%s", err, o)
+	}
+	rc := readTopic(t, b.Addr(), "intr", true)
+	if count(rc, "open-") != 0 || count(rc, "after-") != 2 {
+		t.Fatalf("read_committed after the abort: %d open-, %d after- (want 0 and 2)", count(rc, "open-"), count(rc, "after-"))
+	}
+	kc, err := exec.Command(kcat, "-C", "-b", b.Addr(), "-t", "intr", "-e", "-q",
+		"-X", "isolation.level=read_committed", "-f", "%s\n").Output()
+	if err != nil {
+		t.Fatalf("kcat consume: %v", err)
+	}
+	if lines := strings.Fields(string(kc)); len(lines) != 2 || lines[0] != "after-1" || lines[1] != "after-2" {
+		t.Fatalf("read_committed kcat saw %d lines, want only after-1 and after-2", len(lines))
+	}
+	if ru := readTopic(t, b.Addr(), "intr", false); count(ru, "open-") == 0 {
+		t.Fatal("read_uncommitted should see the interrupted transaction's records")
+	}
+	stableEnds(t, b.Addr(), "intr")
 }
 
 // kcatPath finds kcat; it is installed by .ci/run, so in CI its absence is
