@@ -103,6 +103,9 @@ func (m *Machine) loadMembership(r *record) {
 	g.kind = kindClassic
 	g.setState(stateStable, m.now)
 	for _, vm := range v.Members {
+		if vm.MemberID == "" || g.members[vm.MemberID] != nil {
+			continue // never written so; member ids must stay unique in g.order
+		}
 		mem := &member{
 			id: vm.MemberID, instanceID: cloneStr(vm.InstanceID), clientID: vm.ClientID, host: vm.ClientHost,
 			sessionTimeout:   time.Duration(vm.SessionTimeoutMillis) * time.Millisecond,

@@ -3,8 +3,10 @@ package group
 import (
 	"reflect"
 	"testing"
+	"time"
 
 	rec "github.com/exactly/exactly/internal/record"
+	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
 func TestRecordRoundTrip(t *testing.T) {
@@ -57,6 +59,11 @@ func FuzzDecodeRecord(f *testing.F) {
 		{kind: recOffset, group: "g", topic: "t", delete: true},
 		{kind: recTxnOffset, pid: 9, group: "g", topic: "t", val: Offset{Offset: 1}},
 		{kind: recTxnMarker, pid: 9, group: "g", commit: true},
+		{kind: recGroupMeta, group: "g", meta: &kmsg.GroupMetadataValue{Version: 3, ProtocolType: "consumer", Generation: 4,
+			Protocol: kmsg.StringPtr("range"), Leader: kmsg.StringPtr("m1"), Members: []kmsg.GroupMetadataValueMember{
+				{MemberID: "m1", ClientID: "c", ClientHost: "/h", RebalanceTimeoutMillis: 30000, SessionTimeoutMillis: 10000, Subscription: []byte("s"), Assignment: []byte("a")},
+				{MemberID: "m2", InstanceID: kmsg.StringPtr("i"), SessionTimeoutMillis: 10000}}}},
+		{kind: recGroupMeta, group: "g", delete: true},
 	} {
 		kv := r.encode()
 		f.Add(kv.Key, kv.Value, kv.Value == nil)
@@ -73,6 +80,21 @@ func FuzzDecodeRecord(f *testing.F) {
 		again, err := decodeRecord(kv.Key, kv.Value)
 		if err != nil || again.kind != r.kind {
 			t.Fatalf("re-encoding %+v: %v", r, err)
+		}
+		// Whatever decodes must replay, and the state it builds must
+		// survive its deadlines and a snapshot.
+		cfg := testConfig()
+		cfg.NewID = func() string { return "x" }
+		m := NewMachine(cfg, newTopics(map[string]int32{"t": 1}))
+		now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+		if err := m.Replay(now, key, value); err != nil {
+			t.Fatalf("replaying a decodable record: %v", err)
+		}
+		m.Tick(now.Add(24 * time.Hour))
+		for _, kv := range m.SnapshotRecords() {
+			if _, err := decodeRecord(kv.Key, kv.Value); err != nil {
+				t.Fatalf("snapshot record does not decode: %v", err)
+			}
 		}
 	})
 }
