@@ -91,6 +91,9 @@ type ConsumerProfile struct {
 	ReadCommitted bool `json:"read_committed"`
 	// MaxPollRecords bounds one poll.
 	MaxPollRecords int `json:"max_poll_records"`
+	// GroupProtocol is "classic" (JoinGroup/SyncGroup, the default) or
+	// "consumer" (KIP-848 heartbeats and server-side assignment).
+	GroupProtocol string `json:"group_protocol,omitempty"`
 }
 
 // Profile is a whole client configuration.
@@ -127,7 +130,7 @@ func DefaultProfile(m Mode) Profile {
 var (
 	ProducerKeys = []string{"acks", "retries", "enable.idempotence", "transactional",
 		"max.in.flight.requests.per.connection", "linger.ms", "abort.fraction", "transaction.records"}
-	ConsumerKeys = []string{"commit", "enable.auto.commit", "auto.commit.interval.ms", "isolation.level", "max.poll.records"}
+	ConsumerKeys = []string{"commit", "enable.auto.commit", "auto.commit.interval.ms", "isolation.level", "max.poll.records", "group.protocol"}
 )
 
 // SetProducer applies one producer override (Kafka's key names where they
@@ -253,6 +256,15 @@ func (p *Profile) SetConsumer(key, value string) error {
 			return bad(fmt.Errorf("want a positive number"))
 		}
 		p.Consumer.MaxPollRecords = n
+	case "group.protocol":
+		switch value {
+		case "classic":
+			p.Consumer.GroupProtocol = ""
+		case "consumer":
+			p.Consumer.GroupProtocol = value
+		default:
+			return bad(fmt.Errorf("want classic or consumer"))
+		}
 	default:
 		return fmt.Errorf("--consumer %s: unknown key (known: %s)", key, strings.Join(ConsumerKeys, ", "))
 	}
@@ -306,6 +318,9 @@ func (p Profile) String() string {
 		"transactional":      strconv.FormatBool(p.Producer.Transactional),
 		"commit":             p.Consumer.Commit,
 		"isolation.level":    map[bool]string{true: "read_committed", false: "read_uncommitted"}[p.Consumer.ReadCommitted],
+	}
+	if p.Consumer.GroupProtocol != "" {
+		kv["group.protocol"] = p.Consumer.GroupProtocol
 	}
 	keys := make([]string, 0, len(kv))
 	for k := range kv {

@@ -2,6 +2,7 @@ package verify
 
 import (
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 )
@@ -123,6 +124,17 @@ func TestProfilesFollowSemantics(t *testing.T) {
 	if err := p.Apply(nil, []string{"enable.auto.commit=true", "auto.commit.interval.ms=100", "isolation.level=read_committed"}); err != nil ||
 		p.Consumer.Commit != CommitAuto || p.Consumer.AutoCommitIntervalMs != 100 || !p.Consumer.ReadCommitted {
 		t.Fatalf("consumer overrides: %+v %v", p, err)
+	}
+	p = DefaultProfile(ExactlyOnce)
+	if err := p.Apply(nil, []string{"group.protocol=consumer"}); err != nil || p.Consumer.GroupProtocol != "consumer" ||
+		!strings.Contains(p.String(), "group.protocol=consumer") {
+		t.Fatalf("group.protocol=consumer: %+v %v", p, err)
+	}
+	if err := p.Apply(nil, []string{"group.protocol=classic"}); err != nil || p.Consumer.GroupProtocol != "" {
+		t.Fatalf("group.protocol=classic: %+v %v", p, err)
+	}
+	if err := p.Apply(nil, []string{"group.protocol=eager"}); err == nil {
+		t.Fatal("unknown group protocol accepted")
 	}
 	p = DefaultProfile(AtLeastOnce)
 	if err := p.Apply(nil, []string{"commit=txn"}); err == nil {

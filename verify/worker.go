@@ -462,6 +462,9 @@ func runPipeline(ctx context.Context, spec WorkerSpec, c *control, rec *Recorder
 	if cp.ReadCommitted {
 		opts = append(opts, kgo.FetchIsolationLevel(kgo.ReadCommitted()))
 	}
+	if cp.GroupProtocol != "" {
+		opts = append(opts, kgo.GroupProtocol(cp.GroupProtocol))
+	}
 	if cp.Commit == CommitAuto {
 		opts = append(opts, kgo.AutoCommitInterval(time.Duration(max(cp.AutoCommitIntervalMs, 1))*time.Millisecond))
 	} else {
