@@ -169,6 +169,10 @@ func (m *Machine) deleteGroups(tok Token, req *kmsg.DeleteGroupsRequest) {
 				recs = append(recs, record{kind: recGroupMeta, group: name, delete: true})
 				g.meta = nil
 			}
+			if g.cmeta != nil {
+				recs = append(recs, record{kind: recConsumerGroup, group: name, delete: true})
+				g.cmeta = nil
+			}
 			g.eachOffset(func(topic string, p int32, _ Offset) {
 				recs = append(recs, record{kind: recOffset, group: name, topic: topic, partition: p, delete: true})
 			})

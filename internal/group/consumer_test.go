@@ -9,8 +9,13 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
+// cgh returns a heartbeat's answer, making what it waits on durable first
+// (a heartbeat that changed the group is answered after its record is).
 func cgh(h *harness, tok Token) *kmsg.ConsumerGroupHeartbeatResponse {
 	h.t.Helper()
+	if h.pending(tok) {
+		h.durable()
+	}
 	return h.reply(tok).(*kmsg.ConsumerGroupHeartbeatResponse)
 }
 

@@ -19,9 +19,9 @@
 // Durability: a record takes effect in the Machine only once it is durable
 // (Persisted) — a commit is acknowledged and becomes visible to OffsetFetch
 // at the same moment, after fsync. On start the Coordinator replays the
-// partition into a fresh Machine. Classic membership is persisted as
-// Kafka persists it (the last completed generation, see membership.go), so
-// members carry on across a restart; KIP-848 members rejoin.
+// partition into a fresh Machine. Membership is persisted too (classic:
+// the last completed generation, membership.go; KIP-848: the whole group
+// state, consumer_persist.go), so members carry on across a restart.
 //
 // Compaction: every record restates a key's full value, so a snapshot (all
 // live offsets written again) makes everything before it redundant. When

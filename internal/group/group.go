@@ -73,6 +73,8 @@ type group struct {
 	// meta is the membership last written to __consumer_offsets (nil if
 	// none, or if the group was empty then); snapshots restate it.
 	meta *kmsg.GroupMetadataValue
+	// cmeta is the KIP-848 state last written (nil: none, or empty).
+	cmeta []byte
 
 	// KIP-848 protocol.
 	cg *cgroup

@@ -271,7 +271,14 @@ func (m *Machine) Handle(now time.Time, tok Token, client Client, req kmsg.Reque
 	case *kmsg.DeleteGroupsRequest:
 		m.deleteGroups(tok, r)
 	case *kmsg.ConsumerGroupHeartbeatRequest:
-		m.reply(tok, m.consumerHeartbeat(client, r))
+		resp := m.consumerHeartbeat(client, r)
+		if g := m.groups[r.Group]; g != nil && (g.cg != nil || g.cmeta != nil) {
+			// What the member is told (epoch, partitions) is durable
+			// before it hears it.
+			m.persistConsumerGroup(g, Reply{Token: tok, Response: resp})
+		} else {
+			m.reply(tok, resp)
+		}
 	case *kmsg.ConsumerGroupDescribeRequest:
 		m.reply(tok, m.consumerDescribe(r))
 	default:
@@ -325,12 +332,14 @@ func (m *Machine) fire(t timer) {
 		if g.cg != nil {
 			if cm := g.cg.members[t.member]; cm != nil && cm.sessionTimer == t.id {
 				m.consumerFence(g, cm, "session timeout")
+				m.persistConsumerGroup(g)
 			}
 		}
 	case tCRevoke:
 		if g.cg != nil {
 			if cm := g.cg.members[t.member]; cm != nil && cm.revokeTimer == t.id {
 				m.consumerFence(g, cm, "revocation not acknowledged within the rebalance timeout")
+				m.persistConsumerGroup(g)
 			}
 		}
 	}
@@ -396,9 +405,12 @@ func (m *Machine) Replay(now time.Time, key, value []byte) error {
 		return err
 	}
 	m.now = now
-	if r.kind == recGroupMeta {
+	switch r.kind {
+	case recGroupMeta:
 		m.loadMembership(&r)
 		return nil
+	case recConsumerGroup:
+		return m.loadConsumerGroup(&r)
 	}
 	m.apply(&r)
 	return nil
@@ -467,9 +479,9 @@ func (m *Machine) apply(r *record) {
 			}
 		}
 		m.maybeDropGroup(g)
-	case recGroupMeta:
+	case recGroupMeta, recConsumerGroup:
 		// Live membership is already in memory; the record only
-		// matters to a replay (loadMembership).
+		// matters to a replay (loadMembership, loadConsumerGroup).
 	}
 }
 
@@ -514,6 +526,10 @@ func (m *Machine) SnapshotRecords() []KV {
 			r := record{kind: recGroupMeta, group: name, meta: g.meta}
 			out = append(out, r.encode())
 		}
+		if g.cmeta != nil {
+			r := record{kind: recConsumerGroup, group: name, cstate: g.cmeta}
+			out = append(out, r.encode())
+		}
 		g.eachOffset(func(topic string, p int32, o Offset) {
 			r := record{kind: recOffset, group: name, topic: topic, partition: p, val: o}
 			out = append(out, r.encode())
@@ -539,6 +555,9 @@ func (m *Machine) LiveRecords() int {
 	n := 0
 	for _, g := range m.groups {
 		if g.meta != nil {
+			n++
+		}
+		if g.cmeta != nil {
 			n++
 		}
 		for _, ps := range g.offsets {
@@ -760,6 +779,7 @@ func (m *Machine) DropDeletedTopics(now time.Time) Output {
 		})
 	}
 	m.persist(recs)
+	m.persistConsumerGroups()
 	return m.end()
 }
 

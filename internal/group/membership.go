@@ -79,9 +79,10 @@ func (m *Machine) loadMembership(r *record) {
 	if g == nil {
 		g = m.groupOrNew(r.group)
 	}
-	if g.kind == kindConsumer {
-		return // a KIP-848 group took the name over later; its records win
+	if g.kind == kindConsumer && g.hasMembers() {
+		return // never written so: a name changes protocol only when empty
 	}
+	g.cg, g.cmeta = nil, nil
 	m.clearClassicMembers(g)
 	g.generation = max(g.generation, v.Generation)
 	g.protocolType = v.ProtocolType

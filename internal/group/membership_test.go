@@ -1,6 +1,7 @@
 package group
 
 import (
+	"fmt"
 	"testing"
 	"time"
 
@@ -86,6 +87,69 @@ func TestReplayRestoresClassicMembership(t *testing.T) {
 			r.advance(time.Second)
 			if rj, code := joinCode(r, nj); code != 0 || rj.Generation <= gen || len(rj.Members) != 1 {
 				t.Fatalf("rejoin after expiry: %s", render(rj, r.topics))
+			}
+		})
+	}
+}
+
+// Replaying the log (whole, or a snapshot) restores KIP-848 groups: every
+// member's epoch and partitions, so members heartbeat on with the epoch
+// they hold, their commits are accepted, nobody can take a partition that
+// is still owned, and a group whose members all left stays empty.
+func TestReplayRestoresConsumerGroups(t *testing.T) {
+	h := newHarness(t, testConfig(), map[string]int32{"t": 4})
+	subs := []string{"t"}
+	r1 := cgh(h, h.send("c1", cghReq("g", "m1", 0, subs, map[string][]int32{}, h.topics)))
+	r2 := cgh(h, h.send("c2", cghReq("g", "m2", 0, subs, map[string][]int32{}, h.topics)))
+	r1 = cgh(h, h.send("c1", cghReq("g", "m1", r1.MemberEpoch, nil, map[string][]int32{"t": {0, 1, 2, 3}}, h.topics)))
+	m1Parts := assigned(h, r1, "t") // what m1 keeps; the rest is being revoked
+	r1 = cgh(h, h.send("c1", cghReq("g", "m1", r1.MemberEpoch, nil, map[string][]int32{"t": m1Parts}, h.topics)))
+	r2 = cgh(h, h.send("c2", cghReq("g", "m2", r2.MemberEpoch, nil, map[string][]int32{}, h.topics)))
+	if len(m1Parts) != 2 || len(assigned(h, r2, "t")) != 2 || r1.MemberEpoch != r2.MemberEpoch {
+		t.Fatalf("not reconciled: m1 %v %s, m2 %s", m1Parts, render(r1, h.topics), render(r2, h.topics))
+	}
+	e := cgh(h, h.send("c3", cghReq("gone", "m3", 0, subs, map[string][]int32{}, h.topics)))
+	cgh(h, h.send("c3", cghReq("gone", "m3", -1, nil, nil, h.topics)))
+	_ = e
+	h.durable()
+	describe := func(h *harness) string {
+		d := h.reply(h.send("admin", &kmsg.ConsumerGroupDescribeRequest{Version: 1, Groups: []string{"g", "gone"}})).(*kmsg.ConsumerGroupDescribeResponse)
+		// A group whose members all left is Empty, or forgotten
+		// after a replay: never with members again.
+		if gone := d.Groups[1]; len(gone.Members) != 0 {
+			t.Fatalf("group gone has members: %s", render(d, h.topics))
+		}
+		d.Groups = d.Groups[:1]
+		return render(d, h.topics)
+	}
+	want := describe(h)
+
+	for name, kvs := range map[string][]KV{"whole log": h.log, "snapshot": h.m.SnapshotRecords()} {
+		t.Run(name, func(t *testing.T) {
+			r := newHarness(t, testConfig(), map[string]int32{"t": 4})
+			r.topics = h.topics
+			r.m = NewMachine(r.m.cfg, h.topics)
+			r.now = h.now
+			for _, kv := range kvs {
+				if err := r.m.Replay(r.now, kv.Key, kv.Value); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if got := describe(r); got != want {
+				t.Fatalf("after replay:\n%s\nwant:\n%s", got, want)
+			}
+			hb := cgh(r, r.send("c1", cghReq("g", "m1", r1.MemberEpoch, nil, nil, r.topics)))
+			wantCode(t, "heartbeat with the replayed epoch", hb.ErrorCode, nil)
+			if hb.MemberEpoch != r1.MemberEpoch {
+				t.Fatalf("epoch after replay %d, want %d", hb.MemberEpoch, r1.MemberEpoch)
+			}
+			c := r.send("c1", commit848("g", "m1", r1.MemberEpoch, fmt.Sprintf("t/%d=5", m1Parts[0])))
+			r.durable()
+			wantCode(t, "commit with the replayed epoch", r.reply(c).(*kmsg.OffsetCommitResponse).Topics[0].Partitions[0].ErrorCode, nil)
+			// A newcomer gets nothing m1 or m2 still holds.
+			n := cgh(r, r.send("c4", cghReq("g", "m4", 0, subs, map[string][]int32{}, r.topics)))
+			for _, p := range assigned(r, n, "t") {
+				t.Fatalf("newcomer got partition %d that a replayed member still owns", p)
 			}
 		})
 	}

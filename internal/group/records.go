@@ -17,6 +17,8 @@ package group
 //	                      (null: the staged offset is dropped)
 //	key 1001 txn marker:  int16 1001, int64 producer id, string group
 //	  value:              int8 1 commit / 0 abort
+//	key 1002 KIP-848 group: int16 1002, string group
+//	  value:              JSON consumerState (null: nobody in the group)
 //
 // Strings are int16 length + bytes. Every record restates a key's whole
 // value, so replaying any suffix of the log that starts at a snapshot gives
@@ -24,6 +26,7 @@ package group
 
 import (
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 
@@ -48,8 +51,9 @@ const (
 	recOffset recKind = iota + 1
 	recTxnOffset
 	recTxnMarker
-	recGroupMeta // classic group membership as of its last completed rebalance
-	recSkip      // a record kind this broker does not use (KIP-848 group records)
+	recGroupMeta     // classic group membership as of its last completed rebalance
+	recConsumerGroup // a KIP-848 group's whole membership state (consumer_persist.go)
+	recSkip          // a record kind this broker does not use (KIP-848 group records)
 )
 
 // record is one decoded __consumer_offsets record.
@@ -64,6 +68,7 @@ type record struct {
 	val       Offset
 	commit    bool                     // recTxnMarker
 	meta      *kmsg.GroupMetadataValue // recGroupMeta (nil with delete)
+	cstate    []byte                   // recConsumerGroup: JSON consumerState (nil with delete)
 }
 
 // Offset is one committed (or staged) offset with what Kafka stores with it.
@@ -127,6 +132,12 @@ func (r *record) encode() KV {
 		kv := KV{Key: k.AppendTo(nil)}
 		if !r.delete {
 			kv.Value = r.meta.AppendTo(nil)
+		}
+		return kv
+	case recConsumerGroup:
+		kv := KV{Key: consumerGroupKey(r.group)}
+		if !r.delete {
+			kv.Value = r.cstate
 		}
 		return kv
 	}
@@ -245,6 +256,22 @@ func decodeRecord(key, value []byte) (record, error) {
 			return record{}, fmt.Errorf("%w: group metadata value: %v", ErrBadRecord, err)
 		}
 		r.meta = &v
+		return r, nil
+	case keyConsumerGroup:
+		rd := reader{b: key[2:]}
+		r := record{kind: recConsumerGroup, group: rd.str()}
+		if !rd.done() {
+			return record{}, fmt.Errorf("%w: consumer group key", ErrBadRecord)
+		}
+		if value == nil {
+			r.delete = true
+			return r, nil
+		}
+		var st consumerState
+		if err := json.Unmarshal(value, &st); err != nil {
+			return record{}, fmt.Errorf("%w: consumer group %s: %v", ErrBadRecord, r.group, err)
+		}
+		r.cstate = value
 		return r, nil
 	default:
 		if ver > keyGroupMeta && ver < keyTxnOffset {

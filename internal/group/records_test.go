@@ -64,6 +64,12 @@ func FuzzDecodeRecord(f *testing.F) {
 				{MemberID: "m1", ClientID: "c", ClientHost: "/h", RebalanceTimeoutMillis: 30000, SessionTimeoutMillis: 10000, Subscription: []byte("s"), Assignment: []byte("a")},
 				{MemberID: "m2", InstanceID: kmsg.StringPtr("i"), SessionTimeoutMillis: 10000}}}},
 		{kind: recGroupMeta, group: "g", delete: true},
+		{kind: recConsumerGroup, group: "g", cstate: []byte(`{"epoch":3,"target_epoch":3,"assignor":"uniform","meta_hash":1,` +
+			`"members":[{"id":"m1","client_id":"c","host":"/h","rebalance_timeout_ms":30000,"topics":["t"],"regex":"t.*","epoch":3,` +
+			`"prev_epoch":2,"state":1,"assigned":[{"id":[1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16],"partitions":[0]}],` +
+			`"revoking":[{"id":[1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16],"partitions":[1]}],` +
+			`"assign_epochs":[{"id":[1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16],"epochs":[[0,3]]}]}]}`)},
+		{kind: recConsumerGroup, group: "g", delete: true},
 	} {
 		kv := r.encode()
 		f.Add(kv.Key, kv.Value, kv.Value == nil)
