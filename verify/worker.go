@@ -462,8 +462,10 @@ func runPipeline(ctx context.Context, spec WorkerSpec, c *control, rec *Recorder
 	if cp.ReadCommitted {
 		opts = append(opts, kgo.FetchIsolationLevel(kgo.ReadCommitted()))
 	}
-	if cp.GroupProtocol != "" {
-		opts = append(opts, kgo.GroupProtocol(cp.GroupProtocol))
+	if cp.GroupProtocol == "consumer" {
+		// KIP-848: the broker assigns (kgo's cooperative-sticky default
+		// balancer is an allowed client-side fallback).
+		opts = append(opts, kgo.ServerSideBalancer())
 	}
 	if cp.Commit == CommitAuto {
 		opts = append(opts, kgo.AutoCommitInterval(time.Duration(max(cp.AutoCommitIntervalMs, 1))*time.Millisecond))
