@@ -78,13 +78,19 @@ func fromAssignment(a assignment) []persistedTopic {
 	return out
 }
 
+// toAssignmentMap rebuilds an assignment: sorted, without duplicates, in
+// O(n log n) however the record lists them.
 func toAssignmentMap(ts []persistedTopic) assignment {
 	a := assignment{}
 	for _, t := range ts {
-		for _, p := range t.Partitions {
-			if !a.has(t.ID, p) {
-				a.add(t.ID, p)
-			}
+		a[t.ID] = append(a[t.ID], t.Partitions...)
+	}
+	for id, ps := range a {
+		slices.Sort(ps)
+		if ps = slices.Compact(ps); len(ps) == 0 {
+			delete(a, id)
+		} else {
+			a[id] = ps
 		}
 	}
 	return a
