@@ -113,11 +113,7 @@ func (m *Machine) describeConsumerAsClassic(g *group, rg *kmsg.DescribeGroupsRes
 
 func (m *Machine) listGroups(req *kmsg.ListGroupsRequest) *kmsg.ListGroupsResponse {
 	resp := req.ResponseKind().(*kmsg.ListGroupsResponse)
-	names := make([]string, 0, len(m.groups))
-	for name := range m.groups {
-		names = append(names, name)
-	}
-	sort.Strings(names)
+	names := m.groupNames()
 	matches := func(filter []string, v string) bool {
 		if len(filter) == 0 {
 			return true

@@ -156,21 +156,6 @@ func (m *Machine) persistConsumerGroup(g *group, replies ...Reply) {
 	m.persist([]record{{kind: recConsumerGroup, group: g.name, cstate: enc, delete: enc == nil}}, replies...)
 }
 
-// persistConsumerGroups writes every KIP-848 group whose state changed
-// outside a heartbeat (deadlines, topic changes).
-func (m *Machine) persistConsumerGroups() {
-	names := make([]string, 0, len(m.groups))
-	for name, g := range m.groups {
-		if g.cg != nil || g.cmeta != nil {
-			names = append(names, name)
-		}
-	}
-	sort.Strings(names)
-	for _, name := range names {
-		m.persistConsumerGroup(m.groups[name])
-	}
-}
-
 // loadConsumerGroup rebuilds a KIP-848 group from a replayed record.
 func (m *Machine) loadConsumerGroup(r *record) error {
 	g := m.groups[r.group]

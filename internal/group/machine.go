@@ -2,6 +2,8 @@ package group
 
 import (
 	"fmt"
+	"maps"
+	"slices"
 	"sort"
 	"time"
 
@@ -485,6 +487,10 @@ func (m *Machine) apply(r *record) {
 	}
 }
 
+// groupNames lists the groups' names in order, so every walk over them
+// (snapshots, expiry, sweeps) emits records deterministically.
+func (m *Machine) groupNames() []string { return slices.Sorted(maps.Keys(m.groups)) }
+
 // groupOrNew returns the named group, creating an empty one (no protocol
 // yet: it only holds offsets until members arrive).
 func (m *Machine) groupOrNew(name string) *group {
@@ -514,11 +520,7 @@ func (m *Machine) maybeDropGroup(g *group) {
 // from growing forever. Call only with nothing pending (see Pending), so
 // the snapshot holds every record the log holds.
 func (m *Machine) SnapshotRecords() []KV {
-	names := make([]string, 0, len(m.groups))
-	for name := range m.groups {
-		names = append(names, name)
-	}
-	sort.Strings(names)
+	names := m.groupNames()
 	var out []KV
 	for _, name := range names {
 		g := m.groups[name]
@@ -612,11 +614,7 @@ func (m *Machine) ExpireOffsets(now time.Time) Output {
 	if m.failed != nil {
 		return m.end()
 	}
-	names := make([]string, 0, len(m.groups))
-	for name := range m.groups {
-		names = append(names, name)
-	}
-	sort.Strings(names)
+	names := m.groupNames()
 	retention := m.cfg.OffsetsRetention.Milliseconds()
 	nowMs := now.UnixMilli()
 	var recs []record
@@ -754,11 +752,7 @@ func (m *Machine) DropDeletedTopics(now time.Time) Output {
 	if m.failed != nil {
 		return m.end()
 	}
-	names := make([]string, 0, len(m.groups))
-	for name := range m.groups {
-		names = append(names, name)
-	}
-	sort.Strings(names)
+	names := m.groupNames()
 	var recs []record
 	gone := map[string]bool{}
 	for _, name := range names {
@@ -779,7 +773,6 @@ func (m *Machine) DropDeletedTopics(now time.Time) Output {
 		})
 	}
 	m.persist(recs)
-	m.persistConsumerGroups()
 	return m.end()
 }
 
