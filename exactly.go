@@ -22,6 +22,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/exactly/exactly/internal/broker"
@@ -67,6 +68,9 @@ type Broker struct {
 	grace    time.Duration
 	serveErr chan error
 	log      *slog.Logger
+
+	closeOnce sync.Once
+	closeErr  error
 }
 
 // Start opens (recovering if needed) the data directory and starts serving.
@@ -195,8 +199,15 @@ func (b *Broker) MetricsAddr() string {
 func (b *Broker) ClusterID() string { return b.b.ClusterID() }
 
 // Close shuts down cleanly: stop accepting, answer requests already read,
-// fsync and close every log. A temporary data directory is removed.
+// fsync and close every log. A temporary data directory is removed. Close
+// may be called more than once (a test may close a NewTestBroker early to
+// check what survives); later calls return the first call's result.
 func (b *Broker) Close() error {
+	b.closeOnce.Do(func() { b.closeErr = b.close() })
+	return b.closeErr
+}
+
+func (b *Broker) close() error {
 	if b.metrics != nil {
 		b.metrics.Close()
 	}

@@ -53,3 +53,15 @@ func TestStartRejectsBadConfig(t *testing.T) {
 		}
 	}
 }
+
+// TestCloseTwice: closing a NewTestBroker early (to restart on the same
+// data directory, say) and again at cleanup is allowed.
+func TestCloseTwice(t *testing.T) {
+	b := exactly.NewTestBroker(t, exactly.Options{DataDir: t.TempDir()})
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+}
