@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/exactly/exactly/internal/managed"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
@@ -159,7 +160,7 @@ type runner struct {
 	in, out  string
 	group    string
 	proxy    *Proxy
-	broker   *managedBroker
+	broker   *managed.Broker
 	upstream []string
 	admin    *kgo.Client
 	rec      *Recorder
@@ -271,7 +272,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	}
 	rep, err := r.run(ctx)
 	if r.broker != nil {
-		r.broker.stop(5 * time.Second)
+		r.broker.Stop(5 * time.Second)
 	}
 	keep := cfg.KeepDir || !temp || err != nil || (rep != nil && !rep.OK)
 	if keep {
@@ -302,10 +303,10 @@ func (r *runner) run(ctx context.Context) (*Report, error) {
 
 	if cfg.Managed {
 		r.logf("starting a broker: %v", cfg.ServeCommand)
-		if r.broker, err = newManagedBroker(cfg.ServeCommand, cfg.Env, r.dir); err != nil {
+		if r.broker, err = managed.Start(cfg.ServeCommand, cfg.Env, r.dir, managedConfig); err != nil {
 			return nil, &SetupError{err}
 		}
-		r.upstream = []string{r.broker.addr}
+		r.upstream = []string{r.broker.Addr()}
 	} else {
 		r.upstream = cfg.Bootstrap
 	}
@@ -767,9 +768,9 @@ func (r *runner) inject(ctx context.Context, i int, f Fault) {
 		r.brokerMu.Lock()
 		defer r.brokerMu.Unlock()
 		r.rec.Record(ev)
-		r.broker.kill()
+		r.broker.Kill()
 		sleepCtx(ctx, f.For)
-		if err := r.broker.start(); err != nil {
+		if err := r.broker.Restart(); err != nil {
 			r.logf("restarting the broker: %v", err)
 			heal.Error = err.Error()
 		}

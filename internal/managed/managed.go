@@ -1,0 +1,146 @@
+// Package managed runs `exactly serve` as a child process for the tools that
+// need a broker of their own (verify, bench): a real process on a real data
+// directory, which can be killed with SIGKILL and started again on the same
+// data, and which shares no Go runtime (heap, garbage collector, scheduler)
+// with the client being measured.
+package managed
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// Broker is an `exactly serve` process started by this one.
+type Broker struct {
+	argv    []string
+	env     []string
+	config  []string
+	addr    string
+	dataDir string
+	logPath string
+
+	mu   sync.Mutex
+	cmd  *exec.Cmd
+	done chan struct{}
+}
+
+// Start runs argv (the serve command: the exactly binary and "serve") with
+// data under dir/broker and its output in dir/logs/broker.log, listening on
+// a free loopback port, with each of config ("key=value") passed as --set.
+// It returns once the broker accepts connections.
+func Start(argv, env []string, dir string, config []string) (*Broker, error) {
+	if len(argv) == 0 {
+		return nil, fmt.Errorf("no serve command to start a broker with")
+	}
+	addr, err := freeAddr()
+	if err != nil {
+		return nil, err
+	}
+	b := &Broker{argv: argv, env: env, config: config, addr: addr,
+		dataDir: filepath.Join(dir, "broker"), logPath: filepath.Join(dir, "logs", "broker.log")}
+	for _, d := range []string{b.dataDir, filepath.Dir(b.logPath)} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return nil, err
+		}
+	}
+	return b, b.Restart()
+}
+
+// Addr is the broker's listen address (host:port).
+func (b *Broker) Addr() string { return b.addr }
+
+// LogPath is the file the broker's output goes to.
+func (b *Broker) LogPath() string { return b.logPath }
+
+// Restart starts the broker again on the same data directory and address if
+// it is not running, and waits until it accepts connections.
+func (b *Broker) Restart() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.cmd != nil {
+		select {
+		case <-b.done:
+		default:
+			return nil // running
+		}
+	}
+	logf, err := os.OpenFile(b.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return err
+	}
+	args := append(append([]string(nil), b.argv[1:]...), "--data-dir", b.dataDir, "--listen", b.addr, "--log-level", "warn")
+	for _, kv := range b.config {
+		args = append(args, "--set", kv)
+	}
+	cmd := exec.Command(b.argv[0], args...)
+	cmd.Env = append(os.Environ(), b.env...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	SetDeathSignal(cmd)
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		return fmt.Errorf("starting the broker: %w", err)
+	}
+	done := make(chan struct{})
+	go func() { cmd.Wait(); logf.Close(); close(done) }()
+	b.cmd, b.done = cmd, done
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		select {
+		case <-done:
+			out, _ := os.ReadFile(b.logPath)
+			return fmt.Errorf("the broker exited at start:\n%s", out)
+		default:
+		}
+		c, err := net.DialTimeout("tcp", b.addr, 200*time.Millisecond)
+		if err == nil {
+			c.Close()
+			return nil
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
+	cmd.Process.Kill()
+	<-done
+	return fmt.Errorf("the broker did not listen on %s within 30s", b.addr)
+}
+
+// Kill SIGKILLs the broker and waits for it to die.
+func (b *Broker) Kill() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.cmd == nil {
+		return
+	}
+	b.cmd.Process.Signal(syscall.SIGKILL)
+	<-b.done
+}
+
+// Stop shuts the broker down cleanly (SIGTERM), killing it after grace.
+func (b *Broker) Stop(grace time.Duration) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.cmd == nil {
+		return
+	}
+	b.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-b.done:
+	case <-time.After(grace):
+		b.cmd.Process.Signal(syscall.SIGKILL)
+		<-b.done
+	}
+}
+
+func freeAddr() (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer ln.Close()
+	return ln.Addr().String(), nil
+}
