@@ -1,0 +1,183 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/exactly/exactly"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+func smallConfig(addr string) Config {
+	return Config{
+		Targets:  []Target{{Name: "embedded", Bootstrap: []string{addr}}},
+		Duration: 300 * time.Millisecond, Rounds: 2, Partitions: 3,
+		MaxBufferedRecords: 4096, ConsumeBytes: 2 << 20, TxnInterval: 50 * time.Millisecond,
+	}
+}
+
+// TestRunEveryMode: a whole benchmark against a real broker measures every
+// mode in every round, summarizes them and prints the two comparisons.
+func TestRunEveryMode(t *testing.T) {
+	br := exactly.NewTestBroker(t, exactly.Options{DataDir: t.TempDir()})
+	rep, err := Run(context.Background(), smallConfig(br.Addr()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Failed() {
+		var buf bytes.Buffer
+		rep.WriteText(&buf)
+		t.Fatalf("a run failed:\n%s", buf.String())
+	}
+	if got, want := len(rep.Results), 2*len(Modes); got != want {
+		t.Fatalf("%d results, want %d", got, want)
+	}
+	rounds := map[string][]int{}
+	for _, r := range rep.Results {
+		rounds[r.Mode] = append(rounds[r.Mode], r.Round)
+		if r.Records <= 0 || r.Bytes <= 0 || r.MBps <= 0 || r.Elapsed <= 0 {
+			t.Errorf("%s round %d measured nothing: %+v", r.Mode, r.Round, r)
+		}
+		if !isConsume(r.Mode) && r.Mode != AtMostOnce && (r.P50 <= 0 || r.P99 < r.P50 || r.Max < r.P99) {
+			t.Errorf("%s latency quantiles out of order: p50 %v p99 %v max %v", r.Mode, r.P50, r.P99, r.Max)
+		}
+		if r.Mode == Transactional && (r.Commits == 0 || r.Aborts != 0) {
+			t.Errorf("transactional run: %d commits, %d aborts", r.Commits, r.Aborts)
+		}
+	}
+	for _, m := range Modes {
+		if len(rounds[m]) != 2 {
+			t.Errorf("%s ran in rounds %v, want both", m, rounds[m])
+		}
+	}
+	if len(rep.Summaries) != len(Modes) || len(rep.Comparisons) != 2 {
+		t.Fatalf("%d summaries and %d comparisons", len(rep.Summaries), len(rep.Comparisons))
+	}
+	var buf bytes.Buffer
+	if err := rep.WriteText(&buf); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"transactional vs idempotent", "read-committed vs read-uncommitted", "embedded  read-committed"} {
+		if !strings.Contains(buf.String(), want) {
+			t.Errorf("report lacks %q:\n%s", want, buf.String())
+		}
+	}
+}
+
+// TestProduceRunCountsWhatTheLogHolds: the records a produce run reports
+// are exactly the ones a reader finds (committed ones, for transactions),
+// not what was sent — the warm-up record aside.
+func TestProduceRunCountsWhatTheLogHolds(t *testing.T) {
+	br := exactly.NewTestBroker(t, exactly.Options{DataDir: t.TempDir()})
+	cfg := smallConfig(br.Addr())
+	cfg.Producers = 2
+	if err := cfg.defaults(); err != nil {
+		t.Fatal(err)
+	}
+	value := []byte("0123456789")
+	for _, mode := range []string{AtLeastOnce, Idempotent, Transactional} {
+		topic := "count-" + mode
+		res := produceRun(context.Background(), cfg, cfg.Targets[0], mode, topic, "count", value)
+		if res.Err != "" {
+			t.Fatalf("%s: %s", mode, res.Err)
+		}
+		warmup := int64(cfg.Producers) // transactional warm-ups are aborted
+		if mode == Transactional {
+			warmup = 0
+		}
+		if got := countRecords(t, br.Addr(), topic, cfg.Partitions); got != res.Records+warmup {
+			t.Errorf("%s: reported %d records (+%d warm-up), a read_committed reader finds %d", mode, res.Records, warmup, got)
+		}
+		if res.Bytes != res.Records*int64(len(value)) {
+			t.Errorf("%s: %d bytes for %d records of %d bytes", mode, res.Bytes, res.Records, len(value))
+		}
+	}
+}
+
+// TestConsumeRunsSeeTheirIsolationLevel: the prefilled topic has aborted
+// transactions, which read_uncommitted delivers and read_committed skips;
+// both count the same log bytes.
+func TestConsumeRunsSeeTheirIsolationLevel(t *testing.T) {
+	br := exactly.NewTestBroker(t, exactly.Options{DataDir: t.TempDir()})
+	cfg := smallConfig(br.Addr())
+	cfg.TxnInterval = 5 * time.Millisecond // many transactions, so some are aborted
+	if err := cfg.defaults(); err != nil {
+		t.Fatal(err)
+	}
+	value := make([]byte, 1024)
+	p, err := prefill(context.Background(), cfg, cfg.Targets[0], "consume", value)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ru := consumeRun(context.Background(), cfg, cfg.Targets[0], ReadUncommitted, p)
+	rc := consumeRun(context.Background(), cfg, cfg.Targets[0], ReadCommitted, p)
+	if ru.Err != "" || rc.Err != "" {
+		t.Fatalf("read_uncommitted: %s; read_committed: %s", ru.Err, rc.Err)
+	}
+	if ru.Records != p.bytes/int64(len(value)) {
+		t.Errorf("read_uncommitted delivered %d records, the topic holds %d", ru.Records, p.bytes/int64(len(value)))
+	}
+	if rc.Records >= ru.Records || rc.Records == 0 {
+		t.Errorf("read_committed delivered %d records, read_uncommitted %d: aborted ones should be skipped", rc.Records, ru.Records)
+	}
+	if ru.Bytes != rc.Bytes {
+		t.Errorf("log bytes differ: %d vs %d", ru.Bytes, rc.Bytes)
+	}
+}
+
+func countRecords(t *testing.T, addr, topic string, partitions int32) int64 {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(addr), kgo.ConsumeTopics(topic), kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	var n int64
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		fs := cl.PollFetches(ctx)
+		cancel()
+		got := fs.NumRecords()
+		n += int64(got)
+		if got == 0 {
+			return n
+		}
+	}
+}
+
+func TestConfigErrors(t *testing.T) {
+	for _, c := range []struct {
+		cfg  Config
+		want string
+	}{
+		{Config{}, "nothing to measure"},
+		{Config{Targets: []Target{{Name: "x", Bootstrap: []string{"a:1"}}}, Modes: []string{"exactly-twice"}}, "unknown mode"},
+		{Config{Targets: []Target{{Name: "x", Bootstrap: []string{"a:1"}}}, Rate: -1}, "negative rate"},
+	} {
+		_, err := Run(context.Background(), c.cfg)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%+v: got %v, want %q", c.cfg, err, c.want)
+		}
+	}
+}
+
+func TestParseTarget(t *testing.T) {
+	for in, want := range map[string]Target{
+		"kafka=h1:9092,h2:9092": {Name: "kafka", Bootstrap: []string{"h1:9092", "h2:9092"}},
+		"127.0.0.1:9092":        {Name: "127.0.0.1:9092", Bootstrap: []string{"127.0.0.1:9092"}},
+	} {
+		got, err := ParseTarget(in)
+		if err != nil || got.Name != want.Name || strings.Join(got.Bootstrap, ",") != strings.Join(want.Bootstrap, ",") {
+			t.Errorf("ParseTarget(%q) = %+v, %v; want %+v", in, got, err, want)
+		}
+	}
+	for _, bad := range []string{"", "kafka=", " , "} {
+		if _, err := ParseTarget(bad); err == nil {
+			t.Errorf("ParseTarget(%q) accepted", bad)
+		}
+	}
+}

@@ -1,0 +1,67 @@
+package bench
+
+import (
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// WriteText prints the summaries as a table, one row per target and mode,
+// then the comparisons and any failed runs.
+func (rep *Report) WriteText(w io.Writer) error {
+	fmt.Fprintf(w, "exactly bench: %s\n\n", rep.Settings)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "target\tmode\tMB/s\t(min–max)\trecords/s\tp50\tp99\truns")
+	for _, s := range rep.Summaries {
+		if s.Runs == s.Failed {
+			fmt.Fprintf(tw, "%s\t%s\tfailed\t\t\t\t\t%d\n", s.Target, s.Mode, s.Runs)
+			continue
+		}
+		p50, p99 := "-", "-"
+		if !isConsume(s.Mode) {
+			p50, p99 = ms(s.P50), ms(s.P99)
+		}
+		runs := fmt.Sprint(s.Runs)
+		if s.Failed > 0 {
+			runs = fmt.Sprintf("%d (%d failed)", s.Runs, s.Failed)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%.1f\t(%.1f–%.1f)\t%.0f\t%s\t%s\t%s\n",
+			s.Target, s.Mode, s.MBps, s.MinMBps, s.MaxMBps, s.RecordsPerSec, p50, p99, runs)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if len(rep.Comparisons) > 0 {
+		fmt.Fprintln(w)
+		for _, c := range rep.Comparisons {
+			fmt.Fprintf(w, "%s: %s vs %s: %+.1f%% (median of %d paired rounds)\n", c.Target, c.Mode, c.Against, c.Change*100, c.Rounds)
+		}
+	}
+	var failed []string
+	for _, r := range rep.Results {
+		if r.Err != "" {
+			failed = append(failed, fmt.Sprintf("  round %d %s %s: %s", r.Round+1, r.Target, r.Mode, r.Err))
+		}
+	}
+	if len(failed) > 0 {
+		fmt.Fprintf(w, "\nfailed runs:\n%s\n", strings.Join(failed, "\n"))
+	}
+	fmt.Fprintln(w, "\nLatency is from Produce to the acknowledgement of the record's batch (not to the commit), including time queued in the client's buffer.")
+	return nil
+}
+
+func ms(d time.Duration) string {
+	return fmt.Sprintf("%.1fms", float64(d)/float64(time.Millisecond))
+}
+
+// Failed reports whether any run failed.
+func (rep *Report) Failed() bool {
+	for _, r := range rep.Results {
+		if r.Err != "" {
+			return true
+		}
+	}
+	return false
+}

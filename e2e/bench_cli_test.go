@@ -1,0 +1,45 @@
+package e2e
+
+import (
+	"bytes"
+	"encoding/json"
+	"os/exec"
+	"testing"
+)
+
+// `exactly bench` with no broker flag starts its own broker process and
+// prints a JSON report with every requested mode measured.
+func TestBenchCommandManaged(t *testing.T) {
+	cmd := exec.Command(exactlyBinary(t), "bench", "--json", "-q", "--modes", "idempotent,transactional,read-committed",
+		"--duration", "300ms", "--rounds", "1", "--consume-mib", "2", "--max-buffered-records", "4096")
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("%v\nstdout:\n%s\nstderr:\n%s", err, stdout.Bytes(), stderr.Bytes())
+	}
+	var rep struct {
+		Results []struct {
+			Target  string  `json:"target"`
+			Mode    string  `json:"mode"`
+			Records int64   `json:"records"`
+			MBps    float64 `json:"mb_per_s"`
+			Err     string  `json:"error"`
+		} `json:"results"`
+		Comparisons []struct {
+			Mode, Against string
+		} `json:"comparisons"`
+	}
+	if err := json.Unmarshal(stdout.Bytes(), &rep); err != nil {
+		t.Fatalf("not JSON: %v\n%s", err, stdout.Bytes())
+	}
+	seen := map[string]bool{}
+	for _, r := range rep.Results {
+		if r.Target != "exactly" || r.Records <= 0 || r.MBps <= 0 || r.Err != "" {
+			t.Errorf("bad result %+v", r)
+		}
+		seen[r.Mode] = true
+	}
+	if len(seen) != 3 || len(rep.Comparisons) != 1 {
+		t.Errorf("modes %v, comparisons %+v", seen, rep.Comparisons)
+	}
+}

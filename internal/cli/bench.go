@@ -1,0 +1,143 @@
+package cli
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/exactly/exactly/bench"
+	"github.com/spf13/cobra"
+)
+
+type benchFlags struct {
+	targets              []string
+	managed, asJSON      bool
+	quiet                bool
+	modes                string
+	duration, txn        time.Duration
+	linger               time.Duration
+	rounds, producers    int
+	recordSize, buffered int
+	partitions           int32
+	replication          int16
+	rate                 float64
+	consumeMiB           int64
+	dir                  string
+}
+
+// BenchCommand returns the "bench" command: throughput and latency per
+// delivery guarantee, against a managed broker and any Kafka-compatible
+// clusters side by side.
+func BenchCommand() *cobra.Command {
+	f := &benchFlags{}
+	cmd := &cobra.Command{
+		Use:   "bench",
+		Short: "Measure throughput and latency per delivery guarantee, side by side across clusters",
+		Long: `Produce and consume with franz-go in each delivery mode and report
+throughput (median of interleaved rounds, with the spread) and produce
+latency:
+
+  at-most-once      acks=0, no idempotence
+  at-least-once     acks=all, no idempotence, 5 requests in flight
+  idempotent        acks=all, idempotent producer
+  transactional     idempotent, transactions committed every --txn-interval
+                    (only committed records count)
+  read-uncommitted  read a prefilled transactional topic to its end
+  read-committed    the same topic with isolation_level=read_committed
+
+Each round runs every mode on every target once, in a rotating order, so a
+drift in the machine does not favour one mode. The cost of exactly-once is
+printed as two comparisons: transactional vs idempotent and read-committed vs
+read-uncommitted, each the median of the per-round ratios.
+
+With no --bootstrap, an exactly broker is started on a temporary directory
+(a separate process, on the real disk). --bootstrap may be repeated, as
+name=host:port,host:port, to put other clusters (Apache Kafka, another
+exactly) in the same table; add --managed to include the local broker too.
+
+Every run uses a fresh topic, deleted afterwards. Exit status 1 means a run
+failed (the report says which and why).`,
+		Example: `  exactly bench
+  exactly bench --modes idempotent,transactional --rounds 5
+  exactly bench --managed --bootstrap kafka=10.0.0.5:9092 --replication-factor 3`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error { return runBench(cmd, f) },
+	}
+	fl := cmd.Flags()
+	fl.StringArrayVar(&f.targets, "bootstrap", nil, "a cluster to measure, [name=]host:port[,host:port] (repeatable)")
+	fl.BoolVar(&f.managed, "managed", false, "also measure a broker started here (the default when no --bootstrap is given)")
+	fl.StringVar(&f.modes, "modes", strings.Join(bench.Modes, ","), "modes to measure, comma-separated")
+	fl.DurationVar(&f.duration, "duration", 5*time.Second, "length of each produce run")
+	fl.IntVar(&f.rounds, "rounds", 3, "how many times each mode runs on each target")
+	fl.IntVar(&f.recordSize, "record-size", 1024, "value size in bytes")
+	fl.Int32Var(&f.partitions, "partitions", 6, "partitions per benchmark topic")
+	fl.Int16Var(&f.replication, "replication-factor", -1, "replication factor of benchmark topics (-1: the cluster's default)")
+	fl.IntVar(&f.producers, "producers", 1, "concurrent producer clients")
+	fl.DurationVar(&f.txn, "txn-interval", 100*time.Millisecond, "how often the transactional mode commits")
+	fl.DurationVar(&f.linger, "linger", time.Millisecond, "producer linger")
+	fl.IntVar(&f.buffered, "max-buffered-records", 1<<16, "records each producer may buffer")
+	fl.Float64Var(&f.rate, "rate", 0, "records per second per producer (0: as fast as possible)")
+	fl.Int64Var(&f.consumeMiB, "consume-mib", 512, "MiB of values in the topic the consume modes read")
+	fl.StringVar(&f.dir, "dir", "", "data directory for the managed broker (default: temporary, removed)")
+	fl.BoolVar(&f.asJSON, "json", false, "print the report as JSON")
+	fl.BoolVarP(&f.quiet, "quiet", "q", false, "no progress lines on stderr")
+	return cmd
+}
+
+func runBench(cmd *cobra.Command, f *benchFlags) error {
+	cfg := bench.Config{
+		Managed: f.managed || len(f.targets) == 0, Dir: f.dir,
+		Duration: f.duration, Rounds: f.rounds, RecordSize: f.recordSize, Partitions: f.partitions,
+		ReplicationFactor: f.replication, Producers: f.producers, TxnInterval: f.txn, Linger: f.linger,
+		MaxBufferedRecords: f.buffered, Rate: f.rate, ConsumeBytes: f.consumeMiB << 20,
+	}
+	for _, m := range strings.Split(f.modes, ",") {
+		if m = strings.TrimSpace(m); m != "" {
+			cfg.Modes = append(cfg.Modes, m)
+		}
+	}
+	for _, s := range f.targets {
+		t, err := bench.ParseTarget(s)
+		if err != nil {
+			return err
+		}
+		cfg.Targets = append(cfg.Targets, t)
+	}
+	for name, v := range map[string]int64{"--duration": int64(f.duration), "--rounds": int64(f.rounds),
+		"--record-size": int64(f.recordSize), "--partitions": int64(f.partitions), "--producers": int64(f.producers),
+		"--txn-interval": int64(f.txn), "--linger": int64(f.linger), "--max-buffered-records": int64(f.buffered),
+		"--consume-mib": f.consumeMiB} {
+		if v <= 0 {
+			return fmt.Errorf("%s must be positive", name)
+		}
+	}
+	if !f.quiet {
+		stderr := cmd.ErrOrStderr()
+		cfg.Log = func(format string, args ...any) { fmt.Fprintf(stderr, "bench: "+format+"\n", args...) }
+	}
+	silenceUsageOnRun(cmd)
+	ctx, stop := signal.NotifyContext(commandContext(cmd), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	rep, err := bench.Run(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	out := cmd.OutOrStdout()
+	if f.asJSON {
+		enc := json.NewEncoder(out)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(rep); err != nil {
+			return err
+		}
+	} else if err := rep.WriteText(out); err != nil {
+		return err
+	}
+	if rep.Failed() {
+		return &ExitError{Code: 1}
+	}
+	return nil
+}

@@ -1,0 +1,32 @@
+package cli
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+)
+
+// Bad flags are refused with a readable message before any broker starts
+// (usage text may follow; a report may not).
+func TestBenchRejectsBadFlags(t *testing.T) {
+	for args, want := range map[string]string{
+		"--modes exactly-twice":             "unknown mode",
+		"--rounds 0":                        "--rounds must be positive",
+		"--duration -1s":                    "--duration must be positive",
+		"--bootstrap kafka=":                "names no broker address",
+		"--bootstrap 127.0.0.1:1 --rate -5": "negative rate",
+	} {
+		cmd := BenchCommand()
+		var out, errb bytes.Buffer
+		cmd.SetOut(&out)
+		cmd.SetErr(&errb)
+		cmd.SetArgs(strings.Fields(args))
+		err := cmd.Execute()
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: got %v, want an error mentioning %q", args, err, want)
+		}
+		if strings.Contains(out.String(), "MB/s") {
+			t.Errorf("%s: printed a report for a benchmark that never ran: %s", args, out.String())
+		}
+	}
+}
