@@ -51,8 +51,13 @@ type Partition struct {
 
 	hw          atomic.Int64
 	syncPending atomic.Bool
-	bg          sync.WaitGroup
-	closed      atomic.Bool
+
+	// bgMu orders starting background work (goBackground) against Close
+	// and Delete, so none starts once they wait for bg: checking closed
+	// and calling bg.Add must be one step.
+	bgMu   sync.Mutex
+	bg     sync.WaitGroup
+	closed atomic.Bool
 
 	watchMu  sync.Mutex
 	watchers map[chan struct{}]struct{}
@@ -150,14 +155,12 @@ func (p *Partition) AppendGuarded(batch []byte, h record.Header, guard uint64) (
 		p.sinceSnapshot = 0
 	}
 	p.mu.Unlock()
-	if snap && !p.closed.Load() {
-		p.bg.Add(1)
-		go func() {
-			defer p.bg.Done()
+	if snap {
+		p.goBackground(func() {
 			if err := p.takeSnapshot(); err != nil {
 				p.logr.Error("producer state snapshot failed", "topic", p.Topic, "partition", p.Index, "err", err)
 			}
-		}()
+		})
 	}
 	return AppendResult{BaseOffset: base, LastOffset: base + int64(h.LastOffsetDelta)}, nil
 }
@@ -185,17 +188,37 @@ func (p *Partition) WaitDurable(upto int64) error {
 // SyncSoon schedules an fsync of everything appended so far without waiting
 // (acks=0): the records become visible once it completes.
 func (p *Partition) SyncSoon() {
-	if p.closed.Load() || !p.syncPending.CompareAndSwap(false, true) {
+	if !p.syncPending.CompareAndSwap(false, true) {
 		return
 	}
-	p.bg.Add(1)
-	go func() {
-		defer p.bg.Done()
+	if !p.goBackground(func() {
 		p.syncPending.Store(false)
 		if err := p.WaitDurable(p.log.NextOffset()); err != nil {
 			p.logr.Error("background fsync failed", "topic", p.Topic, "partition", p.Index, "err", err)
 		}
-	}()
+	}) {
+		p.syncPending.Store(false)
+	}
+}
+
+// goBackground runs f on its own goroutine unless the partition is closing;
+// Close and Delete wait for it.
+func (p *Partition) goBackground(f func()) bool {
+	p.bgMu.Lock()
+	defer p.bgMu.Unlock()
+	if p.closed.Load() {
+		return false
+	}
+	p.bg.Go(f)
+	return true
+}
+
+// stopBackground refuses new background work and waits for what runs.
+func (p *Partition) stopBackground() {
+	p.bgMu.Lock()
+	p.closed.Store(true)
+	p.bgMu.Unlock()
+	p.bg.Wait()
 }
 
 func (p *Partition) advanceHW(to int64) {
@@ -313,8 +336,7 @@ func (p *Partition) SetConfig(cfg log.Config) { p.log.SetConfig(cfg) }
 // Close waits for background work, snapshots the producer state (so the
 // next start replays nothing), then fsyncs and closes the log.
 func (p *Partition) Close() error {
-	p.closed.Store(true)
-	p.bg.Wait()
+	p.stopBackground()
 	var snapErr error
 	if p.log.Err() == nil {
 		snapErr = p.takeSnapshot()
@@ -324,7 +346,6 @@ func (p *Partition) Close() error {
 
 // Delete closes the partition and removes its data.
 func (p *Partition) Delete() error {
-	p.closed.Store(true)
-	p.bg.Wait()
+	p.stopBackground()
 	return p.log.Delete()
 }

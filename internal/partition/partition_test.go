@@ -7,7 +7,10 @@ import (
 	"io"
 	"log/slog"
 	"math/rand"
+	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/exactly/exactly/internal/log"
 	"github.com/exactly/exactly/internal/producerstate"
@@ -236,5 +239,46 @@ func TestVerificationGuard(t *testing.T) {
 	}
 	if _, err := p.AppendGuarded(raw, h, p.TxnGuard(4)); err != nil {
 		t.Fatalf("freshly verified batch refused: %v", err)
+	}
+}
+
+// TestBackgroundWorkStopsAtDelete: acks=0 producers schedule background
+// fsyncs while the topic is deleted; none may start once Delete waits for
+// them. SyncSoon used to check "closed" and then start its goroutine, which
+// raced Delete's wait (found by the race detector in the bench tests); this
+// stresses that window with slow fsyncs, for the race detector to judge,
+// and checks that no fsync reaches a partition Delete has returned from.
+func TestBackgroundWorkStopsAtDelete(t *testing.T) {
+	for i := 0; i < 50; i++ {
+		fs := vfs.NewFaulty(vfs.NewMem())
+		var deleted atomic.Bool
+		fs.SetHook(func(op vfs.Op, name string) error {
+			if op == vfs.OpSync {
+				if deleted.Load() {
+					t.Errorf("fsync of %s after Delete returned", name)
+				}
+				time.Sleep(100 * time.Microsecond)
+			}
+			return nil
+		})
+		p := open(t, fs)
+		var wg sync.WaitGroup
+		for g := 0; g < 4; g++ {
+			wg.Go(func() {
+				for j := 0; j < 20; j++ {
+					raw, h := batch(spec{pid: -1, n: 1})
+					if _, err := p.Append(raw, h); err != nil {
+						return // closed under us: expected
+					}
+					p.SyncSoon()
+				}
+			})
+		}
+		time.Sleep(time.Duration(i%5) * 100 * time.Microsecond)
+		if err := p.Delete(); err != nil {
+			t.Fatal(err)
+		}
+		deleted.Store(true)
+		wg.Wait()
 	}
 }
