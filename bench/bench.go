@@ -21,13 +21,14 @@ const (
 	AtMostOnce      = "at-most-once"
 	AtLeastOnce     = "at-least-once"
 	Idempotent      = "idempotent"
+	IdempotentFlush = "idempotent-flush"
 	Transactional   = "transactional"
 	ReadUncommitted = "read-uncommitted"
 	ReadCommitted   = "read-committed"
 )
 
 // Modes lists every mode in the order reports show them.
-var Modes = []string{AtMostOnce, AtLeastOnce, Idempotent, Transactional, ReadUncommitted, ReadCommitted}
+var Modes = []string{AtMostOnce, AtLeastOnce, Idempotent, IdempotentFlush, Transactional, ReadUncommitted, ReadCommitted}
 
 func isConsume(mode string) bool { return mode == ReadUncommitted || mode == ReadCommitted }
 
@@ -355,7 +356,7 @@ func (rep *Report) summarize(targets []Target, modes []string) {
 			rep.Summaries = append(rep.Summaries, s)
 		}
 	}
-	for _, pair := range [][2]string{{Transactional, Idempotent}, {ReadCommitted, ReadUncommitted}} {
+	for _, pair := range [][2]string{{Transactional, Idempotent}, {Transactional, IdempotentFlush}, {IdempotentFlush, Idempotent}, {ReadCommitted, ReadUncommitted}} {
 		for _, t := range targets {
 			var ratios []float64
 			for _, a := range rep.Results {

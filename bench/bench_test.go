@@ -53,7 +53,7 @@ func TestRunEveryMode(t *testing.T) {
 			t.Errorf("%s ran in rounds %v, want both", m, rounds[m])
 		}
 	}
-	if len(rep.Summaries) != len(Modes) || len(rep.Comparisons) != 2 {
+	if len(rep.Summaries) != len(Modes) || len(rep.Comparisons) != 4 {
 		t.Fatalf("%d summaries and %d comparisons", len(rep.Summaries), len(rep.Comparisons))
 	}
 	var buf bytes.Buffer
@@ -78,7 +78,7 @@ func TestProduceRunCountsWhatTheLogHolds(t *testing.T) {
 		t.Fatal(err)
 	}
 	value := []byte("0123456789")
-	for _, mode := range []string{AtLeastOnce, Idempotent, Transactional} {
+	for _, mode := range []string{AtLeastOnce, Idempotent, IdempotentFlush, Transactional} {
 		topic := "count-" + mode
 		res := produceRun(context.Background(), cfg, cfg.Targets[0], mode, topic, "count", value)
 		if res.Err != "" {

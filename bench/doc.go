@@ -9,6 +9,9 @@
 //	at-most-once      acks=0, no idempotence
 //	at-least-once     acks=all, no idempotence, 5 requests in flight
 //	idempotent        acks=all with the idempotent producer
+//	idempotent-flush  idempotent, flushing every TxnInterval as a commit
+//	                  must (no transaction): the client's share of a
+//	                  transaction's cost
 //	transactional     idempotent, inside transactions committed every
 //	                  TxnInterval (only committed records count)
 //
@@ -22,7 +25,10 @@
 // an order that rotates from round to round, so a drift in the machine (page
 // cache filling, a disk's burst credit running out) spreads over all modes
 // instead of favouring whichever ran first. Summaries are medians over the
-// rounds, and the two comparisons that matter (transactional against
-// idempotent, read-committed against read-uncommitted) are medians of the
-// per-round ratios.
+// rounds, and the comparisons that matter are medians of the per-round
+// ratios: transactional against idempotent (the whole cost of exactly-once
+// on the produce path), split into idempotent-flush against idempotent (the
+// client draining its pipeline at every commit) and transactional against
+// idempotent-flush (everything else: the transaction protocol and the
+// broker's work), and read-committed against read-uncommitted.
 package bench

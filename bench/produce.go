@@ -25,7 +25,7 @@ func producerOpts(cfg Config, t Target, mode, topic, txnID string) []kgo.Opt {
 		// Five in flight, as the idempotent producer has: the two differ
 		// in deduplication and ordering, not in pipelining.
 		opts = append(opts, kgo.RequiredAcks(kgo.AllISRAcks()), kgo.DisableIdempotentWrite(), kgo.MaxProduceRequestsInflightPerBroker(5))
-	case Idempotent:
+	case Idempotent, IdempotentFlush:
 		opts = append(opts, kgo.RequiredAcks(kgo.AllISRAcks()))
 	case Transactional:
 		opts = append(opts, kgo.RequiredAcks(kgo.AllISRAcks()), kgo.TransactionalID(txnID))
@@ -159,6 +159,14 @@ func produceLoop(ctx context.Context, cfg Config, cl *kgo.Client, mode string, v
 				return err
 			}
 			if err := cl.BeginTransaction(); err != nil {
+				return err
+			}
+			txnFrom = time.Now()
+		}
+		if mode == IdempotentFlush && now.Sub(txnFrom) >= cfg.TxnInterval {
+			// What a commit makes the client do, without the
+			// transaction: drain everything in flight, then refill.
+			if err := cl.Flush(ctx); err != nil {
 				return err
 			}
 			txnFrom = time.Now()

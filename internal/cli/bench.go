@@ -44,6 +44,8 @@ latency:
   at-most-once      acks=0, no idempotence
   at-least-once     acks=all, no idempotence, 5 requests in flight
   idempotent        acks=all, idempotent producer
+  idempotent-flush  idempotent, flushing every --txn-interval as a commit must
+                    (no transaction): the client's share of a commit's cost
   transactional     idempotent, transactions committed every --txn-interval
                     (only committed records count)
   read-uncommitted  read a prefilled transactional topic to its end
@@ -51,8 +53,11 @@ latency:
 
 Each round runs every mode on every target once, in a rotating order, so a
 drift in the machine does not favour one mode. The cost of exactly-once is
-printed as two comparisons: transactional vs idempotent and read-committed vs
-read-uncommitted, each the median of the per-round ratios.
+printed as comparisons, each the median of the per-round ratios:
+transactional vs idempotent (the whole cost on the produce path), split into
+idempotent-flush vs idempotent (the client draining its pipeline at every
+commit) and transactional vs idempotent-flush (the transaction itself), and
+read-committed vs read-uncommitted.
 
 With no --bootstrap, an exactly broker is started on a temporary directory
 (a separate process, on the real disk). --bootstrap may be repeated, as
