@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strings"
 	"syscall"
 
@@ -12,6 +13,14 @@ import (
 	"github.com/exactly/exactly/internal/cluster"
 	"github.com/spf13/cobra"
 )
+
+// serveGCPercent is the broker process's GOGC when the environment sets
+// none. Measured with exactly bench against a broker process: at 100,
+// consume ran at 133 MB/s and a burst of produce requests after each
+// commit stalled behind collections; at 400, 207 MB/s consume and
+// transactional produce level with idempotent, for a peak RSS of about
+// 150 MiB.
+const serveGCPercent = 400
 
 func serveCommand() *cobra.Command {
 	var (
@@ -25,10 +34,19 @@ func serveCommand() *cobra.Command {
 cleanly (stop accepting, answer requests already read, fsync, close).
 
 Configuration uses Kafka's key names: --config reads a server.properties file,
---set key=value overrides single keys (repeatable). Flags win over both.`,
+--set key=value overrides single keys (repeatable). Flags win over both.
+
+The Go garbage collector runs at GOGC=400 unless GOGC is set: the broker's
+live heap is small (tens of MiB) and its garbage is mostly large,
+short-lived request and fetch buffers, so collecting at the default 100%
+growth spent more time in the collector than in moving data. GOMEMLIMIT
+caps the heap where memory is tight.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cmd.SilenceUsage = true
+			if os.Getenv("GOGC") == "" {
+				debug.SetGCPercent(serveGCPercent)
+			}
 			cfg := map[string]string{}
 			if configFile != "" {
 				f, err := os.Open(configFile)
