@@ -181,3 +181,36 @@ func TestParseTarget(t *testing.T) {
 		}
 	}
 }
+
+// TestRunTargetsSideBySide: two clusters in one run each get every mode in
+// every round, and the report keeps them apart.
+func TestRunTargetsSideBySide(t *testing.T) {
+	a := exactly.NewTestBroker(t, exactly.Options{DataDir: t.TempDir()})
+	b := exactly.NewTestBroker(t, exactly.Options{DataDir: t.TempDir()})
+	cfg := smallConfig(a.Addr())
+	cfg.Targets = append(cfg.Targets, Target{Name: "peer", Bootstrap: []string{b.Addr()}})
+	cfg.Modes = []string{Idempotent, Transactional}
+	rep, err := Run(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Failed() {
+		t.Fatalf("a run failed: %+v", rep.Results)
+	}
+	runs := map[string]int{}
+	for _, r := range rep.Results {
+		runs[r.Target+"/"+r.Mode]++
+	}
+	for _, k := range []string{"embedded/idempotent", "embedded/transactional", "peer/idempotent", "peer/transactional"} {
+		if runs[k] != cfg.Rounds {
+			t.Errorf("%s ran %d times, want %d (all: %v)", k, runs[k], cfg.Rounds, runs)
+		}
+	}
+	comparisons := map[string]bool{}
+	for _, c := range rep.Comparisons {
+		comparisons[c.Target] = true
+	}
+	if !comparisons["embedded"] || !comparisons["peer"] {
+		t.Errorf("comparisons cover %v, want both targets", comparisons)
+	}
+}
