@@ -1,11 +1,16 @@
 package exactly_test
 
 import (
+	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/exactly/exactly"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -64,4 +69,69 @@ func TestCloseTwice(t *testing.T) {
 	if err := b.Close(); err != nil {
 		t.Fatalf("second Close: %v", err)
 	}
+}
+
+// TestLargeProducesKeepTheirBytes: produce requests of 64 KiB and more are
+// read into recycled buffers. Several producers at once, each with its own
+// byte pattern, must find exactly their own records in the log: a handler
+// that kept request bytes past its return would show up as records carrying
+// another request's bytes (or failing their CRC).
+func TestLargeProducesKeepTheirBytes(t *testing.T) {
+	b := exactly.NewTestBroker(t, exactly.Options{DataDir: t.TempDir()})
+	const producers, perProducer = 4, 400
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	for i := 0; i < producers; i++ {
+		wg.Go(func() {
+			topic := fmt.Sprintf("big-%d", i)
+			cl, err := kgo.NewClient(kgo.SeedBrokers(b.Addr()), kgo.DefaultProduceTopic(topic), kgo.AllowAutoTopicCreation(),
+				kgo.ProducerBatchCompression(kgo.NoCompression()), kgo.ProducerLinger(5*time.Millisecond))
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			defer cl.Close()
+			for n := 0; n < perProducer; n++ {
+				cl.Produce(ctx, &kgo.Record{Key: []byte(strconv.Itoa(n)), Value: pattern(i, n)}, func(_ *kgo.Record, err error) {
+					if err != nil {
+						t.Error(err)
+					}
+				})
+			}
+			if err := cl.Flush(ctx); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	for i := 0; i < producers; i++ {
+		topic := fmt.Sprintf("big-%d", i)
+		cl, err := kgo.NewClient(kgo.SeedBrokers(b.Addr()), kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		seen := 0
+		for seen < perProducer {
+			pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			fs := cl.PollFetches(pctx)
+			cancel()
+			if err := fs.Err(); err != nil {
+				t.Fatalf("%s after %d records: %v", topic, seen, err)
+			}
+			fs.EachRecord(func(r *kgo.Record) {
+				n, _ := strconv.Atoi(string(r.Key))
+				if !bytes.Equal(r.Value, pattern(i, n)) {
+					t.Fatalf("%s record %s holds another request's bytes", topic, r.Key)
+				}
+				seen++
+			})
+		}
+		cl.Close()
+	}
+}
+
+// pattern is producer i's n-th value: 8 KiB that name their producer and
+// record throughout.
+func pattern(i, n int) []byte {
+	return bytes.Repeat([]byte(fmt.Sprintf("p%d-r%06d;", i, n)), 8<<10/12)
 }

@@ -20,6 +20,7 @@ import (
 	"log/slog"
 	"net"
 	"runtime/debug"
+	"slices"
 	"sync"
 	"time"
 
@@ -71,7 +72,22 @@ type Config struct {
 	MaxInFlight int
 	// IdleTimeout is connections.max.idle.ms.
 	IdleTimeout time.Duration
+	// RecycledKeys are API keys whose large requests (64 KiB and up) are
+	// read into pooled buffers, reused as soon as Handle returns. Their
+	// handlers must be done with the request's bytes by then, deferred
+	// Wait included (decoded strings are copies; byte fields alias the
+	// buffer). Produce is the case: its handler appends the batches
+	// before returning, and its buffers are the bulk of the broker's
+	// garbage.
+	RecycledKeys []int16
 }
+
+// recycleMin is the smallest request read into a pooled buffer: below it
+// a fresh allocation is cheap.
+const recycleMin = 64 << 10
+
+// requestBufs holds request buffers of RecycledKeys between requests.
+var requestBufs sync.Pool
 
 // Server owns a listener and its connections.
 type Server struct {
@@ -232,7 +248,21 @@ func (c *Conn) serve() {
 				"remote", c.remote, "size", size, "socket.request.max.bytes", s.cfg.MaxRequestBytes)
 			return
 		}
-		buf := make([]byte, size)
+		var buf []byte
+		var recycled *[]byte
+		if size >= recycleMin && len(s.cfg.RecycledKeys) > 0 {
+			if k, err := br.Peek(2); err == nil && slices.Contains(s.cfg.RecycledKeys, int16(binary.BigEndian.Uint16(k))) {
+				recycled, _ = requestBufs.Get().(*[]byte)
+				if recycled == nil || cap(*recycled) < int(size) {
+					b := make([]byte, size)
+					recycled = &b
+				}
+				buf = (*recycled)[:size]
+			}
+		}
+		if buf == nil {
+			buf = make([]byte, size)
+		}
 		if _, err := io.ReadFull(br, buf); err != nil {
 			return
 		}
@@ -259,6 +289,9 @@ func (c *Conn) serve() {
 			return
 		}
 		flex := req.Msg != nil && req.Msg.IsFlexible() && hdr.APIKey != 18
+		if recycled != nil {
+			requestBufs.Put(recycled)
+		}
 		select {
 		case queue <- pending{hdr: hdr, version: version, flex: flex, reply: reply, start: start}:
 		case <-s.ctx.Done():
