@@ -104,6 +104,11 @@ type Config struct {
 	// ConsumeBytes is the size of the topic the consume modes read
 	// (default 512 MiB of values).
 	ConsumeBytes int64
+	// AbortEvery makes every AbortEvery-th prefill transaction abort, so
+	// read_committed has aborted ranges to skip (the CLI's default is
+	// 10); 0 aborts none, leaving the isolation level's bookkeeping (LSO,
+	// aborted-transaction lookup) as the only difference.
+	AbortEvery int
 	// Log, if set, receives progress lines.
 	Log func(format string, args ...any)
 }
@@ -146,6 +151,9 @@ func (c *Config) defaults() error {
 	}
 	if c.MaxBufferedRecords <= 0 {
 		c.MaxBufferedRecords = 1 << 16
+	}
+	if c.AbortEvery < 0 {
+		return fmt.Errorf("negative abort interval %d", c.AbortEvery)
 	}
 	if c.Rate < 0 {
 		return fmt.Errorf("negative rate %v", c.Rate)
@@ -325,6 +333,9 @@ func settings(cfg Config) string {
 	}
 	if slices.ContainsFunc(cfg.Modes, isConsume) {
 		s += fmt.Sprintf(", consume modes read %d MiB", cfg.ConsumeBytes>>20)
+		if cfg.AbortEvery > 0 {
+			s += fmt.Sprintf(" (every %d. transaction aborted)", cfg.AbortEvery)
+		}
 	}
 	return s
 }

@@ -15,7 +15,7 @@ func smallConfig(addr string) Config {
 	return Config{
 		Targets:  []Target{{Name: "embedded", Bootstrap: []string{addr}}},
 		Duration: 300 * time.Millisecond, Rounds: 2, Partitions: 3,
-		MaxBufferedRecords: 4096, ConsumeBytes: 2 << 20, TxnInterval: 50 * time.Millisecond,
+		MaxBufferedRecords: 4096, ConsumeBytes: 2 << 20, TxnInterval: 50 * time.Millisecond, AbortEvery: 10,
 	}
 }
 
@@ -126,6 +126,19 @@ func TestConsumeRunsSeeTheirIsolationLevel(t *testing.T) {
 	if ru.Bytes != rc.Bytes {
 		t.Errorf("log bytes differ: %d vs %d", ru.Bytes, rc.Bytes)
 	}
+
+	// With nothing aborted both levels deliver every record.
+	cfg.AbortEvery = 0
+	p, err = prefill(context.Background(), cfg, cfg.Targets[0], "consume-committed", value)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ru = consumeRun(context.Background(), cfg, cfg.Targets[0], ReadUncommitted, p)
+	rc = consumeRun(context.Background(), cfg, cfg.Targets[0], ReadCommitted, p)
+	if ru.Err != "" || rc.Err != "" || ru.Records != rc.Records || ru.Records != p.bytes/int64(len(value)) {
+		t.Errorf("nothing aborted: read_uncommitted %d records (%s), read_committed %d (%s), topic %d",
+			ru.Records, ru.Err, rc.Records, rc.Err, p.bytes/int64(len(value)))
+	}
 }
 
 func countRecords(t *testing.T, addr, topic string, partitions int32) int64 {
@@ -157,6 +170,7 @@ func TestConfigErrors(t *testing.T) {
 		{Config{}, "nothing to measure"},
 		{Config{Targets: []Target{{Name: "x", Bootstrap: []string{"a:1"}}}, Modes: []string{"exactly-twice"}}, "unknown mode"},
 		{Config{Targets: []Target{{Name: "x", Bootstrap: []string{"a:1"}}}, Rate: -1}, "negative rate"},
+		{Config{Targets: []Target{{Name: "x", Bootstrap: []string{"a:1"}}}, AbortEvery: -1}, "negative abort interval"},
 	} {
 		_, err := Run(context.Background(), c.cfg)
 		if err == nil || !strings.Contains(err.Error(), c.want) {

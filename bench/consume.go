@@ -21,8 +21,8 @@ type prefilled struct {
 const endKey = "exactly-bench-end"
 
 // prefill writes cfg.ConsumeBytes of values in transactions of
-// cfg.TxnInterval's worth of records (every tenth aborted; at least 20
-// transactions), then one end record per partition.
+// cfg.TxnInterval's worth of records (every cfg.AbortEvery-th aborted; at
+// least 20 transactions), then one end record per partition.
 func prefill(ctx context.Context, cfg Config, t Target, topic string, value []byte) (*prefilled, error) {
 	if err := createTopic(ctx, cfg, t, topic); err != nil {
 		return nil, err
@@ -51,7 +51,7 @@ func prefill(ctx context.Context, cfg Config, t Target, topic string, value []by
 		if err := cl.Flush(ctx); err != nil {
 			return nil, err
 		}
-		if err := cl.EndTransaction(ctx, kgo.TransactionEndTry(txn%10 != 9)); err != nil {
+		if err := cl.EndTransaction(ctx, kgo.TransactionEndTry(cfg.AbortEvery == 0 || txn%cfg.AbortEvery != cfg.AbortEvery-1)); err != nil {
 			return nil, err
 		}
 	}

@@ -15,8 +15,8 @@
 //	transactional     idempotent, inside transactions committed every
 //	                  TxnInterval (only committed records count)
 //
-// and the consume modes read one prefilled, transactional topic (a tenth of
-// its transactions aborted) to its end:
+// and the consume modes read one prefilled, transactional topic (every
+// Config.AbortEvery-th transaction aborted) to its end:
 //
 //	read-uncommitted  isolation_level=0
 //	read-committed    isolation_level=1 (LSO bound, aborted ranges skipped)

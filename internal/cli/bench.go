@@ -22,6 +22,7 @@ type benchFlags struct {
 	duration, txn        time.Duration
 	linger               time.Duration
 	rounds, producers    int
+	abortEvery           int
 	recordSize, buffered int
 	partitions           int32
 	replication          int16
@@ -49,7 +50,8 @@ latency:
                     (no transaction): the client's share of a commit's cost
   transactional     idempotent, transactions committed every --txn-interval
                     (only committed records count)
-  read-uncommitted  read a prefilled transactional topic to its end
+  read-uncommitted  read a prefilled transactional topic to its end (every
+                    --abort-every-th transaction aborted)
   read-committed    the same topic with isolation_level=read_committed
 
 Each round runs every mode on every target once, in a rotating order, so a
@@ -93,6 +95,7 @@ throughput).`,
 	fl.IntVar(&f.buffered, "max-buffered-records", 1<<16, "records each producer may buffer")
 	fl.Float64Var(&f.rate, "rate", 0, "records per second per producer (0: as fast as possible)")
 	fl.Int64Var(&f.consumeMiB, "consume-mib", 512, "MiB of values in the topic the consume modes read")
+	fl.IntVar(&f.abortEvery, "abort-every", 10, "abort every n-th transaction of the consume topic (0: none)")
 	fl.StringVar(&f.dir, "dir", "", "data directory for the managed broker (default: temporary, removed)")
 	fl.BoolVar(&f.asJSON, "json", false, "print the report as JSON")
 	fl.BoolVarP(&f.quiet, "quiet", "q", false, "no progress lines on stderr")
@@ -104,7 +107,7 @@ func runBench(cmd *cobra.Command, f *benchFlags) error {
 		Managed: f.managed || len(f.targets) == 0, Dir: f.dir,
 		Duration: f.duration, Rounds: f.rounds, RecordSize: f.recordSize, Partitions: f.partitions,
 		ReplicationFactor: f.replication, Producers: f.producers, TxnInterval: f.txn, Linger: f.linger,
-		MaxBufferedRecords: f.buffered, Rate: f.rate, ConsumeBytes: f.consumeMiB << 20,
+		MaxBufferedRecords: f.buffered, Rate: f.rate, ConsumeBytes: f.consumeMiB << 20, AbortEvery: f.abortEvery,
 	}
 	for _, m := range strings.Split(f.modes, ",") {
 		if m = strings.TrimSpace(m); m != "" {
