@@ -3,7 +3,9 @@ package group
 // Group administration: DescribeGroups, ListGroups, DeleteGroups.
 
 import (
+	"maps"
 	"math"
+	"slices"
 	"sort"
 	"strings"
 
@@ -79,12 +81,7 @@ func (m *Machine) describeConsumerAsClassic(g *group, rg *kmsg.DescribeGroupsRes
 	if cg.usesRegex() {
 		all = m.topics.Topics()
 	}
-	ids := make([]string, 0, len(cg.members))
-	for id := range cg.members {
-		ids = append(ids, id)
-	}
-	sort.Strings(ids)
-	for _, id := range ids {
+	for _, id := range slices.Sorted(maps.Keys(cg.members)) {
 		cm := cg.members[id]
 		rm := kmsg.NewDescribeGroupsResponseGroupMember()
 		rm.MemberID = id

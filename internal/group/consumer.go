@@ -28,6 +28,7 @@ package group
 import (
 	"encoding/binary"
 	"hash/fnv"
+	"maps"
 	"math"
 	"regexp"
 	"slices"
@@ -650,12 +651,7 @@ func (m *Machine) consumerDescribe(req *kmsg.ConsumerGroupDescribeRequest) *kmsg
 		if rg.AssignorName == "" {
 			rg.AssignorName = "uniform"
 		}
-		ids := make([]string, 0, len(cg.members))
-		for id := range cg.members {
-			ids = append(ids, id)
-		}
-		sort.Strings(ids)
-		for _, id := range ids {
+		for _, id := range slices.Sorted(maps.Keys(cg.members)) {
 			cm := cg.members[id]
 			rm := kmsg.NewConsumerGroupDescribeResponseGroupMember()
 			rm.MemberID = id

@@ -22,6 +22,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"slices"
 	"sort"
 	"time"
@@ -105,12 +106,7 @@ func encodeConsumerGroup(g *group) []byte {
 		return nil
 	}
 	st := consumerState{Epoch: cg.epoch, TargetEpoch: cg.targetEpoch, Assignor: cg.assignor, MetaHash: cg.metaHash}
-	ids := make([]string, 0, len(cg.members))
-	for id := range cg.members {
-		ids = append(ids, id)
-	}
-	sort.Strings(ids)
-	for _, id := range ids {
+	for _, id := range slices.Sorted(maps.Keys(cg.members)) {
 		cm := cg.members[id]
 		pm := consumerMember{
 			ID: cm.id, InstanceID: cm.instanceID, RackID: cm.rackID, ClientID: cm.clientID, Host: cm.host,
