@@ -1,0 +1,10 @@
+// Package hostile is the hostile-client suite: each test attacks an
+// embedded broker over the wire as an unauthenticated client could
+// (abandoned long polls, oversized counts, decompression bombs, connection
+// floods, forged transaction markers, ...) and asserts both the bound the
+// broker keeps (memory, goroutines, sockets, state) and that a
+// well-behaved client is served during and after the attack.
+//
+// The tests live in their own package so the process's memory and
+// goroutine statistics belong to this suite's broker alone.
+package hostile

@@ -1,0 +1,83 @@
+package hostile
+
+import (
+	"context"
+	"fmt"
+	"runtime"
+	"testing"
+	"time"
+
+	"github.com/exactly/exactly"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// startBroker runs an embedded broker with the default config plus cfg,
+// closed when the test ends.
+func startBroker(t *testing.T, cfg map[string]string) *exactly.Broker {
+	t.Helper()
+	b, err := exactly.Start(exactly.Options{DataDir: t.TempDir(), Config: cfg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	return b
+}
+
+// canary checks that a well-behaved client is served: it produces n
+// records with acks=all to a fresh topic and reads every one back.
+func canary(t *testing.T, addr string, n int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	topic := fmt.Sprintf("canary-%d", time.Now().UnixNano())
+	cl, err := kgo.NewClient(kgo.SeedBrokers(addr), kgo.RequiredAcks(kgo.AllISRAcks()),
+		kgo.DefaultProduceTopic(topic), kgo.ConsumeTopics(topic),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	if _, err := kadm.NewClient(cl).CreateTopic(ctx, 1, 1, nil, topic); err != nil {
+		t.Fatalf("canary: creating %s: %v", topic, err)
+	}
+	for i := range n {
+		if err := cl.ProduceSync(ctx, &kgo.Record{Value: fmt.Appendf(nil, "canary-%d", i)}).FirstErr(); err != nil {
+			t.Fatalf("canary: produce %d: %v", i, err)
+		}
+	}
+	seen := 0
+	for seen < n {
+		fs := cl.PollFetches(ctx)
+		if err := ctx.Err(); err != nil {
+			t.Fatalf("canary: read %d of %d records: %v", seen, n, err)
+		}
+		fs.EachRecord(func(r *kgo.Record) {
+			if want := fmt.Sprintf("canary-%d", seen); string(r.Value) != want {
+				t.Fatalf("canary: record %d is %q, want %q", seen, r.Value, want)
+			}
+			seen++
+		})
+	}
+}
+
+// heapInUse is the Go heap in use after a collection: what the process
+// holds, not garbage waiting to be collected.
+func heapInUse() uint64 {
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return ms.HeapInuse
+}
+
+// eventually polls cond every 50 ms until it holds or timeout passes.
+func eventually(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("after %v: %s", timeout, what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
