@@ -11,6 +11,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"github.com/exactly/exactly/internal/testenv"
 	"hash/crc32"
 	"io"
 	"net/http"
@@ -596,17 +597,13 @@ func TestTxnKcatInterrupted(t *testing.T) {
 	stableEnds(t, b.Addr(), "intr")
 }
 
-// kcatPath finds kcat; it is installed by .ci/run, so in CI its absence is
-// a failure, not a skip.
+// kcatPath finds kcat (./test.sh installs it): its absence fails the test,
+// and -short skips the kcat tests.
 func kcatPath(t *testing.T) string {
 	t.Helper()
-	kcat, err := exec.LookPath("kcat")
-	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatal("kcat not installed (.ci/run installs it)")
-		}
-		t.Skip("kcat not installed (apt-get install -y kcat)")
-	}
+	testenv.SkipShort(t, "kcat test")
+	testenv.RequireTool(t, "kcat", "apt-get install -y kcat")
+	kcat, _ := exec.LookPath("kcat")
 	return kcat
 }
 

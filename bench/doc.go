@@ -6,7 +6,7 @@
 // broker), 1 KiB incompressible values by default, and a fresh topic per
 // run. Produce modes differ only in what the guarantee needs:
 //
-//	at-most-once      acks=0, no idempotence
+//	at-most-once      acks=1, no retries, no idempotence (eos/preset)
 //	at-least-once     acks=all, no idempotence, 5 requests in flight
 //	idempotent        acks=all with the idempotent producer
 //	idempotent-flush  idempotent, flushing every TxnInterval as a commit

@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"fmt"
+	"github.com/exactly/exactly/eos/preset"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -20,7 +21,9 @@ func producerOpts(cfg Config, t Target, mode, topic, txnID string) []kgo.Opt {
 	}
 	switch mode {
 	case AtMostOnce:
-		opts = append(opts, kgo.RequiredAcks(kgo.NoAck()), kgo.DisableIdempotentWrite())
+		// The project's one meaning of at-most-once (docs/GUARANTEES.md,
+		// eos/preset, verify): the leader's ack, no retries, no idempotence.
+		opts = append(opts, preset.AtMostOnceProducer()...)
 	case AtLeastOnce:
 		// Five in flight, as the idempotent producer has: the two differ
 		// in deduplication and ordering, not in pipelining.
@@ -73,7 +76,7 @@ func produceRun(ctx context.Context, cfg Config, t Target, mode, topic, runID st
 				return Result{Err: err.Error()}
 			}
 		}
-		if err := cl.ProduceSync(ctx, &kgo.Record{Value: value}).FirstErr(); err != nil && mode != AtMostOnce {
+		if err := cl.ProduceSync(ctx, &kgo.Record{Value: value}).FirstErr(); err != nil {
 			return Result{Err: fmt.Sprintf("warming up: %v", err)}
 		}
 		if mode == Transactional {

@@ -4,8 +4,8 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"github.com/exactly/exactly/internal/testenv"
 	"math/rand/v2"
-	"os"
 	"strconv"
 	"strings"
 	"testing"
@@ -14,7 +14,6 @@ import (
 	"github.com/exactly/exactly"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
-	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
 // largeTopicConfig lets a topic take a record of about 1 MB, above the
@@ -34,28 +33,6 @@ func startBroker(t *testing.T) string {
 		"auto.create.topics.enable": "false",
 	}})
 	return b.Addr()
-}
-
-// serves reports whether the broker at addr lists key in ApiVersions.
-func serves(t *testing.T, addr string, key kmsg.Key) bool {
-	t.Helper()
-	cl, err := kgo.NewClient(kgo.SeedBrokers(addr))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-	defer cancel()
-	resp, err := kmsg.NewPtrApiVersionsRequest().RequestWith(ctx, cl)
-	if err != nil {
-		t.Fatalf("ApiVersions: %v", err)
-	}
-	for _, k := range resp.ApiKeys {
-		if k.ApiKey == int16(key) {
-			return true
-		}
-	}
-	return false
 }
 
 // createTopic creates a topic with kadm.
@@ -298,23 +275,13 @@ func largeRecord(prefix string, partition int32) record {
 	}
 }
 
-// inCI reports whether the tests run in CI, where a missing client is a
-// failure rather than a reason to skip.
-func inCI() bool {
-	v := os.Getenv("CI")
-	return v != "" && v != "0" && v != "false"
-}
-
-// missingClient skips the test locally, and fails it in CI, because an
-// external client is not installed.
+// missingClient reports an external client that is not installed, by the
+// project's one policy (testenv.MissingTool): a failure, or a skip that
+// says so under -short.
 func missingClient(t *testing.T, what, why string) {
 	t.Helper()
-	msg := fmt.Sprintf("%s is not available (%s); install the Debian packages %s", what, why, aptPackages)
-	if inCI() {
-		t.Fatal(msg)
-	}
-	t.Skip(msg)
+	testenv.MissingTool(t, fmt.Sprintf("%s is not available (%s)", what, why), "apt-get install "+aptPackages)
 }
 
-// aptPackages is what CI installs for these tests.
+// aptPackages is what ./test.sh installs for these tests.
 const aptPackages = "kcat python3-kafka python3-snappy python3-lz4 python3-zstandard"

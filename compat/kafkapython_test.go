@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"github.com/exactly/exactly/internal/testenv"
 	"os/exec"
 	"strings"
 	"sync"
@@ -30,6 +31,7 @@ var pythonProbe struct {
 // kafka-python can use.
 func requireKafkaPython(t *testing.T) map[string]bool {
 	t.Helper()
+	testenv.SkipShort(t, "kafka-python suite")
 	pythonProbe.once.Do(func() {
 		var resp struct {
 			Kafka  string          `json:"kafka"`

@@ -2,7 +2,7 @@ package e2e
 
 // kafka-python 2.0.2 (Debian's python3-kafka, a client unrelated to the
 // broker's own code) reproduces the consumer commit patterns of
-// SEMANTICS.md against the broker:
+// docs/GUARANTEES.md against the broker:
 //
 //   - auto commit: offsets are committed in the background and on close,
 //     independently of processing;
@@ -23,7 +23,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
+	"github.com/exactly/exactly/internal/testenv"
 	"os/exec"
 	"testing"
 	"time"
@@ -42,11 +42,9 @@ type pyRecord struct {
 
 func requirePython(t *testing.T) {
 	t.Helper()
+	testenv.SkipShort(t, "kafka-python group suite")
 	if err := exec.Command(systemPython, "-I", "-c", "import kafka").Run(); err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("kafka-python is required in CI (apt-get install python3-kafka): %v", err)
-		}
-		t.Skipf("kafka-python not importable by %s: %v", systemPython, err)
+		testenv.MissingTool(t, fmt.Sprintf("kafka-python is not importable by %s (%v)", systemPython, err), "apt-get install python3-kafka")
 	}
 }
 

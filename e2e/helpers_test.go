@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"github.com/exactly/exactly/internal/testenv"
 	"net"
 	"os"
 	"os/exec"
@@ -25,6 +26,7 @@ var (
 // exactlyBinary builds cmd/exactly once per test run.
 func exactlyBinary(t *testing.T) string {
 	t.Helper()
+	testenv.SkipShort(t, "subprocess test of the exactly binary")
 	buildOnce.Do(func() {
 		dir, err := os.MkdirTemp("", "exactly-e2e-bin-")
 		if err != nil {

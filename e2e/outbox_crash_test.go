@@ -11,6 +11,7 @@ import (
 	"database/sql"
 	"encoding/hex"
 	"fmt"
+	"github.com/exactly/exactly/internal/testenv"
 	mrand "math/rand/v2"
 	"os"
 	"os/exec"
@@ -27,13 +28,6 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
-
-func pgDSN() string {
-	if v := os.Getenv("EXACTLY_TEST_POSTGRES"); v != "" {
-		return v
-	}
-	return "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
-}
 
 // relayProc is one `exactly outbox relay` subprocess.
 type relayProc struct {
@@ -79,7 +73,7 @@ func outboxRelaySIGKILL(t *testing.T, mode string) {
 	ctx := context.Background()
 	broker := startBroker(t, t.TempDir(), freePort(t))
 
-	db, err := sql.Open("pgx", pgDSN())
+	db, err := sql.Open("pgx", testenv.PostgresDSN())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -88,7 +82,7 @@ func outboxRelaySIGKILL(t *testing.T, mode string) {
 	_, _ = rand.Read(nonce[:])
 	schema := "e2e_outbox_" + hex.EncodeToString(nonce[:])
 	if _, err := db.Exec("CREATE SCHEMA " + schema); err != nil {
-		t.Fatalf("PostgreSQL at %s (set EXACTLY_TEST_POSTGRES): %v", pgDSN(), err)
+		t.Fatalf("PostgreSQL at %s: %v\n%s", testenv.PostgresDSN(), err, testenv.PostgresHint)
 	}
 	var relay *relayProc
 	t.Cleanup(func() {
@@ -141,7 +135,7 @@ func outboxRelaySIGKILL(t *testing.T, mode string) {
 	}
 
 	logPath := filepath.Join(t.TempDir(), "relay.log")
-	args := []string{"--dsn", pgDSN(), "--table", tbl.Name, "--bootstrap", broker.addr, "--topic-prefix", prefix,
+	args := []string{"--dsn", testenv.PostgresDSN(), "--table", tbl.Name, "--bootstrap", broker.addr, "--topic-prefix", prefix,
 		"--name", schema, "--checkpoint-topic", "ckpt-" + schema, "--batch-size", "50", "--poll-interval", "20ms"}
 	if mode == "cdc" {
 		args = append(args, "--cdc", "--slot", schema)

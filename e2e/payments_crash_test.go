@@ -12,6 +12,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"github.com/exactly/exactly/internal/testenv"
 	mrand "math/rand"
 	"os"
 	"os/exec"
@@ -54,13 +55,6 @@ func paymentsBinary(t *testing.T) string {
 	return paymentsPath
 }
 
-func paymentsDSN() string {
-	if v := os.Getenv("EXACTLY_TEST_POSTGRES"); v != "" {
-		return v
-	}
-	return "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
-}
-
 // transfer mirrors the example's record value; the test decodes it itself
 // so its expectations do not come from the code under test.
 type transfer struct {
@@ -97,12 +91,12 @@ func TestPaymentsSinkSurvivesSIGKILL(t *testing.T) {
 	t.Logf("seed %d", seed)
 	rng := mrand.New(mrand.NewSource(seed))
 
-	db, err := sql.Open("pgx", paymentsDSN())
+	db, err := sql.Open("pgx", testenv.PostgresDSN())
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := db.Ping(); err != nil {
-		t.Fatalf("PostgreSQL at %s (set EXACTLY_TEST_POSTGRES): %v", paymentsDSN(), err)
+		t.Fatalf("PostgreSQL at %s: %v\n%s", testenv.PostgresDSN(), err, testenv.PostgresHint)
 	}
 	var sb [6]byte
 	_, _ = rand.Read(sb[:])
@@ -115,7 +109,7 @@ func TestPaymentsSinkSurvivesSIGKILL(t *testing.T) {
 	addr := freePort(t)
 	startBroker(t, t.TempDir(), addr)
 	bin := paymentsBinary(t)
-	common := []string{"--bootstrap", addr, "--schema", schema, "--dsn", paymentsDSN(), "--topic", topic}
+	common := []string{"--bootstrap", addr, "--schema", schema, "--dsn", testenv.PostgresDSN(), "--topic", topic}
 	logDir := t.TempDir()
 
 	out, err := exec.Command(bin, append([]string{"produce", "--n", fmt.Sprint(n), "--accounts", "40",

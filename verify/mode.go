@@ -11,7 +11,7 @@ import (
 // default and the promise its history is checked against.
 type Mode string
 
-// The three guarantees of SEMANTICS.md.
+// The three guarantees of docs/GUARANTEES.md.
 const (
 	// AtMostOnce: acks=1, no retries, no idempotence; the pipeline commits
 	// offsets before processing. Records may be lost, never duplicated.
@@ -104,7 +104,8 @@ type Profile struct {
 	Consumer ConsumerProfile `json:"consumer"`
 }
 
-// DefaultProfile is the configuration SEMANTICS.md gives for m.
+// DefaultProfile is the configuration docs/GUARANTEES.md gives for m: the
+// same settings as eos/preset and exactly bench.
 func DefaultProfile(m Mode) Profile {
 	p := Profile{
 		Producer: ProducerProfile{MaxInFlight: 5, LingerMs: 5, TxnRecords: 10},

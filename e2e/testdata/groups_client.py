@@ -11,7 +11,7 @@ Debian's python3-kafka 2.0.2 lives). One JSON request on stdin:
    "idle_ms": ms,              # stop after this long without a record
    "auto_commit_interval_ms": ms}
 
-Modes are the consumer patterns of SEMANTICS.md:
+Modes are the consumer patterns of docs/GUARANTEES.md:
   auto    enable.auto.commit=true: offsets are committed in the background
           (and on close), whether or not processing finished.
   after   at-least-once: process a batch, then commit it.

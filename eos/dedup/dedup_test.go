@@ -6,7 +6,7 @@ import (
 	"database/sql"
 	"encoding/hex"
 	"errors"
-	"os"
+	"github.com/exactly/exactly/internal/testenv"
 	"sync"
 	"testing"
 	"time"
@@ -18,17 +18,6 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-func env(key, def string) string {
-	if v := os.Getenv(key); v != "" {
-		return v
-	}
-	return def
-}
-
-func pgDSN() string {
-	return env("EXACTLY_TEST_POSTGRES", "postgres://postgres@127.0.0.1:5432/test?sslmode=disable")
-}
-
 func randName(prefix string) string {
 	var b [6]byte
 	_, _ = rand.Read(b[:])
@@ -39,14 +28,14 @@ func randName(prefix string) string {
 // dropped at the end.
 func pgSchema(t *testing.T) (*sql.DB, string) {
 	t.Helper()
-	db, err := sql.Open("pgx", pgDSN())
+	db, err := sql.Open("pgx", testenv.PostgresDSN())
 	if err != nil {
 		t.Fatal(err)
 	}
 	db.SetMaxOpenConns(40)
 	schema := randName("dedup_")
 	if _, err := db.Exec("CREATE SCHEMA " + schema); err != nil {
-		t.Fatalf("PostgreSQL at %s (set EXACTLY_TEST_POSTGRES): %v", pgDSN(), err)
+		t.Fatalf("PostgreSQL at %s: %v\n%s", testenv.PostgresDSN(), err, testenv.PostgresHint)
 	}
 	t.Cleanup(func() {
 		db.Exec("DROP SCHEMA " + schema + " CASCADE")
@@ -79,10 +68,10 @@ func TestPostgresConformance(t *testing.T) {
 
 func TestRedisConformance(t *testing.T) {
 	storetest.Run(t, func(t *testing.T, retention time.Duration) dedup.Store {
-		c := redis.NewClient(&redis.Options{Addr: env("EXACTLY_TEST_REDIS", "127.0.0.1:6379")})
+		c := redis.NewClient(&redis.Options{Addr: testenv.RedisAddr()})
 		prefix := randName("exactly-test:") + ":"
 		if err := c.Ping(context.Background()).Err(); err != nil {
-			t.Fatalf("Redis (set EXACTLY_TEST_REDIS): %v", err)
+			t.Fatalf("Redis at %s: %v\n%s", testenv.RedisAddr(), err, testenv.RedisHint)
 		}
 		t.Cleanup(func() {
 			ctx := context.Background()
@@ -171,7 +160,7 @@ func TestPostgresPgxTxAtomicWithBusinessWrite(t *testing.T) {
 		t.Fatal(err)
 	}
 	db.Exec("INSERT INTO " + schema + ".balance VALUES (0)")
-	conn, err := pgx.Connect(ctx, pgDSN())
+	conn, err := pgx.Connect(ctx, testenv.PostgresDSN())
 	if err != nil {
 		t.Fatal(err)
 	}

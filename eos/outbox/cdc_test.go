@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"github.com/exactly/exactly/internal/testenv"
 	"math/rand/v2"
 	"strings"
 	"sync"
@@ -22,9 +23,9 @@ import (
 func requireLogical(t *testing.T) {
 	t.Helper()
 	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, pgDSN())
+	conn, err := pgx.Connect(ctx, testenv.PostgresDSN())
 	if err != nil {
-		t.Fatalf("PostgreSQL at %s (set EXACTLY_TEST_POSTGRES): %v", pgDSN(), err)
+		t.Fatalf("PostgreSQL at %s: %v\n%s", testenv.PostgresDSN(), err, testenv.PostgresHint)
 	}
 	defer conn.Close(ctx)
 	if err := CheckLogical(ctx, conn); err != nil {
@@ -95,7 +96,7 @@ func TestCDCRelayExactlyOnceAcrossCrashes(t *testing.T) {
 	dropSlotAtCleanup(t, db, slot)
 	topic := "outbox.event.order"
 	createTopic(t, b.Addr(), topic, 3)
-	cfg := CDCConfig{DSN: pgDSN(), Table: tbl, Name: "test-" + schema, Slot: slot, BatchSize: 10,
+	cfg := CDCConfig{DSN: testenv.PostgresDSN(), Table: tbl, Name: "test-" + schema, Slot: slot, BatchSize: 10,
 		CheckpointTopic: "checkpoints-" + schema, Kafka: []kgo.Opt{kgo.SeedBrokers(b.Addr())}}
 	// The slot must exist before the writers start: the stream starts
 	// at the slot's creation.
@@ -277,7 +278,7 @@ func TestCDCRelaySkipsResentTransactions(t *testing.T) {
 	db, tbl, schema := pgTable(t)
 	slot := "exactly_test_" + schema
 	dropSlotAtCleanup(t, db, slot)
-	cfg := CDCConfig{DSN: pgDSN(), Table: tbl, Name: "test-" + schema, Slot: slot, BatchSize: 1000,
+	cfg := CDCConfig{DSN: testenv.PostgresDSN(), Table: tbl, Name: "test-" + schema, Slot: slot, BatchSize: 1000,
 		CheckpointTopic: "checkpoints-" + schema, Kafka: []kgo.Opt{kgo.SeedBrokers(b.Addr())}}
 	cfg.hooks.crashAfterCommit = true
 	r, err := NewCDCRelay(ctx, cfg)
@@ -353,7 +354,7 @@ func TestCDCRelayDecodesRows(t *testing.T) {
 	db, tbl, schema := pgTable(t)
 	slot := "exactly_test_" + schema
 	dropSlotAtCleanup(t, db, slot)
-	r, err := NewCDCRelay(ctx, CDCConfig{DSN: pgDSN(), Table: tbl, Name: "test-" + schema, Slot: slot,
+	r, err := NewCDCRelay(ctx, CDCConfig{DSN: testenv.PostgresDSN(), Table: tbl, Name: "test-" + schema, Slot: slot,
 		CheckpointTopic: "checkpoints-" + schema, Kafka: []kgo.Opt{kgo.SeedBrokers(b.Addr())},
 		Topic: func(e *Event) string { return "decode-" + e.AggregateType }})
 	if err != nil {
@@ -428,7 +429,7 @@ func TestCDCRelayLag(t *testing.T) {
 	db, tbl, schema := pgTable(t)
 	slot := "exactly_test_" + schema
 	dropSlotAtCleanup(t, db, slot)
-	cfg := CDCConfig{DSN: pgDSN(), Table: tbl, Name: "test-" + schema, Slot: slot,
+	cfg := CDCConfig{DSN: testenv.PostgresDSN(), Table: tbl, Name: "test-" + schema, Slot: slot,
 		CheckpointTopic: "checkpoints-" + schema, Kafka: []kgo.Opt{kgo.SeedBrokers(b.Addr())}}
 	r, err := NewCDCRelay(ctx, cfg)
 	if err != nil {
@@ -485,7 +486,7 @@ func TestCDCRelaySetupErrors(t *testing.T) {
 	b := exactly.NewTestBroker(t)
 	db, tbl, schema := pgTable(t)
 	kafka := []kgo.Opt{kgo.SeedBrokers(b.Addr())}
-	_, err := NewCDCRelay(ctx, CDCConfig{DSN: pgDSN(), Table: Table{Name: schema + ".missing"}, Name: "x", Kafka: kafka})
+	_, err := NewCDCRelay(ctx, CDCConfig{DSN: testenv.PostgresDSN(), Table: Table{Name: schema + ".missing"}, Name: "x", Kafka: kafka})
 	if err == nil || !strings.Contains(err.Error(), "does not exist") {
 		t.Errorf("missing table: %v", err)
 	}
@@ -497,11 +498,11 @@ func TestCDCRelaySetupErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer db.Exec(`DROP PUBLICATION ` + pub)
-	_, err = NewCDCRelay(ctx, CDCConfig{DSN: pgDSN(), Table: tbl, Name: "x", Publication: pub, Slot: pub, Kafka: kafka})
+	_, err = NewCDCRelay(ctx, CDCConfig{DSN: testenv.PostgresDSN(), Table: tbl, Name: "x", Publication: pub, Slot: pub, Kafka: kafka})
 	if err == nil || !strings.Contains(err.Error(), "does not publish") {
 		t.Errorf("publication without the table: %v", err)
 	}
-	_, err = NewCDCRelay(ctx, CDCConfig{DSN: pgDSN(), Table: tbl, Name: "x", Slot: "Bad-Slot", Kafka: kafka})
+	_, err = NewCDCRelay(ctx, CDCConfig{DSN: testenv.PostgresDSN(), Table: tbl, Name: "x", Slot: "Bad-Slot", Kafka: kafka})
 	if err == nil || !strings.Contains(err.Error(), "slot") {
 		t.Errorf("invalid slot name: %v", err)
 	}

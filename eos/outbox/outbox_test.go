@@ -6,7 +6,7 @@ import (
 	"database/sql"
 	"encoding/hex"
 	"fmt"
-	"os"
+	"github.com/exactly/exactly/internal/testenv"
 	"sync"
 	"testing"
 	"time"
@@ -18,17 +18,10 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
-func pgDSN() string {
-	if v := os.Getenv("EXACTLY_TEST_POSTGRES"); v != "" {
-		return v
-	}
-	return "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
-}
-
 // pgTable gives the test its own schema with an outbox table, dropped at the end.
 func pgTable(t *testing.T) (*sql.DB, Table, string) {
 	t.Helper()
-	db, err := sql.Open("pgx", pgDSN())
+	db, err := sql.Open("pgx", testenv.PostgresDSN())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -36,7 +29,7 @@ func pgTable(t *testing.T) (*sql.DB, Table, string) {
 	_, _ = rand.Read(b[:])
 	schema := "outbox_" + hex.EncodeToString(b[:])
 	if _, err := db.Exec("CREATE SCHEMA " + schema); err != nil {
-		t.Fatalf("PostgreSQL at %s (set EXACTLY_TEST_POSTGRES): %v", pgDSN(), err)
+		t.Fatalf("PostgreSQL at %s: %v\n%s", testenv.PostgresDSN(), err, testenv.PostgresHint)
 	}
 	t.Cleanup(func() {
 		db.Exec("DROP SCHEMA " + schema + " CASCADE")
@@ -59,7 +52,7 @@ func TestWriteCommitsWithTransaction(t *testing.T) {
 		t.Fatal(err)
 	}
 	tx.Rollback()
-	conn, err := pgx.Connect(ctx, pgDSN())
+	conn, err := pgx.Connect(ctx, testenv.PostgresDSN())
 	if err != nil {
 		t.Fatal(err)
 	}

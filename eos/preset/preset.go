@@ -1,6 +1,6 @@
 // Package preset holds kgo option sets for the three delivery guarantees,
 // so an application picks a guarantee per message type instead of
-// re-deriving a dozen client knobs (see docs SEMANTICS: cost rises from
+// re-deriving a dozen client knobs (docs/GUARANTEES.md: cost rises from
 // at-most-once to exactly-once, so the choice is per flow, not global).
 //
 // Each preset is only half of its guarantee: the other half is what the

@@ -7,7 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"os"
+	"github.com/exactly/exactly/internal/testenv"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -22,13 +22,6 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	_ "modernc.org/sqlite"
 )
-
-func pgDSN() string {
-	if v := os.Getenv("EXACTLY_TEST_POSTGRES"); v != "" {
-		return v
-	}
-	return "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
-}
 
 func randName(prefix string) string {
 	var b [6]byte
@@ -58,7 +51,7 @@ func (e *env) q(s string) string {
 func pgEnv(t *testing.T) *env {
 	t.Helper()
 	open := func(t *testing.T) *sql.DB {
-		db, err := sql.Open("pgx", pgDSN())
+		db, err := sql.Open("pgx", testenv.PostgresDSN())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -68,7 +61,7 @@ func pgEnv(t *testing.T) *env {
 	db := open(t)
 	schema := randName("sink_")
 	if _, err := db.Exec("CREATE SCHEMA " + schema); err != nil {
-		t.Fatalf("PostgreSQL at %s (set EXACTLY_TEST_POSTGRES): %v", pgDSN(), err)
+		t.Fatalf("PostgreSQL at %s: %v\n%s", testenv.PostgresDSN(), err, testenv.PostgresHint)
 	}
 	t.Cleanup(func() { db.Exec("DROP SCHEMA " + schema + " CASCADE") })
 	return setup(t, &env{dialect: sink.Postgres, tbl: sink.Table{Name: schema + ".offsets", Dialect: sink.Postgres},

@@ -6,7 +6,7 @@ import (
 	"crypto/rand"
 	"database/sql"
 	"encoding/hex"
-	"os"
+	"github.com/exactly/exactly/internal/testenv"
 	"strings"
 	"testing"
 	"time"
@@ -16,10 +16,7 @@ import (
 // in both relay modes: 4 of 6 orders placed and published exactly once,
 // the 2 declined ones never published.
 func TestOrdersOutboxEndToEnd(t *testing.T) {
-	dsn := os.Getenv("EXACTLY_TEST_POSTGRES")
-	if dsn == "" {
-		dsn = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
-	}
+	dsn := testenv.PostgresDSN()
 	for _, mode := range []string{"poll", "cdc"} {
 		t.Run(mode, func(t *testing.T) {
 			var b [6]byte

@@ -6,7 +6,7 @@ import (
 	"crypto/rand"
 	"database/sql"
 	"encoding/hex"
-	"os"
+	"github.com/exactly/exactly/internal/testenv"
 	"strings"
 	"testing"
 	"time"
@@ -14,25 +14,18 @@ import (
 	"github.com/exactly/exactly"
 )
 
-func pgDSN() string {
-	if v := os.Getenv("EXACTLY_TEST_POSTGRES"); v != "" {
-		return v
-	}
-	return "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
-}
-
 // testSchema names a schema for the test and drops it at the end.
 func testSchema(t *testing.T) (*sql.DB, string) {
 	t.Helper()
 	var b [6]byte
 	_, _ = rand.Read(b[:])
 	schema := "payments_" + hex.EncodeToString(b[:])
-	db, err := sql.Open("pgx", pgDSN())
+	db, err := sql.Open("pgx", testenv.PostgresDSN())
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := db.Ping(); err != nil {
-		t.Fatalf("PostgreSQL at %s (set EXACTLY_TEST_POSTGRES): %v", pgDSN(), err)
+		t.Fatalf("PostgreSQL at %s: %v\n%s", testenv.PostgresDSN(), err, testenv.PostgresHint)
 	}
 	t.Cleanup(func() {
 		db.Exec("DROP SCHEMA IF EXISTS " + schema + " CASCADE")
@@ -46,7 +39,7 @@ func runCmd(t *testing.T, args ...string) (int, string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	var out, errb bytes.Buffer
-	code := run(ctx, append(args, "--dsn", pgDSN()), &out, &errb)
+	code := run(ctx, append(args, "--dsn", testenv.PostgresDSN()), &out, &errb)
 	if code != 0 {
 		t.Logf("payments %s: exit %d\nstdout:\n%s\nstderr (tail):\n%s", args[0], code, out.String(), tail(errb.String(), 2000))
 	}

@@ -7,7 +7,7 @@ import (
 	"database/sql"
 	"encoding/hex"
 	"fmt"
-	"os"
+	"github.com/exactly/exactly/internal/testenv"
 	"strings"
 	"sync"
 	"testing"
@@ -17,13 +17,6 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
-
-func pgDSN() string {
-	if v := os.Getenv("EXACTLY_TEST_POSTGRES"); v != "" {
-		return v
-	}
-	return "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
-}
 
 // syncBuffer is a bytes.Buffer safe to read while a command writes it.
 type syncBuffer struct {
@@ -56,7 +49,7 @@ func runOutbox(ctx context.Context, out *syncBuffer, args ...string) error {
 // it (and the test's slot and publication, which pin WAL) at the end.
 func outboxSchema(t *testing.T) (*sql.DB, outbox.Table, string) {
 	t.Helper()
-	db, err := sql.Open("pgx", pgDSN())
+	db, err := sql.Open("pgx", testenv.PostgresDSN())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -64,7 +57,7 @@ func outboxSchema(t *testing.T) (*sql.DB, outbox.Table, string) {
 	_, _ = rand.Read(b[:])
 	schema := "cli_outbox_" + hex.EncodeToString(b[:])
 	if _, err := db.Exec("CREATE SCHEMA " + schema); err != nil {
-		t.Fatalf("PostgreSQL at %s (set EXACTLY_TEST_POSTGRES): %v", pgDSN(), err)
+		t.Fatalf("PostgreSQL at %s: %v\n%s", testenv.PostgresDSN(), err, testenv.PostgresHint)
 	}
 	t.Cleanup(func() {
 		for range 50 {
@@ -112,7 +105,7 @@ func TestOutboxRelayCommand(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			args := []string{"outbox", "relay", "--dsn", pgDSN(), "--table", tbl.Name, "--bootstrap", addr,
+			args := []string{"outbox", "relay", "--dsn", testenv.PostgresDSN(), "--table", tbl.Name, "--bootstrap", addr,
 				"--topic-prefix", prefix, "--name", schema, "--checkpoint-topic", "ckpt-" + schema, "--poll-interval", "20ms"}
 			if mode == "cdc" {
 				args = append(args, "--cdc", "--slot", schema)
@@ -192,11 +185,11 @@ func TestOutboxRelayCommandErrors(t *testing.T) {
 		args []string
 	}{
 		{"--dsn is required", []string{"outbox", "relay", "--bootstrap", addr}},
-		{"need --cdc", []string{"outbox", "relay", "--dsn", pgDSN(), "--slot", "s"}},
+		{"need --cdc", []string{"outbox", "relay", "--dsn", testenv.PostgresDSN(), "--slot", "s"}},
 		{"connecting to PostgreSQL", []string{"outbox", "relay", "--dsn", "postgres://postgres@127.0.0.1:1/test?connect_timeout=2", "--bootstrap", addr}},
-		{"does not exist", []string{"outbox", "relay", "--dsn", pgDSN(), "--table", schema + ".missing", "--bootstrap", addr}},
-		{"does not exist", []string{"outbox", "relay", "--cdc", "--dsn", pgDSN(), "--table", schema + ".missing", "--bootstrap", addr}},
-		{"cannot connect to broker 127.0.0.1:1", []string{"outbox", "relay", "--dsn", pgDSN(), "--table", schema + ".outbox", "--bootstrap", "127.0.0.1:1", "--setup-timeout", "2s"}},
+		{"does not exist", []string{"outbox", "relay", "--dsn", testenv.PostgresDSN(), "--table", schema + ".missing", "--bootstrap", addr}},
+		{"does not exist", []string{"outbox", "relay", "--cdc", "--dsn", testenv.PostgresDSN(), "--table", schema + ".missing", "--bootstrap", addr}},
+		{"cannot connect to broker 127.0.0.1:1", []string{"outbox", "relay", "--dsn", testenv.PostgresDSN(), "--table", schema + ".outbox", "--bootstrap", "127.0.0.1:1", "--setup-timeout", "2s"}},
 	} {
 		var out syncBuffer
 		err := runOutbox(ctx, &out, c.args...)

@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# franz-go's own integration tests (its pkg/kgo *_test.go) against `exactly serve`.
+#
+# franz-go's suite runs against any broker named by KGO_SEEDS. This script takes the franz-go
+# version pinned in go.mod from the module cache, builds exactly, starts `exactly serve` on a
+# fresh data directory, and runs the variants CI runs: the produce/consume, group and
+# transaction tests, then TestTxnEtl again with KGO_TEST_UNSAFE (unsafe commits) and
+# KGO_TEST_CHAOS (random client kills). Each variant gets a fresh broker.
+#
+# usage: compat/kgo/suite.sh [TEST_REGEX]
+#   env: RECORDS (records per ETL test, default 20000), KGO_PORT (default 19092),
+#        TIMEOUT (per variant, default 20m), KGO_LOG_LEVEL (franz-go's, default none)
+# Exit status: non-zero if any variant fails.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+default_tests='^(TestTxnEtl|TestGroupETL|TestGroupSimple|TestIssue523|TestIssue1034|TestIssue769|TestConsumeRegex|TestClient_Produce|TestClient_ProduceLargeMessages|TestProduceRequestNullBatchEncoding|TestConsumeMaxDecompressBatchBytes|TestPauseIssue489|TestPauseIssueOct2023|TestIssue325|TestIssue337|TestIssue434|TestIssue810|TestIssue865|TestIssueFetchLargerThanBrokerMaxReadBytes)$'
+tests=${1:-$default_tests}
+port=${KGO_PORT:-19092}
+
+work=$(mktemp -d)
+broker_pid=
+cleanup() {
+  [ -n "$broker_pid" ] && kill "$broker_pid" 2>/dev/null && wait "$broker_pid" 2>/dev/null
+  chmod -R u+w "$work" 2>/dev/null
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+# The franz-go source at the version go.mod pins (the module cache's copy is read-only).
+src=$(go mod download -json github.com/twmb/franz-go | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+[ -d "$src" ] || { echo "compat/kgo: cannot find franz-go's source in the module cache (go mod download failed)" >&2; exit 2; }
+cp -r "$src" "$work/franz-go"
+chmod -R u+w "$work/franz-go"
+go build -o "$work/exactly" ./cmd/exactly
+
+start_broker() {
+  rm -rf "$work/data"
+  "$work/exactly" serve --data-dir "$work/data" --listen "127.0.0.1:$port" --log-level warn &
+  broker_pid=$!
+  for _ in $(seq 100); do
+    (echo >"/dev/tcp/127.0.0.1/$port") 2>/dev/null && return 0
+    kill -0 "$broker_pid" 2>/dev/null || { echo "compat/kgo: exactly serve exited at start (port $port taken?)" >&2; exit 2; }
+    sleep 0.1
+  done
+  echo "compat/kgo: exactly serve did not listen on 127.0.0.1:$port" >&2
+  exit 2
+}
+
+stop_broker() {
+  kill "$broker_pid" 2>/dev/null || true
+  wait "$broker_pid" 2>/dev/null || true
+  broker_pid=
+}
+
+failed=0
+# run NAME REGEX [ENV=VALUE...]: one variant against a fresh broker.
+run() {
+  local name=$1 regex=$2
+  shift 2
+  echo "== franz-go $name: $regex"
+  start_broker
+  local out="$work/$name.log" status=0
+  (cd "$work/franz-go" && env "$@" KGO_SEEDS="127.0.0.1:$port" KGO_TEST_RF=1 \
+    KGO_TEST_RECORDS="${RECORDS:-20000}" KGO_LOG_LEVEL="${KGO_LOG_LEVEL:-none}" \
+    go test -count=1 -timeout "${TIMEOUT:-20m}" -run "$regex" -v ./pkg/kgo) >"$out" 2>&1 || status=$?
+  # The verbose log is long; show each test's verdict and any failure lines.
+  grep -E '^\s*(--- |PASS|FAIL|ok|panic)|_test\.go:[0-9]+: ' "$out" | grep -vE 'deleting (topic|group)|completed in' || true
+  if [ "$status" -ne 0 ]; then
+    echo "compat/kgo: $name FAILED (go test exit $status); last lines:" >&2
+    tail -40 "$out" >&2
+    failed=1
+  fi
+  stop_broker
+}
+
+run plain "$tests"
+if [ -z "${1:-}" ]; then
+  run unsafe '^TestTxnEtl$' KGO_TEST_UNSAFE=1
+  run chaos '^TestTxnEtl$' KGO_TEST_CHAOS=1
+fi
+exit "$failed"
