@@ -28,6 +28,36 @@ func addBootstrapFlag(fs *pflag.FlagSet, p *string) {
 		"comma-separated host:port list of brokers to bootstrap from")
 }
 
+// adminFlags are the connection flags of every admin command group (topic,
+// group, txn, quota): --bootstrap-server and --request-timeout.
+type adminFlags struct {
+	bootstrap      string
+	requestTimeout time.Duration
+}
+
+// register adds the flags to cmd for it and all its subcommands.
+func (f *adminFlags) register(cmd *cobra.Command) {
+	addBootstrapFlag(cmd.PersistentFlags(), &f.bootstrap)
+	cmd.PersistentFlags().DurationVar(&f.requestTimeout, "request-timeout", 30*time.Second,
+		"how long to wait for the brokers to answer")
+}
+
+// withAdmin is every admin subcommand's connection: it connects, runs fn
+// with a context bounded by --request-timeout, and closes. Errors from
+// here on are the brokers' answers, not usage mistakes, so cobra's usage
+// text is silenced.
+func (f *adminFlags) withAdmin(cmd *cobra.Command, fn func(ctx context.Context, cl *kgo.Client, adm *kadm.Client) error) error {
+	silenceUsageOnRun(cmd)
+	cl, err := newClient(f.bootstrap)
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(commandContext(cmd), f.requestTimeout)
+	defer cancel()
+	return fn(ctx, cl, kadm.NewClient(cl))
+}
+
 // seedBrokers splits a --bootstrap-server value into its addresses.
 func seedBrokers(bootstrap string) ([]string, error) {
 	var seeds []string

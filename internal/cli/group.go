@@ -13,33 +13,18 @@ import (
 	"strconv"
 	"strings"
 	"text/tabwriter"
-	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
 )
-
-// groupFlags holds the flags shared by every "group" subcommand.
-type groupFlags struct {
-	bootstrap      string
-	requestTimeout time.Duration
-}
-
-func (f *groupFlags) admin(cmd *cobra.Command) (*kadm.Client, context.Context, func(), error) {
-	cl, err := newClient(f.bootstrap)
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	ctx, cancel := context.WithTimeout(commandContext(cmd), f.requestTimeout)
-	return kadm.NewClient(cl), ctx, func() { cancel(); cl.Close() }, nil
-}
 
 // GroupCommand returns the "group" command: list, describe, delete and
 // reset-offsets, which administer the consumer groups of the brokers named
 // by --bootstrap-server, like kafka-consumer-groups.sh.
 func GroupCommand() *cobra.Command {
-	f := &groupFlags{}
+	f := &adminFlags{}
 	cmd := &cobra.Command{
 		Use:   "group",
 		Short: "List, describe, delete consumer groups and reset their offsets",
@@ -48,14 +33,12 @@ func GroupCommand() *cobra.Command {
 			return cmd.Help()
 		},
 	}
-	addBootstrapFlag(cmd.PersistentFlags(), &f.bootstrap)
-	cmd.PersistentFlags().DurationVar(&f.requestTimeout, "request-timeout", 30*time.Second,
-		"how long to wait for the brokers to answer")
+	f.register(cmd)
 	cmd.AddCommand(groupListCommand(f), groupDescribeCommand(f), groupDeleteCommand(f), groupResetCommand(f))
 	return cmd
 }
 
-func groupListCommand(f *groupFlags) *cobra.Command {
+func groupListCommand(f *adminFlags) *cobra.Command {
 	var states []string
 	var showState bool
 	cmd := &cobra.Command{
@@ -63,30 +46,26 @@ func groupListCommand(f *groupFlags) *cobra.Command {
 		Short: "List consumer groups (with --state: and their state, optionally filtered)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			silenceUsageOnRun(cmd)
-			adm, ctx, done, err := f.admin(cmd)
-			if err != nil {
-				return err
-			}
-			defer done()
-			listed, err := adm.ListGroups(ctx, states...)
-			if err != nil {
-				return requestError("listing groups", f.bootstrap, err)
-			}
-			groups := listed.Sorted()
-			out := cmd.OutOrStdout()
-			if !showState && len(states) == 0 {
-				for _, g := range groups {
-					fmt.Fprintln(out, g.Group)
+			return f.withAdmin(cmd, func(ctx context.Context, _ *kgo.Client, adm *kadm.Client) error {
+				listed, err := adm.ListGroups(ctx, states...)
+				if err != nil {
+					return requestError("listing groups", f.bootstrap, err)
 				}
-				return nil
-			}
-			tw := tabwriter.NewWriter(out, 0, 8, 2, ' ', 0)
-			fmt.Fprintln(tw, "GROUP\tPROTOCOL-TYPE\tSTATE")
-			for _, g := range groups {
-				fmt.Fprintf(tw, "%s\t%s\t%s\n", g.Group, orDash(g.ProtocolType), g.State)
-			}
-			return tw.Flush()
+				groups := listed.Sorted()
+				out := cmd.OutOrStdout()
+				if !showState && len(states) == 0 {
+					for _, g := range groups {
+						fmt.Fprintln(out, g.Group)
+					}
+					return nil
+				}
+				tw := tabwriter.NewWriter(out, 0, 8, 2, ' ', 0)
+				fmt.Fprintln(tw, "GROUP\tPROTOCOL-TYPE\tSTATE")
+				for _, g := range groups {
+					fmt.Fprintf(tw, "%s\t%s\t%s\n", g.Group, orDash(g.ProtocolType), g.State)
+				}
+				return tw.Flush()
+			})
 		},
 	}
 	cmd.Flags().BoolVar(&showState, "state", false, "show each group's protocol type and state")
@@ -106,7 +85,7 @@ type describedMember struct {
 	id, host, client string
 }
 
-func groupDescribeCommand(f *groupFlags) *cobra.Command {
+func groupDescribeCommand(f *adminFlags) *cobra.Command {
 	var members, state, all bool
 	cmd := &cobra.Command{
 		Use:   "describe GROUP...",
@@ -121,50 +100,46 @@ func groupDescribeCommand(f *groupFlags) *cobra.Command {
 			if members && state {
 				return errors.New("--members and --state cannot be used together")
 			}
-			silenceUsageOnRun(cmd)
-			adm, ctx, done, err := f.admin(cmd)
-			if err != nil {
-				return err
-			}
-			defer done()
-			if all {
-				listed, err := adm.ListGroups(ctx)
+			return f.withAdmin(cmd, func(ctx context.Context, _ *kgo.Client, adm *kadm.Client) error {
+				if all {
+					listed, err := adm.ListGroups(ctx)
+					if err != nil {
+						return requestError("listing groups", f.bootstrap, err)
+					}
+					args = listed.Groups()
+					sort.Strings(args)
+				}
+				described, err := adm.DescribeGroups(ctx, args...)
 				if err != nil {
-					return requestError("listing groups", f.bootstrap, err)
+					return requestError("describing groups", f.bootstrap, err)
 				}
-				args = listed.Groups()
-				sort.Strings(args)
-			}
-			described, err := adm.DescribeGroups(ctx, args...)
-			if err != nil {
-				return requestError("describing groups", f.bootstrap, err)
-			}
-			out := cmd.OutOrStdout()
-			for i, name := range args {
-				if i > 0 {
-					fmt.Fprintln(out)
-				}
-				g, ok := described[name]
-				switch {
-				case !ok:
-					return fmt.Errorf("describing group %q: the broker did not answer for it", name)
-				case g.Err != nil && errors.Is(g.Err, kerr.GroupIDNotFound), g.Err == nil && g.State == "Dead":
-					return fmt.Errorf("consumer group %q does not exist", name)
-				case g.Err != nil:
-					return fmt.Errorf("describing group %q: %w", name, g.Err)
-				}
-				switch {
-				case members:
-					writeGroupMembers(out, g)
-				case state:
-					writeGroupState(out, g)
-				default:
-					if err := writeGroupOffsets(ctx, out, adm, g); err != nil {
-						return requestError("describing group "+name, f.bootstrap, err)
+				out := cmd.OutOrStdout()
+				for i, name := range args {
+					if i > 0 {
+						fmt.Fprintln(out)
+					}
+					g, ok := described[name]
+					switch {
+					case !ok:
+						return fmt.Errorf("describing group %q: the broker did not answer for it", name)
+					case g.Err != nil && errors.Is(g.Err, kerr.GroupIDNotFound), g.Err == nil && g.State == "Dead":
+						return fmt.Errorf("consumer group %q does not exist", name)
+					case g.Err != nil:
+						return fmt.Errorf("describing group %q: %w", name, g.Err)
+					}
+					switch {
+					case members:
+						writeGroupMembers(out, g)
+					case state:
+						writeGroupState(out, g)
+					default:
+						if err := writeGroupOffsets(ctx, out, adm, g); err != nil {
+							return requestError("describing group "+name, f.bootstrap, err)
+						}
 					}
 				}
-			}
-			return nil
+				return nil
+			})
 		},
 	}
 	fl := cmd.Flags()
@@ -284,42 +259,38 @@ func writeGroupOffsets(ctx context.Context, out io.Writer, adm *kadm.Client, g k
 	return tw.Flush()
 }
 
-func groupDeleteCommand(f *groupFlags) *cobra.Command {
+func groupDeleteCommand(f *adminFlags) *cobra.Command {
 	return &cobra.Command{
 		Use:   "delete GROUP...",
 		Short: "Delete consumer groups (they must have no active members) and their committed offsets",
 		Args:  cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			silenceUsageOnRun(cmd)
-			adm, ctx, done, err := f.admin(cmd)
-			if err != nil {
-				return err
-			}
-			defer done()
-			resps, err := adm.DeleteGroups(ctx, args...)
-			if err != nil {
-				return requestError("deleting groups", f.bootstrap, err)
-			}
-			var failed []string
-			for _, name := range args {
-				r, ok := resps[name]
-				switch {
-				case !ok:
-					failed = append(failed, fmt.Sprintf("%s: no answer", name))
-				case errors.Is(r.Err, kerr.NonEmptyGroup):
-					failed = append(failed, fmt.Sprintf("%s: the group is not empty (stop its consumers first)", name))
-				case errors.Is(r.Err, kerr.GroupIDNotFound):
-					failed = append(failed, fmt.Sprintf("%s: the group does not exist", name))
-				case r.Err != nil:
-					failed = append(failed, fmt.Sprintf("%s: %v", name, r.Err))
-				default:
-					fmt.Fprintf(cmd.OutOrStdout(), "Deleted consumer group %s.\n", name)
+			return f.withAdmin(cmd, func(ctx context.Context, _ *kgo.Client, adm *kadm.Client) error {
+				resps, err := adm.DeleteGroups(ctx, args...)
+				if err != nil {
+					return requestError("deleting groups", f.bootstrap, err)
 				}
-			}
-			if len(failed) > 0 {
-				return fmt.Errorf("deleting groups: %s", strings.Join(failed, "; "))
-			}
-			return nil
+				var failed []string
+				for _, name := range args {
+					r, ok := resps[name]
+					switch {
+					case !ok:
+						failed = append(failed, fmt.Sprintf("%s: no answer", name))
+					case errors.Is(r.Err, kerr.NonEmptyGroup):
+						failed = append(failed, fmt.Sprintf("%s: the group is not empty (stop its consumers first)", name))
+					case errors.Is(r.Err, kerr.GroupIDNotFound):
+						failed = append(failed, fmt.Sprintf("%s: the group does not exist", name))
+					case r.Err != nil:
+						failed = append(failed, fmt.Sprintf("%s: %v", name, r.Err))
+					default:
+						fmt.Fprintf(cmd.OutOrStdout(), "Deleted consumer group %s.\n", name)
+					}
+				}
+				if len(failed) > 0 {
+					return fmt.Errorf("deleting groups: %s", strings.Join(failed, "; "))
+				}
+				return nil
+			})
 		},
 	}
 }
@@ -346,7 +317,7 @@ func (s resetSpec) validate() error {
 	return nil
 }
 
-func groupResetCommand(f *groupFlags) *cobra.Command {
+func groupResetCommand(f *adminFlags) *cobra.Command {
 	var (
 		group         string
 		topics        []string
@@ -389,39 +360,35 @@ are clamped to its start or end. Without --execute only the plan is printed.`,
 					wanted[name] = nil
 				}
 			}
-			silenceUsageOnRun(cmd)
-			adm, ctx, done, err := f.admin(cmd)
-			if err != nil {
-				return err
-			}
-			defer done()
-			plan, err := planReset(ctx, adm, group, wanted, allTopics, spec)
-			if err != nil {
-				return err
-			}
-			out := cmd.OutOrStdout()
-			tw := tabwriter.NewWriter(out, 0, 8, 2, ' ', 0)
-			fmt.Fprintln(tw, "GROUP\tTOPIC\tPARTITION\tNEW-OFFSET")
-			for _, o := range plan.Sorted() {
-				fmt.Fprintf(tw, "%s\t%s\t%d\t%d\n", group, o.Topic, o.Partition, o.At)
-			}
-			tw.Flush()
-			if !execute {
-				fmt.Fprintln(out, "\nDry run: nothing changed (add --execute to commit these offsets).")
-				return nil
-			}
-			resps, err := adm.CommitOffsets(ctx, group, plan)
-			if err != nil {
-				return requestError("committing offsets", f.bootstrap, err)
-			}
-			if err := resps.Error(); err != nil {
-				if errors.Is(err, kerr.UnknownMemberID) || errors.Is(err, kerr.RebalanceInProgress) {
-					return fmt.Errorf("group %q became active while resetting; nothing reliable was committed: %w", group, err)
+			return f.withAdmin(cmd, func(ctx context.Context, _ *kgo.Client, adm *kadm.Client) error {
+				plan, err := planReset(ctx, adm, group, wanted, allTopics, spec)
+				if err != nil {
+					return err
 				}
-				return fmt.Errorf("committing offsets for group %q: %w", group, err)
-			}
-			fmt.Fprintf(out, "Committed %d offsets for group %s.\n", len(plan.Sorted()), group)
-			return nil
+				out := cmd.OutOrStdout()
+				tw := tabwriter.NewWriter(out, 0, 8, 2, ' ', 0)
+				fmt.Fprintln(tw, "GROUP\tTOPIC\tPARTITION\tNEW-OFFSET")
+				for _, o := range plan.Sorted() {
+					fmt.Fprintf(tw, "%s\t%s\t%d\t%d\n", group, o.Topic, o.Partition, o.At)
+				}
+				tw.Flush()
+				if !execute {
+					fmt.Fprintln(out, "\nDry run: nothing changed (add --execute to commit these offsets).")
+					return nil
+				}
+				resps, err := adm.CommitOffsets(ctx, group, plan)
+				if err != nil {
+					return requestError("committing offsets", f.bootstrap, err)
+				}
+				if err := resps.Error(); err != nil {
+					if errors.Is(err, kerr.UnknownMemberID) || errors.Is(err, kerr.RebalanceInProgress) {
+						return fmt.Errorf("group %q became active while resetting; nothing reliable was committed: %w", group, err)
+					}
+					return fmt.Errorf("committing offsets for group %q: %w", group, err)
+				}
+				fmt.Fprintf(out, "Committed %d offsets for group %s.\n", len(plan.Sorted()), group)
+				return nil
+			})
 		},
 	}
 	fl := cmd.Flags()

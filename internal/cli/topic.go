@@ -9,36 +9,19 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
-
-// topicFlags holds the flags shared by every "topic" subcommand.
-type topicFlags struct {
-	bootstrap      string
-	requestTimeout time.Duration
-}
-
-// admin connects an admin client and returns it with a context bounded by
-// --request-timeout. The caller must call the returned cleanup function.
-func (f *topicFlags) admin(cmd *cobra.Command) (*kadm.Client, context.Context, func(), error) {
-	cl, err := newClient(f.bootstrap)
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	ctx, cancel := context.WithTimeout(commandContext(cmd), f.requestTimeout)
-	return kadm.NewClient(cl), ctx, func() { cancel(); cl.Close() }, nil
-}
 
 // TopicCommand returns the "topic" command and its subcommands create, list,
 // describe, delete and alter-config, which administer topics on the brokers
 // named by --bootstrap-server.
 func TopicCommand() *cobra.Command {
-	f := &topicFlags{}
+	f := &adminFlags{}
 	cmd := &cobra.Command{
 		Use:   "topic",
 		Short: "Create, list, describe, delete and configure topics",
@@ -47,9 +30,7 @@ func TopicCommand() *cobra.Command {
 			return cmd.Help()
 		},
 	}
-	addBootstrapFlag(cmd.PersistentFlags(), &f.bootstrap)
-	cmd.PersistentFlags().DurationVar(&f.requestTimeout, "request-timeout", 30*time.Second,
-		"how long to wait for the brokers to answer")
+	f.register(cmd)
 	cmd.AddCommand(
 		topicCreateCommand(f),
 		topicListCommand(f),
@@ -60,7 +41,7 @@ func TopicCommand() *cobra.Command {
 	return cmd
 }
 
-func topicCreateCommand(f *topicFlags) *cobra.Command {
+func topicCreateCommand(f *adminFlags) *cobra.Command {
 	var (
 		partitions  int32
 		replication int16
@@ -87,29 +68,24 @@ func topicCreateCommand(f *topicFlags) *cobra.Command {
 				}
 				cfgs[k] = kadm.StringPtr(v)
 			}
-			silenceUsageOnRun(cmd)
-
-			adm, ctx, done, err := f.admin(cmd)
-			if err != nil {
-				return err
-			}
-			defer done()
-			resps, err := adm.CreateTopics(ctx, partitions, replication, cfgs, name)
-			if err != nil {
-				return requestError("creating topic", f.bootstrap, err)
-			}
-			r, ok := resps[name]
-			if !ok {
-				return fmt.Errorf("creating topic %q: the broker did not answer for it", name)
-			}
-			if r.Err != nil {
-				if ifNotExists && errors.Is(r.Err, kerr.TopicAlreadyExists) {
-					return nil
+			return f.withAdmin(cmd, func(ctx context.Context, _ *kgo.Client, adm *kadm.Client) error {
+				resps, err := adm.CreateTopics(ctx, partitions, replication, cfgs, name)
+				if err != nil {
+					return requestError("creating topic", f.bootstrap, err)
 				}
-				return topicError("creating topic", name, r.Err, r.ErrMessage)
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "Created topic %s.\n", name)
-			return nil
+				r, ok := resps[name]
+				if !ok {
+					return fmt.Errorf("creating topic %q: the broker did not answer for it", name)
+				}
+				if r.Err != nil {
+					if ifNotExists && errors.Is(r.Err, kerr.TopicAlreadyExists) {
+						return nil
+					}
+					return topicError("creating topic", name, r.Err, r.ErrMessage)
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "Created topic %s.\n", name)
+				return nil
+			})
 		},
 	}
 	fl := cmd.Flags()
@@ -120,40 +96,37 @@ func topicCreateCommand(f *topicFlags) *cobra.Command {
 	return cmd
 }
 
-func topicListCommand(f *topicFlags) *cobra.Command {
+func topicListCommand(f *adminFlags) *cobra.Command {
 	var internal bool
 	cmd := &cobra.Command{
 		Use:   "list",
 		Short: "List topic names",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			silenceUsageOnRun(cmd)
-			adm, ctx, done, err := f.admin(cmd)
-			if err != nil {
-				return err
-			}
-			defer done()
-			var tds kadm.TopicDetails
-			if internal {
-				tds, err = adm.ListTopicsWithInternal(ctx)
-			} else {
-				tds, err = adm.ListTopics(ctx)
-			}
-			if err != nil {
-				return requestError("listing topics", f.bootstrap, err)
-			}
-			out := cmd.OutOrStdout()
-			for _, name := range tds.Names() {
-				fmt.Fprintln(out, name)
-			}
-			return nil
+			return f.withAdmin(cmd, func(ctx context.Context, _ *kgo.Client, adm *kadm.Client) error {
+				var err error
+				var tds kadm.TopicDetails
+				if internal {
+					tds, err = adm.ListTopicsWithInternal(ctx)
+				} else {
+					tds, err = adm.ListTopics(ctx)
+				}
+				if err != nil {
+					return requestError("listing topics", f.bootstrap, err)
+				}
+				out := cmd.OutOrStdout()
+				for _, name := range tds.Names() {
+					fmt.Fprintln(out, name)
+				}
+				return nil
+			})
 		},
 	}
 	cmd.Flags().BoolVar(&internal, "include-internal", false, "also list internal topics")
 	return cmd
 }
 
-func topicDescribeCommand(f *topicFlags) *cobra.Command {
+func topicDescribeCommand(f *adminFlags) *cobra.Command {
 	var ifExists bool
 	cmd := &cobra.Command{
 		Use:   "describe [NAME...]",
@@ -161,54 +134,50 @@ func topicDescribeCommand(f *topicFlags) *cobra.Command {
 		Long: "Show partitions, leaders, replicas, ISR and the configs set on the topic\n" +
 			"(those that differ from the broker defaults). Without names, describes every topic.",
 		RunE: func(cmd *cobra.Command, args []string) error {
-			silenceUsageOnRun(cmd)
-			adm, ctx, done, err := f.admin(cmd)
-			if err != nil {
-				return err
-			}
-			defer done()
-			names := dedupe(args)
-			tds, err := adm.ListTopics(ctx, names...)
-			if err != nil {
-				return requestError("describing topics", f.bootstrap, err)
-			}
-			if len(names) == 0 {
-				names = tds.Names()
-			}
-			var errs []error
-			var found []string
-			for _, name := range names {
-				td, ok := tds[name]
-				switch {
-				case !ok || isUnknownTopic(td.Err):
-					if !ifExists {
-						errs = append(errs, fmt.Errorf("topic %q does not exist", name))
-					}
-				case td.Err != nil:
-					errs = append(errs, topicError("describing topic", name, td.Err, ""))
-				default:
-					found = append(found, name)
-				}
-			}
-			configs := map[string][]string{}
-			if len(found) > 0 {
-				rcs, err := adm.DescribeTopicConfigs(ctx, found...)
+			return f.withAdmin(cmd, func(ctx context.Context, _ *kgo.Client, adm *kadm.Client) error {
+				names := dedupe(args)
+				tds, err := adm.ListTopics(ctx, names...)
 				if err != nil {
-					return requestError("describing topic configs", f.bootstrap, err)
+					return requestError("describing topics", f.bootstrap, err)
 				}
-				for _, rc := range rcs {
-					if rc.Err != nil {
-						errs = append(errs, topicError("describing configs of topic", rc.Name, rc.Err, rc.ErrMessage))
-						continue
+				if len(names) == 0 {
+					names = tds.Names()
+				}
+				var errs []error
+				var found []string
+				for _, name := range names {
+					td, ok := tds[name]
+					switch {
+					case !ok || isUnknownTopic(td.Err):
+						if !ifExists {
+							errs = append(errs, fmt.Errorf("topic %q does not exist", name))
+						}
+					case td.Err != nil:
+						errs = append(errs, topicError("describing topic", name, td.Err, ""))
+					default:
+						found = append(found, name)
 					}
-					configs[rc.Name] = overriddenConfigs(rc.Configs)
 				}
-			}
-			out := cmd.OutOrStdout()
-			for _, name := range found {
-				writeTopicDescription(out, tds[name], configs[name])
-			}
-			return errors.Join(errs...)
+				configs := map[string][]string{}
+				if len(found) > 0 {
+					rcs, err := adm.DescribeTopicConfigs(ctx, found...)
+					if err != nil {
+						return requestError("describing topic configs", f.bootstrap, err)
+					}
+					for _, rc := range rcs {
+						if rc.Err != nil {
+							errs = append(errs, topicError("describing configs of topic", rc.Name, rc.Err, rc.ErrMessage))
+							continue
+						}
+						configs[rc.Name] = overriddenConfigs(rc.Configs)
+					}
+				}
+				out := cmd.OutOrStdout()
+				for _, name := range found {
+					writeTopicDescription(out, tds[name], configs[name])
+				}
+				return errors.Join(errs...)
+			})
 		},
 	}
 	cmd.Flags().BoolVar(&ifExists, "if-exists", false, "skip named topics that do not exist instead of failing")
@@ -288,46 +257,42 @@ func dedupe(s []string) []string {
 	return out
 }
 
-func topicDeleteCommand(f *topicFlags) *cobra.Command {
+func topicDeleteCommand(f *adminFlags) *cobra.Command {
 	var ifExists bool
 	cmd := &cobra.Command{
 		Use:   "delete NAME...",
 		Short: "Delete topics",
 		Args:  cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			silenceUsageOnRun(cmd)
-			adm, ctx, done, err := f.admin(cmd)
-			if err != nil {
-				return err
-			}
-			defer done()
-			names := dedupe(args)
-			resps, err := adm.DeleteTopics(ctx, names...)
-			if err != nil {
-				return requestError("deleting topics", f.bootstrap, err)
-			}
-			out := cmd.OutOrStdout()
-			var errs []error
-			for _, name := range names {
-				r, ok := resps[name]
-				switch {
-				case !ok:
-					errs = append(errs, fmt.Errorf("deleting topic %q: the broker did not answer for it", name))
-				case r.Err == nil:
-					fmt.Fprintf(out, "Deleted topic %s.\n", name)
-				case isUnknownTopic(r.Err) && ifExists:
-				default:
-					errs = append(errs, topicError("deleting topic", name, r.Err, r.ErrMessage))
+			return f.withAdmin(cmd, func(ctx context.Context, _ *kgo.Client, adm *kadm.Client) error {
+				names := dedupe(args)
+				resps, err := adm.DeleteTopics(ctx, names...)
+				if err != nil {
+					return requestError("deleting topics", f.bootstrap, err)
 				}
-			}
-			return errors.Join(errs...)
+				out := cmd.OutOrStdout()
+				var errs []error
+				for _, name := range names {
+					r, ok := resps[name]
+					switch {
+					case !ok:
+						errs = append(errs, fmt.Errorf("deleting topic %q: the broker did not answer for it", name))
+					case r.Err == nil:
+						fmt.Fprintf(out, "Deleted topic %s.\n", name)
+					case isUnknownTopic(r.Err) && ifExists:
+					default:
+						errs = append(errs, topicError("deleting topic", name, r.Err, r.ErrMessage))
+					}
+				}
+				return errors.Join(errs...)
+			})
 		},
 	}
 	cmd.Flags().BoolVar(&ifExists, "if-exists", false, "succeed for topics that do not exist")
 	return cmd
 }
 
-func topicAlterConfigCommand(f *topicFlags) *cobra.Command {
+func topicAlterConfigCommand(f *adminFlags) *cobra.Command {
 	var (
 		sets, deletes []string
 		ifExists      bool
@@ -355,28 +320,24 @@ func topicAlterConfigCommand(f *topicFlags) *cobra.Command {
 			if len(alters) == 0 {
 				return errors.New("nothing to change: give at least one --set or --delete")
 			}
-			silenceUsageOnRun(cmd)
-			adm, ctx, done, err := f.admin(cmd)
-			if err != nil {
-				return err
-			}
-			defer done()
-			resps, err := adm.AlterTopicConfigs(ctx, alters, name)
-			if err != nil {
-				return requestError("altering topic config", f.bootstrap, err)
-			}
-			r, err := resps.On(name, nil)
-			if err != nil {
-				return fmt.Errorf("altering config of topic %q: the broker did not answer for it", name)
-			}
-			if r.Err != nil {
-				if ifExists && isUnknownTopic(r.Err) {
-					return nil
+			return f.withAdmin(cmd, func(ctx context.Context, _ *kgo.Client, adm *kadm.Client) error {
+				resps, err := adm.AlterTopicConfigs(ctx, alters, name)
+				if err != nil {
+					return requestError("altering topic config", f.bootstrap, err)
 				}
-				return topicError("altering config of topic", name, r.Err, r.ErrMessage)
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "Updated config of topic %s.\n", name)
-			return nil
+				r, err := resps.On(name, nil)
+				if err != nil {
+					return fmt.Errorf("altering config of topic %q: the broker did not answer for it", name)
+				}
+				if r.Err != nil {
+					if ifExists && isUnknownTopic(r.Err) {
+						return nil
+					}
+					return topicError("altering config of topic", name, r.Err, r.ErrMessage)
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "Updated config of topic %s.\n", name)
+				return nil
+			})
 		},
 	}
 	fl := cmd.Flags()

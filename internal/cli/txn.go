@@ -18,27 +18,12 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
-// txnFlags holds the flags shared by every "txn" subcommand.
-type txnFlags struct {
-	bootstrap      string
-	requestTimeout time.Duration
-}
-
-func (f *txnFlags) admin(cmd *cobra.Command) (*kgo.Client, *kadm.Client, context.Context, func(), error) {
-	cl, err := newClient(f.bootstrap)
-	if err != nil {
-		return nil, nil, nil, nil, err
-	}
-	ctx, cancel := context.WithTimeout(commandContext(cmd), f.requestTimeout)
-	return cl, kadm.NewClient(cl), ctx, func() { cancel(); cl.Close() }, nil
-}
-
 // TxnCommand returns the "txn" command: list, describe, describe-producers,
 // find-hanging and abort, shaped like Kafka's kafka-transactions.sh (same
 // subcommands, options and columns), for operating transactions on any
 // Kafka-compatible broker.
 func TxnCommand() *cobra.Command {
-	f := &txnFlags{}
+	f := &adminFlags{}
 	cmd := &cobra.Command{
 		Use:   "txn",
 		Short: "Inspect transactions and abort hanging ones (like kafka-transactions.sh)",
@@ -47,9 +32,7 @@ func TxnCommand() *cobra.Command {
 			return cmd.Help()
 		},
 	}
-	addBootstrapFlag(cmd.PersistentFlags(), &f.bootstrap)
-	cmd.PersistentFlags().DurationVar(&f.requestTimeout, "request-timeout", 30*time.Second,
-		"how long to wait for the brokers to answer")
+	f.register(cmd)
 	cmd.AddCommand(
 		txnListCommand(f),
 		txnDescribeCommand(f),
@@ -74,7 +57,7 @@ func row(tw *tabwriter.Writer, cols ...any) {
 	fmt.Fprintln(tw, strings.Join(s, "\t"))
 }
 
-func txnListCommand(f *txnFlags) *cobra.Command {
+func txnListCommand(f *adminFlags) *cobra.Command {
 	var (
 		states  []string
 		pids    []int64
@@ -85,26 +68,23 @@ func txnListCommand(f *txnFlags) *cobra.Command {
 		Short: "List transactional ids with their producer id and state",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			silenceUsageOnRun(cmd)
-			_, adm, ctx, done, err := f.admin(cmd)
-			if err != nil {
-				return err
-			}
-			defer done()
-			var ls kadm.ListedTransactions
-			if pattern != "" {
-				ls, err = adm.ListTransactionsByTxPattern(ctx, pids, states, pattern)
-			} else {
-				ls, err = adm.ListTransactions(ctx, pids, states)
-			}
-			if err != nil {
-				return requestError("listing transactions", f.bootstrap, err)
-			}
-			tw := newTable(cmd.OutOrStdout(), "TransactionalId", "Coordinator", "ProducerId", "TransactionState")
-			for _, l := range ls.Sorted() {
-				row(tw, l.TxnID, l.Coordinator, l.ProducerID, l.State)
-			}
-			return tw.Flush()
+			return f.withAdmin(cmd, func(ctx context.Context, _ *kgo.Client, adm *kadm.Client) error {
+				var err error
+				var ls kadm.ListedTransactions
+				if pattern != "" {
+					ls, err = adm.ListTransactionsByTxPattern(ctx, pids, states, pattern)
+				} else {
+					ls, err = adm.ListTransactions(ctx, pids, states)
+				}
+				if err != nil {
+					return requestError("listing transactions", f.bootstrap, err)
+				}
+				tw := newTable(cmd.OutOrStdout(), "TransactionalId", "Coordinator", "ProducerId", "TransactionState")
+				for _, l := range ls.Sorted() {
+					row(tw, l.TxnID, l.Coordinator, l.ProducerID, l.State)
+				}
+				return tw.Flush()
+			})
 		},
 	}
 	fl := cmd.Flags()
@@ -114,7 +94,7 @@ func txnListCommand(f *txnFlags) *cobra.Command {
 	return cmd
 }
 
-func txnDescribeCommand(f *txnFlags) *cobra.Command {
+func txnDescribeCommand(f *adminFlags) *cobra.Command {
 	var id string
 	cmd := &cobra.Command{
 		Use:   "describe --transactional-id ID",
@@ -124,43 +104,39 @@ func txnDescribeCommand(f *txnFlags) *cobra.Command {
 			if id == "" {
 				return errors.New("--transactional-id is required")
 			}
-			silenceUsageOnRun(cmd)
-			_, adm, ctx, done, err := f.admin(cmd)
-			if err != nil {
-				return err
-			}
-			defer done()
-			ds, err := adm.DescribeTransactions(ctx, id)
-			if err != nil {
-				return requestError("describing transaction", f.bootstrap, err)
-			}
-			d, ok := ds[id]
-			if !ok {
-				return fmt.Errorf("describing transaction %q: the broker did not answer for it", id)
-			}
-			if d.Err != nil {
-				if errors.Is(d.Err, kerr.TransactionalIDNotFound) {
-					return fmt.Errorf("transactional id %q is not known to its coordinator", id)
+			return f.withAdmin(cmd, func(ctx context.Context, _ *kgo.Client, adm *kadm.Client) error {
+				ds, err := adm.DescribeTransactions(ctx, id)
+				if err != nil {
+					return requestError("describing transaction", f.bootstrap, err)
 				}
-				return fmt.Errorf("describing transaction %q: %w", id, d.Err)
-			}
-			now := time.Now().UnixMilli()
-			start, duration := "None", "None"
-			if d.StartTimestamp >= 0 && (d.State == "Ongoing" || strings.HasPrefix(d.State, "Prepare")) {
-				start = strconv.FormatInt(d.StartTimestamp, 10)
-				duration = strconv.FormatInt(now-d.StartTimestamp, 10)
-			}
-			var parts []string
-			d.Topics.EachPartitions(func(topic string, ps []int32) {
-				for _, p := range ps {
-					parts = append(parts, fmt.Sprintf("%s-%d", topic, p))
+				d, ok := ds[id]
+				if !ok {
+					return fmt.Errorf("describing transaction %q: the broker did not answer for it", id)
 				}
+				if d.Err != nil {
+					if errors.Is(d.Err, kerr.TransactionalIDNotFound) {
+						return fmt.Errorf("transactional id %q is not known to its coordinator", id)
+					}
+					return fmt.Errorf("describing transaction %q: %w", id, d.Err)
+				}
+				now := time.Now().UnixMilli()
+				start, duration := "None", "None"
+				if d.StartTimestamp >= 0 && (d.State == "Ongoing" || strings.HasPrefix(d.State, "Prepare")) {
+					start = strconv.FormatInt(d.StartTimestamp, 10)
+					duration = strconv.FormatInt(now-d.StartTimestamp, 10)
+				}
+				var parts []string
+				d.Topics.EachPartitions(func(topic string, ps []int32) {
+					for _, p := range ps {
+						parts = append(parts, fmt.Sprintf("%s-%d", topic, p))
+					}
+				})
+				sort.Strings(parts)
+				tw := newTable(cmd.OutOrStdout(), "CoordinatorId", "TransactionalId", "ProducerId", "ProducerEpoch",
+					"TransactionState", "TransactionTimeoutMs", "CurrentTransactionStartTimeMs", "TransactionDurationMs", "TopicPartitions")
+				row(tw, d.Coordinator, d.TxnID, d.ProducerID, d.ProducerEpoch, d.State, d.TimeoutMillis, start, duration, strings.Join(parts, ","))
+				return tw.Flush()
 			})
-			sort.Strings(parts)
-			tw := newTable(cmd.OutOrStdout(), "CoordinatorId", "TransactionalId", "ProducerId", "ProducerEpoch",
-				"TransactionState", "TransactionTimeoutMs", "CurrentTransactionStartTimeMs", "TransactionDurationMs", "TopicPartitions")
-			row(tw, d.Coordinator, d.TxnID, d.ProducerID, d.ProducerEpoch, d.State, d.TimeoutMillis, start, duration, strings.Join(parts, ","))
-			return tw.Flush()
 		},
 	}
 	cmd.Flags().StringVar(&id, "transactional-id", "", "the transactional id to describe")
@@ -206,47 +182,43 @@ func (tp *topicPartitionsFlag) set(ctx context.Context, adm *kadm.Client) (kadm.
 	return s, nil
 }
 
-func txnDescribeProducersCommand(f *txnFlags) *cobra.Command {
+func txnDescribeProducersCommand(f *adminFlags) *cobra.Command {
 	var tp topicPartitionsFlag
 	cmd := &cobra.Command{
 		Use:   "describe-producers --topic TOPIC [--partition N]",
 		Short: "Show the active producers of partitions and their open transactions",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			silenceUsageOnRun(cmd)
-			_, adm, ctx, done, err := f.admin(cmd)
-			if err != nil {
-				return err
-			}
-			defer done()
-			set, err := tp.set(ctx, adm)
-			if err != nil {
-				return err
-			}
-			ds, err := adm.DescribeProducers(ctx, set)
-			if err != nil {
-				return requestError("describing producers", f.bootstrap, err)
-			}
-			tw := newTable(cmd.OutOrStdout(), "Topic", "Partition", "ProducerId", "ProducerEpoch", "LatestCoordinatorEpoch",
-				"LastSequence", "LastTimestamp", "CurrentTransactionStartOffset")
-			var errs []error
-			for _, p := range ds.SortedPartitions() {
-				if p.Err != nil {
-					errs = append(errs, fmt.Errorf("%s/%d: %w", p.Topic, p.Partition, p.Err))
-					continue
+			return f.withAdmin(cmd, func(ctx context.Context, _ *kgo.Client, adm *kadm.Client) error {
+				set, err := tp.set(ctx, adm)
+				if err != nil {
+					return err
 				}
-				for _, pr := range p.ActiveProducers.Sorted() {
-					start := "None"
-					if pr.CurrentTxnStartOffset >= 0 {
-						start = strconv.FormatInt(pr.CurrentTxnStartOffset, 10)
+				ds, err := adm.DescribeProducers(ctx, set)
+				if err != nil {
+					return requestError("describing producers", f.bootstrap, err)
+				}
+				tw := newTable(cmd.OutOrStdout(), "Topic", "Partition", "ProducerId", "ProducerEpoch", "LatestCoordinatorEpoch",
+					"LastSequence", "LastTimestamp", "CurrentTransactionStartOffset")
+				var errs []error
+				for _, p := range ds.SortedPartitions() {
+					if p.Err != nil {
+						errs = append(errs, fmt.Errorf("%s/%d: %w", p.Topic, p.Partition, p.Err))
+						continue
 					}
-					row(tw, pr.Topic, pr.Partition, pr.ProducerID, pr.ProducerEpoch, pr.CoordinatorEpoch, pr.LastSequence, pr.LastTimestamp, start)
+					for _, pr := range p.ActiveProducers.Sorted() {
+						start := "None"
+						if pr.CurrentTxnStartOffset >= 0 {
+							start = strconv.FormatInt(pr.CurrentTxnStartOffset, 10)
+						}
+						row(tw, pr.Topic, pr.Partition, pr.ProducerID, pr.ProducerEpoch, pr.CoordinatorEpoch, pr.LastSequence, pr.LastTimestamp, start)
+					}
 				}
-			}
-			if err := tw.Flush(); err != nil {
-				return err
-			}
-			return errors.Join(errs...)
+				if err := tw.Flush(); err != nil {
+					return err
+				}
+				return errors.Join(errs...)
+			})
 		},
 	}
 	tp.add(cmd, false)
@@ -325,7 +297,7 @@ func findHanging(ctx context.Context, adm *kadm.Client, set kadm.TopicsSet, maxT
 	return out, errors.Join(errs...)
 }
 
-func txnFindHangingCommand(f *txnFlags) *cobra.Command {
+func txnFindHangingCommand(f *adminFlags) *cobra.Command {
 	var (
 		tp         topicPartitionsFlag
 		maxTimeout time.Duration
@@ -335,31 +307,27 @@ func txnFindHangingCommand(f *txnFlags) *cobra.Command {
 		Short: "Find open transactions no coordinator will ever end (they hold back read_committed readers)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			silenceUsageOnRun(cmd)
-			_, adm, ctx, done, err := f.admin(cmd)
-			if err != nil {
-				return err
-			}
-			defer done()
-			set, err := tp.set(ctx, adm)
-			if err != nil {
-				return err
-			}
-			hs, err := findHanging(ctx, adm, set, maxTimeout)
-			tw := newTable(cmd.OutOrStdout(), "Topic", "Partition", "ProducerId", "ProducerEpoch", "CoordinatorEpoch",
-				"StartOffset", "LastTimestamp", "Duration(min)")
-			now := time.Now().UnixMilli()
-			for _, h := range hs {
-				row(tw, h.Topic, h.Partition, h.ProducerID, h.ProducerEpoch, h.CoordinatorEpoch, h.CurrentTxnStartOffset,
-					h.LastTimestamp, (now-h.LastTimestamp)/60000)
-			}
-			if ferr := tw.Flush(); ferr != nil {
-				return ferr
-			}
-			if err != nil {
-				return requestError("finding hanging transactions", f.bootstrap, err)
-			}
-			return nil
+			return f.withAdmin(cmd, func(ctx context.Context, _ *kgo.Client, adm *kadm.Client) error {
+				set, err := tp.set(ctx, adm)
+				if err != nil {
+					return err
+				}
+				hs, err := findHanging(ctx, adm, set, maxTimeout)
+				tw := newTable(cmd.OutOrStdout(), "Topic", "Partition", "ProducerId", "ProducerEpoch", "CoordinatorEpoch",
+					"StartOffset", "LastTimestamp", "Duration(min)")
+				now := time.Now().UnixMilli()
+				for _, h := range hs {
+					row(tw, h.Topic, h.Partition, h.ProducerID, h.ProducerEpoch, h.CoordinatorEpoch, h.CurrentTxnStartOffset,
+						h.LastTimestamp, (now-h.LastTimestamp)/60000)
+				}
+				if ferr := tw.Flush(); ferr != nil {
+					return ferr
+				}
+				if err != nil {
+					return requestError("finding hanging transactions", f.bootstrap, err)
+				}
+				return nil
+			})
 		},
 	}
 	tp.add(cmd, false)
@@ -368,7 +336,7 @@ func txnFindHangingCommand(f *txnFlags) *cobra.Command {
 	return cmd
 }
 
-func txnAbortCommand(f *txnFlags) *cobra.Command {
+func txnAbortCommand(f *adminFlags) *cobra.Command {
 	var (
 		tp               topicPartitionsFlag
 		startOffset      int64
@@ -392,52 +360,48 @@ func txnAbortCommand(f *txnFlags) *cobra.Command {
 			if byProducer && (producerEpoch < 0 || coordinatorEpoch < 0) {
 				return errors.New("--producer-id needs --producer-epoch and --coordinator-epoch")
 			}
-			silenceUsageOnRun(cmd)
-			cl, adm, ctx, done, err := f.admin(cmd)
-			if err != nil {
-				return err
-			}
-			defer done()
-			if byOffset {
-				set := kadm.TopicsSet{}
-				set.Add(tp.topic, tp.partition)
-				ds, err := adm.DescribeProducers(ctx, set)
-				if err != nil {
-					return requestError("describing producers", f.bootstrap, err)
-				}
-				found := false
-				ds.EachProducer(func(pr kadm.DescribedProducer) {
-					if pr.CurrentTxnStartOffset == startOffset {
-						producerID, producerEpoch, coordinatorEpoch = pr.ProducerID, pr.ProducerEpoch, pr.CoordinatorEpoch
-						found = true
+			return f.withAdmin(cmd, func(ctx context.Context, cl *kgo.Client, adm *kadm.Client) error {
+				if byOffset {
+					set := kadm.TopicsSet{}
+					set.Add(tp.topic, tp.partition)
+					ds, err := adm.DescribeProducers(ctx, set)
+					if err != nil {
+						return requestError("describing producers", f.bootstrap, err)
 					}
-				})
-				if !found {
-					return fmt.Errorf("no open transaction starts at offset %d of %s/%d", startOffset, tp.topic, tp.partition)
+					found := false
+					ds.EachProducer(func(pr kadm.DescribedProducer) {
+						if pr.CurrentTxnStartOffset == startOffset {
+							producerID, producerEpoch, coordinatorEpoch = pr.ProducerID, pr.ProducerEpoch, pr.CoordinatorEpoch
+							found = true
+						}
+					})
+					if !found {
+						return fmt.Errorf("no open transaction starts at offset %d of %s/%d", startOffset, tp.topic, tp.partition)
+					}
 				}
-			}
-			req := kmsg.NewPtrWriteTxnMarkersRequest()
-			m := kmsg.NewWriteTxnMarkersRequestMarker()
-			m.ProducerID, m.ProducerEpoch, m.CoordinatorEpoch, m.Committed = producerID, producerEpoch, coordinatorEpoch, false
-			t := kmsg.NewWriteTxnMarkersRequestMarkerTopic()
-			t.Topic, t.Partitions = tp.topic, []int32{tp.partition}
-			m.Topics = append(m.Topics, t)
-			req.Markers = append(req.Markers, m)
-			resp, err := req.RequestWith(ctx, cl)
-			if err != nil {
-				return requestError("writing the abort marker", f.bootstrap, err)
-			}
-			for _, rm := range resp.Markers {
-				for _, rt := range rm.Topics {
-					for _, rp := range rt.Partitions {
-						if err := kerr.ErrorForCode(rp.ErrorCode); err != nil {
-							return fmt.Errorf("aborting producer %d's transaction on %s/%d: %w", producerID, rt.Topic, rp.Partition, err)
+				req := kmsg.NewPtrWriteTxnMarkersRequest()
+				m := kmsg.NewWriteTxnMarkersRequestMarker()
+				m.ProducerID, m.ProducerEpoch, m.CoordinatorEpoch, m.Committed = producerID, producerEpoch, coordinatorEpoch, false
+				t := kmsg.NewWriteTxnMarkersRequestMarkerTopic()
+				t.Topic, t.Partitions = tp.topic, []int32{tp.partition}
+				m.Topics = append(m.Topics, t)
+				req.Markers = append(req.Markers, m)
+				resp, err := req.RequestWith(ctx, cl)
+				if err != nil {
+					return requestError("writing the abort marker", f.bootstrap, err)
+				}
+				for _, rm := range resp.Markers {
+					for _, rt := range rm.Topics {
+						for _, rp := range rt.Partitions {
+							if err := kerr.ErrorForCode(rp.ErrorCode); err != nil {
+								return fmt.Errorf("aborting producer %d's transaction on %s/%d: %w", producerID, rt.Topic, rp.Partition, err)
+							}
 						}
 					}
 				}
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "Aborted producer %d (epoch %d)'s transaction on %s/%d.\n", producerID, producerEpoch, tp.topic, tp.partition)
-			return nil
+				fmt.Fprintf(cmd.OutOrStdout(), "Aborted producer %d (epoch %d)'s transaction on %s/%d.\n", producerID, producerEpoch, tp.topic, tp.partition)
+				return nil
+			})
 		},
 	}
 	tp.add(cmd, true)
