@@ -57,68 +57,14 @@ func createTopic(t *testing.T, addr, topic string, partitions int32) {
 	}
 }
 
-// readTopic reads every partition up to its end for the isolation level
-// (the LSO for read_committed) and returns the record values in partition
-// and offset order. It fails the test if the end does not come within 20s.
+// readTopic reads every partition to its end for the isolation level (the
+// LSO for read_committed) and returns the values in partition and offset
+// order.
 func readTopic(t *testing.T, addr, topic string, committed bool) []string {
 	t.Helper()
-	iso := kgo.ReadUncommitted()
-	if committed {
-		iso = kgo.ReadCommitted()
-	}
-	adm, err := kgo.NewClient(kgo.SeedBrokers(addr))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer adm.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	var ends kadm.ListedOffsets
-	if committed {
-		ends, err = kadm.NewClient(adm).ListCommittedOffsets(ctx, topic)
-	} else {
-		ends, err = kadm.NewClient(adm).ListEndOffsets(ctx, topic)
-	}
-	if err == nil {
-		err = ends.Error()
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	cl, err := kgo.NewClient(kgo.SeedBrokers(addr), kgo.ConsumeTopics(topic), kgo.FetchIsolationLevel(iso),
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchMaxWait(100*time.Millisecond), kgo.KeepControlRecords())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	pos := map[int32]int64{}
-	byPart := map[int32][]string{}
-	done := func() bool {
-		for p, e := range ends[topic] {
-			if pos[p] < e.Offset {
-				return false
-			}
-		}
-		return true
-	}
-	for !done() {
-		fs := cl.PollFetches(ctx)
-		if ctx.Err() != nil {
-			t.Fatalf("reading %s (committed=%v): positions %v, ends %v", topic, committed, pos, ends)
-		}
-		fs.EachError(func(_ string, p int32, err error) { t.Fatalf("fetch %s/%d: %v", topic, p, err) })
-		fs.EachRecord(func(r *kgo.Record) {
-			// Control records (kept so the position passes the markers
-			// that end a partition) are not data.
-			if !r.Attrs.IsControl() {
-				byPart[r.Partition] = append(byPart[r.Partition], string(r.Value))
-			}
-			pos[r.Partition] = r.Offset + 1
-		})
-	}
 	var out []string
-	for p := int32(0); p < int32(len(ends[topic])); p++ {
-		out = append(out, byPart[p]...)
+	for _, r := range testenv.Flatten(testenv.ReadToEnd(t, addr, topic, committed)) {
+		out = append(out, string(r.Value))
 	}
 	return out
 }

@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"github.com/exactly/exactly/internal/testenv"
 	"math/rand"
 	"sync"
 	"testing"
@@ -137,7 +138,7 @@ func crashTest(t *testing.T, idempotent bool) {
 	if len(acked) < 100 {
 		t.Fatalf("only %d records acknowledged; the test did not exercise the broker", len(acked))
 	}
-	got := readAll(t, addr, topic, partitions)
+	got := testenv.ReadToEnd(t, addr, topic, false)
 	for p := int32(0); p < partitions; p++ {
 		for i, r := range got[p] {
 			if r.Offset != int64(i) {

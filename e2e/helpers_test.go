@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"context"
 	"fmt"
 	"github.com/exactly/exactly/internal/testenv"
 	"net"
@@ -13,8 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kgo"
 )
 
 var (
@@ -116,60 +113,4 @@ func (p *proc) stop(t *testing.T) {
 		p.kill()
 		t.Fatal("broker did not exit within 30s of SIGTERM")
 	}
-}
-
-// readAll consumes every partition of topic from the start until each
-// partition reaches its high watermark, returning records per partition.
-func readAll(t *testing.T, addr, topic string, partitions int32, opts ...kgo.Opt) map[int32][]*kgo.Record {
-	t.Helper()
-	offsets := map[string]map[int32]kgo.Offset{topic: {}}
-	for p := int32(0); p < partitions; p++ {
-		offsets[topic][p] = kgo.NewOffset().AtStart()
-	}
-	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(addr), kgo.ConsumePartitions(offsets), kgo.FetchMaxWait(200 * time.Millisecond)}, opts...)...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	ends := listEnds(t, cl, topic)
-	out := map[int32][]*kgo.Record{}
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	done := func() bool {
-		for p, end := range ends {
-			rs := out[p]
-			if end > 0 && (len(rs) == 0 || rs[len(rs)-1].Offset < end-1) {
-				return false
-			}
-		}
-		return true
-	}
-	for !done() {
-		fs := cl.PollFetches(ctx)
-		if ctx.Err() != nil {
-			t.Fatalf("timed out reading %s: ends %v", topic, ends)
-		}
-		fs.EachError(func(tp string, p int32, err error) { t.Fatalf("fetch %s/%d: %v", tp, p, err) })
-		fs.EachRecord(func(r *kgo.Record) { out[r.Partition] = append(out[r.Partition], r) })
-	}
-	return out
-}
-
-// listEnds returns each partition's high watermark.
-func listEnds(t *testing.T, cl *kgo.Client, topic string) map[int32]int64 {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	ends, err := kadm.NewClient(cl).ListEndOffsets(ctx, topic)
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := map[int32]int64{}
-	ends.Each(func(o kadm.ListedOffset) {
-		if o.Err != nil {
-			t.Fatalf("end offset %s/%d: %v", o.Topic, o.Partition, o.Err)
-		}
-		out[o.Partition] = o.Offset
-	})
-	return out
 }

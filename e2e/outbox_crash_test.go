@@ -283,7 +283,7 @@ func outboxRelaySIGKILL(t *testing.T, mode string) {
 	aggPart := map[string]int32{}
 	total := 0
 	for _, at := range aggTypes {
-		for p, recs := range readCommittedRecords(t, broker.addr, prefix+at) {
+		for p, recs := range testenv.ReadToEnd(t, broker.addr, prefix+at, true) {
 			for _, r := range recs {
 				var id string
 				for _, h := range r.Headers {
@@ -324,52 +324,5 @@ func outboxRelaySIGKILL(t *testing.T, mode string) {
 	} else {
 		t.Logf("%d rows, %d restarts after SIGKILL: published exactly once, in order (%d relay log lines)",
 			want, kills, strings.Count(relayLog(), "\n"))
-	}
-}
-
-// readCommittedRecords reads every partition of topic read_committed up to
-// its last stable offset and returns the data records per partition.
-func readCommittedRecords(t *testing.T, addr, topic string) map[int32][]*kgo.Record {
-	t.Helper()
-	cl, err := kgo.NewClient(kgo.SeedBrokers(addr))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	ends, err := kadm.NewClient(cl).ListCommittedOffsets(ctx, topic)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rd, err := kgo.NewClient(kgo.SeedBrokers(addr), kgo.ConsumeTopics(topic), kgo.FetchIsolationLevel(kgo.ReadCommitted()),
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchMaxWait(100*time.Millisecond), kgo.KeepControlRecords())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rd.Close()
-	pos := map[int32]int64{}
-	out := map[int32][]*kgo.Record{}
-	for {
-		done := true
-		ends.Each(func(o kadm.ListedOffset) {
-			if pos[o.Partition] < o.Offset {
-				done = false
-			}
-		})
-		if done {
-			return out
-		}
-		fs := rd.PollFetches(ctx)
-		if ctx.Err() != nil {
-			t.Fatalf("timed out reading %s: at %v, ends %v", topic, pos, ends)
-		}
-		fs.EachError(func(tp string, p int32, err error) { t.Fatalf("fetch %s/%d: %v", tp, p, err) })
-		fs.EachRecord(func(r *kgo.Record) {
-			pos[r.Partition] = r.Offset + 1
-			if !r.Attrs.IsControl() {
-				out[r.Partition] = append(out[r.Partition], r)
-			}
-		})
 	}
 }

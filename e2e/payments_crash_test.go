@@ -24,8 +24,6 @@ import (
 	"time"
 
 	_ "github.com/jackc/pgx/v5/stdlib"
-	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kgo"
 )
 
 var (
@@ -215,55 +213,18 @@ func TestPaymentsSinkSurvivesSIGKILL(t *testing.T) {
 // stable offset.
 func readCommittedTransfers(t *testing.T, addr, topic string) []placedTransfer {
 	t.Helper()
-	cl, err := kgo.NewClient(kgo.SeedBrokers(addr))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	ends, err := kadm.NewClient(cl).ListCommittedOffsets(ctx, topic)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rd, err := kgo.NewClient(kgo.SeedBrokers(addr), kgo.ConsumeTopics(topic), kgo.FetchIsolationLevel(kgo.ReadCommitted()),
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.KeepControlRecords(), kgo.FetchMaxWait(100*time.Millisecond))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rd.Close()
-	pos := map[int32]int64{}
 	var out []placedTransfer
-	for {
-		done := true
-		ends.Each(func(o kadm.ListedOffset) {
-			if pos[o.Partition] < o.Offset {
-				done = false
-			}
-		})
-		if done {
-			return out
+	for _, r := range testenv.Flatten(testenv.ReadToEnd(t, addr, topic, true)) {
+		var tr transfer
+		if err := json.Unmarshal(r.Value, &tr); err != nil {
+			t.Fatalf("record %d/%d: %v", r.Partition, r.Offset, err)
 		}
-		fs := rd.PollFetches(ctx)
-		if ctx.Err() != nil {
-			t.Fatalf("reading %s: at %v", topic, pos)
+		if strings.HasPrefix(tr.ID, "aborted-") {
+			t.Fatalf("read_committed returned aborted transfer %s", tr.ID)
 		}
-		fs.EachError(func(_ string, p int32, err error) { t.Fatalf("fetch %s/%d: %v", topic, p, err) })
-		fs.EachRecord(func(r *kgo.Record) {
-			pos[r.Partition] = r.Offset + 1
-			if r.Attrs.IsControl() {
-				return
-			}
-			var tr transfer
-			if err := json.Unmarshal(r.Value, &tr); err != nil {
-				t.Fatalf("record %d/%d: %v", r.Partition, r.Offset, err)
-			}
-			if strings.HasPrefix(tr.ID, "aborted-") {
-				t.Fatalf("read_committed returned aborted transfer %s", tr.ID)
-			}
-			out = append(out, placedTransfer{tr, r.Partition, r.Offset})
-		})
+		out = append(out, placedTransfer{tr, r.Partition, r.Offset})
 	}
+	return out
 }
 
 // checkPaymentsConsistent checks the database against the committed

@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"github.com/exactly/exactly/internal/testenv"
 	"os"
 	"path/filepath"
 	"sort"
@@ -58,7 +59,7 @@ func TestRestartKeepsTopicsConfigsAndData(t *testing.T) {
 	}
 	cl.Close()
 	produceN(t, b1.Addr(), "keep", 500, 100)
-	before := readAll(t, b1.Addr(), "keep", 3)
+	before := testenv.ReadToEnd(t, b1.Addr(), "keep", false)
 	if err := b1.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -107,7 +108,7 @@ func TestRestartKeepsTopicsConfigsAndData(t *testing.T) {
 	if !found {
 		t.Error("dynamic broker config num.partitions=5 lost across restart")
 	}
-	after := readAll(t, b2.Addr(), "keep", 3)
+	after := testenv.ReadToEnd(t, b2.Addr(), "keep", false)
 	for p := int32(0); p < 3; p++ {
 		if len(after[p]) != len(before[p]) {
 			t.Fatalf("partition %d: %d records before restart, %d after", p, len(before[p]), len(after[p]))
@@ -191,7 +192,7 @@ func TestRetentionDeletesWholeSegments(t *testing.T) {
 	if total < retBytes-2*segBytes {
 		t.Fatalf("retained only %d bytes: retention deleted more than whole segments beyond retention.bytes=%d", total, retBytes)
 	}
-	got := readAll(t, b.Addr(), "ret", 1)
+	got := testenv.ReadToEnd(t, b.Addr(), "ret", false)
 	rs := got[0]
 	if len(rs) == 0 || rs[0].Offset != start {
 		t.Fatalf("first readable offset %v, want log start %d", rs[0].Offset, start)

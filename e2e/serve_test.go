@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"github.com/exactly/exactly/internal/testenv"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -47,7 +48,7 @@ func TestServeConfigAndCleanShutdown(t *testing.T) {
 	p.stop(t)
 
 	p = startBroker(t, data, addr)
-	got := readAll(t, addr, "auto", 4)
+	got := testenv.ReadToEnd(t, addr, "auto", false)
 	n := 0
 	for _, rs := range got {
 		n += len(rs)

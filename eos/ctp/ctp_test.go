@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"github.com/exactly/exactly/internal/testenv"
 	"strconv"
 	"strings"
 	"sync"
@@ -75,40 +76,11 @@ func produceInputs(t *testing.T, addr string, parts int32, from, to int) map[str
 	return out
 }
 
-// readTopic reads topic from its start until it has at least want records
-// and then a second passes with nothing new, so duplicates beyond want
-// are still seen.
+// readTopic reads topic to its end once it holds at least want records,
+// so duplicates beyond want are still seen.
 func readTopic(t *testing.T, addr, topic string, want int, readCommitted bool) []*kgo.Record {
 	t.Helper()
-	opts := []kgo.Opt{kgo.SeedBrokers(addr), kgo.ConsumeTopics(topic),
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchMaxWait(200 * time.Millisecond)}
-	if readCommitted {
-		opts = append(opts, kgo.FetchIsolationLevel(kgo.ReadCommitted()))
-	}
-	cl, err := kgo.NewClient(opts...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	var got []*kgo.Record
-	deadline := time.Now().Add(60 * time.Second)
-	for time.Now().Before(deadline) {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		fs := cl.PollFetches(ctx)
-		cancel()
-		fs.EachError(func(_ string, _ int32, err error) {
-			if !errors.Is(err, context.DeadlineExceeded) {
-				t.Fatalf("reading %s: %v", topic, err)
-			}
-		})
-		rs := fs.Records()
-		got = append(got, rs...)
-		if len(rs) == 0 && len(got) >= want {
-			return got
-		}
-	}
-	t.Fatalf("reading %s: %d records after 60s, want %d", topic, len(got), want)
-	return nil
+	return testenv.Flatten(testenv.ReadAtLeast(t, addr, topic, readCommitted, want))
 }
 
 // assertExactlyOnce checks that recs hold each of want exactly once and

@@ -82,42 +82,21 @@ type published struct {
 	id, agg, value string
 }
 
-// readAll reads topic read_committed until it has at least want records
-// and then a second passes with nothing new (so duplicates beyond want
-// would still be seen).
+// readAll reads topic read_committed to its end once it holds at least
+// want records (so duplicates beyond want would still be seen).
 func readAll(t *testing.T, addr, topic string, want int) map[int32][]published {
 	t.Helper()
-	cl, err := kgo.NewClient(kgo.SeedBrokers(addr), kgo.FetchIsolationLevel(kgo.ReadCommitted()),
-		kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
 	out := map[int32][]published{}
-	total := 0
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		fs := cl.PollFetches(ctx)
-		cancel()
-		n := 0
-		fs.EachRecord(func(r *kgo.Record) {
-			n++
-			p := published{agg: string(r.Key), value: string(r.Value)}
-			for _, h := range r.Headers {
-				if h.Key == "id" {
-					p.id = string(h.Value)
-				}
+	for _, r := range testenv.Flatten(testenv.ReadAtLeast(t, addr, topic, true, want)) {
+		p := published{agg: string(r.Key), value: string(r.Value)}
+		for _, h := range r.Headers {
+			if h.Key == "id" {
+				p.id = string(h.Value)
 			}
-			out[r.Partition] = append(out[r.Partition], p)
-		})
-		total += n
-		if n == 0 && total >= want {
-			return out
 		}
+		out[r.Partition] = append(out[r.Partition], p)
 	}
-	t.Fatalf("read %d records of %s, want %d", total, topic, want)
-	return nil
+	return out
 }
 
 // Concurrent writer transactions (some rolled back) while the relay crashes

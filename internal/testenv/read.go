@@ -1,0 +1,118 @@
+package testenv
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// ReadToEnd reads every partition of topic from its start to the end it
+// has when called — the high watermark, or with committed the last stable
+// offset under read_committed — and returns the data records per
+// partition in offset order (control records and, when committed, aborted
+// records are not returned). It fails the test if the end is not reached
+// within 60 s. opts are added to the reading client.
+func ReadToEnd(t testing.TB, addr, topic string, committed bool, opts ...kgo.Opt) map[int32][]*kgo.Record {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	adm, err := kgo.NewClient(kgo.SeedBrokers(addr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer adm.Close()
+	var ends kadm.ListedOffsets
+	if committed {
+		ends, err = kadm.NewClient(adm).ListCommittedOffsets(ctx, topic)
+	} else {
+		ends, err = kadm.NewClient(adm).ListEndOffsets(ctx, topic)
+	}
+	if err == nil {
+		err = ends.Error()
+	}
+	if err != nil {
+		t.Fatalf("listing the end offsets of %s: %v", topic, err)
+	}
+	start := map[string]map[int32]kgo.Offset{topic: {}}
+	ends.Each(func(o kadm.ListedOffset) { start[topic][o.Partition] = kgo.NewOffset().AtStart() })
+	iso := kgo.ReadUncommitted()
+	if committed {
+		iso = kgo.ReadCommitted()
+	}
+	// Control records are kept so a position can reach an end that sits
+	// just past a transaction marker.
+	all := append([]kgo.Opt{kgo.SeedBrokers(addr), kgo.ConsumePartitions(start), kgo.FetchIsolationLevel(iso),
+		kgo.FetchMaxWait(100 * time.Millisecond), kgo.KeepControlRecords()}, opts...)
+	cl, err := kgo.NewClient(all...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	pos := map[int32]int64{}
+	out := map[int32][]*kgo.Record{}
+	done := func() bool {
+		for p, o := range ends[topic] {
+			if pos[p] < o.Offset {
+				return false
+			}
+		}
+		return true
+	}
+	for !done() {
+		fs := cl.PollFetches(ctx)
+		if ctx.Err() != nil {
+			t.Fatalf("reading %s to its end (committed=%v): at %v, ends %v", topic, committed, pos, ends)
+		}
+		fs.EachError(func(tp string, p int32, err error) { t.Fatalf("fetch %s/%d: %v", tp, p, err) })
+		fs.EachRecord(func(r *kgo.Record) {
+			pos[r.Partition] = r.Offset + 1
+			if !r.Attrs.IsControl() {
+				out[r.Partition] = append(out[r.Partition], r)
+			}
+		})
+	}
+	return out
+}
+
+// ReadAtLeast is ReadToEnd once the topic holds at least want data records
+// to read, for a topic still being written: it rereads until then (60 s at
+// most). Records past want — duplicates — are returned too.
+func ReadAtLeast(t testing.TB, addr, topic string, committed bool, want int, opts ...kgo.Opt) map[int32][]*kgo.Record {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		recs := ReadToEnd(t, addr, topic, committed, opts...)
+		n := 0
+		for _, rs := range recs {
+			n += len(rs)
+		}
+		if n >= want {
+			return recs
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("reading %s: %d records after 60s, want at least %d", topic, n, want)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// Flatten lists the records of every partition, partitions in ascending
+// order.
+func Flatten(recs map[int32][]*kgo.Record) []*kgo.Record {
+	var out []*kgo.Record
+	for p := int32(0); len(out) < count(recs); p++ {
+		out = append(out, recs[p]...)
+	}
+	return out
+}
+
+func count(recs map[int32][]*kgo.Record) int {
+	n := 0
+	for _, rs := range recs {
+		n += len(rs)
+	}
+	return n
+}
