@@ -3,10 +3,11 @@ package bench
 import (
 	"context"
 	"fmt"
-	"github.com/exactly/exactly/eos/preset"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/exactly/exactly/eos/preset"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 )

@@ -5,12 +5,13 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
-	"github.com/exactly/exactly/internal/testenv"
 	"os/exec"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/exactly/exactly/internal/testenv"
 )
 
 // pythonPath is the system interpreter, where Debian's python3-kafka is

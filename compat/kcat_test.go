@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"github.com/exactly/exactly/internal/testenv"
 	"io"
 	"os/exec"
 	"regexp"
@@ -13,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/exactly/exactly/internal/testenv"
 )
 
 const kcatPath = "/usr/bin/kcat"

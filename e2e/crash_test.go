@@ -3,12 +3,12 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"github.com/exactly/exactly/internal/testenv"
 	"math/rand"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/exactly/exactly/internal/testenv"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 )

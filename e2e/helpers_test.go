@@ -1,45 +1,21 @@
 package e2e
 
 import (
-	"fmt"
-	"github.com/exactly/exactly/internal/testenv"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
-)
-
-var (
-	buildOnce sync.Once
-	binPath   string
-	buildErr  error
+	"github.com/exactly/exactly/internal/testenv"
 )
 
 // exactlyBinary builds cmd/exactly once per test run.
 func exactlyBinary(t *testing.T) string {
 	t.Helper()
-	testenv.SkipShort(t, "subprocess test of the exactly binary")
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "exactly-e2e-bin-")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		binPath = filepath.Join(dir, "exactly")
-		out, err := exec.Command("go", "build", "-o", binPath, "github.com/exactly/exactly/cmd/exactly").CombinedOutput()
-		if err != nil {
-			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return binPath
+	return testenv.ExactlyBinary(t)
 }
 
 func freePort(t *testing.T) string {

@@ -12,7 +12,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"github.com/exactly/exactly/internal/testenv"
 	mrand "math/rand"
 	"os"
 	"os/exec"
@@ -23,6 +22,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/exactly/exactly/internal/testenv"
 	_ "github.com/jackc/pgx/v5/stdlib"
 )
 

@@ -2,13 +2,13 @@ package e2e
 
 import (
 	"context"
-	"github.com/exactly/exactly/internal/testenv"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/exactly/exactly/internal/testenv"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 )

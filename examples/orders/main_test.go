@@ -6,10 +6,11 @@ import (
 	"crypto/rand"
 	"database/sql"
 	"encoding/hex"
-	"github.com/exactly/exactly/internal/testenv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/exactly/exactly/internal/testenv"
 )
 
 // The service runs end to end against PostgreSQL and the embedded broker,

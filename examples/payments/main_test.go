@@ -6,12 +6,12 @@ import (
 	"crypto/rand"
 	"database/sql"
 	"encoding/hex"
-	"github.com/exactly/exactly/internal/testenv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/exactly/exactly"
+	"github.com/exactly/exactly/internal/testenv"
 )
 
 // testSchema names a schema for the test and drops it at the end.

@@ -7,13 +7,13 @@ import (
 	"database/sql"
 	"encoding/hex"
 	"fmt"
-	"github.com/exactly/exactly/internal/testenv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/exactly/exactly/eos/outbox"
+	"github.com/exactly/exactly/internal/testenv"
 	"github.com/spf13/cobra"
 	"github.com/twmb/franz-go/pkg/kgo"
 )

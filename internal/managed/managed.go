@@ -55,6 +55,17 @@ func Start(argv, env []string, dir string, config []string) (*Broker, error) {
 // Addr is the broker's listen address (host:port).
 func (b *Broker) Addr() string { return b.addr }
 
+// PID is the running broker process's id (0 before the first start), for
+// tests that read its resource use from /proc.
+func (b *Broker) PID() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.cmd == nil || b.cmd.Process == nil {
+		return 0
+	}
+	return b.cmd.Process.Pid
+}
+
 // LogPath is the file the broker's output goes to.
 func (b *Broker) LogPath() string { return b.logPath }
 
