@@ -25,8 +25,9 @@ func startBroker(t *testing.T, cfg map[string]string) *exactly.Broker {
 }
 
 // canary checks that a well-behaved client is served: it produces n
-// records with acks=all to a fresh topic and reads every one back.
-func canary(t *testing.T, addr string, n int) {
+// records with acks=all to a fresh topic and reads every one back. It
+// returns the topic, so a test can check the records again after a restart.
+func canary(t *testing.T, addr string, n int) string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -59,6 +60,7 @@ func canary(t *testing.T, addr string, n int) {
 			seen++
 		})
 	}
+	return topic
 }
 
 // heapInUse is the Go heap in use after a collection: what the process
