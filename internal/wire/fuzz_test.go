@@ -32,7 +32,7 @@ func FuzzDecodeRequest(f *testing.F) {
 		}
 		var readErr error
 		n := allocated(func() { readErr = req.ReadFrom(body) })
-		if checkErr == nil && n > uint64(maxAmplification*len(body)+64<<10) {
+		if checkErr == nil && n > uint64(allocBound(len(body))+64<<10) {
 			t.Fatalf("%s v%d: decoding %d bytes allocated %d", kmsg.NameForKey(key), version, len(body), n)
 		}
 		if readErr == nil && checkErr != nil {

@@ -168,7 +168,7 @@ func (p *prober) structLayout(path []int, t reflect.Type) (*layout, error) {
 		if !p.flexible && sf.Type.Kind() == reflect.Struct {
 			// A struct field has no value of its own to change: it
 			// is encoded iff some field inside it is.
-			if f, err = p.fieldOf(sub, sf.Type); err == nil && len(f.st.fields) > 0 {
+			if f, err = p.fieldOf(sub, sf.Type); err == nil && (f.op != opStruct || len(f.st.fields) > 0) {
 				where = inline
 			}
 		} else if where, tag, err = p.classify(path, i, fixedSize(sf.Type), base, tagsAt, marked); err == nil && where != absent {
@@ -190,7 +190,32 @@ func (p *prober) structLayout(path []int, t reflect.Type) (*layout, error) {
 	if p.flexible {
 		l.min++ // the tagged-field count
 	}
+	l.fields = mergeFixed(l.fields)
 	return l, nil
+}
+
+// mergeFixed joins runs of fixed-size fields into one, so the walker
+// skips them with one step: most of a request's fields are fixed.
+func mergeFixed(fields []*field) []*field {
+	var out []*field
+	for _, f := range fields {
+		if last := len(out) - 1; last >= 0 && f.op == opFixed && out[last].op == opFixed {
+			out[last] = &field{op: opFixed, size: out[last].size + f.size, min: out[last].min + f.min}
+			continue
+		}
+		out = append(out, f)
+	}
+	return out
+}
+
+// structField is the field of a struct with layout st: a fixed-size one
+// if the struct is only fixed-size fields (no tagged-field section), so
+// an array of them is skipped in one step.
+func structField(st *layout, flexible bool) *field {
+	if !flexible && len(st.fields) == 1 && st.fields[0].op == opFixed {
+		return st.fields[0]
+	}
+	return &field{op: opStruct, st: st, min: st.min}
 }
 
 // fieldOf is the wire shape of a field of Go type t at path.
@@ -236,7 +261,7 @@ func (p *prober) fieldOf(path []int, t reflect.Type) (*field, error) {
 		if t.Elem().Kind() == reflect.Struct {
 			var st *layout
 			if st, err = p.structLayout(path, t.Elem()); err == nil {
-				elem = &field{op: opStruct, st: st, min: st.min}
+				elem = structField(st, p.flexible)
 			}
 		} else if t.Elem().Kind() != reflect.Slice || t.Elem().Elem().Kind() == reflect.Uint8 {
 			elem, err = p.fieldOf(path, t.Elem())
@@ -252,7 +277,7 @@ func (p *prober) fieldOf(path []int, t reflect.Type) (*field, error) {
 		if err != nil {
 			return nil, err
 		}
-		return &field{op: opStruct, st: st, min: st.min}, nil
+		return structField(st, p.flexible), nil
 	}
 	return nil, fmt.Errorf("unsupported type %v", t)
 }
