@@ -72,6 +72,15 @@ func layoutFor(key, version int16) (*message, error) {
 		c, _ = layouts.LoadOrStore(id, new(cached))
 	}
 	e := c.(*cached)
-	e.once.Do(func() { e.m, e.err = derive(key, version) })
+	e.once.Do(func() {
+		// Derivation runs on a connection's reader goroutine: a kmsg
+		// the probes do not fit must fail the request, not the broker.
+		defer func() {
+			if r := recover(); r != nil {
+				e.m, e.err = nil, fmt.Errorf("deriving the layout of %s v%d: %v", kmsg.NameForKey(key), version, r)
+			}
+		}()
+		e.m, e.err = derive(key, version)
+	})
 	return e.m, e.err
 }
