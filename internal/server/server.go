@@ -24,6 +24,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/exactly/exactly/internal/wire"
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
@@ -343,6 +344,9 @@ func (c *Conn) decode(buf []byte) (*Request, Header, error) {
 		if rest, err = skipTags(rest); err != nil {
 			return nil, hdr, err
 		}
+	}
+	if err := wire.CheckCounts(hdr.APIKey, hdr.APIVersion, rest); err != nil {
+		return nil, hdr, err // before kmsg allocates for counts the body cannot hold
 	}
 	if err := msg.ReadFrom(rest); err != nil {
 		return nil, hdr, fmt.Errorf("decoding %s v%d: %w", kmsg.NameForKey(hdr.APIKey), hdr.APIVersion, err)
