@@ -4,13 +4,13 @@ import (
 	"bufio"
 	"flag"
 	"fmt"
-	"math"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kerr"
 )
@@ -168,8 +168,8 @@ func (h *harness) run(t *testing.T, line string) string {
 			out = append(out, "markers: "+jobString(j))
 			h.jobs[j.TxnID] = j
 		}
-		if fx.Deadline != 0 && fx.Deadline != math.MaxInt64 {
-			out = append(out, fmt.Sprintf("deadline: %d", fx.Deadline))
+		if !fx.Wake.IsZero() {
+			out = append(out, fmt.Sprintf("deadline: %d", fx.Wake.UnixMilli()))
 		}
 	}
 	switch cmd {
@@ -178,7 +178,7 @@ func (h *harness) run(t *testing.T, line string) string {
 		if id, ok := args["txn"]; ok {
 			req.TxnID = &id
 		}
-		res, fx := h.m.InitProducerID(h.now, req)
+		res, fx := h.m.InitProducerID(time.UnixMilli(h.now), req)
 		out = append(out, fmt.Sprintf("%s pid=%d epoch=%d", errName(res.Err), res.ProducerID, res.ProducerEpoch))
 		effects(fx)
 	case "add":
@@ -187,7 +187,7 @@ func (h *harness) run(t *testing.T, line string) string {
 		if g := args["groups"]; g != "" {
 			req.Groups = strings.Split(g, ",")
 		}
-		res, fx := h.m.Add(h.now, req)
+		res, fx := h.m.Add(time.UnixMilli(h.now), req)
 		s := errName(res.Err)
 		if len(res.Missing) > 0 {
 			s += " missing=" + tpsString(res.Missing)
@@ -202,7 +202,7 @@ func (h *harness) run(t *testing.T, line string) string {
 		if !has("commit") && !has("abort") {
 			t.Fatalf("%s: say commit or abort", line)
 		}
-		res, fx := h.m.EndTxn(h.now, req)
+		res, fx := h.m.EndTxn(time.UnixMilli(h.now), req)
 		s := fmt.Sprintf("%s pid=%d epoch=%d", errName(res.Err), res.ProducerID, res.ProducerEpoch)
 		if res.Pending {
 			s += " pending"
@@ -215,19 +215,19 @@ func (h *harness) run(t *testing.T, line string) string {
 		if !ok {
 			t.Fatalf("%s: no marker job for %q", line, args["txn"])
 		}
-		fx := h.m.MarkersWritten(h.now, j)
+		fx := h.m.MarkersWritten(time.UnixMilli(h.now), j)
 		if fx.Empty() {
 			out = append(out, "stale job ignored")
 		}
 		effects(fx)
 	case "tick":
-		fx := h.m.Tick(h.now)
+		fx := h.m.Tick(time.UnixMilli(h.now))
 		if fx.Empty() {
 			out = append(out, "nothing to do")
 		}
 		effects(fx)
-		if d := h.m.NextDeadline(); d != math.MaxInt64 {
-			out = append(out, fmt.Sprintf("next deadline: %d", d))
+		if w := h.m.NextWake(); !w.IsZero() {
+			out = append(out, fmt.Sprintf("next deadline: %d", w.UnixMilli()))
 		}
 	case "describe":
 		meta, ok := h.m.Get(args["txn"])
@@ -257,7 +257,7 @@ func (h *harness) run(t *testing.T, line string) string {
 		if p := args["pattern"]; p != "" {
 			f.Pattern = regexp.MustCompile(p)
 		}
-		for _, meta := range h.m.List(h.now, f) {
+		for _, meta := range h.m.List(time.UnixMilli(h.now), f) {
 			out = append(out, meta.String())
 		}
 		if len(out) == 0 {
