@@ -55,22 +55,19 @@ var timeArgs = []string{"at", "advance"}
 // at=T puts the clock at T after the transcript's start, advance=D moves it
 // on by D. T and D are Go durations ("250ms", "3s", "167h59m"); a bare
 // number is milliseconds, the unit of Kafka's timeouts. The clock never goes
-// back. Move reports whether the command moved it.
-func (c *Clock) Move(t testing.TB, d *datadriven.TestData) bool {
+// back.
+func (c *Clock) Move(t testing.TB, d *datadriven.TestData) {
 	t.Helper()
-	moved := false
 	if arg, ok := d.Arg("at"); ok {
 		at := c.start.Add(duration(t, d, arg))
 		if at.Before(c.now) {
 			d.Fatalf(t, "at=%s is before the clock (%s)", arg.Vals[0], c.Since(c.now))
 		}
-		c.now, moved = at, true
+		c.now = at
 	}
 	if arg, ok := d.Arg("advance"); ok {
 		c.Advance(duration(t, d, arg))
-		moved = true
 	}
-	return moved
 }
 
 func duration(t testing.TB, d *datadriven.TestData, arg datadriven.CmdArg) time.Duration {
