@@ -42,9 +42,9 @@ func TestReplayRestoresClassicMembership(t *testing.T) {
 	for name, kvs := range map[string][]KV{"whole log": h.log, "snapshot": h.m.SnapshotRecords()} {
 		t.Run(name, func(t *testing.T) {
 			r := newHarness(t, testConfig(), map[string]int32{"t": 2})
-			r.now = h.now
+			r.clock.Advance(h.clock.Since(h.now()))
 			for _, kv := range kvs {
-				if err := r.m.Replay(r.now, kv.Key, kv.Value); err != nil {
+				if err := r.m.Replay(r.now(), kv.Key, kv.Value); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -129,9 +129,9 @@ func TestReplayRestoresConsumerGroups(t *testing.T) {
 			r := newHarness(t, testConfig(), map[string]int32{"t": 4})
 			r.topics = h.topics
 			r.m = NewMachine(r.m.cfg, h.topics)
-			r.now = h.now
+			r.clock.Advance(h.clock.Since(h.now()))
 			for _, kv := range kvs {
-				if err := r.m.Replay(r.now, kv.Key, kv.Value); err != nil {
+				if err := r.m.Replay(r.now(), kv.Key, kv.Value); err != nil {
 					t.Fatal(err)
 				}
 			}

@@ -1,32 +1,62 @@
 package group
 
-// Transcript tests: each scenario drives a Machine through requests, clock
-// advances and persistence acknowledgements, and records every input and
-// output as text. The text is compared with testdata/<test name>.txt;
-// regenerate with
+// Transcript tests: each testdata/*.txt file (datadriven format, see
+// internal/transcript) drives one Machine through requests, clock moves and
+// persistence acknowledgements, and every command's expected output is what
+// the machine did. Regenerate the outputs with
 //
-//	go test ./internal/group -run Transcript -update
+//	go test ./internal/group -run TestTranscripts -rewrite
 //
 // and review the diff: a transcript is a readable specification of what the
 // coordinator answers, step by step.
+//
+// Each command's output starts with what the machine was handed, prefixed
+// by the clock (time since the transcript's start) and, for a request, the
+// client and the request's token #N; then, indented, what the machine asked
+// for: "< #N" replies (to this request or earlier ones), "persist seq=S"
+// with the records to append, and "wake" (Output.Wake).
+//
+// Setup:    config [initial-rebalance-delay=D]   (first command only)
+//           topic name=T [partitions=N] [delete]
+// Classic:  join, sync, heartbeat, leave
+// Offsets:  commit, fetch, offset-delete
+// Admin:    describe, list-groups, delete-groups
+// KIP-848:  consumer-heartbeat, consumer-describe
+// Txn:      validate, stage, complete, pending-txn-offsets
+// Time:     tick, expire, drop-deleted-topics; at=/advance= on any command
+// Durable:  persisted (everything handed out so far became durable)
+//
+// Lists are (a, b); a value in double quotes is a Go string literal.
+// Partitions are topic/partition, offsets topic/partition=offset. Requests
+// take client= (the sending client id), group=, member=, instance= (absent:
+// null), gen= or epoch=, and version= where versions behave differently.
+// A join's protocols are (name:metadata, ...); metadata consumer(t u) is
+// a real client's subscription to topics t and u.
 
 import (
 	"bytes"
-	"encoding/json"
-	"flag"
 	"fmt"
-	"os"
-	"path/filepath"
+	"maps"
+	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/cockroachdb/datadriven"
+	"github.com/exactly/exactly/internal/transcript"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
-var update = flag.Bool("update", false, "rewrite the transcript golden files in testdata/")
+// TestTranscripts runs every testdata/*.txt transcript.
+func TestTranscripts(t *testing.T) {
+	transcript.Run(t, "testdata", func(t *testing.T) func(*testing.T, *datadriven.TestData) string {
+		h := newHarness(t, testConfig(), nil)
+		return h.run
+	})
+}
 
 // staticTopics is a fixed topic catalog for transcripts.
 type staticTopics struct{ byName map[string]TopicInfo }
@@ -69,35 +99,37 @@ func (s *staticTopics) Topics() []TopicInfo {
 	return out
 }
 
-// harness drives a Machine and writes the transcript.
+// harness drives a Machine and writes what it did as text: transcript
+// commands return that text, Go tests use the same steps and inspect the
+// replies.
 type harness struct {
 	t      *testing.T
 	m      *Machine
 	topics *staticTopics
-	start  time.Time
-	now    time.Time
+	clock  *transcript.Clock
 	tok    Token
-	buf    bytes.Buffer
-	seqs   []uint64 // persisted but not yet acknowledged
+	buf    bytes.Buffer // output of the current command
+	seqs   []uint64     // persisted but not yet acknowledged
 	// replies by token, for tests that inspect responses
 	replies map[Token]Reply
 	// persisted records in order, for replay tests
 	log []KV
 }
 
+// start is where every harness clock starts.
+var start = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+
 func newHarness(t *testing.T, cfg Config, topics map[string]int32) *harness {
+	h := &harness{t: t, topics: newTopics(topics), clock: transcript.NewClock(start), replies: map[Token]Reply{}}
+	h.m = NewMachine(withCounterIDs(cfg), h.topics)
+	return h
+}
+
+// withCounterIDs makes member ids predictable: id1, id2, ...
+func withCounterIDs(cfg Config) Config {
 	n := 0
 	cfg.NewID = func() string { n++; return fmt.Sprintf("id%d", n) }
-	h := &harness{t: t, topics: newTopics(topics), replies: map[Token]Reply{}}
-	h.start = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	h.now = h.start
-	h.m = NewMachine(cfg, h.topics)
-	t.Cleanup(func() {
-		if t.Failed() && !strings.Contains(t.Name(), "/") {
-			t.Logf("transcript so far:\n%s", h.buf.String())
-		}
-	})
-	return h
+	return cfg
 }
 
 func testConfig() Config {
@@ -106,12 +138,10 @@ func testConfig() Config {
 	return cfg
 }
 
-func (h *harness) note(format string, args ...any) {
-	fmt.Fprintf(&h.buf, "# "+format+"\n", args...)
-}
+func (h *harness) now() time.Time { return h.clock.Now() }
 
 func (h *harness) elapsed(t time.Time) string {
-	return "+" + t.Sub(h.start).String()
+	return "+" + h.clock.Since(t).String()
 }
 
 // record writes an Output.
@@ -145,39 +175,65 @@ func (h *harness) record(out Output) {
 // send hands a request to the machine from client and returns its token.
 func (h *harness) send(client string, req kmsg.Request) Token {
 	h.tok++
-	fmt.Fprintf(&h.buf, "%s %s #%d %s\n", h.elapsed(h.now), client, h.tok, render(req, h.topics))
-	h.record(h.m.Handle(h.now, h.tok, Client{ID: client, Host: "/10.0.0.1"}, req))
+	fmt.Fprintf(&h.buf, "%s %s #%d %s\n", h.elapsed(h.now()), client, h.tok, render(req, h.topics))
+	h.record(h.m.Handle(h.now(), h.tok, Client{ID: client, Host: "/10.0.0.1"}, req))
 	return h.tok
+}
+
+// tick fires the timers due now.
+func (h *harness) tick() {
+	fmt.Fprintf(&h.buf, "%s tick\n", h.elapsed(h.now()))
+	h.record(h.m.Tick(h.now()))
 }
 
 // advance moves the clock and fires due timers.
 func (h *harness) advance(d time.Duration) {
-	h.now = h.now.Add(d)
-	fmt.Fprintf(&h.buf, "%s tick\n", h.elapsed(h.now))
-	h.record(h.m.Tick(h.now))
+	h.clock.Advance(d)
+	h.tick()
 }
 
 // expire runs offset expiry at the current time.
 func (h *harness) expire() {
-	fmt.Fprintf(&h.buf, "%s ExpireOffsets\n", h.elapsed(h.now))
-	h.record(h.m.ExpireOffsets(h.now))
+	fmt.Fprintf(&h.buf, "%s ExpireOffsets\n", h.elapsed(h.now()))
+	h.record(h.m.ExpireOffsets(h.now()))
 }
 
 // dropDeleted drops offsets of topics that no longer exist.
 func (h *harness) dropDeleted() {
-	fmt.Fprintf(&h.buf, "%s DropDeletedTopics\n", h.elapsed(h.now))
-	h.record(h.m.DropDeletedTopics(h.now))
+	fmt.Fprintf(&h.buf, "%s DropDeletedTopics\n", h.elapsed(h.now()))
+	h.record(h.m.DropDeletedTopics(h.now()))
 }
 
-// durable acknowledges every persisted record.
-func (h *harness) durable() {
+// durable acknowledges every persisted record; false if there was none.
+func (h *harness) durable() bool {
 	if len(h.seqs) == 0 {
-		return
+		return false
 	}
 	seq := h.seqs[len(h.seqs)-1]
 	h.seqs = nil
-	fmt.Fprintf(&h.buf, "%s durable seq<=%d\n", h.elapsed(h.now), seq)
-	h.record(h.m.Persisted(h.now, seq))
+	fmt.Fprintf(&h.buf, "%s durable seq<=%d\n", h.elapsed(h.now()), seq)
+	h.record(h.m.Persisted(h.now(), seq))
+	return true
+}
+
+func (h *harness) stage(pid int64, epoch int16, group string, offsets ...TxnOffset) Token {
+	h.tok++
+	fmt.Fprintf(&h.buf, "%s txn #%d StageTxnOffsets pid=%d epoch=%d group=%s %v\n", h.elapsed(h.now()), h.tok, pid, epoch, group, offsets)
+	h.record(h.m.StageTxnOffsets(h.now(), h.tok, pid, epoch, group, offsets))
+	return h.tok
+}
+
+func (h *harness) complete(pid int64, group string, commit bool) Token {
+	h.tok++
+	fmt.Fprintf(&h.buf, "%s txn #%d CompleteTxn pid=%d group=%s commit=%v\n", h.elapsed(h.now()), h.tok, pid, group, commit)
+	h.record(h.m.CompleteTxn(h.now(), h.tok, pid, group, commit))
+	return h.tok
+}
+
+func (h *harness) validate(group, member string, gen int32, instance *string) error {
+	err := h.m.ValidateTxnCommit(group, member, gen, instance)
+	fmt.Fprintf(&h.buf, "%s txn ValidateTxnCommit group=%s member=%q gen=%d instance=%s -> %v\n", h.elapsed(h.now()), group, member, gen, strp(instance), err)
+	return err
 }
 
 // reply returns the reply for tok, failing if there is none yet.
@@ -195,430 +251,346 @@ func (h *harness) pending(tok Token) bool {
 	return !ok
 }
 
-// check compares the transcript with its golden file.
-func (h *harness) check() {
+// join runs the KIP-394 two-step join and returns the member id and the
+// parked join's token.
+func (h *harness) join(client, group string, protocols ...string) (string, Token) {
 	h.t.Helper()
-	path := filepath.Join("testdata", strings.ReplaceAll(h.t.Name(), "/", "_")+".txt")
-	if *update {
-		if err := os.MkdirAll("testdata", 0o755); err != nil {
-			h.t.Fatal(err)
-		}
-		if err := os.WriteFile(path, h.buf.Bytes(), 0o644); err != nil {
-			h.t.Fatal(err)
-		}
-		return
+	tok := h.send(client, joinReq(group, "", nil, protocols...))
+	r, code := joinCode(h, tok)
+	wantCode(h.t, "first join", code, kerr.MemberIDRequired)
+	return r.MemberID, h.send(client, joinReq(group, r.MemberID, nil, protocols...))
+}
+
+func joinCode(h *harness, tok Token) (*kmsg.JoinGroupResponse, int16) {
+	h.t.Helper()
+	r := h.reply(tok).(*kmsg.JoinGroupResponse)
+	return r, r.ErrorCode
+}
+
+func wantCode(t *testing.T, what string, got int16, want *kerr.Error) {
+	t.Helper()
+	code := int16(0)
+	if want != nil {
+		code = want.Code
 	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		h.t.Fatalf("%v (run with -update to create it)\ntranscript:\n%s", err, h.buf.String())
-	}
-	if !bytes.Equal(want, h.buf.Bytes()) {
-		h.t.Errorf("transcript differs from %s (run with -update and review the diff)\n--- got:\n%s", path, h.buf.String())
+	if got != code {
+		t.Fatalf("%s: got %s, want %s", what, errName(got), errName(code))
 	}
 }
 
-func errName(code int16) string {
-	if code == 0 {
-		return "OK"
+// cgh returns a heartbeat's answer, making what it waits on durable first
+// (a heartbeat that changed the group is answered after its record is).
+func cgh(h *harness, tok Token) *kmsg.ConsumerGroupHeartbeatResponse {
+	h.t.Helper()
+	if h.pending(tok) {
+		h.durable()
 	}
-	if e := kerr.ErrorForCode(code); e != nil {
-		var ke *kerr.Error
-		if ok := asKerr(e, &ke); ok {
-			return ke.Message
-		}
-	}
-	return fmt.Sprint(code)
+	return h.reply(tok).(*kmsg.ConsumerGroupHeartbeatResponse)
 }
 
-func asKerr(err error, out **kerr.Error) bool {
-	ke, ok := err.(*kerr.Error)
-	if ok {
-		*out = ke
+// assigned is the partitions of topic in a heartbeat's assignment.
+func assigned(h *harness, r *kmsg.ConsumerGroupHeartbeatResponse, topic string) []int32 {
+	if r.Assignment == nil {
+		return nil
 	}
-	return ok
+	for _, t := range r.Assignment.Topics {
+		if topicName(t.TopicID, h.topics) == topic {
+			return t.Partitions
+		}
+	}
+	return []int32{}
 }
 
-func topicName(id [16]byte, topics *staticTopics) string {
-	if t, ok := topics.TopicByID(id); ok {
-		return t.Name
-	}
-	return fmt.Sprintf("id:%x", id[:4])
+func commit848(group, member string, epoch int32, offsets ...string) *kmsg.OffsetCommitRequest {
+	return commitReq(group, member, nil, epoch, offsets...)
 }
 
-func renderAssignment(a *kmsg.ConsumerGroupHeartbeatResponseAssignment, topics *staticTopics) string {
-	if a == nil {
-		return "-"
-	}
-	var parts []string
-	for _, t := range a.Topics {
-		parts = append(parts, fmt.Sprintf("%s%v", topicName(t.TopicID, topics), t.Partitions))
-	}
-	sort.Strings(parts)
-	return "[" + strings.Join(parts, " ") + "]"
-}
+// run runs one transcript command and returns what the machine did.
+func (h *harness) run(t *testing.T, d *datadriven.TestData) string {
+	h.t = t
+	h.buf.Reset()
+	h.clock.Move(t, d)
+	a := args{t: t, d: d}
+	switch d.Cmd {
+	case "config":
+		a.known("initial-rebalance-delay")
+		if h.tok > 0 || len(h.log) > 0 || h.clock.Since(h.now()) > 0 {
+			d.Fatalf(t, "config must come first")
+		}
+		cfg := testConfig()
+		d.MaybeScanArgs(t, "initial-rebalance-delay", &cfg.InitialRebalanceDelay)
+		h.m = NewMachine(withCounterIDs(cfg), h.topics)
+		fmt.Fprintf(&h.buf, "initial rebalance delay %s\n", cfg.InitialRebalanceDelay)
+	case "topic":
+		a.known("name", "partitions", "delete")
+		name := a.str("name", "")
+		if d.HasArg("delete") {
+			delete(h.topics.byName, name)
+		} else {
+			h.topics.add(name, int32(a.int("partitions", 1)))
+		}
+		var ts []string
+		for _, ti := range h.topics.Topics() {
+			ts = append(ts, fmt.Sprintf("%s[%d]", ti.Name, ti.Partitions))
+		}
+		fmt.Fprintf(&h.buf, "topics %s\n", strings.Join(ts, " "))
 
-func renderKAssignment(a kmsg.Assignment) string {
-	var parts []string
-	for _, t := range a.TopicPartitions {
-		parts = append(parts, fmt.Sprintf("%s%v", t.Topic, t.Partitions))
-	}
-	return "[" + strings.Join(parts, " ") + "]"
-}
+	case "join":
+		a.known("client", "group", "member", "instance", "protocols", "version", "session", "rebalance", "type")
+		var protocols []string
+		for _, p := range a.list("protocols") {
+			name, meta, _ := strings.Cut(p, ":")
+			if topics, ok := strings.CutPrefix(meta, "consumer("); ok {
+				// A real client's subscription metadata.
+				meta = string(consumerMeta(strings.Fields(strings.TrimSuffix(topics, ")"))...))
+			}
+			protocols = append(protocols, name+":"+meta)
+		}
+		req := joinReq(a.str("group", ""), a.str("member", ""), a.instance(), protocols...)
+		req.Version = int16(a.int("version", int64(req.Version)))
+		req.SessionTimeoutMillis = int32(a.int("session", int64(req.SessionTimeoutMillis)))
+		req.RebalanceTimeoutMillis = int32(a.int("rebalance", int64(req.RebalanceTimeoutMillis)))
+		req.ProtocolType = a.str("type", req.ProtocolType)
+		h.send(a.client(), req)
+	case "sync":
+		a.known("client", "group", "member", "instance", "gen", "assign", "version")
+		req := syncReq(a.str("group", ""), a.str("member", ""), a.instance(), int32(a.int("gen", -1)), a.list("assign")...)
+		req.Version = int16(a.int("version", int64(req.Version)))
+		h.send(a.client(), req)
+	case "heartbeat":
+		a.known("client", "group", "member", "instance", "gen")
+		h.send(a.client(), hbReq(a.str("group", ""), a.str("member", ""), a.instance(), int32(a.int("gen", -1))))
+	case "leave":
+		// v3+ leaves a list of members (id/instance, either may be
+		// empty); older versions one member=.
+		a.known("client", "group", "member", "members", "version")
+		req := kmsg.NewPtrLeaveGroupRequest()
+		req.Version = int16(a.int("version", 5))
+		req.Group = a.str("group", "")
+		req.MemberID = a.str("member", "")
+		for _, m := range a.list("members") {
+			id, inst, ok := strings.Cut(m, "/")
+			lm := kmsg.LeaveGroupRequestMember{MemberID: id}
+			if ok {
+				lm.InstanceID = &inst
+			}
+			req.Members = append(req.Members, lm)
+		}
+		h.send(a.client(), req)
 
-func strp(s *string) string {
-	if s == nil {
-		return "null"
-	}
-	return *s
-}
-
-func renderRecord(r record) string {
-	switch r.kind {
-	case recOffset:
-		if r.delete {
-			return fmt.Sprintf("del(%s/%s/%d)", r.group, r.topic, r.partition)
-		}
-		return fmt.Sprintf("offset(%s/%s/%d=%d)", r.group, r.topic, r.partition, r.val.Offset)
-	case recTxnOffset:
-		if r.delete {
-			return fmt.Sprintf("txndel(pid%d %s/%s/%d)", r.pid, r.group, r.topic, r.partition)
-		}
-		return fmt.Sprintf("txn(pid%d %s/%s/%d=%d)", r.pid, r.group, r.topic, r.partition, r.val.Offset)
-	case recTxnMarker:
-		return fmt.Sprintf("marker(pid%d %s commit=%v)", r.pid, r.group, r.commit)
-	case recConsumerGroup:
-		if r.delete {
-			return fmt.Sprintf("delcgroup(%s)", r.group)
-		}
-		var st consumerState
-		if err := json.Unmarshal(r.cstate, &st); err != nil {
-			return "cgroup(" + err.Error() + ")"
-		}
-		var ms []string
-		for _, mem := range st.Members {
-			ms = append(ms, fmt.Sprintf("%s@%d", mem.ID, mem.Epoch))
-		}
-		return fmt.Sprintf("cgroup(%s epoch=%d [%s])", r.group, st.Epoch, strings.Join(ms, " "))
-	case recGroupMeta:
-		if r.delete {
-			return fmt.Sprintf("delgroup(%s)", r.group)
-		}
-		var ms []string
-		for _, mem := range r.meta.Members {
-			ms = append(ms, fmt.Sprintf("%s/%s", mem.MemberID, strp(mem.InstanceID)))
-		}
-		return fmt.Sprintf("members(%s gen=%d protocol=%s leader=%s [%s])", r.group, r.meta.Generation,
-			strp(r.meta.Protocol), strp(r.meta.Leader), strings.Join(ms, " "))
-	}
-	return "?"
-}
-
-// render prints the fields of a request or response that matter here.
-func render(msg any, topics *staticTopics) string {
-	switch v := msg.(type) {
-	case *kmsg.JoinGroupRequest:
-		var ps []string
-		for _, p := range v.Protocols {
-			ps = append(ps, fmt.Sprintf("%s:%q", p.Name, p.Metadata))
-		}
-		return fmt.Sprintf("JoinGroup v%d group=%s member=%q instance=%s session=%d rebalance=%d protocols=%v",
-			v.Version, v.Group, v.MemberID, strp(v.InstanceID), v.SessionTimeoutMillis, v.RebalanceTimeoutMillis, ps)
-	case *kmsg.JoinGroupResponse:
-		var ms []string
-		for _, m := range v.Members {
-			ms = append(ms, fmt.Sprintf("%s:%q", m.MemberID, m.ProtocolMetadata))
-		}
-		return fmt.Sprintf("JoinGroup %s gen=%d protocol=%s leader=%s member=%s skip=%v members=%v",
-			errName(v.ErrorCode), v.Generation, strp(v.Protocol), v.LeaderID, v.MemberID, v.SkipAssignment, ms)
-	case *kmsg.SyncGroupRequest:
-		var as []string
-		for _, a := range v.GroupAssignment {
-			as = append(as, a.MemberID+"="+string(a.MemberAssignment))
-		}
-		return fmt.Sprintf("SyncGroup group=%s member=%s instance=%s gen=%d assignments=%v", v.Group, v.MemberID, strp(v.InstanceID), v.Generation, as)
-	case *kmsg.SyncGroupResponse:
-		return fmt.Sprintf("SyncGroup %s assignment=%q", errName(v.ErrorCode), v.MemberAssignment)
-	case *kmsg.HeartbeatRequest:
-		return fmt.Sprintf("Heartbeat group=%s member=%s instance=%s gen=%d", v.Group, v.MemberID, strp(v.InstanceID), v.Generation)
-	case *kmsg.HeartbeatResponse:
-		return "Heartbeat " + errName(v.ErrorCode)
-	case *kmsg.LeaveGroupRequest:
-		if v.Version < 3 {
-			return fmt.Sprintf("LeaveGroup v%d group=%s member=%s", v.Version, v.Group, v.MemberID)
-		}
-		var ms []string
-		for _, m := range v.Members {
-			ms = append(ms, m.MemberID+"/"+strp(m.InstanceID))
-		}
-		return fmt.Sprintf("LeaveGroup group=%s members=%v", v.Group, ms)
-	case *kmsg.LeaveGroupResponse:
-		var ms []string
-		for _, m := range v.Members {
-			ms = append(ms, m.MemberID+"/"+strp(m.InstanceID)+":"+errName(m.ErrorCode))
-		}
-		return fmt.Sprintf("LeaveGroup %s members=%v", errName(v.ErrorCode), ms)
-	case *kmsg.OffsetCommitRequest:
-		var ps []string
-		for _, t := range v.Topics {
-			for _, p := range t.Partitions {
-				ps = append(ps, fmt.Sprintf("%s/%d=%d", t.Topic, p.Partition, p.Offset))
+	case "commit":
+		a.known("client", "group", "member", "instance", "gen", "offsets", "version")
+		req := commitReq(a.str("group", ""), a.str("member", ""), a.instance(), int32(a.int("gen", -1)), a.list("offsets")...)
+		req.Version = int16(a.int("version", int64(req.Version)))
+		h.send(a.client(), req)
+	case "fetch":
+		// Without parts=, every partition the group has.
+		a.known("client", "group", "parts", "stable", "member", "epoch", "version")
+		var topics map[string][]int32
+		if d.HasArg("parts") {
+			topics = map[string][]int32{}
+			for _, tp := range a.partitions("parts") {
+				topics[tp.topic] = append(topics[tp.topic], tp.partition)
 			}
 		}
-		return fmt.Sprintf("OffsetCommit v%d group=%s member=%q instance=%s gen=%d %v", v.Version, v.Group, v.MemberID, strp(v.InstanceID), v.Generation, ps)
-	case *kmsg.OffsetCommitResponse:
-		var ps []string
-		for _, t := range v.Topics {
-			for _, p := range t.Partitions {
-				ps = append(ps, fmt.Sprintf("%s/%d:%s", t.Topic, p.Partition, errName(p.ErrorCode)))
+		var req *kmsg.OffsetFetchRequest
+		if v := int16(a.int("version", 9)); v < 8 {
+			req = kmsg.NewPtrOffsetFetchRequest()
+			req.Version, req.Group = v, a.str("group", "")
+			for _, name := range slices.Sorted(maps.Keys(topics)) {
+				req.Topics = append(req.Topics, kmsg.OffsetFetchRequestTopic{Topic: name, Partitions: topics[name]})
+			}
+		} else {
+			req = fetchReq(a.str("group", ""), d.HasArg("stable"), topics)
+			req.Version = v
+			if d.HasArg("member") {
+				req.Groups[0].MemberID = kmsg.StringPtr(a.str("member", ""))
+			}
+			req.Groups[0].MemberEpoch = int32(a.int("epoch", int64(req.Groups[0].MemberEpoch)))
+		}
+		h.send(a.client(), req)
+	case "offset-delete":
+		a.known("client", "group", "parts")
+		req := kmsg.NewPtrOffsetDeleteRequest()
+		req.Group = a.str("group", "")
+		for _, tp := range a.partitions("parts") {
+			i := slices.IndexFunc(req.Topics, func(t kmsg.OffsetDeleteRequestTopic) bool { return t.Topic == tp.topic })
+			if i < 0 {
+				req.Topics = append(req.Topics, kmsg.OffsetDeleteRequestTopic{Topic: tp.topic})
+				i = len(req.Topics) - 1
+			}
+			req.Topics[i].Partitions = append(req.Topics[i].Partitions, kmsg.OffsetDeleteRequestTopicPartition{Partition: tp.partition})
+		}
+		h.send(a.client(), req)
+
+	case "describe":
+		a.known("client", "groups", "version")
+		h.send(a.client(), &kmsg.DescribeGroupsRequest{Version: int16(a.int("version", 5)), Groups: a.list("groups")})
+	case "list-groups":
+		a.known("client", "states", "types", "version")
+		h.send(a.client(), &kmsg.ListGroupsRequest{Version: int16(a.int("version", 5)), StatesFilter: a.list("states"), TypesFilter: a.list("types")})
+	case "delete-groups":
+		a.known("client", "groups", "version")
+		h.send(a.client(), &kmsg.DeleteGroupsRequest{Version: int16(a.int("version", 2)), Groups: a.list("groups")})
+
+	case "consumer-heartbeat":
+		// subs= and owned= absent are null (a keepalive); () is empty.
+		a.known("client", "group", "member", "epoch", "instance", "subs", "regex", "assignor", "owned")
+		var subs []string
+		if d.HasArg("subs") {
+			subs = append([]string{}, a.list("subs")...)
+		}
+		var owned map[string][]int32
+		if d.HasArg("owned") {
+			owned = map[string][]int32{}
+			for _, tp := range a.partitions("owned") {
+				owned[tp.topic] = append(owned[tp.topic], tp.partition)
 			}
 		}
-		return fmt.Sprintf("OffsetCommit %v", ps)
-	case *kmsg.OffsetFetchRequest:
-		if v.Version < 8 {
-			var ts []string
-			for _, t := range v.Topics {
-				ts = append(ts, fmt.Sprintf("%s%v", t.Topic, t.Partitions))
+		req := cghReq(a.str("group", ""), a.str("member", ""), int32(a.int("epoch", 0)), subs, owned, h.topics)
+		req.InstanceID = a.instance()
+		if d.HasArg("regex") {
+			req.SubscribedTopicRegex = kmsg.StringPtr(a.str("regex", ""))
+		}
+		if d.HasArg("assignor") {
+			req.ServerAssignor = kmsg.StringPtr(a.str("assignor", ""))
+		}
+		h.send(a.client(), req)
+	case "consumer-describe":
+		a.known("client", "groups")
+		h.send(a.client(), &kmsg.ConsumerGroupDescribeRequest{Version: 1, Groups: a.list("groups")})
+
+	case "validate":
+		// TxnOffsetCommit's membership check (KIP-447).
+		a.known("group", "member", "gen", "instance")
+		h.validate(a.str("group", ""), a.str("member", ""), int32(a.int("gen", -1)), a.instance())
+	case "stage":
+		a.known("pid", "epoch", "group", "offsets", "metadata")
+		var offsets []TxnOffset
+		for _, o := range a.list("offsets") {
+			tp, off, ok := strings.Cut(o, "=")
+			p := a.partition(tp)
+			var n int64
+			if _, err := fmt.Sscan(off, &n); !ok || err != nil {
+				d.Fatalf(t, "offsets: %q is not topic/partition=offset", o)
 			}
-			return fmt.Sprintf("OffsetFetch v%d group=%s %v", v.Version, v.Group, ts)
+			offsets = append(offsets, TxnOffset{Topic: p.topic, Partition: p.partition, Offset: n, LeaderEpoch: -1, Metadata: a.str("metadata", "")})
 		}
-		var gs []string
-		for _, g := range v.Groups {
-			var ts []string
-			for _, t := range g.Topics {
-				ts = append(ts, fmt.Sprintf("%s%v", t.Topic, t.Partitions))
-			}
-			if g.Topics == nil {
-				ts = []string{"all"}
-			}
-			gs = append(gs, fmt.Sprintf("%s(member=%s epoch=%d)%v", g.Group, strp(g.MemberID), g.MemberEpoch, ts))
+		h.stage(a.int("pid", -1), int16(a.int("epoch", -1)), a.str("group", ""), offsets...)
+	case "complete":
+		a.known("pid", "group", "commit", "abort")
+		if d.HasArg("commit") == d.HasArg("abort") {
+			d.Fatalf(t, "say commit or abort")
 		}
-		return fmt.Sprintf("OffsetFetch v%d stable=%v %v", v.Version, v.RequireStable, gs)
-	case *kmsg.OffsetFetchResponse:
-		if v.Version < 8 {
-			var ps []string
-			for _, t := range v.Topics {
-				for _, p := range t.Partitions {
-					ps = append(ps, fmt.Sprintf("%s/%d=%d:%s", t.Topic, p.Partition, p.Offset, errName(p.ErrorCode)))
-				}
-			}
-			return fmt.Sprintf("OffsetFetch %s %v", errName(v.ErrorCode), ps)
+		h.complete(a.int("pid", -1), a.str("group", ""), d.HasArg("commit"))
+	case "pending-txn-offsets":
+		// HasPendingTxnOffsets: is a transactional offset staged here?
+		a.known("group", "parts")
+		var res []string
+		for _, tp := range a.partitions("parts") {
+			res = append(res, fmt.Sprintf("%s/%d=%v", tp.topic, tp.partition, h.m.HasPendingTxnOffsets(a.str("group", ""), tp.topic, tp.partition)))
 		}
-		var gs []string
-		for _, g := range v.Groups {
-			var ps []string
-			for _, t := range g.Topics {
-				for _, p := range t.Partitions {
-					s := fmt.Sprintf("%s/%d=%d", t.Topic, p.Partition, p.Offset)
-					if p.Metadata != nil && *p.Metadata != "" {
-						s += "(" + *p.Metadata + ")"
-					}
-					if p.ErrorCode != 0 {
-						s += ":" + errName(p.ErrorCode)
-					}
-					ps = append(ps, s)
-				}
-			}
-			gs = append(gs, fmt.Sprintf("%s:%s%v", g.Group, errName(g.ErrorCode), ps))
+		fmt.Fprintf(&h.buf, "pending %s\n", strings.Join(res, " "))
+
+	case "tick":
+		a.known()
+		h.tick()
+	case "expire":
+		a.known()
+		h.expire()
+	case "drop-deleted-topics":
+		a.known()
+		h.dropDeleted()
+	case "persisted":
+		a.known()
+		if !h.durable() {
+			d.Fatalf(t, "nothing waits to be persisted")
 		}
-		return fmt.Sprintf("OffsetFetch %v", gs)
-	case *kmsg.OffsetDeleteRequest:
-		var ps []string
-		for _, t := range v.Topics {
-			for _, p := range t.Partitions {
-				ps = append(ps, fmt.Sprintf("%s/%d", t.Topic, p.Partition))
-			}
-		}
-		return fmt.Sprintf("OffsetDelete group=%s %v", v.Group, ps)
-	case *kmsg.OffsetDeleteResponse:
-		var ps []string
-		for _, t := range v.Topics {
-			for _, p := range t.Partitions {
-				ps = append(ps, fmt.Sprintf("%s/%d:%s", t.Topic, p.Partition, errName(p.ErrorCode)))
-			}
-		}
-		return fmt.Sprintf("OffsetDelete %s %v", errName(v.ErrorCode), ps)
-	case *kmsg.DescribeGroupsRequest:
-		return fmt.Sprintf("DescribeGroups v%d %v", v.Version, v.Groups)
-	case *kmsg.DescribeGroupsResponse:
-		var gs []string
-		for _, g := range v.Groups {
-			var ms []string
-			for _, m := range g.Members {
-				ms = append(ms, fmt.Sprintf("%s(%s %s)", m.MemberID, m.ClientID, m.ClientHost))
-			}
-			gs = append(gs, fmt.Sprintf("%s:%s state=%s type=%s protocol=%s members=%v", g.Group, errName(g.ErrorCode), g.State, g.ProtocolType, g.Protocol, ms))
-		}
-		return fmt.Sprintf("DescribeGroups %v", gs)
-	case *kmsg.ListGroupsRequest:
-		return fmt.Sprintf("ListGroups states=%v types=%v", v.StatesFilter, v.TypesFilter)
-	case *kmsg.ListGroupsResponse:
-		var gs []string
-		for _, g := range v.Groups {
-			gs = append(gs, fmt.Sprintf("%s(%s %s %s)", g.Group, g.GroupType, g.ProtocolType, g.GroupState))
-		}
-		return fmt.Sprintf("ListGroups %s %v", errName(v.ErrorCode), gs)
-	case *kmsg.DeleteGroupsRequest:
-		return fmt.Sprintf("DeleteGroups %v", v.Groups)
-	case *kmsg.DeleteGroupsResponse:
-		var gs []string
-		for _, g := range v.Groups {
-			gs = append(gs, g.Group+":"+errName(g.ErrorCode))
-		}
-		return fmt.Sprintf("DeleteGroups %v", gs)
-	case *kmsg.ConsumerGroupHeartbeatRequest:
-		var owned []string
-		for _, t := range v.Topics {
-			owned = append(owned, fmt.Sprintf("%s%v", topicName(t.TopicID, topics), t.Partitions))
-		}
-		o := "null"
-		if v.Topics != nil {
-			o = "[" + strings.Join(owned, " ") + "]"
-		}
-		subs := "null"
-		if v.SubscribedTopicNames != nil {
-			subs = fmt.Sprint(v.SubscribedTopicNames)
-		}
-		return fmt.Sprintf("ConsumerGroupHeartbeat group=%s member=%s epoch=%d instance=%s subs=%s regex=%s assignor=%s owned=%s",
-			v.Group, v.MemberID, v.MemberEpoch, strp(v.InstanceID), subs, strp(v.SubscribedTopicRegex), strp(v.ServerAssignor), o)
-	case *kmsg.ConsumerGroupHeartbeatResponse:
-		return fmt.Sprintf("ConsumerGroupHeartbeat %s member=%s epoch=%d interval=%d assignment=%s",
-			errName(v.ErrorCode), strp(v.MemberID), v.MemberEpoch, v.HeartbeatIntervalMillis, renderAssignment(v.Assignment, topics))
-	case *kmsg.ConsumerGroupDescribeRequest:
-		return fmt.Sprintf("ConsumerGroupDescribe %v", v.Groups)
-	case *kmsg.ConsumerGroupDescribeResponse:
-		var gs []string
-		for _, g := range v.Groups {
-			var ms []string
-			for _, m := range g.Members {
-				ms = append(ms, fmt.Sprintf("%s(epoch=%d has=%s target=%s)", m.MemberID, m.MemberEpoch, renderKAssignment(m.Assignment), renderKAssignment(m.TargetAssignment)))
-			}
-			gs = append(gs, fmt.Sprintf("%s:%s state=%s epoch=%d assignmentEpoch=%d assignor=%s members=%v",
-				g.Group, errName(g.ErrorCode), g.State, g.Epoch, g.AssignmentEpoch, g.AssignorName, ms))
-		}
-		return fmt.Sprintf("ConsumerGroupDescribe %v", gs)
+	default:
+		d.Fatalf(t, "unknown command %q", d.Cmd)
 	}
-	return fmt.Sprintf("%T", msg)
+	return h.buf.String()
 }
 
-// Request builders.
-
-func joinReq(group, member string, instance *string, protocols ...string) *kmsg.JoinGroupRequest {
-	req := kmsg.NewPtrJoinGroupRequest()
-	req.Version = 9
-	req.Group = group
-	req.MemberID = member
-	req.InstanceID = instance
-	req.SessionTimeoutMillis = 10000
-	req.RebalanceTimeoutMillis = 30000
-	req.ProtocolType = "consumer"
-	for _, p := range protocols {
-		name, meta, _ := strings.Cut(p, ":")
-		jp := kmsg.NewJoinGroupRequestProtocol()
-		jp.Name, jp.Metadata = name, []byte(meta)
-		req.Protocols = append(req.Protocols, jp)
-	}
-	return req
+// args reads one command's arguments, failing the test on a malformed one.
+type args struct {
+	t *testing.T
+	d *datadriven.TestData
 }
 
-func syncReq(group, member string, instance *string, gen int32, assignments ...string) *kmsg.SyncGroupRequest {
-	req := kmsg.NewPtrSyncGroupRequest()
-	req.Version = 5
-	req.Group, req.MemberID, req.InstanceID, req.Generation = group, member, instance, gen
-	req.ProtocolType = kmsg.StringPtr("consumer")
-	for _, a := range assignments {
-		id, data, _ := strings.Cut(a, "=")
-		ga := kmsg.NewSyncGroupRequestGroupAssignment()
-		ga.MemberID, ga.MemberAssignment = id, []byte(data)
-		req.GroupAssignment = append(req.GroupAssignment, ga)
+func (a args) known(keys ...string) { a.t.Helper(); transcript.Known(a.t, a.d, keys...) }
+
+// str reads key=value; a value in double quotes is a Go string literal
+// (for values datadriven would misparse, like the regex "(").
+func (a args) str(key, def string) string {
+	a.t.Helper()
+	a.d.MaybeScanArgs(a.t, key, &def)
+	if strings.HasPrefix(def, `"`) {
+		s, err := strconv.Unquote(def)
+		if err != nil {
+			a.d.Fatalf(a.t, "%s=%s: %v", key, def, err)
+		}
+		return s
 	}
-	return req
+	return def
 }
 
-func hbReq(group, member string, instance *string, gen int32) *kmsg.HeartbeatRequest {
-	req := kmsg.NewPtrHeartbeatRequest()
-	req.Version = 4
-	req.Group, req.MemberID, req.InstanceID, req.Generation = group, member, instance, gen
-	return req
+func (a args) int(key string, def int64) int64 {
+	a.t.Helper()
+	a.d.MaybeScanArgs(a.t, key, &def)
+	return def
 }
 
-func commitReq(group, member string, instance *string, gen int32, offsets ...string) *kmsg.OffsetCommitRequest {
-	req := kmsg.NewPtrOffsetCommitRequest()
-	req.Version = 9
-	req.Group, req.MemberID, req.InstanceID, req.Generation = group, member, instance, gen
-	for _, o := range offsets {
-		var topic string
-		var p int32
-		var off int64
-		tp, offStr, _ := strings.Cut(o, "=")
-		i := strings.LastIndexByte(tp, '/')
-		topic = tp[:i]
-		fmt.Sscan(tp[i+1:], &p)
-		fmt.Sscan(offStr, &off)
-		var rt *kmsg.OffsetCommitRequestTopic
-		for k := range req.Topics {
-			if req.Topics[k].Topic == topic {
-				rt = &req.Topics[k]
-			}
-		}
-		if rt == nil {
-			req.Topics = append(req.Topics, kmsg.NewOffsetCommitRequestTopic())
-			rt = &req.Topics[len(req.Topics)-1]
-			rt.Topic = topic
-		}
-		rp := kmsg.NewOffsetCommitRequestTopicPartition()
-		rp.Partition, rp.Offset = p, off
-		rt.Partitions = append(rt.Partitions, rp)
+// list reads key=(a, b); () is an empty list, a missing key nil.
+func (a args) list(key string) []string {
+	a.t.Helper()
+	arg, ok := a.d.Arg(key)
+	if !ok || len(arg.Vals) == 1 && arg.Vals[0] == "" {
+		return nil
 	}
-	return req
+	return arg.Vals
 }
 
-func fetchReq(group string, stable bool, topics map[string][]int32) *kmsg.OffsetFetchRequest {
-	req := kmsg.NewPtrOffsetFetchRequest()
-	req.Version = 9
-	req.RequireStable = stable
-	rg := kmsg.NewOffsetFetchRequestGroup()
-	rg.Group = group
-	if topics != nil {
-		names := make([]string, 0, len(topics))
-		for n := range topics {
-			names = append(names, n)
-		}
-		sort.Strings(names)
-		rg.Topics = []kmsg.OffsetFetchRequestGroupTopic{}
-		for _, n := range names {
-			rt := kmsg.NewOffsetFetchRequestGroupTopic()
-			rt.Topic, rt.Partitions = n, topics[n]
-			rg.Topics = append(rg.Topics, rt)
-		}
-	}
-	req.Groups = append(req.Groups, rg)
-	return req
+func (a args) client() string {
+	a.t.Helper()
+	var c string
+	a.d.ScanArgs(a.t, "client", &c)
+	return c
 }
 
-func cghReq(group, member string, epoch int32, subs []string, owned map[string][]int32, topics *staticTopics) *kmsg.ConsumerGroupHeartbeatRequest {
-	req := kmsg.NewPtrConsumerGroupHeartbeatRequest()
-	req.Version = 1
-	req.Group, req.MemberID, req.MemberEpoch = group, member, epoch
-	req.RebalanceTimeoutMillis = -1
-	if epoch == 0 || subs != nil {
-		req.RebalanceTimeoutMillis = 30000 // with subs and owned: a full request
+// instance is the group instance id: nil unless instance= is given.
+func (a args) instance() *string {
+	a.t.Helper()
+	var s string
+	if !a.d.MaybeScanArgs(a.t, "instance", &s) {
+		return nil
 	}
-	req.SubscribedTopicNames = subs
-	if owned != nil {
-		req.Topics = []kmsg.ConsumerGroupHeartbeatRequestTopic{}
-		names := make([]string, 0, len(owned))
-		for n := range owned {
-			names = append(names, n)
-		}
-		sort.Strings(names)
-		for _, n := range names {
-			t := kmsg.NewConsumerGroupHeartbeatRequestTopic()
-			t.TopicID = topics.byName[n].ID
-			t.Partitions = owned[n]
-			req.Topics = append(req.Topics, t)
-		}
-	}
-	return req
+	return &s
 }
 
-func ptr(s string) *string { return &s }
+type topicPartition struct {
+	topic     string
+	partition int32
+}
+
+func (a args) partition(s string) topicPartition {
+	a.t.Helper()
+	i := strings.LastIndexByte(s, '/')
+	var p int32
+	if i < 0 {
+		a.d.Fatalf(a.t, "%q is not topic/partition", s)
+	}
+	if _, err := fmt.Sscan(s[i+1:], &p); err != nil {
+		a.d.Fatalf(a.t, "%q is not topic/partition", s)
+	}
+	return topicPartition{s[:i], p}
+}
+
+func (a args) partitions(key string) []topicPartition {
+	a.t.Helper()
+	var tps []topicPartition
+	for _, s := range a.list(key) {
+		tps = append(tps, a.partition(s))
+	}
+	return tps
+}

@@ -97,7 +97,7 @@ type Driver struct {
 	m        *Machine
 	failed   error
 	started  bool
-	deadline int64            // earliest Tick work, ms
+	wakeAt   time.Time        // earliest Tick work (Effects.Wake); zero: none
 	lastEnd  map[string]int64 // log offset after each id's latest record
 	jobs     map[string]*job  // marker jobs running, by transactional id
 	appended int              // records appended since the last snapshot
@@ -135,7 +135,7 @@ func NewDriver(cfg DriverConfig) (*Driver, error) {
 		return nil, err
 	}
 	d.appended = n
-	d.deadline = d.m.NextDeadline()
+	d.wakeAt = d.m.NextWake()
 	next, _ := d.m.ProducerIDs()
 	d.log.Info("transaction coordinator loaded", "records", n, "transactional_ids", d.m.Len(), "next_producer_id", next,
 		"log_start", d.plog.LogStartOffset(), "log_end", d.plog.HighWatermark())
@@ -238,8 +238,8 @@ func (d *Driver) applyLocked(fx Effects, ids ...string) error {
 		meta, _ := d.m.Get(j.TxnID)
 		d.startJobLocked(j, d.plog.LogEndOffset(), meta.TimedOut)
 	}
-	if fx.Deadline != 0 && fx.Deadline < d.deadline {
-		d.deadline = fx.Deadline
+	if !fx.Wake.IsZero() && (d.wakeAt.IsZero() || fx.Wake.Before(d.wakeAt)) {
+		d.wakeAt = fx.Wake
 		select {
 		case d.wake <- struct{}{}:
 		default:
@@ -314,7 +314,7 @@ func (d *Driver) InitProducerID(r InitRequest) (InitResult, Waiter) {
 	if d.failed != nil {
 		return InitResult{Err: kerr.CoordinatorNotAvailable, ProducerID: -1, ProducerEpoch: -1}, failedWaiter(d.failed)
 	}
-	res, fx := d.m.InitProducerID(d.nowMs(), r)
+	res, fx := d.m.InitProducerID(d.now(), r)
 	if err := d.applyLocked(fx); err != nil {
 		return res, failedWaiter(err)
 	}
@@ -328,7 +328,7 @@ func (d *Driver) Add(r AddRequest) (AddResult, Waiter) {
 	if d.failed != nil {
 		return AddResult{Err: kerr.CoordinatorNotAvailable}, failedWaiter(d.failed)
 	}
-	res, fx := d.m.Add(d.nowMs(), r)
+	res, fx := d.m.Add(d.now(), r)
 	if err := d.applyLocked(fx); err != nil {
 		return res, failedWaiter(err)
 	}
@@ -363,7 +363,7 @@ func (d *Driver) PrepareProduce(txnID string, pid int64, epoch int16, tp TopicPa
 	}
 	req := AddRequest{TxnID: txnID, ProducerID: pid, ProducerEpoch: epoch, Partitions: []TopicPartition{tp},
 		VerifyOnly: !implicitAdd, TV2: implicitAdd, Produce: true}
-	res, fx := d.m.Add(d.nowMs(), req)
+	res, fx := d.m.Add(d.now(), req)
 	if err := d.applyLocked(fx); err != nil {
 		d.mu.Unlock()
 		return nil, kerr.CoordinatorNotAvailable
@@ -397,7 +397,7 @@ func (d *Driver) EndTxn(r EndRequest) (EndResult, Waiter) {
 	if d.failed != nil {
 		return EndResult{Err: kerr.CoordinatorNotAvailable, ProducerID: -1, ProducerEpoch: -1}, failedWaiter(d.failed)
 	}
-	res, fx := d.m.EndTxn(d.nowMs(), r)
+	res, fx := d.m.EndTxn(d.now(), r)
 	if err := d.applyLocked(fx); err != nil {
 		return res, failedWaiter(err)
 	}
@@ -440,7 +440,7 @@ func (d *Driver) Describe(ids []string) ([]Meta, []bool, Waiter) {
 func (d *Driver) List(f Filter) ([]Meta, Waiter) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	out := d.m.List(d.nowMs(), f)
+	out := d.m.List(d.now(), f)
 	if d.failed != nil {
 		return out, failedWaiter(d.failed)
 	}
@@ -499,7 +499,7 @@ func (d *Driver) runJob(j *job) {
 	}
 	d.mu.Lock()
 	if d.failed == nil {
-		fx := d.m.MarkersWritten(d.nowMs(), j.MarkerJob)
+		fx := d.m.MarkersWritten(d.now(), j.MarkerJob)
 		d.applyLocked(fx)
 	}
 	if d.jobs[j.TxnID] == j {
@@ -546,8 +546,8 @@ func (d *Driver) loop() {
 	for {
 		d.mu.Lock()
 		wait := time.Minute
-		if d.deadline != math.MaxInt64 {
-			wait = min(wait, time.Duration(d.deadline-d.nowMs())*time.Millisecond)
+		if !d.wakeAt.IsZero() {
+			wait = min(wait, d.wakeAt.Sub(d.now()))
 		}
 		d.mu.Unlock()
 		t.Reset(max(wait, time.Millisecond))
@@ -570,8 +570,8 @@ func (d *Driver) tick() {
 	if d.failed != nil {
 		return
 	}
-	now := d.nowMs()
-	if now < d.deadline {
+	now := d.now()
+	if d.wakeAt.IsZero() || now.Before(d.wakeAt) {
 		return
 	}
 	fx := d.m.Tick(now)
@@ -582,7 +582,7 @@ func (d *Driver) tick() {
 		}
 	}
 	d.applyLocked(fx)
-	d.deadline = d.m.NextDeadline()
+	d.wakeAt = d.m.NextWake()
 }
 
 // maybeCompact rewrites the live state as a snapshot and drops the log

@@ -235,12 +235,12 @@ func TestDriverCompaction(t *testing.T) {
 		t.Fatalf("log start %d after compaction, want %d", start, before)
 	}
 	var want []Meta
-	e.d.Machine(func(m *Machine) { want = m.List(0, Filter{}) })
+	e.d.Machine(func(m *Machine) { want = m.List(time.UnixMilli(0), Filter{}) })
 	fs = fs.Crash(nil)
 	e.close()
 	e2 := openEnv(t, fs, &fakeMarkers{}, nil)
 	var got []Meta
-	e2.d.Machine(func(m *Machine) { got = m.List(0, Filter{}) })
+	e2.d.Machine(func(m *Machine) { got = m.List(time.UnixMilli(0), Filter{}) })
 	if len(got) != len(want) {
 		t.Fatalf("after restart %d ids, want %d", len(got), len(want))
 	}

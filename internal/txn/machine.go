@@ -1,9 +1,9 @@
 package txn
 
 import (
-	"math"
 	"regexp"
 	"slices"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kerr"
 )
@@ -64,33 +64,39 @@ type Effects struct {
 	Records []Record
 	// Markers are transaction ends to carry out once Records are durable.
 	Markers []MarkerJob
-	// Deadline is the earliest time (ms) at which Tick has work because of
-	// this change, or math.MaxInt64: the caller's timer must fire by then.
-	Deadline int64
+	// Wake is the earliest time at which Tick has work because of this
+	// change; zero means none. The caller's timer must fire by then (it
+	// keeps the earlier of Wake and what it was already waiting for).
+	Wake time.Time
 }
 
 // Empty reports whether there is nothing to do.
 func (fx *Effects) Empty() bool { return len(fx.Records) == 0 && len(fx.Markers) == 0 }
 
 func (m *Machine) put(fx *Effects, t *Meta) {
-	if fx.Deadline == 0 {
-		fx.Deadline = math.MaxInt64
-	}
 	fx.Records = append(fx.Records, Record{Txn: t.clone()})
-	if d := m.deadline(t); d < fx.Deadline {
-		fx.Deadline = d
-	}
+	fx.Wake = earliest(fx.Wake, m.wake(t))
 }
 
-// deadline is when Tick must next look at t.
-func (m *Machine) deadline(t *Meta) int64 {
+// wake is when Tick must next look at t; zero for a transaction that is
+// ending (MarkersWritten, not time, moves it on). The state is kept in ms
+// because that is what the log records and Kafka reports.
+func (m *Machine) wake(t *Meta) time.Time {
 	switch t.State {
 	case Ongoing:
-		return t.StartMs + int64(t.TimeoutMs)
+		return time.UnixMilli(t.StartMs + int64(t.TimeoutMs))
 	case Empty, CompleteCommit, CompleteAbort:
-		return t.UpdateMs + m.cfg.IDExpirationMs
+		return time.UnixMilli(t.UpdateMs + m.cfg.IDExpirationMs)
 	}
-	return math.MaxInt64
+	return time.Time{}
+}
+
+// earliest is the earlier of two wake times, where zero means none.
+func earliest(a, b time.Time) time.Time {
+	if a.IsZero() || (!b.IsZero() && b.Before(a)) {
+		return b
+	}
+	return a
 }
 
 func (m *Machine) allocPID(fx *Effects) int64 {
@@ -126,7 +132,8 @@ type InitResult struct {
 // running transaction first — answered with CONCURRENT_TRANSACTIONS, so the
 // client retries once the abort is done — and moves to a fresh producer id
 // when the epoch is exhausted.
-func (m *Machine) InitProducerID(now int64, r InitRequest) (InitResult, Effects) {
+func (m *Machine) InitProducerID(now time.Time, r InitRequest) (InitResult, Effects) {
+	nowMs := now.UnixMilli()
 	var fx Effects
 	fail := func(e *kerr.Error) (InitResult, Effects) {
 		return InitResult{Err: e, ProducerID: noProducer, ProducerEpoch: noProducer}, fx
@@ -151,7 +158,7 @@ func (m *Machine) InitProducerID(now int64, r InitRequest) (InitResult, Effects)
 		// it starts over with a new producer id (this is how a producer
 		// recovers from UNKNOWN_PRODUCER_ID).
 		t = &Meta{ID: id, ProducerID: m.allocPID(&fx), LastProducerID: noProducer, LastProducerEpoch: noProducer,
-			NextProducerID: noProducer, TimeoutMs: r.TimeoutMs, State: Empty, StartMs: -1, UpdateMs: now}
+			NextProducerID: noProducer, TimeoutMs: r.TimeoutMs, State: Empty, StartMs: -1, UpdateMs: nowMs}
 		m.txns[id] = t
 		m.put(&fx, t)
 		return InitResult{ProducerID: t.ProducerID, ProducerEpoch: t.ProducerEpoch}, fx
@@ -175,7 +182,7 @@ func (m *Machine) InitProducerID(now int64, r InitRequest) (InitResult, Effects)
 		// Anyone else is a new instance taking over: the old one must
 		// never be recognised again.
 		own := expected && r.ProducerEpoch == t.ProducerEpoch
-		m.fenceAbort(now, t, own, false, &fx)
+		m.fenceAbort(nowMs, t, own, false, &fx)
 		return fail(kerr.ConcurrentTransactions)
 	}
 	switch {
@@ -211,7 +218,7 @@ func (m *Machine) InitProducerID(now int64, r InitRequest) (InitResult, Effects)
 	t.State = Empty
 	t.Partitions, t.Groups = nil, nil
 	t.StartMs = -1
-	t.UpdateMs = now
+	t.UpdateMs = nowMs
 	t.TimeoutMs = r.TimeoutMs
 	t.TimedOut = false
 	m.put(&fx, t)
@@ -249,7 +256,8 @@ type AddResult struct {
 
 // Add adds partitions and groups to the transaction of r.TxnID, starting
 // one if none runs, or verifies that they are in it.
-func (m *Machine) Add(now int64, r AddRequest) (AddResult, Effects) {
+func (m *Machine) Add(now time.Time, r AddRequest) (AddResult, Effects) {
+	nowMs := now.UnixMilli()
 	var fx Effects
 	fail := func(e *kerr.Error) (AddResult, Effects) { return AddResult{Err: e}, fx }
 	if r.TxnID == "" {
@@ -293,7 +301,7 @@ func (m *Machine) Add(now int64, r AddRequest) (AddResult, Effects) {
 		// Empty or Complete*: the first add begins a transaction.
 		t.State = Ongoing
 		t.Partitions, t.Groups = nil, nil
-		t.StartMs = now
+		t.StartMs = nowMs
 		t.TimedOut = false
 	} else if !containsAll(t, r.Partitions, r.Groups) {
 		// Adding to a running transaction: fall through to record it.
@@ -302,7 +310,7 @@ func (m *Machine) Add(now int64, r AddRequest) (AddResult, Effects) {
 	}
 	t.addPartitions(r.Partitions)
 	t.addGroups(r.Groups)
-	t.UpdateMs = now
+	t.UpdateMs = nowMs
 	m.put(&fx, t)
 	return AddResult{}, fx
 }
@@ -362,7 +370,8 @@ type EndResult struct {
 // EndTxn commits or aborts the running transaction of r.TxnID: it
 // persists PrepareCommit/PrepareAbort and hands back the marker job, or
 // completes at once when nothing was added.
-func (m *Machine) EndTxn(now int64, r EndRequest) (EndResult, Effects) {
+func (m *Machine) EndTxn(now time.Time, r EndRequest) (EndResult, Effects) {
+	nowMs := now.UnixMilli()
 	var fx Effects
 	fail := func(e *kerr.Error) (EndResult, Effects) {
 		return EndResult{Err: e, ProducerID: noProducer, ProducerEpoch: noProducer}, fx
@@ -375,7 +384,7 @@ func (m *Machine) EndTxn(now int64, r EndRequest) (EndResult, Effects) {
 		return fail(kerr.InvalidProducerIDMapping)
 	}
 	if !r.TV2 {
-		return m.endTV1(now, t, r)
+		return m.endTV1(nowMs, t, r)
 	}
 	complete := t.State == CompleteCommit || t.State == CompleteAbort
 	// A retry of an end whose answer the producer missed: the epoch was
@@ -407,7 +416,7 @@ func (m *Machine) EndTxn(now int64, r EndRequest) (EndResult, Effects) {
 	case Ongoing:
 		m.bump(t, &fx)
 		t.TimedOut = false
-		return m.prepare(now, t, r.Commit, &fx)
+		return m.prepare(nowMs, t, r.Commit, &fx)
 	case Empty:
 		if r.Commit {
 			return fail(kerr.InvalidTxnState)
@@ -416,7 +425,7 @@ func (m *Machine) EndTxn(now int64, r EndRequest) (EndResult, Effects) {
 		// the bump still fences anything it may have sent.
 		m.bump(t, &fx)
 		t.TimedOut = false
-		return m.prepare(now, t, false, &fx)
+		return m.prepare(nowMs, t, false, &fx)
 	case CompleteCommit:
 		switch {
 		case r.Commit && retry:
@@ -425,7 +434,7 @@ func (m *Machine) EndTxn(now int64, r EndRequest) (EndResult, Effects) {
 			return fail(kerr.InvalidTxnState)
 		}
 		m.bump(t, &fx)
-		return m.prepare(now, t, false, &fx)
+		return m.prepare(nowMs, t, false, &fx)
 	case CompleteAbort:
 		switch {
 		case !r.Commit && retry:
@@ -437,7 +446,7 @@ func (m *Machine) EndTxn(now int64, r EndRequest) (EndResult, Effects) {
 		}
 		m.bump(t, &fx)
 		t.TimedOut = false
-		return m.prepare(now, t, false, &fx)
+		return m.prepare(nowMs, t, false, &fx)
 	case PrepareCommit:
 		if r.Commit {
 			return fail(kerr.ConcurrentTransactions)
@@ -456,7 +465,7 @@ func (m *Machine) EndTxn(now int64, r EndRequest) (EndResult, Effects) {
 
 // endTV1 is EndTxn before KIP-890 v2: the epoch stays, so a request can
 // only be told apart from a retry by the state.
-func (m *Machine) endTV1(now int64, t *Meta, r EndRequest) (EndResult, Effects) {
+func (m *Machine) endTV1(nowMs int64, t *Meta, r EndRequest) (EndResult, Effects) {
 	var fx Effects
 	fail := func(e *kerr.Error) (EndResult, Effects) {
 		return EndResult{Err: e, ProducerID: noProducer, ProducerEpoch: noProducer}, fx
@@ -476,7 +485,7 @@ func (m *Machine) endTV1(now int64, t *Meta, r EndRequest) (EndResult, Effects) 
 	ok := EndResult{ProducerID: noProducer, ProducerEpoch: noProducer}
 	switch {
 	case t.State == Ongoing:
-		return m.prepare(now, t, r.Commit, &fx)
+		return m.prepare(nowMs, t, r.Commit, &fx)
 	case t.State == CompleteCommit && r.Commit, t.State == CompleteAbort && !r.Commit:
 		return ok, fx
 	case t.State == PrepareCommit && r.Commit, t.State == PrepareAbort && !r.Commit:
@@ -508,7 +517,7 @@ func (m *Machine) bump(t *Meta, fx *Effects) {
 // initiative (timeout, a new producer instance), bumping the epoch so the
 // transaction's producer can add nothing more. own keeps the old epoch
 // recognisable as the legitimate producer's.
-func (m *Machine) fenceAbort(now int64, t *Meta, own, timedOut bool, fx *Effects) {
+func (m *Machine) fenceAbort(nowMs int64, t *Meta, own, timedOut bool, fx *Effects) {
 	old := t.ProducerEpoch
 	if epochExhausted(old) {
 		// The fence uses the last epoch; the producer must continue
@@ -523,19 +532,19 @@ func (m *Machine) fenceAbort(now int64, t *Meta, own, timedOut bool, fx *Effects
 		t.LastProducerEpoch = old
 	}
 	t.TimedOut = timedOut
-	m.prepare(now, t, false, fx)
+	m.prepare(nowMs, t, false, fx)
 }
 
 // prepare records the decision and hands back the marker job, or completes
 // at once when there is nothing to mark.
-func (m *Machine) prepare(now int64, t *Meta, commit bool, fx *Effects) (EndResult, Effects) {
+func (m *Machine) prepare(nowMs int64, t *Meta, commit bool, fx *Effects) (EndResult, Effects) {
 	t.State = PrepareAbort
 	if commit {
 		t.State = PrepareCommit
 	}
-	t.UpdateMs = now
+	t.UpdateMs = nowMs
 	if len(t.Partitions) == 0 && len(t.Groups) == 0 {
-		m.finish(now, t, fx)
+		m.finish(nowMs, t, fx)
 		return EndResult{ProducerID: t.ProducerID, ProducerEpoch: t.ProducerEpoch}, *fx
 	}
 	m.put(fx, t)
@@ -551,7 +560,7 @@ func (m *Machine) prepare(now int64, t *Meta, commit bool, fx *Effects) (EndResu
 // MarkersWritten completes the transaction job ended, if it is still the
 // one running; a stale job (already completed, e.g. before a restart) is
 // ignored.
-func (m *Machine) MarkersWritten(now int64, job MarkerJob) Effects {
+func (m *Machine) MarkersWritten(now time.Time, job MarkerJob) Effects {
 	var fx Effects
 	t := m.txns[job.TxnID]
 	want := PrepareAbort
@@ -561,12 +570,12 @@ func (m *Machine) MarkersWritten(now int64, job MarkerJob) Effects {
 	if t == nil || t.State != want || t.ProducerID != job.ProducerID || t.ProducerEpoch != job.ProducerEpoch {
 		return fx
 	}
-	m.finish(now, t, &fx)
+	m.finish(now.UnixMilli(), t, &fx)
 	return fx
 }
 
 // finish moves a Prepare* transaction to Complete*.
-func (m *Machine) finish(now int64, t *Meta, fx *Effects) {
+func (m *Machine) finish(nowMs int64, t *Meta, fx *Effects) {
 	if t.State == PrepareCommit {
 		t.State = CompleteCommit
 	} else {
@@ -582,25 +591,26 @@ func (m *Machine) finish(now int64, t *Meta, fx *Effects) {
 		t.ProducerEpoch = 0
 	}
 	t.Partitions, t.Groups = nil, nil
-	t.UpdateMs = now
+	t.UpdateMs = nowMs
 	m.put(fx, t)
 }
 
 // Tick aborts transactions that outlived their timeout and forgets ids
 // idle longer than transactional.id.expiration.ms.
-func (m *Machine) Tick(now int64) Effects {
+func (m *Machine) Tick(now time.Time) Effects {
+	nowMs := now.UnixMilli()
 	var fx Effects
 	for _, id := range m.sortedIDs() {
 		t := m.txns[id]
 		switch t.State {
 		case Ongoing:
-			if now >= t.StartMs+int64(t.TimeoutMs) {
-				m.fenceAbort(now, t, true, true, &fx)
+			if nowMs >= t.StartMs+int64(t.TimeoutMs) {
+				m.fenceAbort(nowMs, t, true, true, &fx)
 			}
 		case Empty, CompleteCommit, CompleteAbort:
-			if now >= t.UpdateMs+m.cfg.IDExpirationMs {
+			if nowMs >= t.UpdateMs+m.cfg.IDExpirationMs {
 				t.State = Dead
-				t.UpdateMs = now
+				t.UpdateMs = nowMs
 				m.put(&fx, t)
 				delete(m.txns, id)
 			}
@@ -609,13 +619,13 @@ func (m *Machine) Tick(now int64) Effects {
 	return fx
 }
 
-// NextDeadline is the earliest time Tick has work, or math.MaxInt64.
-func (m *Machine) NextDeadline() int64 {
-	d := int64(math.MaxInt64)
+// NextWake is the earliest time Tick has work; zero means none.
+func (m *Machine) NextWake() time.Time {
+	var w time.Time
 	for _, t := range m.txns {
-		d = min(d, m.deadline(t))
+		w = earliest(w, m.wake(t))
 	}
-	return d
+	return w
 }
 
 func (m *Machine) sortedIDs() []string {
@@ -647,7 +657,8 @@ type Filter struct {
 }
 
 // List returns copies of the ids the filter selects, sorted by id.
-func (m *Machine) List(now int64, f Filter) []Meta {
+func (m *Machine) List(now time.Time, f Filter) []Meta {
+	nowMs := now.UnixMilli()
 	var out []Meta
 	for _, id := range m.sortedIDs() {
 		t := m.txns[id]
@@ -657,7 +668,7 @@ func (m *Machine) List(now int64, f Filter) []Meta {
 		if len(f.ProducerIDs) > 0 && !slices.Contains(f.ProducerIDs, t.ProducerID) {
 			continue
 		}
-		if f.MinDurationMs > 0 && (!t.State.running() || now-t.StartMs < f.MinDurationMs) {
+		if f.MinDurationMs > 0 && (!t.State.running() || nowMs-t.StartMs < f.MinDurationMs) {
 			continue
 		}
 		if f.Pattern != nil && !f.Pattern.MatchString(id) {

@@ -1,163 +1,64 @@
 package txn
 
 import (
-	"bufio"
-	"flag"
 	"fmt"
-	"math"
-	"os"
-	"path/filepath"
 	"regexp"
-	"strconv"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/cockroachdb/datadriven"
+	"github.com/exactly/exactly/internal/transcript"
 	"github.com/twmb/franz-go/pkg/kerr"
 )
 
-// update rewrites the transcript files with the machine's current output:
-// go test ./internal/txn -run TestTranscripts -update, then review the diff.
-var update = flag.Bool("update", false, "rewrite testdata transcripts with the current output")
-
-// TestTranscripts runs every testdata/*.txt transcript. Each block is a
-// command line, a "----" line, and the expected output up to a blank line.
-// Commands drive one Machine; time only moves when a command says at=MS.
+// TestTranscripts runs every testdata/*.txt transcript (datadriven format,
+// see internal/transcript) against one Machine per file:
+//
+//	go test ./internal/txn -run TestTranscripts -rewrite
+//
+// regenerates the expected outputs; review the diff. Time is in ms after
+// the Unix epoch, where the clock starts, so at=, record times and wake
+// times are all the same numbers; it moves only with at= (any command).
+//
+// Commands (txn=, pid=, epoch= name the producer; lists are (a, b)):
+//
+//	init [txn=ID] [timeout=MS] [pid=N epoch=N]          InitProducerId
+//	add txn=ID pid=N epoch=N [parts=(t/p, ...)] [groups=(g, ...)] [tv2] [verify] [produce]
+//	end txn=ID pid=N epoch=N commit|abort [tv2]         EndTxn
+//	markers-written txn=ID                              the driver wrote the latest marker job
+//	tick                                                timeouts and expirations due now
+//	describe txn=ID / list [states=(..)] [pids=(..)] [duration=MS] [pattern=RE]
+//	seed txn=ID [pid=N] [epoch=N]                       replay a hand-made record
+//	restart [compacted]                                 replay the log into a new machine
+//
+// Each prints the result, then "record:" for every record to persist,
+// "markers:" for every marker job and "wake:" for Effects.Wake.
 func TestTranscripts(t *testing.T) {
-	files, err := filepath.Glob("testdata/*.txt")
-	if err != nil || len(files) == 0 {
-		t.Fatalf("no transcripts: %v", err)
-	}
-	for _, file := range files {
-		t.Run(strings.TrimSuffix(filepath.Base(file), ".txt"), func(t *testing.T) {
-			runTranscript(t, file)
-		})
-	}
-}
-
-type block struct {
-	line     int
-	cmd      string
-	expected string
-}
-
-func parseTranscript(t *testing.T, file string) (blocks []block, comments map[int][]string) {
-	f, err := os.Open(file)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	comments = map[int][]string{}
-	sc := bufio.NewScanner(f)
-	n := 0
-	var pending []string
-	for sc.Scan() {
-		n++
-		line := sc.Text()
-		switch {
-		case strings.HasPrefix(line, "#"):
-			pending = append(pending, line)
-			continue
-		case strings.TrimSpace(line) == "":
-			continue
-		}
-		b := block{line: n, cmd: line}
-		comments[len(blocks)] = pending
-		pending = nil
-		if !sc.Scan() || sc.Text() != "----" {
-			t.Fatalf("%s:%d: command without ---- separator", file, n)
-		}
-		n++
-		var out []string
-		for sc.Scan() {
-			n++
-			if sc.Text() == "" {
-				break
-			}
-			out = append(out, sc.Text())
-		}
-		b.expected = strings.Join(out, "\n")
-		blocks = append(blocks, b)
-	}
-	comments[len(blocks)] = pending
-	return blocks, comments
-}
-
-func runTranscript(t *testing.T, file string) {
-	blocks, comments := parseTranscript(t, file)
-	h := &harness{m: NewMachine(Config{MaxTimeoutMs: 900000, IDExpirationMs: 3600000, PIDBlockSize: 10}), jobs: map[string]MarkerJob{}}
-	h.cfg = h.m.cfg
-	var rewritten strings.Builder
-	failed := false
-	for i, b := range blocks {
-		got := h.run(t, b.cmd)
-		for _, c := range comments[i] {
-			rewritten.WriteString(c + "\n")
-		}
-		fmt.Fprintf(&rewritten, "%s\n----\n%s\n\n", b.cmd, got)
-		if got != b.expected && !*update {
-			failed = true
-			t.Errorf("%s:%d: %s\n--- got:\n%s\n--- want:\n%s", file, b.line, b.cmd, got, b.expected)
-		}
-	}
-	for _, c := range comments[len(blocks)] {
-		rewritten.WriteString(c + "\n")
-	}
-	if *update {
-		if err := os.WriteFile(file, []byte(strings.TrimRight(rewritten.String(), "\n")+"\n"), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	} else if failed {
-		t.Log("run with -update to accept the new output")
-	}
+	transcript.Run(t, "testdata", func(t *testing.T) func(*testing.T, *datadriven.TestData) string {
+		h := &harness{m: NewMachine(Config{MaxTimeoutMs: 900000, IDExpirationMs: 3600000, PIDBlockSize: 10}),
+			clock: transcript.NewClock(time.UnixMilli(0)), jobs: map[string]MarkerJob{}}
+		h.cfg = h.m.cfg
+		return h.run
+	})
 }
 
 // harness drives a Machine from transcript commands and keeps the whole
 // log it emitted, so "restart" can replay it into a fresh machine.
 type harness struct {
-	m    *Machine
-	cfg  Config
-	now  int64
-	log  []Record
-	jobs map[string]MarkerJob // latest marker job per transactional id
+	m     *Machine
+	cfg   Config
+	clock *transcript.Clock
+	log   []Record
+	jobs  map[string]MarkerJob // latest marker job per transactional id
 }
 
-func (h *harness) run(t *testing.T, line string) string {
-	fields := strings.Fields(line)
-	cmd, args := fields[0], map[string]string{}
-	var flags []string
-	for _, f := range fields[1:] {
-		if k, v, ok := strings.Cut(f, "="); ok {
-			args[k] = v
-		} else {
-			flags = append(flags, f)
-		}
-	}
-	has := func(f string) bool {
-		for _, x := range flags {
-			if x == f {
-				return true
-			}
-		}
-		return false
-	}
-	num := func(k string, def int64) int64 {
-		v, ok := args[k]
-		if !ok {
-			return def
-		}
-		n, err := strconv.ParseInt(v, 10, 64)
-		if err != nil {
-			t.Fatalf("%s: %s=%q is not a number", line, k, v)
-		}
-		return n
-	}
-	if at, ok := args["at"]; ok {
-		n, _ := strconv.ParseInt(at, 10, 64)
-		if n < h.now {
-			t.Fatalf("%s: time goes backwards (%d < %d)", line, n, h.now)
-		}
-		h.now = n
-	}
+// ms is a time as the transcript shows it: ms after the clock's start.
+func (h *harness) ms(t time.Time) int64 { return h.clock.Since(t).Milliseconds() }
+
+func (h *harness) run(t *testing.T, d *datadriven.TestData) string {
+	h.clock.Move(t, d)
+	now := h.clock.Now()
 	var out []string
 	effects := func(fx Effects) {
 		for _, r := range fx.Records {
@@ -168,26 +69,31 @@ func (h *harness) run(t *testing.T, line string) string {
 			out = append(out, "markers: "+jobString(j))
 			h.jobs[j.TxnID] = j
 		}
-		if fx.Deadline != 0 && fx.Deadline != math.MaxInt64 {
-			out = append(out, fmt.Sprintf("deadline: %d", fx.Deadline))
+		if !fx.Wake.IsZero() {
+			out = append(out, fmt.Sprintf("wake: %d", h.ms(fx.Wake)))
 		}
 	}
-	switch cmd {
+	switch d.Cmd {
 	case "init":
-		req := InitRequest{TimeoutMs: int32(num("timeout", 60000)), ProducerID: num("pid", -1), ProducerEpoch: int16(num("epoch", -1))}
-		if id, ok := args["txn"]; ok {
+		transcript.Known(t, d, "txn", "timeout", "pid", "epoch")
+		req := InitRequest{TimeoutMs: 60000, ProducerID: -1, ProducerEpoch: -1}
+		d.MaybeScanArgs(t, "timeout", &req.TimeoutMs)
+		d.MaybeScanArgs(t, "pid", &req.ProducerID)
+		d.MaybeScanArgs(t, "epoch", &req.ProducerEpoch)
+		var id string
+		if d.MaybeScanArgs(t, "txn", &id) {
 			req.TxnID = &id
 		}
-		res, fx := h.m.InitProducerID(h.now, req)
+		res, fx := h.m.InitProducerID(now, req)
 		out = append(out, fmt.Sprintf("%s pid=%d epoch=%d", errName(res.Err), res.ProducerID, res.ProducerEpoch))
 		effects(fx)
 	case "add":
-		req := AddRequest{TxnID: args["txn"], ProducerID: num("pid", -1), ProducerEpoch: int16(num("epoch", -1)),
-			Partitions: parseTPs(args["parts"]), VerifyOnly: has("verify"), TV2: has("tv2"), Produce: has("produce")}
-		if g := args["groups"]; g != "" {
-			req.Groups = strings.Split(g, ",")
-		}
-		res, fx := h.m.Add(h.now, req)
+		transcript.Known(t, d, "txn", "pid", "epoch", "parts", "groups", "verify", "tv2", "produce")
+		req := AddRequest{ProducerID: -1, ProducerEpoch: -1, VerifyOnly: d.HasArg("verify"), TV2: d.HasArg("tv2"), Produce: d.HasArg("produce")}
+		h.producer(t, d, &req.TxnID, &req.ProducerID, &req.ProducerEpoch)
+		req.Partitions = parseTPs(t, d)
+		d.MaybeScanArgs(t, "groups", &req.Groups)
+		res, fx := h.m.Add(now, req)
 		s := errName(res.Err)
 		if len(res.Missing) > 0 {
 			s += " missing=" + tpsString(res.Missing)
@@ -198,66 +104,72 @@ func (h *harness) run(t *testing.T, line string) string {
 		out = append(out, s)
 		effects(fx)
 	case "end":
-		req := EndRequest{TxnID: args["txn"], ProducerID: num("pid", -1), ProducerEpoch: int16(num("epoch", -1)), Commit: has("commit"), TV2: has("tv2")}
-		if !has("commit") && !has("abort") {
-			t.Fatalf("%s: say commit or abort", line)
+		transcript.Known(t, d, "txn", "pid", "epoch", "commit", "abort", "tv2")
+		req := EndRequest{ProducerID: -1, ProducerEpoch: -1, Commit: d.HasArg("commit"), TV2: d.HasArg("tv2")}
+		h.producer(t, d, &req.TxnID, &req.ProducerID, &req.ProducerEpoch)
+		if d.HasArg("commit") == d.HasArg("abort") {
+			d.Fatalf(t, "say commit or abort")
 		}
-		res, fx := h.m.EndTxn(h.now, req)
+		res, fx := h.m.EndTxn(now, req)
 		s := fmt.Sprintf("%s pid=%d epoch=%d", errName(res.Err), res.ProducerID, res.ProducerEpoch)
 		if res.Pending {
 			s += " pending"
 		}
 		out = append(out, s)
 		effects(fx)
-	case "markers":
+	case "markers-written":
 		// The driver finished writing the markers of txn's latest job.
-		j, ok := h.jobs[args["txn"]]
+		transcript.Known(t, d, "txn")
+		var id string
+		d.ScanArgs(t, "txn", &id)
+		j, ok := h.jobs[id]
 		if !ok {
-			t.Fatalf("%s: no marker job for %q", line, args["txn"])
+			d.Fatalf(t, "no marker job for %q", id)
 		}
-		fx := h.m.MarkersWritten(h.now, j)
+		fx := h.m.MarkersWritten(now, j)
 		if fx.Empty() {
 			out = append(out, "stale job ignored")
 		}
 		effects(fx)
 	case "tick":
-		fx := h.m.Tick(h.now)
+		transcript.Known(t, d)
+		fx := h.m.Tick(now)
 		if fx.Empty() {
 			out = append(out, "nothing to do")
 		}
 		effects(fx)
-		if d := h.m.NextDeadline(); d != math.MaxInt64 {
-			out = append(out, fmt.Sprintf("next deadline: %d", d))
+		if w := h.m.NextWake(); !w.IsZero() {
+			out = append(out, fmt.Sprintf("next wake: %d", h.ms(w)))
 		}
 	case "describe":
-		meta, ok := h.m.Get(args["txn"])
+		transcript.Known(t, d, "txn")
+		var id string
+		d.ScanArgs(t, "txn", &id)
+		meta, ok := h.m.Get(id)
 		if !ok {
 			out = append(out, "not found")
 		} else {
 			out = append(out, meta.String())
 		}
 	case "list":
+		transcript.Known(t, d, "states", "pids", "duration", "pattern")
 		var f Filter
-		if s := args["states"]; s != "" {
-			for _, n := range strings.Split(s, ",") {
-				st, ok := ParseState(n)
-				if !ok {
-					t.Fatalf("%s: unknown state %q", line, n)
-				}
-				f.States = append(f.States, st)
+		var states []string
+		d.MaybeScanArgs(t, "states", &states)
+		for _, n := range states {
+			st, ok := ParseState(n)
+			if !ok {
+				d.Fatalf(t, "unknown state %q", n)
 			}
+			f.States = append(f.States, st)
 		}
-		if s := args["pids"]; s != "" {
-			for _, n := range strings.Split(s, ",") {
-				p, _ := strconv.ParseInt(n, 10, 64)
-				f.ProducerIDs = append(f.ProducerIDs, p)
-			}
+		d.MaybeScanArgs(t, "pids", &f.ProducerIDs)
+		d.MaybeScanArgs(t, "duration", &f.MinDurationMs)
+		var pattern string
+		if d.MaybeScanArgs(t, "pattern", &pattern) {
+			f.Pattern = regexp.MustCompile(pattern)
 		}
-		f.MinDurationMs = num("duration", 0)
-		if p := args["pattern"]; p != "" {
-			f.Pattern = regexp.MustCompile(p)
-		}
-		for _, meta := range h.m.List(h.now, f) {
+		for _, meta := range h.m.List(now, f) {
 			out = append(out, meta.String())
 		}
 		if len(out) == 0 {
@@ -266,12 +178,15 @@ func (h *harness) run(t *testing.T, line string) string {
 	case "seed":
 		// Put an id into a state that takes too many steps to reach (epoch
 		// exhaustion), the way a log record would.
-		meta, ok := h.m.Get(args["txn"])
+		transcript.Known(t, d, "txn", "pid", "epoch")
+		var id string
+		d.ScanArgs(t, "txn", &id)
+		meta, ok := h.m.Get(id)
 		if !ok {
-			meta = Meta{ID: args["txn"], LastProducerID: -1, LastProducerEpoch: -1, NextProducerID: -1, TimeoutMs: 10000, StartMs: -1}
+			meta = Meta{ID: id, LastProducerID: -1, LastProducerEpoch: -1, NextProducerID: -1, TimeoutMs: 10000, StartMs: -1}
 		}
-		meta.ProducerID = num("pid", meta.ProducerID)
-		meta.ProducerEpoch = int16(num("epoch", int64(meta.ProducerEpoch)))
+		d.MaybeScanArgs(t, "pid", &meta.ProducerID)
+		d.MaybeScanArgs(t, "epoch", &meta.ProducerEpoch)
 		h.m.Replay(Record{Txn: &meta})
 		h.log = append(h.log, Record{Txn: &meta})
 		out = append(out, meta.String())
@@ -279,8 +194,9 @@ func (h *harness) run(t *testing.T, line string) string {
 		// Replay everything emitted so far (or, with "compacted", only a
 		// snapshot of the current state) into a new machine, as the driver
 		// does on start, and list the transactions it must finish.
+		transcript.Known(t, d, "compacted")
 		recs := h.log
-		if has("compacted") {
+		if d.HasArg("compacted") {
 			recs = h.m.Snapshot()
 			h.log = append([]Record(nil), recs...)
 		}
@@ -296,9 +212,17 @@ func (h *harness) run(t *testing.T, line string) string {
 			h.jobs[j.TxnID] = j
 		}
 	default:
-		t.Fatalf("unknown command %q", cmd)
+		d.Fatalf(t, "unknown command %q", d.Cmd)
 	}
 	return strings.Join(out, "\n")
+}
+
+// producer reads the txn=, pid= and epoch= arguments of a request.
+func (h *harness) producer(t *testing.T, d *datadriven.TestData, id *string, pid *int64, epoch *int16) {
+	t.Helper()
+	d.MaybeScanArgs(t, "txn", id)
+	d.MaybeScanArgs(t, "pid", pid)
+	d.MaybeScanArgs(t, "epoch", epoch)
 }
 
 func errName(e *kerr.Error) string {
@@ -308,15 +232,19 @@ func errName(e *kerr.Error) string {
 	return e.Message
 }
 
-func parseTPs(s string) []TopicPartition {
-	if s == "" {
-		return nil
-	}
+// parseTPs reads parts=(topic/partition, ...).
+func parseTPs(t *testing.T, d *datadriven.TestData) []TopicPartition {
+	t.Helper()
+	var parts []string
+	d.MaybeScanArgs(t, "parts", &parts)
 	var tps []TopicPartition
-	for _, p := range strings.Split(s, ",") {
-		topic, idx, _ := strings.Cut(p, "/")
-		n, _ := strconv.Atoi(idx)
-		tps = append(tps, TopicPartition{Topic: topic, Partition: int32(n)})
+	for _, p := range parts {
+		topic, idx, ok := strings.Cut(p, "/")
+		var n int32
+		if _, err := fmt.Sscan(idx, &n); !ok || err != nil {
+			d.Fatalf(t, "parts: %q is not topic/partition", p)
+		}
+		tps = append(tps, TopicPartition{Topic: topic, Partition: n})
 	}
 	return tps
 }
