@@ -47,19 +47,19 @@ const (
 	cUnreleased               // at the target epoch, waiting for partitions others still hold
 )
 
-// cgroup is the KIP-848 part of a group.
-type cgroup struct {
+// consumerGroup is the KIP-848 part of a group.
+type consumerGroup struct {
 	epoch       int32
 	targetEpoch int32
 	assignor    string
-	members     map[string]*cmember
+	members     map[string]*consumerMember
 	static      map[string]string // instance id → member id
 	owners      map[[16]byte]map[int32]string
 	metaHash    uint64
 }
 
-// cmember is a KIP-848 member.
-type cmember struct {
+// consumerMember is a KIP-848 member.
+type consumerMember struct {
 	id               string
 	instanceID       *string
 	rackID           *string
@@ -82,22 +82,22 @@ type cmember struct {
 	left         bool // static member that left with epoch -2: its partitions stay reserved
 }
 
-func newCgroup() *cgroup {
-	return &cgroup{members: map[string]*cmember{}, static: map[string]string{}, owners: map[[16]byte]map[int32]string{}}
+func newCgroup() *consumerGroup {
+	return &consumerGroup{members: map[string]*consumerMember{}, static: map[string]string{}, owners: map[[16]byte]map[int32]string{}}
 }
 
 var serverAssignors = []string{"uniform", "range"}
 
-func (cg *cgroup) owner(id [16]byte, p int32) string { return cg.owners[id][p] }
+func (cg *consumerGroup) owner(id [16]byte, p int32) string { return cg.owners[id][p] }
 
-func (cg *cgroup) setOwner(id [16]byte, p int32, mid string) {
+func (cg *consumerGroup) setOwner(id [16]byte, p int32, mid string) {
 	if cg.owners[id] == nil {
 		cg.owners[id] = map[int32]string{}
 	}
 	cg.owners[id][p] = mid
 }
 
-func (cg *cgroup) release(id [16]byte, p int32, mid string) {
+func (cg *consumerGroup) release(id [16]byte, p int32, mid string) {
 	if ps := cg.owners[id]; ps != nil && ps[p] == mid {
 		delete(ps, p)
 		if len(ps) == 0 {
@@ -107,7 +107,7 @@ func (cg *cgroup) release(id [16]byte, p int32, mid string) {
 }
 
 // active counts members that have not left.
-func (cg *cgroup) active() int {
+func (cg *consumerGroup) active() int {
 	n := 0
 	for _, cm := range cg.members {
 		if !cm.left {
@@ -273,7 +273,7 @@ func (m *Machine) consumerJoin(g *group, client Client, req *kmsg.ConsumerGroupH
 			resp.ErrorCode = kerr.GroupMaxSizeReached.Code
 			return resp
 		}
-		cm = &cmember{id: memberID, assigned: assignment{}, revoking: assignment{}, target: assignment{}, assignEpochs: map[[16]byte]map[int32]int32{}}
+		cm = &consumerMember{id: memberID, assigned: assignment{}, revoking: assignment{}, target: assignment{}, assignEpochs: map[[16]byte]map[int32]int32{}}
 		cg.members[memberID] = cm
 		changed = true
 	}
@@ -291,7 +291,7 @@ func (m *Machine) consumerJoin(g *group, client Client, req *kmsg.ConsumerGroupH
 
 // updateSubscription applies the optional fields a heartbeat carries and
 // reports whether the subscription (or assignor) changed.
-func (m *Machine) updateSubscription(g *group, cm *cmember, req *kmsg.ConsumerGroupHeartbeatRequest, re *regexp.Regexp) bool {
+func (m *Machine) updateSubscription(g *group, cm *consumerMember, req *kmsg.ConsumerGroupHeartbeatRequest, re *regexp.Regexp) bool {
 	changed := false
 	if req.RackID != nil {
 		cm.rackID = cloneStr(req.RackID)
@@ -320,7 +320,7 @@ func (m *Machine) updateSubscription(g *group, cm *cmember, req *kmsg.ConsumerGr
 }
 
 // subscribed resolves a member's subscription against the existing topics.
-func (m *Machine) subscribed(cm *cmember, all []TopicInfo) []TopicInfo {
+func (m *Machine) subscribed(cm *consumerMember, all []TopicInfo) []TopicInfo {
 	var out []TopicInfo
 	for _, name := range cm.topics {
 		if t, ok := m.topics.TopicByName(name); ok {
@@ -338,7 +338,7 @@ func (m *Machine) subscribed(cm *cmember, all []TopicInfo) []TopicInfo {
 	return out
 }
 
-func (cg *cgroup) usesRegex() bool {
+func (cg *consumerGroup) usesRegex() bool {
 	for _, cm := range cg.members {
 		if cm.re != nil {
 			return true
@@ -350,7 +350,7 @@ func (cg *cgroup) usesRegex() bool {
 // subscriptionHash fingerprints the metadata of every topic the group
 // subscribes to: a topic appearing, vanishing or growing changes it, which
 // is how the group notices it must reassign.
-func (m *Machine) subscriptionHash(cg *cgroup) uint64 {
+func (m *Machine) subscriptionHash(cg *consumerGroup) uint64 {
 	var all []TopicInfo
 	if cg.usesRegex() {
 		all = m.topics.Topics()
@@ -417,7 +417,7 @@ func (m *Machine) bumpEpoch(g *group) {
 
 // consumerStep is the common tail of a join or heartbeat: keep the member
 // alive, refresh the target if anything changed, reconcile, answer.
-func (m *Machine) consumerStep(g *group, cm *cmember, subChanged bool, owned []kmsg.ConsumerGroupHeartbeatRequestTopic, full bool, resp *kmsg.ConsumerGroupHeartbeatResponse) *kmsg.ConsumerGroupHeartbeatResponse {
+func (m *Machine) consumerStep(g *group, cm *consumerMember, subChanged bool, owned []kmsg.ConsumerGroupHeartbeatRequestTopic, full bool, resp *kmsg.ConsumerGroupHeartbeatResponse) *kmsg.ConsumerGroupHeartbeatResponse {
 	cg := g.cg
 	cm.sessionTimer = m.schedule(m.now.Add(m.cfg.ConsumerSessionTimeout), tCSession, g.name, cm.id)
 	if subChanged || cg.targetEpoch != cg.epoch || m.subscriptionHash(cg) != cg.metaHash {
@@ -444,7 +444,7 @@ func (m *Machine) consumerStep(g *group, cm *cmember, subChanged bool, owned []k
 // reconcile moves a member one step towards its target (see the package
 // comment of this file). owned is what the member reports holding (nil:
 // unchanged since its last full report).
-func (m *Machine) reconcile(g *group, cm *cmember, owned []kmsg.ConsumerGroupHeartbeatRequestTopic) {
+func (m *Machine) reconcile(g *group, cm *consumerMember, owned []kmsg.ConsumerGroupHeartbeatRequestTopic) {
 	cg := g.cg
 	if owned != nil && len(cm.revoking) > 0 {
 		holds := assignment{}
@@ -542,7 +542,7 @@ func (m *Machine) updateConsumerState(g *group) {
 
 // consumerRemove drops a member for good (leave, session timeout, fencing)
 // and reassigns its partitions.
-func (m *Machine) consumerRemove(g *group, cm *cmember) {
+func (m *Machine) consumerRemove(g *group, cm *consumerMember) {
 	cg := g.cg
 	for _, a := range []assignment{cm.assigned, cm.revoking} {
 		for id, ps := range a {
@@ -560,12 +560,12 @@ func (m *Machine) consumerRemove(g *group, cm *cmember) {
 	m.updateConsumerState(g)
 }
 
-func (m *Machine) consumerFence(g *group, cm *cmember, _ string) { m.consumerRemove(g, cm) }
+func (m *Machine) consumerFence(g *group, cm *consumerMember, _ string) { m.consumerRemove(g, cm) }
 
 // consumerStaticLeave handles epoch -2: the static member is going away
 // temporarily. It keeps its target and partitions (nobody else gets them)
 // until it comes back under the same instance id or its session expires.
-func (m *Machine) consumerStaticLeave(g *group, cm *cmember) {
+func (m *Machine) consumerStaticLeave(g *group, cm *consumerMember) {
 	cg := g.cg
 	for id, ps := range cm.revoking {
 		for _, p := range ps {

@@ -30,16 +30,16 @@ import (
 
 const keyConsumerGroup = 1002
 
-// consumerState is the persisted form of a cgroup.
+// consumerState is the persisted form of a consumerGroup.
 type consumerState struct {
-	Epoch       int32            `json:"epoch"`
-	TargetEpoch int32            `json:"target_epoch"`
-	Assignor    string           `json:"assignor"`
-	MetaHash    uint64           `json:"meta_hash"`
-	Members     []consumerMember `json:"members"`
+	Epoch       int32                     `json:"epoch"`
+	TargetEpoch int32                     `json:"target_epoch"`
+	Assignor    string                    `json:"assignor"`
+	MetaHash    uint64                    `json:"meta_hash"`
+	Members     []persistedConsumerMember `json:"members"`
 }
 
-type consumerMember struct {
+type persistedConsumerMember struct {
 	ID                 string            `json:"id"`
 	InstanceID         *string           `json:"instance_id,omitempty"`
 	RackID             *string           `json:"rack_id,omitempty"`
@@ -108,7 +108,7 @@ func encodeConsumerGroup(g *group) []byte {
 	st := consumerState{Epoch: cg.epoch, TargetEpoch: cg.targetEpoch, Assignor: cg.assignor, MetaHash: cg.metaHash}
 	for _, id := range slices.Sorted(maps.Keys(cg.members)) {
 		cm := cg.members[id]
-		pm := consumerMember{
+		pm := persistedConsumerMember{
 			ID: cm.id, InstanceID: cm.instanceID, RackID: cm.rackID, ClientID: cm.clientID, Host: cm.host,
 			RebalanceTimeoutMs: cm.rebalanceTimeout.Milliseconds(), Topics: cm.topics, Regex: cm.regex, Assignor: cm.assignor,
 			Epoch: cm.epoch, PrevEpoch: cm.prevEpoch, State: cm.state,
@@ -182,7 +182,7 @@ func (m *Machine) loadConsumerGroup(r *record) error {
 		if pm.ID == "" || cg.members[pm.ID] != nil {
 			continue
 		}
-		cm := &cmember{
+		cm := &consumerMember{
 			id: pm.ID, instanceID: pm.InstanceID, rackID: pm.RackID, clientID: pm.ClientID, host: pm.Host,
 			rebalanceTimeout: time.Duration(pm.RebalanceTimeoutMs) * time.Millisecond,
 			topics:           pm.Topics, regex: pm.Regex, assignor: pm.Assignor,

@@ -77,7 +77,7 @@ type group struct {
 	cmeta []byte
 
 	// KIP-848 protocol.
-	cg *cgroup
+	cg *consumerGroup
 
 	offsets map[string]map[int32]Offset
 	txn     map[int64]*txnStage // producer id → offsets staged in its open transaction

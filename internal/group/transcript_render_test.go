@@ -85,17 +85,17 @@ func renderRecord(r record) string {
 		return fmt.Sprintf("marker(pid%d %s commit=%v)", r.pid, r.group, r.commit)
 	case recConsumerGroup:
 		if r.delete {
-			return fmt.Sprintf("delcgroup(%s)", r.group)
+			return fmt.Sprintf("delConsumerGroup(%s)", r.group)
 		}
 		var st consumerState
 		if err := json.Unmarshal(r.cstate, &st); err != nil {
-			return "cgroup(" + err.Error() + ")"
+			return "consumerGroup(" + err.Error() + ")"
 		}
 		var ms []string
 		for _, mem := range st.Members {
 			ms = append(ms, fmt.Sprintf("%s@%d", mem.ID, mem.Epoch))
 		}
-		return fmt.Sprintf("cgroup(%s epoch=%d [%s])", r.group, st.Epoch, strings.Join(ms, " "))
+		return fmt.Sprintf("consumerGroup(%s epoch=%d [%s])", r.group, st.Epoch, strings.Join(ms, " "))
 	case recGroupMeta:
 		if r.delete {
 			return fmt.Sprintf("delgroup(%s)", r.group)
