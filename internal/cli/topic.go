@@ -34,6 +34,14 @@ func (f *topicFlags) admin(cmd *cobra.Command) (*kadm.Client, context.Context, f
 	return kadm.NewClient(cl), ctx, func() { cancel(); cl.Close() }, nil
 }
 
+// register adds --bootstrap-server and --request-timeout to cmd and its
+// subcommands (topic and quota share them).
+func (f *topicFlags) register(cmd *cobra.Command) {
+	addBootstrapFlag(cmd.PersistentFlags(), &f.bootstrap)
+	cmd.PersistentFlags().DurationVar(&f.requestTimeout, "request-timeout", 30*time.Second,
+		"how long to wait for the brokers to answer")
+}
+
 // TopicCommand returns the "topic" command and its subcommands create, list,
 // describe, delete and alter-config, which administer topics on the brokers
 // named by --bootstrap-server.
@@ -47,9 +55,7 @@ func TopicCommand() *cobra.Command {
 			return cmd.Help()
 		},
 	}
-	addBootstrapFlag(cmd.PersistentFlags(), &f.bootstrap)
-	cmd.PersistentFlags().DurationVar(&f.requestTimeout, "request-timeout", 30*time.Second,
-		"how long to wait for the brokers to answer")
+	f.register(cmd)
 	cmd.AddCommand(
 		topicCreateCommand(f),
 		topicListCommand(f),
