@@ -18,6 +18,9 @@ package broker
 // has session ID 0, which tells clients to keep sending full requests;
 // a request naming an existing session gets FETCH_SESSION_ID_NOT_FOUND.
 // Rack-aware preferred read replicas do not apply to a single node.
+//
+// Quotas (quotas.go): MaxBytes is capped at what consumer_byte_rate allows
+// in one window; a throttled fetch is answered with no data.
 
 import (
 	"context"
@@ -40,6 +43,7 @@ func (b *Broker) handleFetch(ctx context.Context, r *server.Request) server.Repl
 		resp.ErrorCode = kerr.FetchSessionIDNotFound.Code
 		return now(resp)
 	}
+	b.fetchQuotaCap(r, req)
 	resp, ready, watched := b.fetchOnce(req)
 	if ready || req.MaxWaitMillis <= 0 || len(watched) == 0 {
 		return now(resp)
@@ -149,9 +153,6 @@ func (b *Broker) fetchOnce(req *kmsg.FetchRequest) (*kmsg.FetchResponse, bool, [
 				}
 				total += len(data)
 				watched = append(watched, p)
-				if len(data) > 0 {
-					b.metrics.bytesOut.WithLabelValues(t.Name).Add(float64(len(data)))
-				}
 			}
 			if sp.ErrorCode != 0 {
 				errored = true
@@ -162,6 +163,28 @@ func (b *Broker) fetchOnce(req *kmsg.FetchRequest) (*kmsg.FetchResponse, bool, [
 		resp.Topics = append(resp.Topics, st)
 	}
 	return resp, errored || total >= int(req.MinBytes), watched
+}
+
+// countBytesOut counts the record bytes of a fetch response being sent
+// (not of the reads a long poll discarded, nor of a throttled fetch's).
+func (b *Broker) countBytesOut(resp *kmsg.FetchResponse) {
+	for _, st := range resp.Topics {
+		name := st.Topic
+		if resp.Version >= 13 {
+			t, ok := b.catalog.TopicByID(st.TopicID)
+			if !ok {
+				continue
+			}
+			name = t.Name
+		}
+		n := 0
+		for _, sp := range st.Partitions {
+			n += len(sp.RecordBatches)
+		}
+		if n > 0 {
+			b.metrics.bytesOut.WithLabelValues(name).Add(float64(n))
+		}
+	}
 }
 
 // nextOffsetAfter returns the offset following the last batch in data

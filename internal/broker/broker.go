@@ -21,6 +21,7 @@ import (
 	"github.com/exactly/exactly/internal/group"
 	"github.com/exactly/exactly/internal/log"
 	"github.com/exactly/exactly/internal/partition"
+	"github.com/exactly/exactly/internal/quota"
 	"github.com/exactly/exactly/internal/server"
 	"github.com/exactly/exactly/internal/vfs"
 	"github.com/prometheus/client_golang/prometheus"
@@ -77,6 +78,10 @@ type Broker struct {
 	// groups is the group coordinator (consumer groups, committed
 	// offsets); see groups.go.
 	groups *group.Coordinator
+
+	// quotas holds the client quotas and their rate trackers (quotas.go);
+	// changes to it and the catalog's copy are made under adminMu.
+	quotas *quota.Manager
 }
 
 // New opens the catalog and every partition (recovering logs as needed).
@@ -99,6 +104,10 @@ func New(cfg Config) (*Broker, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	b := &Broker{cfg: cfg, log: cfg.Logger, catalog: cat, parts: map[string][]*partition.Partition{}, ctx: ctx, cancel: cancel}
 	b.metrics = newMetrics(b, cfg.Registry)
+	if err := b.startQuotas(); err != nil {
+		cancel()
+		return nil, err
+	}
 	if err := b.removeOrphans(); err != nil {
 		cancel()
 		return nil, err
@@ -434,8 +443,12 @@ func (b *Broker) Versions(key int16) (int16, int16, bool) {
 }
 
 // Handle implements server.Handler.
+// The time the handler takes is metered for request_percentage, and
+// quotas throttle the client through its response (quotas.go).
 func (b *Broker) Handle(ctx context.Context, r *server.Request) server.Reply {
-	return apis[r.Header.APIKey].fn(b, ctx, r)
+	start := time.Now()
+	reply := apis[r.Header.APIKey].fn(b, ctx, r)
+	return b.finishReply(r, reply, time.Since(start))
 }
 
 // now wraps an immediate response.

@@ -4,6 +4,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/exactly/exactly/internal/quota"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
@@ -18,6 +19,10 @@ type metrics struct {
 	requests   *prometheus.CounterVec
 	reqErrors  *prometheus.CounterVec
 	reqTime    *prometheus.HistogramVec
+	// throttledReqs and throttleTime are per quota type (Produce, Fetch,
+	// Request), never per client: client ids are chosen by clients.
+	throttledReqs *prometheus.CounterVec
+	throttleTime  *prometheus.HistogramVec
 }
 
 func newMetrics(b *Broker, reg prometheus.Registerer) *metrics {
@@ -41,9 +46,16 @@ func newMetrics(b *Broker, reg prometheus.Registerer) *metrics {
 			Name: "kafka_network_requestmetrics_total_time_seconds", Help: "Time from request read to response ready, per API.",
 			Buckets: prometheus.ExponentialBuckets(0.0001, 4, 10),
 		}, []string{"request"}),
+		throttledReqs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "kafka_server_quota_throttled_requests_total", Help: "Requests answered with a throttle time, per quota type that set it.",
+		}, []string{"quota_type"}),
+		throttleTime: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "kafka_server_quota_throttle_time_seconds", Help: "Throttle times given to clients, per quota type.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 4, 8),
+		}, []string{"quota_type"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.messagesIn, m.bytesIn, m.bytesOut, m.requests, m.reqErrors, m.reqTime, &logCollector{b: b})
+		reg.MustRegister(m.messagesIn, m.bytesIn, m.bytesOut, m.requests, m.reqErrors, m.reqTime, m.throttledReqs, m.throttleTime, &logCollector{b: b})
 	}
 	return m
 }
@@ -64,6 +76,12 @@ func (m *metrics) countError(key int16, code int16) {
 		return
 	}
 	m.reqErrors.WithLabelValues(kmsg.NameForKey(key), errorName(code)).Inc()
+}
+
+// throttled records one throttled request.
+func (m *metrics) throttled(t quota.Type, d time.Duration) {
+	m.throttledReqs.WithLabelValues(t.String()).Inc()
+	m.throttleTime.WithLabelValues(t.String()).Observe(d.Seconds())
 }
 
 func (m *metrics) forgetTopic(topic string) {

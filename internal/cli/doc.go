@@ -3,7 +3,9 @@
 // (records to stdout through a format string), "group" (list, describe
 // with offsets and lag, delete and reset-offsets of consumer groups, like
 // kafka-consumer-groups.sh), "txn" (inspect transactions, find and
-// abort hanging ones, like kafka-transactions.sh) and "outbox relay"
+// abort hanging ones, like kafka-transactions.sh), "quota" (describe and
+// alter client quotas, like kafka-configs.sh for users and clients) and
+// "outbox relay"
 // (publish a PostgreSQL transactional outbox table exactly once, polling or
 // CDC; it runs until SIGINT/SIGTERM).
 //

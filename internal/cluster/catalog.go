@@ -1,6 +1,7 @@
 // Package cluster keeps the broker's metadata: the topic catalog (names,
-// topic IDs, partition counts, per-topic config overrides), the cluster ID
-// and dynamic broker configs, and resolves effective config values.
+// topic IDs, partition counts, per-topic config overrides), the cluster ID,
+// dynamic broker configs and client quotas, and resolves effective config
+// values.
 //
 // The catalog is one small JSON file rewritten atomically (temp file, fsync,
 // rename, directory fsync) on every change, so a crash leaves either the old
@@ -60,6 +61,21 @@ type catalogFile struct {
 	// GroupGenerations is the highest classic group generation the group
 	// coordinator may have handed out (reserved ahead in blocks).
 	GroupGenerations int32 `json:"group_generations,omitempty"`
+	// ClientQuotas are the client quotas set by AlterClientQuotas.
+	ClientQuotas []ClientQuota `json:"client_quotas,omitempty"`
+}
+
+// ClientQuota is one entity's client quotas as stored: the entity in the
+// protocol's form (type, name; a null name is <default>) and its values.
+type ClientQuota struct {
+	Entity []QuotaEntityPart  `json:"entity"`
+	Values map[string]float64 `json:"values"`
+}
+
+// QuotaEntityPart is one component of a quota entity.
+type QuotaEntityPart struct {
+	Type string  `json:"type"`
+	Name *string `json:"name"`
 }
 
 // Catalog is the durable topic and config catalog.
@@ -74,6 +90,7 @@ type Catalog struct {
 	byID      map[TopicID]*Topic
 	dynamic   map[string]string
 	groupGens int32
+	quotas    []ClientQuota
 }
 
 const catalogName = "cluster.json"
@@ -111,6 +128,7 @@ func OpenCatalog(fsys vfs.FS, dir string, static map[string]string) (*Catalog, e
 	}
 	c.clusterID = cf.ClusterID
 	c.groupGens = cf.GroupGenerations
+	c.quotas = cf.ClientQuotas
 	for _, t := range cf.Topics {
 		c.byName[t.Name] = t
 		c.byID[t.ID] = t
@@ -137,7 +155,7 @@ func newTopicID() TopicID {
 
 // persistLocked rewrites the catalog file atomically. c.mu must be held.
 func (c *Catalog) persistLocked() error {
-	cf := catalogFile{ClusterID: c.clusterID, BrokerConfigs: c.dynamic, GroupGenerations: c.groupGens}
+	cf := catalogFile{ClusterID: c.clusterID, BrokerConfigs: c.dynamic, GroupGenerations: c.groupGens, ClientQuotas: c.quotas}
 	for _, t := range c.byName {
 		cf.Topics = append(cf.Topics, t)
 	}
@@ -483,6 +501,28 @@ func (c *Catalog) ReserveGroupGenerations(upto int32) error {
 	c.groupGens = upto
 	if err := c.persistLocked(); err != nil {
 		c.groupGens = old
+		return err
+	}
+	return nil
+}
+
+// ClientQuotas returns the stored client quotas. The slice is shared: the
+// caller must not modify it.
+func (c *Catalog) ClientQuotas() []ClientQuota {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.quotas
+}
+
+// SetClientQuotas replaces the stored client quotas durably. The catalog
+// keeps q; the caller must not modify it afterwards.
+func (c *Catalog) SetClientQuotas(q []ClientQuota) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	old := c.quotas
+	c.quotas = q
+	if err := c.persistLocked(); err != nil {
+		c.quotas = old
 		return err
 	}
 	return nil

@@ -78,6 +78,20 @@ func intMin(min int64) func(string) error {
 	}
 }
 
+// intRange is intMin with an upper bound, for keys whose value sizes
+// memory (quota.window.num samples per metered client).
+func intRange(min, max int64) func(string) error {
+	return func(v string) error {
+		if err := intMin(min)(v); err != nil {
+			return err
+		}
+		if n, _ := strconv.ParseInt(v, 10, 32); n > max {
+			return fmt.Errorf("value %d is above the maximum %d", n, max)
+		}
+		return nil
+	}
+}
+
 func oneOf(vals ...string) func(string) error {
 	return func(v string) error {
 		for _, ok := range vals {
@@ -238,6 +252,8 @@ var brokerConfigDefs = []BrokerConfigDef{
 	{Name: "transaction.max.timeout.ms", Type: TypeInt, Default: "900000", validate: intMin(1)},
 	{Name: "transactional.id.expiration.ms", Type: TypeInt, Default: "604800000", validate: intMin(1)},
 	{Name: "producer.id.expiration.ms", Type: TypeInt, Default: "86400000", validate: intMin(1)},
+	{Name: "quota.window.num", Type: TypeInt, Default: "11", validate: intRange(1, 1000)},
+	{Name: "quota.window.size.seconds", Type: TypeInt, Default: "1", validate: intRange(1, 3600)},
 }
 
 var brokerConfigIndex = func() map[string]*BrokerConfigDef {

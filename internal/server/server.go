@@ -195,6 +195,7 @@ type Conn struct {
 	srv    *Server
 	nc     net.Conn
 	remote string
+	mute   muteState // quota throttling (mute.go)
 }
 
 // RemoteAddr is the client's address.
@@ -232,6 +233,9 @@ func (c *Conn) serve() {
 	var sizeBuf [4]byte
 	for {
 		if s.ctx.Err() != nil {
+			return
+		}
+		if !c.waitUnmuted() { // a throttled client's next request waits (mute.go)
 			return
 		}
 		if s.cfg.IdleTimeout > 0 {
