@@ -215,11 +215,13 @@ var brokerConfigDefs = []BrokerConfigDef{
 	{Name: "socket.request.max.bytes", Type: TypeInt, Default: "104857600", validate: intMin(1024)},
 	{Name: "connections.max.idle.ms", Type: TypeLong, Default: "600000", validate: longMin(0)},
 	// Network bounds against hostile clients (docs/DESIGN.md, "Limits and
-	// hostile input"). Kafka leaves the first three unbounded; the
-	// timeouts are this broker's own.
+	// hostile input"). Kafka leaves the first three unbounded; the last
+	// three are this broker's own.
 	{Name: "queued.max.request.bytes", Type: TypeLong, Default: "536870912", validate: longMinOrUnbounded(1)},
 	{Name: "max.connections", Type: TypeInt, Default: "4096", validate: intMin(1)},
 	{Name: "max.connections.per.ip", Type: TypeInt, Default: "1024", validate: intMin(1)},
+	{Name: "fetch.max.bytes", Type: TypeInt, Default: "57671680", validate: intMin(1024)},
+	{Name: "fetch.partition.max.bytes", Type: TypeInt, Default: "1048576", validate: intMin(1)},
 	{Name: "socket.request.read.timeout.ms", Type: TypeLong, Default: "30000", validate: longMin(1)},
 	{Name: "socket.response.write.timeout.ms", Type: TypeLong, Default: "30000", validate: longMin(1)},
 	{Name: "log.segment.bytes", Type: TypeInt, Default: "1073741824", Dynamic: true, validate: intMin(14)},
