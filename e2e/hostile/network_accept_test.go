@@ -60,7 +60,13 @@ func TestAcceptSurvivesFileLimit(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+		if out, _ := os.ReadFile(logPath); t.Failed() {
+			t.Logf("broker log:\n%s", out)
+		}
+	})
 	eventually(t, 30*time.Second, "broker accepting connections", func() bool {
 		c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
 		if err == nil {
@@ -75,9 +81,4 @@ func TestAcceptSurvivesFileLimit(t *testing.T) {
 		t.Fatalf("broker exited: %v", cmd.ProcessState)
 	}
 	canary(t, addr, 20)
-	if out, _ := os.ReadFile(logPath); len(out) == 0 {
-		t.Log("broker logged nothing")
-	} else {
-		t.Logf("broker log:\n%s", out)
-	}
 }

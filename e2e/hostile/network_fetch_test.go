@@ -14,7 +14,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
-// fill produces n records of size bytes to each of topic's partitions
+// fillTopic produces n records of size bytes to each of topic's partitions
 // (created here with configs), one value shared by all so the test's own
 // heap stays small.
 func fillTopic(t *testing.T, addr, topic string, partitions int32, configs map[string]*string, n, size int, opts ...kgo.Opt) {

@@ -75,6 +75,12 @@ func (b *Broker) handleFetch(ctx context.Context, r *server.Request) server.Repl
 // else when deadline passes or ctx ends (the client went away or the
 // server is closing), with what is readable then.
 func (b *Broker) longPoll(ctx context.Context, req *kmsg.FetchRequest, limits fetchLimits, deadline time.Time) kmsg.Response {
+	if ctx.Err() != nil {
+		// The connection is gone (or the server closing): the fetches
+		// still queued behind an unread answer must not each read their
+		// records on the way out. An empty answer changes nothing.
+		return req.ResponseKind()
+	}
 	resp, ready, watched := b.fetchOnce(req, limits)
 	if ready || len(watched) == 0 || !time.Now().Before(deadline) || ctx.Err() != nil {
 		return resp
