@@ -153,11 +153,19 @@ func Start(opts Options) (*Broker, error) {
 		return nil, err
 	}
 	out.b = b
-	maxReq, _ := b.Catalog().BrokerConfig("socket.request.max.bytes")
-	idle, _ := b.Catalog().BrokerConfig("connections.max.idle.ms")
+	brokerInt := func(key string) int64 {
+		v, _ := b.Catalog().BrokerConfig(key)
+		return cluster.Int64(v, 0)
+	}
+	ms := func(key string) time.Duration { return time.Duration(brokerInt(key)) * time.Millisecond }
 	out.srv = server.New(ln, server.Config{
-		MaxRequestBytes: cluster.Int32(maxReq, 100<<20),
-		IdleTimeout:     time.Duration(cluster.Int64(idle, 600000)) * time.Millisecond,
+		MaxRequestBytes:     int32(brokerInt("socket.request.max.bytes")),
+		IdleTimeout:         ms("connections.max.idle.ms"),
+		RequestReadTimeout:  ms("socket.request.read.timeout.ms"),
+		WriteTimeout:        ms("socket.response.write.timeout.ms"),
+		MaxQueuedBytes:      brokerInt("queued.max.request.bytes"),
+		MaxConnections:      int(brokerInt("max.connections")),
+		MaxConnectionsPerIP: int(brokerInt("max.connections.per.ip")),
 		// Produce appends every batch before its handler returns (the
 		// fsync wait holds no request bytes), so its buffers can be
 		// reused at once; they are most of what the broker allocates.

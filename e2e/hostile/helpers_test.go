@@ -63,6 +63,21 @@ func canary(t *testing.T, addr string, n int) string {
 	return topic
 }
 
+// createTopic creates a topic for an attack to aim at.
+func createTopic(t *testing.T, addr, topic string, partitions int32) {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(addr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := kadm.NewClient(cl).CreateTopic(ctx, partitions, 1, nil, topic); err != nil {
+		t.Fatalf("creating %s: %v", topic, err)
+	}
+}
+
 // heapInUse is the Go heap in use after a collection: what the process
 // holds, not garbage waiting to be collected.
 func heapInUse() uint64 {

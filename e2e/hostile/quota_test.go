@@ -90,27 +90,13 @@ func (h *throttleSeen) OnBrokerThrottle(_ kgo.BrokerMetadata, d time.Duration, _
 	}
 }
 
-func createTopic(t *testing.T, addr, topic string) {
-	t.Helper()
-	cl, err := kgo.NewClient(kgo.SeedBrokers(addr))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if _, err := kadm.NewClient(cl).CreateTopic(ctx, 1, 1, nil, topic); err != nil {
-		t.Fatal(err)
-	}
-}
-
 // TestQuotaProducerIsHeldToItsRate: a kgo producer limited by
 // producer_byte_rate that produces as fast as it can gets throttle times
 // back and has no more acknowledged than the quota allows.
 func TestQuotaProducerIsHeldToItsRate(t *testing.T) {
 	b := startBroker(t, nil)
 	addr := b.Addr()
-	createTopic(t, addr, "limited")
+	createTopic(t, addr, "limited", 1)
 	setQuota(t, addr, clientID("limited-producer"), "producer_byte_rate", quotaRate)
 
 	seen := &throttleSeen{}
@@ -158,7 +144,7 @@ func TestQuotaProducerIsHeldToItsRate(t *testing.T) {
 func TestQuotaConsumerIsHeldToItsRate(t *testing.T) {
 	b := startBroker(t, nil)
 	addr := b.Addr()
-	createTopic(t, addr, "big")
+	createTopic(t, addr, "big", 1)
 	prod, err := kgo.NewClient(kgo.SeedBrokers(addr), kgo.DefaultProduceTopic("big"),
 		kgo.ProducerBatchCompression(kgo.NoCompression()))
 	if err != nil {
@@ -212,7 +198,7 @@ func TestQuotaConsumerIsHeldToItsRate(t *testing.T) {
 func TestQuotaClientIgnoringThrottleIsMuted(t *testing.T) {
 	b := startBroker(t, nil)
 	addr := b.Addr()
-	createTopic(t, addr, "flood")
+	createTopic(t, addr, "flood", 1)
 	setQuota(t, addr, clientID("raw"), "producer_byte_rate", quotaRate)
 	heapBefore := heapInUse()
 
@@ -307,7 +293,7 @@ func fullRead(nc net.Conn, b []byte) (int, error) {
 func TestQuotaRequestPercentageThrottles(t *testing.T) {
 	b := startBroker(t, nil)
 	addr := b.Addr()
-	createTopic(t, addr, "busy")
+	createTopic(t, addr, "busy", 1)
 	// 0.01% of a thread: 1 ms of handling over the 10 s minimum window.
 	setQuota(t, addr, clientID("raw"), "request_percentage", 0.01)
 	c := testenv.DialRaw(t, addr)
@@ -332,7 +318,7 @@ func TestQuotaRequestPercentageThrottles(t *testing.T) {
 func TestQuotaPrecedence(t *testing.T) {
 	b := startBroker(t, nil)
 	addr := b.Addr()
-	createTopic(t, addr, "prec")
+	createTopic(t, addr, "prec", 1)
 	user := "ANONYMOUS"
 	vip := "vip"
 	const tiny, huge = 1000, 1e12 // 20 KB exceeds tiny's 10 KB burst

@@ -7,9 +7,14 @@ package broker
 // (read_committed), which on this node only ever cover fsynced data. Size
 // limits follow KIP-74: the first batch of the first non-empty partition is
 // returned even if it exceeds MaxBytes or the partition's MaxBytes, later
-// partitions only while the response stays within MaxBytes. Long-poll: if
-// fewer than MinBytes are available the response waits up to MaxWaitMillis,
-// woken as soon as any requested partition's high watermark moves.
+// partitions only while the response stays within MaxBytes. The broker caps
+// MaxBytes at fetch.max.bytes and each PartitionMaxBytes at
+// fetch.partition.max.bytes (the first-batch rule still applies, so a
+// consumer always progresses). Long-poll: if fewer than MinBytes are
+// available the response waits up to MaxWaitMillis (at most 30 s), woken as
+// soon as any requested partition's high watermark moves, and gives up at
+// once when the client disconnects. Records are read only when the
+// connection's writer reaches the response.
 // v13+ identifies topics by topic ID (UNKNOWN_TOPIC_ID when unknown).
 // read_committed responses stop at the LSO and list the aborted
 // transactions overlapping the returned batches, sorted by first offset.
@@ -36,6 +41,26 @@ import (
 
 func init() { register(1, 4, 16, (*Broker).handleFetch) }
 
+// maxFetchWait bounds a long poll whatever MaxWaitMillis asks (Kafka
+// leaves it to the client): no request holds a connection's answers, its
+// watchers and its goroutine's state longer than this. Clients ask for 0.5 s
+// (Java, librdkafka) or 5 s (franz-go).
+const maxFetchWait = 30 * time.Second
+
+// fetchLimits are the broker's caps on one fetch response.
+type fetchLimits struct {
+	total        int // fetch.max.bytes
+	perPartition int // fetch.partition.max.bytes
+}
+
+func (b *Broker) fetchLimits() fetchLimits {
+	return fetchLimits{total: int(b.brokerInt("fetch.max.bytes")), perPartition: int(b.brokerInt("fetch.partition.max.bytes"))}
+}
+
+// handleFetch answers from the connection's writer, always: the records
+// are read when the response's turn to be written comes, so a client that
+// pipelines fetches and does not read the answers makes the broker hold
+// one response, not one per queued request.
 func (b *Broker) handleFetch(ctx context.Context, r *server.Request) server.Reply {
 	req := r.Msg.(*kmsg.FetchRequest)
 	if req.SessionID != 0 {
@@ -44,47 +69,56 @@ func (b *Broker) handleFetch(ctx context.Context, r *server.Request) server.Repl
 		return now(resp)
 	}
 	b.fetchQuotaCap(r, req)
-	resp, ready, watched := b.fetchOnce(req)
-	if ready || req.MaxWaitMillis <= 0 || len(watched) == 0 {
-		return now(resp)
+	limits := b.fetchLimits()
+	wait := min(time.Duration(max(req.MaxWaitMillis, 0))*time.Millisecond, maxFetchWait)
+	deadline := time.Now().Add(wait)
+	return server.Reply{Wait: func() kmsg.Response { return b.longPoll(ctx, req, limits, deadline) }}
+}
+
+// longPoll returns as soon as MinBytes are readable or a partition errors,
+// else when deadline passes or ctx ends (the client went away or the
+// server is closing), with what is readable then.
+func (b *Broker) longPoll(ctx context.Context, req *kmsg.FetchRequest, limits fetchLimits, deadline time.Time) kmsg.Response {
+	if ctx.Err() != nil {
+		// The connection is gone (or the server closing): the fetches
+		// still queued behind an unread answer must not each read their
+		// records on the way out. An empty answer changes nothing.
+		return req.ResponseKind()
 	}
-	deadline := time.Now().Add(time.Duration(req.MaxWaitMillis) * time.Millisecond)
-	return server.Reply{Wait: func() kmsg.Response {
-		wake := make(chan struct{}, 1)
-		for _, p := range watched {
-			defer p.Watch(wake)()
+	resp, ready, watched := b.fetchOnce(req, limits)
+	if ready || len(watched) == 0 || !time.Now().Before(deadline) || ctx.Err() != nil {
+		return resp
+	}
+	wake := make(chan struct{}, 1)
+	for _, p := range watched {
+		defer p.Watch(wake)()
+	}
+	timer := time.NewTimer(time.Until(deadline))
+	defer timer.Stop()
+	for {
+		// Re-check after registering so an advance between the first
+		// read and the registration is not missed.
+		if resp, ready, _ = b.fetchOnce(req, limits); ready {
+			return resp
 		}
-		timer := time.NewTimer(time.Until(deadline))
-		defer timer.Stop()
-		for {
-			// Re-check after registering so an advance between the first
-			// read and the registration is not missed.
-			resp, ready, _ = b.fetchOnce(req)
-			if ready {
-				return resp
-			}
-			select {
-			case <-wake:
-			case <-timer.C:
-				resp, _, _ = b.fetchOnce(req)
-				return resp
-			case <-ctx.Done():
-				return resp
-			}
+		select {
+		case <-wake:
+		case <-timer.C:
+			resp, _, _ = b.fetchOnce(req, limits)
+			return resp
+		case <-ctx.Done():
+			return resp
 		}
-	}}
+	}
 }
 
 // fetchOnce builds a response from what is readable now. It reports whether
 // the response should be sent now (MinBytes reached or a partition errored)
 // and the partitions worth waiting on.
-func (b *Broker) fetchOnce(req *kmsg.FetchRequest) (*kmsg.FetchResponse, bool, []*partition.Partition) {
+func (b *Broker) fetchOnce(req *kmsg.FetchRequest, limits fetchLimits) (*kmsg.FetchResponse, bool, []*partition.Partition) {
 	resp := req.ResponseKind().(*kmsg.FetchResponse)
 	readCommitted := req.IsolationLevel == 1
-	budget := int(req.MaxBytes)
-	if req.MaxBytes <= 0 {
-		budget = 0
-	}
+	budget := min(max(int(req.MaxBytes), 0), limits.total)
 	total := 0
 	errored := false
 	var watched []*partition.Partition
@@ -125,7 +159,7 @@ func (b *Broker) fetchOnce(req *kmsg.FetchRequest) (*kmsg.FetchResponse, bool, [
 				if readCommitted {
 					sp.AbortedTransactions = []kmsg.FetchResponseTopicPartitionAbortedTransaction{}
 				}
-				limit := int(rp.PartitionMaxBytes)
+				limit := min(int(rp.PartitionMaxBytes), limits.perPartition)
 				strict := total > 0 // KIP-74: only the first batch overall may exceed limits
 				if strict && budget-total < limit {
 					limit = budget - total

@@ -178,8 +178,9 @@ func clientHost(r *server.Request) string {
 // handleGroupRequest hands a group API request to the coordinator and
 // answers from the connection's writer once the coordinator replies —
 // possibly much later for JoinGroup/SyncGroup (a rebalance), or after fsync
-// for commits. A broker shutting down answers parked requests
-// COORDINATOR_NOT_AVAILABLE rather than holding the connection open.
+// for commits. A broker shutting down (or a client hanging up: ctx is the
+// connection's) answers parked requests COORDINATOR_NOT_AVAILABLE within
+// 5 s rather than holding the connection open.
 func (b *Broker) handleGroupRequest(ctx context.Context, r *server.Request) server.Reply {
 	if b.groups == nil {
 		return now(group.ErrorResponse(r.Msg, kerr.CoordinatorNotAvailable.Code))

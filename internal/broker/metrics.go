@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/exactly/exactly/internal/quota"
+	"github.com/exactly/exactly/internal/server"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
@@ -23,6 +24,14 @@ type metrics struct {
 	// Request), never per client: client ids are chosen by clients.
 	throttledReqs *prometheus.CounterVec
 	throttleTime  *prometheus.HistogramVec
+	// Connections and request memory, after Kafka's socket-server-metrics
+	// (connection-count, connection-creation-total, connection-close-total)
+	// and SocketServer MemoryPoolUsed.
+	connCount    prometheus.Gauge
+	connCreated  prometheus.Counter
+	connClosed   prometheus.Counter
+	connRejected *prometheus.CounterVec
+	requestBytes prometheus.Gauge
 }
 
 func newMetrics(b *Broker, reg prometheus.Registerer) *metrics {
@@ -53,9 +62,28 @@ func newMetrics(b *Broker, reg prometheus.Registerer) *metrics {
 			Name: "kafka_server_quota_throttle_time_seconds", Help: "Throttle times given to clients, per quota type.",
 			Buckets: prometheus.ExponentialBuckets(0.001, 4, 8),
 		}, []string{"quota_type"}),
+		connCount: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "kafka_server_socket_server_metrics_connection_count", Help: "Open client connections.",
+		}),
+		connCreated: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "kafka_server_socket_server_metrics_connection_creation_total", Help: "Client connections accepted.",
+		}),
+		connClosed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "kafka_server_socket_server_metrics_connection_close_total", Help: "Accepted client connections since closed.",
+		}),
+		connRejected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "kafka_server_socket_server_metrics_connection_rejected_total",
+			Help: "Client connections closed at accept, per limit (max.connections, max.connections.per.ip).",
+		}, []string{"reason"}),
+		requestBytes: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "kafka_network_socketserver_memory_pool_used_bytes",
+			Help: "Request bytes in flight: read or being read and not yet released by their handler (bounded by queued.max.request.bytes).",
+		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.messagesIn, m.bytesIn, m.bytesOut, m.requests, m.reqErrors, m.reqTime, m.throttledReqs, m.throttleTime, &logCollector{b: b})
+		reg.MustRegister(m.messagesIn, m.bytesIn, m.bytesOut, m.requests, m.reqErrors, m.reqTime,
+			m.throttledReqs, m.throttleTime,
+			m.connCount, m.connCreated, m.connClosed, m.connRejected, m.requestBytes, &logCollector{b: b})
 	}
 	return m
 }
@@ -69,6 +97,23 @@ func (m *metrics) ObserveRequest(key int16, d time.Duration, failed bool) {
 		m.reqErrors.WithLabelValues(name, "INVALID_REQUEST").Inc()
 	}
 }
+
+// ObserveConnection implements server.Observer.
+func (m *metrics) ObserveConnection(ev server.ConnEvent) {
+	switch ev {
+	case server.ConnAccepted:
+		m.connCreated.Inc()
+		m.connCount.Inc()
+	case server.ConnClosed:
+		m.connClosed.Inc()
+		m.connCount.Dec()
+	default:
+		m.connRejected.WithLabelValues(ev.String()).Inc()
+	}
+}
+
+// ObserveRequestBytes implements server.Observer.
+func (m *metrics) ObserveRequestBytes(delta int64) { m.requestBytes.Add(float64(delta)) }
 
 // countError records an error code returned inside a response.
 func (m *metrics) countError(key int16, code int16) {
@@ -91,9 +136,7 @@ func (m *metrics) forgetTopic(topic string) {
 }
 
 // Observer returns the request observer for the server.
-func (b *Broker) Observer() interface {
-	ObserveRequest(key int16, d time.Duration, failed bool)
-} {
+func (b *Broker) Observer() server.Observer {
 	return b.metrics
 }
 

@@ -65,6 +65,17 @@ func longMin(min int64) func(string) error {
 	}
 }
 
+// longMinOrUnbounded accepts -1 (Kafka's "unbounded") or at least min.
+func longMinOrUnbounded(min int64) func(string) error {
+	atLeast := longMin(min)
+	return func(v string) error {
+		if v == "-1" {
+			return nil
+		}
+		return atLeast(v)
+	}
+}
+
 func intMin(min int64) func(string) error {
 	return func(v string) error {
 		n, err := strconv.ParseInt(v, 10, 32)
@@ -217,6 +228,16 @@ var brokerConfigDefs = []BrokerConfigDef{
 	{Name: "message.max.bytes", Type: TypeInt, Default: "1048588", Dynamic: true, validate: intMin(0)},
 	{Name: "socket.request.max.bytes", Type: TypeInt, Default: "104857600", validate: intMin(1024)},
 	{Name: "connections.max.idle.ms", Type: TypeLong, Default: "600000", validate: longMin(0)},
+	// Network bounds against hostile clients (docs/DESIGN.md, "Limits and
+	// hostile input"). Kafka leaves the first three unbounded; the last
+	// three are this broker's own.
+	{Name: "queued.max.request.bytes", Type: TypeLong, Default: "536870912", validate: longMinOrUnbounded(1)},
+	{Name: "max.connections", Type: TypeInt, Default: "4096", validate: intMin(1)},
+	{Name: "max.connections.per.ip", Type: TypeInt, Default: "1024", validate: intMin(1)},
+	{Name: "fetch.max.bytes", Type: TypeInt, Default: "57671680", validate: intMin(1024)},
+	{Name: "fetch.partition.max.bytes", Type: TypeInt, Default: "1048576", validate: intMin(1)},
+	{Name: "socket.request.read.timeout.ms", Type: TypeLong, Default: "30000", validate: longMin(1)},
+	{Name: "socket.response.write.timeout.ms", Type: TypeLong, Default: "30000", validate: longMin(1)},
 	{Name: "log.segment.bytes", Type: TypeInt, Default: "1073741824", Dynamic: true, validate: intMin(14)},
 	{Name: "log.roll.ms", Type: TypeLong, Default: "604800000", Dynamic: true, validate: longMin(1)},
 	{Name: "log.roll.hours", Type: TypeInt, Default: "168", validate: intMin(1)},

@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/exactly/exactly/internal/wire"
+
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
@@ -64,15 +65,36 @@ type Handler interface {
 	Handle(ctx context.Context, req *Request) Reply
 }
 
-// Config holds listener limits.
+// Config holds listener limits. Zero fields take the defaults New documents.
 type Config struct {
 	// MaxRequestBytes is socket.request.max.bytes: larger frames close the
 	// connection, as Kafka does.
 	MaxRequestBytes int32
-	// MaxInFlight bounds the deferred responses queued per connection.
+	// MaxInFlight bounds the responses queued per connection: a reader
+	// with that many requests waiting for their answers stops reading.
 	MaxInFlight int
 	// IdleTimeout is connections.max.idle.ms.
 	IdleTimeout time.Duration
+	// RequestReadTimeout bounds how long a request frame, once its size
+	// has arrived, may take to arrive whole (socket.request.read.timeout.ms),
+	// so a peer that trickles a frame cannot hold its buffer forever.
+	RequestReadTimeout time.Duration
+	// WriteTimeout bounds writing one response (socket.response.write.
+	// timeout.ms): a client that stops reading is disconnected rather than
+	// pinning its queued responses.
+	WriteTimeout time.Duration
+	// MaxQueuedBytes is queued.max.request.bytes: request bytes held by
+	// all connections at once, from the frame's first byte until its
+	// handler is done with them. A reader whose frame does not fit stops
+	// reading until bytes are released. Negative: unbounded. Raised to
+	// MaxRequestBytes when lower, so every legal frame fits.
+	MaxQueuedBytes int64
+	// MaxConnections is max.connections: a connection accepted beyond it
+	// is closed at once.
+	MaxConnections int
+	// MaxConnectionsPerIP is max.connections.per.ip: a connection from an
+	// address that already has this many is closed at once.
+	MaxConnectionsPerIP int
 	// RecycledKeys are API keys whose large requests (64 KiB and up) are
 	// read into pooled buffers, reused as soon as Handle returns. Their
 	// handlers must be done with the request's bytes by then, deferred
@@ -82,6 +104,17 @@ type Config struct {
 	// garbage.
 	RecycledKeys []int16
 }
+
+// Defaults for Config fields left zero.
+const (
+	DefaultMaxRequestBytes     = 100 << 20
+	DefaultMaxInFlight         = 32
+	DefaultRequestReadTimeout  = 30 * time.Second
+	DefaultWriteTimeout        = 30 * time.Second
+	DefaultMaxQueuedBytes      = 512 << 20
+	DefaultMaxConnections      = 4096
+	DefaultMaxConnectionsPerIP = 1024
+)
 
 // recycleMin is the smallest request read into a pooled buffer: below it
 // a fresh allocation is cheap.
@@ -96,6 +129,7 @@ type Server struct {
 	handler Handler
 	log     *slog.Logger
 	metrics Observer
+	budget  *budget
 
 	ln     net.Listener
 	ctx    context.Context
@@ -104,63 +138,171 @@ type Server struct {
 
 	mu    sync.Mutex
 	conns map[*Conn]struct{}
+	perIP map[string]int
 }
 
-// Observer receives per-request measurements; nil is allowed.
+// Observer receives the server's measurements; nil is allowed.
 type Observer interface {
+	// ObserveRequest is called once per request, when its response is
+	// ready (or it failed to decode).
 	ObserveRequest(key int16, d time.Duration, failed bool)
+	// ObserveConnection is called when a connection is accepted, closed
+	// or rejected.
+	ObserveConnection(ev ConnEvent)
+	// ObserveRequestBytes is called with every change (positive or
+	// negative) of the request bytes in flight.
+	ObserveRequestBytes(delta int64)
+}
+
+// ConnEvent is what happened to a connection.
+type ConnEvent int
+
+// Connection events. A rejected connection is never accepted, so it is
+// not closed either.
+const (
+	ConnAccepted ConnEvent = iota
+	ConnClosed
+	ConnRejectedMaxConnections
+	ConnRejectedMaxConnectionsPerIP
+)
+
+// String is the event's metric label: the config key that refused the
+// connection, or what happened.
+func (e ConnEvent) String() string {
+	switch e {
+	case ConnAccepted:
+		return "accepted"
+	case ConnClosed:
+		return "closed"
+	case ConnRejectedMaxConnections:
+		return "max.connections"
+	case ConnRejectedMaxConnectionsPerIP:
+		return "max.connections.per.ip"
+	}
+	return "unknown"
 }
 
 // New returns a server that will serve handler on ln once Serve is called.
 func New(ln net.Listener, cfg Config, handler Handler, logger *slog.Logger, obs Observer) *Server {
 	if cfg.MaxInFlight <= 0 {
-		cfg.MaxInFlight = 32
+		cfg.MaxInFlight = DefaultMaxInFlight
 	}
 	if cfg.MaxRequestBytes <= 0 {
-		cfg.MaxRequestBytes = 100 << 20
+		cfg.MaxRequestBytes = DefaultMaxRequestBytes
+	}
+	if cfg.RequestReadTimeout <= 0 {
+		cfg.RequestReadTimeout = DefaultRequestReadTimeout
+	}
+	if cfg.WriteTimeout <= 0 {
+		cfg.WriteTimeout = DefaultWriteTimeout
+	}
+	if cfg.MaxQueuedBytes == 0 {
+		cfg.MaxQueuedBytes = DefaultMaxQueuedBytes
+	}
+	if cfg.MaxQueuedBytes > 0 && cfg.MaxQueuedBytes < int64(cfg.MaxRequestBytes) {
+		cfg.MaxQueuedBytes = int64(cfg.MaxRequestBytes)
+	}
+	if cfg.MaxConnections <= 0 {
+		cfg.MaxConnections = DefaultMaxConnections
+	}
+	if cfg.MaxConnectionsPerIP <= 0 {
+		cfg.MaxConnectionsPerIP = DefaultMaxConnectionsPerIP
+	}
+	if obs == nil {
+		obs = nopObserver{}
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Server{cfg: cfg, handler: handler, log: logger, metrics: obs, ln: ln, ctx: ctx, cancel: cancel, conns: map[*Conn]struct{}{}}
+	return &Server{cfg: cfg, handler: handler, log: logger, metrics: obs, budget: newBudget(cfg.MaxQueuedBytes, obs),
+		ln: ln, ctx: ctx, cancel: cancel, conns: map[*Conn]struct{}{}, perIP: map[string]int{}}
 }
 
 // Addr is the listening address.
 func (s *Server) Addr() net.Addr { return s.ln.Addr() }
 
-// Serve accepts connections until Close. It returns nil after Close.
+// Serve accepts connections until Close, and returns nil after Close. An
+// accept error other than a closed listener (EMFILE when the process is
+// out of file descriptors, ECONNABORTED, ENOBUFS) is retried with backoff:
+// returning would leave a live process that never accepts again.
 func (s *Server) Serve() error {
-	var delay time.Duration
+	var retry acceptRetry
 	for {
 		nc, err := s.ln.Accept()
 		if err != nil {
 			if s.ctx.Err() != nil {
 				return nil
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				// Transient accept failure (e.g. EMFILE): back off rather than spin.
-				if delay == 0 {
-					delay = 5 * time.Millisecond
-				} else if delay < time.Second {
-					delay *= 2
-				}
-				time.Sleep(delay)
-				continue
+			if errors.Is(err, net.ErrClosed) {
+				return err
 			}
-			return err
+			retry.failed(s.log, err)
+			select {
+			case <-time.After(retry.delay):
+			case <-s.ctx.Done():
+				return nil
+			}
+			continue
 		}
-		delay = 0
-		c := &Conn{srv: s, nc: nc, remote: nc.RemoteAddr().String()}
-		s.mu.Lock()
-		if s.ctx.Err() != nil {
-			s.mu.Unlock()
+		retry.reset()
+		c, ev := s.admit(nc)
+		if c == nil {
+			if ev == ConnRejectedMaxConnections || ev == ConnRejectedMaxConnectionsPerIP {
+				s.metrics.ObserveConnection(ev)
+			}
 			nc.Close()
-			return nil
+			continue
 		}
-		s.conns[c] = struct{}{}
-		s.wg.Add(1)
-		s.mu.Unlock()
+		s.metrics.ObserveConnection(ConnAccepted)
 		go c.serve()
 	}
+}
+
+// admit registers a new connection, or says why it is refused (a zero
+// event with a nil Conn: the server is closing).
+func (s *Server) admit(nc net.Conn) (*Conn, ConnEvent) {
+	ip := remoteIP(nc)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case s.ctx.Err() != nil:
+		return nil, ConnClosed
+	case len(s.conns) >= s.cfg.MaxConnections:
+		return nil, ConnRejectedMaxConnections
+	case s.perIP[ip] >= s.cfg.MaxConnectionsPerIP:
+		return nil, ConnRejectedMaxConnectionsPerIP
+	}
+	ctx, cancel := context.WithCancel(s.ctx)
+	c := &Conn{srv: s, nc: nc, remote: nc.RemoteAddr().String(), ip: ip, ctx: ctx, cancel: cancel}
+	s.conns[c] = struct{}{}
+	s.perIP[ip]++
+	s.wg.Add(1)
+	return c, ConnAccepted
+}
+
+// forget unregisters a connection that has ended.
+func (s *Server) forget(c *Conn) {
+	c.nc.Close()
+	c.cancel()
+	s.mu.Lock()
+	delete(s.conns, c)
+	if s.perIP[c.ip]--; s.perIP[c.ip] <= 0 {
+		delete(s.perIP, c.ip)
+	}
+	s.mu.Unlock()
+	s.metrics.ObserveConnection(ConnClosed)
+	s.wg.Done()
+}
+
+// remoteIP is the peer's address without its port: the unit
+// max.connections.per.ip counts.
+func remoteIP(nc net.Conn) string {
+	if a, ok := nc.RemoteAddr().(*net.TCPAddr); ok {
+		return a.AddrPort().Addr().Unmap().String()
+	}
+	host, _, err := net.SplitHostPort(nc.RemoteAddr().String())
+	if err != nil {
+		return nc.RemoteAddr().String()
+	}
+	return host
 }
 
 // Close stops accepting, stops reading new requests, lets every connection
@@ -195,6 +337,12 @@ type Conn struct {
 	srv    *Server
 	nc     net.Conn
 	remote string
+	ip     string
+	// ctx is cancelled when the connection ends (the peer went away, a
+	// deadline passed, a bad request) or the server closes: a handler's
+	// deferred work for a connection nobody will answer stops with it.
+	ctx    context.Context
+	cancel context.CancelFunc
 	mute   muteState // quota throttling (mute.go)
 }
 
@@ -204,81 +352,63 @@ func (c *Conn) RemoteAddr() string { return c.remote }
 // Close drops the connection, e.g. after a request Kafka answers by closing.
 func (c *Conn) Close() { c.nc.Close() }
 
+// abort ends a connection whose answers nobody will read: deferred
+// handlers waiting on its context return, and the socket is closed now
+// rather than after they do.
+func (c *Conn) abort() {
+	c.cancel()
+	c.nc.Close()
+}
+
 type pending struct {
 	hdr     Header
 	version int16 // response version; 0 for the ApiVersions fallback
 	flex    bool
 	reply   Reply
 	start   time.Time
+	charged int64 // request bytes to release once the reply is done
 }
 
 func (c *Conn) serve() {
 	s := c.srv
-	defer func() {
-		c.nc.Close()
-		s.mu.Lock()
-		delete(s.conns, c)
-		s.mu.Unlock()
-		s.wg.Done()
-	}()
+	defer s.forget(c)
 	queue := make(chan pending, s.cfg.MaxInFlight)
 	writerDone := make(chan struct{})
 	go c.writeLoop(queue, writerDone)
-	defer func() {
-		close(queue)
-		<-writerDone
-	}()
+	c.readLoop(queue)
+	if s.ctx.Err() == nil {
+		// The reader stopped because of the peer (EOF, reset, a deadline,
+		// a request we refuse), not because the server is closing: nobody
+		// will read the answers still queued.
+		c.abort()
+	}
+	close(queue)
+	<-writerDone
+}
 
+// readLoop reads, decodes and handles requests in arrival order until the
+// connection or the server ends.
+func (c *Conn) readLoop(queue chan<- pending) {
+	s := c.srv
 	br := bufio.NewReaderSize(c.nc, 64<<10)
-	var sizeBuf [4]byte
 	for {
-		if s.ctx.Err() != nil {
-			return
-		}
 		if !c.waitUnmuted() { // a throttled client's next request waits (mute.go)
 			return
 		}
-		if s.cfg.IdleTimeout > 0 {
-			c.nc.SetReadDeadline(time.Now().Add(s.cfg.IdleTimeout))
-			if s.ctx.Err() != nil { // Close ran between the check and the deadline
-				return
+		f, err := c.readFrame(br)
+		if err != nil {
+			if !errors.Is(err, errEndOfConn) {
+				s.log.Warn("closing connection", "remote", c.remote, "err", err)
 			}
-		}
-		if _, err := io.ReadFull(br, sizeBuf[:]); err != nil {
-			return
-		}
-		size := int32(binary.BigEndian.Uint32(sizeBuf[:]))
-		if size < 8 || size > s.cfg.MaxRequestBytes {
-			s.log.Warn("closing connection: request frame size out of bounds",
-				"remote", c.remote, "size", size, "socket.request.max.bytes", s.cfg.MaxRequestBytes)
-			return
-		}
-		var buf []byte
-		var recycled *[]byte
-		if size >= recycleMin && len(s.cfg.RecycledKeys) > 0 {
-			if k, err := br.Peek(2); err == nil && slices.Contains(s.cfg.RecycledKeys, int16(binary.BigEndian.Uint16(k))) {
-				recycled, _ = requestBufs.Get().(*[]byte)
-				if recycled == nil || cap(*recycled) < int(size) {
-					b := make([]byte, size)
-					recycled = &b
-				}
-				buf = (*recycled)[:size]
-			}
-		}
-		if buf == nil {
-			buf = make([]byte, size)
-		}
-		if _, err := io.ReadFull(br, buf); err != nil {
 			return
 		}
 		start := time.Now()
-		req, hdr, err := c.decode(buf)
+		req, hdr, err := c.decode(f.buf)
 		if err != nil {
+			s.budget.release(f.charged)
 			s.log.Warn("closing connection: bad request", "remote", c.remote,
 				"api_key", hdr.APIKey, "api_version", hdr.APIVersion, "client_id", hdr.ClientID, "err", err)
-			if s.metrics != nil {
-				s.metrics.ObserveRequest(hdr.APIKey, time.Since(start), true)
-			}
+			s.metrics.ObserveRequest(hdr.APIKey, time.Since(start), true)
 			return
 		}
 		var reply Reply
@@ -289,22 +419,126 @@ func (c *Conn) serve() {
 			// UNSUPPORTED_VERSION and our ranges so the client can retry.
 			reply = Reply{Response: c.apiVersionsFallback()}
 		} else if reply, err = c.safeHandle(req); err != nil {
+			s.budget.release(f.charged)
 			s.log.Error("closing connection: handler panicked", "remote", c.remote,
 				"api_key", hdr.APIKey, "api_version", hdr.APIVersion, "client_id", hdr.ClientID, "err", err)
 			return
 		}
 		flex := req.Msg != nil && req.Msg.IsFlexible() && hdr.APIKey != 18
-		if recycled != nil {
-			requestBufs.Put(recycled)
+		if f.recycle != nil {
+			// The handler is done with the bytes (RecycledKeys' rule).
+			*f.recycle = f.buf
+			requestBufs.Put(f.recycle)
+			s.budget.release(f.charged)
+			f.charged = 0
 		}
+		p := pending{hdr: hdr, version: version, flex: flex, reply: reply, start: start, charged: f.charged}
 		select {
-		case queue <- pending{hdr: hdr, version: version, flex: flex, reply: reply, start: start}:
+		case queue <- p:
 		case <-s.ctx.Done():
 			// Shutting down with a full queue: still answer this request.
-			queue <- pending{hdr: hdr, version: version, flex: flex, reply: reply, start: start}
+			queue <- p
 			return
 		}
 	}
+}
+
+// errEndOfConn marks the ordinary ends of a connection (the peer closed
+// it, it idled out, the server is closing), which are not worth a log line.
+var errEndOfConn = errors.New("connection ended")
+
+// frame is one request's bytes and what they hold of the budget.
+type frame struct {
+	buf     []byte
+	charged int64
+	recycle *[]byte // non-nil: return buf to requestBufs once handled
+}
+
+// readFrame reads one size-prefixed request. The idle timeout covers the
+// wait for a frame to start; once its size has arrived the whole frame
+// must arrive within RequestReadTimeout.
+func (c *Conn) readFrame(br *bufio.Reader) (frame, error) {
+	s := c.srv
+	var idle time.Time
+	if s.cfg.IdleTimeout > 0 {
+		idle = time.Now().Add(s.cfg.IdleTimeout)
+	}
+	if !c.setReadDeadline(idle) {
+		return frame{}, errEndOfConn
+	}
+	var sizeBuf [4]byte
+	if _, err := io.ReadFull(br, sizeBuf[:]); err != nil {
+		return frame{}, fmt.Errorf("%w: %v", errEndOfConn, err)
+	}
+	size := int32(binary.BigEndian.Uint32(sizeBuf[:]))
+	if size < 8 || size > s.cfg.MaxRequestBytes {
+		return frame{}, fmt.Errorf("request frame size %d out of bounds (socket.request.max.bytes %d)", size, s.cfg.MaxRequestBytes)
+	}
+	deadline := time.Now().Add(s.cfg.RequestReadTimeout)
+	if !c.setReadDeadline(deadline) {
+		return frame{}, errEndOfConn
+	}
+	var f frame
+	var into []byte
+	if size >= recycleMin && len(s.cfg.RecycledKeys) > 0 {
+		if k, err := br.Peek(2); err == nil && slices.Contains(s.cfg.RecycledKeys, int16(binary.BigEndian.Uint16(k))) {
+			if f.recycle, _ = requestBufs.Get().(*[]byte); f.recycle == nil {
+				f.recycle = new([]byte)
+			}
+			into = (*f.recycle)[:0]
+		}
+	}
+	var err error
+	if f.buf, f.charged, err = c.fill(br, into, int(size), deadline); err != nil {
+		if s.ctx.Err() != nil {
+			err = fmt.Errorf("%w: %v", errEndOfConn, err)
+		}
+		return frame{}, fmt.Errorf("reading a %d-byte request (socket.request.read.timeout.ms %d): %w",
+			size, s.cfg.RequestReadTimeout.Milliseconds(), err)
+	}
+	return f, nil
+}
+
+// firstChunk is the most a frame's buffer holds before that many bytes
+// of it have arrived.
+const firstChunk = 64 << 10
+
+// fill reads a size-byte frame body into buf's capacity, growing it (each
+// step doubling, capped by size) only as bytes arrive, and charging each
+// step to the budget first. A peer that declares a large frame and sends
+// little thus holds little memory, and all connections together hold at
+// most queued.max.request.bytes: a step that does not fit waits (the
+// connection is not read meanwhile) until bytes are released or the
+// frame's deadline passes. It returns the frame and the bytes charged.
+func (c *Conn) fill(r io.Reader, buf []byte, size int, deadline time.Time) ([]byte, int64, error) {
+	b := c.srv.budget
+	var charged int64
+	for len(buf) < size {
+		next := min(size, max(firstChunk, 2*len(buf)))
+		if err := b.acquire(int64(next)-charged, deadline, c.srv.ctx.Done()); err != nil {
+			b.release(charged)
+			return nil, 0, err
+		}
+		charged = int64(next)
+		if cap(buf) < next {
+			buf = append(make([]byte, 0, next), buf...)
+		}
+		n, err := io.ReadFull(r, buf[len(buf):next])
+		buf = buf[:len(buf)+n]
+		if err != nil {
+			b.release(charged)
+			return nil, 0, err
+		}
+	}
+	return buf, charged, nil
+}
+
+// setReadDeadline sets the read deadline unless the server is closing
+// (Close's own deadline must not be overwritten); zero clears it.
+func (c *Conn) setReadDeadline(t time.Time) bool {
+	c.nc.SetReadDeadline(t)
+	// Close ran between the caller's last check and the deadline.
+	return c.srv.ctx.Err() == nil
 }
 
 // decode parses the request header and body. A returned Request with a nil
@@ -411,7 +645,7 @@ func (c *Conn) safeHandle(req *Request) (reply Reply, err error) {
 			err = fmt.Errorf("panic: %v\n%s", r, debug.Stack())
 		}
 	}()
-	return c.srv.handler.Handle(c.srv.ctx, req), nil
+	return c.srv.handler.Handle(c.ctx, req), nil
 }
 
 // safeWait is safeHandle for deferred responses.
@@ -424,11 +658,14 @@ func (c *Conn) safeWait(w func() kmsg.Response) (resp kmsg.Response, err error) 
 	return w(), nil
 }
 
+// writeLoop answers requests in arrival order: it waits for deferred
+// replies, encodes each response only when its turn comes (so at most one
+// large response per connection is in memory) and releases the request's
+// bytes once its reply is done.
 func (c *Conn) writeLoop(queue <-chan pending, done chan<- struct{}) {
 	defer close(done)
 	s := c.srv
-	bw := bufio.NewWriterSize(c.nc, 64<<10)
-	var buf []byte
+	var out []byte
 	broken := false
 	for p := range queue {
 		resp := p.reply.Response
@@ -437,37 +674,58 @@ func (c *Conn) writeLoop(queue <-chan pending, done chan<- struct{}) {
 			if resp, err = c.safeWait(p.reply.Wait); err != nil {
 				s.log.Error("closing connection: handler panicked", "remote", c.remote, "api_key", p.hdr.APIKey, "err", err)
 				broken = true
-				c.nc.Close()
-				continue
+				c.abort()
 			}
 		}
-		if s.metrics != nil {
-			s.metrics.ObserveRequest(p.hdr.APIKey, time.Since(p.start), false)
-		}
-		if resp == nil || broken {
+		s.budget.release(p.charged)
+		s.metrics.ObserveRequest(p.hdr.APIKey, time.Since(p.start), false)
+		if broken {
+			out = nil
 			continue
 		}
-		resp.SetVersion(p.version)
-		buf = append(buf[:0], 0, 0, 0, 0)
-		buf = binary.BigEndian.AppendUint32(buf, uint32(p.hdr.CorrelationID))
-		if p.flex {
-			buf = append(buf, 0) // empty response header tags
+		if resp != nil {
+			out = appendResponse(out, p, resp)
 		}
-		buf = resp.AppendTo(buf)
-		binary.BigEndian.PutUint32(buf, uint32(len(buf)-4))
-		if _, err := bw.Write(buf); err != nil {
+		if len(out) == 0 || len(queue) > 0 && len(out) < flushAt {
+			continue // pipelined responses leave in one write
+		}
+		if err := c.write(out); err != nil {
+			if s.ctx.Err() == nil {
+				s.log.Warn("closing connection: writing a response", "remote", c.remote,
+					"socket.response.write.timeout.ms", s.cfg.WriteTimeout.Milliseconds(), "err", err)
+			}
 			broken = true
-			c.nc.Close()
-			continue
+			c.abort()
 		}
-		if len(queue) == 0 {
-			if err := bw.Flush(); err != nil {
-				broken = true
-				c.nc.Close()
-			}
-		}
-		if cap(buf) > 1<<20 {
-			buf = nil // do not pin large fetch buffers between requests
+		out = out[:0]
+		if cap(out) > flushAt {
+			out = nil // do not pin a large fetch response between requests
 		}
 	}
+}
+
+// flushAt is how many encoded bytes the writer collects from pipelined
+// responses before writing them; also the most it keeps between writes.
+const flushAt = 64 << 10
+
+// appendResponse appends resp as a size-prefixed response frame.
+func appendResponse(out []byte, p pending, resp kmsg.Response) []byte {
+	resp.SetVersion(p.version)
+	at := len(out)
+	out = append(out, 0, 0, 0, 0)
+	out = binary.BigEndian.AppendUint32(out, uint32(p.hdr.CorrelationID))
+	if p.flex {
+		out = append(out, 0) // empty response header tags
+	}
+	out = resp.AppendTo(out)
+	binary.BigEndian.PutUint32(out[at:], uint32(len(out)-at-4))
+	return out
+}
+
+// write sends b within WriteTimeout: a client that does not read its
+// responses loses the connection instead of pinning them.
+func (c *Conn) write(b []byte) error {
+	c.nc.SetWriteDeadline(time.Now().Add(c.srv.cfg.WriteTimeout))
+	_, err := c.nc.Write(b)
+	return err
 }

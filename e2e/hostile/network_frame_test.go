@@ -1,0 +1,116 @@
+package hostile
+
+import (
+	"encoding/binary"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/exactly/exactly/internal/testenv"
+)
+
+// frameStart is the beginning of a request frame declaring size bytes:
+// the size and a header (API key, version 9, correlation id 1) with no
+// client id yet.
+func frameStart(size int, key int16) []byte {
+	b := binary.BigEndian.AppendUint32(nil, uint32(size))
+	b = binary.BigEndian.AppendUint16(b, uint16(key))
+	b = binary.BigEndian.AppendUint16(b, 9)
+	return binary.BigEndian.AppendUint32(b, 1)
+}
+
+// attackHugeDeclaredFrames opens 20 connections that each declare a
+// 100 MiB request (the default socket.request.max.bytes) and send only
+// its header: half as Produce (whose large requests use recycled
+// buffers), half as Metadata. The connections stay open.
+func attackHugeDeclaredFrames(t *testing.T, addr string) []*testenv.RawConn {
+	t.Helper()
+	var conns []*testenv.RawConn
+	for i := range 20 {
+		c := testenv.DialRaw(t, addr)
+		c.Send(frameStart(100<<20, int16(i%2*3))) // Produce (0) or Metadata (3)
+		conns = append(conns, c)
+	}
+	return conns
+}
+
+// TestDeclaredFrameSizeIsNotAllocated: a frame's buffer grows with the
+// bytes that arrive, not with the size the peer declares, and a frame
+// that stops arriving is dropped after socket.request.read.timeout.ms.
+// Before, 20 such connections took 2 GB of heap, held until the idle
+// timeout (10 minutes).
+func TestDeclaredFrameSizeIsNotAllocated(t *testing.T) {
+	b := startMetricsBroker(t, map[string]string{"socket.request.read.timeout.ms": "2000"})
+	base := heapInUse()
+	s := sample(heapInUse)
+
+	conns := attackHugeDeclaredFrames(t, b.Addr())
+
+	// Every frame started holds its first chunk (64 KiB) of the budget.
+	eventually(t, 10*time.Second, "the broker reading every attacking frame", func() bool {
+		return metric(t, b, metricPoolUsed) >= 20*64<<10
+	})
+	if grew := int64(s.end()) - int64(base); grew > 64<<20 {
+		t.Errorf("heap grew by %d MiB for 20 frames that sent 8 bytes each", grew>>20)
+	}
+	for _, c := range conns {
+		c.ExpectClosed()
+	}
+	eventually(t, 5*time.Second, "request bytes in flight back to 0", func() bool {
+		return metric(t, b, metricPoolUsed) == 0
+	})
+	canary(t, b.Addr(), 20)
+}
+
+// attackPartialFrames opens 24 connections that each declare a 4 MiB
+// Produce request and send all of it but the last byte, concurrently, so
+// the broker holds as many nearly complete requests as its budget allows.
+// Writes that the broker does not read are abandoned after 10 s.
+func attackPartialFrames(t *testing.T, addr string) {
+	t.Helper()
+	const size = 4 << 20
+	body := make([]byte, size-9)
+	var wg sync.WaitGroup
+	for range 24 {
+		c := testenv.DialRaw(t, addr)
+		wg.Go(func() {
+			c.NC.SetWriteDeadline(time.Now().Add(10 * time.Second))
+			if _, err := c.NC.Write(frameStart(size, 0)); err == nil {
+				c.NC.Write(body) // shared: the test's heap stays the broker's
+			}
+		})
+	}
+	wg.Wait()
+}
+
+// TestQueuedRequestBytesAreBounded: all connections together hold at most
+// queued.max.request.bytes of request bytes; a connection whose next bytes
+// do not fit is not read until bytes are released.
+func TestQueuedRequestBytesAreBounded(t *testing.T) {
+	const budget = 8 << 20
+	b := startMetricsBroker(t, map[string]string{
+		"socket.request.max.bytes":       fmt.Sprint(4 << 20),
+		"queued.max.request.bytes":       fmt.Sprint(budget),
+		"socket.request.read.timeout.ms": "3000",
+	})
+	base := heapInUse()
+	heap := sample(heapInUse)
+	used := sample(func() uint64 { return uint64(metric(t, b, metricPoolUsed)) })
+
+	attackPartialFrames(t, b.Addr())
+
+	if peak := used.end(); peak > budget {
+		t.Errorf("request bytes in flight peaked at %d, above queued.max.request.bytes %d", peak, budget)
+	}
+	if grew := int64(heap.end()) - int64(base); grew > budget+24<<20 {
+		t.Errorf("heap grew by %d MiB with queued.max.request.bytes at %d MiB", grew>>20, budget>>20)
+	}
+	eventually(t, 10*time.Second, "request bytes in flight back to 0 once the partial frames time out", func() bool {
+		return metric(t, b, metricPoolUsed) == 0
+	})
+	canary(t, b.Addr(), 20)
+	if v := metric(t, b, metricPoolUsed); v != 0 {
+		t.Errorf("%v request bytes still in flight after the canary: a release is missing", v)
+	}
+}
