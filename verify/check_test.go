@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -455,5 +456,49 @@ func TestValueHelpers(t *testing.T) {
 	proc, seq, err := parseInputValue(in)
 	if err != nil || proc != "p3.2" || seq != 41 {
 		t.Fatalf("parse %q: %q %d %v", in, proc, seq, err)
+	}
+}
+
+// A poll that went backwards is one non-monotonic poll, not also a skip:
+// the two checks walk the same polls and must not both claim it.
+func TestCheckBackwardPollIsNotAlsoASkip(t *testing.T) {
+	b := newHist(ExactlyOnce)
+	vs := []string{InputValue("p0.0", 0), InputValue("p0.0", 1), InputValue("p0.0", 2), InputValue("p0.0", 3)}
+	for i, v := range vs {
+		b.write("p0.0", tin, 0, int64(i), v, 0)
+	}
+	b.poll("c0.0", 0, true, []int64{0}, vs[0])
+	b.poll("c0.0", 0, true, []int64{3, 1}, vs[3], vs[1]) // back within the poll, and 0 -> 3 jumps two
+	var outs []string
+	for i, v := range vs {
+		outs = append(outs, OutputValue(v, "c0.1", int64(i)))
+	}
+	b.final(tin, 0, []int64{0, 1, 2, 3}, vs...)
+	b.final(tout, 0, []int64{0, 1, 2, 3}, outs...)
+	b.groupOffsets(map[int32]int64{0: 4})
+	r := Check(b.h, CheckOptions{})
+	if r.NonMonotonicPolls != 1 || r.PollSkips != 0 {
+		t.Fatalf("non-monotonic %d skips %d, want 1 and 0 (examples %v)", r.NonMonotonicPolls, r.PollSkips, r.Examples)
+	}
+}
+
+// Examples are a deterministic few: the first ones in value order, capped,
+// while the count covers them all.
+func TestCheckExamplesAreTheFirstFewInValueOrder(t *testing.T) {
+	b := clean(AtLeastOnce)
+	var want []string
+	for i := 12; i >= 3; i-- { // acknowledged at 1/1.., never stored, acked in reverse order
+		d := InputValue("p0.0", int64(i))
+		b.write("p0.0", tin, 1, int64(i), d, 0)
+	}
+	for _, i := range []int{10, 11, 12, 3, 4} { // sorted as strings
+		want = append(want, InputValue("p0.0", int64(i))+" acknowledged at in/1@"+strconv.Itoa(i)+" is not in the input log")
+	}
+	r := Check(b.finishClean(), CheckOptions{})
+	if r.Lost != 10 || r.LostWrites != 10 {
+		t.Fatalf("lost %d lost writes %d, want 10", r.Lost, r.LostWrites)
+	}
+	if got := r.Examples[AnomalyLost]; !reflect.DeepEqual(got, want) {
+		t.Fatalf("examples %q, want %q", got, want)
 	}
 }

@@ -136,20 +136,9 @@ type Report struct {
 	Notes []string `json:"notes,omitempty"`
 }
 
-// slot is a process identity that survives restarts: a producer or pipeline
-// position with its transactional and group instance ids.
-type slot struct {
-	name     string
-	role     string
-	gen      int
-	cur      *instance
-	all      []*instance
-	zombies  []*instance
-	diedAt   time.Time
-	stopping bool
-	now      bool // replace immediately (zombie), no restart pause
-}
-
+// runner is one run: Run and run orchestrate it here; the supervisor
+// (supervisor.go), the nemesis (nemesis.go) and the drain (drain.go) share
+// its state under mu.
 type runner struct {
 	cfg      Config
 	profile  Profile
@@ -166,19 +155,22 @@ type runner struct {
 	rec      *Recorder
 	logw     io.Writer
 
-	mu        sync.Mutex
+	mu sync.Mutex
+	// The supervisor's: every slot, and every instance ever started.
 	slots     []*slot
-	extras    []*instance
 	instances []*instance
+	// The nemesis's: rebalance joiners started, faults injected, and the
+	// network faults in force (by schedule index).
 	extraN    int
 	faults    int
 	lastFault string
+	dropOn    map[int]float64
+	delayOn   map[int]time.Duration
 	phase     string
 	start     time.Time
 	notes     []string
-	dropOn    map[int]float64
-	delayOn   map[int]time.Duration
-	brokerMu  sync.Mutex
+	// brokerMu serializes broker kills.
+	brokerMu sync.Mutex
 }
 
 func (r *runner) logf(format string, args ...any) {
@@ -354,43 +346,18 @@ func (r *runner) run(ctx context.Context) (*Report, error) {
 	go func() { defer superWG.Done(); r.report(superCtx) }()
 	defer func() { stopSuper(); superWG.Wait(); r.killAll() }()
 
-	// Faults, until the workload's end.
-	nemCtx, stopNem := context.WithDeadline(ctx, r.start.Add(cfg.Duration))
-	var nemWG sync.WaitGroup
-	for i, f := range schedule {
-		select {
-		case <-nemCtx.Done():
-		case <-time.After(time.Until(r.start.Add(f.At))):
-			nemWG.Add(1)
-			go func(i int, f Fault) { defer nemWG.Done(); r.inject(nemCtx, i, f) }(i, f)
-		}
-		if nemCtx.Err() != nil {
-			break
-		}
-	}
-	<-nemCtx.Done()
-	stopNem()
+	healed := r.runSchedule(ctx, schedule)
 	// Everything after the workload, healing included, counts against the
 	// drain bound.
 	durEnd := r.start.Add(cfg.Duration)
 	r.setPhase("draining")
-	nemWG.Wait() // every fault heals itself when nemCtx ends
+	healed() // every fault heals itself when the workload ends
 	if ctx.Err() != nil {
 		return nil, setupErr("interrupted")
 	}
 
 	deadline := durEnd.Add(cfg.Drain)
-	at := func(f float64) time.Time { return durEnd.Add(time.Duration(f * float64(cfg.Drain))) }
-	r.logf("workload ended; draining")
-	r.stopRole(RoleProducer, at(0.25))
-	if r.profile.Producer.Transactional {
-		r.fenceDeadProducers(at(0.35))
-	}
-	drained, target, err := r.waitCaughtUp(ctx, at(0.75))
-	if err != nil {
-		r.logf("drain: %v", err)
-	}
-	r.stopRole(RolePipeline, at(0.8))
+	drained, target := r.drain(ctx, durEnd)
 	stopSuper()
 	superWG.Wait()
 	r.killAll()
@@ -498,83 +465,6 @@ func (r *runner) createTopics(ctx context.Context) error {
 	return nil
 }
 
-// spec builds the WorkerSpec of a slot's next instance.
-func (r *runner) spec(s *slot, proc string) WorkerSpec {
-	sp := WorkerSpec{
-		Role: s.role, Proc: proc, Seed: r.cfg.Seed, Brokers: r.proxy.Addrs(),
-		InTopic: r.in, OutTopic: r.out, Partitions: r.cfg.Partitions, Group: r.group,
-		TransactionalID: "verify-" + r.runID + "-" + s.name, Profile: r.profile,
-		History: filepath.Join(r.histDir, proc+".jsonl"), TxnTimeout: 10 * time.Second,
-	}
-	if s.role == RoleProducer {
-		if r.cfg.Rate > 0 {
-			sp.Rate = r.cfg.Rate / float64(r.cfg.Producers)
-		}
-	} else if r.cfg.StaticMembership && s.name[0] == 'c' {
-		sp.InstanceID = r.runID + "-" + s.name
-	}
-	return sp
-}
-
-// startSlot starts a slot's next instance. Called without r.mu.
-func (r *runner) startSlot(s *slot) error {
-	r.mu.Lock()
-	proc := fmt.Sprintf("%s.%d", s.name, s.gen)
-	s.gen++
-	sp := r.spec(s, proc)
-	r.mu.Unlock()
-	in, err := startInstance(r.cfg.WorkerCommand, r.cfg.Env, sp, filepath.Join(r.logDir, proc+".log"))
-	if err != nil {
-		return err
-	}
-	r.mu.Lock()
-	s.cur, s.now = in, false
-	s.all = append(s.all, in)
-	r.instances = append(r.instances, in)
-	r.mu.Unlock()
-	r.rec.Record(Event{Type: EvStart, Proc: proc, Detail: s.role})
-	r.logf("started %s", proc)
-	return nil
-}
-
-// supervise restarts dead instances of slots that are not stopping.
-func (r *runner) supervise(ctx context.Context) {
-	t := time.NewTicker(50 * time.Millisecond)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		r.mu.Lock()
-		var start []*slot
-		for _, s := range r.slots {
-			if s.stopping {
-				continue
-			}
-			if s.cur != nil && !s.cur.alive() {
-				how := "exited"
-				if s.cur.err != nil {
-					how = s.cur.err.Error()
-				}
-				r.rec.Record(Event{Type: EvExit, Proc: s.cur.proc, Detail: how})
-				r.logf("%s %s", s.cur.proc, how)
-				s.cur, s.diedAt = nil, time.Now()
-			}
-			if s.cur == nil && (s.now || time.Since(s.diedAt) > 300*time.Millisecond) {
-				start = append(start, s)
-			}
-		}
-		r.mu.Unlock()
-		for _, s := range start {
-			if err := r.startSlot(s); err != nil {
-				r.logf("restarting %s: %v", s.name, err)
-			}
-		}
-	}
-}
-
 // report feeds cfg.Progress.
 func (r *runner) report(ctx context.Context) {
 	if r.cfg.Progress == nil {
@@ -611,274 +501,6 @@ func (r *runner) progress() {
 		p.Elapsed = p.Duration
 	}
 	r.cfg.Progress(p)
-}
-
-// stopRole asks every instance of a role to finish and exit, and kills
-// whatever has not exited by the deadline.
-func (r *runner) stopRole(role string, by time.Time) {
-	r.mu.Lock()
-	var ins []*instance
-	for _, s := range r.slots {
-		if s.role != role {
-			continue
-		}
-		s.stopping = true
-		if s.cur != nil {
-			ins = append(ins, s.cur)
-		}
-		for _, z := range s.zombies {
-			z.kill()
-		}
-	}
-	r.mu.Unlock()
-	for _, in := range ins {
-		in.send(CmdStop)
-	}
-	for _, in := range ins {
-		if !in.wait(time.Until(by)) {
-			r.logf("%s did not stop in time; killing it", in.proc)
-			r.note("%s did not stop within the drain bound and was killed", in.proc)
-			in.kill()
-			in.wait(5 * time.Second)
-		}
-	}
-}
-
-// fenceDeadProducers runs a fence-only instance for every transactional
-// producer slot whose last instance did not finish cleanly, so no
-// transaction it left open holds back the last stable offset.
-func (r *runner) fenceDeadProducers(by time.Time) {
-	var fences []*instance
-	for _, s := range r.slots {
-		r.mu.Lock()
-		last := s.cur
-		if last == nil && len(s.all) > 0 {
-			last = s.all[len(s.all)-1]
-		}
-		r.mu.Unlock()
-		if s.role != RoleProducer || (last != nil && last.cleanExit()) {
-			continue
-		}
-		sp := r.spec(s, s.name+".fence")
-		sp.FenceOnly = true
-		in, err := startInstance(r.cfg.WorkerCommand, r.cfg.Env, sp, filepath.Join(r.logDir, sp.Proc+".log"))
-		if err != nil {
-			r.logf("fencing %s: %v", s.name, err)
-			continue
-		}
-		r.mu.Lock()
-		r.instances = append(r.instances, in)
-		r.mu.Unlock()
-		fences = append(fences, in)
-	}
-	for _, in := range fences {
-		if !in.wait(time.Until(by)) {
-			in.kill()
-		}
-	}
-}
-
-// waitCaughtUp waits until the group has committed past the last record of
-// every input partition (as the pipeline's isolation level sees them).
-func (r *runner) waitCaughtUp(ctx context.Context, by time.Time) (bool, map[int32]int64, error) {
-	target := map[int32]int64{}
-	rctx, cancel := context.WithDeadline(ctx, by)
-	defer cancel()
-	fr, err := ReadTopic(rctx, r.admin, r.in, r.profile.Consumer.ReadCommitted)
-	if err != nil {
-		return false, target, err
-	}
-	for p, rs := range fr.Records {
-		if len(rs) > 0 {
-			target[p] = rs[len(rs)-1].Offset + 1
-		}
-	}
-	adm := kadm.NewClient(r.admin)
-	for {
-		offs, err := adm.FetchOffsets(rctx, r.group)
-		if err == nil {
-			done := true
-			for p, want := range target {
-				o, ok := offs.Lookup(r.in, p)
-				if !ok || o.Err != nil || o.At < want {
-					done = false
-				}
-			}
-			if done {
-				r.logf("the pipeline caught up")
-				return true, target, nil
-			}
-		}
-		select {
-		case <-rctx.Done():
-			return false, target, nil
-		case <-time.After(250 * time.Millisecond):
-		}
-	}
-}
-
-func (r *runner) killAll() {
-	r.mu.Lock()
-	ins := append([]*instance(nil), r.instances...)
-	r.mu.Unlock()
-	for _, in := range ins {
-		if in.alive() {
-			in.kill()
-		}
-	}
-	for _, in := range ins {
-		in.wait(5 * time.Second)
-	}
-}
-
-func (r *runner) slotFor(role string, target int) *slot {
-	n := 0
-	for _, s := range r.slots {
-		if s.role == role {
-			if n == target {
-				return s
-			}
-			n++
-		}
-	}
-	return nil
-}
-
-// sleepCtx sleeps for d or until ctx ends; false if ctx ended.
-func sleepCtx(ctx context.Context, d time.Duration) bool {
-	select {
-	case <-ctx.Done():
-		return false
-	case <-time.After(d):
-		return true
-	}
-}
-
-// inject carries out one fault and heals it, at the latest when ctx ends.
-func (r *runner) inject(ctx context.Context, i int, f Fault) {
-	r.mu.Lock()
-	r.faults++
-	r.lastFault = f.String()
-	r.mu.Unlock()
-	ev := Event{Type: EvFault, Proc: "nemesis", Detail: string(f.Kind)}
-	heal := Event{Type: EvHeal, Proc: "nemesis", Detail: string(f.Kind)}
-	r.logf("fault: %s", f)
-	switch f.Kind {
-	case FaultBrokerKill:
-		r.brokerMu.Lock()
-		defer r.brokerMu.Unlock()
-		r.rec.Record(ev)
-		r.broker.Kill()
-		sleepCtx(ctx, f.For)
-		if err := r.broker.Restart(); err != nil {
-			r.logf("restarting the broker: %v", err)
-			heal.Error = err.Error()
-		}
-		r.rec.Record(heal)
-	case FaultLostAck, FaultDelay:
-		r.rec.Record(ev)
-		r.mu.Lock()
-		if f.Kind == FaultLostAck {
-			r.dropOn[i] = f.Probability
-		} else {
-			r.delayOn[i] = f.Delay
-		}
-		r.applyNetLocked()
-		r.mu.Unlock()
-		sleepCtx(ctx, f.For)
-		r.mu.Lock()
-		delete(r.dropOn, i)
-		delete(r.delayOn, i)
-		r.applyNetLocked()
-		r.mu.Unlock()
-		r.rec.Record(heal)
-	case FaultReset:
-		n := r.proxy.Reset()
-		ev.Error = fmt.Sprintf("%d connections", n)
-		r.rec.Record(ev)
-	case FaultProducerKill, FaultConsumerKill:
-		r.mu.Lock()
-		s := r.slotFor(f.Role, f.Target)
-		var in *instance
-		if s != nil {
-			in = s.cur
-		}
-		r.mu.Unlock()
-		if in == nil || !in.alive() {
-			ev.Error = "target not running"
-			r.rec.Record(ev)
-			return
-		}
-		ev.Value = in.proc
-		ev.Error = f.Phase
-		r.rec.Record(ev)
-		in.send(CmdCrash + " " + f.Phase)
-		if !in.wait(3 * time.Second) {
-			in.kill() // it never reached the phase (idle): kill it anyway
-		}
-	case FaultRebalance:
-		r.mu.Lock()
-		r.extraN++
-		s := &slot{name: fmt.Sprintf("x%d", r.extraN), role: RolePipeline}
-		proc := s.name + ".0"
-		sp := r.spec(s, proc)
-		r.mu.Unlock()
-		in, err := startInstance(r.cfg.WorkerCommand, r.cfg.Env, sp, filepath.Join(r.logDir, proc+".log"))
-		if err != nil {
-			r.logf("rebalance: %v", err)
-			return
-		}
-		r.mu.Lock()
-		r.instances = append(r.instances, in)
-		r.mu.Unlock()
-		ev.Value = proc
-		r.rec.Record(ev)
-		sleepCtx(ctx, f.For)
-		in.send(CmdStop)
-		if !in.wait(5 * time.Second) {
-			in.kill()
-		}
-		r.rec.Record(heal)
-	case FaultZombie:
-		r.mu.Lock()
-		s := r.slotFor(f.Role, f.Target)
-		var in *instance
-		if s != nil && s.cur != nil && s.cur.alive() && !s.stopping {
-			in = s.cur
-			s.zombies = append(s.zombies, in)
-			s.cur, s.now = nil, true // the supervisor starts the replacement now
-		}
-		r.mu.Unlock()
-		if in == nil {
-			ev.Error = "target not running"
-			r.rec.Record(ev)
-			return
-		}
-		in.pause(true)
-		ev.Value = in.proc
-		r.rec.Record(ev)
-		sleepCtx(ctx, f.For)
-		in.pause(false)
-		heal.Value = in.proc
-		r.rec.Record(heal)
-		// The zombie runs on beside its replacement for a moment (fenced,
-		// if fencing works), then goes.
-		sleepCtx(ctx, 2*time.Second)
-		in.kill()
-	}
-}
-
-func (r *runner) applyNetLocked() {
-	var drop float64
-	var delay time.Duration
-	for _, p := range r.dropOn {
-		drop = max(drop, p)
-	}
-	for _, d := range r.delayOn {
-		delay = max(delay, d)
-	}
-	r.proxy.SetDrop(drop)
-	r.proxy.SetDelay(delay)
 }
 
 // timeline counts input and output acknowledgements per second.
