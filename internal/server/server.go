@@ -36,6 +36,9 @@ type Request struct {
 	Header        Header
 	Conn          *Conn
 	ReceivedBytes int
+	// decodeCharge is what decoding the body was charged to the request
+	// budget (wire.DecodeCost), released with the frame's bytes.
+	decodeCharge int64
 }
 
 // Header is the Kafka request header.
@@ -404,6 +407,9 @@ func (c *Conn) readLoop(queue chan<- pending) {
 		}
 		start := time.Now()
 		req, hdr, err := c.decode(f.buf)
+		if req != nil {
+			f.charged += req.decodeCharge
+		}
 		if err != nil {
 			s.budget.release(f.charged)
 			s.log.Warn("closing connection: bad request", "remote", c.remote,
@@ -426,11 +432,13 @@ func (c *Conn) readLoop(queue chan<- pending) {
 		}
 		flex := req.Msg != nil && req.Msg.IsFlexible() && hdr.APIKey != 18
 		if f.recycle != nil {
-			// The handler is done with the bytes (RecycledKeys' rule).
+			// The handler is done with the bytes (RecycledKeys' rule), but
+			// not with the decoded request, which a deferred reply may
+			// still hold: only the frame's bytes are released now.
 			*f.recycle = f.buf
 			requestBufs.Put(f.recycle)
-			s.budget.release(f.charged)
-			f.charged = 0
+			s.budget.release(f.charged - req.decodeCharge)
+			f.charged = req.decodeCharge
 		}
 		p := pending{hdr: hdr, version: version, flex: flex, reply: reply, start: start, charged: f.charged}
 		select {
@@ -583,13 +591,30 @@ func (c *Conn) decode(buf []byte) (*Request, Header, error) {
 			return nil, hdr, err
 		}
 	}
-	if err := wire.CheckCounts(hdr.APIKey, hdr.APIVersion, rest); err != nil {
-		return nil, hdr, err // before kmsg allocates for counts the body cannot hold
+	// Before kmsg allocates: counts the body cannot hold are refused, and
+	// what decoding will allocate is charged to the request budget like
+	// the frame's bytes, since counts that do fit still amplify (a 1-byte
+	// element can decode to a 100-byte struct). Twice: the answer mirrors
+	// the request's arrays (an entry per topic and partition asked for)
+	// and lives as long.
+	cost, err := wire.DecodeCost(hdr.APIKey, hdr.APIVersion, rest)
+	if err != nil {
+		return nil, hdr, err
 	}
+	cost *= 2
+	if cost > int64(c.srv.cfg.MaxRequestBytes) {
+		return nil, hdr, fmt.Errorf("decoding %s v%d would allocate %d bytes, over socket.request.max.bytes %d",
+			kmsg.NameForKey(hdr.APIKey), hdr.APIVersion, cost, c.srv.cfg.MaxRequestBytes)
+	}
+	req := &Request{Msg: msg, Header: hdr, Conn: c, ReceivedBytes: len(buf) + 4}
+	if err := c.srv.budget.acquire(cost, time.Now().Add(c.srv.cfg.RequestReadTimeout), c.srv.ctx.Done()); err != nil {
+		return nil, hdr, fmt.Errorf("waiting for %d bytes of queued.max.request.bytes to decode %s: %w", cost, kmsg.NameForKey(hdr.APIKey), err)
+	}
+	req.decodeCharge = cost
 	if err := msg.ReadFrom(rest); err != nil {
-		return nil, hdr, fmt.Errorf("decoding %s v%d: %w", kmsg.NameForKey(hdr.APIKey), hdr.APIVersion, err)
+		return req, hdr, fmt.Errorf("decoding %s v%d: %w", kmsg.NameForKey(hdr.APIKey), hdr.APIVersion, err)
 	}
-	return &Request{Msg: msg, Header: hdr, Conn: c, ReceivedBytes: len(buf) + 4}, hdr, nil
+	return req, hdr, nil
 }
 
 // skipTags skips a tagged-field section (unsigned varint count, then

@@ -37,15 +37,26 @@ var errTagCount = fmt.Errorf("%w: tagged field count exceeds the body", ErrMalfo
 // ReadFrom accepts. Bytes after the last field are allowed, as kmsg allows
 // them.
 func CheckCounts(key, version int16, body []byte) error {
+	_, err := DecodeCost(key, version, body)
+	return err
+}
+
+// DecodeCost is CheckCounts that also returns an upper estimate of the
+// bytes kmsg allocates decoding body: every array's count × its Go
+// element's size, every string's bytes and every unknown tagged field.
+// Counts that fit the body still amplify (a 1-byte element can be a
+// 100-byte struct), so the server charges this to its request budget and
+// refuses a request whose decoded form alone would exceed the frame limit.
+func DecodeCost(key, version int16, body []byte) (int64, error) {
 	m, err := layoutFor(key, version)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	w := walker{b: body, flex: m.flexible}
 	if err := w.structure(m.root); err != nil {
-		return fmt.Errorf("%s v%d: %w", kmsg.NameForKey(key), version, err)
+		return 0, fmt.Errorf("%s v%d: %w", kmsg.NameForKey(key), version, err)
 	}
-	return nil
+	return w.alloc, nil
 }
 
 // message is one request type at one version.

@@ -28,6 +28,7 @@ type field struct {
 	op   op
 	size int     // opFixed
 	elem *field  // opArray
+	mem  int     // opArray: bytes kmsg allocates per element (the Go element's size)
 	st   *layout // opStruct, opNullableStruct
 	min  int     // smallest encoding, in bytes
 }
@@ -271,7 +272,7 @@ func (p *prober) fieldOf(path []int, t reflect.Type) (*field, error) {
 		if err != nil {
 			return nil, err
 		}
-		return &field{op: opArray, elem: elem, min: lenSize}, nil
+		return &field{op: opArray, elem: elem, mem: int(t.Elem().Size()), min: lenSize}, nil
 	case reflect.Struct:
 		st, err := p.structLayout(path, t)
 		if err != nil {

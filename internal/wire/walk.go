@@ -11,7 +11,16 @@ import (
 type walker struct {
 	b    []byte
 	flex bool
+	// alloc estimates what kmsg allocates decoding the bytes walked so
+	// far: every array's elements, every string's bytes and every unknown
+	// tagged field (kept as a map entry and its bytes).
+	alloc int64
 }
+
+// unknownTagCost is what kmsg allocates for one unknown tagged field
+// beyond its value's bytes: a map entry with its share of the buckets, measured at
+// about 157 bytes per tag as the map grows.
+const unknownTagCost = 160
 
 // short is the refusal when a field runs past the end of the body.
 func short(what string, need, have int) error {
@@ -101,12 +110,16 @@ func (w *walker) field(f *field) error {
 		if err != nil || n < 0 {
 			return err
 		}
+		if f.op == opString {
+			w.alloc += int64(n) // kmsg copies strings; bytes alias the body
+		}
 		return w.skip(n, "string or bytes")
 	case opArray:
 		n, err := w.length(4, true, "array count")
 		if err != nil || n <= 0 {
 			return err
 		}
+		w.alloc += int64(n) * int64(f.mem) // after array's count check: n fits the body
 		return w.array(n, f.elem)
 	case opStruct:
 		return w.structure(f.st)
@@ -173,6 +186,9 @@ func (w *walker) tags(l *layout) error {
 			if err := sub.field(f); err != nil {
 				return err
 			}
+			w.alloc += sub.alloc
+		} else {
+			w.alloc += unknownTagCost + int64(size)
 		}
 	}
 	return nil

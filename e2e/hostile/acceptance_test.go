@@ -1,0 +1,106 @@
+package hostile
+
+import (
+	"bufio"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/exactly/exactly/internal/managed"
+	"github.com/exactly/exactly/internal/testenv"
+)
+
+// attack is one hostile client's behaviour against the broker at addr. It
+// returns once the attack is over (its connections closed or abandoned);
+// the bound and the broker's health are checked by the caller.
+type attack struct {
+	name string
+	run  func(t *testing.T, addr string)
+}
+
+// attacks lists every attack of the suite, in the order the acceptance test
+// runs them one after another against a single broker. Attacks that leave
+// connections open have them closed here, as their client would when it
+// gives up, so that the next attack and the canary start from a broker
+// whose connection limits they have not used up.
+var attacks = []attack{
+	{"connection flood", func(t *testing.T, addr string) { closeAll(attackConnectionFlood(t, addr)) }},
+	{"connection churn", attackFileLimit},
+	{"huge array counts", func(t *testing.T, addr string) { conns, _ := attackHugeCounts(t, addr); closeAll(conns) }},
+	{"amplifying requests", attackAmplifyingRequests},
+	{"huge declared frames", func(t *testing.T, addr string) { closeAll(attackHugeDeclaredFrames(t, addr)) }},
+	{"partial frames", attackPartialFrames},
+	{"unread fetches", attackUnreadFetches},
+	{"abandoned long polls", attackAbandonedLongPolls},
+}
+
+// closeAll closes an attack's connections.
+func closeAll(conns []*testenv.RawConn) {
+	for _, c := range conns {
+		c.NC.Close()
+	}
+}
+
+// peakRSS is a process's peak resident set size (VmHWM) in bytes.
+func peakRSS(t *testing.T, pid int) int64 {
+	t.Helper()
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if rest, ok := strings.CutPrefix(sc.Text(), "VmHWM:"); ok {
+			kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
+			if err != nil {
+				t.Fatalf("VmHWM %q: %v", rest, err)
+			}
+			return kb << 10
+		}
+	}
+	t.Fatalf("no VmHWM in /proc/%d/status", pid)
+	return 0
+}
+
+// TestEveryAttackInTurn runs every attack against one `exactly serve`
+// process with the default configuration: after each, a canary producer
+// and consumer (acks=all) must be served with nothing lost; the broker's
+// peak RSS must stay under 1 GiB throughout; and after a SIGTERM and a
+// restart every canary record acknowledged before is still served.
+func TestEveryAttackInTurn(t *testing.T) {
+	bin := testenv.ExactlyBinary(t)
+	b, err := managed.Start([]string{bin, "serve"}, nil, t.TempDir(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(b.Kill)
+	if len(attacks) == 0 {
+		t.Fatal("no attacks registered")
+	}
+	const canaryRecords = 50
+	var topics []string
+	for _, a := range attacks {
+		start := time.Now()
+		a.run(t, b.Addr())
+		topics = append(topics, canary(t, b.Addr(), canaryRecords))
+		rss := peakRSS(t, b.PID())
+		t.Logf("%-28s done in %v; broker peak RSS so far %d MiB", a.name, time.Since(start).Round(time.Millisecond), rss>>20)
+		if rss >= 1<<30 {
+			t.Fatalf("after %s the broker's peak RSS is %d MiB, over 1 GiB", a.name, rss>>20)
+		}
+	}
+	b.Stop(30 * time.Second)
+	if err := b.Restart(); err != nil {
+		t.Fatalf("restart after the attacks: %v", err)
+	}
+	for _, topic := range topics {
+		recs := testenv.ReadToEnd(t, b.Addr(), topic, false)
+		if n := len(recs[0]); n != canaryRecords {
+			t.Errorf("after restart %s holds %d records, want %d", topic, n, canaryRecords)
+		}
+	}
+}
