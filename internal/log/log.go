@@ -478,17 +478,8 @@ func (l *Log) close(flush bool) error {
 	return err
 }
 
-// Delete closes the log without flushing and removes its directory, e.g.
-// when the partition is deleted.
-func (l *Log) Delete() error {
-	if err := l.close(false); err != nil && !errors.Is(err, ErrClosed) {
-		return err
-	}
-	if err := l.fs.RemoveAll(l.dir); err != nil {
-		return fmt.Errorf("log: delete %s: %w", l.dir, err)
-	}
-	if err := l.fs.SyncDir(filepath.Dir(filepath.Clean(l.dir))); err != nil {
-		return fmt.Errorf("log: delete %s: %w", l.dir, err)
-	}
-	return nil
+// Discard closes the log without flushing anything (the caller is about to
+// delete its directory) and releases its files once in-flight reads finish.
+func (l *Log) Discard() {
+	l.close(false)
 }

@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -34,8 +35,9 @@ type Partition struct {
 
 	log  *log.Log
 	logr *slog.Logger
-	fs   vfs.FS
-	dir  string
+	fs      vfs.FS
+	dir     string
+	topicID TopicID
 
 	mu            sync.Mutex // serializes appends (order of offsets = order of Append calls)
 	state         *producerstate.State
@@ -63,14 +65,28 @@ type Partition struct {
 	watchers map[chan struct{}]struct{}
 }
 
+// Options are what a partition knows from outside its directory.
+type Options struct {
+	// TopicID is the topic the directory belongs to: Open creates the
+	// directory with a marker naming it (MarkerName) and refuses one marked
+	// for another topic; Delete removes only a directory so marked. Zero
+	// (tests of a lone partition) means no marker.
+	TopicID TopicID
+}
+
 // Open opens (recovering if needed) the partition's log in dir. Everything
 // that survived recovery is fsynced and becomes the initial HW.
-func Open(fsys vfs.FS, dir, topic string, index int32, cfg log.Config, logger *slog.Logger) (*Partition, error) {
+func Open(fsys vfs.FS, dir, topic string, index int32, cfg log.Config, logger *slog.Logger, opts Options) (*Partition, error) {
+	if opts.TopicID != (TopicID{}) {
+		if err := claimDir(fsys, dir, opts.TopicID); err != nil {
+			return nil, fmt.Errorf("opening %s-%d: %w", topic, index, err)
+		}
+	}
 	l, err := log.Open(fsys, dir, cfg, logger.With("topic", topic, "partition", index))
 	if err != nil {
 		return nil, fmt.Errorf("opening %s-%d: %w", topic, index, err)
 	}
-	p := &Partition{Topic: topic, Index: index, log: l, logr: logger, fs: fsys, dir: dir, markers: map[int64]uint64{}, watchers: map[chan struct{}]struct{}{}}
+	p := &Partition{Topic: topic, Index: index, log: l, logr: logger, fs: fsys, dir: dir, topicID: opts.TopicID, markers: map[int64]uint64{}, watchers: map[chan struct{}]struct{}{}}
 	if err := l.Sync(l.NextOffset()); err != nil {
 		l.Close()
 		return nil, fmt.Errorf("syncing recovered %s-%d: %w", topic, index, err)
@@ -344,8 +360,17 @@ func (p *Partition) Close() error {
 	return errors.Join(snapErr, p.log.Close())
 }
 
-// Delete closes the partition and removes its data.
-func (p *Partition) Delete() error {
+// Delete closes the partition and removes its directory, if it is the one
+// its topic created (see RemoveDir); it reports whether the directory is
+// gone.
+func (p *Partition) Delete() (bool, error) {
 	p.stopBackground()
-	return p.log.Delete()
+	p.log.Discard()
+	if p.topicID == (TopicID{}) {
+		if err := p.fs.RemoveAll(p.dir); err != nil {
+			return false, err
+		}
+		return true, p.fs.SyncDir(filepath.Dir(filepath.Clean(p.dir)))
+	}
+	return RemoveDir(p.fs, p.dir, p.topicID)
 }
