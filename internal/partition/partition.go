@@ -33,8 +33,8 @@ type Partition struct {
 	Topic string
 	Index int32
 
-	log  *log.Log
-	logr *slog.Logger
+	log     *log.Log
+	logr    *slog.Logger
 	fs      vfs.FS
 	dir     string
 	topicID TopicID
