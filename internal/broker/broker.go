@@ -62,6 +62,12 @@ type Broker struct {
 	partsMu sync.RWMutex
 	parts   map[string][]*partition.Partition // topic name → partitions by index
 
+	// storedRPs are the recovery points read at start, handed to the
+	// partitions as they open.
+	storedRPs log.RecoveryPoints
+	// rpMu serializes rewrites of the recovery point file.
+	rpMu sync.Mutex
+
 	ctx    context.Context
 	cancel context.CancelFunc
 	bg     sync.WaitGroup
@@ -126,6 +132,10 @@ func open(cfg Config, dd *cluster.DataDir) (*Broker, error) {
 		return nil, err
 	}
 	b.reportStrangers()
+	if b.storedRPs, err = log.ReadRecoveryPoints(cfg.FS, b.recoveryPointsPath()); err != nil {
+		cancel()
+		return nil, err
+	}
 	for _, t := range cat.Topics() {
 		ps := make([]*partition.Partition, t.Partitions)
 		for i := range ps {
@@ -152,8 +162,18 @@ func open(cfg Config, dd *cluster.DataDir) (*Broker, error) {
 		cancel()
 		return nil, err
 	}
-	b.bg.Add(1)
+	// Everything recovered was fsynced by Open: store it at once, so a
+	// crash soon after start leaves no stale recovery point behind.
+	if err := b.writeRecoveryPoints(b.allPartitions()); err != nil {
+		b.stopTxn()
+		b.stopGroups()
+		b.closePartitions()
+		cancel()
+		return nil, err
+	}
+	b.bg.Add(2)
 	go b.retentionLoop()
+	go b.recoveryPointLoop()
 	return b, nil
 }
 
@@ -243,8 +263,72 @@ func (b *Broker) checkNewDirs(name string, from, to int32) error {
 }
 
 func (b *Broker) openPartition(t *cluster.Topic, index int32) (*partition.Partition, error) {
-	return partition.Open(b.cfg.FS, b.partitionDir(t.Name, index), t.Name, index, b.logConfig(t), b.log,
-		partition.Options{TopicID: partition.TopicID(t.ID)})
+	rp := b.storedRPs[log.PartitionKey{Topic: t.Name, Partition: index, TopicID: t.ID}]
+	p, err := partition.Open(b.cfg.FS, b.partitionDir(t.Name, index), t.Name, index, b.logConfig(t), b.log,
+		partition.Options{TopicID: partition.TopicID(t.ID), RecoveryPoint: rp})
+	if err != nil {
+		return nil, err
+	}
+	if ce := p.Log().Corruption(); ce != nil && t.Internal {
+		// Group offsets and transactions cannot run with a hole in their
+		// log, and replaying around it would silently forget state.
+		p.Close()
+		return nil, fmt.Errorf("internal topic %s-%d is corrupt, refusing to start: %w; %s", t.Name, index, ce, log.RepairHint)
+	}
+	return p, nil
+}
+
+func (b *Broker) recoveryPointsPath() string {
+	return filepath.Join(b.cfg.DataDir, cluster.RecoveryPointsName)
+}
+
+// allPartitions lists every open partition.
+func (b *Broker) allPartitions() []*partition.Partition {
+	b.partsMu.RLock()
+	defer b.partsMu.RUnlock()
+	var all []*partition.Partition
+	for _, ps := range b.parts {
+		all = append(all, ps...)
+	}
+	return all
+}
+
+// writeRecoveryPoints stores the recovery point of each partition given:
+// what its log reports as fsynced, so it is true when read.
+func (b *Broker) writeRecoveryPoints(ps []*partition.Partition) error {
+	b.rpMu.Lock()
+	defer b.rpMu.Unlock()
+	rps := make(log.RecoveryPoints, len(ps))
+	for _, p := range ps {
+		t, ok := b.catalog.Topic(p.Topic)
+		if !ok {
+			continue // deleted meanwhile
+		}
+		rps[log.PartitionKey{Topic: p.Topic, Partition: p.Index, TopicID: t.ID}] = p.RecoveryPoint()
+	}
+	if err := log.WriteRecoveryPoints(b.cfg.FS, b.recoveryPointsPath(), rps); err != nil {
+		return fmt.Errorf("writing recovery points: %w", err)
+	}
+	return nil
+}
+
+// recoveryPointLoop rewrites the recovery point file every
+// log.flush.offset.checkpoint.interval.ms. A failed write keeps the old
+// file, which lags but stays true.
+func (b *Broker) recoveryPointLoop() {
+	defer b.bg.Done()
+	tick := time.NewTicker(time.Duration(b.brokerInt("log.flush.offset.checkpoint.interval.ms")) * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-b.ctx.Done():
+			return
+		case <-tick.C:
+			if err := b.writeRecoveryPoints(b.allPartitions()); err != nil {
+				b.log.Error("recovery point checkpoint failed", "err", err)
+			}
+		}
+	}
 }
 
 // logConfig resolves a topic's effective storage settings.
@@ -459,7 +543,10 @@ func (b *Broker) Close() error {
 	b.stopGroups()
 	b.cancel()
 	b.bg.Wait()
+	all := b.allPartitions()
 	err := b.closePartitions()
+	// Closing fsynced every healthy log to its end.
+	err = errors.Join(err, b.writeRecoveryPoints(all))
 	// Last: the next broker on this directory may start once every file
 	// in it is closed.
 	return errors.Join(err, b.dataDir.Close())

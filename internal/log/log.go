@@ -108,23 +108,40 @@ type Log struct {
 	durable atomic.Int64 // everything below is fsynced
 	failure atomic.Pointer[error]
 	isShut  atomic.Bool
+	// corruption is the damage that took the log offline, if that is why.
+	corruption atomic.Pointer[CorruptionError]
+	// recoveryPoint is what Open was told is durable (see OpenAt).
+	recoveryPoint int64
 
 	syncMu sync.Mutex // serializes fsyncs: the group commit lock
 }
 
 // Open opens the log in dir, creating the directory if missing and
 // recovering from whatever a crash left there (see the package
-// documentation). A nil logger discards log lines.
+// documentation), knowing nothing durable about the last segment: OpenAt
+// with recovery point 0. A nil logger discards log lines.
 func Open(fsys vfs.FS, dir string, cfg Config, logger *slog.Logger) (*Log, error) {
+	return OpenAt(fsys, dir, cfg, logger, 0)
+}
+
+// OpenAt opens the log in dir like Open, given its recovery point: an
+// offset below which everything was fsynced before (RecoveryPoint of an
+// earlier run, stored durably after the fsync it covers). Damage in the
+// last segment at or above it is a torn tail and is truncated; damage
+// below it, or in any earlier segment (fsynced when rolled), is
+// corruption: the log opens offline with a CorruptionError and every file
+// is left as it was.
+func OpenAt(fsys vfs.FS, dir string, cfg Config, logger *slog.Logger, recoveryPoint int64) (*Log, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
 	l := &Log{
-		fs:     fsys,
-		dir:    dir,
-		logger: logger.With("log", dir),
-		now:    time.Now,
-		cfg:    cfg.normalized(),
+		fs:            fsys,
+		dir:           dir,
+		logger:        logger.With("log", dir),
+		now:           time.Now,
+		cfg:           cfg.normalized(),
+		recoveryPoint: recoveryPoint,
 	}
 	if err := vfs.MkdirAllDurable(l.fs, l.dir); err != nil {
 		return nil, err
@@ -386,6 +403,12 @@ func (l *Log) Sync(upto int64) error {
 	l.raiseDurable(target)
 	return nil
 }
+
+// RecoveryPoint returns the offset below which everything is known to be
+// fsynced, for storing durably: the durable offset, or, for a log that
+// opened corrupt, the recovery point it was opened with (which must not
+// be lost, or the damage would pass for a torn tail next time).
+func (l *Log) RecoveryPoint() int64 { return max(l.recoveryPoint, l.durable.Load()) }
 
 // DurableOffset returns the offset below which everything is fsynced. On a
 // single node this is the high watermark: consumers may read below it.

@@ -72,6 +72,9 @@ type Options struct {
 	// for another topic; Delete removes only a directory so marked. Zero
 	// (tests of a lone partition) means no marker.
 	TopicID TopicID
+	// RecoveryPoint is the offset below which the log was fsynced, as
+	// last stored (see log.OpenAt); 0 if unknown.
+	RecoveryPoint int64
 }
 
 // Open opens (recovering if needed) the partition's log in dir. Everything
@@ -82,22 +85,45 @@ func Open(fsys vfs.FS, dir, topic string, index int32, cfg log.Config, logger *s
 			return nil, fmt.Errorf("opening %s-%d: %w", topic, index, err)
 		}
 	}
-	l, err := log.Open(fsys, dir, cfg, logger.With("topic", topic, "partition", index))
+	l, err := log.OpenAt(fsys, dir, cfg, logger.With("topic", topic, "partition", index), opts.RecoveryPoint)
 	if err != nil {
 		return nil, fmt.Errorf("opening %s-%d: %w", topic, index, err)
 	}
 	p := &Partition{Topic: topic, Index: index, log: l, logr: logger, fs: fsys, dir: dir, topicID: opts.TopicID, markers: map[int64]uint64{}, watchers: map[chan struct{}]struct{}{}}
+	p.state = producerstate.New()
+	if l.Err() != nil {
+		// Opened corrupt: offline (KAFKA_STORAGE_ERROR), files untouched,
+		// the broker serves everything else.
+		p.publishLocked()
+		return p, nil
+	}
 	if err := l.Sync(l.NextOffset()); err != nil {
 		l.Close()
 		return nil, fmt.Errorf("syncing recovered %s-%d: %w", topic, index, err)
 	}
 	p.hw.Store(l.DurableOffset())
 	if err := p.loadState(); err != nil {
+		if l.Corruption() != nil {
+			// The replay read a damaged batch: offline like above.
+			p.hw.Store(0)
+			p.state = producerstate.New()
+			p.publishLocked()
+			return p, nil
+		}
 		l.Close()
 		return nil, fmt.Errorf("rebuilding producer state of %s-%d: %w", topic, index, err)
 	}
 	return p, nil
 }
+
+// Err returns the error that took the partition offline (it wraps
+// log.ErrLogOffline, and log.ErrCorrupt for damaged data), nil while it
+// serves.
+func (p *Partition) Err() error { return p.log.Err() }
+
+// RecoveryPoint is the offset below which the partition's log is known
+// to be fsynced, to store for the next Open.
+func (p *Partition) RecoveryPoint() int64 { return p.log.RecoveryPoint() }
 
 // Log exposes the underlying log for metadata queries (segments, sizes).
 func (p *Partition) Log() *log.Log { return p.log }
@@ -297,6 +323,9 @@ func (p *Partition) LogEndOffset() int64 { return p.log.NextOffset() }
 // maxBytes (but at least one batch), bounded by the HW or, for
 // read_committed, the LSO.
 func (p *Partition) Read(offset int64, maxBytes int, readCommitted bool) ([]byte, error) {
+	if err := p.log.Err(); err != nil {
+		return nil, err
+	}
 	limit := p.HighWatermark()
 	if readCommitted {
 		limit = p.LastStableOffset()
