@@ -99,32 +99,52 @@ func OpenCatalog(fsys vfs.FS, dir string, static map[string]string) (*Catalog, e
 	if err := vfs.MkdirAllDurable(fsys, dir); err != nil {
 		return nil, err
 	}
-	f, err := fsys.OpenFile(filepath.Join(dir, catalogName), os.O_RDONLY, 0)
-	switch {
-	case errors.Is(err, os.ErrNotExist):
+	err := c.load()
+	if errors.Is(err, os.ErrNotExist) {
 		c.clusterID = newClusterID()
 		if err := c.persistLocked(); err != nil {
 			return nil, err
 		}
 		return c, nil
-	case err != nil:
+	}
+	if err != nil {
 		return nil, err
+	}
+	return c, nil
+}
+
+// ReadCatalog loads the catalog in dir for an offline tool: nothing is
+// created or written.
+func ReadCatalog(fsys vfs.FS, dir string) (*Catalog, error) {
+	c := &Catalog{fs: fsys, dir: dir, byName: map[string]*Topic{}, byID: map[TopicID]*Topic{}, dynamic: map[string]string{}}
+	if err := c.load(); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// load reads the catalog file; a missing file is fs.ErrNotExist.
+func (c *Catalog) load() error {
+	dir := c.dir
+	f, err := c.fs.OpenFile(filepath.Join(dir, catalogName), os.O_RDONLY, 0)
+	if err != nil {
+		return err
 	}
 	defer f.Close()
 	size, err := f.Size()
 	if err != nil {
-		return nil, err
+		return err
 	}
 	buf := make([]byte, size)
 	if _, err := f.ReadAt(buf, 0); err != nil && !errors.Is(err, io.EOF) {
-		return nil, err
+		return err
 	}
 	var cf catalogFile
 	if err := json.Unmarshal(buf, &cf); err != nil {
-		return nil, fmt.Errorf("reading %s: %w", filepath.Join(dir, catalogName), err)
+		return fmt.Errorf("reading %s: %w", filepath.Join(dir, catalogName), err)
 	}
 	if cf.Version > catalogVersion {
-		return nil, fmt.Errorf("%w: %s has format version %d, newer than this binary reads (up to %d): run the exactly version that wrote it, or a newer one",
+		return fmt.Errorf("%w: %s has format version %d, newer than this binary reads (up to %d): run the exactly version that wrote it, or a newer one",
 			ErrDataDir, filepath.Join(dir, catalogName), cf.Version, catalogVersion)
 	}
 	c.deleting = cf.Deleting
@@ -137,7 +157,7 @@ func OpenCatalog(fsys vfs.FS, dir string, static map[string]string) (*Catalog, e
 	for k, v := range cf.BrokerConfigs {
 		c.dynamic[k] = v
 	}
-	return c, nil
+	return nil
 }
 
 func newClusterID() string {

@@ -333,6 +333,11 @@ func (l *Log) scan(s *segment, last bool) error {
 // and returns where the batches stop being whole, CRC-valid and contiguous
 // (nil if the whole file is good). Only I/O failures are errors.
 func walk(s *segment, indexInterval int) (*CorruptionError, error) {
+	return walkBatches(s, indexInterval, nil)
+}
+
+// walkBatches is walk calling visit with every good batch, in order.
+func walkBatches(s *segment, indexInterval int, visit func(h *record.Header, batch []byte)) (*CorruptionError, error) {
 	s.reset()
 	s.scanned = true
 	size, err := s.f.Size()
@@ -368,6 +373,9 @@ func walk(s *segment, indexInterval int) (*CorruptionError, error) {
 		}
 		if pos == 0 && h.MaxTimestamp >= 0 {
 			s.rollStart = h.MaxTimestamp
+		}
+		if visit != nil {
+			visit(&h, b)
 		}
 		s.track(&h, pos, n, indexInterval)
 		pos += int64(n)
