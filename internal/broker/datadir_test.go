@@ -218,3 +218,41 @@ func TestMetaPropertiesChecked(t *testing.T) {
 		t.Fatalf("newer format: %v", err)
 	}
 }
+
+// A catalog or producer state snapshot from a newer format is refused with
+// the file and versions named.
+func TestNewerCatalogAndSnapshotRefused(t *testing.T) {
+	fsys := vfs.NewMem()
+	b := mustOpenBroker(t, fsys, "/data")
+	if _, err := b.createTopic("t", 1, nil); err != nil {
+		t.Fatal(err)
+	}
+	b.Close()
+	cat := tree(t, fsys, "/data")["/data/cluster.json"]
+	if !strings.Contains(cat, `"version": 1`) {
+		t.Fatalf("catalog does not record its version:\n%s", cat)
+	}
+	writeFile(t, fsys, "/data/cluster.json", strings.Replace(cat, `"version": 1`, `"version": 2`, 1))
+	_, err := openBroker(fsys, "/data", 0)
+	if err == nil || !strings.Contains(err.Error(), "/data/cluster.json") || !strings.Contains(err.Error(), "format version 2") {
+		t.Fatalf("newer catalog: %v", err)
+	}
+	writeFile(t, fsys, "/data/cluster.json", cat)
+
+	var snap string
+	for p := range tree(t, fsys, "/data/t-0") {
+		if strings.HasSuffix(p, ".snapshot") {
+			snap = p
+		}
+	}
+	if snap == "" {
+		t.Fatal("no snapshot written at close")
+	}
+	data := []byte(tree(t, fsys, "/data/t-0")[snap])
+	data[7] = 2 // the version byte of the magic
+	writeFile(t, fsys, snap, string(data))
+	_, err = openBroker(fsys, "/data", 0)
+	if err == nil || !strings.Contains(err.Error(), snap) || !strings.Contains(err.Error(), "version 2") {
+		t.Fatalf("newer snapshot: %v", err)
+	}
+}

@@ -108,7 +108,13 @@ func (l *Log) recover() error {
 		}
 		f := found[s.base]
 		last := i == len(l.segs)-1
-		if last || !f.index || !f.tindex || !l.loadIndexes(s) {
+		loaded := false
+		if !last && f.index && f.tindex {
+			if loaded, err = l.loadIndexes(s); err != nil {
+				return err
+			}
+		}
+		if !loaded {
 			if err := l.scan(s, last); err != nil {
 				return l.openCorrupt(err)
 			}
@@ -198,35 +204,43 @@ func (l *Log) removeSegmentFiles(base int64) error {
 }
 
 // loadIndexes loads a closed segment's index files; false means they are
-// missing or do not describe the segment and it must be scanned.
-func (l *Log) loadIndexes(s *segment) bool {
+// missing or do not describe the segment and it must be scanned. An index
+// of a newer format is an error: this binary must not run on data a newer
+// one wrote.
+func (l *Log) loadIndexes(s *segment) (bool, error) {
+	ok, err := l.tryIndexes(s)
+	if errors.Is(err, errNewerFormat) {
+		return false, fmt.Errorf("%s: %w", s.path, err)
+	}
+	if err != nil {
+		l.logger.Info("rebuilding index", "base", s.base, "err", err)
+	}
+	return ok, nil
+}
+
+func (l *Log) tryIndexes(s *segment) (bool, error) {
 	size, err := s.f.Size()
 	if err != nil {
-		return false
+		return false, err
 	}
 	ib, err := l.readFile(segmentName(s.base, indexSuffix))
 	if err != nil {
-		l.logger.Info("rebuilding index", "base", s.base, "err", err)
-		return false
+		return false, err
 	}
 	idx, next, err := decodeOffsetIndex(ib, s.base, size)
 	if err != nil {
-		l.logger.Info("rebuilding index", "base", s.base, "err", err)
-		return false
+		return false, err
 	}
 	if err := verifyTail(s, idx, next, size); err != nil {
-		l.logger.Info("rebuilding index", "base", s.base, "err", err)
-		return false
+		return false, err
 	}
 	tb, err := l.readFile(segmentName(s.base, timeIndexSuffix))
 	if err != nil {
-		l.logger.Info("rebuilding index", "base", s.base, "err", err)
-		return false
+		return false, err
 	}
 	tidx, maxTs, err := decodeTimeIndex(tb, s.base, next, size)
 	if err != nil {
-		l.logger.Info("rebuilding index", "base", s.base, "err", err)
-		return false
+		return false, err
 	}
 	s.mu.Lock()
 	s.index, s.tindex = idx, tidx
@@ -234,7 +248,7 @@ func (l *Log) loadIndexes(s *segment) bool {
 	s.size.Store(size)
 	s.next.Store(next)
 	s.maxTs.Store(maxTs)
-	return true
+	return true, nil
 }
 
 // verifyTail cross-checks a loaded offset index against the segment: the

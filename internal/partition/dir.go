@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io/fs"
 	"path/filepath"
+	"strconv"
 	"strings"
 
 	"github.com/exactly/exactly/internal/vfs"
@@ -45,6 +46,9 @@ func ReadMarker(fsys vfs.FS, dir string) (id TopicID, ok bool, err error) {
 		case "topic_id":
 			topicID = strings.TrimSpace(v)
 		}
+	}
+	if v, err := strconv.Atoi(version); err == nil && v > 0 {
+		return id, false, fmt.Errorf("%s has version %d, newer than this binary reads (0)", p, v)
 	}
 	raw, derr := base64.RawURLEncoding.DecodeString(topicID)
 	if version != "0" || derr != nil || len(raw) != len(id) {

@@ -80,6 +80,9 @@ func (p *Partition) loadState() error {
 			return err
 		}
 		st, at, err := producerstate.Decode(data)
+		if errors.Is(err, producerstate.ErrNewerFormat) {
+			return fmt.Errorf("%s: %w", filepath.Join(p.dir, snapshotName(off)), err)
+		}
 		if err != nil || at != off {
 			p.logr.Warn("ignoring unreadable producer state snapshot", "topic", p.Topic, "partition", p.Index, "offset", off, "err", err)
 			continue
