@@ -55,8 +55,8 @@ func TestNewerFormatsRefused(t *testing.T) {
 func TestRecoveryPointsRoundTrip(t *testing.T) {
 	fsys := vfs.NewMem()
 	rps := RecoveryPoints{
-		{Topic: "a", Partition: 0, TopicID: [16]byte{1}}: 10,
-		{Topic: "a", Partition: 1, TopicID: [16]byte{1}}: 0,
+		{Topic: "a", Partition: 0, TopicID: [16]byte{1}}:      10,
+		{Topic: "a", Partition: 1, TopicID: [16]byte{1}}:      0,
 		{Topic: "b.c", Partition: 7, TopicID: [16]byte{2, 3}}: 1 << 40,
 	}
 	if err := WriteRecoveryPoints(fsys, "/rp", rps); err != nil {
