@@ -300,11 +300,9 @@ func (b *Broker) writeRecoveryPoints(ps []*partition.Partition) error {
 	defer b.rpMu.Unlock()
 	rps := make(log.RecoveryPoints, len(ps))
 	for _, p := range ps {
-		t, ok := b.catalog.Topic(p.Topic)
-		if !ok {
-			continue // deleted meanwhile
-		}
-		rps[log.PartitionKey{Topic: p.Topic, Partition: p.Index, TopicID: t.ID}] = p.RecoveryPoint()
+		// The partition's own topic id, not the catalog's: a topic deleted
+		// and created again meanwhile must not inherit this offset.
+		rps[log.PartitionKey{Topic: p.Topic, Partition: p.Index, TopicID: p.TopicID()}] = p.RecoveryPoint()
 	}
 	if err := log.WriteRecoveryPoints(b.cfg.FS, b.recoveryPointsPath(), rps); err != nil {
 		return fmt.Errorf("writing recovery points: %w", err)

@@ -136,7 +136,11 @@ func checkSegment(fsys vfs.FS, dir string, base int64, rep *CheckReport, visit f
 func checkIndexes(fsys vfs.FS, s *segment, size int64) []string {
 	var notes []string
 	note := func(name string, err error) {
-		notes = append(notes, fmt.Sprintf("%s: %v; the next start rebuilds it", s.path[:len(s.path)-len(logSuffix)]+name, err))
+		what := "the next start rebuilds it"
+		if errors.Is(err, errNewerFormat) {
+			what = "this binary's broker refuses to open the partition"
+		}
+		notes = append(notes, fmt.Sprintf("%s: %v; %s", s.path[:len(s.path)-len(logSuffix)]+name, err, what))
 	}
 	ib, err := vfs.ReadFile(fsys, filepath.Join(filepath.Dir(s.path), segmentName(s.base, indexSuffix)), 1<<30)
 	if errors.Is(err, fs.ErrNotExist) {

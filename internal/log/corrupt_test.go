@@ -1,6 +1,7 @@
 package log
 
 import (
+	"bytes"
 	"errors"
 	"maps"
 	"os"
@@ -142,5 +143,42 @@ func TestCorruptionInClosedSegment(t *testing.T) {
 	l.Close()
 	if after := dirState(t, fsys, "/p"); !maps.Equal(before, after) {
 		t.Fatal("files of a corrupt log changed")
+	}
+}
+
+// Check finds the damage Open would, without changing a file, and
+// TruncateCorrupt cuts the log there so that it opens again at the new
+// recovery point with every batch before the damage.
+func TestCheckAndTruncateCorrupt(t *testing.T) {
+	fsys := vfs.NewMem()
+	want := fill(t, fsys, "/p", smallConfig(), 200)
+	l := mustOpen(t, fsys, "/p", smallConfig())
+	segs, end := l.Segments(), l.NextOffset()
+	l.Close()
+	rep, err := Check(fsys, "/p", end, nil)
+	if err != nil || len(rep.Damage) != 0 || rep.End != end || rep.Segments != len(segs) {
+		t.Fatalf("clean log: %+v, %v", rep, err)
+	}
+	name := filepath.Join("/p", segmentName(segs[1].BaseOffset, logSuffix))
+	flipByte(t, fsys, name, 70) // inside the segment's first batch
+	before := dirState(t, fsys, "/p")
+	rep, err = Check(fsys, "/p", end, nil)
+	if err != nil || len(rep.Damage) != 1 || rep.Damage[0].File != name || rep.Damage[0].Offset != segs[1].BaseOffset {
+		t.Fatalf("damaged log: %+v, %v", rep, err)
+	}
+	if after := dirState(t, fsys, "/p"); !maps.Equal(before, after) {
+		t.Fatal("Check changed files")
+	}
+	cut, err := TruncateCorrupt(fsys, "/p", end)
+	if err != nil || cut != segs[1].BaseOffset {
+		t.Fatalf("TruncateCorrupt: %d, %v; want %d", cut, err, segs[1].BaseOffset)
+	}
+	l, err = OpenAt(fsys, "/p", smallConfig(), testLogger(t), cut)
+	if err != nil || l.Err() != nil || l.NextOffset() != cut {
+		t.Fatalf("reopen after truncation: next %d, %v, %v", l.NextOffset(), err, l.Err())
+	}
+	defer l.Close()
+	if got := readBatches(t, l, 0, 1<<20); len(got) == 0 || !bytes.Equal(bytes.Join(got, nil), want.between(0, cut)) {
+		t.Fatal("records before the damage changed")
 	}
 }

@@ -121,6 +121,10 @@ func Open(fsys vfs.FS, dir, topic string, index int32, cfg log.Config, logger *s
 // serves.
 func (p *Partition) Err() error { return p.log.Err() }
 
+// TopicID is the id of the topic the partition belongs to (zero for a
+// partition opened without one).
+func (p *Partition) TopicID() TopicID { return p.topicID }
+
 // RecoveryPoint is the offset below which the partition's log is known
 // to be fsynced, to store for the next Open.
 func (p *Partition) RecoveryPoint() int64 { return p.log.RecoveryPoint() }
