@@ -37,6 +37,10 @@ func (b *Broker) handleListOffsets(_ context.Context, r *server.Request) server.
 			switch {
 			case p == nil:
 				sp.ErrorCode = kerr.UnknownTopicOrPartition.Code
+			case p.Err() != nil:
+				// Offline (an I/O failure or corruption): its offsets
+				// cannot be vouched for.
+				sp.ErrorCode = kerr.KafkaStorageError.Code
 			case rp.CurrentLeaderEpoch > 0:
 				sp.ErrorCode = kerr.UnknownLeaderEpoch.Code
 			default:

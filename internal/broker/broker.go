@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -51,6 +52,7 @@ type Config struct {
 type Broker struct {
 	cfg     Config
 	log     *slog.Logger
+	dataDir *cluster.DataDir // locked until Close
 	catalog *cluster.Catalog
 	metrics *metrics
 
@@ -60,6 +62,12 @@ type Broker struct {
 
 	partsMu sync.RWMutex
 	parts   map[string][]*partition.Partition // topic name → partitions by index
+
+	// storedRPs are the recovery points read at start, handed to the
+	// partitions as they open.
+	storedRPs log.RecoveryPoints
+	// rpMu serializes rewrites of the recovery point file.
+	rpMu sync.Mutex
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -97,18 +105,43 @@ func New(cfg Config) (*Broker, error) {
 			return nil, err
 		}
 	}
+	dd, err := cluster.OpenDataDir(cfg.FS, cfg.DataDir, cfg.NodeID)
+	if err != nil {
+		return nil, err
+	}
+	b, err := open(cfg, dd)
+	if err != nil {
+		dd.Close()
+		return nil, err
+	}
+	return b, nil
+}
+
+// open starts the broker on a locked data directory.
+func open(cfg Config, dd *cluster.DataDir) (*Broker, error) {
 	cat, err := cluster.OpenCatalog(cfg.FS, cfg.DataDir, cfg.Static)
 	if err != nil {
 		return nil, fmt.Errorf("opening catalog in %s: %w", cfg.DataDir, err)
 	}
+	if err := dd.Claim(cat.ClusterID(), cfg.NodeID); err != nil {
+		return nil, err
+	}
+	if dd.Adopted {
+		cfg.Logger.Info("adopted a data directory written before meta.properties existed", "dir", cfg.DataDir)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
-	b := &Broker{cfg: cfg, log: cfg.Logger, catalog: cat, parts: map[string][]*partition.Partition{}, ctx: ctx, cancel: cancel}
+	b := &Broker{cfg: cfg, log: cfg.Logger, dataDir: dd, catalog: cat, parts: map[string][]*partition.Partition{}, ctx: ctx, cancel: cancel}
 	b.metrics = newMetrics(b, cfg.Registry)
 	if err := b.startQuotas(); err != nil {
 		cancel()
 		return nil, err
 	}
-	if err := b.removeOrphans(); err != nil {
+	if err := b.finishDeletions(""); err != nil {
+		cancel()
+		return nil, err
+	}
+	b.reportStrangers()
+	if b.storedRPs, err = log.ReadRecoveryPoints(cfg.FS, b.recoveryPointsPath()); err != nil {
 		cancel()
 		return nil, err
 	}
@@ -138,8 +171,18 @@ func New(cfg Config) (*Broker, error) {
 		cancel()
 		return nil, err
 	}
-	b.bg.Add(1)
+	// Everything recovered was fsynced by Open: store it at once, so a
+	// crash soon after start leaves no stale recovery point behind.
+	if err := b.writeRecoveryPoints(b.allPartitions()); err != nil {
+		b.stopTxn()
+		b.stopGroups()
+		b.closePartitions()
+		cancel()
+		return nil, err
+	}
+	b.bg.Add(2)
 	go b.retentionLoop()
+	go b.recoveryPointLoop()
 	return b, nil
 }
 
@@ -155,28 +198,73 @@ func (b *Broker) partitionDir(topic string, index int32) string {
 	return filepath.Join(b.cfg.DataDir, topic+"-"+strconv.Itoa(int(index)))
 }
 
-// removeOrphans deletes partition directories the catalog no longer knows:
-// what a crash between a topic deletion's catalog write and its directory
-// removal leaves behind.
-func (b *Broker) removeOrphans() error {
+// finishDeletions removes the partition directories of deleted topics
+// (every one, or those named only) that a crash or an I/O error left
+// behind, then forgets the topics. A directory is removed only if its
+// marker names the deleted topic (or it is empty): the broker deletes
+// only what it created.
+func (b *Broker) finishDeletions(only string) error {
+	for _, t := range b.catalog.Deleting() {
+		if only != "" && t.Name != only {
+			continue
+		}
+		for i := int32(0); i < t.Partitions; i++ {
+			dir := b.partitionDir(t.Name, i)
+			gone, err := partition.RemoveDir(b.cfg.FS, dir, partition.TopicID(t.ID))
+			if err != nil {
+				return fmt.Errorf("removing %s of deleted topic %s: %w", dir, t.Name, err)
+			}
+			if !gone {
+				b.log.Info("leaving a directory alone: it was not created for the deleted topic of that name", "dir", dir, "topic_id", t.ID.String())
+			} else {
+				b.log.Info("removed partition directory of a deleted topic", "dir", dir)
+			}
+		}
+		if err := b.catalog.DeletionDone(t.ID); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// reportStrangers logs, once per start, every entry of the data directory
+// that is neither one of its own files nor a live partition: the broker
+// never modifies them.
+func (b *Broker) reportStrangers() {
 	names, err := b.cfg.FS.ReadDir(b.cfg.DataDir)
 	if err != nil {
-		return err
+		return
 	}
 	for _, name := range names {
-		m := partitionDirRE.FindStringSubmatch(name)
-		if m == nil {
+		if cluster.IsDataDirFile(name) {
 			continue
 		}
-		if st, err := b.cfg.FS.Stat(filepath.Join(b.cfg.DataDir, name)); err != nil || !st.IsDir() {
-			continue
+		if m := partitionDirRE.FindStringSubmatch(name); m != nil {
+			idx, _ := strconv.Atoi(m[2])
+			if t, ok := b.catalog.Topic(m[1]); ok && int32(idx) < t.Partitions {
+				continue
+			}
 		}
-		idx, _ := strconv.Atoi(m[2])
-		if t, ok := b.catalog.Topic(m[1]); ok && int32(idx) < t.Partitions {
-			continue
+		b.log.Info("ignoring an entry of the data directory that exactly did not create", "entry", filepath.Join(b.cfg.DataDir, name))
+	}
+}
+
+// checkNewDirs makes sure the directories of partitions [from, to) of topic
+// name, about to be created, do not exist: leftovers of a deleted topic of
+// that name are removed first; anything else is refused, never reused or
+// deleted.
+func (b *Broker) checkNewDirs(name string, from, to int32) error {
+	if err := b.finishDeletions(name); err != nil {
+		return err
+	}
+	for i := from; i < to; i++ {
+		dir := b.partitionDir(name, i)
+		_, err := b.cfg.FS.Stat(dir)
+		if err == nil {
+			return fmt.Errorf("%w: %s already exists and exactly did not create it for a deleted topic; move it out of the data directory to create %s",
+				partition.ErrForeignDir, dir, name)
 		}
-		b.log.Warn("removing partition directory of a deleted topic", "dir", name)
-		if err := b.cfg.FS.RemoveAll(filepath.Join(b.cfg.DataDir, name)); err != nil {
+		if !errors.Is(err, fs.ErrNotExist) {
 			return err
 		}
 	}
@@ -184,7 +272,70 @@ func (b *Broker) removeOrphans() error {
 }
 
 func (b *Broker) openPartition(t *cluster.Topic, index int32) (*partition.Partition, error) {
-	return partition.Open(b.cfg.FS, b.partitionDir(t.Name, index), t.Name, index, b.logConfig(t), b.log)
+	rp := b.storedRPs[log.PartitionKey{Topic: t.Name, Partition: index, TopicID: t.ID}]
+	p, err := partition.Open(b.cfg.FS, b.partitionDir(t.Name, index), t.Name, index, b.logConfig(t), b.log,
+		partition.Options{TopicID: partition.TopicID(t.ID), RecoveryPoint: rp})
+	if err != nil {
+		return nil, err
+	}
+	if ce := p.Log().Corruption(); ce != nil && t.Internal {
+		// Group offsets and transactions cannot run with a hole in their
+		// log, and replaying around it would silently forget state.
+		p.Close()
+		return nil, fmt.Errorf("internal topic %s-%d is corrupt, refusing to start: %w; %s", t.Name, index, ce, log.RepairHint)
+	}
+	return p, nil
+}
+
+func (b *Broker) recoveryPointsPath() string {
+	return filepath.Join(b.cfg.DataDir, cluster.RecoveryPointsName)
+}
+
+// allPartitions lists every open partition.
+func (b *Broker) allPartitions() []*partition.Partition {
+	b.partsMu.RLock()
+	defer b.partsMu.RUnlock()
+	var all []*partition.Partition
+	for _, ps := range b.parts {
+		all = append(all, ps...)
+	}
+	return all
+}
+
+// writeRecoveryPoints stores the recovery point of each partition given:
+// what its log reports as fsynced, so it is true when read.
+func (b *Broker) writeRecoveryPoints(ps []*partition.Partition) error {
+	b.rpMu.Lock()
+	defer b.rpMu.Unlock()
+	rps := make(log.RecoveryPoints, len(ps))
+	for _, p := range ps {
+		// The partition's own topic id, not the catalog's: a topic deleted
+		// and created again meanwhile must not inherit this offset.
+		rps[log.PartitionKey{Topic: p.Topic, Partition: p.Index, TopicID: p.TopicID()}] = p.RecoveryPoint()
+	}
+	if err := log.WriteRecoveryPoints(b.cfg.FS, b.recoveryPointsPath(), rps); err != nil {
+		return fmt.Errorf("writing recovery points: %w", err)
+	}
+	return nil
+}
+
+// recoveryPointLoop rewrites the recovery point file every
+// log.flush.offset.checkpoint.interval.ms. A failed write keeps the old
+// file, which lags but stays true.
+func (b *Broker) recoveryPointLoop() {
+	defer b.bg.Done()
+	tick := time.NewTicker(time.Duration(b.brokerInt("log.flush.offset.checkpoint.interval.ms")) * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-b.ctx.Done():
+			return
+		case <-tick.C:
+			if err := b.writeRecoveryPoints(b.allPartitions()); err != nil {
+				b.log.Error("recovery point checkpoint failed", "err", err)
+			}
+		}
+	}
 }
 
 // logConfig resolves a topic's effective storage settings.
@@ -246,12 +397,8 @@ func (b *Broker) createTopic(name string, partitions int32, configs map[string]s
 	if err := b.catalog.ValidateNewTopic(name, partitions, configs); err != nil {
 		return nil, err
 	}
-	// A directory with this name can only be a leftover of an earlier
-	// topic whose removal did not finish: never let it leak into the new one.
-	for i := int32(0); i < partitions; i++ {
-		if err := b.cfg.FS.RemoveAll(b.partitionDir(name, i)); err != nil {
-			return nil, err
-		}
+	if err := b.checkNewDirs(name, 0, partitions); err != nil {
+		return nil, err
 	}
 	t, err := b.catalog.CreateTopic(name, partitions, configs, false)
 	if err != nil {
@@ -290,9 +437,14 @@ func (b *Broker) deleteTopic(name string) error {
 	b.partsMu.Unlock()
 	var firstErr error
 	for _, p := range ps {
-		if err := p.Delete(); err != nil && firstErr == nil {
+		if _, err := p.Delete(); err != nil && firstErr == nil {
 			firstErr = err
 		}
+	}
+	// A directory left behind stays listed as deleting; the next start or
+	// creation of that name finishes it.
+	if firstErr == nil {
+		firstErr = b.finishDeletions(name)
 	}
 	b.metrics.forgetTopic(name)
 	if b.groups != nil {
@@ -316,10 +468,8 @@ func (b *Broker) addPartitions(name string, count int32) error {
 		_, err := b.catalog.SetPartitions(name, count) // produces the descriptive error
 		return err
 	}
-	for i := old.Partitions; i < count; i++ {
-		if err := b.cfg.FS.RemoveAll(b.partitionDir(name, i)); err != nil {
-			return err
-		}
+	if err := b.checkNewDirs(name, old.Partitions, count); err != nil {
+		return err
 	}
 	t, err := b.catalog.SetPartitions(name, count)
 	if err != nil {
@@ -400,7 +550,13 @@ func (b *Broker) Close() error {
 	b.stopGroups()
 	b.cancel()
 	b.bg.Wait()
-	return b.closePartitions()
+	all := b.allPartitions()
+	err := b.closePartitions()
+	// Closing fsynced every healthy log to its end.
+	err = errors.Join(err, b.writeRecoveryPoints(all))
+	// Last: the next broker on this directory may start once every file
+	// in it is closed.
+	return errors.Join(err, b.dataDir.Close())
 }
 
 func (b *Broker) closePartitions() error {

@@ -41,7 +41,7 @@ func errorCode(err error) int16 {
 		return kerr.InvalidConfig.Code
 	case errors.Is(err, log.ErrOffsetOutOfRange):
 		return kerr.OffsetOutOfRange.Code
-	case errors.Is(err, partition.ErrOffline), errors.Is(err, log.ErrLogOffline):
+	case errors.Is(err, partition.ErrOffline), errors.Is(err, log.ErrLogOffline), errors.Is(err, partition.ErrForeignDir):
 		return kerr.KafkaStorageError.Code
 	case errors.Is(err, record.ErrCorrupt), errors.Is(err, record.ErrShort):
 		return kerr.CorruptMessage.Code

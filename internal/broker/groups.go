@@ -91,7 +91,7 @@ func (b *Broker) offsetsPartition() (*partition.Partition, error) {
 	}
 	segment, _ := b.catalog.BrokerConfig("offsets.topic.segment.bytes")
 	configs := map[string]string{"retention.ms": "-1", "retention.bytes": "-1", "segment.bytes": segment}
-	if err := b.cfg.FS.RemoveAll(b.partitionDir(group.OffsetsTopic, 0)); err != nil {
+	if err := b.checkNewDirs(group.OffsetsTopic, 0, 1); err != nil {
 		return nil, err
 	}
 	t, err := b.catalog.CreateTopic(group.OffsetsTopic, 1, configs, true)

@@ -150,10 +150,11 @@ var (
 	descHW       = prometheus.NewDesc("kafka_cluster_partition_high_watermark", "High watermark (durable, visible offset).", []string{"topic", "partition"}, nil)
 	descSegments = prometheus.NewDesc("kafka_log_log_num_log_segments", "Number of log segments.", []string{"topic", "partition"}, nil)
 	descSize     = prometheus.NewDesc("kafka_log_log_size_bytes", "Bytes on disk in the partition's segments.", []string{"topic", "partition"}, nil)
+	descOffline  = prometheus.NewDesc("kafka_controller_offline_partitions_count", "Partitions offline after a storage error or corruption (KAFKA_STORAGE_ERROR).", nil, nil)
 )
 
 func (c *logCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descLEO, descLSO, descHW, descSegments, descSize} {
+	for _, d := range []*prometheus.Desc{descLEO, descLSO, descHW, descSegments, descSize, descOffline} {
 		ch <- d
 	}
 }
@@ -161,8 +162,13 @@ func (c *logCollector) Describe(ch chan<- *prometheus.Desc) {
 func (c *logCollector) Collect(ch chan<- prometheus.Metric) {
 	c.b.partsMu.RLock()
 	defer c.b.partsMu.RUnlock()
+	offline := 0
+	defer func() { ch <- prometheus.MustNewConstMetric(descOffline, prometheus.GaugeValue, float64(offline)) }()
 	for topic, ps := range c.b.parts {
 		for _, p := range ps {
+			if p.Err() != nil {
+				offline++
+			}
 			idx := strconv.Itoa(int(p.Index))
 			ch <- prometheus.MustNewConstMetric(descLEO, prometheus.GaugeValue, float64(p.LogEndOffset()), topic, idx)
 			ch <- prometheus.MustNewConstMetric(descLSO, prometheus.GaugeValue, float64(p.LogStartOffset()), topic, idx)

@@ -133,7 +133,7 @@ func (b *Broker) openTxnStateTopic() (*partition.Partition, error) {
 	if p := b.partition(txnStateTopic, 0); p != nil {
 		return p, nil
 	}
-	if err := b.cfg.FS.RemoveAll(b.partitionDir(txnStateTopic, 0)); err != nil {
+	if err := b.checkNewDirs(txnStateTopic, 0, 1); err != nil {
 		return nil, err
 	}
 	t, err := b.catalog.CreateTopic(txnStateTopic, 1, txnStateConfigs, true)

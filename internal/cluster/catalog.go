@@ -18,6 +18,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -55,6 +56,9 @@ type Topic struct {
 }
 
 type catalogFile struct {
+	// Version is the catalog's format; absent (0) in catalogs written
+	// before it was recorded, which read as version 1.
+	Version       int               `json:"version,omitempty"`
 	ClusterID     string            `json:"cluster_id"`
 	Topics        []*Topic          `json:"topics"`
 	BrokerConfigs map[string]string `json:"broker_configs,omitempty"`
@@ -63,6 +67,11 @@ type catalogFile struct {
 	GroupGenerations int32 `json:"group_generations,omitempty"`
 	// ClientQuotas are the client quotas set by AlterClientQuotas.
 	ClientQuotas []ClientQuota `json:"client_quotas,omitempty"`
+	// Deleting lists deleted topics whose partition directories may still
+	// exist: a topic moves here from Topics in the same write that deletes
+	// it, and leaves once its directories are gone. Only directories these
+	// entries (or live topics) name are ever removed.
+	Deleting []*Topic `json:"deleting,omitempty"`
 }
 
 // ClientQuota is one entity's client quotas as stored: the entity in the
@@ -78,6 +87,10 @@ type QuotaEntityPart struct {
 	Name *string `json:"name"`
 }
 
+// catalogVersion is the catalog format this binary writes and the newest
+// it reads.
+const catalogVersion = 1
+
 // Catalog is the durable topic and config catalog.
 type Catalog struct {
 	fs     vfs.FS
@@ -91,6 +104,7 @@ type Catalog struct {
 	dynamic   map[string]string
 	groupGens int32
 	quotas    []ClientQuota
+	deleting  []*Topic
 }
 
 const catalogName = "cluster.json"
@@ -102,30 +116,55 @@ func OpenCatalog(fsys vfs.FS, dir string, static map[string]string) (*Catalog, e
 	if err := vfs.MkdirAllDurable(fsys, dir); err != nil {
 		return nil, err
 	}
-	f, err := fsys.OpenFile(filepath.Join(dir, catalogName), os.O_RDONLY, 0)
-	switch {
-	case errors.Is(err, os.ErrNotExist):
+	err := c.load()
+	if errors.Is(err, os.ErrNotExist) {
 		c.clusterID = newClusterID()
 		if err := c.persistLocked(); err != nil {
 			return nil, err
 		}
 		return c, nil
-	case err != nil:
+	}
+	if err != nil {
 		return nil, err
+	}
+	return c, nil
+}
+
+// ReadCatalog loads the catalog in dir for an offline tool: nothing is
+// created or written.
+func ReadCatalog(fsys vfs.FS, dir string) (*Catalog, error) {
+	c := &Catalog{fs: fsys, dir: dir, byName: map[string]*Topic{}, byID: map[TopicID]*Topic{}, dynamic: map[string]string{}}
+	if err := c.load(); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// load reads the catalog file; a missing file is fs.ErrNotExist.
+func (c *Catalog) load() error {
+	dir := c.dir
+	f, err := c.fs.OpenFile(filepath.Join(dir, catalogName), os.O_RDONLY, 0)
+	if err != nil {
+		return err
 	}
 	defer f.Close()
 	size, err := f.Size()
 	if err != nil {
-		return nil, err
+		return err
 	}
 	buf := make([]byte, size)
 	if _, err := f.ReadAt(buf, 0); err != nil && !errors.Is(err, io.EOF) {
-		return nil, err
+		return err
 	}
 	var cf catalogFile
 	if err := json.Unmarshal(buf, &cf); err != nil {
-		return nil, fmt.Errorf("reading %s: %w", filepath.Join(dir, catalogName), err)
+		return fmt.Errorf("reading %s: %w", filepath.Join(dir, catalogName), err)
 	}
+	if cf.Version > catalogVersion {
+		return fmt.Errorf("%w: %s has format version %d, newer than this binary reads (up to %d): run the exactly version that wrote it, or a newer one",
+			ErrDataDir, filepath.Join(dir, catalogName), cf.Version, catalogVersion)
+	}
+	c.deleting = cf.Deleting
 	c.clusterID = cf.ClusterID
 	c.groupGens = cf.GroupGenerations
 	c.quotas = cf.ClientQuotas
@@ -136,7 +175,7 @@ func OpenCatalog(fsys vfs.FS, dir string, static map[string]string) (*Catalog, e
 	for k, v := range cf.BrokerConfigs {
 		c.dynamic[k] = v
 	}
-	return c, nil
+	return nil
 }
 
 func newClusterID() string {
@@ -155,7 +194,8 @@ func newTopicID() TopicID {
 
 // persistLocked rewrites the catalog file atomically. c.mu must be held.
 func (c *Catalog) persistLocked() error {
-	cf := catalogFile{ClusterID: c.clusterID, BrokerConfigs: c.dynamic, GroupGenerations: c.groupGens, ClientQuotas: c.quotas}
+	cf := catalogFile{Version: catalogVersion, ClusterID: c.clusterID, BrokerConfigs: c.dynamic, GroupGenerations: c.groupGens,
+		ClientQuotas: c.quotas, Deleting: c.deleting}
 	for _, t := range c.byName {
 		cf.Topics = append(cf.Topics, t)
 	}
@@ -164,32 +204,7 @@ func (c *Catalog) persistLocked() error {
 	if err != nil {
 		return err
 	}
-	return WriteFileAtomic(c.fs, filepath.Join(c.dir, catalogName), data)
-}
-
-// WriteFileAtomic replaces path with data so that a crash leaves either the
-// old or the new content: write a temp file, fsync it, rename, fsync the dir.
-func WriteFileAtomic(fsys vfs.FS, path string, data []byte) error {
-	tmp := path + ".tmp"
-	f, err := fsys.OpenFile(tmp, os.O_CREATE|os.O_RDWR|os.O_TRUNC, 0o644)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := fsys.Rename(tmp, path); err != nil {
-		return err
-	}
-	return fsys.SyncDir(filepath.Dir(path))
+	return vfs.WriteFileAtomic(c.fs, filepath.Join(c.dir, catalogName), data)
 }
 
 // ClusterID is the cluster's stable ID, created on first start.
@@ -310,12 +325,40 @@ func (c *Catalog) DeleteTopic(name string) (*Topic, error) {
 	}
 	delete(c.byName, name)
 	delete(c.byID, t.ID)
+	oldDeleting := c.deleting
+	c.deleting = append(slices.Clip(c.deleting), t)
 	if err := c.persistLocked(); err != nil {
 		c.byName[name] = t
 		c.byID[t.ID] = t
+		c.deleting = oldDeleting
 		return nil, err
 	}
 	return t, nil
+}
+
+// Deleting returns the deleted topics whose directories may still exist.
+func (c *Catalog) Deleting() []*Topic {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return slices.Clone(c.deleting)
+}
+
+// DeletionDone durably forgets a deleted topic once its directories are
+// gone.
+func (c *Catalog) DeletionDone(id TopicID) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	i := slices.IndexFunc(c.deleting, func(t *Topic) bool { return t.ID == id })
+	if i < 0 {
+		return nil
+	}
+	old := c.deleting
+	c.deleting = slices.Delete(slices.Clone(c.deleting), i, i+1)
+	if err := c.persistLocked(); err != nil {
+		c.deleting = old
+		return err
+	}
+	return nil
 }
 
 // SetPartitions raises a topic's partition count.

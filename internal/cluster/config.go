@@ -249,6 +249,7 @@ var brokerConfigDefs = []BrokerConfigDef{
 	{Name: "log.index.interval.bytes", Type: TypeInt, Default: "4096", Dynamic: true, validate: intMin(0)},
 	{Name: "log.flush.interval.messages", Type: TypeLong, Default: "9223372036854775807", Dynamic: true, validate: longMin(1)},
 	{Name: "log.flush.interval.ms", Type: TypeLong, Default: "9223372036854775807", Dynamic: true, validate: longMin(0)},
+	{Name: "log.flush.offset.checkpoint.interval.ms", Type: TypeInt, Default: "10000", validate: intMin(1)},
 	{Name: "log.flush.scheduler.interval.ms", Type: TypeLong, Default: "9223372036854775807", validate: longMin(0)},
 	{Name: "log.cleanup.policy", Type: TypeList, Default: "delete", Dynamic: true, validate: cleanupPolicy},
 	{Name: "log.message.timestamp.type", Type: TypeString, Default: "CreateTime", Dynamic: true, validate: oneOf("CreateTime", "LogAppendTime")},

@@ -12,7 +12,7 @@ func TestClientQuotasSurviveReopenAndOldCatalogsRead(t *testing.T) {
 	fs := vfs.OS()
 	// A catalog written before quotas existed has no client_quotas key.
 	old := `{"cluster_id":"abc","topics":[],"broker_configs":{"num.partitions":"2"}}`
-	if err := WriteFileAtomic(fs, filepath.Join(dir, catalogName), []byte(old)); err != nil {
+	if err := vfs.WriteFileAtomic(fs, filepath.Join(dir, catalogName), []byte(old)); err != nil {
 		t.Fatal(err)
 	}
 	c, err := OpenCatalog(fs, dir, nil)

@@ -26,7 +26,7 @@ func openOffsets(t *testing.T, fsys vfs.FS, segmentBytes int64) *partition.Parti
 	if segmentBytes > 0 {
 		cfg.SegmentBytes = segmentBytes
 	}
-	p, err := partition.Open(fsys, "/data/"+OffsetsTopic+"-0", OffsetsTopic, 0, cfg, slog.New(slog.DiscardHandler))
+	p, err := partition.Open(fsys, "/data/"+OffsetsTopic+"-0", OffsetsTopic, 0, cfg, slog.New(slog.DiscardHandler), partition.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

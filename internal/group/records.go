@@ -280,3 +280,10 @@ func decodeRecord(key, value []byte) (record, error) {
 		return record{}, fmt.Errorf("%w: key version %d", ErrBadRecord, ver)
 	}
 }
+
+// CheckRecord reports whether a stored __consumer_offsets record decodes
+// (for offline verification).
+func CheckRecord(key, value []byte) error {
+	_, err := decodeRecord(key, value)
+	return err
+}

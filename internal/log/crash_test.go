@@ -118,6 +118,10 @@ func crashIteration(t *testing.T, seed int64, stats *crashStats) {
 		t.Fatalf("seed %d: "+format, append([]any{seed}, args...)...)
 	}
 
+	// rp is a recovery point as the broker would have stored it: read from
+	// the log at some step, so it may lag. Damage below it would be
+	// reported as corruption; a crash must never cause any.
+	var rp int64
 	l, err := Open(ff, "/data/p", cfg, nil)
 	if err == nil {
 	workload:
@@ -175,6 +179,9 @@ func crashIteration(t *testing.T, seed int64, stats *crashStats) {
 				}
 			}
 			m.durable = max(m.durable, l.DurableOffset())
+			if rng.Intn(8) == 0 {
+				rp = l.RecoveryPoint() // stored after the fsyncs it covers, as the broker does
+			}
 		}
 	}
 	crashed := snapshot()
@@ -183,15 +190,18 @@ func crashIteration(t *testing.T, seed int64, stats *crashStats) {
 	if rng.Intn(3) == 0 {
 		ff2 := vfs.NewFaulty(crashed)
 		snap2 := crashAfter(ff2, crashed, 1+rng.Intn(20), rng)
-		if l2, err := Open(ff2, "/data/p", cfg, nil); err == nil {
+		if l2, err := OpenAt(ff2, "/data/p", cfg, nil, rp); err == nil {
 			l2.Close()
 		}
 		crashed = snap2()
 	}
 
-	l2, err := Open(crashed, "/data/p", cfg, testLogger(t))
+	l2, err := OpenAt(crashed, "/data/p", cfg, testLogger(t), rp)
 	if err != nil {
 		fail("open after crash: %v", err)
+	}
+	if l2.Err() != nil {
+		fail("a crash looks like corruption (recovery point %d): %v", rp, l2.Err())
 	}
 	stats.iterations++
 	stats.appended += m.next

@@ -54,6 +54,9 @@ func sealIndex(b []byte) {
 // checkIndexHeader validates the parts common to both index files and
 // returns the header's 64-bit field and the entry bytes.
 func checkIndexHeader(b []byte, magic [4]byte, entrySize int, logSize int64) (int64, []byte, error) {
+	if len(b) >= indexHeaderSize && [4]byte(b[:4]) == magic && b[4] > indexVersion {
+		return 0, nil, fmt.Errorf("index version %d %w (up to %d)", b[4], errNewerFormat, indexVersion)
+	}
 	if len(b) < indexHeaderSize || [4]byte(b[:4]) != magic || b[4] != indexVersion || b[5]|b[6]|b[7] != 0 {
 		return 0, nil, fmt.Errorf("%w: bad header", errBadIndex)
 	}

@@ -108,23 +108,40 @@ type Log struct {
 	durable atomic.Int64 // everything below is fsynced
 	failure atomic.Pointer[error]
 	isShut  atomic.Bool
+	// corruption is the damage that took the log offline, if that is why.
+	corruption atomic.Pointer[CorruptionError]
+	// recoveryPoint is what Open was told is durable (see OpenAt).
+	recoveryPoint int64
 
 	syncMu sync.Mutex // serializes fsyncs: the group commit lock
 }
 
 // Open opens the log in dir, creating the directory if missing and
 // recovering from whatever a crash left there (see the package
-// documentation). A nil logger discards log lines.
+// documentation), knowing nothing durable about the last segment: OpenAt
+// with recovery point 0. A nil logger discards log lines.
 func Open(fsys vfs.FS, dir string, cfg Config, logger *slog.Logger) (*Log, error) {
+	return OpenAt(fsys, dir, cfg, logger, 0)
+}
+
+// OpenAt opens the log in dir like Open, given its recovery point: an
+// offset below which everything was fsynced before (RecoveryPoint of an
+// earlier run, stored durably after the fsync it covers). Damage in the
+// last segment at or above it is a torn tail and is truncated; damage
+// below it, or in any earlier segment (fsynced when rolled), is
+// corruption: the log opens offline with a CorruptionError and every file
+// is left as it was.
+func OpenAt(fsys vfs.FS, dir string, cfg Config, logger *slog.Logger, recoveryPoint int64) (*Log, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
 	l := &Log{
-		fs:     fsys,
-		dir:    dir,
-		logger: logger.With("log", dir),
-		now:    time.Now,
-		cfg:    cfg.normalized(),
+		fs:            fsys,
+		dir:           dir,
+		logger:        logger.With("log", dir),
+		now:           time.Now,
+		cfg:           cfg.normalized(),
+		recoveryPoint: recoveryPoint,
 	}
 	if err := vfs.MkdirAllDurable(l.fs, l.dir); err != nil {
 		return nil, err
@@ -315,30 +332,11 @@ func (l *Log) writeIndexes(s *segment) error {
 	return l.writeFileAtomic(segmentName(s.base, timeIndexSuffix), encodeTimeIndex(size, maxTs, tidx))
 }
 
-// writeFileAtomic writes name in the log directory via a fsynced temporary
-// file and a rename. The rename is durable once the directory is synced.
+// writeFileAtomic writes name in the log directory through
+// vfs.WriteFileAtomic (temporary file, fsync, rename, directory fsync).
 func (l *Log) writeFileAtomic(name string, data []byte) error {
 	p := filepath.Join(l.dir, name)
-	tmp := p + tmpSuffix
-	f, err := l.fs.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o644)
-	if err != nil {
-		return err
-	}
-	n, err := f.Write(data)
-	if err == nil && n != len(data) {
-		err = io.ErrShortWrite
-	}
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = l.fs.Rename(tmp, p)
-	}
-	if err != nil {
-		l.fs.Remove(tmp)
+	if err := vfs.WriteFileAtomic(l.fs, p, data); err != nil {
 		return fmt.Errorf("write %s: %w", p, err)
 	}
 	return nil
@@ -386,6 +384,12 @@ func (l *Log) Sync(upto int64) error {
 	l.raiseDurable(target)
 	return nil
 }
+
+// RecoveryPoint returns the offset below which everything is known to be
+// fsynced, for storing durably: the durable offset, or, for a log that
+// opened corrupt, the recovery point it was opened with (which must not
+// be lost, or the damage would pass for a torn tail next time).
+func (l *Log) RecoveryPoint() int64 { return max(l.recoveryPoint, l.durable.Load()) }
 
 // DurableOffset returns the offset below which everything is fsynced. On a
 // single node this is the high watermark: consumers may read below it.
@@ -478,17 +482,8 @@ func (l *Log) close(flush bool) error {
 	return err
 }
 
-// Delete closes the log without flushing and removes its directory, e.g.
-// when the partition is deleted.
-func (l *Log) Delete() error {
-	if err := l.close(false); err != nil && !errors.Is(err, ErrClosed) {
-		return err
-	}
-	if err := l.fs.RemoveAll(l.dir); err != nil {
-		return fmt.Errorf("log: delete %s: %w", l.dir, err)
-	}
-	if err := l.fs.SyncDir(filepath.Dir(filepath.Clean(l.dir))); err != nil {
-		return fmt.Errorf("log: delete %s: %w", l.dir, err)
-	}
-	return nil
+// Discard closes the log without flushing anything (the caller is about to
+// delete its directory) and releases its files once in-flight reads finish.
+func (l *Log) Discard() {
+	l.close(false)
 }

@@ -1,6 +1,7 @@
 package log
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"slices"
@@ -44,6 +45,9 @@ func (l *Log) Read(offset int64, maxBytes int, maxOffset int64) ([]byte, error) 
 			return nil, fmt.Errorf("%w: offset %d below the first segment", ErrOffsetOutOfRange, offset)
 		}
 		out, retry, err := l.readSegments(segs[i:], offset, maxBytes, maxOffset)
+		if ce, ok := asCorruption(err); ok {
+			return nil, l.corrupt(ce)
+		}
 		if !retry {
 			return out, err
 		}
@@ -61,13 +65,13 @@ func (l *Log) readSegments(segs []*segment, offset int64, maxBytes int, maxOffse
 			}
 			break
 		}
-		pos, found, err := int64(0), true, error(nil)
+		pos, expect, found, err := int64(0), s.base, true, error(nil)
 		if j == 0 {
-			pos, found, err = locate(s, offset)
+			pos, expect, found, err = locate(s, offset)
 		}
 		done := false
 		if err == nil && found {
-			out, done, err = appendBatches(s, pos, out, maxBytes, maxOffset)
+			out, done, err = appendBatches(s, pos, expect, out, maxBytes, maxOffset)
 		}
 		s.unref()
 		if err != nil {
@@ -89,33 +93,77 @@ func newScanReader(s *segment, size int64) (*reader, *[]byte) {
 
 func putScanReader(bp *[]byte) { scanBufs.Put(bp) }
 
-// locate returns the position of the batch of s that holds offset, or
-// found == false if no batch of s does (offset lies beyond it or in a gap).
-func locate(s *segment, offset int64) (int64, bool, error) {
+// locate returns the position and base offset of the batch of s that holds
+// offset, or found == false if no batch of s does (offset lies beyond it).
+// The headers it walks must chain from the index entry it starts at.
+func locate(s *segment, offset int64) (pos, base int64, found bool, err error) {
 	end := s.size.Load()
 	r, bp := newScanReader(s, end)
 	defer putScanReader(bp)
-	for pos := s.floorPos(offset); pos < end; {
+	pos, expect := s.floor(offset)
+	for pos < end {
 		h, err := r.header(pos)
 		if err != nil {
-			return 0, false, corruptErr(s, pos, err)
+			return 0, 0, false, readErr(s, pos, expect, err)
+		}
+		if h.BaseOffset != expect || h.LastOffsetDelta < 0 {
+			return 0, 0, false, &CorruptionError{File: s.path, Pos: pos, Offset: expect,
+				Reason: fmt.Sprintf("batch offsets %d..%d, expected base %d", h.BaseOffset, h.LastOffset(), expect)}
 		}
 		if h.LastOffset() >= offset {
-			return pos, true, nil
+			return pos, expect, true, nil
 		}
 		pos += int64(h.Size())
+		expect = h.LastOffset() + 1
 	}
-	return 0, false, nil
+	return 0, 0, false, nil
 }
 
-func corruptErr(s *segment, pos int64, err error) error {
+// readErr classifies a failed read of durable bytes: malformed or missing
+// data is corruption, anything else an I/O error.
+func readErr(s *segment, pos, offset int64, err error) error {
+	if errors.Is(err, errShortRead) || errors.Is(err, io.ErrUnexpectedEOF) || isBatchError(err) {
+		return &CorruptionError{File: s.path, Pos: pos, Offset: offset, Reason: err.Error()}
+	}
 	return fmt.Errorf("log: %s at %d: %w", s.path, pos, err)
 }
 
-// appendBatches appends to out the whole batches of s from pos on that fit
-// the limits (see Read); done reports that a limit stopped it before the end
-// of the segment.
-func appendBatches(s *segment, pos int64, out []byte, maxBytes int, maxOffset int64) ([]byte, bool, error) {
+// verifyBatches checks whole batches read from s at pos: each CRC-valid
+// and starting where the one before ended (expect, for the first). It
+// returns the offset after the last.
+func verifyBatches(s *segment, pos int64, b []byte, expect int64) (int64, error) {
+	for off := 0; off < len(b); {
+		h, err := record.Parse(b[off:])
+		if err == nil && (h.BaseOffset != expect || h.LastOffsetDelta < 0) {
+			err = fmt.Errorf("batch offsets %d..%d, expected base %d", h.BaseOffset, h.LastOffset(), expect)
+		}
+		if err != nil {
+			return 0, &CorruptionError{File: s.path, Pos: pos + int64(off), Offset: expect, Reason: err.Error()}
+		}
+		off += h.Size()
+		expect = h.LastOffset() + 1
+	}
+	return expect, nil
+}
+
+// appendBatches appends to out the whole batches of s from pos on (the
+// first starting at offset expect) that fit the limits (see Read), each
+// verified; done reports that a limit stopped it before the end of the
+// segment.
+func appendBatches(s *segment, pos, expect int64, out []byte, maxBytes int, maxOffset int64) ([]byte, bool, error) {
+	n0 := len(out)
+	out, done, err := collectBatches(s, pos, expect, out, maxBytes, maxOffset)
+	if err != nil {
+		return nil, false, err
+	}
+	if _, err := verifyBatches(s, pos, out[n0:], expect); err != nil {
+		return nil, false, err
+	}
+	return out, done, nil
+}
+
+// collectBatches reads for appendBatches, checking only headers.
+func collectBatches(s *segment, pos, expect int64, out []byte, maxBytes int, maxOffset int64) ([]byte, bool, error) {
 	avail := s.size.Load() - pos
 	if avail <= 0 {
 		return out, false, nil
@@ -131,13 +179,13 @@ func appendBatches(s *segment, pos int64, out []byte, maxBytes int, maxOffset in
 	n0 := len(out)
 	out = slices.Grow(out, int(want))[:n0+int(want)]
 	if err := readFull(s.f, out[n0:], pos); err != nil {
-		return nil, false, corruptErr(s, pos, err)
+		return nil, false, readErr(s, pos, expect, err)
 	}
 	p := 0
 	for p+record.HeaderSize <= int(want) {
 		h, err := record.ParseHeader(out[n0+p:])
 		if err != nil {
-			return nil, false, corruptErr(s, pos+int64(p), err)
+			return nil, false, readErr(s, pos+int64(p), -1, err)
 		}
 		if h.BaseOffset >= maxOffset {
 			return out[:n0+p], true, nil
@@ -152,11 +200,11 @@ func appendBatches(s *segment, pos int64, out []byte, maxBytes int, maxOffset in
 			// KIP-74: the first batch goes out whole even if it exceeds
 			// maxBytes, so that consumers always make progress.
 			if int64(size) > avail {
-				return nil, false, corruptErr(s, pos, io.ErrUnexpectedEOF)
+				return nil, false, readErr(s, pos, expect, io.ErrUnexpectedEOF)
 			}
 			out = slices.Grow(out, size-int(want))[:n0+size]
 			if err := readFull(s.f, out[n0+int(want):], pos+want); err != nil {
-				return nil, false, corruptErr(s, pos, err)
+				return nil, false, readErr(s, pos, expect, err)
 			}
 			p = size
 		}
@@ -199,6 +247,9 @@ func (l *Log) ReadBatchAtTime(ts int64) ([]byte, error) {
 			}
 			b, err := batchAtTime(s, ts, start)
 			s.unref()
+			if ce, ok := asCorruption(err); ok {
+				return nil, l.corrupt(ce)
+			}
 			if err != nil || b != nil {
 				return b, err
 			}
@@ -220,12 +271,15 @@ func batchAtTime(s *segment, ts, start int64) ([]byte, error) {
 	for pos < end {
 		h, err := r.header(pos)
 		if err != nil {
-			return nil, corruptErr(s, pos, err)
+			return nil, readErr(s, pos, -1, err)
 		}
 		if h.MaxTimestamp >= ts && h.LastOffset() >= start {
 			b := make([]byte, h.Size())
 			if err := readFull(s.f, b, pos); err != nil {
-				return nil, corruptErr(s, pos, err)
+				return nil, readErr(s, pos, h.BaseOffset, err)
+			}
+			if _, err := verifyBatches(s, pos, b, h.BaseOffset); err != nil {
+				return nil, err
 			}
 			return b, nil
 		}

@@ -69,56 +69,64 @@ func (l *Log) recover() error {
 		return err
 	}
 
-	// Load or scan every segment; the last is always scanned.
-	for i, base := range bases {
+	// Load or scan every segment; the last is always scanned. Segments
+	// follow each other without overlap or gap: ordered deletions cannot
+	// make either, so one is damage (a lost or foreign file).
+	for _, base := range bases {
 		s, err := l.openSegment(base)
 		if err != nil {
 			return err
 		}
 		l.segs = append(l.segs, s)
-		f := found[base]
-		if i == len(bases)-1 || !f.index || !f.tindex || !l.loadIndexes(s) {
-			if err := l.scan(s); err != nil {
+	}
+	// Empty segments at the end (a roll that crashed, or a torn tail
+	// truncated to nothing) hold nothing; the one before was fsynced when
+	// rolled.
+	dropEmptyTail := func() error {
+		for len(l.segs) > 1 {
+			last := l.active()
+			if size, err := last.f.Size(); err != nil || size > 0 {
 				return err
+			}
+			l.logger.Info("deleting empty trailing segment", "base", last.base)
+			if err := l.dropSegments([]*segment{last}); err != nil {
+				return err
+			}
+			l.segs = l.segs[:len(l.segs)-1]
+		}
+		return nil
+	}
+	if err := dropEmptyTail(); err != nil {
+		return err
+	}
+	for i, s := range l.segs {
+		if i > 0 {
+			if prev := l.segs[i-1].next.Load(); s.base != prev {
+				return l.openCorrupt(&CorruptionError{File: s.path, Offset: prev,
+					Reason: fmt.Sprintf("segment starts at offset %d, its predecessor ends at %d", s.base, prev)})
+			}
+		}
+		f := found[s.base]
+		last := i == len(l.segs)-1
+		loaded := false
+		if !last && f.index && f.tindex {
+			if loaded, err = l.loadIndexes(s); err != nil {
+				return err
+			}
+		}
+		if !loaded {
+			if err := l.scan(s, last); err != nil {
+				return l.openCorrupt(err)
 			}
 		}
 	}
-
-	// Segments must not overlap; gaps (which a crash cannot create with
-	// ordered deletions, but a lost file can) are tolerated.
-	for i := 1; i < len(l.segs); i++ {
-		prev, s := l.segs[i-1], l.segs[i]
-		if s.base < prev.next.Load() {
-			l.logger.Error("segment overlaps its predecessor, deleting it and all later segments",
-				"base", s.base, "previous_next", prev.next.Load(), "deleted", len(l.segs)-i)
-			if err := l.dropSegments(l.segs[i:]); err != nil {
-				return err
-			}
-			l.segs = l.segs[:i]
-			break
-		}
-		if s.base > prev.next.Load() {
-			l.logger.Warn("gap between segments", "from", prev.next.Load(), "to", s.base)
-		}
+	if err := dropEmptyTail(); err != nil {
+		return err
 	}
-
-	// The last segment must be scanned and, unless it is the only one,
-	// non-empty.
-	for len(l.segs) > 0 {
-		last := l.segs[len(l.segs)-1]
-		if !last.scanned {
-			if err := l.scan(last); err != nil {
-				return err
-			}
-		}
-		if last.size.Load() > 0 || len(l.segs) == 1 {
-			break
-		}
-		l.logger.Info("deleting empty trailing segment", "base", last.base)
-		if err := l.dropSegments([]*segment{last}); err != nil {
-			return err
-		}
-		l.segs = l.segs[:len(l.segs)-1]
+	if len(l.segs) > 0 && l.active().next.Load() < l.recoveryPoint {
+		last := l.active()
+		return l.openCorrupt(&CorruptionError{File: last.path, Pos: last.size.Load(), Offset: last.next.Load(),
+			Reason: fmt.Sprintf("the log ends at offset %d, below its recovery point %d: fsynced data is missing", last.next.Load(), l.recoveryPoint)})
 	}
 
 	start := int64(0)
@@ -196,35 +204,43 @@ func (l *Log) removeSegmentFiles(base int64) error {
 }
 
 // loadIndexes loads a closed segment's index files; false means they are
-// missing or do not describe the segment and it must be scanned.
-func (l *Log) loadIndexes(s *segment) bool {
+// missing or do not describe the segment and it must be scanned. An index
+// of a newer format is an error: this binary must not run on data a newer
+// one wrote.
+func (l *Log) loadIndexes(s *segment) (bool, error) {
+	ok, err := l.tryIndexes(s)
+	if errors.Is(err, errNewerFormat) {
+		return false, fmt.Errorf("%s: %w", s.path, err)
+	}
+	if err != nil {
+		l.logger.Info("rebuilding index", "base", s.base, "err", err)
+	}
+	return ok, nil
+}
+
+func (l *Log) tryIndexes(s *segment) (bool, error) {
 	size, err := s.f.Size()
 	if err != nil {
-		return false
+		return false, err
 	}
 	ib, err := l.readFile(segmentName(s.base, indexSuffix))
 	if err != nil {
-		l.logger.Info("rebuilding index", "base", s.base, "err", err)
-		return false
+		return false, err
 	}
 	idx, next, err := decodeOffsetIndex(ib, s.base, size)
 	if err != nil {
-		l.logger.Info("rebuilding index", "base", s.base, "err", err)
-		return false
+		return false, err
 	}
 	if err := verifyTail(s, idx, next, size); err != nil {
-		l.logger.Info("rebuilding index", "base", s.base, "err", err)
-		return false
+		return false, err
 	}
 	tb, err := l.readFile(segmentName(s.base, timeIndexSuffix))
 	if err != nil {
-		l.logger.Info("rebuilding index", "base", s.base, "err", err)
-		return false
+		return false, err
 	}
 	tidx, maxTs, err := decodeTimeIndex(tb, s.base, next, size)
 	if err != nil {
-		l.logger.Info("rebuilding index", "base", s.base, "err", err)
-		return false
+		return false, err
 	}
 	s.mu.Lock()
 	s.index, s.tindex = idx, tidx
@@ -232,7 +248,7 @@ func (l *Log) loadIndexes(s *segment) bool {
 	s.size.Store(size)
 	s.next.Store(next)
 	s.maxTs.Store(maxTs)
-	return true
+	return true, nil
 }
 
 // verifyTail cross-checks a loaded offset index against the segment: the
@@ -284,62 +300,102 @@ func (l *Log) readFile(name string) ([]byte, error) {
 	return b, nil
 }
 
-// scan rebuilds a segment's state by reading every batch, and truncates the
-// file at the first batch that is short, corrupt or out of sequence.
-func (l *Log) scan(s *segment) error {
-	s.reset()
-	s.scanned = true
+// openCorrupt finishes an Open that found damage: the log comes up
+// offline, holding the segments opened so far (for metrics and Close), and
+// nothing is truncated or deleted. err is a *CorruptionError; any other
+// error fails the Open.
+func (l *Log) openCorrupt(err error) error {
+	ce, ok := asCorruption(err)
+	if !ok {
+		return err
+	}
+	if len(l.segs) > 0 {
+		l.start.Store(l.segs[0].base)
+		l.next.Store(l.active().next.Load())
+	}
+	l.publish()
+	l.corrupt(ce)
+	return nil
+}
+
+// scan rebuilds a segment's state by reading every batch. If a batch is
+// short, corrupt or out of sequence, the segment is cut there when that is
+// a torn tail: the segment is the last one and the batch starts at or
+// above the recovery point. Any other damage is a *CorruptionError and the
+// file is left alone.
+func (l *Log) scan(s *segment, last bool) error {
+	d, err := walk(s, l.cfg.IndexIntervalBytes)
+	if err != nil || d == nil {
+		return err
+	}
+	if !last || d.Offset < l.recoveryPoint {
+		return d
+	}
 	size, err := s.f.Size()
 	if err != nil {
 		return err
 	}
+	l.logger.Warn("truncating torn tail", "segment", s.path, "from", size, "to", d.Pos, "next_offset", d.Offset,
+		"recovery_point", l.recoveryPoint, "reason", d.Reason)
+	if err := s.f.Truncate(d.Pos); err != nil {
+		return err
+	}
+	return s.f.Sync()
+}
+
+// walk rebuilds a segment's state by reading every batch from the start,
+// and returns where the batches stop being whole, CRC-valid and contiguous
+// (nil if the whole file is good). Only I/O failures are errors.
+func walk(s *segment, indexInterval int) (*CorruptionError, error) {
+	return walkBatches(s, indexInterval, nil)
+}
+
+// walkBatches is walk calling visit with every good batch, in order.
+func walkBatches(s *segment, indexInterval int, visit func(h *record.Header, batch []byte)) (*CorruptionError, error) {
+	s.reset()
+	s.scanned = true
+	size, err := s.f.Size()
+	if err != nil {
+		return nil, err
+	}
 	r := reader{f: s.f, size: size, min: scanChunk}
-	var (
-		pos    int64
-		expect = s.base
-		reason string
-	)
+	pos, expect := int64(0), s.base
+	damage := func(reason string) (*CorruptionError, error) {
+		return &CorruptionError{File: s.path, Pos: pos, Offset: expect, Reason: reason}, nil
+	}
 	for pos < size {
 		h, err := r.header(pos)
 		if err != nil {
 			if !errors.Is(err, errShortRead) && !isBatchError(err) {
-				return err
+				return nil, err
 			}
-			reason = err.Error()
-			break
+			return damage(err.Error())
 		}
 		n := h.Size()
 		b, err := r.window(pos, n)
 		if err != nil {
 			if !errors.Is(err, errShortRead) {
-				return err
+				return nil, err
 			}
-			reason = fmt.Sprintf("torn batch: %d bytes declared, %d left", n, size-pos)
-			break
+			return damage(fmt.Sprintf("torn batch: %d bytes declared, %d left", n, size-pos))
 		}
 		if _, err := record.Parse(b); err != nil {
-			reason = err.Error()
-			break
+			return damage(err.Error())
 		}
 		if h.BaseOffset != expect || h.LastOffsetDelta < 0 || h.LastOffset()-s.base > math.MaxInt32 {
-			reason = fmt.Sprintf("batch offsets %d..%d, expected base %d", h.BaseOffset, h.LastOffset(), expect)
-			break
+			return damage(fmt.Sprintf("batch offsets %d..%d, expected base %d", h.BaseOffset, h.LastOffset(), expect))
 		}
 		if pos == 0 && h.MaxTimestamp >= 0 {
 			s.rollStart = h.MaxTimestamp
 		}
-		s.track(&h, pos, n, l.cfg.IndexIntervalBytes)
+		if visit != nil {
+			visit(&h, b)
+		}
+		s.track(&h, pos, n, indexInterval)
 		pos += int64(n)
 		expect = h.LastOffset() + 1
 	}
-	if pos == size {
-		return nil
-	}
-	l.logger.Warn("truncating segment", "segment", s.path, "from", size, "to", pos, "next_offset", expect, "reason", reason)
-	if err := s.f.Truncate(pos); err != nil {
-		return err
-	}
-	return s.f.Sync()
+	return nil, nil
 }
 
 func isBatchError(err error) bool {

@@ -25,16 +25,36 @@ func (l *Log) readCheckpoint() (int64, bool, error) {
 	if err != nil {
 		return 0, false, err
 	}
+	off, err := parseStartCheckpoint(b)
+	if errors.Is(err, errNewerFormat) {
+		return 0, false, fmt.Errorf("%s: %w", checkpointName, err)
+	}
+	if err != nil {
+		l.logger.Warn("ignoring malformed start offset checkpoint", "contents", string(b))
+		return 0, false, nil
+	}
+	return off, true, nil
+}
+
+// errNewerFormat marks a file written by a newer binary in a format this one
+// does not know: refused rather than guessed at.
+var errNewerFormat = errors.New("written in a format newer than this binary reads")
+
+// parseStartCheckpoint parses "v1 <offset>\n".
+func parseStartCheckpoint(b []byte) (int64, error) {
+	var v int
+	if n, _ := fmt.Sscanf(string(b), "v%d ", &v); n == 1 && v > 1 {
+		return 0, fmt.Errorf("version %d %w (up to 1)", v, errNewerFormat)
+	}
 	s, ok := strings.CutPrefix(string(b), "v1 ")
 	if ok {
 		s, ok = strings.CutSuffix(s, "\n")
 	}
 	off, perr := strconv.ParseInt(s, 10, 64)
 	if !ok || perr != nil || off < 0 {
-		l.logger.Warn("ignoring malformed start offset checkpoint", "contents", string(b))
-		return 0, false, nil
+		return 0, fmt.Errorf("malformed start offset checkpoint %q", b)
 	}
-	return off, true, nil
+	return off, nil
 }
 
 // DeleteRecordsBefore raises the log start offset to offset (Kafka's

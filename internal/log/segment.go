@@ -149,16 +149,22 @@ func (s *segment) indexes() ([]offsetEntry, []timeEntry) {
 	return s.index, s.tindex
 }
 
-// floorPos returns the position of a batch at or before the one that holds
-// offset, from the sparse offset index.
-func (s *segment) floorPos(offset int64) int64 {
+// floor returns the position and base offset of a batch at or before the
+// one that holds offset, from the sparse offset index.
+func (s *segment) floor(offset int64) (pos, base int64) {
 	idx, _ := s.indexes()
 	rel := offset - s.base
 	i := sort.Search(len(idx), func(i int) bool { return int64(idx[i].rel) > rel })
 	if i == 0 {
-		return 0
+		return 0, s.base
 	}
-	return int64(idx[i-1].pos)
+	return int64(idx[i-1].pos), s.base + int64(idx[i-1].rel)
+}
+
+// floorPos returns the position of floor.
+func (s *segment) floorPos(offset int64) int64 {
+	pos, _ := s.floor(offset)
+	return pos
 }
 
 // timeFloorPos returns a position from which scanning finds the first batch

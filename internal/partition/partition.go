@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -32,10 +33,11 @@ type Partition struct {
 	Topic string
 	Index int32
 
-	log  *log.Log
-	logr *slog.Logger
-	fs   vfs.FS
-	dir  string
+	log     *log.Log
+	logr    *slog.Logger
+	fs      vfs.FS
+	dir     string
+	topicID TopicID
 
 	mu            sync.Mutex // serializes appends (order of offsets = order of Append calls)
 	state         *producerstate.State
@@ -63,25 +65,69 @@ type Partition struct {
 	watchers map[chan struct{}]struct{}
 }
 
+// Options are what a partition knows from outside its directory.
+type Options struct {
+	// TopicID is the topic the directory belongs to: Open creates the
+	// directory with a marker naming it (MarkerName) and refuses one marked
+	// for another topic; Delete removes only a directory so marked. Zero
+	// (tests of a lone partition) means no marker.
+	TopicID TopicID
+	// RecoveryPoint is the offset below which the log was fsynced, as
+	// last stored (see log.OpenAt); 0 if unknown.
+	RecoveryPoint int64
+}
+
 // Open opens (recovering if needed) the partition's log in dir. Everything
 // that survived recovery is fsynced and becomes the initial HW.
-func Open(fsys vfs.FS, dir, topic string, index int32, cfg log.Config, logger *slog.Logger) (*Partition, error) {
-	l, err := log.Open(fsys, dir, cfg, logger.With("topic", topic, "partition", index))
+func Open(fsys vfs.FS, dir, topic string, index int32, cfg log.Config, logger *slog.Logger, opts Options) (*Partition, error) {
+	if opts.TopicID != (TopicID{}) {
+		if err := claimDir(fsys, dir, opts.TopicID); err != nil {
+			return nil, fmt.Errorf("opening %s-%d: %w", topic, index, err)
+		}
+	}
+	l, err := log.OpenAt(fsys, dir, cfg, logger.With("topic", topic, "partition", index), opts.RecoveryPoint)
 	if err != nil {
 		return nil, fmt.Errorf("opening %s-%d: %w", topic, index, err)
 	}
-	p := &Partition{Topic: topic, Index: index, log: l, logr: logger, fs: fsys, dir: dir, markers: map[int64]uint64{}, watchers: map[chan struct{}]struct{}{}}
+	p := &Partition{Topic: topic, Index: index, log: l, logr: logger, fs: fsys, dir: dir, topicID: opts.TopicID, markers: map[int64]uint64{}, watchers: map[chan struct{}]struct{}{}}
+	p.state = producerstate.New()
+	if l.Err() != nil {
+		// Opened corrupt: offline (KAFKA_STORAGE_ERROR), files untouched,
+		// the broker serves everything else.
+		p.publishLocked()
+		return p, nil
+	}
 	if err := l.Sync(l.NextOffset()); err != nil {
 		l.Close()
 		return nil, fmt.Errorf("syncing recovered %s-%d: %w", topic, index, err)
 	}
 	p.hw.Store(l.DurableOffset())
 	if err := p.loadState(); err != nil {
+		if l.Corruption() != nil {
+			// The replay read a damaged batch: offline like above.
+			p.hw.Store(0)
+			p.state = producerstate.New()
+			p.publishLocked()
+			return p, nil
+		}
 		l.Close()
 		return nil, fmt.Errorf("rebuilding producer state of %s-%d: %w", topic, index, err)
 	}
 	return p, nil
 }
+
+// Err returns the error that took the partition offline (it wraps
+// log.ErrLogOffline, and log.ErrCorrupt for damaged data), nil while it
+// serves.
+func (p *Partition) Err() error { return p.log.Err() }
+
+// TopicID is the id of the topic the partition belongs to (zero for a
+// partition opened without one).
+func (p *Partition) TopicID() TopicID { return p.topicID }
+
+// RecoveryPoint is the offset below which the partition's log is known
+// to be fsynced, to store for the next Open.
+func (p *Partition) RecoveryPoint() int64 { return p.log.RecoveryPoint() }
 
 // Log exposes the underlying log for metadata queries (segments, sizes).
 func (p *Partition) Log() *log.Log { return p.log }
@@ -281,6 +327,9 @@ func (p *Partition) LogEndOffset() int64 { return p.log.NextOffset() }
 // maxBytes (but at least one batch), bounded by the HW or, for
 // read_committed, the LSO.
 func (p *Partition) Read(offset int64, maxBytes int, readCommitted bool) ([]byte, error) {
+	if err := p.log.Err(); err != nil {
+		return nil, err
+	}
 	limit := p.HighWatermark()
 	if readCommitted {
 		limit = p.LastStableOffset()
@@ -344,8 +393,17 @@ func (p *Partition) Close() error {
 	return errors.Join(snapErr, p.log.Close())
 }
 
-// Delete closes the partition and removes its data.
-func (p *Partition) Delete() error {
+// Delete closes the partition and removes its directory, if it is the one
+// its topic created (see RemoveDir); it reports whether the directory is
+// gone.
+func (p *Partition) Delete() (bool, error) {
 	p.stopBackground()
-	return p.log.Delete()
+	p.log.Discard()
+	if p.topicID == (TopicID{}) {
+		if err := p.fs.RemoveAll(p.dir); err != nil {
+			return false, err
+		}
+		return true, p.fs.SyncDir(filepath.Dir(filepath.Clean(p.dir)))
+	}
+	return RemoveDir(p.fs, p.dir, p.topicID)
 }

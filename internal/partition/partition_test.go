@@ -65,7 +65,7 @@ func batch(s spec) ([]byte, record.Header) {
 
 func open(t *testing.T, fs vfs.FS) *Partition {
 	t.Helper()
-	p, err := Open(fs, "/data/t-0", "t", 0, log.DefaultConfig(), quiet)
+	p, err := Open(fs, "/data/t-0", "t", 0, log.DefaultConfig(), quiet, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -275,8 +275,8 @@ func TestBackgroundWorkStopsAtDelete(t *testing.T) {
 			})
 		}
 		time.Sleep(time.Duration(i%5) * 100 * time.Microsecond)
-		if err := p.Delete(); err != nil {
-			t.Fatal(err)
+		if gone, err := p.Delete(); err != nil || !gone {
+			t.Fatal(gone, err)
 		}
 		deleted.Store(true)
 		wg.Wait()

@@ -16,6 +16,7 @@ import (
 	"github.com/exactly/exactly/internal/log"
 	"github.com/exactly/exactly/internal/producerstate"
 	"github.com/exactly/exactly/internal/record"
+	"github.com/exactly/exactly/internal/vfs"
 )
 
 // Producer state snapshots: producers-<20-digit offset>.snapshot holds the
@@ -80,6 +81,9 @@ func (p *Partition) loadState() error {
 			return err
 		}
 		st, at, err := producerstate.Decode(data)
+		if errors.Is(err, producerstate.ErrNewerFormat) {
+			return fmt.Errorf("%s: %w", filepath.Join(p.dir, snapshotName(off)), err)
+		}
 		if err != nil || at != off {
 			p.logr.Warn("ignoring unreadable producer state snapshot", "topic", p.Topic, "partition", p.Index, "offset", off, "err", err)
 			continue
@@ -185,27 +189,7 @@ func (p *Partition) takeSnapshot() error {
 	if err := p.WaitDurable(off); err != nil {
 		return err
 	}
-	name := filepath.Join(p.dir, snapshotName(off))
-	tmp := name + ".tmp"
-	f, err := p.fs.OpenFile(tmp, os.O_CREATE|os.O_RDWR|os.O_TRUNC, 0o644)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := p.fs.Rename(tmp, name); err != nil {
-		return err
-	}
-	if err := p.fs.SyncDir(p.dir); err != nil {
+	if err := vfs.WriteFileAtomic(p.fs, filepath.Join(p.dir, snapshotName(off)), data); err != nil {
 		return err
 	}
 	offs, err := p.snapshots()

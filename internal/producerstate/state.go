@@ -283,9 +283,16 @@ func (s *State) Encode(offset int64) []byte {
 
 var errBadSnapshot = errors.New("producer state snapshot: corrupt")
 
+// ErrNewerFormat is returned by Decode for a snapshot written by a newer
+// binary in a format this one does not know.
+var ErrNewerFormat = errors.New("producer state snapshot: newer format than this binary reads")
+
 // Decode parses a snapshot, returning the state and the offset it covers.
 func Decode(b []byte) (*State, int64, error) {
 	be := binary.BigEndian
+	if len(b) >= 8 && [7]byte(b[:7]) == [7]byte(snapshotMagic[:7]) && b[7] > snapshotMagic[7] {
+		return nil, 0, fmt.Errorf("%w: version %d, this binary reads up to %d", ErrNewerFormat, b[7], snapshotMagic[7])
+	}
 	if len(b) < len(snapshotMagic)+8+4+4+4 || [8]byte(b[:8]) != snapshotMagic {
 		return nil, 0, errBadSnapshot
 	}

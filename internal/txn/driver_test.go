@@ -73,7 +73,7 @@ func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)
 
 func openEnv(t *testing.T, fs vfs.FS, markers *fakeMarkers, cfg func(*DriverConfig)) *testEnv {
 	t.Helper()
-	p, err := partition.Open(fs, "/data/__transaction_state-0", "__transaction_state", 0, log.DefaultConfig(), quiet())
+	p, err := partition.Open(fs, "/data/__transaction_state-0", "__transaction_state", 0, log.DefaultConfig(), quiet(), partition.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,6 +2,7 @@ package vfs
 
 import (
 	"errors"
+	"io"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -26,12 +27,13 @@ const (
 	OpTruncate
 	OpSize
 	OpClose
+	OpLock
 	numOps
 )
 
 var opNames = [numOps]string{
 	"OpenFile", "Remove", "RemoveAll", "Rename", "MkdirAll", "ReadDir", "Stat",
-	"SyncDir", "Write", "ReadAt", "Sync", "Truncate", "Size", "Close",
+	"SyncDir", "Write", "ReadAt", "Sync", "Truncate", "Size", "Close", "Lock",
 }
 
 // String returns the operation's name.
@@ -248,6 +250,14 @@ func (f *FaultyFS) SyncDir(name string) error {
 		return pathErr("syncdir", name, err)
 	}
 	return f.inner.SyncDir(name)
+}
+
+// Lock implements FS.
+func (f *FaultyFS) Lock(name string) (io.Closer, error) {
+	if _, err := f.check(OpLock, name); err != nil {
+		return nil, pathErr("lock", name, err)
+	}
+	return f.inner.Lock(name)
 }
 
 type faultyFile struct {

@@ -46,6 +46,9 @@ import (
 type MemFS struct {
 	mu   sync.RWMutex
 	root *memNode
+	// locks holds the paths locked by Lock. A crash releases them all, as
+	// the death of every process does.
+	locks map[string]bool
 }
 
 // NewMem returns an empty in-memory filesystem whose root directory "/"
@@ -426,6 +429,42 @@ func crashData(n *memNode, rng *rand.Rand) []byte {
 		clear(out[len(out)-zero:])
 	}
 	return out
+}
+
+// Lock implements FS. The holder is always this process, so a refusal
+// names it.
+func (m *MemFS) Lock(name string) (io.Closer, error) {
+	f, err := m.OpenFile(name, os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	f.Close()
+	p := clean(name)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.locks[p] {
+		return nil, &LockedError{Path: name, PID: os.Getpid()}
+	}
+	if m.locks == nil {
+		m.locks = map[string]bool{}
+	}
+	m.locks[p] = true
+	return &memLock{fs: m, path: p}, nil
+}
+
+type memLock struct {
+	fs   *MemFS
+	path string
+	once sync.Once
+}
+
+func (l *memLock) Close() error {
+	l.once.Do(func() {
+		l.fs.mu.Lock()
+		delete(l.fs.locks, l.path)
+		l.fs.mu.Unlock()
+	})
+	return nil
 }
 
 type memFile struct {

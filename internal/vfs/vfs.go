@@ -11,6 +11,7 @@ package vfs
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"io/fs"
 	"os"
@@ -41,7 +42,34 @@ type FS interface {
 	// SyncDir makes the creations, renames and removals of entries in the
 	// directory durable (fsync of the directory itself).
 	SyncDir(name string) error
+	// Lock takes an exclusive lock on the file name (created if missing)
+	// without waiting: a lock held by anyone else, in this process or
+	// another, fails with an error wrapping ErrLocked (a *LockedError).
+	// The holder's process id is written into the file. Closing the result
+	// releases the lock; so does the holder's exit.
+	Lock(name string) (io.Closer, error)
 }
+
+// ErrLocked is wrapped by the error of Lock when someone else holds the lock.
+var ErrLocked = errors.New("locked by another process")
+
+// LockedError says which lock file is held and, when the file names one, by
+// which process.
+type LockedError struct {
+	Path string
+	// PID is the holder's process id as written in the file; 0 if unknown.
+	PID int
+}
+
+func (e *LockedError) Error() string {
+	if e.PID > 0 {
+		return fmt.Sprintf("%s is locked by process %d", e.Path, e.PID)
+	}
+	return fmt.Sprintf("%s is locked by another process", e.Path)
+}
+
+// Unwrap makes errors.Is(err, ErrLocked) hold.
+func (e *LockedError) Unwrap() error { return ErrLocked }
 
 // File is an open file. Writes go to the handle's current offset (to the end
 // when opened with O_APPEND); reads are positional so that concurrent readers
@@ -92,4 +120,58 @@ func MkdirAllDurable(fsys FS, dir string) error {
 		}
 	}
 	return nil
+}
+
+// WriteFileAtomic replaces path with data so that a crash leaves either the
+// old or the new content: write a temporary file (path + ".tmp"), fsync it,
+// rename it into place, fsync the directory.
+func WriteFileAtomic(fsys FS, path string, data []byte) error {
+	tmp := path + ".tmp"
+	f, err := fsys.OpenFile(tmp, os.O_CREATE|os.O_RDWR|os.O_TRUNC, 0o644)
+	if err != nil {
+		return err
+	}
+	n, err := f.Write(data)
+	if err == nil && n != len(data) {
+		err = io.ErrShortWrite
+	}
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = fsys.Rename(tmp, path)
+	}
+	if err != nil {
+		fsys.Remove(tmp)
+		return err
+	}
+	return fsys.SyncDir(filepath.Dir(path))
+}
+
+// ReadFile reads a whole small file, refusing one larger than limit bytes
+// (a damaged or foreign file must not make the reader allocate its size).
+func ReadFile(fsys FS, path string, limit int64) ([]byte, error) {
+	f, err := fsys.OpenFile(path, os.O_RDONLY, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	size, err := f.Size()
+	if err != nil {
+		return nil, err
+	}
+	if size > limit {
+		return nil, fmt.Errorf("%s: %d bytes, more than the %d expected", path, size, limit)
+	}
+	b := make([]byte, size)
+	if n, err := f.ReadAt(b, 0); n < len(b) {
+		if err == nil || err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return b, nil
 }
