@@ -37,6 +37,8 @@ func errorCode(err error) int16 {
 		return kerr.InvalidTopicException.Code
 	case errors.Is(err, cluster.ErrInvalidPartitions):
 		return kerr.InvalidPartitions.Code
+	case errors.Is(err, cluster.ErrReadOnlyConfig):
+		return kerr.InvalidRequest.Code
 	case errors.Is(err, cluster.ErrInvalidConfig):
 		return kerr.InvalidConfig.Code
 	case errors.Is(err, log.ErrOffsetOutOfRange):

@@ -187,7 +187,10 @@ type BrokerConfigDef struct {
 	Type    ConfigType
 	Default string
 	// Dynamic keys can be changed at runtime with AlterConfigs on the broker
-	// resource; others are read at start only.
+	// resource; others are read at start only. Kafka's "Update Mode" decides:
+	// cluster-wide and per-broker keys are dynamic, read-only keys
+	// (num.partitions, auto.create.topics.enable, delete.topic.enable, ...)
+	// are not, so a client cannot flip what the operator fixed.
 	Dynamic  bool
 	validate func(string) error
 }
@@ -196,10 +199,10 @@ var brokerConfigDefs = []BrokerConfigDef{
 	{Name: "node.id", Type: TypeInt, Default: "0", validate: intMin(0)},
 	{Name: "broker.id", Type: TypeInt, Default: "0", validate: intMin(0)},
 	{Name: "log.dirs", Type: TypeString, Default: "./data"},
-	{Name: "num.partitions", Type: TypeInt, Default: "1", Dynamic: true, validate: intMin(1)},
+	{Name: "num.partitions", Type: TypeInt, Default: "1", validate: intMin(1)},
 	{Name: "default.replication.factor", Type: TypeShort, Default: "1", validate: oneOf("1")},
-	{Name: "auto.create.topics.enable", Type: TypeBoolean, Default: "true", Dynamic: true, validate: boolean},
-	{Name: "delete.topic.enable", Type: TypeBoolean, Default: "true", Dynamic: true, validate: boolean},
+	{Name: "auto.create.topics.enable", Type: TypeBoolean, Default: "true", validate: boolean},
+	{Name: "delete.topic.enable", Type: TypeBoolean, Default: "true", validate: boolean},
 	{Name: "message.max.bytes", Type: TypeInt, Default: "1048588", Dynamic: true, validate: intMin(0)},
 	{Name: "socket.request.max.bytes", Type: TypeInt, Default: "104857600", validate: intMin(1024)},
 	{Name: "connections.max.idle.ms", Type: TypeLong, Default: "600000", validate: longMin(0)},
