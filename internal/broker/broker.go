@@ -77,6 +77,9 @@ type Broker struct {
 	// groups is the group coordinator (consumer groups, committed
 	// offsets); see groups.go.
 	groups *group.Coordinator
+
+	// autoCreate bounds topic auto-creation by Metadata (autocreate.go).
+	autoCreate autoCreateBudget
 }
 
 // New opens the catalog and every partition (recovering logs as needed).

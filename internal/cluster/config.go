@@ -202,6 +202,9 @@ var brokerConfigDefs = []BrokerConfigDef{
 	{Name: "num.partitions", Type: TypeInt, Default: "1", validate: intMin(1)},
 	{Name: "default.replication.factor", Type: TypeShort, Default: "1", validate: oneOf("1")},
 	{Name: "auto.create.topics.enable", Type: TypeBoolean, Default: "true", validate: boolean},
+	// exactly's own: topics Metadata may auto-create per minute (burst
+	// included); Kafka has no bound.
+	{Name: "auto.create.topics.max.per.minute", Type: TypeInt, Default: "100", validate: intMin(0)},
 	{Name: "delete.topic.enable", Type: TypeBoolean, Default: "true", validate: boolean},
 	{Name: "message.max.bytes", Type: TypeInt, Default: "1048588", Dynamic: true, validate: intMin(0)},
 	{Name: "socket.request.max.bytes", Type: TypeInt, Default: "104857600", validate: intMin(1024)},
