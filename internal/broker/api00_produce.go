@@ -199,8 +199,8 @@ func (b *Broker) prepareProduced(ctx context.Context, t *cluster.Topic, p *parti
 	if len(batch) == 0 {
 		return out, fmt.Errorf("%w: no record batch for the partition", record.ErrInvalid)
 	}
-	if t.Internal {
-		return out, &kerrError{kerr.InvalidTopicException, fmt.Sprintf("%s is an internal topic written only by the broker", t.Name)}
+	if err := refuseInternal(t); err != nil {
+		return out, err
 	}
 	max := b.topicInt(t, "max.message.bytes")
 	if int64(len(batch)) > max {

@@ -24,6 +24,7 @@ import (
 	"github.com/exactly/exactly/internal/server"
 	"github.com/exactly/exactly/internal/vfs"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
@@ -296,6 +297,16 @@ func (b *Broker) deleteTopic(name string) error {
 	}
 	b.log.Info("deleted topic", "topic", name, "partitions", t.Partitions)
 	return firstErr
+}
+
+// refuseInternal is the answer to any client write to a broker-owned
+// topic (produce, markers, deletion, truncation, new partitions, config):
+// INVALID_TOPIC_EXCEPTION, as Kafka answers a produce to one.
+func refuseInternal(t *cluster.Topic) error {
+	if !t.Internal {
+		return nil
+	}
+	return &kerrError{kerr.InvalidTopicException, fmt.Sprintf("%s is an internal topic written only by the broker", t.Name)}
 }
 
 // addPartitions raises a topic's partition count.

@@ -197,6 +197,12 @@ func (b *Broker) alterConfigs(resType int8, name string, ops []configOp, replace
 		if !ok {
 			return fmt.Errorf("%w: %q", cluster.ErrUnknownTopic, name)
 		}
+		// The coordinators set their logs' configs (retention off: they
+		// compact themselves); a retention a client sets would delete
+		// their only record of a group or transactional id.
+		if err := refuseInternal(t); err != nil {
+			return err
+		}
 		cur := t.Configs
 		if replace {
 			cur = nil

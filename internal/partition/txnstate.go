@@ -265,17 +265,38 @@ func controlBatch(producerID int64, producerEpoch int16, commit bool, coordinato
 // aborted-transaction index. A marker from an epoch older than the
 // producer's current one is a zombie's and is rejected.
 func (p *Partition) WriteTxnMarker(producerID int64, producerEpoch int16, commit bool, coordinatorEpoch int32) error {
+	return p.writeMarker(producerID, producerEpoch, commit, coordinatorEpoch, anyTxn)
+}
+
+// WriteTxnMarkerIfOpen is WriteTxnMarker only while the producer's open
+// transaction is the one starting at firstOffset (ErrInvalidTxnState
+// otherwise). A marker requested over the wire must end exactly the
+// transaction that was checked — not one that started since, nor a
+// producer with nothing open (whose epoch the marker would bump, fencing
+// it).
+func (p *Partition) WriteTxnMarkerIfOpen(producerID int64, producerEpoch int16, commit bool, coordinatorEpoch int32, firstOffset int64) error {
+	return p.writeMarker(producerID, producerEpoch, commit, coordinatorEpoch, firstOffset)
+}
+
+// anyTxn lets writeMarker end whatever is open (the coordinator's markers).
+const anyTxn = -2
+
+func (p *Partition) writeMarker(producerID int64, producerEpoch int16, commit bool, coordinatorEpoch int32, firstOffset int64) error {
 	batch := controlBatch(producerID, producerEpoch, commit, coordinatorEpoch, time.Now().UnixMilli())
 	h, err := record.Parse(batch)
 	if err != nil {
 		return err
 	}
 	p.mu.Lock()
-	for _, pr := range p.state.Producers() {
-		if pr.ID == producerID && producerEpoch < pr.Epoch {
+	if firstOffset != anyTxn {
+		if open := p.state.OpenTxn(producerID); open < 0 || open != firstOffset {
 			p.mu.Unlock()
-			return fmt.Errorf("%w: marker epoch %d is older than producer %d's epoch %d", producerstate.ErrInvalidEpoch, producerEpoch, producerID, pr.Epoch)
+			return fmt.Errorf("%w: producer %d has no open transaction starting at %d on %s-%d", producerstate.ErrInvalidTxnState, producerID, firstOffset, p.Topic, p.Index)
 		}
+	}
+	if epoch, ok := p.state.Epoch(producerID); ok && producerEpoch < epoch {
+		p.mu.Unlock()
+		return fmt.Errorf("%w: marker epoch %d is older than producer %d's epoch %d", producerstate.ErrInvalidEpoch, producerEpoch, producerID, epoch)
 	}
 	base, err := p.log.Append(batch)
 	if err != nil {
@@ -292,6 +313,13 @@ func (p *Partition) WriteTxnMarker(producerID int64, producerEpoch int16, commit
 	p.publishLocked()
 	p.mu.Unlock()
 	return p.WaitDurable(base + 1)
+}
+
+// OpenTxn is the first offset of the producer's open transaction, or -1.
+func (p *Partition) OpenTxn(producerID int64) int64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.state.OpenTxn(producerID)
 }
 
 // Producers returns a copy of the producer state (DescribeProducers).

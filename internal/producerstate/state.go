@@ -187,6 +187,14 @@ func (s *State) OpenTxn(id int64) int64 {
 	return -1
 }
 
+// Epoch returns producer id's current epoch, if the state holds it.
+func (s *State) Epoch(id int64) (int16, bool) {
+	if p, ok := s.producers[id]; ok {
+		return p.Epoch, true
+	}
+	return 0, false
+}
+
 // Known reports whether the state holds producer id.
 func (s *State) Known(id int64) bool {
 	_, ok := s.producers[id]
