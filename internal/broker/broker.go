@@ -21,6 +21,7 @@ import (
 	"github.com/exactly/exactly/internal/group"
 	"github.com/exactly/exactly/internal/log"
 	"github.com/exactly/exactly/internal/partition"
+	"github.com/exactly/exactly/internal/producerstate"
 	"github.com/exactly/exactly/internal/server"
 	"github.com/exactly/exactly/internal/vfs"
 	"github.com/prometheus/client_golang/prometheus"
@@ -133,8 +134,9 @@ func New(cfg Config) (*Broker, error) {
 		cancel()
 		return nil, err
 	}
-	b.bg.Add(1)
-	go b.retentionLoop()
+	b.bg.Add(2)
+	go b.every("log.retention.check.interval.ms", b.ApplyRetention)
+	go b.every("producer.id.expiration.check.interval.ms", b.ExpireProducers)
 	return b, nil
 }
 
@@ -179,7 +181,31 @@ func (b *Broker) removeOrphans() error {
 }
 
 func (b *Broker) openPartition(t *cluster.Topic, index int32) (*partition.Partition, error) {
-	return partition.Open(b.cfg.FS, b.partitionDir(t.Name, index), t.Name, index, b.logConfig(t), b.log)
+	return partition.OpenWith(b.cfg.FS, b.partitionDir(t.Name, index), t.Name, index, b.logConfig(t), b.producerLimits(), b.log)
+}
+
+// evictIdleMs is how long a producer must have been idle before a new one
+// may take its place in a full partition: well past any client's retries
+// (delivery.timeout.ms is 2 minutes by default), so an attacker's forged
+// ids cannot make a live producer lose its duplicate detection.
+const evictIdleMs = 5 * 60 * 1000
+
+// producerLimits are the bounds on every partition's producer state.
+func (b *Broker) producerLimits() partition.ProducerLimits {
+	exp := b.brokerInt("producer.id.expiration.ms")
+	return partition.ProducerLimits{
+		Limits: producerstate.Limits{
+			MaxProducers: int(b.brokerInt("producer.id.max.per.partition")),
+			EvictIdleMs:  min(exp, evictIdleMs),
+			NowMs:        func() int64 { return time.Now().UnixMilli() },
+		},
+		ExpirationMs: exp,
+		OnForgotten: func(n int) {
+			if b.metrics != nil {
+				b.metrics.producersExpired.Add(float64(n))
+			}
+		},
+	}
 }
 
 // logConfig resolves a topic's effective storage settings.
@@ -360,9 +386,11 @@ func (b *Broker) applyAllTopicConfigs() {
 	}
 }
 
-func (b *Broker) retentionLoop() {
+// every runs fn at the interval the broker key intervalKey sets (ms) until
+// the broker closes; the caller has done b.bg.Add(1).
+func (b *Broker) every(intervalKey string, fn func(now time.Time)) {
 	defer b.bg.Done()
-	interval := time.Duration(b.brokerInt("log.retention.check.interval.ms")) * time.Millisecond
+	interval := time.Duration(b.brokerInt(intervalKey)) * time.Millisecond
 	if interval <= 0 {
 		interval = 5 * time.Minute
 	}
@@ -373,20 +401,35 @@ func (b *Broker) retentionLoop() {
 		case <-b.ctx.Done():
 			return
 		case now := <-tick.C:
-			b.ApplyRetention(now)
+			fn(now)
 		}
 	}
 }
 
-// ApplyRetention deletes whole segments past each topic's retention.
-func (b *Broker) ApplyRetention(now time.Time) {
+// ExpireProducers forgets, on every partition, producers idle longer than
+// producer.id.expiration.ms without an open transaction.
+func (b *Broker) ExpireProducers(now time.Time) {
+	for _, p := range b.allPartitions() {
+		if _, err := p.ExpireProducers(now.UnixMilli()); err != nil {
+			b.log.Error("snapshot after expiring producers failed", "topic", p.Topic, "partition", p.Index, "err", err)
+		}
+	}
+}
+
+// allPartitions lists every open partition.
+func (b *Broker) allPartitions() []*partition.Partition {
 	b.partsMu.RLock()
+	defer b.partsMu.RUnlock()
 	var all []*partition.Partition
 	for _, ps := range b.parts {
 		all = append(all, ps...)
 	}
-	b.partsMu.RUnlock()
-	for _, p := range all {
+	return all
+}
+
+// ApplyRetention deletes whole segments past each topic's retention.
+func (b *Broker) ApplyRetention(now time.Time) {
+	for _, p := range b.allPartitions() {
 		n, err := p.ApplyRetention(now)
 		if err != nil {
 			b.log.Error("retention failed", "topic", p.Topic, "partition", p.Index, "err", err)

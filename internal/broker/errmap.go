@@ -27,6 +27,8 @@ func errorCode(err error) int16 {
 		return kerr.InvalidProducerEpoch.Code
 	case errors.Is(err, producerstate.ErrUnknownProducer):
 		return kerr.UnknownProducerID.Code
+	case errors.Is(err, producerstate.ErrTooManyProducers):
+		return kerr.ThrottlingQuotaExceeded.Code
 	case errors.Is(err, producerstate.ErrInvalidTxnState):
 		return kerr.InvalidTxnState.Code
 	case errors.Is(err, cluster.ErrTopicExists):

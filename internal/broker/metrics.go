@@ -18,6 +18,9 @@ type metrics struct {
 	requests   *prometheus.CounterVec
 	reqErrors  *prometheus.CounterVec
 	reqTime    *prometheus.HistogramVec
+	// producersExpired counts producer ids partitions forgot: idle past
+	// producer.id.expiration.ms, or evicted for a new producer when full.
+	producersExpired prometheus.Counter
 }
 
 func newMetrics(b *Broker, reg prometheus.Registerer) *metrics {
@@ -41,9 +44,13 @@ func newMetrics(b *Broker, reg prometheus.Registerer) *metrics {
 			Name: "kafka_network_requestmetrics_total_time_seconds", Help: "Time from request read to response ready, per API.",
 			Buckets: prometheus.ExponentialBuckets(0.0001, 4, 10),
 		}, []string{"request"}),
+		producersExpired: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "kafka_log_producer_ids_expired_total",
+			Help: "Producer ids forgotten by partitions: idle past producer.id.expiration.ms, or evicted for a new producer when a partition held producer.id.max.per.partition.",
+		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.messagesIn, m.bytesIn, m.bytesOut, m.requests, m.reqErrors, m.reqTime, &logCollector{b: b})
+		reg.MustRegister(m.messagesIn, m.bytesIn, m.bytesOut, m.requests, m.reqErrors, m.reqTime, m.producersExpired, &logCollector{b: b})
 	}
 	return m
 }

@@ -244,6 +244,10 @@ var brokerConfigDefs = []BrokerConfigDef{
 	{Name: "transaction.max.timeout.ms", Type: TypeInt, Default: "900000", validate: intMin(1)},
 	{Name: "transactional.id.expiration.ms", Type: TypeInt, Default: "604800000", validate: intMin(1)},
 	{Name: "producer.id.expiration.ms", Type: TypeInt, Default: "86400000", validate: intMin(1)},
+	{Name: "producer.id.expiration.check.interval.ms", Type: TypeInt, Default: "600000", validate: intMin(1)},
+	// exactly's own: producers one partition's state keeps (Kafka has no
+	// bound); see docs/DESIGN.md, Limits and hostile input.
+	{Name: "producer.id.max.per.partition", Type: TypeInt, Default: "10000", validate: intMin(1)},
 }
 
 var brokerConfigIndex = func() map[string]*BrokerConfigDef {

@@ -39,6 +39,7 @@ type Partition struct {
 
 	mu            sync.Mutex // serializes appends (order of offsets = order of Append calls)
 	state         *producerstate.State
+	limits        ProducerLimits
 	sinceSnapshot int64
 	// markers counts the markers written per producer since start: the
 	// verification guard (see TxnGuard).
@@ -63,14 +64,37 @@ type Partition struct {
 	watchers map[chan struct{}]struct{}
 }
 
-// Open opens (recovering if needed) the partition's log in dir. Everything
-// that survived recovery is fsynced and becomes the initial HW.
+// ProducerLimits bound the partition's producer state.
+type ProducerLimits struct {
+	producerstate.Limits
+	// ExpirationMs forgets producers idle longer (no open transaction):
+	// producer.id.expiration.ms. 0: never.
+	ExpirationMs int64
+	// OnForgotten, if set, is told how many producers were expired or
+	// evicted (for the broker's metric).
+	OnForgotten func(n int)
+}
+
+func (l ProducerLimits) forgotten(n int) {
+	if n > 0 && l.OnForgotten != nil {
+		l.OnForgotten(n)
+	}
+}
+
+// Open opens (recovering if needed) the partition's log in dir, with no
+// bound on its producer state. Everything that survived recovery is
+// fsynced and becomes the initial HW.
 func Open(fsys vfs.FS, dir, topic string, index int32, cfg log.Config, logger *slog.Logger) (*Partition, error) {
+	return OpenWith(fsys, dir, topic, index, cfg, ProducerLimits{}, logger)
+}
+
+// OpenWith is Open with producer state limits, applied from the replay on.
+func OpenWith(fsys vfs.FS, dir, topic string, index int32, cfg log.Config, limits ProducerLimits, logger *slog.Logger) (*Partition, error) {
 	l, err := log.Open(fsys, dir, cfg, logger.With("topic", topic, "partition", index))
 	if err != nil {
 		return nil, fmt.Errorf("opening %s-%d: %w", topic, index, err)
 	}
-	p := &Partition{Topic: topic, Index: index, log: l, logr: logger, fs: fsys, dir: dir, markers: map[int64]uint64{}, watchers: map[chan struct{}]struct{}{}}
+	p := &Partition{Topic: topic, Index: index, log: l, logr: logger, fs: fsys, dir: dir, limits: limits, markers: map[int64]uint64{}, watchers: map[chan struct{}]struct{}{}}
 	if err := l.Sync(l.NextOffset()); err != nil {
 		l.Close()
 		return nil, fmt.Errorf("syncing recovered %s-%d: %w", topic, index, err)
@@ -128,7 +152,7 @@ func (p *Partition) AppendGuarded(batch []byte, h record.Header, guard uint64) (
 		p.mu.Unlock()
 		return AppendResult{}, fmt.Errorf("%w: producer %d's transaction ended while this batch was being verified", producerstate.ErrInvalidTxnState, h.ProducerID)
 	}
-	dup, err := p.state.Check(&h)
+	dup, err := p.state.Check(&h, time.Now().UnixMilli())
 	if err != nil {
 		p.mu.Unlock()
 		return AppendResult{}, err
@@ -144,7 +168,7 @@ func (p *Partition) AppendGuarded(batch []byte, h record.Header, guard uint64) (
 	}
 	h.BaseOffset = base
 	if h.HasProducerID() {
-		p.state.Apply(&h, -1, 0)
+		p.limits.forgotten(p.state.Apply(&h, -1, 0))
 		if h.IsTransactional() {
 			p.publishLocked()
 		}

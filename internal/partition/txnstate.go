@@ -66,6 +66,7 @@ func (p *Partition) snapshots() ([]int64, error) {
 // log still covers, then a replay of every batch header after it.
 func (p *Partition) loadState() error {
 	p.state = producerstate.New()
+	p.state.SetLimits(p.limits.Limits)
 	from := p.log.StartOffset()
 	offs, err := p.snapshots()
 	if err != nil {
@@ -85,6 +86,7 @@ func (p *Partition) loadState() error {
 			continue
 		}
 		p.state = st
+		p.state.SetLimits(p.limits.Limits)
 		if off > from {
 			from = off
 		}
@@ -108,7 +110,7 @@ func (p *Partition) loadState() error {
 				return nil
 			}
 			ctype, cepoch := controlInfo(h, batch)
-			p.state.Apply(&h, ctype, cepoch)
+			p.limits.forgotten(p.state.Apply(&h, ctype, cepoch))
 			next = h.LastOffset() + 1
 			return nil
 		})
@@ -170,14 +172,15 @@ func (p *Partition) publishLocked() {
 	p.aborted.Store(&ab)
 }
 
-// takeSnapshot writes the producer state as of the current log end. The
-// log is fsynced up to that offset first, so a snapshot never describes
-// data a crash could take back.
+// takeSnapshot writes the producer state as of the current log end,
+// expired producers left out. The log is fsynced up to that offset first,
+// so a snapshot never describes data a crash could take back.
 func (p *Partition) takeSnapshot() error {
 	p.snapMu.Lock()
 	defer p.snapMu.Unlock()
 	p.mu.Lock()
 	off := p.log.NextOffset()
+	p.expireLocked(time.Now().UnixMilli())
 	p.state.TrimBefore(p.log.StartOffset())
 	data := p.state.Encode(off)
 	p.sinceSnapshot = 0
@@ -308,7 +311,7 @@ func (p *Partition) writeMarker(producerID int64, producerEpoch int16, commit bo
 	if commit {
 		ctype = 1
 	}
-	p.state.Apply(&h, ctype, coordinatorEpoch)
+	p.limits.forgotten(p.state.Apply(&h, ctype, coordinatorEpoch))
 	p.markers[producerID]++
 	p.publishLocked()
 	p.mu.Unlock()
@@ -339,15 +342,38 @@ func (p *Partition) AbortedTxns(from, to int64) []producerstate.AbortedTxn {
 	return producerstate.AbortedInRange(*ab, from, to)
 }
 
-// ExpireProducers forgets idle producers without open transactions.
-func (p *Partition) ExpireProducers(cutoffMs int64) int {
+// ExpireProducers forgets producers idle longer than the expiration (none
+// with an open transaction) and, if it forgot any, snapshots the state at
+// once: a restart then replays from a snapshot without them, instead of
+// bringing them back from the batches after an older one.
+func (p *Partition) ExpireProducers(nowMs int64) (int, error) {
 	p.mu.Lock()
-	defer p.mu.Unlock()
-	n := p.state.Expire(cutoffMs)
+	n := p.expireLocked(nowMs)
+	p.mu.Unlock()
+	if n == 0 {
+		return 0, nil
+	}
+	return n, p.takeSnapshot()
+}
+
+// expireLocked applies the expiration; p.mu held.
+func (p *Partition) expireLocked(nowMs int64) int {
+	if p.limits.ExpirationMs <= 0 {
+		return 0
+	}
+	n := p.state.Expire(nowMs - p.limits.ExpirationMs)
 	for id := range p.markers {
-		if p.state.OpenTxn(id) < 0 && !p.state.Known(id) {
+		if !p.state.Known(id) {
 			delete(p.markers, id)
 		}
 	}
+	p.limits.forgotten(n)
 	return n
+}
+
+// ProducerCount is how many producers the partition's state holds.
+func (p *Partition) ProducerCount() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.state.Len()
 }
