@@ -92,14 +92,17 @@ type logCollector struct{ b *Broker }
 
 var (
 	descLEO      = prometheus.NewDesc("kafka_log_log_end_offset", "Log end offset.", []string{"topic", "partition"}, nil)
-	descLSO      = prometheus.NewDesc("kafka_log_log_start_offset", "Log start offset.", []string{"topic", "partition"}, nil)
-	descHW       = prometheus.NewDesc("kafka_cluster_partition_high_watermark", "High watermark (durable, visible offset).", []string{"topic", "partition"}, nil)
-	descSegments = prometheus.NewDesc("kafka_log_log_num_log_segments", "Number of log segments.", []string{"topic", "partition"}, nil)
-	descSize     = prometheus.NewDesc("kafka_log_log_size_bytes", "Bytes on disk in the partition's segments.", []string{"topic", "partition"}, nil)
+	descLogStart = prometheus.NewDesc("kafka_log_log_start_offset", "Log start offset.", []string{"topic", "partition"}, nil)
+	// HW minus the last stable offset is what read_committed readers
+	// cannot see yet: growing, it shows a transaction left open.
+	descLastStable = prometheus.NewDesc("kafka_log_last_stable_offset", "Last stable offset (read_committed readers see below it).", []string{"topic", "partition"}, nil)
+	descHW         = prometheus.NewDesc("kafka_cluster_partition_high_watermark", "High watermark (durable, visible offset).", []string{"topic", "partition"}, nil)
+	descSegments   = prometheus.NewDesc("kafka_log_log_num_log_segments", "Number of log segments.", []string{"topic", "partition"}, nil)
+	descSize       = prometheus.NewDesc("kafka_log_log_size_bytes", "Bytes on disk in the partition's segments.", []string{"topic", "partition"}, nil)
 )
 
 func (c *logCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descLEO, descLSO, descHW, descSegments, descSize} {
+	for _, d := range []*prometheus.Desc{descLEO, descLogStart, descLastStable, descHW, descSegments, descSize} {
 		ch <- d
 	}
 }
@@ -111,7 +114,8 @@ func (c *logCollector) Collect(ch chan<- prometheus.Metric) {
 		for _, p := range ps {
 			idx := strconv.Itoa(int(p.Index))
 			ch <- prometheus.MustNewConstMetric(descLEO, prometheus.GaugeValue, float64(p.LogEndOffset()), topic, idx)
-			ch <- prometheus.MustNewConstMetric(descLSO, prometheus.GaugeValue, float64(p.LogStartOffset()), topic, idx)
+			ch <- prometheus.MustNewConstMetric(descLogStart, prometheus.GaugeValue, float64(p.LogStartOffset()), topic, idx)
+			ch <- prometheus.MustNewConstMetric(descLastStable, prometheus.GaugeValue, float64(p.LastStableOffset()), topic, idx)
 			ch <- prometheus.MustNewConstMetric(descHW, prometheus.GaugeValue, float64(p.HighWatermark()), topic, idx)
 			ch <- prometheus.MustNewConstMetric(descSegments, prometheus.GaugeValue, float64(len(p.Log().Segments())), topic, idx)
 			ch <- prometheus.MustNewConstMetric(descSize, prometheus.GaugeValue, float64(p.Log().Size()), topic, idx)
