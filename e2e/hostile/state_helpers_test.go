@@ -2,11 +2,13 @@ package hostile
 
 import (
 	"context"
+	"errors"
 	"runtime"
 	"testing"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
@@ -21,12 +23,13 @@ func adminClient(t *testing.T, addr string) *kadm.Client {
 	return kadm.NewClient(cl)
 }
 
-// createTopic creates topic with partitions partitions or fails the test.
+// createTopic creates topic with partitions partitions unless it exists
+// (attacks create what they need, and may be replayed on one broker).
 func createTopic(t *testing.T, addr, topic string, partitions int32) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if _, err := adminClient(t, addr).CreateTopic(ctx, partitions, 1, nil, topic); err != nil {
+	if _, err := adminClient(t, addr).CreateTopic(ctx, partitions, 1, nil, topic); err != nil && !errors.Is(err, kerr.TopicAlreadyExists) {
 		t.Fatalf("creating %s: %v", topic, err)
 	}
 }

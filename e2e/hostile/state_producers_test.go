@@ -36,6 +36,7 @@ func idempotentBatch(pid int64) []byte {
 // of forgedTopic, pipelined with acks=0, and waits until the broker has
 // handled them all (an acks=all request queued behind them is answered).
 func attackForgedProducerIDs(t *testing.T, addr string) {
+	createTopic(t, addr, forgedTopic, 1)
 	c := testenv.DialRaw(t, addr)
 	// acks=0 gets no answers, so the writes only wait for the broker to
 	// read: give them as long as the whole attack may take.
