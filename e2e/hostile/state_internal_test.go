@@ -17,7 +17,8 @@ var internalTopics = []string{"__consumer_offsets", "__transaction_state"}
 
 // attackInternalTopics tries every client write to the internal topics —
 // produce, delete records, delete, add partitions, set configs (whole-set
-// and incremental) — and checks each is refused with
+// and incremental), add one to a transaction (whose markers the
+// coordinator would then write there) — and checks each is refused with
 // INVALID_TOPIC_EXCEPTION.
 func attackInternalTopics(t *testing.T, addr string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -62,12 +63,27 @@ func attackInternalTopics(t *testing.T, addr string) {
 			t.Fatal(err)
 		}
 		refused("AlterConfigs", topic, whole[0].Err)
+
+		init := kmsg.NewPtrInitProducerIDRequest()
+		init.TransactionalID = kmsg.StringPtr("into-" + topic)
+		init.TransactionTimeoutMillis = 60000
+		ir := c.Request(init, 4).(*kmsg.InitProducerIDResponse)
+		if ir.ErrorCode != 0 {
+			t.Fatalf("InitProducerId: %v", kerr.ErrorForCode(ir.ErrorCode))
+		}
+		add := kmsg.NewPtrAddPartitionsToTxnRequest()
+		add.TransactionalID, add.ProducerID, add.ProducerEpoch = *init.TransactionalID, ir.ProducerID, ir.ProducerEpoch
+		at := kmsg.NewAddPartitionsToTxnRequestTopic()
+		at.Topic, at.Partitions = topic, []int32{0}
+		add.Topics = append(add.Topics, at)
+		ar := c.Request(add, 3).(*kmsg.AddPartitionsToTxnResponse)
+		refused("AddPartitionsToTxn", topic, kerr.ErrorForCode(ar.Topics[0].Partitions[0].ErrorCode))
 	}
 }
 
 // The internal topics keep their partitions, configs and contents under
-// every client write. Before the fix CreatePartitions and both
-// AlterConfigs were accepted (retention.ms=1 on __transaction_state
+// every client write. Before the fix CreatePartitions, AddPartitionsToTxn
+// and both AlterConfigs were accepted (retention.ms=1 on __transaction_state
 // deletes the coordinator's only record of every transactional id).
 func TestStateInternalTopics(t *testing.T) {
 	b := startBroker(t, nil)

@@ -335,6 +335,12 @@ func refuseInternal(t *cluster.Topic) error {
 	return &kerrError{kerr.InvalidTopicException, fmt.Sprintf("%s is an internal topic written only by the broker", t.Name)}
 }
 
+// internalTopic reports whether topic is a broker-owned topic.
+func (b *Broker) internalTopic(topic string) bool {
+	t, ok := b.catalog.Topic(topic)
+	return ok && t.Internal
+}
+
 // addPartitions raises a topic's partition count.
 func (b *Broker) addPartitions(name string, count int32) error {
 	b.adminMu.Lock()
