@@ -54,7 +54,7 @@ func TestRestartKeepsTopicsConfigsAndData(t *testing.T) {
 	if _, err := adm.AlterTopicConfigs(ctx, []kadm.AlterConfig{{Name: "max.message.bytes", Value: kadm.StringPtr("2000000")}}, "keep"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := adm.AlterBrokerConfigs(ctx, []kadm.AlterConfig{{Name: "num.partitions", Value: kadm.StringPtr("5")}}); err != nil {
+	if _, err := adm.AlterBrokerConfigs(ctx, []kadm.AlterConfig{{Name: "log.roll.ms", Value: kadm.StringPtr("86400005")}}); err != nil {
 		t.Fatal(err)
 	}
 	cl.Close()
@@ -101,12 +101,12 @@ func TestRestartKeepsTopicsConfigsAndData(t *testing.T) {
 	}
 	found := false
 	for _, c := range bcs[0].Configs {
-		if c.Key == "num.partitions" {
-			found = c.MaybeValue() == "5"
+		if c.Key == "log.roll.ms" {
+			found = c.MaybeValue() == "86400005"
 		}
 	}
 	if !found {
-		t.Error("dynamic broker config num.partitions=5 lost across restart")
+		t.Error("dynamic broker config log.roll.ms=86400005 lost across restart")
 	}
 	after := testenv.ReadToEnd(t, b2.Addr(), "keep", false)
 	for p := int32(0); p < 3; p++ {

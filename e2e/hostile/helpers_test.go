@@ -2,6 +2,7 @@ package hostile
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"runtime"
 	"testing"
@@ -9,6 +10,7 @@ import (
 
 	"github.com/exactly/exactly"
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
@@ -63,7 +65,8 @@ func canary(t *testing.T, addr string, n int) string {
 	return topic
 }
 
-// createTopic creates a topic for an attack to aim at.
+// createTopic creates a topic for an attack to aim at unless it exists
+// (attacks create what they need, and may be replayed on one broker).
 func createTopic(t *testing.T, addr, topic string, partitions int32) {
 	t.Helper()
 	cl, err := kgo.NewClient(kgo.SeedBrokers(addr))
@@ -73,9 +76,20 @@ func createTopic(t *testing.T, addr, topic string, partitions int32) {
 	defer cl.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if _, err := kadm.NewClient(cl).CreateTopic(ctx, partitions, 1, nil, topic); err != nil {
+	if _, err := kadm.NewClient(cl).CreateTopic(ctx, partitions, 1, nil, topic); err != nil && !errors.Is(err, kerr.TopicAlreadyExists) {
 		t.Fatalf("creating %s: %v", topic, err)
 	}
+}
+
+// allocatedDuring is how many bytes the process allocated while fn ran:
+// with an embedded broker and a raw client that only sends prepared
+// frames, mostly the broker's.
+func allocatedDuring(fn func()) uint64 {
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	fn()
+	runtime.ReadMemStats(&after)
+	return after.TotalAlloc - before.TotalAlloc
 }
 
 // heapInUse is the Go heap in use after a collection: what the process

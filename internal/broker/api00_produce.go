@@ -24,7 +24,8 @@ package broker
 // Errors: INVALID_REQUIRED_ACKS, UNKNOWN_TOPIC_OR_PARTITION, CORRUPT_MESSAGE
 // (bad CRC, truncated), UNSUPPORTED_FOR_MESSAGE_FORMAT (magic ≠ 2),
 // INVALID_RECORD (more than one batch, bad framing, control batch from a
-// client), MESSAGE_TOO_LARGE (> max.message.bytes), INVALID_TIMESTAMP,
+// client), MESSAGE_TOO_LARGE (the batch, or its records decompressed, over
+// the topic's max.message.bytes), INVALID_TIMESTAMP,
 // KAFKA_STORAGE_ERROR (log offline after an I/O error). Versions 0-2 (message
 // format v0/v1) are not served, as in Kafka 4.
 
@@ -68,7 +69,7 @@ type preparedBatch struct {
 // handleProduce works in three passes so that a request spanning several
 // partitions costs at most one transaction-log fsync: validate and check
 // every partition, wait for the transaction log once, then append.
-func (b *Broker) handleProduce(_ context.Context, r *server.Request) server.Reply {
+func (b *Broker) handleProduce(ctx context.Context, r *server.Request) server.Reply {
 	req := r.Msg.(*kmsg.ProduceRequest)
 	resp := req.ResponseKind().(*kmsg.ProduceResponse)
 	acksOK := req.Acks == -1 || req.Acks == 0 || req.Acks == 1
@@ -99,7 +100,7 @@ func (b *Broker) handleProduce(_ context.Context, r *server.Request) server.Repl
 			case p == nil:
 				sp.ErrorCode = kerr.UnknownTopicOrPartition.Code
 			default:
-				pb, err := b.prepareProduced(t, p, rp.Records, req.TransactionID, req.Version)
+				pb, err := b.prepareProduced(ctx, t, p, rp.Records, req.TransactionID, req.Version)
 				if err != nil {
 					b.produceFailed(rt.Topic, sp, err)
 					break
@@ -193,18 +194,25 @@ func (b *Broker) produceFailed(topic string, sp *kmsg.ProduceResponseTopicPartit
 // prepareProduced validates one partition's batch and, for a transactional
 // batch, checks it with the transaction coordinator (whose wait the caller
 // must pass before appending).
-func (b *Broker) prepareProduced(t *cluster.Topic, p *partition.Partition, batch []byte, txnID *string, produceVersion int16) (preparedBatch, error) {
+func (b *Broker) prepareProduced(ctx context.Context, t *cluster.Topic, p *partition.Partition, batch []byte, txnID *string, produceVersion int16) (preparedBatch, error) {
 	out := preparedBatch{t: t, p: p, batch: batch, guard: ^uint64(0), logAppendTime: -1}
 	if len(batch) == 0 {
 		return out, fmt.Errorf("%w: no record batch for the partition", record.ErrInvalid)
 	}
-	if t.Internal {
-		return out, &kerrError{kerr.InvalidTopicException, fmt.Sprintf("%s is an internal topic written only by the broker", t.Name)}
+	if err := refuseInternal(t); err != nil {
+		return out, err
 	}
-	if max := b.topicInt(t, "max.message.bytes"); int64(len(batch)) > max {
+	max := b.topicInt(t, "max.message.bytes")
+	if int64(len(batch)) > max {
 		return out, &kerrError{kerr.MessageTooLarge, fmt.Sprintf("batch of %d bytes exceeds max.message.bytes=%d", len(batch), max)}
 	}
-	h, err := record.Validate(batch)
+	// Kafka bounds only the compressed size; the same bound on the
+	// decompressed records is ours, so a bomb of a few KiB stops there
+	// (and a client that splits batches on MESSAGE_TOO_LARGE does so).
+	h, err := record.ValidateLimit(ctx, batch, max)
+	if errors.Is(err, record.ErrTooLarge) {
+		return out, &kerrError{kerr.MessageTooLarge, fmt.Sprintf("%v (max.message.bytes=%d)", err, max)}
+	}
 	if err != nil {
 		return out, err
 	}

@@ -6,7 +6,11 @@ package broker
 // replica and ISR member; leader epoch is always 0. Topics may be named or
 // (v10+) identified by topic ID. A request for an unknown topic creates it
 // when auto.create.topics.enable is true and the request allows it (v4+
-// AllowAutoTopicCreation; always for v0-v3), with num.partitions partitions.
+// AllowAutoTopicCreation; always for v0-v3), with num.partitions partitions,
+// at most auto.create.topics.max.per.minute topics a minute broker-wide and
+// maxAutoCreatePerRequest per request; past either bound the topic is
+// answered UNKNOWN_TOPIC_OR_PARTITION, as when auto-creation is off, and
+// the client's retry creates it later.
 // v0 treats an empty topic list as "all topics"; v1+ uses null for that.
 // Gaps: authorized operations are not computed (no ACLs; reported as
 // "not requested").
@@ -14,6 +18,8 @@ package broker
 import (
 	"context"
 	"errors"
+	"fmt"
+	"time"
 
 	"github.com/exactly/exactly/internal/cluster"
 	"github.com/exactly/exactly/internal/server"
@@ -41,6 +47,7 @@ func (b *Broker) handleMetadata(_ context.Context, r *server.Request) server.Rep
 		return now(resp)
 	}
 	autoCreate := (req.Version < 4 || req.AllowAutoTopicCreation) && b.brokerBool("auto.create.topics.enable")
+	created := 0
 	for _, rt := range req.Topics {
 		var t *cluster.Topic
 		var ok bool
@@ -60,7 +67,9 @@ func (b *Broker) handleMetadata(_ context.Context, r *server.Request) server.Rep
 		if !ok && rt.Topic != nil {
 			name := *rt.Topic
 			err := cluster.ValidateTopicName(name)
-			if err == nil && autoCreate {
+			if err == nil && autoCreate && !b.mayAutoCreate(&created) {
+				err = fmt.Errorf("%w: %q (auto-creation is over its bound; retry later)", cluster.ErrUnknownTopic, name)
+			} else if err == nil && autoCreate {
 				t, err = b.createTopic(name, int32(b.brokerInt("num.partitions")), nil)
 				if errors.Is(err, cluster.ErrTopicExists) { // lost a race with another creator
 					t, ok = b.catalog.Topic(name)
@@ -82,6 +91,19 @@ func (b *Broker) handleMetadata(_ context.Context, r *server.Request) server.Rep
 		resp.Topics = append(resp.Topics, b.topicMetadata(t))
 	}
 	return now(resp)
+}
+
+// mayAutoCreate spends one of this request's creations (counted in
+// created) and one of the broker's per-minute budget.
+func (b *Broker) mayAutoCreate(created *int) bool {
+	if *created >= maxAutoCreatePerRequest {
+		return false
+	}
+	if !b.autoCreate.take(time.Now(), b.brokerInt("auto.create.topics.max.per.minute")) {
+		return false
+	}
+	*created++
+	return true
 }
 
 func (b *Broker) brokerEntry() kmsg.MetadataResponseBroker {

@@ -55,9 +55,10 @@ func (b *Broker) handleDeleteTopics(_ context.Context, r *server.Request) server
 				st.ErrorCode = kerr.UnknownTopicID.Code
 			}
 		}
-		if t, ok := b.catalog.Topic(name); ok && st.ErrorCode == 0 && t.Internal {
-			st.ErrorCode = kerr.InvalidTopicException.Code
-			st.ErrorMessage = kmsg.StringPtr(name + " is an internal topic and cannot be deleted")
+		if t, ok := b.catalog.Topic(name); ok && st.ErrorCode == 0 {
+			if err := refuseInternal(t); err != nil {
+				st.ErrorCode, st.ErrorMessage = errorCode(err), errMsg(err)
+			}
 		}
 		if st.ErrorCode == 0 && !b.brokerBool("delete.topic.enable") {
 			st.ErrorCode = kerr.TopicDeletionDisabled.Code

@@ -29,8 +29,8 @@ func (b *Broker) handleDeleteRecords(_ context.Context, r *server.Request) serve
 			p := b.partition(rt.Topic, rp.Partition)
 			if t, ok := b.catalog.Topic(rt.Topic); p == nil || !ok {
 				sp.ErrorCode = kerr.UnknownTopicOrPartition.Code
-			} else if t.Internal {
-				sp.ErrorCode = kerr.InvalidTopicException.Code
+			} else if err := refuseInternal(t); err != nil {
+				sp.ErrorCode = errorCode(err)
 			} else if lw, err := p.DeleteRecordsBefore(rp.Offset); err != nil {
 				sp.ErrorCode = errorCode(err)
 			} else {

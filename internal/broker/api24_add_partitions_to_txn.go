@@ -10,8 +10,10 @@ package broker
 // verification; here the produce path verifies in-process. v5 marks a
 // KIP-890 v2 client, which may get TRANSACTION_ABORTABLE.
 //
-// Errors: UNKNOWN_TOPIC_OR_PARTITION for partitions that do not exist, and
-// then OPERATION_NOT_ATTEMPTED for the rest of that transaction;
+// Errors: UNKNOWN_TOPIC_OR_PARTITION for partitions that do not exist, or
+// INVALID_TOPIC_EXCEPTION for internal topics (the coordinator would write
+// the transaction's markers there), and then OPERATION_NOT_ATTEMPTED for the
+// rest of that transaction;
 // INVALID_PRODUCER_ID_MAPPING, PRODUCER_FENCED (v2+; INVALID_PRODUCER_EPOCH
 // before), CONCURRENT_TRANSACTIONS (the previous transaction is still
 // ending), COORDINATOR_NOT_AVAILABLE. Verify-only: INVALID_TXN_STATE (v4) or
@@ -52,6 +54,8 @@ func (b *Broker) handleAddPartitionsToTxn(_ context.Context, r *server.Request) 
 			for _, p := range t.parts {
 				if !b.partitionKnown(t.topic, p) {
 					it.code = kerr.UnknownTopicOrPartition.Code
+				} else if it.code == 0 && b.internalTopic(t.topic) {
+					it.code = kerr.InvalidTopicException.Code
 				}
 				tps = append(tps, txn.TopicPartition{Topic: t.topic, Partition: p})
 			}
@@ -96,6 +100,11 @@ func (b *Broker) handleAddPartitionsToTxn(_ context.Context, r *server.Request) 
 				return kerr.CoordinatorNotAvailable.Code
 			case it.code == kerr.UnknownTopicOrPartition.Code:
 				if !b.partitionKnown(t, p) {
+					return it.code
+				}
+				return kerr.OperationNotAttempted.Code
+			case it.code == kerr.InvalidTopicException.Code:
+				if b.internalTopic(t) {
 					return it.code
 				}
 				return kerr.OperationNotAttempted.Code

@@ -13,13 +13,27 @@ package broker
 // rejected (a zombie's). v2's transaction version field is accepted; the
 // marker's epoch says all the partition needs.
 //
-// Errors per partition: UNKNOWN_TOPIC_OR_PARTITION, INVALID_PRODUCER_EPOCH,
-// KAFKA_STORAGE_ERROR.
+// Any client can send this, so a marker is written only for a transaction
+// nobody else ends: the producer must have a transaction open on the
+// partition (else the marker would only bump its epoch, fencing a live
+// producer), the transaction coordinator must not be running it (it ends
+// it itself; a forged marker would commit or abort it behind its back),
+// and the topic must not be internal (the coordinators' logs hold no
+// markers; forged ones stopped the broker from starting).
+//
+// Errors per partition: UNKNOWN_TOPIC_OR_PARTITION, INVALID_TOPIC_EXCEPTION
+// (internal topic), INVALID_TXN_STATE (nothing open, or the coordinator
+// runs it), INVALID_PRODUCER_EPOCH, COORDINATOR_NOT_AVAILABLE (the
+// coordinator's state cannot be read), KAFKA_STORAGE_ERROR.
 
 import (
 	"context"
+	"fmt"
+	"slices"
 
+	"github.com/exactly/exactly/internal/cluster"
 	"github.com/exactly/exactly/internal/server"
+	"github.com/exactly/exactly/internal/txn"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
@@ -41,9 +55,7 @@ func (b *Broker) handleWriteTxnMarkers(_ context.Context, r *server.Request) ser
 				for _, idx := range t.Partitions {
 					rp := kmsg.NewWriteTxnMarkersResponseMarkerTopicPartition()
 					rp.Partition = idx
-					if p := b.partition(t.Topic, idx); p == nil {
-						rp.ErrorCode = kerr.UnknownTopicOrPartition.Code
-					} else if err := p.WriteTxnMarker(m.ProducerID, m.ProducerEpoch, m.Committed, m.CoordinatorEpoch); err != nil {
+					if err := b.writeRequestedMarker(t.Topic, idx, &m); err != nil {
 						rp.ErrorCode = errorCode(err)
 						b.log.Warn("WriteTxnMarkers failed", "topic", t.Topic, "partition", idx, "producer_id", m.ProducerID, "err", err)
 					} else {
@@ -59,4 +71,53 @@ func (b *Broker) handleWriteTxnMarkers(_ context.Context, r *server.Request) ser
 		}
 		return resp
 	}}
+}
+
+// writeRequestedMarker writes one marker a client asked for, if it ends a
+// transaction nobody else ends (see the file comment).
+func (b *Broker) writeRequestedMarker(topic string, idx int32, m *kmsg.WriteTxnMarkersRequestMarker) error {
+	t, ok := b.catalog.Topic(topic)
+	p := b.partition(topic, idx)
+	if !ok || p == nil {
+		return fmt.Errorf("%w: %s-%d", cluster.ErrUnknownTopic, topic, idx)
+	}
+	if err := refuseInternal(t); err != nil {
+		return err
+	}
+	first := p.OpenTxn(m.ProducerID)
+	if first < 0 {
+		return &kerrError{kerr.InvalidTxnState, fmt.Sprintf("producer %d has no open transaction on %s-%d", m.ProducerID, topic, idx)}
+	}
+	running, err := b.txnRunsOn(m.ProducerID, txn.TopicPartition{Topic: topic, Partition: idx})
+	if err != nil {
+		return &kerrError{kerr.CoordinatorNotAvailable, fmt.Sprintf("reading the transaction coordinator's state: %v", err)}
+	}
+	if running {
+		return &kerrError{kerr.InvalidTxnState, fmt.Sprintf("producer %d's transaction on %s-%d is run by the transaction coordinator, which ends it", m.ProducerID, topic, idx)}
+	}
+	// Only the transaction just checked: one the coordinator starts on
+	// the partition from now on has a different first offset. (Its
+	// membership is durable before its first batch is appended, so a
+	// transaction open at first was either listed above or is not the
+	// coordinator's.)
+	return p.WriteTxnMarkerIfOpen(m.ProducerID, m.ProducerEpoch, m.Committed, m.CoordinatorEpoch, first)
+}
+
+// txnRunsOn reports whether the transaction coordinator runs a
+// transaction of producer pid (as its current or previous producer id)
+// that includes tp.
+func (b *Broker) txnRunsOn(pid int64, tp txn.TopicPartition) (bool, error) {
+	if b.txn == nil {
+		return false, nil
+	}
+	running, wait := b.txn.d.List(txn.Filter{States: []txn.State{txn.Ongoing, txn.PrepareCommit, txn.PrepareAbort}})
+	if err := wait(); err != nil {
+		return false, err
+	}
+	for _, m := range running {
+		if (m.ProducerID == pid || m.LastProducerID == pid) && slices.Contains(m.Partitions, tp) {
+			return true, nil
+		}
+	}
+	return false, nil
 }

@@ -5,6 +5,8 @@ package broker
 // Raises a topic's partition count (never lowers it: INVALID_PARTITIONS).
 // A manual assignment must place each new partition on this node alone
 // (INVALID_REPLICA_ASSIGNMENT). ValidateOnly checks without changing.
+// Internal topics keep their partition count (INVALID_TOPIC_EXCEPTION):
+// groups and transactional ids are placed by it.
 
 import (
 	"context"
@@ -28,6 +30,9 @@ func (b *Broker) handleCreatePartitions(_ context.Context, r *server.Request) se
 			t, ok := b.catalog.Topic(rt.Topic)
 			if !ok {
 				return fmt.Errorf("%w: %q", cluster.ErrUnknownTopic, rt.Topic)
+			}
+			if err := refuseInternal(t); err != nil {
+				return err
 			}
 			if rt.Count <= t.Partitions {
 				return fmt.Errorf("%w: topic %q has %d partitions; the new count %d must be larger", cluster.ErrInvalidPartitions, rt.Topic, t.Partitions, rt.Count)

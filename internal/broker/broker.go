@@ -22,10 +22,12 @@ import (
 	"github.com/exactly/exactly/internal/group"
 	"github.com/exactly/exactly/internal/log"
 	"github.com/exactly/exactly/internal/partition"
+	"github.com/exactly/exactly/internal/producerstate"
 	"github.com/exactly/exactly/internal/quota"
 	"github.com/exactly/exactly/internal/server"
 	"github.com/exactly/exactly/internal/vfs"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
@@ -90,6 +92,9 @@ type Broker struct {
 	// quotas holds the client quotas and their rate trackers (quotas.go);
 	// changes to it and the catalog's copy are made under adminMu.
 	quotas *quota.Manager
+
+	// autoCreate bounds topic auto-creation by Metadata (autocreate.go).
+	autoCreate autoCreateBudget
 }
 
 // New opens the catalog and every partition (recovering logs as needed).
@@ -180,9 +185,10 @@ func open(cfg Config, dd *cluster.DataDir) (*Broker, error) {
 		cancel()
 		return nil, err
 	}
-	b.bg.Add(2)
-	go b.retentionLoop()
-	go b.recoveryPointLoop()
+	b.bg.Add(3)
+	go b.every("log.retention.check.interval.ms", b.ApplyRetention)
+	go b.every("producer.id.expiration.check.interval.ms", b.ExpireProducers)
+	go b.every("log.flush.offset.checkpoint.interval.ms", b.checkpointRecoveryPoints)
 	return b, nil
 }
 
@@ -274,7 +280,7 @@ func (b *Broker) checkNewDirs(name string, from, to int32) error {
 func (b *Broker) openPartition(t *cluster.Topic, index int32) (*partition.Partition, error) {
 	rp := b.storedRPs[log.PartitionKey{Topic: t.Name, Partition: index, TopicID: t.ID}]
 	p, err := partition.Open(b.cfg.FS, b.partitionDir(t.Name, index), t.Name, index, b.logConfig(t), b.log,
-		partition.Options{TopicID: partition.TopicID(t.ID), RecoveryPoint: rp})
+		partition.Options{TopicID: partition.TopicID(t.ID), RecoveryPoint: rp, Producers: b.producerLimits()})
 	if err != nil {
 		return nil, err
 	}
@@ -319,22 +325,36 @@ func (b *Broker) writeRecoveryPoints(ps []*partition.Partition) error {
 	return nil
 }
 
-// recoveryPointLoop rewrites the recovery point file every
-// log.flush.offset.checkpoint.interval.ms. A failed write keeps the old
+// checkpointRecoveryPoints rewrites the recovery point file (every
+// log.flush.offset.checkpoint.interval.ms). A failed write keeps the old
 // file, which lags but stays true.
-func (b *Broker) recoveryPointLoop() {
-	defer b.bg.Done()
-	tick := time.NewTicker(time.Duration(b.brokerInt("log.flush.offset.checkpoint.interval.ms")) * time.Millisecond)
-	defer tick.Stop()
-	for {
-		select {
-		case <-b.ctx.Done():
-			return
-		case <-tick.C:
-			if err := b.writeRecoveryPoints(b.allPartitions()); err != nil {
-				b.log.Error("recovery point checkpoint failed", "err", err)
+func (b *Broker) checkpointRecoveryPoints(time.Time) {
+	if err := b.writeRecoveryPoints(b.allPartitions()); err != nil {
+		b.log.Error("recovery point checkpoint failed", "err", err)
+	}
+}
+
+// evictIdleMs is how long a producer must have been idle before a new one
+// may take its place in a full partition: well past any client's retries
+// (delivery.timeout.ms is 2 minutes by default), so an attacker's forged
+// ids cannot make a live producer lose its duplicate detection.
+const evictIdleMs = 5 * 60 * 1000
+
+// producerLimits are the bounds on every partition's producer state.
+func (b *Broker) producerLimits() partition.ProducerLimits {
+	exp := b.brokerInt("producer.id.expiration.ms")
+	return partition.ProducerLimits{
+		Limits: producerstate.Limits{
+			MaxProducers: int(b.brokerInt("producer.id.max.per.partition")),
+			EvictIdleMs:  min(exp, evictIdleMs),
+			NowMs:        func() int64 { return time.Now().UnixMilli() },
+		},
+		ExpirationMs: exp,
+		OnForgotten: func(n int) {
+			if b.metrics != nil {
+				b.metrics.producersExpired.Add(float64(n))
 			}
-		}
+		},
 	}
 }
 
@@ -456,6 +476,22 @@ func (b *Broker) deleteTopic(name string) error {
 	return firstErr
 }
 
+// refuseInternal is the answer to any client write to a broker-owned
+// topic (produce, markers, deletion, truncation, new partitions, config):
+// INVALID_TOPIC_EXCEPTION, as Kafka answers a produce to one.
+func refuseInternal(t *cluster.Topic) error {
+	if !t.Internal {
+		return nil
+	}
+	return &kerrError{kerr.InvalidTopicException, fmt.Sprintf("%s is an internal topic written only by the broker", t.Name)}
+}
+
+// internalTopic reports whether topic is a broker-owned topic.
+func (b *Broker) internalTopic(topic string) bool {
+	t, ok := b.catalog.Topic(topic)
+	return ok && t.Internal
+}
+
 // addPartitions raises a topic's partition count.
 func (b *Broker) addPartitions(name string, count int32) error {
 	b.adminMu.Lock()
@@ -505,9 +541,11 @@ func (b *Broker) applyAllTopicConfigs() {
 	}
 }
 
-func (b *Broker) retentionLoop() {
+// every runs fn at the interval the broker key intervalKey sets (ms) until
+// the broker closes; the caller has done b.bg.Add(1).
+func (b *Broker) every(intervalKey string, fn func(now time.Time)) {
 	defer b.bg.Done()
-	interval := time.Duration(b.brokerInt("log.retention.check.interval.ms")) * time.Millisecond
+	interval := time.Duration(b.brokerInt(intervalKey)) * time.Millisecond
 	if interval <= 0 {
 		interval = 5 * time.Minute
 	}
@@ -518,20 +556,24 @@ func (b *Broker) retentionLoop() {
 		case <-b.ctx.Done():
 			return
 		case now := <-tick.C:
-			b.ApplyRetention(now)
+			fn(now)
+		}
+	}
+}
+
+// ExpireProducers forgets, on every partition, producers idle longer than
+// producer.id.expiration.ms without an open transaction.
+func (b *Broker) ExpireProducers(now time.Time) {
+	for _, p := range b.allPartitions() {
+		if _, err := p.ExpireProducers(now.UnixMilli()); err != nil {
+			b.log.Error("snapshot after expiring producers failed", "topic", p.Topic, "partition", p.Index, "err", err)
 		}
 	}
 }
 
 // ApplyRetention deletes whole segments past each topic's retention.
 func (b *Broker) ApplyRetention(now time.Time) {
-	b.partsMu.RLock()
-	var all []*partition.Partition
-	for _, ps := range b.parts {
-		all = append(all, ps...)
-	}
-	b.partsMu.RUnlock()
-	for _, p := range all {
+	for _, p := range b.allPartitions() {
 		n, err := p.ApplyRetention(now)
 		if err != nil {
 			b.log.Error("retention failed", "topic", p.Topic, "partition", p.Index, "err", err)

@@ -172,6 +172,21 @@ func contains(xs []string, x string) bool {
 	return false
 }
 
+// refuseReadOnly names every read-only broker key ops touch, as Kafka does
+// (INVALID_REQUEST "Cannot update these configs dynamically: [...]").
+func refuseReadOnly(ops []configOp) error {
+	var ro []string
+	for _, o := range ops {
+		if d, ok := cluster.LookupBrokerConfig(o.name); ok && !d.Dynamic && !contains(ro, o.name) {
+			ro = append(ro, o.name)
+		}
+	}
+	if len(ro) > 0 {
+		return fmt.Errorf("%w: %v", cluster.ErrReadOnlyConfig, ro)
+	}
+	return nil
+}
+
 // alterConfigs applies ops to one resource; validateOnly checks only.
 func (b *Broker) alterConfigs(resType int8, name string, ops []configOp, replace, validateOnly bool) error {
 	switch resType {
@@ -181,6 +196,12 @@ func (b *Broker) alterConfigs(resType int8, name string, ops []configOp, replace
 		t, ok := b.catalog.Topic(name)
 		if !ok {
 			return fmt.Errorf("%w: %q", cluster.ErrUnknownTopic, name)
+		}
+		// The coordinators set their logs' configs (retention off: they
+		// compact themselves); a retention a client sets would delete
+		// their only record of a group or transactional id.
+		if err := refuseInternal(t); err != nil {
+			return err
 		}
 		cur := t.Configs
 		if replace {
@@ -211,6 +232,9 @@ func (b *Broker) alterConfigs(resType int8, name string, ops []configOp, replace
 		if err := b.checkBrokerResource(name); err != nil {
 			return err
 		}
+		if err := refuseReadOnly(ops); err != nil {
+			return err
+		}
 		b.adminMu.Lock()
 		defer b.adminMu.Unlock()
 		cur := b.catalog.BrokerDynamic()
@@ -226,9 +250,8 @@ func (b *Broker) alterConfigs(resType int8, name string, ops []configOp, replace
 		}
 		if validateOnly {
 			for k, v := range next {
-				d, ok := cluster.LookupBrokerConfig(k)
-				if !ok || !d.Dynamic {
-					return fmt.Errorf("%w: %s cannot be changed dynamically", cluster.ErrInvalidConfig, k)
+				if _, ok := cluster.LookupBrokerConfig(k); !ok {
+					return fmt.Errorf("%w: unknown broker config %q", cluster.ErrInvalidConfig, k)
 				}
 				if err := cluster.ValidateBrokerConfig(k, v); err != nil {
 					return fmt.Errorf("%w: %v", cluster.ErrInvalidConfig, err)

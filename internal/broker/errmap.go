@@ -27,6 +27,8 @@ func errorCode(err error) int16 {
 		return kerr.InvalidProducerEpoch.Code
 	case errors.Is(err, producerstate.ErrUnknownProducer):
 		return kerr.UnknownProducerID.Code
+	case errors.Is(err, producerstate.ErrTooManyProducers):
+		return kerr.ThrottlingQuotaExceeded.Code
 	case errors.Is(err, producerstate.ErrInvalidTxnState):
 		return kerr.InvalidTxnState.Code
 	case errors.Is(err, cluster.ErrTopicExists):
@@ -37,6 +39,8 @@ func errorCode(err error) int16 {
 		return kerr.InvalidTopicException.Code
 	case errors.Is(err, cluster.ErrInvalidPartitions):
 		return kerr.InvalidPartitions.Code
+	case errors.Is(err, cluster.ErrReadOnlyConfig):
+		return kerr.InvalidRequest.Code
 	case errors.Is(err, cluster.ErrInvalidConfig):
 		return kerr.InvalidConfig.Code
 	case errors.Is(err, log.ErrOffsetOutOfRange):

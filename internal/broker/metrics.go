@@ -32,6 +32,9 @@ type metrics struct {
 	connClosed   prometheus.Counter
 	connRejected *prometheus.CounterVec
 	requestBytes prometheus.Gauge
+	// producersExpired counts producer ids partitions forgot: idle past
+	// producer.id.expiration.ms, or evicted for a new producer when full.
+	producersExpired prometheus.Counter
 }
 
 func newMetrics(b *Broker, reg prometheus.Registerer) *metrics {
@@ -79,11 +82,15 @@ func newMetrics(b *Broker, reg prometheus.Registerer) *metrics {
 			Name: "kafka_network_socketserver_memory_pool_used_bytes",
 			Help: "Request bytes in flight: read or being read and not yet released by their handler (bounded by queued.max.request.bytes).",
 		}),
+		producersExpired: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "kafka_log_producer_ids_expired_total",
+			Help: "Producer ids forgotten by partitions: idle past producer.id.expiration.ms, or evicted for a new producer when a partition held producer.id.max.per.partition.",
+		}),
 	}
 	if reg != nil {
 		reg.MustRegister(m.messagesIn, m.bytesIn, m.bytesOut, m.requests, m.reqErrors, m.reqTime,
 			m.throttledReqs, m.throttleTime,
-			m.connCount, m.connCreated, m.connClosed, m.connRejected, m.requestBytes, &logCollector{b: b})
+			m.connCount, m.connCreated, m.connClosed, m.connRejected, m.requestBytes, m.producersExpired, &logCollector{b: b})
 	}
 	return m
 }
@@ -146,15 +153,18 @@ type logCollector struct{ b *Broker }
 
 var (
 	descLEO      = prometheus.NewDesc("kafka_log_log_end_offset", "Log end offset.", []string{"topic", "partition"}, nil)
-	descLSO      = prometheus.NewDesc("kafka_log_log_start_offset", "Log start offset.", []string{"topic", "partition"}, nil)
-	descHW       = prometheus.NewDesc("kafka_cluster_partition_high_watermark", "High watermark (durable, visible offset).", []string{"topic", "partition"}, nil)
-	descSegments = prometheus.NewDesc("kafka_log_log_num_log_segments", "Number of log segments.", []string{"topic", "partition"}, nil)
-	descSize     = prometheus.NewDesc("kafka_log_log_size_bytes", "Bytes on disk in the partition's segments.", []string{"topic", "partition"}, nil)
-	descOffline  = prometheus.NewDesc("kafka_controller_offline_partitions_count", "Partitions offline after a storage error or corruption (KAFKA_STORAGE_ERROR).", nil, nil)
+	descLogStart = prometheus.NewDesc("kafka_log_log_start_offset", "Log start offset.", []string{"topic", "partition"}, nil)
+	// HW minus the last stable offset is what read_committed readers
+	// cannot see yet: growing, it shows a transaction left open.
+	descLastStable = prometheus.NewDesc("kafka_log_last_stable_offset", "Last stable offset (read_committed readers see below it).", []string{"topic", "partition"}, nil)
+	descHW         = prometheus.NewDesc("kafka_cluster_partition_high_watermark", "High watermark (durable, visible offset).", []string{"topic", "partition"}, nil)
+	descSegments   = prometheus.NewDesc("kafka_log_log_num_log_segments", "Number of log segments.", []string{"topic", "partition"}, nil)
+	descSize       = prometheus.NewDesc("kafka_log_log_size_bytes", "Bytes on disk in the partition's segments.", []string{"topic", "partition"}, nil)
+	descOffline    = prometheus.NewDesc("kafka_controller_offline_partitions_count", "Partitions offline after a storage error or corruption (KAFKA_STORAGE_ERROR).", nil, nil)
 )
 
 func (c *logCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descLEO, descLSO, descHW, descSegments, descSize, descOffline} {
+	for _, d := range []*prometheus.Desc{descLEO, descLogStart, descLastStable, descHW, descSegments, descSize, descOffline} {
 		ch <- d
 	}
 }
@@ -171,7 +181,8 @@ func (c *logCollector) Collect(ch chan<- prometheus.Metric) {
 			}
 			idx := strconv.Itoa(int(p.Index))
 			ch <- prometheus.MustNewConstMetric(descLEO, prometheus.GaugeValue, float64(p.LogEndOffset()), topic, idx)
-			ch <- prometheus.MustNewConstMetric(descLSO, prometheus.GaugeValue, float64(p.LogStartOffset()), topic, idx)
+			ch <- prometheus.MustNewConstMetric(descLogStart, prometheus.GaugeValue, float64(p.LogStartOffset()), topic, idx)
+			ch <- prometheus.MustNewConstMetric(descLastStable, prometheus.GaugeValue, float64(p.LastStableOffset()), topic, idx)
 			ch <- prometheus.MustNewConstMetric(descHW, prometheus.GaugeValue, float64(p.HighWatermark()), topic, idx)
 			ch <- prometheus.MustNewConstMetric(descSegments, prometheus.GaugeValue, float64(len(p.Log().Segments())), topic, idx)
 			ch <- prometheus.MustNewConstMetric(descSize, prometheus.GaugeValue, float64(p.Log().Size()), topic, idx)

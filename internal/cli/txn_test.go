@@ -3,9 +3,12 @@ package cli
 import (
 	"bytes"
 	"context"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/exactly/exactly"
 	"github.com/spf13/cobra"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -33,9 +36,17 @@ func mustTxn(t *testing.T, args ...string) string {
 }
 
 // TestTxnCommands drives list, describe, describe-producers, find-hanging
-// and abort against a broker with one committed and one open transaction.
+// and abort against a broker with one committed and one open transaction;
+// then, the coordinator's log lost, the open transaction hangs and abort
+// ends it.
 func TestTxnCommands(t *testing.T) {
-	addr := startBroker(t)
+	dir := t.TempDir()
+	b, err := exactly.Start(exactly.Options{DataDir: dir, Config: map[string]string{"auto.create.topics.enable": "false"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { b.Close() }()
+	addr := b.Addr()
 	createTopic(t, addr, "orders", 1)
 	ctx := context.Background()
 	cl, err := kgo.NewClient(kgo.SeedBrokers(addr), kgo.TransactionalID("billing"), kgo.DefaultProduceTopic("orders"))
@@ -83,6 +94,27 @@ func TestTxnCommands(t *testing.T) {
 	if strings.Count(strings.TrimSpace(out), "\n") != 0 {
 		t.Fatalf("find-hanging reported a transaction its coordinator runs:\n%s", out)
 	}
+	// Nor may an operator (or any client) end it behind its back.
+	if out, err := runTxn(t, "txn", "abort", "-b", addr, "--topic", "orders", "--partition", "0", "--start-offset", "2"); err == nil || !strings.Contains(err.Error(), "INVALID_TXN_STATE") {
+		t.Fatalf("abort of a transaction its coordinator runs: %v\n%s", err, out)
+	}
+	// The coordinator's log lost, the open transaction hangs: nobody
+	// will end it but an operator.
+	cl.Close()
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.RemoveAll(filepath.Join(dir, "__transaction_state-0")); err != nil {
+		t.Fatal(err)
+	}
+	if b, err = exactly.Start(exactly.Options{DataDir: dir}); err != nil {
+		t.Fatal(err)
+	}
+	addr = b.Addr()
+	if cl, err = kgo.NewClient(kgo.SeedBrokers(addr)); err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
 	// An operator aborting it on the partition moves the LSO past it.
 	out = mustTxn(t, "txn", "abort", "-b", addr, "--topic", "orders", "--partition", "0", "--start-offset", "2")
 	if !strings.Contains(out, "Aborted") {

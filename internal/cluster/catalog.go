@@ -34,6 +34,9 @@ var (
 	ErrInvalidTopic      = errors.New("invalid topic name")
 	ErrInvalidPartitions = errors.New("invalid partition count")
 	ErrInvalidConfig     = errors.New("invalid config")
+	// ErrReadOnlyConfig names broker keys that cannot change at runtime;
+	// Kafka answers INVALID_REQUEST with this text.
+	ErrReadOnlyConfig = errors.New("Cannot update these configs dynamically")
 )
 
 // MaxTopicNameLen is Kafka's limit on topic name length.
@@ -173,7 +176,11 @@ func (c *Catalog) load() error {
 		c.byID[t.ID] = t
 	}
 	for k, v := range cf.BrokerConfigs {
-		c.dynamic[k] = v
+		// A key that was dynamic in an older version but is read-only
+		// now is dropped: the operator's static value applies again.
+		if d, ok := brokerConfigIndex[k]; ok && d.Dynamic {
+			c.dynamic[k] = v
+		}
 	}
 	return nil
 }
@@ -486,7 +493,7 @@ func (c *Catalog) SetBrokerDynamic(m map[string]string) error {
 			return fmt.Errorf("%w: unknown broker config %q", ErrInvalidConfig, k)
 		}
 		if !d.Dynamic {
-			return fmt.Errorf("%w: %s cannot be changed while the broker runs (set it in server.properties)", ErrInvalidConfig, k)
+			return fmt.Errorf("%w: %s", ErrReadOnlyConfig, k)
 		}
 		if err := ValidateBrokerConfig(k, v); err != nil {
 			return fmt.Errorf("%w: %v", ErrInvalidConfig, err)

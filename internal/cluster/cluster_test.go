@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"errors"
+	"os"
 	"strings"
 	"testing"
 
@@ -57,7 +58,7 @@ func TestCatalogPersistsAndResolvesConfigs(t *testing.T) {
 	if err := c.SetBrokerDynamic(map[string]string{"log.retention.bytes": "5"}); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.SetBrokerDynamic(map[string]string{"node.id": "3"}); !errors.Is(err, ErrInvalidConfig) {
+	if err := c.SetBrokerDynamic(map[string]string{"node.id": "3"}); !errors.Is(err, ErrReadOnlyConfig) {
 		t.Errorf("static key changed dynamically: %v", err)
 	}
 	// Only what was made durable survives a crash: every change here was.
@@ -84,5 +85,36 @@ func TestCatalogPersistsAndResolvesConfigs(t *testing.T) {
 	}
 	if v, src := c2.BrokerConfig("log.retention.bytes"); v != "5" || src != SourceDynamicDefaultBroker {
 		t.Errorf("dynamic broker config: %s %d", v, src)
+	}
+}
+
+// A read-only key persisted as a dynamic override (by a version that let
+// clients change it) is dropped on open: the static value applies again,
+// and later dynamic changes are not refused because of it.
+func TestCatalogDropsPersistedReadOnlyOverrides(t *testing.T) {
+	mem := vfs.NewMem()
+	if err := mem.MkdirAll("/d", 0o755); err != nil {
+		t.Fatal(err)
+	}
+	f, err := mem.OpenFile("/d/"+catalogName, os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Write([]byte(`{"cluster_id":"c","topics":[],"broker_configs":{"delete.topic.enable":"true","log.retention.ms":"5"}}`))
+	f.Close()
+	c, err := OpenCatalog(mem, "/d", map[string]string{"delete.topic.enable": "false"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v, src := c.BrokerConfig("delete.topic.enable"); v != "false" || src != SourceStaticBroker {
+		t.Errorf("delete.topic.enable = %s from %v, want the static false", v, src)
+	}
+	if v, _ := c.BrokerConfig("log.retention.ms"); v != "5" {
+		t.Errorf("dynamic log.retention.ms = %s, want 5 kept", v)
+	}
+	next := c.BrokerDynamic()
+	next["log.retention.bytes"] = "7"
+	if err := c.SetBrokerDynamic(next); err != nil {
+		t.Errorf("a dynamic change after open: %v", err)
 	}
 }

@@ -212,7 +212,10 @@ type BrokerConfigDef struct {
 	Type    ConfigType
 	Default string
 	// Dynamic keys can be changed at runtime with AlterConfigs on the broker
-	// resource; others are read at start only.
+	// resource; others are read at start only. Kafka's "Update Mode" decides:
+	// cluster-wide and per-broker keys are dynamic, read-only keys
+	// (num.partitions, auto.create.topics.enable, delete.topic.enable, ...)
+	// are not, so a client cannot flip what the operator fixed.
 	Dynamic  bool
 	validate func(string) error
 }
@@ -221,10 +224,13 @@ var brokerConfigDefs = []BrokerConfigDef{
 	{Name: "node.id", Type: TypeInt, Default: "0", validate: intMin(0)},
 	{Name: "broker.id", Type: TypeInt, Default: "0", validate: intMin(0)},
 	{Name: "log.dirs", Type: TypeString, Default: "./data"},
-	{Name: "num.partitions", Type: TypeInt, Default: "1", Dynamic: true, validate: intMin(1)},
+	{Name: "num.partitions", Type: TypeInt, Default: "1", validate: intMin(1)},
 	{Name: "default.replication.factor", Type: TypeShort, Default: "1", validate: oneOf("1")},
-	{Name: "auto.create.topics.enable", Type: TypeBoolean, Default: "true", Dynamic: true, validate: boolean},
-	{Name: "delete.topic.enable", Type: TypeBoolean, Default: "true", Dynamic: true, validate: boolean},
+	{Name: "auto.create.topics.enable", Type: TypeBoolean, Default: "true", validate: boolean},
+	// exactly's own: topics Metadata may auto-create per minute (burst
+	// included); Kafka has no bound.
+	{Name: "auto.create.topics.max.per.minute", Type: TypeInt, Default: "100", validate: intMin(0)},
+	{Name: "delete.topic.enable", Type: TypeBoolean, Default: "true", validate: boolean},
 	{Name: "message.max.bytes", Type: TypeInt, Default: "1048588", Dynamic: true, validate: intMin(0)},
 	{Name: "socket.request.max.bytes", Type: TypeInt, Default: "104857600", validate: intMin(1024)},
 	{Name: "connections.max.idle.ms", Type: TypeLong, Default: "600000", validate: longMin(0)},
@@ -276,6 +282,10 @@ var brokerConfigDefs = []BrokerConfigDef{
 	{Name: "producer.id.expiration.ms", Type: TypeInt, Default: "86400000", validate: intMin(1)},
 	{Name: "quota.window.num", Type: TypeInt, Default: "11", validate: intRange(1, 1000)},
 	{Name: "quota.window.size.seconds", Type: TypeInt, Default: "1", validate: intRange(1, 3600)},
+	{Name: "producer.id.expiration.check.interval.ms", Type: TypeInt, Default: "600000", validate: intMin(1)},
+	// exactly's own: producers one partition's state keeps (Kafka has no
+	// bound); see docs/DESIGN.md, Limits and hostile input.
+	{Name: "producer.id.max.per.partition", Type: TypeInt, Default: "10000", validate: intMin(1)},
 }
 
 var brokerConfigIndex = func() map[string]*BrokerConfigDef {

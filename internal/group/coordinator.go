@@ -130,9 +130,12 @@ func Start(opts Options) (*Coordinator, error) {
 	}
 	m := NewMachine(opts.Config, opts.Topics)
 	now := time.Now()
-	n, err := replayPartition(opts.Partition, func(k, v []byte) error { return m.Replay(now, k, v) })
+	n, skipped, err := replayPartition(opts.Partition, func(k, v []byte) error { return m.Replay(now, k, v) })
 	if err != nil {
 		return nil, err
+	}
+	if skipped > 0 {
+		opts.Logger.Warn("skipped control batches the group coordinator did not write", "topic", opts.Partition.Topic, "batches", skipped)
 	}
 	c := &Coordinator{
 		opts: opts, p: opts.Partition, log: opts.Logger, m: m,

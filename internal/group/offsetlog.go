@@ -77,14 +77,16 @@ func appendRecords(p *partition.Partition, kvs []KV, now time.Time) (int64, erro
 	return end, nil
 }
 
-// replayPartition feeds every durable record of p, in order, to fn.
-func replayPartition(p *partition.Partition, fn func(key, value []byte) error) (int, error) {
+// replayPartition feeds every durable record of p, in order, to fn. It
+// returns the records fed and the control batches skipped: the coordinator
+// writes none, so any there were forged by a client (WriteTxnMarkers before
+// it refused internal topics) and carry nothing to replay.
+func replayPartition(p *partition.Partition, fn func(key, value []byte) error) (n, skipped int, err error) {
 	start, hw := p.LogStartOffset(), p.HighWatermark()
-	n := 0
 	for off := start; off < hw; {
 		data, err := p.Read(off, 4<<20, false)
 		if err != nil {
-			return n, fmt.Errorf("group: reading __consumer_offsets at %d: %w", off, err)
+			return n, skipped, fmt.Errorf("group: reading __consumer_offsets at %d: %w", off, err)
 		}
 		if len(data) == 0 {
 			break
@@ -93,6 +95,7 @@ func replayPartition(p *partition.Partition, fn func(key, value []byte) error) (
 		_, err = rec.Split(data, func(h rec.Header, batch []byte) error {
 			next = h.LastOffset() + 1
 			if h.IsControl() {
+				skipped++
 				return nil
 			}
 			var ferr error
@@ -110,12 +113,12 @@ func replayPartition(p *partition.Partition, fn func(key, value []byte) error) (
 			return perr
 		})
 		if err != nil {
-			return n, fmt.Errorf("group: replaying __consumer_offsets: %w", err)
+			return n, skipped, fmt.Errorf("group: replaying __consumer_offsets: %w", err)
 		}
 		if next <= off {
 			break
 		}
 		off = next
 	}
-	return n, nil
+	return n, skipped, nil
 }

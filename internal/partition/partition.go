@@ -41,6 +41,7 @@ type Partition struct {
 
 	mu            sync.Mutex // serializes appends (order of offsets = order of Append calls)
 	state         *producerstate.State
+	limits        ProducerLimits
 	sinceSnapshot int64
 	// markers counts the markers written per producer since start: the
 	// verification guard (see TxnGuard).
@@ -65,6 +66,23 @@ type Partition struct {
 	watchers map[chan struct{}]struct{}
 }
 
+// ProducerLimits bound the partition's producer state.
+type ProducerLimits struct {
+	producerstate.Limits
+	// ExpirationMs forgets producers idle longer (no open transaction):
+	// producer.id.expiration.ms. 0: never.
+	ExpirationMs int64
+	// OnForgotten, if set, is told how many producers were expired or
+	// evicted (for the broker's metric).
+	OnForgotten func(n int)
+}
+
+func (l ProducerLimits) forgotten(n int) {
+	if n > 0 && l.OnForgotten != nil {
+		l.OnForgotten(n)
+	}
+}
+
 // Options are what a partition knows from outside its directory.
 type Options struct {
 	// TopicID is the topic the directory belongs to: Open creates the
@@ -75,6 +93,9 @@ type Options struct {
 	// RecoveryPoint is the offset below which the log was fsynced, as
 	// last stored (see log.OpenAt); 0 if unknown.
 	RecoveryPoint int64
+	// Producers bounds the producer state, from the replay on; the zero
+	// value bounds nothing.
+	Producers ProducerLimits
 }
 
 // Open opens (recovering if needed) the partition's log in dir. Everything
@@ -89,7 +110,7 @@ func Open(fsys vfs.FS, dir, topic string, index int32, cfg log.Config, logger *s
 	if err != nil {
 		return nil, fmt.Errorf("opening %s-%d: %w", topic, index, err)
 	}
-	p := &Partition{Topic: topic, Index: index, log: l, logr: logger, fs: fsys, dir: dir, topicID: opts.TopicID, markers: map[int64]uint64{}, watchers: map[chan struct{}]struct{}{}}
+	p := &Partition{Topic: topic, Index: index, log: l, logr: logger, fs: fsys, dir: dir, topicID: opts.TopicID, limits: opts.Producers, markers: map[int64]uint64{}, watchers: map[chan struct{}]struct{}{}}
 	p.state = producerstate.New()
 	if l.Err() != nil {
 		// Opened corrupt: offline (KAFKA_STORAGE_ERROR), files untouched,
@@ -174,7 +195,7 @@ func (p *Partition) AppendGuarded(batch []byte, h record.Header, guard uint64) (
 		p.mu.Unlock()
 		return AppendResult{}, fmt.Errorf("%w: producer %d's transaction ended while this batch was being verified", producerstate.ErrInvalidTxnState, h.ProducerID)
 	}
-	dup, err := p.state.Check(&h)
+	dup, err := p.state.Check(&h, time.Now().UnixMilli())
 	if err != nil {
 		p.mu.Unlock()
 		return AppendResult{}, err
@@ -190,7 +211,7 @@ func (p *Partition) AppendGuarded(batch []byte, h record.Header, guard uint64) (
 	}
 	h.BaseOffset = base
 	if h.HasProducerID() {
-		p.state.Apply(&h, -1, 0)
+		p.limits.forgotten(p.state.Apply(&h, -1, 0))
 		if h.IsTransactional() {
 			p.publishLocked()
 		}

@@ -282,3 +282,32 @@ func TestBackgroundWorkStopsAtDelete(t *testing.T) {
 		wg.Wait()
 	}
 }
+
+// TestMarkerIfOpen: a marker requested over the wire ends only the
+// transaction it was checked against — not a producer with nothing open
+// (the marker would bump its epoch and fence it), nor a transaction that
+// started after the check.
+func TestMarkerIfOpen(t *testing.T) {
+	p := open(t, vfs.NewMem())
+	defer p.Close()
+	appendOK(t, p, spec{pid: 3, seq: 0, n: 1}) // idempotent, nothing open
+	if err := p.WriteTxnMarkerIfOpen(3, 1, false, 0, p.OpenTxn(3)); !errors.Is(err, producerstate.ErrInvalidTxnState) {
+		t.Fatalf("marker for a producer with nothing open: %v", err)
+	}
+	appendOK(t, p, spec{pid: 3, seq: 1, n: 1}) // still epoch 0: not fenced
+	appendOK(t, p, spec{pid: 4, seq: 0, n: 1, txn: true})
+	first := p.OpenTxn(4)
+	if err := p.WriteTxnMarker(4, 0, true, 0); err != nil { // the coordinator ends it
+		t.Fatal(err)
+	}
+	appendOK(t, p, spec{pid: 4, seq: 1, n: 1, txn: true}) // the next one starts
+	if err := p.WriteTxnMarkerIfOpen(4, 0, false, 0, first); !errors.Is(err, producerstate.ErrInvalidTxnState) {
+		t.Fatalf("marker checked against an ended transaction hit the next: %v", err)
+	}
+	if err := p.WriteTxnMarkerIfOpen(4, 0, false, 0, p.OpenTxn(4)); err != nil {
+		t.Fatalf("marker for the open transaction: %v", err)
+	}
+	if p.OpenTxn(4) != -1 {
+		t.Fatal("transaction still open after its marker")
+	}
+}

@@ -67,6 +67,7 @@ func (p *Partition) snapshots() ([]int64, error) {
 // log still covers, then a replay of every batch header after it.
 func (p *Partition) loadState() error {
 	p.state = producerstate.New()
+	p.state.SetLimits(p.limits.Limits)
 	from := p.log.StartOffset()
 	offs, err := p.snapshots()
 	if err != nil {
@@ -89,6 +90,7 @@ func (p *Partition) loadState() error {
 			continue
 		}
 		p.state = st
+		p.state.SetLimits(p.limits.Limits)
 		if off > from {
 			from = off
 		}
@@ -112,7 +114,7 @@ func (p *Partition) loadState() error {
 				return nil
 			}
 			ctype, cepoch := controlInfo(h, batch)
-			p.state.Apply(&h, ctype, cepoch)
+			p.limits.forgotten(p.state.Apply(&h, ctype, cepoch))
 			next = h.LastOffset() + 1
 			return nil
 		})
@@ -174,14 +176,15 @@ func (p *Partition) publishLocked() {
 	p.aborted.Store(&ab)
 }
 
-// takeSnapshot writes the producer state as of the current log end. The
-// log is fsynced up to that offset first, so a snapshot never describes
-// data a crash could take back.
+// takeSnapshot writes the producer state as of the current log end,
+// expired producers left out. The log is fsynced up to that offset first,
+// so a snapshot never describes data a crash could take back.
 func (p *Partition) takeSnapshot() error {
 	p.snapMu.Lock()
 	defer p.snapMu.Unlock()
 	p.mu.Lock()
 	off := p.log.NextOffset()
+	p.expireLocked(time.Now().UnixMilli())
 	p.state.TrimBefore(p.log.StartOffset())
 	data := p.state.Encode(off)
 	p.sinceSnapshot = 0
@@ -249,17 +252,38 @@ func controlBatch(producerID int64, producerEpoch int16, commit bool, coordinato
 // aborted-transaction index. A marker from an epoch older than the
 // producer's current one is a zombie's and is rejected.
 func (p *Partition) WriteTxnMarker(producerID int64, producerEpoch int16, commit bool, coordinatorEpoch int32) error {
+	return p.writeMarker(producerID, producerEpoch, commit, coordinatorEpoch, anyTxn)
+}
+
+// WriteTxnMarkerIfOpen is WriteTxnMarker only while the producer's open
+// transaction is the one starting at firstOffset (ErrInvalidTxnState
+// otherwise). A marker requested over the wire must end exactly the
+// transaction that was checked — not one that started since, nor a
+// producer with nothing open (whose epoch the marker would bump, fencing
+// it).
+func (p *Partition) WriteTxnMarkerIfOpen(producerID int64, producerEpoch int16, commit bool, coordinatorEpoch int32, firstOffset int64) error {
+	return p.writeMarker(producerID, producerEpoch, commit, coordinatorEpoch, firstOffset)
+}
+
+// anyTxn lets writeMarker end whatever is open (the coordinator's markers).
+const anyTxn = -2
+
+func (p *Partition) writeMarker(producerID int64, producerEpoch int16, commit bool, coordinatorEpoch int32, firstOffset int64) error {
 	batch := controlBatch(producerID, producerEpoch, commit, coordinatorEpoch, time.Now().UnixMilli())
 	h, err := record.Parse(batch)
 	if err != nil {
 		return err
 	}
 	p.mu.Lock()
-	for _, pr := range p.state.Producers() {
-		if pr.ID == producerID && producerEpoch < pr.Epoch {
+	if firstOffset != anyTxn {
+		if open := p.state.OpenTxn(producerID); open < 0 || open != firstOffset {
 			p.mu.Unlock()
-			return fmt.Errorf("%w: marker epoch %d is older than producer %d's epoch %d", producerstate.ErrInvalidEpoch, producerEpoch, producerID, pr.Epoch)
+			return fmt.Errorf("%w: producer %d has no open transaction starting at %d on %s-%d", producerstate.ErrInvalidTxnState, producerID, firstOffset, p.Topic, p.Index)
 		}
+	}
+	if epoch, ok := p.state.Epoch(producerID); ok && producerEpoch < epoch {
+		p.mu.Unlock()
+		return fmt.Errorf("%w: marker epoch %d is older than producer %d's epoch %d", producerstate.ErrInvalidEpoch, producerEpoch, producerID, epoch)
 	}
 	base, err := p.log.Append(batch)
 	if err != nil {
@@ -271,11 +295,18 @@ func (p *Partition) WriteTxnMarker(producerID int64, producerEpoch int16, commit
 	if commit {
 		ctype = 1
 	}
-	p.state.Apply(&h, ctype, coordinatorEpoch)
+	p.limits.forgotten(p.state.Apply(&h, ctype, coordinatorEpoch))
 	p.markers[producerID]++
 	p.publishLocked()
 	p.mu.Unlock()
 	return p.WaitDurable(base + 1)
+}
+
+// OpenTxn is the first offset of the producer's open transaction, or -1.
+func (p *Partition) OpenTxn(producerID int64) int64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.state.OpenTxn(producerID)
 }
 
 // Producers returns a copy of the producer state (DescribeProducers).
@@ -295,15 +326,38 @@ func (p *Partition) AbortedTxns(from, to int64) []producerstate.AbortedTxn {
 	return producerstate.AbortedInRange(*ab, from, to)
 }
 
-// ExpireProducers forgets idle producers without open transactions.
-func (p *Partition) ExpireProducers(cutoffMs int64) int {
+// ExpireProducers forgets producers idle longer than the expiration (none
+// with an open transaction) and, if it forgot any, snapshots the state at
+// once: a restart then replays from a snapshot without them, instead of
+// bringing them back from the batches after an older one.
+func (p *Partition) ExpireProducers(nowMs int64) (int, error) {
 	p.mu.Lock()
-	defer p.mu.Unlock()
-	n := p.state.Expire(cutoffMs)
+	n := p.expireLocked(nowMs)
+	p.mu.Unlock()
+	if n == 0 {
+		return 0, nil
+	}
+	return n, p.takeSnapshot()
+}
+
+// expireLocked applies the expiration; p.mu held.
+func (p *Partition) expireLocked(nowMs int64) int {
+	if p.limits.ExpirationMs <= 0 {
+		return 0
+	}
+	n := p.state.Expire(nowMs - p.limits.ExpirationMs)
 	for id := range p.markers {
-		if p.state.OpenTxn(id) < 0 && !p.state.Known(id) {
+		if !p.state.Known(id) {
 			delete(p.markers, id)
 		}
 	}
+	p.limits.forgotten(n)
 	return n
+}
+
+// ProducerCount is how many producers the partition's state holds.
+func (p *Partition) ProducerCount() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.state.Len()
 }

@@ -31,6 +31,9 @@ var (
 	ErrInvalidEpoch       = errors.New("invalid producer epoch")
 	ErrUnknownProducer    = errors.New("unknown producer id")
 	ErrInvalidTxnState    = errors.New("invalid transaction state")
+	// ErrTooManyProducers refuses a new producer on a partition whose
+	// state is full of producers active too recently to forget.
+	ErrTooManyProducers = errors.New("too many producers on this partition")
 )
 
 // BatchMeta is one remembered batch.
@@ -49,7 +52,8 @@ type Producer struct {
 	// TxnFirstOffset is the first offset of the open transaction, or -1.
 	TxnFirstOffset int64
 	// LastTimestamp is the max timestamp of the producer's last batch (ms),
-	// used for expiration.
+	// used for expiration as in Kafka: a timestamp in the log, so expiry
+	// after a replay picks the same producers.
 	LastTimestamp int64
 	// CoordinatorEpoch is the coordinator epoch of the last marker.
 	CoordinatorEpoch int32
@@ -75,10 +79,56 @@ type AbortedTxn struct {
 type State struct {
 	producers map[int64]*Producer
 	aborted   []AbortedTxn // in marker (LastOffset) order
+	limits    Limits
+}
+
+// Limits bound a partition's producer state; zero values mean no bound.
+type Limits struct {
+	// MaxProducers caps the producers kept. A new producer arriving when
+	// full evicts the least recently active one without an open
+	// transaction, if that one has been idle at least EvictIdleMs;
+	// otherwise Check refuses it (ErrTooManyProducers).
+	MaxProducers int
+	// EvictIdleMs is how long a producer must have been idle before a new
+	// one may evict it: longer than any client retries a batch, so no
+	// live producer loses its duplicate detection to an attacker's ids.
+	EvictIdleMs int64
+	// NowMs, if set, caps a batch's timestamp when it becomes the
+	// producer's clock: a client stamping the future would otherwise
+	// never expire nor be evicted. Timestamps up to now are kept as they
+	// are, so a replay computes the same clocks.
+	NowMs func() int64
 }
 
 // New returns empty state.
 func New() *State { return &State{producers: map[int64]*Producer{}} }
+
+// SetLimits sets the bounds Check and Apply keep from now on.
+func (s *State) SetLimits(l Limits) { s.limits = l }
+
+// Len is the number of producers kept.
+func (s *State) Len() int { return len(s.producers) }
+
+// full reports whether a new producer needs room made first.
+func (s *State) full() bool {
+	return s.limits.MaxProducers > 0 && len(s.producers) >= s.limits.MaxProducers
+}
+
+// leastRecent is the producer without an open transaction whose last
+// batch is oldest (ties: smallest id, so a replay picks the same one), or
+// nil if every producer has a transaction open.
+func (s *State) leastRecent() *Producer {
+	var out *Producer
+	for _, p := range s.producers {
+		if p.TxnFirstOffset >= 0 {
+			continue
+		}
+		if out == nil || p.LastTimestamp < out.LastTimestamp || (p.LastTimestamp == out.LastTimestamp && p.ID < out.ID) {
+			out = p
+		}
+	}
+	return out
+}
 
 // Check decides whether a producer's batch may be appended. It returns the
 // original batch when h is a retry of one of the last MaxBatches batches
@@ -88,7 +138,12 @@ func New() *State { return &State{producers: map[int64]*Producer{}} }
 // producer this partition has no state for that does not start at 0,
 // ErrInvalidTxnState for a non-transactional batch inside an open
 // transaction.
-func (s *State) Check(h *record.Header) (*BatchMeta, error) {
+//
+// A new producer arriving when the state is full (Limits) is
+// ErrTooManyProducers unless the least recently active producer without an
+// open transaction has been idle since before nowMs − EvictIdleMs; Apply
+// then evicts that one.
+func (s *State) Check(h *record.Header, nowMs int64) (*BatchMeta, error) {
 	if !h.HasProducerID() {
 		return nil, nil
 	}
@@ -96,6 +151,11 @@ func (s *State) Check(h *record.Header) (*BatchMeta, error) {
 	if !ok {
 		if h.BaseSequence != 0 {
 			return nil, fmt.Errorf("%w: producer %d is unknown to this partition and its batch starts at sequence %d", ErrUnknownProducer, h.ProducerID, h.BaseSequence)
+		}
+		if s.full() {
+			if old := s.leastRecent(); old == nil || nowMs-old.LastTimestamp < s.limits.EvictIdleMs {
+				return nil, fmt.Errorf("%w: %d producers, none idle for %d ms without an open transaction", ErrTooManyProducers, len(s.producers), s.limits.EvictIdleMs)
+			}
 		}
 		return nil, nil
 	}
@@ -132,13 +192,23 @@ func (s *State) Check(h *record.Header) (*BatchMeta, error) {
 
 // Apply records a batch that is now in the log at h.BaseOffset (appended
 // or replayed). For control batches, controlType is 0 (abort) or 1
-// (commit) and coordinatorEpoch comes from the marker's value.
-func (s *State) Apply(h *record.Header, controlType int16, coordinatorEpoch int32) {
+// (commit) and coordinatorEpoch comes from the marker's value. A new
+// producer arriving when the state is full evicts the least recently
+// active one without an open transaction — the one Check judged idle
+// enough, and on replay the same one, whatever the time — and Apply
+// returns how many it evicted.
+func (s *State) Apply(h *record.Header, controlType int16, coordinatorEpoch int32) (evicted int) {
 	if !h.HasProducerID() {
-		return
+		return 0
 	}
 	p, ok := s.producers[h.ProducerID]
 	if !ok {
+		if s.full() {
+			if old := s.leastRecent(); old != nil {
+				delete(s.producers, old.ID)
+				evicted++
+			}
+		}
 		p = &Producer{ID: h.ProducerID, Epoch: h.ProducerEpoch, TxnFirstOffset: -1}
 		s.producers[h.ProducerID] = p
 	}
@@ -146,8 +216,12 @@ func (s *State) Apply(h *record.Header, controlType int16, coordinatorEpoch int3
 		p.Epoch = h.ProducerEpoch
 		p.Batches = p.Batches[:0]
 	}
-	if h.MaxTimestamp > p.LastTimestamp {
-		p.LastTimestamp = h.MaxTimestamp
+	ts := h.MaxTimestamp
+	if s.limits.NowMs != nil {
+		ts = min(ts, s.limits.NowMs())
+	}
+	if ts > p.LastTimestamp {
+		p.LastTimestamp = ts
 	}
 	if h.IsControl() {
 		if p.TxnFirstOffset >= 0 && controlType == 0 {
@@ -155,7 +229,7 @@ func (s *State) Apply(h *record.Header, controlType int16, coordinatorEpoch int3
 		}
 		p.TxnFirstOffset = -1
 		p.CoordinatorEpoch = coordinatorEpoch
-		return
+		return evicted
 	}
 	if h.IsTransactional() && p.TxnFirstOffset < 0 {
 		p.TxnFirstOffset = h.BaseOffset
@@ -165,6 +239,7 @@ func (s *State) Apply(h *record.Header, controlType int16, coordinatorEpoch int3
 		p.Batches = p.Batches[:MaxBatches-1]
 	}
 	p.Batches = append(p.Batches, BatchMeta{FirstSeq: h.BaseSequence, LastSeq: h.LastSequence(), BaseOffset: h.BaseOffset, LastOffset: h.LastOffset()})
+	return evicted
 }
 
 // FirstUnstableOffset is the smallest first offset of an open transaction,
@@ -185,6 +260,14 @@ func (s *State) OpenTxn(id int64) int64 {
 		return p.TxnFirstOffset
 	}
 	return -1
+}
+
+// Epoch returns producer id's current epoch, if the state holds it.
+func (s *State) Epoch(id int64) (int16, bool) {
+	if p, ok := s.producers[id]; ok {
+		return p.Epoch, true
+	}
+	return 0, false
 }
 
 // Known reports whether the state holds producer id.
@@ -222,6 +305,7 @@ func (s *State) TrimBefore(logStart int64) {
 // Expire forgets producers idle since before cutoff (ms) with no open
 // transaction: Kafka's producer.id.expiration.ms. A producer with an open
 // transaction is never expired, or its transaction could never be bounded.
+// It returns how many were forgotten.
 func (s *State) Expire(cutoff int64) int {
 	n := 0
 	for id, p := range s.producers {

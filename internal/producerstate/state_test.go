@@ -1,6 +1,7 @@
 package producerstate
 
 import (
+	"errors"
 	"reflect"
 	"testing"
 
@@ -15,18 +16,18 @@ func TestKeepsLastFiveBatches(t *testing.T) {
 	s := New()
 	for i := int32(0); i < 7; i++ {
 		h := hdr(1, 0, i, 1, int64(i), 0)
-		if dup, err := s.Check(h); dup != nil || err != nil {
+		if dup, err := s.Check(h, 0); dup != nil || err != nil {
 			t.Fatalf("batch %d: %v %v", i, dup, err)
 		}
 		s.Apply(h, -1, 0)
 	}
 	for i := int32(2); i < 7; i++ {
-		if dup, err := s.Check(hdr(1, 0, i, 1, 0, 0)); err != nil || dup == nil || dup.BaseOffset != int64(i) {
+		if dup, err := s.Check(hdr(1, 0, i, 1, 0, 0), 0); err != nil || dup == nil || dup.BaseOffset != int64(i) {
 			t.Fatalf("retry of batch %d: %v %v", i, dup, err)
 		}
 	}
 	// Older than the last five: no longer recognisable, and out of order.
-	if _, err := s.Check(hdr(1, 0, 1, 1, 0, 0)); err == nil {
+	if _, err := s.Check(hdr(1, 0, 1, 1, 0, 0), 0); err == nil {
 		t.Fatal("a retry older than five batches was accepted as new")
 	}
 }
@@ -36,7 +37,7 @@ func TestSequenceWraps(t *testing.T) {
 	h := hdr(1, 0, 0, 1, 0, 0)
 	s.Apply(h, -1, 0)
 	s.producers[1].Batches[0].LastSeq = 0x7fffffff
-	if _, err := s.Check(hdr(1, 0, 0, 1, 1, 0)); err != nil {
+	if _, err := s.Check(hdr(1, 0, 0, 1, 1, 0), 0); err != nil {
 		t.Fatalf("sequence after MaxInt32 must wrap to 0: %v", err)
 	}
 }
@@ -44,7 +45,7 @@ func TestSequenceWraps(t *testing.T) {
 func TestNonTransactionalInsideTxnRejected(t *testing.T) {
 	s := New()
 	s.Apply(hdr(1, 0, 0, 1, 0, record.AttrTransactional), -1, 0)
-	if _, err := s.Check(hdr(1, 0, 1, 1, 1, 0)); err == nil {
+	if _, err := s.Check(hdr(1, 0, 1, 1, 1, 0), 0); err == nil {
 		t.Fatal("non-transactional batch accepted inside an open transaction")
 	}
 }
@@ -99,4 +100,56 @@ func FuzzDecode(f *testing.F) {
 			t.Fatalf("decoded snapshot does not round-trip: %v", err)
 		}
 	})
+}
+
+// Expiry forgets idle producers without open transactions, never one with
+// a transaction open however old.
+func TestExpireKeepsOpenTransactions(t *testing.T) {
+	s := New()
+	s.Apply(hdr(1, 0, 0, 1, 0, 0), -1, 0)                        // idle since 1000
+	s.Apply(hdr(2, 0, 0, 1, 1, record.AttrTransactional), -1, 0) // open, since 1001
+	s.Apply(hdr(3, 0, 0, 1, 5000, 0), -1, 0)                     // active at 6000
+	if n := s.Expire(5000); n != 1 || s.Known(1) || !s.Known(2) || !s.Known(3) {
+		t.Fatalf("expired %d; known 1:%v 2:%v 3:%v, want only 1 gone", n, s.Known(1), s.Known(2), s.Known(3))
+	}
+	if n := s.Expire(1 << 40); n != 1 || !s.Known(2) {
+		t.Fatalf("expired %d with everything idle; the open transaction's producer must stay", n)
+	}
+}
+
+// A full state takes a new producer only by evicting the least recently
+// active one without an open transaction, and only if that one is idle
+// long enough; replay (Apply alone) evicts the same one.
+func TestProducerCap(t *testing.T) {
+	s := New()
+	s.SetLimits(Limits{MaxProducers: 3, EvictIdleMs: 100})
+	s.Apply(hdr(1, 0, 0, 1, 0, record.AttrTransactional), -1, 0) // ts 1000, open
+	s.Apply(hdr(2, 0, 0, 1, 10, 0), -1, 0)                       // ts 1010
+	s.Apply(hdr(3, 0, 0, 1, 20, 0), -1, 0)                       // ts 1020
+	if _, err := s.Check(hdr(4, 0, 0, 1, 30, 0), 1050); !errors.Is(err, ErrTooManyProducers) {
+		t.Fatalf("new producer while the oldest idle one is idle 40 ms: %v", err)
+	}
+	if _, err := s.Check(hdr(2, 0, 1, 1, 30, 0), 1050); err != nil {
+		t.Fatalf("a known producer is never refused for the cap: %v", err)
+	}
+	h := hdr(4, 0, 0, 1, 30, 0)
+	if _, err := s.Check(h, 1200); err != nil {
+		t.Fatalf("new producer once one is idle 190 ms: %v", err)
+	}
+	if n := s.Apply(h, -1, 0); n != 1 || s.Known(2) || !s.Known(1) || s.Len() != 3 {
+		t.Fatalf("evicted %d, known 1:%v 2:%v, %d producers; want 2 evicted, 1 (open) kept", n, s.Known(1), s.Known(2), s.Len())
+	}
+}
+
+// A batch stamped in the future counts as activity now: its producer can
+// still expire and be evicted.
+func TestFutureTimestampsAreCapped(t *testing.T) {
+	s := New()
+	s.SetLimits(Limits{NowMs: func() int64 { return 5000 }})
+	h := hdr(1, 0, 0, 1, 0, 0)
+	h.MaxTimestamp = 1 << 50
+	s.Apply(h, -1, 0)
+	if n := s.Expire(6000); n != 1 {
+		t.Fatalf("a producer stamping the future never expires (expired %d)", n)
+	}
 }

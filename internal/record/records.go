@@ -1,11 +1,14 @@
 package record
 
 import (
+	"bufio"
 	"bytes"
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
+	"runtime"
 	"sync"
 
 	"github.com/klauspost/compress/gzip"
@@ -30,114 +33,233 @@ type RecordHeader struct {
 	Value []byte
 }
 
-// MaxDecompressedBytes bounds decompression so a small malicious batch
-// cannot expand without limit.
+// MaxDecompressedBytes bounds decompression of batches already in the log
+// (timestamp lookups, marker and coordinator replay): they were checked
+// against their topic's limit when produced, so this only guards against a
+// damaged file.
 const MaxDecompressedBytes = 256 << 20
 
-// Payload returns the batch's records section, decompressed.
-func Payload(h Header, batch []byte) ([]byte, error) {
-	raw := batch[HeaderSize:h.Size()]
-	switch h.Compression() {
-	case CompressionNone:
-		return raw, nil
-	case CompressionGzip:
-		zr, err := gzip.NewReader(bytes.NewReader(raw))
-		if err != nil {
-			return nil, fmt.Errorf("%w: gzip: %v", ErrCorrupt, err)
-		}
-		return readBounded(zr, "gzip")
-	case CompressionSnappy:
-		return decodeSnappy(raw)
-	case CompressionLZ4:
-		return readBounded(lz4.NewReader(bytes.NewReader(raw)), "lz4")
-	case CompressionZstd:
-		dec := zstdPool.Get().(*zstd.Decoder)
-		defer zstdPool.Put(dec)
-		out, err := dec.DecodeAll(raw, nil)
-		if err != nil {
-			return nil, fmt.Errorf("%w: zstd: %v", ErrCorrupt, err)
-		}
-		return out, nil
-	default:
-		return nil, fmt.Errorf("%w: unknown compression codec %d", ErrInvalid, h.Compression())
+// ErrTooLarge means a batch's records decompress to more than the limit the
+// caller set; the broker answers MESSAGE_TOO_LARGE. Decompression stops as
+// soon as the limit is passed, so a small bomb never expands in memory.
+var ErrTooLarge = errors.New("record batch: decompressed records exceed the limit")
+
+// maxZstdWindow caps the history a zstd frame may ask the decoder to keep:
+// the decoder allocates it up front from the frame header, before any
+// output exists to count. 8 MiB is the window of every standard zstd level
+// (1-19); only --ultra levels ask for more.
+const maxZstdWindow = 8 << 20
+
+// decompressSlots bounds concurrent decompressions broker-wide: each one
+// holds a decompressor's buffers and a record at a time, so N bombs at once
+// cost N × that only up to the number of CPUs that can run them anyway.
+var decompressSlots = make(chan struct{}, runtime.GOMAXPROCS(0))
+
+// acquireDecompress takes a decompression slot, or gives up when ctx ends.
+func acquireDecompress(ctx context.Context) (release func(), err error) {
+	select {
+	case decompressSlots <- struct{}{}:
+		return func() { <-decompressSlots }, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
 	}
 }
 
-var zstdPool = sync.Pool{New: func() any {
-	d, _ := zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxMemory(MaxDecompressedBytes))
-	return d
-}}
+// decompressor streams one codec's output; release returns pooled state.
+type decompressor struct {
+	r       io.Reader
+	release func()
+}
 
-func readBounded(r io.Reader, codec string) ([]byte, error) {
-	out, err := io.ReadAll(io.LimitReader(r, MaxDecompressedBytes+1))
-	if err != nil {
-		return nil, fmt.Errorf("%w: %s: %v", ErrCorrupt, codec, err)
+// openDecompressor returns a streaming reader of the batch's records
+// section for a compressed codec.
+func openDecompressor(codec int, raw []byte) (decompressor, error) {
+	switch codec {
+	case CompressionGzip:
+		zr, _ := gzipPool.Get().(*gzip.Reader)
+		var err error
+		if zr == nil {
+			zr, err = gzip.NewReader(bytes.NewReader(raw))
+		} else {
+			err = zr.Reset(bytes.NewReader(raw))
+		}
+		if err != nil {
+			return decompressor{}, fmt.Errorf("%w: gzip: %v", ErrCorrupt, err)
+		}
+		return decompressor{r: zr, release: func() { gzipPool.Put(zr) }}, nil
+	case CompressionSnappy:
+		return decompressor{r: newSnappyReader(raw), release: func() {}}, nil
+	case CompressionLZ4:
+		lr := lz4Pool.Get().(*lz4.Reader)
+		lr.Reset(bytes.NewReader(raw))
+		return decompressor{r: lr, release: func() { lr.Reset(nil); lz4Pool.Put(lr) }}, nil
+	case CompressionZstd:
+		dec := zstdPool.Get().(*zstd.Decoder)
+		if err := dec.Reset(bytes.NewReader(raw)); err != nil {
+			zstdPool.Put(dec)
+			return decompressor{}, fmt.Errorf("%w: zstd: %v", ErrCorrupt, err)
+		}
+		return decompressor{r: dec, release: func() { dec.Reset(nil); zstdPool.Put(dec) }}, nil
+	default:
+		return decompressor{}, fmt.Errorf("%w: unknown compression codec %d", ErrInvalid, codec)
 	}
-	if len(out) > MaxDecompressedBytes {
-		return nil, fmt.Errorf("%w: %s payload expands beyond %d bytes", ErrInvalid, codec, MaxDecompressedBytes)
+}
+
+var (
+	gzipPool sync.Pool
+	lz4Pool  = sync.Pool{New: func() any { return lz4.NewReader(nil) }}
+	zstdPool = sync.Pool{New: func() any {
+		d, _ := zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxWindow(maxZstdWindow),
+			zstd.WithDecoderLowmem(true))
+		return d
+	}}
+)
+
+// capped passes at most limit bytes through and fails with ErrTooLarge
+// the moment the underlying stream offers one more.
+type capped struct {
+	r     io.Reader
+	left  int64
+	limit int64
+	codec string
+}
+
+func (c *capped) Read(p []byte) (int, error) {
+	if c.left <= 0 {
+		// Probe for one more byte: a stream that ends exactly at the
+		// limit is fine, anything after it is not.
+		var one [1]byte
+		n, err := c.r.Read(one[:])
+		if n > 0 {
+			return 0, fmt.Errorf("%w: %s records expand beyond %d bytes", ErrTooLarge, c.codec, c.limit)
+		}
+		return 0, c.wrap(err)
 	}
-	return out, nil
+	if int64(len(p)) > c.left {
+		p = p[:c.left]
+	}
+	n, err := c.r.Read(p)
+	c.left -= int64(n)
+	return n, c.wrap(err)
+}
+
+func (c *capped) wrap(err error) error {
+	if err == nil || err == io.EOF || errors.Is(err, ErrTooLarge) || errors.Is(err, ErrCorrupt) {
+		return err
+	}
+	return fmt.Errorf("%w: %s: %v", ErrCorrupt, c.codec, err)
 }
 
 // xerialMagic opens snappy payloads framed the way the Java client writes
 // them; other clients send a plain snappy block.
 var xerialMagic = []byte{0x82, 'S', 'N', 'A', 'P', 'P', 'Y', 0}
 
-func decodeSnappy(raw []byte) ([]byte, error) {
+// snappyReader decodes a plain snappy block or xerial chunks one block at
+// a time. Snappy blocks state their decoded length up front, so a block is
+// refused before decoding when it alone would pass the limit (see
+// errSnappyBlock), and the capped reader above it stops the rest.
+type snappyReader struct {
+	blocks [][]byte // encoded blocks still to decode
+	cur    []byte   // decoded bytes not yet read
+	err    error
+	budget int64 // set by the caller through capped: no single block above it
+}
+
+func newSnappyReader(raw []byte) *snappyReader {
 	if !bytes.HasPrefix(raw, xerialMagic) {
-		return snappyBlock(raw, nil)
+		return &snappyReader{blocks: [][]byte{raw}}
 	}
 	if len(raw) < 16 {
-		return nil, fmt.Errorf("%w: snappy: truncated xerial header", ErrCorrupt)
+		return &snappyReader{err: fmt.Errorf("%w: snappy: truncated xerial header", ErrCorrupt)}
 	}
-	rest := raw[16:]
-	var out []byte
-	for len(rest) > 0 {
+	s := &snappyReader{}
+	for rest := raw[16:]; len(rest) > 0; {
 		if len(rest) < 4 {
-			return nil, fmt.Errorf("%w: snappy: truncated xerial chunk", ErrCorrupt)
+			s.err = fmt.Errorf("%w: snappy: truncated xerial chunk", ErrCorrupt)
+			break
 		}
 		n := int(binary.BigEndian.Uint32(rest))
 		rest = rest[4:]
 		if n < 0 || n > len(rest) {
-			return nil, fmt.Errorf("%w: snappy: xerial chunk overruns payload", ErrCorrupt)
+			s.err = fmt.Errorf("%w: snappy: xerial chunk overruns payload", ErrCorrupt)
+			break
 		}
-		var err error
-		if out, err = snappyBlock(rest[:n], out); err != nil {
-			return nil, err
-		}
+		s.blocks = append(s.blocks, rest[:n])
 		rest = rest[n:]
 	}
-	return out, nil
+	return s
 }
 
-func snappyBlock(src, dst []byte) ([]byte, error) {
-	n, err := s2.DecodedLen(src)
-	if err != nil {
-		return nil, fmt.Errorf("%w: snappy: %v", ErrCorrupt, err)
+func (s *snappyReader) Read(p []byte) (int, error) {
+	for len(s.cur) == 0 {
+		if len(s.blocks) == 0 {
+			if s.err != nil {
+				return 0, s.err
+			}
+			return 0, io.EOF
+		}
+		src := s.blocks[0]
+		s.blocks = s.blocks[1:]
+		n, err := s2.DecodedLen(src)
+		if err != nil {
+			return 0, fmt.Errorf("%w: snappy: %v", ErrCorrupt, err)
+		}
+		if s.budget > 0 && int64(n) > s.budget {
+			return 0, fmt.Errorf("%w: a snappy block expands to %d bytes, beyond %d", ErrTooLarge, n, s.budget)
+		}
+		if s.cur, err = s2.Decode(nil, src); err != nil {
+			return 0, fmt.Errorf("%w: snappy: %v", ErrCorrupt, err)
+		}
 	}
-	if n > MaxDecompressedBytes || len(dst)+n > MaxDecompressedBytes {
-		return nil, fmt.Errorf("%w: snappy payload expands beyond %d bytes", ErrInvalid, MaxDecompressedBytes)
-	}
-	out, err := s2.Decode(nil, src)
-	if err != nil {
-		return nil, fmt.Errorf("%w: snappy: %v", ErrCorrupt, err)
-	}
-	return append(dst, out...), nil
+	n := copy(p, s.cur)
+	s.cur = s.cur[n:]
+	return n, nil
 }
+
+var codecNames = [...]string{CompressionGzip: "gzip", CompressionSnappy: "snappy", CompressionLZ4: "lz4", CompressionZstd: "zstd"}
 
 var errRecordShort = errors.New("record truncated")
 
 // ForEach decodes every record of the batch in order and calls fn; fn
 // returning false stops early. It checks the framing Kafka checks on
 // produce: the record count, sequential offset deltas, lengths that fit.
+// Decompressed records are bounded by MaxDecompressedBytes; a record's
+// slices stay valid after fn returns.
 func ForEach(h Header, batch []byte, fn func(Record) bool) error {
-	payload, err := Payload(h, batch)
+	return ForEachLimit(context.Background(), h, batch, MaxDecompressedBytes, fn)
+}
+
+// ForEachLimit is ForEach with the decompressed records bounded by limit
+// (ErrTooLarge past it). A compressed batch is decoded as a stream, one
+// record in memory at a time, inside one of the broker-wide decompression
+// slots (waiting for one until ctx ends).
+func ForEachLimit(ctx context.Context, h Header, batch []byte, limit int64, fn func(Record) bool) error {
+	raw := batch[HeaderSize:h.Size()]
+	codec := h.Compression()
+	if codec == CompressionNone {
+		return forEachIn(h, raw, fn)
+	}
+	if codec >= len(codecNames) || codecNames[codec] == "" {
+		return fmt.Errorf("%w: unknown compression codec %d", ErrInvalid, codec)
+	}
+	release, err := acquireDecompress(ctx)
 	if err != nil {
 		return err
 	}
-	return forEachIn(h, payload, fn)
+	defer release()
+	d, err := openDecompressor(codec, raw)
+	if err != nil {
+		return err
+	}
+	defer d.release()
+	if sr, ok := d.r.(*snappyReader); ok {
+		sr.budget = limit
+	}
+	src := bufio.NewReaderSize(&capped{r: d.r, left: limit, limit: limit, codec: codecNames[codec]}, 4096)
+	return forEachStreamed(h, src, limit, fn)
 }
 
+// forEachIn walks records already in memory (an uncompressed batch).
 func forEachIn(h Header, b []byte, fn func(Record) bool) error {
 	for i := int32(0); i < h.NumRecords; i++ {
 		length, n := binary.Varint(b)
@@ -146,19 +268,81 @@ func forEachIn(h Header, b []byte, fn func(Record) bool) error {
 		}
 		body := b[n : n+int(length)]
 		b = b[n+int(length):]
-		rec, err := parseRecord(body)
-		if err != nil {
-			return fmt.Errorf("%w: record %d: %v", ErrInvalid, i, err)
-		}
-		if rec.OffsetDelta != i {
-			return fmt.Errorf("%w: record %d has offset delta %d", ErrInvalid, i, rec.OffsetDelta)
-		}
-		if !fn(rec) {
-			return nil
+		if err := visitRecord(i, body, fn); err != nil {
+			return nilIfStop(err)
 		}
 	}
 	if len(b) != 0 {
 		return fmt.Errorf("%w: %d bytes after the last of %d records", ErrInvalid, len(b), h.NumRecords)
+	}
+	return nil
+}
+
+// forEachStreamed walks records from a decompressing stream. Each record
+// gets its own buffer, so callers may keep its slices; it is sized from
+// the record's length prefix only once that is within limit, so a lying
+// prefix costs at most what honest data up to the limit would.
+func forEachStreamed(h Header, src *bufio.Reader, limit int64, fn func(Record) bool) error {
+	for i := int32(0); i < h.NumRecords; i++ {
+		length, err := binary.ReadVarint(src)
+		if err != nil {
+			return streamErr(i, err)
+		}
+		if length < 0 {
+			return fmt.Errorf("%w: record %d: negative length", ErrInvalid, i)
+		}
+		if length > limit {
+			return fmt.Errorf("%w: record %d of %d bytes, beyond %d", ErrTooLarge, i, length, limit)
+		}
+		body := make([]byte, length)
+		if _, err := io.ReadFull(src, body); err != nil {
+			return streamErr(i, err)
+		}
+		if err := visitRecord(i, body, fn); err != nil {
+			return nilIfStop(err)
+		}
+	}
+	if _, err := src.ReadByte(); err == nil {
+		return fmt.Errorf("%w: bytes after the last of %d records", ErrInvalid, h.NumRecords)
+	} else if err != io.EOF {
+		return streamErr(h.NumRecords, err)
+	}
+	return nil
+}
+
+// streamErr keeps a codec's verdict (corrupt, too large) and calls a
+// stream that ends early a truncated record.
+func streamErr(i int32, err error) error {
+	if errors.Is(err, ErrTooLarge) || errors.Is(err, ErrCorrupt) || errors.Is(err, ErrInvalid) {
+		return err
+	}
+	if err == io.EOF || err == io.ErrUnexpectedEOF {
+		return fmt.Errorf("%w: record %d: %v", ErrInvalid, i, errRecordShort)
+	}
+	return fmt.Errorf("%w: record %d: %v", ErrCorrupt, i, err)
+}
+
+// errStop is how visitRecord reports that fn asked to stop.
+var errStop = errors.New("stop")
+
+func nilIfStop(err error) error {
+	if err == errStop {
+		return nil
+	}
+	return err
+}
+
+// visitRecord parses record i and hands it to fn.
+func visitRecord(i int32, body []byte, fn func(Record) bool) error {
+	rec, err := parseRecord(body)
+	if err != nil {
+		return fmt.Errorf("%w: record %d: %v", ErrInvalid, i, err)
+	}
+	if rec.OffsetDelta != i {
+		return fmt.Errorf("%w: record %d has offset delta %d", ErrInvalid, i, rec.OffsetDelta)
+	}
+	if !fn(rec) {
+		return errStop
 	}
 	return nil
 }
@@ -227,8 +411,16 @@ func nullableBytes(b []byte) ([]byte, []byte, error) {
 
 // Validate checks a produced batch the way the broker must before storing
 // it: CRC, magic, record count against the last offset delta, and the
-// framing of every record (decompressing if needed).
+// framing of every record (decompressing if needed, up to
+// MaxDecompressedBytes).
 func Validate(batch []byte) (Header, error) {
+	return ValidateLimit(context.Background(), batch, MaxDecompressedBytes)
+}
+
+// ValidateLimit is Validate with the decompressed records bounded by
+// maxDecompressed (ErrTooLarge past it); ctx bounds the wait for a
+// decompression slot.
+func ValidateLimit(ctx context.Context, batch []byte, maxDecompressed int64) (Header, error) {
 	h, err := Parse(batch)
 	if err != nil {
 		return h, err
@@ -242,5 +434,5 @@ func Validate(batch []byte) (Header, error) {
 	if h.LastOffsetDelta != h.NumRecords-1 {
 		return h, fmt.Errorf("%w: last offset delta %d with %d records", ErrInvalid, h.LastOffsetDelta, h.NumRecords)
 	}
-	return h, ForEach(h, batch, func(Record) bool { return true })
+	return h, ForEachLimit(ctx, h, batch, maxDecompressed, func(Record) bool { return true })
 }

@@ -144,9 +144,14 @@ func NewDriver(cfg DriverConfig) (*Driver, error) {
 
 // replay reads the whole log (everything in it is durable: the partition
 // fsyncs what survived recovery on open) into the machine.
+//
+// Control batches are skipped, counted and reported once: the coordinator
+// writes none to its own log, so any there were forged by a client
+// (WriteTxnMarkers before it refused internal topics) and refusing to start
+// over them would let one request take the coordinator down for good.
 func (d *Driver) replay() (int, error) {
 	off, end := d.plog.LogStartOffset(), d.plog.HighWatermark()
-	n := 0
+	n, skipped := 0, 0
 	for off < end {
 		data, err := d.plog.Read(off, 1<<20, false)
 		if err != nil {
@@ -157,6 +162,11 @@ func (d *Driver) replay() (int, error) {
 		}
 		_, err = record.Split(data, func(h record.Header, batch []byte) error {
 			if h.LastOffset() < off {
+				return nil
+			}
+			if h.IsControl() {
+				skipped++
+				off = h.LastOffset() + 1
 				return nil
 			}
 			err := DecodeBatches(batch, func(o int64, r Record) error {
@@ -172,6 +182,9 @@ func (d *Driver) replay() (int, error) {
 		if err != nil {
 			return n, fmt.Errorf("transaction log at %d: %w", off, err)
 		}
+	}
+	if skipped > 0 {
+		d.log.Warn("skipped control batches the transaction coordinator did not write", "batches", skipped)
 	}
 	return n, nil
 }

@@ -307,3 +307,23 @@ func TestDriverLogFailureIsSticky(t *testing.T) {
 		t.Fatalf("produce check after the failure: %v", err)
 	}
 }
+
+// A control batch in the coordinator's log (forged over WriteTxnMarkers
+// before internal topics were refused) is skipped on replay: the driver
+// starts, and the state around it survives.
+func TestDriverReplaySkipsControlBatches(t *testing.T) {
+	fs := vfs.NewMem()
+	e := openEnv(t, fs, &fakeMarkers{}, nil)
+	first, w := e.d.InitProducerID(InitRequest{TxnID: strp("a"), ProducerID: -1, ProducerEpoch: -1, TimeoutMs: 60000})
+	mustWait(t, w)
+	if err := e.part.WriteTxnMarker(77, 0, true, 0); err != nil {
+		t.Fatal(err)
+	}
+	e.close()
+	e = openEnv(t, fs, &fakeMarkers{}, nil)
+	metas, found, w := e.d.Describe([]string{"a"})
+	mustWait(t, w)
+	if !found[0] || metas[0].ProducerID != first.ProducerID {
+		t.Fatalf("after replaying past a forged marker: %+v found=%v, want producer %d", metas[0], found[0], first.ProducerID)
+	}
+}
