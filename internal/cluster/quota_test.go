@@ -11,7 +11,7 @@ func TestClientQuotasSurviveReopenAndOldCatalogsRead(t *testing.T) {
 	dir := t.TempDir()
 	fs := vfs.OS()
 	// A catalog written before quotas existed has no client_quotas key.
-	old := `{"cluster_id":"abc","topics":[],"broker_configs":{"num.partitions":"2"}}`
+	old := `{"cluster_id":"abc","topics":[],"broker_configs":{"log.retention.ms":"3600000"}}`
 	if err := vfs.WriteFileAtomic(fs, filepath.Join(dir, catalogName), []byte(old)); err != nil {
 		t.Fatal(err)
 	}
@@ -39,7 +39,7 @@ func TestClientQuotasSurviveReopenAndOldCatalogsRead(t *testing.T) {
 		got[1].Entity[0].Name != nil || got[1].Values["request_percentage"] != 12.5 {
 		t.Fatalf("reopened quotas = %+v", got)
 	}
-	if v, _ := c2.BrokerConfig("num.partitions"); v != "2" {
-		t.Fatalf("dynamic broker config lost: num.partitions = %q", v)
+	if v, _ := c2.BrokerConfig("log.retention.ms"); v != "3600000" {
+		t.Fatalf("dynamic broker config lost: log.retention.ms = %q", v)
 	}
 }

@@ -28,10 +28,11 @@ func TestValidateLimitStopsBombs(t *testing.T) {
 		if !errors.Is(err, ErrTooLarge) {
 			t.Fatalf("%s bomb of %d bytes: %v, want ErrTooLarge", name, size, err)
 		}
-		// The decoder's own buffers (lz4's 4 MiB block) and at most one
-		// record up to the limit: nowhere near the expanded size.
-		if got := after.TotalAlloc - before.TotalAlloc; got > 8<<20 {
-			t.Errorf("%s bomb: validation allocated %d MiB, want under 8 MiB", name, got>>20)
+		// The decoder's own buffers (lz4's 4 MiB blocks) and at most one
+		// record up to the limit: nowhere near the expanded size (the
+		// bound leaves room for the race detector's extra allocations).
+		if got := after.TotalAlloc - before.TotalAlloc; got > 16<<20 {
+			t.Errorf("%s bomb: validation allocated %d MiB, want under 16 MiB (it expands to %d MiB)", name, got>>20, size>>20)
 		}
 		// Records each under the limit stop the stream once their sum
 		// passes it.
