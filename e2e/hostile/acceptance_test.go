@@ -11,6 +11,7 @@ import (
 
 	"github.com/exactly/exactly/internal/managed"
 	"github.com/exactly/exactly/internal/testenv"
+	"github.com/twmb/franz-go/pkg/kgo"
 )
 
 // attack is one hostile client's behaviour against the broker at addr. It
@@ -35,6 +36,34 @@ var attacks = []attack{
 	{"partial frames", attackPartialFrames},
 	{"unread fetches", attackUnreadFetches},
 	{"abandoned long polls", attackAbandonedLongPolls},
+	{"decompression bombs", attackDecompressionBombs},
+	{"forged producer ids", attackForgedProducerIDs},
+	{"forged txn markers", forgeMarkersAgainstOpenTransaction},
+	{"internal topic writes", attackInternalTopics},
+	{"static config flips", attackFlipStaticConfigs},
+	{"auto-create flood", func(t *testing.T, addr string) { attackAutoCreateFlood(t, addr) }},
+}
+
+// forgeMarkersAgainstOpenTransaction runs attackForgedMarkers while a
+// transaction is open on its target, then commits that transaction: the
+// forged markers must not have ended or fenced it.
+func forgeMarkersAgainstOpenTransaction(t *testing.T, addr string) {
+	createTopic(t, addr, markerTarget, 1)
+	tx, err := kgo.NewClient(kgo.SeedBrokers(addr), kgo.DefaultProduceTopic(markerTarget), kgo.TransactionalID("acceptance-forged-markers"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Close()
+	if err := tx.BeginTransaction(); err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.ProduceSync(t.Context(), &kgo.Record{Value: []byte("in-open-txn")}).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	attackForgedMarkers(t, addr)
+	if err := tx.EndTransaction(t.Context(), kgo.TryCommit); err != nil {
+		t.Fatalf("committing the transaction the forged markers aimed at: %v", err)
+	}
 }
 
 // closeAll closes an attack's connections.
