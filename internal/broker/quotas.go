@@ -4,7 +4,8 @@ package broker
 // in the catalog and in b.quotas (internal/quota); this file meters every
 // handled request and throttles the client.
 //
-// Every connection's user is quota.Anonymous until authentication exists.
+// A connection's user is server.Conn.User (the anonymous user until a
+// listener authenticates it).
 // Produce request bytes are metered against producer_byte_rate, Fetch
 // response record bytes against consumer_byte_rate, and the time Handle
 // spends on any request against request_percentage (percent of one thread;
@@ -95,7 +96,7 @@ func (b *Broker) charge(m *metered, t quota.Type, value float64, now time.Time) 
 // carry the throttle, and for the connection to be muted, once the
 // response exists (deferred replies: when the writer builds them).
 func (b *Broker) finishReply(r *server.Request, reply server.Reply, handled time.Duration) server.Reply {
-	m := &metered{user: quota.Anonymous, client: r.Header.ClientID}
+	m := &metered{user: requestUser(r), client: r.Header.ClientID}
 	active := len(b.quotas.Quotas()) > 0
 	if active {
 		now := time.Now()
@@ -172,7 +173,7 @@ func (b *Broker) throttle(r *server.Request, resp kmsg.Response, m *metered) {
 // allows in one window (Kafka's getMaxValueInQuotaWindow), so one response
 // does not exceed the quota many times over.
 func (b *Broker) fetchQuotaCap(r *server.Request, req *kmsg.FetchRequest) {
-	limit, ok := b.quotas.Limit(quota.Fetch, quota.Anonymous, r.Header.ClientID)
+	limit, ok := b.quotas.Limit(quota.Fetch, requestUser(r), r.Header.ClientID)
 	if !ok {
 		return
 	}
@@ -181,4 +182,12 @@ func (b *Broker) fetchQuotaCap(r *server.Request, req *kmsg.FetchRequest) {
 	if max < math.MaxInt32 && float64(req.MaxBytes) > max {
 		req.MaxBytes = int32(max)
 	}
+}
+
+// requestUser is the user a request's quotas apply to.
+func requestUser(r *server.Request) string {
+	if r.Conn == nil {
+		return quota.Anonymous
+	}
+	return r.Conn.User()
 }

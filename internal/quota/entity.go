@@ -21,7 +21,7 @@ const (
 	TypeIP       = "ip"
 )
 
-// Anonymous is the user every connection has until authentication exists
+// Anonymous is the user of a connection no listener authenticated
 // (Kafka's principal for an unauthenticated connection).
 const Anonymous = "ANONYMOUS"
 

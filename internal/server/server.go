@@ -22,6 +22,7 @@ import (
 	"runtime/debug"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/exactly/exactly/internal/wire"
@@ -347,10 +348,31 @@ type Conn struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	mute   muteState // quota throttling (mute.go)
+	// user is the authenticated user name (Kafka's principal "User:<name>"
+	// without its type); empty until a listener authenticates the
+	// connection, which then reads as the anonymous user.
+	user atomic.Pointer[string]
 }
 
 // RemoteAddr is the client's address.
 func (c *Conn) RemoteAddr() string { return c.remote }
+
+// AnonymousUser is the user of a connection nobody authenticated, as in
+// Kafka (principal "User:ANONYMOUS").
+const AnonymousUser = "ANONYMOUS"
+
+// User is the connection's authenticated user name, AnonymousUser until
+// authentication sets one. Quotas and authorization key on it.
+func (c *Conn) User() string {
+	if u := c.user.Load(); u != nil {
+		return *u
+	}
+	return AnonymousUser
+}
+
+// SetUser records the user a listener's authentication established
+// (SASL, or a TLS client certificate).
+func (c *Conn) SetUser(name string) { c.user.Store(&name) }
 
 // Close drops the connection, e.g. after a request Kafka answers by closing.
 func (c *Conn) Close() { c.nc.Close() }
