@@ -135,19 +135,15 @@ func (b *Broker) handleProduce(ctx context.Context, r *server.Request) server.Re
 		pb.resp.LogStartOffset = pb.p.LogStartOffset()
 		waits = append(waits, pendingAppend{p: pb.p, resp: pb.resp, upto: pb.p.LogEndOffset()})
 	}
-	for ti := range resp.Topics {
-		for pi := range resp.Topics[ti].Partitions {
-			b.metrics.countError(0, resp.Topics[ti].Partitions[pi].ErrorCode)
-		}
-	}
 	if req.Acks == 0 {
+		b.metrics.countErrors(0, resp) // no answer goes out to count them on
 		for _, w := range waits {
 			w.p.SyncSoon()
 		}
 		return server.Reply{}
 	}
 	if len(waits) == 0 {
-		return now(resp)
+		return immediate(resp)
 	}
 	return server.Reply{Wait: func() kmsg.Response {
 		wait := func(w pendingAppend) {
@@ -228,10 +224,7 @@ func (b *Broker) prepareProduced(ctx context.Context, t *cluster.Topic, p *parti
 		if txnID == nil {
 			return out, &kerrError{kerr.InvalidTxnState, "transactional batch in a produce request without a transactional id"}
 		}
-		if b.txnProduceCheck == nil {
-			return out, &kerrError{kerr.InvalidTxnState, "transactions are not available on this broker"}
-		}
-		wait, err := b.txnProduceCheck(*txnID, h.ProducerID, h.ProducerEpoch, t.Name, p.Index, produceVersion >= 12)
+		wait, err := b.checkTransactionalProduce(*txnID, h.ProducerID, h.ProducerEpoch, t.Name, p.Index, produceVersion >= 12)
 		if err != nil {
 			return out, err
 		}
@@ -268,19 +261,4 @@ func (b *Broker) appendPrepared(pb *preparedBatch) (partition.AppendResult, erro
 	b.metrics.messagesIn.WithLabelValues(t.Name).Add(float64(h.NumRecords))
 	b.metrics.bytesIn.WithLabelValues(t.Name).Add(float64(len(batch)))
 	return res, nil
-}
-
-// kerrError carries a specific Kafka error code and message through Go
-// error plumbing.
-type kerrError struct {
-	code *kerr.Error
-	msg  string
-}
-
-func (e *kerrError) Error() string { return e.msg }
-
-func asKerr(err error) (*kerrError, bool) {
-	var ke *kerrError
-	ok := errors.As(err, &ke)
-	return ke, ok
 }

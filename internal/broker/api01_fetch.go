@@ -66,7 +66,7 @@ func (b *Broker) handleFetch(ctx context.Context, r *server.Request) server.Repl
 	if req.SessionID != 0 {
 		resp := req.ResponseKind().(*kmsg.FetchResponse)
 		resp.ErrorCode = kerr.FetchSessionIDNotFound.Code
-		return now(resp)
+		return immediate(resp)
 	}
 	b.fetchQuotaCap(r, req)
 	limits := b.fetchLimits()
@@ -191,7 +191,6 @@ func (b *Broker) fetchOnce(req *kmsg.FetchRequest, limits fetchLimits) (*kmsg.Fe
 			if sp.ErrorCode != 0 {
 				errored = true
 			}
-			b.metrics.countError(1, sp.ErrorCode)
 			st.Partitions = append(st.Partitions, sp)
 		}
 		resp.Topics = append(resp.Topics, st)

@@ -47,12 +47,11 @@ func (b *Broker) handleListOffsets(_ context.Context, r *server.Request) server.
 				sp.LeaderEpoch = 0
 				sp.Offset, sp.Timestamp, sp.ErrorCode = b.listOffset(p, rp.Timestamp, req.IsolationLevel == 1)
 			}
-			b.metrics.countError(2, sp.ErrorCode)
 			st.Partitions = append(st.Partitions, sp)
 		}
 		resp.Topics = append(resp.Topics, st)
 	}
-	return now(resp)
+	return immediate(resp)
 }
 
 func (b *Broker) listOffset(p *partition.Partition, ts int64, readCommitted bool) (offset, timestamp int64, code int16) {

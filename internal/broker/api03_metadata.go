@@ -44,7 +44,7 @@ func (b *Broker) handleMetadata(_ context.Context, r *server.Request) server.Rep
 		for _, t := range b.catalog.Topics() {
 			resp.Topics = append(resp.Topics, b.topicMetadata(t))
 		}
-		return now(resp)
+		return immediate(resp)
 	}
 	autoCreate := (req.Version < 4 || req.AllowAutoTopicCreation) && b.brokerBool("auto.create.topics.enable")
 	created := 0
@@ -83,14 +83,13 @@ func (b *Broker) handleMetadata(_ context.Context, r *server.Request) server.Rep
 				mt := kmsg.NewMetadataResponseTopic()
 				mt.Topic = kmsg.StringPtr(name)
 				mt.ErrorCode = errorCode(err)
-				b.metrics.countError(3, mt.ErrorCode)
 				resp.Topics = append(resp.Topics, mt)
 				continue
 			}
 		}
 		resp.Topics = append(resp.Topics, b.topicMetadata(t))
 	}
-	return now(resp)
+	return immediate(resp)
 }
 
 // mayAutoCreate spends one of this request's creations (counted in

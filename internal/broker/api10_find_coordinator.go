@@ -24,7 +24,7 @@ func (b *Broker) handleFindCoordinator(_ context.Context, r *server.Request) ser
 	answer := func(key string) (code int16, msg *string) {
 		switch req.CoordinatorType {
 		case 0:
-			if b.groups == nil || b.groups.Failed() {
+			if b.groups.Failed() {
 				return kerr.CoordinatorNotAvailable.Code, kmsg.StringPtr("the group coordinator's offsets log is offline")
 			}
 		case 1:
@@ -41,15 +41,13 @@ func (b *Broker) handleFindCoordinator(_ context.Context, r *server.Request) ser
 			if c.ErrorCode, c.ErrorMessage = answer(key); c.ErrorCode == 0 {
 				c.NodeID, c.Host, c.Port = b.cfg.NodeID, b.cfg.AdvertisedHost, b.cfg.AdvertisedPort
 			}
-			b.metrics.countError(10, c.ErrorCode)
 			resp.Coordinators = append(resp.Coordinators, c)
 		}
-		return now(resp)
+		return immediate(resp)
 	}
 	resp.NodeID, resp.Host, resp.Port = -1, "", -1
 	if resp.ErrorCode, resp.ErrorMessage = answer(req.CoordinatorKey); resp.ErrorCode == 0 {
 		resp.NodeID, resp.Host, resp.Port = b.cfg.NodeID, b.cfg.AdvertisedHost, b.cfg.AdvertisedPort
 	}
-	b.metrics.countError(10, resp.ErrorCode)
-	return now(resp)
+	return immediate(resp)
 }

@@ -44,5 +44,5 @@ func (b *Broker) handleAPIVersions(_ context.Context, r *server.Request) server.
 		resp.ApiKeys = append(resp.ApiKeys, ak)
 	}
 	b.txnFeatures(resp, r.Header.APIVersion)
-	return now(resp)
+	return immediate(resp)
 }

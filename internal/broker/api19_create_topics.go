@@ -96,8 +96,7 @@ func (b *Broker) handleCreateTopics(_ context.Context, r *server.Request) server
 				}
 			}
 		}
-		b.metrics.countError(19, st.ErrorCode)
 		resp.Topics = append(resp.Topics, st)
 	}
-	return now(resp)
+	return immediate(resp)
 }

@@ -69,8 +69,7 @@ func (b *Broker) handleDeleteTopics(_ context.Context, r *server.Request) server
 				st.ErrorMessage = errMsg(err)
 			}
 		}
-		b.metrics.countError(20, st.ErrorCode)
 		resp.Topics = append(resp.Topics, st)
 	}
-	return now(resp)
+	return immediate(resp)
 }

@@ -36,10 +36,9 @@ func (b *Broker) handleDeleteRecords(_ context.Context, r *server.Request) serve
 			} else {
 				sp.LowWatermark = lw
 			}
-			b.metrics.countError(21, sp.ErrorCode)
 			st.Partitions = append(st.Partitions, sp)
 		}
 		resp.Topics = append(resp.Topics, st)
 	}
-	return now(resp)
+	return immediate(resp)
 }

@@ -32,10 +32,6 @@ func (b *Broker) handleInitProducerID(_ context.Context, r *server.Request) serv
 	req := r.Msg.(*kmsg.InitProducerIDRequest)
 	resp := req.ResponseKind().(*kmsg.InitProducerIDResponse)
 	resp.ProducerID, resp.ProducerEpoch = -1, -1
-	if b.txn == nil {
-		resp.ErrorCode = kerr.CoordinatorNotAvailable.Code
-		return now(resp)
-	}
 	res, wait := b.txn.d.InitProducerID(txn.InitRequest{
 		TxnID: req.TransactionalID, TimeoutMs: req.TransactionTimeoutMillis,
 		ProducerID: req.ProducerID, ProducerEpoch: req.ProducerEpoch,
@@ -49,7 +45,6 @@ func (b *Broker) handleInitProducerID(_ context.Context, r *server.Request) serv
 		if res.Err == nil {
 			resp.ProducerID, resp.ProducerEpoch = res.ProducerID, res.ProducerEpoch
 		}
-		b.metrics.countError(22, resp.ErrorCode)
 		return resp
 	}}
 }

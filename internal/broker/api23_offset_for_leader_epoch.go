@@ -40,5 +40,5 @@ func (b *Broker) handleOffsetForLeaderEpoch(_ context.Context, r *server.Request
 		}
 		resp.Topics = append(resp.Topics, st)
 	}
-	return now(resp)
+	return immediate(resp)
 }

@@ -62,8 +62,6 @@ func (b *Broker) handleAddPartitionsToTxn(_ context.Context, r *server.Request) 
 		}
 		switch {
 		case it.code != 0:
-		case b.txn == nil:
-			it.code = kerr.CoordinatorNotAvailable.Code
 		default:
 			var w txn.Waiter
 			it.res, w = b.txn.d.Add(txn.AddRequest{TxnID: id, ProducerID: pid, ProducerEpoch: epoch,
@@ -131,7 +129,6 @@ func (b *Broker) handleAddPartitionsToTxn(_ context.Context, r *server.Request) 
 				for _, p := range t.parts {
 					rp := kmsg.NewAddPartitionsToTxnResponseTopicPartition()
 					rp.Partition, rp.ErrorCode = p, codeFor(it, t.topic, p)
-					b.metrics.countError(24, rp.ErrorCode)
 					rt.Partitions = append(rt.Partitions, rp)
 				}
 				resp.Topics = append(resp.Topics, rt)
@@ -148,7 +145,6 @@ func (b *Broker) handleAddPartitionsToTxn(_ context.Context, r *server.Request) 
 				for _, p := range t.parts {
 					rp := kmsg.NewAddPartitionsToTxnResponseTransactionTopicPartition()
 					rp.Partition, rp.ErrorCode = p, codeFor(it, t.topic, p)
-					b.metrics.countError(24, rp.ErrorCode)
 					rt.Partitions = append(rt.Partitions, rp)
 				}
 				rtx.Topics = append(rtx.Topics, rt)

@@ -30,10 +30,7 @@ func (b *Broker) handleAddOffsetsToTxn(_ context.Context, r *server.Request) ser
 	switch {
 	case req.Group == "":
 		resp.ErrorCode = kerr.InvalidRequest.Code
-		return now(resp)
-	case b.txn == nil:
-		resp.ErrorCode = kerr.CoordinatorNotAvailable.Code
-		return now(resp)
+		return immediate(resp)
 	}
 	res, wait := b.txn.d.Add(txn.AddRequest{TxnID: req.TransactionalID, ProducerID: req.ProducerID,
 		ProducerEpoch: req.ProducerEpoch, Groups: []string{req.Group}})
@@ -43,7 +40,6 @@ func (b *Broker) handleAddOffsetsToTxn(_ context.Context, r *server.Request) ser
 		} else {
 			resp.ErrorCode = txnError(res.Err, req.Version, 2)
 		}
-		b.metrics.countError(25, resp.ErrorCode)
 		return resp
 	}}
 }

@@ -42,10 +42,6 @@ func (b *Broker) handleEndTxn(_ context.Context, r *server.Request) server.Reply
 	req := r.Msg.(*kmsg.EndTxnRequest)
 	resp := req.ResponseKind().(*kmsg.EndTxnResponse)
 	resp.ProducerID, resp.ProducerEpoch = -1, -1
-	if b.txn == nil {
-		resp.ErrorCode = kerr.CoordinatorNotAvailable.Code
-		return now(resp)
-	}
 	start := time.Now()
 	res, wait := b.txn.d.EndTxn(txn.EndRequest{TxnID: req.TransactionalID, ProducerID: req.ProducerID,
 		ProducerEpoch: req.ProducerEpoch, Commit: req.Commit, TV2: req.Version >= 5})
@@ -61,7 +57,6 @@ func (b *Broker) handleEndTxn(_ context.Context, r *server.Request) server.Reply
 		if res.Err == nil {
 			b.txn.metrics.endTime.WithLabelValues(resultLabel(req.Commit)).Observe(time.Since(start).Seconds())
 		}
-		b.metrics.countError(26, resp.ErrorCode)
 		return resp
 	}}
 }

@@ -62,7 +62,6 @@ func (b *Broker) handleWriteTxnMarkers(_ context.Context, r *server.Request) ser
 						b.log.Info("transaction marker written by request", "topic", t.Topic, "partition", idx,
 							"producer_id", m.ProducerID, "epoch", m.ProducerEpoch, "commit", m.Committed)
 					}
-					b.metrics.countError(27, rp.ErrorCode)
 					rt.Partitions = append(rt.Partitions, rp)
 				}
 				rm.Topics = append(rm.Topics, rt)
@@ -107,9 +106,6 @@ func (b *Broker) writeRequestedMarker(topic string, idx int32, m *kmsg.WriteTxnM
 // transaction of producer pid (as its current or previous producer id)
 // that includes tp.
 func (b *Broker) txnRunsOn(pid int64, tp txn.TopicPartition) (bool, error) {
-	if b.txn == nil {
-		return false, nil
-	}
 	running, wait := b.txn.d.List(txn.Filter{States: []txn.State{txn.Ongoing, txn.PrepareCommit, txn.PrepareAbort}})
 	if err := wait(); err != nil {
 		return false, err

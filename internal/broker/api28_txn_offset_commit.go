@@ -45,20 +45,15 @@ func (b *Broker) handleTxnOffsetCommit(_ context.Context, r *server.Request) ser
 				if code == 0 && !b.partitionKnown(t.Topic, p.Partition) {
 					rp.ErrorCode = kerr.UnknownTopicOrPartition.Code
 				}
-				b.metrics.countError(28, rp.ErrorCode)
 				rt.Partitions = append(rt.Partitions, rp)
 			}
 			resp.Topics = append(resp.Topics, rt)
 		}
 	}
 	tc := b.txn
-	if tc == nil || tc.groups == nil {
-		fill(kerr.CoordinatorNotAvailable.Code)
-		return now(resp)
-	}
 	if req.Group == "" {
 		fill(kerr.InvalidGroupID.Code)
-		return now(resp)
+		return immediate(resp)
 	}
 	v2 := req.Version >= 5
 	res, wait := tc.d.Add(txn.AddRequest{TxnID: req.TransactionalID, ProducerID: req.ProducerID,

@@ -46,8 +46,7 @@ func (b *Broker) handleDescribeConfigs(_ context.Context, r *server.Request) ser
 		}
 		sr.ErrorCode = errorCode(err)
 		sr.ErrorMessage = errMsg(err)
-		b.metrics.countError(32, sr.ErrorCode)
 		resp.Resources = append(resp.Resources, sr)
 	}
-	return now(resp)
+	return immediate(resp)
 }

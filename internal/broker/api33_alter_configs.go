@@ -28,8 +28,7 @@ func (b *Broker) handleAlterConfigs(_ context.Context, r *server.Request) server
 		}
 		err := b.alterConfigs(int8(rr.ResourceType), rr.ResourceName, ops, true, req.ValidateOnly)
 		sr.ErrorCode, sr.ErrorMessage = errorCode(err), errMsg(err)
-		b.metrics.countError(33, sr.ErrorCode)
 		resp.Resources = append(resp.Resources, sr)
 	}
-	return now(resp)
+	return immediate(resp)
 }

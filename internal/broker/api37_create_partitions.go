@@ -54,8 +54,7 @@ func (b *Broker) handleCreatePartitions(_ context.Context, r *server.Request) se
 		}()
 		st.ErrorCode = errorCode(err)
 		st.ErrorMessage = errMsg(err)
-		b.metrics.countError(37, st.ErrorCode)
 		resp.Topics = append(resp.Topics, st)
 	}
-	return now(resp)
+	return immediate(resp)
 }

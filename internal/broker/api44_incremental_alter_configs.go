@@ -27,8 +27,7 @@ func (b *Broker) handleIncrementalAlterConfigs(_ context.Context, r *server.Requ
 		}
 		err := b.alterConfigs(int8(rr.ResourceType), rr.ResourceName, ops, false, req.ValidateOnly)
 		sr.ErrorCode, sr.ErrorMessage = errorCode(err), errMsg(err)
-		b.metrics.countError(44, sr.ErrorCode)
 		resp.Resources = append(resp.Resources, sr)
 	}
-	return now(resp)
+	return immediate(resp)
 }

@@ -35,8 +35,7 @@ func (b *Broker) handleDescribeClientQuotas(_ context.Context, r *server.Request
 	f, err := quota.ParseFilter(cs, req.Strict)
 	if err != nil {
 		resp.ErrorCode, resp.ErrorMessage = quotaErrorCode(err), errMsg(err)
-		b.metrics.countError(48, resp.ErrorCode)
-		return now(resp)
+		return immediate(resp)
 	}
 	set := b.quotas.Quotas()
 	for _, e := range sortedEntities(set) {
@@ -56,7 +55,7 @@ func (b *Broker) handleDescribeClientQuotas(_ context.Context, r *server.Request
 		}
 		resp.Entries = append(resp.Entries, entry)
 	}
-	return now(resp)
+	return immediate(resp)
 }
 
 // quotaErrorCode maps a refused quota request to Kafka's code.

@@ -66,10 +66,7 @@ func (b *Broker) handleAlterClientQuotas(_ context.Context, r *server.Request) s
 			b.log.Info("client quotas altered", "entities", len(next))
 		}
 	}
-	for _, se := range resp.Entries {
-		b.metrics.countError(49, se.ErrorCode)
-	}
-	return now(resp)
+	return immediate(resp)
 }
 
 // alterEntity checks one entry and, if all of it is valid, applies it to

@@ -26,5 +26,5 @@ func (b *Broker) handleDescribeCluster(_ context.Context, r *server.Request) ser
 	br.Host = b.cfg.AdvertisedHost
 	br.Port = b.cfg.AdvertisedPort
 	resp.Brokers = []kmsg.DescribeClusterResponseBroker{br}
-	return now(resp)
+	return immediate(resp)
 }

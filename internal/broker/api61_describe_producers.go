@@ -32,7 +32,6 @@ func (b *Broker) handleDescribeProducers(_ context.Context, r *server.Request) s
 			p := b.partition(t.Topic, idx)
 			if p == nil {
 				rp.ErrorCode = kerr.UnknownTopicOrPartition.Code
-				b.metrics.countError(61, rp.ErrorCode)
 				rt.Partitions = append(rt.Partitions, rp)
 				continue
 			}
@@ -53,5 +52,5 @@ func (b *Broker) handleDescribeProducers(_ context.Context, r *server.Request) s
 		}
 		resp.Topics = append(resp.Topics, rt)
 	}
-	return now(resp)
+	return immediate(resp)
 }

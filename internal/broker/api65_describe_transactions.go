@@ -26,14 +26,6 @@ func init() { register(65, 0, 0, (*Broker).handleDescribeTransactions) }
 func (b *Broker) handleDescribeTransactions(_ context.Context, r *server.Request) server.Reply {
 	req := r.Msg.(*kmsg.DescribeTransactionsRequest)
 	resp := req.ResponseKind().(*kmsg.DescribeTransactionsResponse)
-	if b.txn == nil {
-		for _, id := range req.TransactionalIDs {
-			st := kmsg.NewDescribeTransactionsResponseTransactionState()
-			st.TransactionalID, st.ErrorCode = id, kerr.CoordinatorNotAvailable.Code
-			resp.TransactionStates = append(resp.TransactionStates, st)
-		}
-		return now(resp)
-	}
 	metas, found, wait := b.txn.d.Describe(req.TransactionalIDs)
 	return server.Reply{Wait: func() kmsg.Response {
 		failed := wait() != nil
@@ -51,7 +43,6 @@ func (b *Broker) handleDescribeTransactions(_ context.Context, r *server.Request
 			default:
 				fillTxnState(&st, &metas[i])
 			}
-			b.metrics.countError(65, st.ErrorCode)
 			resp.TransactionStates = append(resp.TransactionStates, st)
 		}
 		return resp

@@ -26,10 +26,6 @@ func init() { register(66, 0, 2, (*Broker).handleListTransactions) }
 func (b *Broker) handleListTransactions(_ context.Context, r *server.Request) server.Reply {
 	req := r.Msg.(*kmsg.ListTransactionsRequest)
 	resp := req.ResponseKind().(*kmsg.ListTransactionsResponse)
-	if b.txn == nil {
-		resp.ErrorCode = kerr.CoordinatorNotAvailable.Code
-		return now(resp)
-	}
 	f := txn.Filter{ProducerIDs: req.ProducerIDFilters, MinDurationMs: req.DurationFilterMillis}
 	unknownOnly := false
 	for _, name := range req.StateFilters {
@@ -47,7 +43,7 @@ func (b *Broker) handleListTransactions(_ context.Context, r *server.Request) se
 		re, err := regexp.Compile(*req.TransactionalIDPattern)
 		if err != nil {
 			resp.ErrorCode = kerr.InvalidRegularExpression.Code
-			return now(resp)
+			return immediate(resp)
 		}
 		f.Pattern = re
 	}

@@ -75,13 +75,6 @@ type Broker struct {
 	cancel context.CancelFunc
 	bg     sync.WaitGroup
 
-	// txnProduceCheck verifies a transactional batch against the
-	// transaction coordinator (set when the coordinator starts): the
-	// partition must be in txnID's ongoing transaction with that producer
-	// id and epoch, or be added implicitly when implicitAdd (Produce v12+).
-	// The batch may be appended once the returned wait succeeded.
-	txnProduceCheck func(txnID string, producerID int64, producerEpoch int16, topic string, partition int32, implicitAdd bool) (wait func() error, err error)
-
 	// txn is the transaction coordinator (txn.go).
 	txn *txnCoordinator
 
@@ -467,10 +460,8 @@ func (b *Broker) deleteTopic(name string) error {
 		firstErr = b.finishDeletions(name)
 	}
 	b.metrics.forgetTopic(name)
-	if b.groups != nil {
-		if err := b.groups.DropDeletedTopicsNow(); err != nil {
-			b.log.Warn("dropping committed offsets of a deleted topic", "topic", name, "err", err)
-		}
+	if err := b.groups.DropDeletedTopicsNow(); err != nil {
+		b.log.Warn("dropping committed offsets of a deleted topic", "topic", name, "err", err)
 	}
 	b.log.Info("deleted topic", "topic", name, "partitions", t.Partitions)
 	return firstErr
@@ -646,8 +637,26 @@ func (b *Broker) Versions(key int16) (int16, int16, bool) {
 func (b *Broker) Handle(ctx context.Context, r *server.Request) server.Reply {
 	start := time.Now()
 	reply := apis[r.Header.APIKey].fn(b, ctx, r)
+	reply = b.countingErrors(r.Header.APIKey, reply)
 	return b.finishReply(r, reply, time.Since(start))
 }
 
-// now wraps an immediate response.
-func now(resp kmsg.Response) server.Reply { return server.Reply{Response: resp} }
+// countingErrors counts the error codes of a reply's response once it
+// exists (deferred replies: when the writer builds it).
+func (b *Broker) countingErrors(key int16, reply server.Reply) server.Reply {
+	switch {
+	case reply.Wait != nil:
+		wait := reply.Wait
+		reply.Wait = func() kmsg.Response {
+			resp := wait()
+			b.metrics.countErrors(key, resp)
+			return resp
+		}
+	case reply.Response != nil:
+		b.metrics.countErrors(key, reply.Response)
+	}
+	return reply
+}
+
+// immediate is a reply whose response is ready now (no deferred wait).
+func immediate(resp kmsg.Response) server.Reply { return server.Reply{Response: resp} }

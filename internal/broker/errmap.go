@@ -76,4 +76,19 @@ func errorName(code int16) string {
 	return "UNKNOWN"
 }
 
+// kerrError carries a specific Kafka error code and message through Go
+// error plumbing.
+type kerrError struct {
+	code *kerr.Error
+	msg  string
+}
+
+func (e *kerrError) Error() string { return e.msg }
+
+func asKerr(err error) (*kerrError, bool) {
+	var ke *kerrError
+	ok := errors.As(err, &ke)
+	return ke, ok
+}
+
 func isKerr(err error) bool { _, ok := asKerr(err); return ok }

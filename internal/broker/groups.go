@@ -157,11 +157,7 @@ func (b *Broker) startGroups() error {
 // stopGroups stops the coordinator after making its appended records
 // durable; parked JoinGroup/SyncGroup requests are answered
 // COORDINATOR_NOT_AVAILABLE.
-func (b *Broker) stopGroups() {
-	if b.groups != nil {
-		b.groups.Close()
-	}
-}
+func (b *Broker) stopGroups() { b.groups.Close() }
 
 // clientHost formats the peer the way Kafka's tools show it ("/1.2.3.4").
 func clientHost(r *server.Request) string {
@@ -182,9 +178,6 @@ func clientHost(r *server.Request) string {
 // connection's) answers parked requests COORDINATOR_NOT_AVAILABLE within
 // 5 s rather than holding the connection open.
 func (b *Broker) handleGroupRequest(ctx context.Context, r *server.Request) server.Reply {
-	if b.groups == nil {
-		return now(group.ErrorResponse(r.Msg, kerr.CoordinatorNotAvailable.Code))
-	}
 	client := group.Client{ID: r.Header.ClientID, Host: clientHost(r)}
 	ch := b.groups.Submit(client, r.Msg)
 	req := r.Msg

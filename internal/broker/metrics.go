@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"reflect"
 	"strconv"
 	"time"
 
@@ -122,12 +123,50 @@ func (m *metrics) ObserveConnection(ev server.ConnEvent) {
 // ObserveRequestBytes implements server.Observer.
 func (m *metrics) ObserveRequestBytes(delta int64) { m.requestBytes.Add(float64(delta)) }
 
-// countError records an error code returned inside a response.
-func (m *metrics) countError(key int16, code int16) {
-	if code == 0 {
+// countErrors records every error code in a response of API key: the
+// one place errors are counted, so every API (groups included) shows in
+// kafka_network_requestmetrics_errors_total without its handler's help.
+func (m *metrics) countErrors(key int16, resp kmsg.Response) {
+	if resp == nil {
 		return
 	}
-	m.reqErrors.WithLabelValues(kmsg.NameForKey(key), errorName(code)).Inc()
+	eachErrorCode(reflect.ValueOf(resp), func(code int16) {
+		if code != 0 {
+			m.reqErrors.WithLabelValues(kmsg.NameForKey(key), errorName(code)).Inc()
+		}
+	})
+}
+
+// eachErrorCode calls fn with every ErrorCode field in v, at any depth
+// (kmsg responses put one per response, topic, partition, member, ...).
+// Byte slices (record batches) and other leaves are not entered.
+func eachErrorCode(v reflect.Value, fn func(int16)) {
+	switch v.Kind() {
+	case reflect.Pointer:
+		if !v.IsNil() {
+			eachErrorCode(v.Elem(), fn)
+		}
+	case reflect.Struct:
+		t := v.Type()
+		for i := range t.NumField() {
+			f := t.Field(i)
+			switch {
+			case f.Name == "ErrorCode" && f.Type.Kind() == reflect.Int16:
+				fn(int16(v.Field(i).Int()))
+			case f.Type.Kind() == reflect.Slice, f.Type.Kind() == reflect.Struct, f.Type.Kind() == reflect.Pointer:
+				if f.IsExported() {
+					eachErrorCode(v.Field(i), fn)
+				}
+			}
+		}
+	case reflect.Slice:
+		if k := v.Type().Elem().Kind(); k != reflect.Struct && k != reflect.Pointer {
+			return
+		}
+		for i := range v.Len() {
+			eachErrorCode(v.Index(i), fn)
+		}
+	}
 }
 
 // throttled records one throttled request.

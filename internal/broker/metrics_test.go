@@ -1,14 +1,18 @@
 package broker
 
 import (
+	"context"
 	"io"
 	"log/slog"
 	"testing"
 	"time"
 
 	"github.com/exactly/exactly/internal/record"
+	"github.com/exactly/exactly/internal/server"
 	"github.com/exactly/exactly/internal/vfs"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
 // gauge is the value of a per-partition series of topic "m", partition 0.
@@ -97,4 +101,69 @@ func counter(t *testing.T, reg *prometheus.Registry, name string) float64 {
 	}
 	t.Fatalf("no series %s", name)
 	return 0
+}
+
+// errorsCounted is kafka_network_requestmetrics_errors_total for one
+// request name and error.
+func errorsCounted(t *testing.T, reg *prometheus.Registry, request, errName string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "kafka_network_requestmetrics_errors_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			labels := map[string]string{}
+			for _, l := range m.GetLabel() {
+				labels[l.GetName()] = l.GetValue()
+			}
+			if labels["request"] == request && labels["error"] == errName {
+				return m.GetCounter().GetValue()
+			}
+		}
+	}
+	return 0
+}
+
+// Errors are counted where every response passes (Handle), not by each
+// handler: a group API's top-level error, an error nested per partition
+// and an error in a deferred answer all show in the error metric.
+func TestEveryAPIsErrorsAreCounted(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	b, err := New(Config{FS: vfs.NewMem(), DataDir: "/data", AdvertisedHost: "127.0.0.1", AdvertisedPort: 9092,
+		Registry: reg, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	handle := func(req kmsg.Request) kmsg.Response {
+		req.SetVersion(apis[req.Key()].hi)
+		reply := b.Handle(context.Background(), &server.Request{Msg: req, Header: server.Header{APIKey: req.Key(), APIVersion: req.GetVersion()}})
+		if reply.Wait != nil {
+			return reply.Wait()
+		}
+		return reply.Response
+	}
+
+	hb := kmsg.NewPtrHeartbeatRequest()
+	hb.Group, hb.MemberID, hb.Generation = "g", "nobody", 1
+	if resp := handle(hb).(*kmsg.HeartbeatResponse); resp.ErrorCode == 0 {
+		t.Fatal("heartbeat of an unknown member succeeded")
+	}
+	lo := kmsg.NewPtrListOffsetsRequest()
+	lt := kmsg.NewListOffsetsRequestTopic()
+	lt.Topic = "missing"
+	lt.Partitions = append(lt.Partitions, kmsg.NewListOffsetsRequestTopicPartition())
+	lo.Topics = append(lo.Topics, lt)
+	handle(lo)
+
+	if n := errorsCounted(t, reg, "Heartbeat", errorName(kerr.UnknownMemberID.Code)) + errorsCounted(t, reg, "Heartbeat", errorName(kerr.GroupIDNotFound.Code)); n != 1 {
+		t.Errorf("Heartbeat errors counted: %v, want 1", n)
+	}
+	if n := errorsCounted(t, reg, "ListOffsets", errorName(kerr.UnknownTopicOrPartition.Code)); n != 1 {
+		t.Errorf("ListOffsets UNKNOWN_TOPIC_OR_PARTITION counted: %v, want 1", n)
+	}
 }

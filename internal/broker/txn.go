@@ -38,11 +38,11 @@ var txnStateConfigs = map[string]string{
 	"segment.bytes":   "8388608",
 }
 
-// txnGroupCoordinator is what transactions need from the consumer-group
-// coordinator: KIP-447 membership checks and staging for TxnOffsetCommit,
-// and applying or discarding the staged offsets when a transaction ends.
+// txnGroupCoordinator is what TxnOffsetCommit needs from the
+// consumer-group coordinator: KIP-447 membership checks and staging. (The
+// transaction driver applies or discards staged offsets when a
+// transaction ends by calling the group coordinator directly.)
 type txnGroupCoordinator interface {
-	txn.OffsetCompleter
 	// ValidateTxnCommit checks that the member may commit for the group
 	// (generation and member id, or static instance id), as for a plain
 	// offset commit; a producer zombie from an old generation is fenced.
@@ -55,7 +55,7 @@ type txnGroupCoordinator interface {
 // txnCoordinator is the broker's transaction coordinator.
 type txnCoordinator struct {
 	d       *txn.Driver
-	groups  txnGroupCoordinator // nil until a group coordinator is wired
+	groups  txnGroupCoordinator
 	metrics *txnMetrics
 
 	stop     chan struct{}
@@ -80,14 +80,9 @@ func (b *Broker) startTxn() error {
 	if err != nil {
 		return fmt.Errorf("transaction coordinator: %w", err)
 	}
-	tc := &txnCoordinator{metrics: newTxnMetrics(b.cfg.Registry)}
-	if b.groups != nil {
-		tc.groups = groupsForTxn{b.groups}
-	} else {
-		// startGroups must run first: a transaction finished after a
-		// restart may complete offsets staged in a group.
-		b.log.Error("transaction coordinator started without a group coordinator: transactional offset commits are unavailable")
-	}
+	// startGroups runs first: a transaction finished after a restart may
+	// complete offsets staged in a group.
+	tc := &txnCoordinator{metrics: newTxnMetrics(b.cfg.Registry), groups: groupsForTxn{b.groups}}
 	d, err := txn.NewDriver(txn.DriverConfig{
 		Machine: txn.Config{
 			MaxTimeoutMs:   int32(b.brokerInt("transaction.max.timeout.ms")),
@@ -96,7 +91,7 @@ func (b *Broker) startTxn() error {
 		},
 		Log:       p,
 		Markers:   brokerMarkers{b},
-		Offsets:   groupCompleter{tc},
+		Offsets:   b.groups,
 		Observer:  tc.metrics,
 		Logger:    b.log.With("component", "txn"),
 		Failpoint: txnFailpoint(b.log),
@@ -108,7 +103,6 @@ func (b *Broker) startTxn() error {
 	tc.stop = make(chan struct{})
 	tc.suspects = map[hangingKey]int{}
 	b.txn = tc
-	b.txnProduceCheck = b.checkTransactionalProduce
 	d.Start()
 	tc.sweeping.Add(1)
 	go b.sweepLoop()
@@ -118,13 +112,11 @@ func (b *Broker) startTxn() error {
 // stopTxn stops timers and marker writers; transactions still ending
 // finish after the next start.
 func (b *Broker) stopTxn() {
-	if b.txn != nil {
-		// txnProduceCheck stays set (it is read without a lock); the
-		// stopped driver answers COORDINATOR_NOT_AVAILABLE.
-		close(b.txn.stop)
-		b.txn.sweeping.Wait()
-		b.txn.d.Stop()
-	}
+	// A stopped driver answers COORDINATOR_NOT_AVAILABLE to whatever
+	// still reaches it.
+	close(b.txn.stop)
+	b.txn.sweeping.Wait()
+	b.txn.d.Stop()
 }
 
 func (b *Broker) openTxnStateTopic() (*partition.Partition, error) {
@@ -268,16 +260,6 @@ func (m brokerMarkers) WriteTxnMarker(tp txn.TopicPartition, pid int64, epoch in
 	return err
 }
 
-// groupCompleter forwards transaction ends to the group coordinator.
-type groupCompleter struct{ tc *txnCoordinator }
-
-func (g groupCompleter) CompleteTxn(pid int64, group string, commit bool) error {
-	if g.tc.groups == nil {
-		return nil // no group coordinator: nothing could be staged
-	}
-	return g.tc.groups.CompleteTxn(pid, group, commit)
-}
-
 // txnFeatures advertises transaction.version 2 (KIP-890 part 2) in
 // ApiVersions v3+ once every piece it implies is served: Produce v12
 // (partitions added implicitly), EndTxn v5 (epoch bumped and returned at
@@ -285,7 +267,7 @@ func (g groupCompleter) CompleteTxn(pid int64, group string, commit bool) error 
 // those versions only when the finalized level is 2, so advertising it
 // early would make them skip AddPartitionsToTxn while producing with v11.
 func (b *Broker) txnFeatures(resp *kmsg.ApiVersionsResponse, version int16) {
-	if b.txn == nil || version < 3 {
+	if version < 3 {
 		return
 	}
 	level := int16(0)

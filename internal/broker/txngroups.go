@@ -25,7 +25,3 @@ func (g groupsForTxn) StageTxnOffsets(pid int64, epoch int16, groupID string, to
 	}
 	return g.c.StageTxnOffsets(pid, epoch, groupID, offs...)
 }
-
-func (g groupsForTxn) CompleteTxn(pid int64, groupID string, commit bool) error {
-	return g.c.CompleteTxn(pid, groupID, commit)
-}
