@@ -125,6 +125,7 @@ func produceTxn(t *testing.T, cl *kgo.Client, topic, prefix string, n int, commi
 // transactions whole and aborted ones never; read_uncommitted readers see
 // both; nothing is left open.
 func TestTxnCommitAndAbortVisibility(t *testing.T) {
+	t.Parallel() // owns its broker
 	b := exactly.NewTestBroker(t)
 	createTopic(t, b.Addr(), "vis", 3)
 	cl := txnClient(t, b.Addr(), "vis-producer")
@@ -147,6 +148,7 @@ func TestTxnCommitAndAbortVisibility(t *testing.T) {
 // fences the first: the first's open transaction is aborted and it can
 // neither produce nor commit any more.
 func TestTxnZombieFenced(t *testing.T) {
+	t.Parallel() // owns its broker
 	b := exactly.NewTestBroker(t)
 	createTopic(t, b.Addr(), "zombie", 2)
 	ctx := context.Background()
@@ -181,6 +183,7 @@ func TestTxnZombieFenced(t *testing.T) {
 // aborted by the coordinator; its records never become visible, the LSO
 // moves on, and the producer recovers for its next transaction.
 func TestTxnTimeoutAborts(t *testing.T) {
+	t.Parallel() // owns its broker
 	b := exactly.NewTestBroker(t)
 	createTopic(t, b.Addr(), "slow", 1)
 	ctx := context.Background()
@@ -345,6 +348,7 @@ func wantCode(t *testing.T, what string, got int16, want *kerr.Error) {
 // has begun, must be rejected and change nothing. With KIP-890 v2 (EndTxn
 // v5) every end bumps the epoch, so both carry a stale epoch.
 func TestTxnLateRequestsRejected(t *testing.T) {
+	t.Parallel() // owns its broker
 	b := exactly.NewTestBroker(t)
 	createTopic(t, b.Addr(), "late", 1)
 	cl, late := rawClient(t, b.Addr()), rawClient(t, b.Addr())
@@ -391,6 +395,7 @@ func TestTxnLateRequestsRejected(t *testing.T) {
 // transaction because a new producer instance took over, that instance is
 // told CONCURRENT_TRANSACTIONS and retries; the old epoch is fenced.
 func TestTxnConcurrentTransactions(t *testing.T) {
+	t.Parallel() // owns its broker
 	b := exactly.NewTestBroker(t)
 	createTopic(t, b.Addr(), "conc", 1)
 	cl := rawClient(t, b.Addr())
@@ -430,6 +435,7 @@ func TestTxnConcurrentTransactions(t *testing.T) {
 // TestTxnKcat: librdkafka (kcat) with a transactional id commits at the end
 // of its input; read_committed readers see every line.
 func TestTxnKcat(t *testing.T) {
+	t.Parallel() // owns its broker
 	kcat := kcatPath(t)
 	b := exactly.NewTestBroker(t)
 	createTopic(t, b.Addr(), "kc", 2)
@@ -458,6 +464,7 @@ func TestTxnKcat(t *testing.T) {
 // transaction timeout would abort it too, had kcat not), the partition's
 // LSO moves on and a later kcat transaction is readable.
 func TestTxnKcatInterrupted(t *testing.T) {
+	t.Parallel() // owns its broker
 	kcat := kcatPath(t)
 	b := exactly.NewTestBroker(t)
 	createTopic(t, b.Addr(), "intr", 1)
@@ -558,6 +565,7 @@ func kcatPath(t *testing.T) string {
 // read_uncommitted one; both see offsets strictly increasing, and the
 // committed transactions (one written by kcat itself) whole.
 func TestTxnKcatIsolation(t *testing.T) {
+	t.Parallel() // owns its broker
 	kcat := kcatPath(t)
 	b := exactly.NewTestBroker(t)
 	createTopic(t, b.Addr(), "iso", 1)
@@ -606,6 +614,7 @@ func TestTxnKcatIsolation(t *testing.T) {
 // aborted and committed rounds the output holds every input exactly once
 // and the group's offsets sit at the input's end.
 func TestTxnGroupTransactSession(t *testing.T) {
+	t.Parallel() // owns its broker
 	b := exactly.NewTestBroker(t)
 	createTopic(t, b.Addr(), "etl-in", 2)
 	createTopic(t, b.Addr(), "etl-out", 2)
@@ -721,6 +730,7 @@ func txnOffsetCommit(t *testing.T, cl *kgo.Client, id string, pid int64, epoch i
 // generation of the group (KIP-447). Offsets of an aborted transaction
 // never become the group's.
 func TestTxnOffsetCommitChecks(t *testing.T) {
+	t.Parallel() // owns its broker
 	b := exactly.NewTestBroker(t)
 	createTopic(t, b.Addr(), "src", 1)
 	ctx := context.Background()
@@ -787,6 +797,7 @@ func TestTxnOffsetCommitChecks(t *testing.T) {
 // TestTxnMetrics: the coordinator reports ends by result and who ended
 // them.
 func TestTxnMetrics(t *testing.T) {
+	t.Parallel() // owns its broker
 	b := exactly.NewTestBroker(t, exactly.Options{MetricsListen: "127.0.0.1:0"})
 	createTopic(t, b.Addr(), "m", 1)
 	cl := txnClient(t, b.Addr(), "metered")
@@ -815,6 +826,7 @@ func TestTxnMetrics(t *testing.T) {
 // transaction and add nothing, the others add; unknown partitions fail
 // their transaction without touching the rest.
 func TestTxnAddPartitionsBatchedVerify(t *testing.T) {
+	t.Parallel() // owns its broker
 	b := exactly.NewTestBroker(t)
 	createTopic(t, b.Addr(), "bv", 2)
 	cl := rawClient(t, b.Addr())
@@ -872,6 +884,7 @@ func TestTxnAddPartitionsBatchedVerify(t *testing.T) {
 // TestTxnTimeoutAboveMax: a transaction timeout above
 // transaction.max.timeout.ms is refused at InitProducerId.
 func TestTxnTimeoutAboveMax(t *testing.T) {
+	t.Parallel() // owns its broker
 	b := exactly.NewTestBroker(t, exactly.Options{Config: map[string]string{"transaction.max.timeout.ms": "5000"}})
 	createTopic(t, b.Addr(), "tmax", 1)
 	cl := txnClient(t, b.Addr(), "too-long", kgo.TransactionTimeout(10*time.Second))

@@ -8,6 +8,7 @@ import (
 )
 
 func TestFormatDirectives(t *testing.T) {
+	t.Parallel()
 	r := &kgo.Record{
 		Topic:     "t",
 		Partition: 2,
@@ -42,6 +43,7 @@ func TestFormatDirectives(t *testing.T) {
 }
 
 func TestFormatErrors(t *testing.T) {
+	t.Parallel()
 	for _, bad := range []string{`%x`, `abc%`, `\q`, `tail\`} {
 		if _, err := parseFormat(bad); err == nil {
 			t.Errorf("parseFormat(%q) succeeded, want an error", bad)

@@ -33,6 +33,7 @@ func mustQuota(t *testing.T, args ...string) string {
 // TestQuotaCommands sets, lists, filters and deletes quotas, and shows
 // the broker's refusal of an invalid value.
 func TestQuotaCommands(t *testing.T) {
+	t.Parallel() // owns its broker
 	addr := startBroker(t)
 	if out := mustQuota(t, "quota", "describe", "-b", addr); out != "" {
 		t.Fatalf("quotas on a fresh broker: %q", out)

@@ -7,6 +7,7 @@ import (
 )
 
 func TestTopicCreateListDescribeDelete(t *testing.T) {
+	t.Parallel() // owns its broker
 	addr := startBroker(t)
 
 	r := mustRun(t, "", "topic", "create", "orders", "-b", addr,
@@ -60,6 +61,7 @@ func TestTopicCreateListDescribeDelete(t *testing.T) {
 }
 
 func TestTopicCreateExisting(t *testing.T) {
+	t.Parallel() // owns its broker
 	addr := startBroker(t)
 	createTopic(t, addr, "dup", 1)
 	wantErr(t, `topic "dup" already exists`, "", "topic", "create", "dup", "-b", addr)
@@ -70,6 +72,7 @@ func TestTopicCreateExisting(t *testing.T) {
 }
 
 func TestTopicDeleteMissing(t *testing.T) {
+	t.Parallel() // owns its broker
 	addr := startBroker(t)
 	wantErr(t, `topic "nope" does not exist`, "", "topic", "delete", "nope", "-b", addr)
 	mustRun(t, "", "topic", "delete", "nope", "-b", addr, "--if-exists")
@@ -83,6 +86,7 @@ func TestTopicDeleteMissing(t *testing.T) {
 }
 
 func TestTopicDescribeMissing(t *testing.T) {
+	t.Parallel() // owns its broker
 	addr := startBroker(t)
 	createTopic(t, addr, "here", 2)
 	wantErr(t, `topic "gone" does not exist`, "", "topic", "describe", "gone", "-b", addr)
@@ -93,6 +97,7 @@ func TestTopicDescribeMissing(t *testing.T) {
 }
 
 func TestTopicAlterConfig(t *testing.T) {
+	t.Parallel() // owns its broker
 	addr := startBroker(t)
 	createTopic(t, addr, "cfg", 1)
 
@@ -131,6 +136,7 @@ func TestTopicAlterConfig(t *testing.T) {
 }
 
 func TestTopicUsageErrors(t *testing.T) {
+	t.Parallel() // owns its broker
 	addr := startBroker(t)
 	wantErr(t, "unknown flag: --bogus", "", "topic", "list", "-b", addr, "--bogus")
 	wantErr(t, "accepts 1 arg", "", "topic", "create", "-b", addr)
@@ -142,6 +148,7 @@ func TestTopicUsageErrors(t *testing.T) {
 }
 
 func TestTopicBrokerUnreachable(t *testing.T) {
+	t.Parallel() // owns its broker
 	start := time.Now()
 	wantErr(t, "listing topics: cannot connect to broker 127.0.0.1:1: ", "", "topic", "list", "-b", "127.0.0.1:1", "--request-timeout", "500ms")
 	if d := time.Since(start); d > 10*time.Second {

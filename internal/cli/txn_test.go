@@ -40,6 +40,7 @@ func mustTxn(t *testing.T, args ...string) string {
 // then, the coordinator's log lost, the open transaction hangs and abort
 // ends it.
 func TestTxnCommands(t *testing.T) {
+	t.Parallel() // owns its broker
 	dir := t.TempDir()
 	b, err := exactly.Start(exactly.Options{DataDir: dir, Config: map[string]string{"auto.create.topics.enable": "false"}})
 	if err != nil {
