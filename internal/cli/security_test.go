@@ -306,7 +306,7 @@ ssl.truststore.type=PEM
 ssl.truststore.location=%s
 `, addr, certs.CA))
 	mustRun(t, "hello\n", "produce", "orders", "--command-config", alice)
-	wantErr(t, "", "", "consume", "orders", "--command-config", alice, "--from-beginning", "--count", "1", "--timeout", "5s")
+	wantErr(t, "TOPIC_AUTHORIZATION_FAILED", "", "consume", "orders", "--command-config", alice, "--from-beginning", "--count", "1", "--timeout", "5s")
 	out := mustRun(t, "", "consume", "orders", "--command-config", admin, "--from-beginning", "--count", "1").stdout
 	if out != "hello\n" {
 		t.Fatalf("admin read %q", out)
@@ -316,7 +316,7 @@ ssl.truststore.location=%s
 	t.Setenv(clientconf.PasswordEnv, "admin-secret")
 	mustRun(t, "", "topic", "list", "-b", addr, "--tls-ca", certs.CA, "--sasl-mechanism", "SCRAM-SHA-512", "--sasl-user", "admin")
 	t.Setenv(clientconf.PasswordEnv, "wrong")
-	wantErr(t, "", "", "topic", "list", "-b", addr, "--tls-ca", certs.CA, "--sasl-mechanism", "SCRAM-SHA-512",
+	wantErr(t, "SASL_AUTHENTICATION_FAILED", "", "topic", "list", "-b", addr, "--tls-ca", certs.CA, "--sasl-mechanism", "SCRAM-SHA-512",
 		"--sasl-user", "admin", "--request-timeout", "5s")
 }
 
