@@ -38,6 +38,16 @@ type Target struct {
 	Name string
 	// Bootstrap are its seed brokers (host:port).
 	Bootstrap []string
+	// Opts are options every client of this target starts with: TLS,
+	// SASL, a dialer (see eos/preset's package example for a SASL_SSL set).
+	Opts []kgo.Opt
+}
+
+// clientOpts are the target's seed brokers and connection options,
+// followed by opts.
+func (t Target) clientOpts(opts ...kgo.Opt) []kgo.Opt {
+	all := append([]kgo.Opt{kgo.SeedBrokers(t.Bootstrap...)}, t.Opts...)
+	return append(all, opts...)
 }
 
 // ParseTarget reads "name=host:port,host:port" or just "host:port,..."
@@ -398,7 +408,7 @@ func median(v []float64) float64 {
 }
 
 func createTopic(ctx context.Context, cfg Config, t Target, topic string) error {
-	cl, err := kgo.NewClient(kgo.SeedBrokers(t.Bootstrap...))
+	cl, err := kgo.NewClient(t.clientOpts()...)
 	if err != nil {
 		return err
 	}
@@ -415,7 +425,7 @@ func createTopic(ctx context.Context, cfg Config, t Target, topic string) error 
 func deleteTopic(t Target, topic string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	cl, err := kgo.NewClient(kgo.SeedBrokers(t.Bootstrap...))
+	cl, err := kgo.NewClient(t.clientOpts()...)
 	if err != nil {
 		return
 	}

@@ -55,8 +55,8 @@ func prefill(ctx context.Context, cfg Config, t Target, topic string, value []by
 			return nil, err
 		}
 	}
-	end, err := kgo.NewClient(kgo.SeedBrokers(t.Bootstrap...), kgo.DefaultProduceTopic(topic),
-		kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	end, err := kgo.NewClient(t.clientOpts(kgo.DefaultProduceTopic(topic),
+		kgo.RecordPartitioner(kgo.ManualPartitioner()))...)
 	if err != nil {
 		return nil, err
 	}
@@ -85,8 +85,8 @@ func consumeRun(ctx context.Context, cfg Config, t Target, mode string, p *prefi
 		parts[i] = kgo.NewOffset().AtStart()
 	}
 	start := time.Now()
-	cl, err := kgo.NewClient(kgo.SeedBrokers(t.Bootstrap...), kgo.FetchIsolationLevel(iso),
-		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{p.topic: parts}))
+	cl, err := kgo.NewClient(t.clientOpts(kgo.FetchIsolationLevel(iso),
+		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{p.topic: parts}))...)
 	if err != nil {
 		return Result{Err: err.Error()}
 	}

@@ -15,11 +15,10 @@ import (
 // producerOpts are the client settings for one produce mode: everything the
 // same except what the guarantee needs.
 func producerOpts(cfg Config, t Target, mode, topic, txnID string) []kgo.Opt {
-	opts := []kgo.Opt{
-		kgo.SeedBrokers(t.Bootstrap...), kgo.DefaultProduceTopic(topic),
+	opts := t.clientOpts(kgo.DefaultProduceTopic(topic),
 		kgo.ProducerBatchCompression(kgo.NoCompression()),
 		kgo.ProducerLinger(cfg.Linger), kgo.MaxBufferedRecords(cfg.MaxBufferedRecords),
-	}
+	)
 	switch mode {
 	case AtMostOnce:
 		// The project's one meaning of at-most-once (docs/GUARANTEES.md,

@@ -75,7 +75,7 @@ func (r *runner) fenceDeadProducers(by time.Time) {
 		}
 		sp := r.spec(s, s.name+".fence")
 		sp.FenceOnly = true
-		in, err := startInstance(r.cfg.WorkerCommand, r.cfg.Env, sp, filepath.Join(r.logDir, sp.Proc+".log"))
+		in, err := startInstance(r.cfg.WorkerCommand, r.workerEnv(), sp, filepath.Join(r.logDir, sp.Proc+".log"))
 		if err != nil {
 			r.logf("fencing %s: %v", s.name, err)
 			continue

@@ -109,7 +109,7 @@ func (r *runner) inject(ctx context.Context, i int, f Fault) {
 		proc := s.name + ".0"
 		sp := r.spec(s, proc)
 		r.mu.Unlock()
-		in, err := startInstance(r.cfg.WorkerCommand, r.cfg.Env, sp, filepath.Join(r.logDir, proc+".log"))
+		in, err := startInstance(r.cfg.WorkerCommand, r.workerEnv(), sp, filepath.Join(r.logDir, proc+".log"))
 		if err != nil {
 			r.logf("rebalance: %v", err)
 			return

@@ -1,6 +1,8 @@
 package verify
 
 import (
+	"context"
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -27,6 +29,7 @@ import (
 // connection (the client cannot tell a write that happened from one that
 // did not), a delayed one arrives late. Reset breaks every connection.
 type Proxy struct {
+	upTLS     *tls.Config // dial upstreams with TLS (nil: plain TCP)
 	mu        sync.Mutex
 	listeners map[string]*proxyListener // upstream host:port -> listener
 	bootstrap []string
@@ -60,10 +63,19 @@ type ProxyStats struct {
 // NewProxy starts listening on a loopback port for each upstream
 // bootstrap address. seed drives the per-response fault coin flips.
 func NewProxy(upstreams []string, seed int64) (*Proxy, error) {
+	return NewProxyTLS(upstreams, seed, nil)
+}
+
+// NewProxyTLS is NewProxy for a cluster reached with TLS: clients speak
+// to the proxy without TLS (on loopback), and the proxy dials each broker
+// with upTLS (nil: plain TCP), so that it can still read and rewrite the
+// Kafka frames it forwards. SASL exchanges pass through unchanged.
+func NewProxyTLS(upstreams []string, seed int64, upTLS *tls.Config) (*Proxy, error) {
 	if len(upstreams) == 0 {
 		return nil, errors.New("proxy: no upstream brokers")
 	}
 	p := &Proxy{
+		upTLS:     upTLS,
 		listeners: map[string]*proxyListener{},
 		conns:     map[*proxyConn]struct{}{},
 		rng:       rand.New(rand.NewPCG(uint64(seed), 0xfa17)),
@@ -228,8 +240,23 @@ func readFrame(r io.Reader) ([]byte, error) {
 	return buf, nil
 }
 
+// dialUpstream connects to a broker, with TLS when the proxy has a TLS
+// configuration (the handshake included in the time bound).
+func (p *Proxy) dialUpstream(upstream string) (net.Conn, error) {
+	nd := &net.Dialer{Timeout: 2 * time.Second}
+	if p.upTLS == nil {
+		return nd.Dial("tcp", upstream)
+	}
+	// crypto/tls takes the server name from the address when the
+	// configuration has none.
+	d := &tls.Dialer{NetDialer: nd, Config: p.upTLS}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	return d.DialContext(ctx, "tcp", upstream)
+}
+
 func (p *Proxy) serve(client net.Conn, upstream string) {
-	up, err := net.DialTimeout("tcp", upstream, 2*time.Second)
+	up, err := p.dialUpstream(upstream)
 	if err != nil {
 		client.Close()
 		return

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/exactly/exactly/internal/clientconf"
 	"io"
 	"math"
 	"os"
@@ -42,6 +43,12 @@ type Config struct {
 	Managed bool
 	// Bootstrap is the external cluster's bootstrap list.
 	Bootstrap []string
+	// Security is how clients reach the external cluster (TLS, SASL); its
+	// Bootstrap is ignored. The fault proxy terminates TLS: workers speak
+	// to it on loopback without TLS, their SASL exchange passes through,
+	// and the proxy dials the brokers with TLS and any client
+	// certificate. The password reaches workers in their environment.
+	Security clientconf.Settings
 	// Producers and Pipelines are the numbers of process slots (default 2
 	// each).
 	Producers, Pipelines int
@@ -302,12 +309,23 @@ func (r *runner) run(ctx context.Context) (*Report, error) {
 	} else {
 		r.upstream = cfg.Bootstrap
 	}
-	if r.proxy, err = NewProxy(r.upstream, cfg.Seed); err != nil {
+	sec := cfg.Security
+	sec.Bootstrap, sec.ClientID = nil, ""
+	secOpts, err := sec.Opts()
+	if err != nil {
+		return nil, &SetupError{err}
+	}
+	upTLS, err := sec.TLSConfig()
+	if err != nil {
+		return nil, &SetupError{err}
+	}
+	if r.proxy, err = NewProxyTLS(r.upstream, cfg.Seed, upTLS); err != nil {
 		return nil, &SetupError{err}
 	}
 	defer r.proxy.Close()
-	if r.admin, err = kgo.NewClient(kgo.SeedBrokers(r.upstream...), kgo.ClientID("verify"),
-		kgo.MetadataMinAge(250*time.Millisecond), kgo.RetryTimeout(20*time.Second), kgo.AlwaysRetryEOF()); err != nil {
+	adminOpts := append([]kgo.Opt{kgo.SeedBrokers(r.upstream...), kgo.ClientID("verify"),
+		kgo.MetadataMinAge(250 * time.Millisecond), kgo.RetryTimeout(20 * time.Second), kgo.AlwaysRetryEOF()}, secOpts...)
+	if r.admin, err = kgo.NewClient(adminOpts...); err != nil {
 		return nil, &SetupError{err}
 	}
 	defer r.admin.Close()

@@ -3,6 +3,7 @@ package verify
 import (
 	"context"
 	"fmt"
+	"github.com/exactly/exactly/internal/clientconf"
 	"path/filepath"
 	"time"
 )
@@ -28,6 +29,7 @@ func (r *runner) spec(s *slot, proc string) WorkerSpec {
 		InTopic: r.in, OutTopic: r.out, Partitions: r.cfg.Partitions, Group: r.group,
 		TransactionalID: "verify-" + r.runID + "-" + s.name, Profile: r.profile,
 		History: filepath.Join(r.histDir, proc+".jsonl"), TxnTimeout: 10 * time.Second,
+		SASL: clientconf.Settings{Mechanism: r.cfg.Security.Mechanism, User: r.cfg.Security.User},
 	}
 	if s.role == RoleProducer {
 		if r.cfg.Rate > 0 {
@@ -46,7 +48,7 @@ func (r *runner) startSlot(s *slot) error {
 	s.gen++
 	sp := r.spec(s, proc)
 	r.mu.Unlock()
-	in, err := startInstance(r.cfg.WorkerCommand, r.cfg.Env, sp, filepath.Join(r.logDir, proc+".log"))
+	in, err := startInstance(r.cfg.WorkerCommand, r.workerEnv(), sp, filepath.Join(r.logDir, proc+".log"))
 	if err != nil {
 		return err
 	}
@@ -111,4 +113,14 @@ func (r *runner) slotFor(role string, target int) *slot {
 		}
 	}
 	return nil
+}
+
+// workerEnv is the environment added to every worker: the configured one
+// plus the SASL password, which must not appear in the worker's arguments.
+func (r *runner) workerEnv() []string {
+	env := append([]string(nil), r.cfg.Env...)
+	if r.cfg.Security.Mechanism != "" {
+		env = append(env, r.cfg.Security.Env()...)
+	}
+	return env
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/exactly/exactly/internal/clientconf"
 	"hash/fnv"
 	"io"
 	"math/rand/v2"
@@ -59,6 +60,16 @@ type WorkerSpec struct {
 	SessionTimeout time.Duration `json:"session_timeout,omitempty"`
 	// TxnTimeout is the transaction timeout.
 	TxnTimeout time.Duration `json:"txn_timeout,omitempty"`
+	// SASL is the workers' SASL mechanism and user (TLS ends at the
+	// proxy); the password comes from clientconf.PasswordEnv in the
+	// worker's environment, never from the spec, which is on the command
+	// line.
+	SASL clientconf.Settings `json:"sasl,omitempty"`
+}
+
+// saslOpts are the worker's SASL options.
+func (spec WorkerSpec) saslOpts() ([]kgo.Opt, error) {
+	return spec.SASL.WithEnvPassword().Opts()
 }
 
 // WorkerStatus is what a worker reports on stdout, one JSON line at a time.
@@ -138,6 +149,9 @@ func (c *counters) status(proc string) WorkerStatus {
 // RunWorker runs one worker until a stop command (or the end of ctl), a
 // fatal client error, or a kill. Status lines go to status every 250ms.
 func RunWorker(ctx context.Context, spec WorkerSpec, ctl io.Reader, status io.Writer) error {
+	if _, err := spec.saslOpts(); err != nil {
+		return err
+	}
 	rec, err := CreateRecorder(spec.History, spec.Proc)
 	if err != nil {
 		return err
@@ -203,6 +217,8 @@ func clientOpts(spec WorkerSpec) []kgo.Opt {
 			return time.Now().Format("15:04:05.000 ") + spec.Proc + " "
 		})))
 	}
+	sasl, _ := spec.saslOpts() // checked when the worker started
+	logOpt = append(logOpt, sasl...)
 	return append(logOpt,
 		kgo.SeedBrokers(spec.Brokers...),
 		kgo.ClientID(spec.Proc),

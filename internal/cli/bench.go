@@ -15,6 +15,7 @@ import (
 )
 
 type benchFlags struct {
+	conn                 connFlags
 	targets              []string
 	managed, asJSON      bool
 	quiet                bool
@@ -66,6 +67,9 @@ With no --bootstrap, an exactly broker is started on a temporary directory
 (a separate process, on the real disk). --bootstrap may be repeated, as
 name=host:port,host:port, to put other clusters (Apache Kafka, another
 exactly) in the same table; add --managed to include the local broker too.
+The connection flags (--tls*, --sasl-*, --command-config) apply to every
+--bootstrap target, not to the managed broker; with --command-config naming
+bootstrap.servers and no --bootstrap, that cluster is the target.
 
 Every run uses a fresh topic, deleted afterwards. Exit status 1 means a run
 failed (the report says which and why).
@@ -99,6 +103,7 @@ throughput).`,
 	fl.StringVar(&f.dir, "dir", "", "data directory for the managed broker (default: temporary, removed)")
 	fl.BoolVar(&f.asJSON, "json", false, "print the report as JSON")
 	fl.BoolVarP(&f.quiet, "quiet", "q", false, "no progress lines on stderr")
+	f.conn.registerSecurity(fl)
 	return cmd
 }
 
@@ -114,12 +119,25 @@ func runBench(cmd *cobra.Command, f *benchFlags) error {
 			cfg.Modes = append(cfg.Modes, m)
 		}
 	}
+	conn, err := f.conn.settings()
+	if err != nil {
+		return err
+	}
+	sec, err := conn.Opts()
+	if err != nil {
+		return err
+	}
 	for _, s := range f.targets {
 		t, err := bench.ParseTarget(s)
 		if err != nil {
 			return err
 		}
+		t.Opts = sec
 		cfg.Targets = append(cfg.Targets, t)
+	}
+	if len(f.targets) == 0 && len(conn.Bootstrap) > 0 {
+		cfg.Targets = []bench.Target{{Name: conn.Bootstrap[0], Bootstrap: conn.Bootstrap, Opts: sec}}
+		cfg.Managed = f.managed
 	}
 	for name, v := range map[string]int64{"--duration": int64(f.duration), "--rounds": int64(f.rounds),
 		"--record-size": int64(f.recordSize), "--partitions": int64(f.partitions), "--producers": int64(f.producers),

@@ -29,15 +29,15 @@ func addBootstrapFlag(fs *pflag.FlagSet, p *string) {
 }
 
 // adminFlags are the connection flags of every admin command group (topic,
-// group, txn, quota): --bootstrap-server and --request-timeout.
+// group, txn, quota, user, acl): the connection flags and --request-timeout.
 type adminFlags struct {
-	bootstrap      string
+	connFlags
 	requestTimeout time.Duration
 }
 
 // register adds the flags to cmd for it and all its subcommands.
 func (f *adminFlags) register(cmd *cobra.Command) {
-	addBootstrapFlag(cmd.PersistentFlags(), &f.bootstrap)
+	f.connFlags.register(cmd.PersistentFlags())
 	cmd.PersistentFlags().DurationVar(&f.requestTimeout, "request-timeout", 30*time.Second,
 		"how long to wait for the brokers to answer")
 }
@@ -48,7 +48,7 @@ func (f *adminFlags) register(cmd *cobra.Command) {
 // text is silenced.
 func (f *adminFlags) withAdmin(cmd *cobra.Command, fn func(ctx context.Context, cl *kgo.Client, adm *kadm.Client) error) error {
 	silenceUsageOnRun(cmd)
-	cl, err := newClient(f.bootstrap)
+	cl, err := newClient(&f.connFlags)
 	if err != nil {
 		return err
 	}
@@ -70,26 +70,6 @@ func seedBrokers(bootstrap string) ([]string, error) {
 		return nil, errors.New("--bootstrap-server must name at least one host:port")
 	}
 	return seeds, nil
-}
-
-// newClient builds a franz-go client for the given bootstrap list with the
-// CLI's common options followed by opts.
-func newClient(bootstrap string, opts ...kgo.Opt) (*kgo.Client, error) {
-	seeds, err := seedBrokers(bootstrap)
-	if err != nil {
-		return nil, err
-	}
-	all := []kgo.Opt{
-		kgo.SeedBrokers(seeds...),
-		kgo.ClientID(clientID),
-		kgo.DialTimeout(5 * time.Second),
-	}
-	all = append(all, opts...)
-	cl, err := kgo.NewClient(all...)
-	if err != nil {
-		return nil, fmt.Errorf("creating client: %w", err)
-	}
-	return cl, nil
 }
 
 // commandContext returns the command's context, or a background context

@@ -18,7 +18,7 @@ import (
 
 // consumeFlags holds the flags of the consume command.
 type consumeFlags struct {
-	bootstrap      string
+	connFlags
 	fromBeginning  bool
 	offset         string
 	partition      int32
@@ -49,7 +49,7 @@ func ConsumeCommand() *cobra.Command {
 		},
 	}
 	fl := cmd.Flags()
-	addBootstrapFlag(fl, &f.bootstrap)
+	f.connFlags.register(fl)
 	fl.BoolVar(&f.fromBeginning, "from-beginning", false, "start at the earliest offset (same as --offset earliest)")
 	fl.StringVar(&f.offset, "offset", "", "start offset for every partition: earliest, latest, N (exact) or -N (N before the end)")
 	fl.Int32Var(&f.partition, "partition", -1, "consume only this partition (-1: all partitions)")
@@ -150,7 +150,7 @@ func runConsume(cmd *cobra.Command, topic string, f *consumeFlags) error {
 	if f.group != "" {
 		opts = append(opts, kgo.ConsumerGroup(f.group), kgo.DisableAutoCommit())
 	}
-	cl, err := newClient(f.bootstrap, opts...)
+	cl, err := newClient(&f.connFlags, opts...)
 	if err != nil {
 		return err
 	}
@@ -242,7 +242,7 @@ func runConsume(cmd *cobra.Command, topic string, f *consumeFlags) error {
 // requested partition does not exist: the consumer itself would silently
 // wait for it to appear.
 func checkConsumable(ctx context.Context, f *consumeFlags, topic string, partitionSet bool) error {
-	cl, err := newClient(f.bootstrap)
+	cl, err := newClient(&f.connFlags)
 	if err != nil {
 		return err
 	}

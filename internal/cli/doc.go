@@ -12,7 +12,8 @@
 // Every command speaks the Kafka wire protocol through franz-go, so it works
 // against an exactly broker or any other Kafka-compatible broker. Each
 // command accepts --bootstrap-server (or -b), a comma-separated list of
-// host:port seeds that defaults to 127.0.0.1:9092.
+// host:port seeds that defaults to 127.0.0.1:9092, and the same TLS, SASL
+// and --command-config flags (conn.go; resolved by internal/clientconf).
 //
 // The constructors return fresh cobra commands with no shared state, so a
 // caller (the exactly main package, or a test) can build and execute them as

@@ -14,6 +14,7 @@ import (
 	"github.com/exactly/exactly/eos/outbox"
 	_ "github.com/jackc/pgx/v5/stdlib" // database/sql driver "pgx" for the polling relay
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
@@ -36,12 +37,13 @@ func OutboxCommand() *cobra.Command {
 
 // outboxRelayFlags are the flags of "outbox relay".
 type outboxRelayFlags struct {
-	dsn, table, bootstrap, prefix, name string
-	cdc                                 bool
-	slot, publication, checkpointTopic  string
-	batchSize                           int
-	pollInterval, setupTimeout          time.Duration
-	deletePublished                     bool
+	connFlags
+	dsn, table, prefix, name           string
+	cdc                                bool
+	slot, publication, checkpointTopic string
+	batchSize                          int
+	pollInterval, setupTimeout         time.Duration
+	deletePublished                    bool
 }
 
 // relayRunner is what both relays offer the command.
@@ -77,6 +79,8 @@ missing, so start the CDC relay once before writing rows it should publish.`,
 	fl.StringVarP(&f.bootstrap, "bootstrap", "b", DefaultBootstrapServer, "comma-separated host:port list of brokers to bootstrap from")
 	fl.StringVar(&f.bootstrap, "bootstrap-server", DefaultBootstrapServer, "same as --bootstrap")
 	_ = fl.MarkHidden("bootstrap-server")
+	f.bootstrapFlags = []*pflag.Flag{fl.Lookup("bootstrap"), fl.Lookup("bootstrap-server")}
+	f.registerSecurity(fl)
 	fl.BoolVar(&f.cdc, "cdc", false, "follow the logical replication stream instead of polling")
 	fl.StringVar(&f.prefix, "topic-prefix", "outbox.event.", "events go to <prefix><aggregatetype>")
 	fl.StringVar(&f.name, "name", "default", "relay name: keep it across restarts (transactional id and checkpoint key)")
@@ -100,7 +104,11 @@ func runOutboxRelay(cmd *cobra.Command, f *outboxRelayFlags) error {
 	if f.cdc && f.deletePublished {
 		return errors.New("--delete-published works with the polling relay only")
 	}
-	seeds, err := seedBrokers(f.bootstrap)
+	conn, err := f.settings()
+	if err != nil {
+		return err
+	}
+	kafka, err := conn.Opts()
 	if err != nil {
 		return err
 	}
@@ -108,7 +116,7 @@ func runOutboxRelay(cmd *cobra.Command, f *outboxRelayFlags) error {
 	ctx, stop := signal.NotifyContext(commandContext(cmd), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	logger := slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), nil))
-	kafka := []kgo.Opt{kgo.SeedBrokers(seeds...), kgo.ClientID("exactly-outbox-relay"), kgo.DialTimeout(5 * time.Second)}
+	kafka = append([]kgo.Opt{kgo.ClientID("exactly-outbox-relay"), kgo.DialTimeout(5 * time.Second)}, kafka...)
 	prefix := f.prefix
 	topic := func(e *outbox.Event) string { return prefix + e.AggregateType }
 	table := outbox.Table{Name: f.table}

@@ -25,7 +25,7 @@ const maxReportedErrors = 10
 
 // produceFlags holds the flags of the produce command.
 type produceFlags struct {
-	bootstrap       string
+	connFlags
 	keySeparator    string
 	acks            string
 	partition       int32
@@ -53,7 +53,7 @@ func ProduceCommand() *cobra.Command {
 		},
 	}
 	fl := cmd.Flags()
-	addBootstrapFlag(fl, &f.bootstrap)
+	f.connFlags.register(fl)
 	fl.StringVar(&f.keySeparator, "key-separator", "", "split each line into key and value on the first occurrence of this string")
 	fl.StringVar(&f.acks, "acks", "all", "acknowledgements to wait for: 0, 1 or all")
 	fl.Int32Var(&f.partition, "partition", -1, "produce every record to this partition (-1: chosen by key hash)")
@@ -136,7 +136,7 @@ func runProduce(cmd *cobra.Command, topic string, f *produceFlags) error {
 	}
 	silenceUsageOnRun(cmd)
 
-	cl, err := newClient(f.bootstrap, opts...)
+	cl, err := newClient(&f.connFlags, opts...)
 	if err != nil {
 		return err
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/exactly/exactly/verify"
 	"github.com/schollz/progressbar/v3"
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	"golang.org/x/term"
 )
 
@@ -43,6 +44,7 @@ func (e *ExitError) Unwrap() error { return e.Err }
 func (e *ExitError) ExitCode() int { return e.Code }
 
 type verifyFlags struct {
+	conn                                  connFlags
 	modes, faults, bootstrap, report, dir string
 	duration, drain                       time.Duration
 	seed                                  int64
@@ -95,6 +97,11 @@ Clients reach the broker through a proxy that drops or delays responses
 after the broker handled the request and resets connections. broker-kill
 needs --managed, which starts "exactly serve" on a temporary directory.
 
+With --tls*, --sasl-* or --command-config the workers reach a secured
+cluster: the fault proxy dials the brokers with TLS (workers speak to it on
+loopback), SASL passes through it, and the password reaches the worker
+processes in their environment, never in their arguments.
+
 Exit status: 0 the guarantee held, 1 it was violated, 2 it could not be
 measured (setup error, or values neither delivered nor lost when the drain
 ended: the pipeline did not catch up).`,
@@ -130,6 +137,8 @@ ended: the pipeline did not catch up).`,
 	fs.BoolVar(&f.keep, "keep", false, "keep the temporary directory")
 	fs.BoolVar(&f.verbose, "verbose", false, "log the run (faults, restarts) to stderr")
 	fs.StringVar(&f.progress, "progress", "auto", "progress bar on stderr: auto (when a terminal), always, never")
+	f.conn.registerSecurity(fs)
+	f.conn.bootstrapFlags = []*pflag.Flag{fs.Lookup("bootstrap")}
 	cmd.AddCommand(verifyWorkerCommand())
 	return cmd
 }
@@ -156,20 +165,22 @@ func runVerify(cmd *cobra.Command, f *verifyFlags) error {
 			modes = append(modes, m)
 		}
 	}
-	if f.managed == (f.bootstrap != "") {
-		return setup(errors.New("give exactly one of --managed and --bootstrap"))
+	f.conn.bootstrap = f.bootstrap
+	conn, err := f.conn.settings()
+	if err != nil {
+		return setup(err)
+	}
+	if f.managed == (len(conn.Bootstrap) > 0) {
+		return setup(errors.New("give exactly one of --managed and --bootstrap (or bootstrap.servers in --command-config)"))
+	}
+	if f.managed && conn.Secure() {
+		return setup(errors.New("TLS and SASL settings apply to a --bootstrap cluster; the managed broker is plaintext"))
 	}
 	faults, err := verify.ParseFaults(f.faults, f.managed)
 	if err != nil {
 		return setup(err)
 	}
-	seeds, err := seedBrokers(f.bootstrap)
-	if f.managed {
-		seeds, err = nil, nil
-	}
-	if err != nil {
-		return setup(err)
-	}
+	seeds := conn.Bootstrap
 	if f.seed == 0 {
 		f.seed = time.Now().UnixNano()%1_000_000 + 1
 	}
@@ -186,7 +197,7 @@ func runVerify(cmd *cobra.Command, f *verifyFlags) error {
 		cfg := verify.DefaultConfig(m)
 		cfg.ProducerOverrides, cfg.ConsumerOverrides = f.producerKV, f.consumerKV
 		cfg.Faults, cfg.Duration, cfg.Drain, cfg.Seed = faults, f.duration, f.drain, f.seed
-		cfg.Managed, cfg.Bootstrap = f.managed, seeds
+		cfg.Managed, cfg.Bootstrap, cfg.Security = f.managed, seeds, conn
 		cfg.Producers, cfg.Pipelines, cfg.Partitions, cfg.Rate = f.producers, f.pipelines, f.partitions, f.rate
 		cfg.StaticMembership = !f.dynamic
 		cfg.KeepDir = f.keep
