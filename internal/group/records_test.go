@@ -89,8 +89,10 @@ func FuzzDecodeRecord(f *testing.F) {
 		}
 		// Whatever decodes must replay, and the state it builds must
 		// survive its deadlines and a snapshot. (Huge records are left
-		// to the decode check: replaying them only makes the fuzzer slow.)
-		if len(value) > 16<<10 {
+		// to the decode check: replaying them only makes the fuzzer slow; at
+		// 16 KiB one slow replay outlasted the fuzz deadline on a loaded
+		// machine.)
+		if len(value) > 4<<10 {
 			return
 		}
 		cfg := testConfig()
