@@ -254,7 +254,19 @@ func newScramExchange(mech string, lookup Lookup) (*scramExchange, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &scramExchange{mech: mech, conv: srv.NewConversation()}, nil
+	return &scramExchange{mech: mech, conv: srv.WithNonceGenerator(alnumNonce).NewConversation()}, nil
+}
+
+// alnumNonce is the server's half of a SCRAM nonce: 32 random letters and
+// digits, alphanumeric as Kafka's are (xdg-go's default is base64).
+func alnumNonce() string {
+	const alphabet = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+	b := make([]byte, 32)
+	rand.Read(b)
+	for i := range b {
+		b[i] = alphabet[int(b[i])%len(alphabet)]
+	}
+	return string(b)
 }
 
 func (s *scramExchange) Step(token []byte) ([]byte, bool, error) {
@@ -266,7 +278,7 @@ func (s *scramExchange) Step(token []byte) ([]byte, bool, error) {
 	}
 	out, err := s.conv.Step(string(token))
 	if err != nil {
-		return nil, false, ErrAuthentication
+		return nil, false, fmt.Errorf("%w: %v", ErrAuthentication, err)
 	}
 	if !s.conv.Done() {
 		return []byte(out), false, nil
