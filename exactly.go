@@ -27,6 +27,7 @@ import (
 
 	"github.com/exactly/exactly/internal/broker"
 	"github.com/exactly/exactly/internal/cluster"
+	"github.com/exactly/exactly/internal/security"
 	"github.com/exactly/exactly/internal/server"
 	"github.com/exactly/exactly/internal/vfs"
 	"github.com/prometheus/client_golang/prometheus"
@@ -40,12 +41,19 @@ type Options struct {
 	// DataDir holds the logs and metadata (log.dirs). Empty: a temporary
 	// directory removed by Close.
 	DataDir string
-	// Listen is the address to accept Kafka connections on. Empty:
-	// 127.0.0.1:0 (a free port).
+	// Listen is the address of one PLAINTEXT listener, shorthand for
+	// Config["listeners"]="PLAINTEXT://<Listen>" (setting both is an
+	// error). Both empty: 127.0.0.1:0 (a free port).
 	Listen string
-	// Advertise is the host:port returned to clients in metadata. Empty:
-	// the actual listening address.
+	// Advertise is the host:port returned to clients of the first
+	// listener in metadata, unless Config["advertised.listeners"] names
+	// it. Empty: the actual listening address.
 	Advertise string
+	// ScramUsers are SCRAM credentials to create (or replace, if the
+	// password or iterations differ) before the broker accepts
+	// connections: the first users of a SASL listener, as
+	// `exactly serve --add-scram` gives them.
+	ScramUsers []ScramUser
 	// Config holds broker configs by Kafka key (num.partitions,
 	// log.retention.ms, message.max.bytes, ...).
 	Config map[string]string
@@ -58,10 +66,21 @@ type Options struct {
 	ShutdownGrace time.Duration
 }
 
+// ScramUser is one SCRAM credential to create at start.
+type ScramUser struct {
+	// Mechanism is SCRAM-SHA-256 or SCRAM-SHA-512.
+	Mechanism string
+	Name      string
+	Password  string
+	// Iterations defaults to 4096 (Kafka's default); 4096..16384.
+	Iterations int
+}
+
 // Broker is a running broker.
 type Broker struct {
 	b        *broker.Broker
 	srv      *server.Server
+	tls      *security.TLS
 	metrics  *http.Server
 	mln      net.Listener
 	tempDir  string
@@ -103,38 +122,32 @@ func Start(opts Options) (*Broker, error) {
 	}
 	static["log.dirs"] = dataDir
 
-	listen := opts.Listen
-	if listen == "" {
-		listen = "127.0.0.1:0"
-	}
-	ln, err := net.Listen("tcp", listen)
+	lns, err := openListeners(opts, static)
 	if err != nil {
 		out.cleanupTemp()
-		return nil, fmt.Errorf("listening on %s: %w", listen, err)
+		return nil, err
 	}
-	advertise := opts.Advertise
-	if advertise == "" {
-		advertise = ln.Addr().String()
-	}
-	host, portStr, err := net.SplitHostPort(advertise)
-	port, perr := strconv.Atoi(portStr)
-	if err != nil || perr != nil || port <= 0 || port > 65535 {
-		ln.Close()
+	closeAll := func() {
+		for _, l := range lns {
+			l.Net.Close()
+		}
 		out.cleanupTemp()
-		return nil, fmt.Errorf("advertised address %q is not host:port", advertise)
 	}
-	if host == "" || host == "0.0.0.0" || host == "::" {
-		ln.Close()
-		out.cleanupTemp()
-		return nil, fmt.Errorf("advertised address %q must name a host clients can reach (use --advertise)", advertise)
+	advertised, err := advertisedListeners(opts, static, lns)
+	if err != nil {
+		closeAll()
+		return nil, err
+	}
+	if out.tls, err = loadTLS(static, lns); err != nil {
+		closeAll()
+		return nil, err
 	}
 	nodeID := int32(0)
 	for _, k := range []string{"node.id", "broker.id"} {
 		if v, ok := static[k]; ok {
 			n, err := strconv.Atoi(v)
 			if err != nil || n < 0 {
-				ln.Close()
-				out.cleanupTemp()
+				closeAll()
 				return nil, fmt.Errorf("%s=%q is not a non-negative integer", k, v)
 			}
 			nodeID = int32(n)
@@ -144,21 +157,32 @@ func Start(opts Options) (*Broker, error) {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	b, err := broker.New(broker.Config{
 		FS: vfs.OS(), DataDir: dataDir, NodeID: nodeID,
-		AdvertisedHost: host, AdvertisedPort: int32(port),
-		Static: static, Logger: logger, Registry: reg,
+		AdvertisedHost: advertised[lns[0].Name].Host, AdvertisedPort: advertised[lns[0].Name].Port,
+		Advertised: advertised, Static: static, Logger: logger, Registry: reg,
 	})
 	if err != nil {
-		ln.Close()
-		out.cleanupTemp()
+		closeAll()
 		return nil, err
 	}
 	out.b = b
+	for _, u := range opts.ScramUsers {
+		if u.Iterations == 0 {
+			u.Iterations = security.MinScramIterations
+		}
+		outcome, err := b.UpsertScramPassword(u.Name, u.Mechanism, u.Password, u.Iterations)
+		if err != nil {
+			b.Close()
+			closeAll()
+			return nil, fmt.Errorf("SCRAM credential %s for %q: %w", u.Mechanism, u.Name, err)
+		}
+		logger.Info("SCRAM credential "+string(outcome), "user", u.Name, "mechanism", u.Mechanism, "iterations", u.Iterations)
+	}
 	brokerInt := func(key string) int64 {
 		v, _ := b.Catalog().BrokerConfig(key)
 		return cluster.Int64(v, 0)
 	}
 	ms := func(key string) time.Duration { return time.Duration(brokerInt(key)) * time.Millisecond }
-	out.srv = server.New(ln, server.Config{
+	out.srv = server.NewListeners(lns, server.Config{
 		MaxRequestBytes:     int32(brokerInt("socket.request.max.bytes")),
 		IdleTimeout:         ms("connections.max.idle.ms"),
 		RequestReadTimeout:  ms("socket.request.read.timeout.ms"),
@@ -169,7 +193,11 @@ func Start(opts Options) (*Broker, error) {
 		// Produce appends every batch before its handler returns (the
 		// fsync wait holds no request bytes), so its buffers can be
 		// reused at once; they are most of what the broker allocates.
-		RecycledKeys: []int16{0},
+		RecycledKeys:   []int16{0},
+		Authenticator:  b.Authenticator(),
+		AuthTimeout:    ms("socket.request.read.timeout.ms"),
+		MaxSaslReceive: int32(brokerInt("sasl.server.max.receive.size")),
+		MaxReauth:      ms("connections.max.reauth.ms"),
 	}, b, logger, b.Observer())
 	go func() { out.serveErr <- out.srv.Serve() }()
 
@@ -185,7 +213,12 @@ func Start(opts Options) (*Broker, error) {
 		out.metrics = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 		go out.metrics.Serve(mln)
 	}
-	logger.Info("broker started", "listen", ln.Addr().String(), "advertise", advertise,
+	for _, l := range lns {
+		a := advertised[l.Name]
+		logger.Info("listening", "listener", l.Name, "security_protocol", string(l.Protocol),
+			"listen", l.Net.Addr().String(), "advertise", net.JoinHostPort(a.Host, strconv.Itoa(int(a.Port))))
+	}
+	logger.Info("broker started", "listen", lns[0].Net.Addr().String(),
 		"data_dir", dataDir, "node_id", nodeID, "cluster_id", b.ClusterID())
 	return out, nil
 }
@@ -196,8 +229,34 @@ func (b *Broker) cleanupTemp() {
 	}
 }
 
-// Addr is the address clients should bootstrap from (host:port).
+// Addr is the first listener's address (host:port): with Listen, the
+// one clients bootstrap from.
 func (b *Broker) Addr() string { return b.srv.Addr().String() }
+
+// ListenerAddr is the address of the named listener ("SASL_SSL", ...),
+// or "" if there is none.
+func (b *Broker) ListenerAddr(name string) string {
+	if a := b.srv.ListenerAddr(strings.ToUpper(name)); a != nil {
+		return a.String()
+	}
+	return ""
+}
+
+// ReloadTLS reads the TLS listeners' certificate files
+// (ssl.keystore.location, ssl.truststore.location) again; connections
+// accepted afterwards use them. On error the files in use are kept.
+// `exactly serve` calls it on SIGHUP.
+func (b *Broker) ReloadTLS() error {
+	if b.tls == nil {
+		return nil
+	}
+	if err := b.tls.Reload(); err != nil {
+		b.log.Error("TLS reload failed; keeping the certificates in use", "err", err)
+		return err
+	}
+	b.log.Info("TLS certificates reloaded")
+	return nil
+}
 
 // MetricsAddr is the metrics listener's address, or "" if none.
 func (b *Broker) MetricsAddr() string {

@@ -97,6 +97,7 @@ go test -race -count=1 -timeout 45m ./...
 echo "== fuzz targets (15s each)"
 fuzz() { go test -run '^$' -fuzz "^$2\$" -fuzztime 15s "$1"; }
 fuzz ./internal/server FuzzDecode
+fuzz ./internal/server FuzzSASLExchange
 fuzz ./internal/wire FuzzDecodeRequest
 fuzz ./internal/record FuzzValidate
 fuzz ./internal/log FuzzRecover

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"strconv"
 	"strings"
 	"syscall"
 
@@ -34,7 +35,7 @@ const serveMemoryLimit = 768 << 20
 func serveCommand() *cobra.Command {
 	var (
 		dataDir, listen, advertise, configFile, metricsListen, logLevel string
-		sets                                                            []string
+		sets, addScram                                                  []string
 	)
 	cmd := &cobra.Command{
 		Use:   "serve",
@@ -83,19 +84,15 @@ GiB.`,
 				}
 				cfg[strings.TrimSpace(k)] = strings.TrimSpace(v)
 			}
-			// Kafka's listener keys, if present in the file, supply defaults.
-			if !cmd.Flags().Changed("listen") {
-				if l, ok := plaintextListener(cfg["listeners"]); ok {
-					listen = l
-				}
+			// --listen is shorthand for one PLAINTEXT listener: its default
+			// applies only when no `listeners` key is given.
+			if !cmd.Flags().Changed("listen") && cfg["listeners"] != "" {
+				listen = ""
 			}
-			if !cmd.Flags().Changed("advertise") {
-				if a, ok := plaintextListener(cfg["advertised.listeners"]); ok {
-					advertise = a
-				}
+			scram, err := parseAddScram(addScram)
+			if err != nil {
+				return err
 			}
-			delete(cfg, "listeners")
-			delete(cfg, "advertised.listeners")
 			if cmd.Flags().Changed("data-dir") || cfg["log.dirs"] == "" {
 				cfg["log.dirs"] = dataDir
 			}
@@ -114,15 +111,19 @@ GiB.`,
 			}
 			b, err := exactly.Start(exactly.Options{
 				DataDir: cfg["log.dirs"], Listen: listen, Advertise: advertise,
-				Config: cfg, MetricsListen: metricsListen, Logger: logger,
+				Config: cfg, MetricsListen: metricsListen, Logger: logger, ScramUsers: scram,
 			})
 			if err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.ErrOrStderr(), "exactly: serving Kafka on %s (data in %s)\n", b.Addr(), cfg["log.dirs"])
 			sig := make(chan os.Signal, 1)
-			signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+			signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 			s := <-sig
+			for s == syscall.SIGHUP {
+				b.ReloadTLS() // logs the outcome
+				s = <-sig
+			}
 			logger.Info("shutting down", "signal", s.String())
 			signal.Stop(sig)
 			return b.Close()
@@ -136,17 +137,54 @@ GiB.`,
 	f.StringArrayVar(&sets, "set", nil, "broker config key=value (repeatable)")
 	f.StringVar(&metricsListen, "metrics-listen", "", "serve Prometheus metrics on this address, e.g. 127.0.0.1:9308")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	f.StringArrayVar(&addScram, "add-scram", nil, "create a SCRAM credential before serving, e.g. 'SCRAM-SHA-256=[name=admin,password=admin-secret]' (optional iterations=N; repeatable; replaces a credential whose password differs)")
 	return cmd
 }
 
-// plaintextListener extracts host:port from a Kafka listeners value such as
-// "PLAINTEXT://127.0.0.1:9092".
-func plaintextListener(v string) (string, bool) {
-	for _, l := range strings.Split(v, ",") {
-		l = strings.TrimSpace(l)
-		if rest, ok := strings.CutPrefix(l, "PLAINTEXT://"); ok {
-			return rest, true
+// parseAddScram parses --add-scram values in kafka-storage.sh's form:
+// MECHANISM=[name=NAME,password=PASSWORD(,iterations=N)]. A password with
+// a comma or bracket may be quoted: password="a,b".
+func parseAddScram(vals []string) ([]exactly.ScramUser, error) {
+	var out []exactly.ScramUser
+	for _, v := range vals {
+		mech, rest, ok := strings.Cut(v, "=")
+		body, ok2 := strings.CutPrefix(rest, "[")
+		body, ok3 := strings.CutSuffix(body, "]")
+		if !ok || !ok2 || !ok3 {
+			return nil, fmt.Errorf("--add-scram %q: want MECHANISM=[name=NAME,password=PASSWORD]", v)
 		}
+		u := exactly.ScramUser{Mechanism: strings.TrimSpace(mech)}
+		for body != "" {
+			var k, val string
+			k, body, _ = strings.Cut(body, "=")
+			if strings.HasPrefix(body, `"`) {
+				end := strings.Index(body[1:], `"`)
+				if end < 0 {
+					return nil, fmt.Errorf("--add-scram %q: unterminated quote", v)
+				}
+				val, body = body[1:1+end], strings.TrimPrefix(body[2+end:], ",")
+			} else {
+				val, body, _ = strings.Cut(body, ",")
+			}
+			switch strings.TrimSpace(k) {
+			case "name":
+				u.Name = val
+			case "password":
+				u.Password = val
+			case "iterations":
+				n, err := strconv.Atoi(val)
+				if err != nil {
+					return nil, fmt.Errorf("--add-scram %q: iterations %q is not a number", v, val)
+				}
+				u.Iterations = n
+			default:
+				return nil, fmt.Errorf("--add-scram %q: unknown field %q (name, password, iterations)", v, k)
+			}
+		}
+		if u.Name == "" || u.Password == "" {
+			return nil, fmt.Errorf("--add-scram %q: name and password are required", v)
+		}
+		out = append(out, u)
 	}
-	return "", false
+	return out, nil
 }

@@ -5,9 +5,11 @@
 # version pinned in go.mod from the module cache, builds exactly, starts `exactly serve` on a
 # fresh data directory, and runs the variants CI runs: the produce/consume, group and
 # transaction tests, then TestTxnEtl again with KGO_TEST_UNSAFE (unsafe commits) and
-# KGO_TEST_CHAOS (random client kills). Each variant gets a fresh broker.
+# KGO_TEST_CHAOS (random client kills), then the SCRAM tests (TestSCRAMAuth,
+# TestSCRAMAuthBadCredentials) against a broker with a SASL_PLAINTEXT listener on KGO_PORT+1 and
+# a SCRAM-SHA-256 user. Each variant gets a fresh broker.
 #
-# usage: compat/kgo/suite.sh [TEST_REGEX]
+# usage: compat/kgo/suite.sh [TEST_REGEX | scram]   (scram: only the SCRAM variant)
 #   env: RECORDS (records per ETL test, default 20000), KGO_PORT (default 19092),
 #        TIMEOUT (per variant, default 20m), KGO_LOG_LEVEL (franz-go's, default none)
 # Exit status: non-zero if any variant fails.
@@ -34,9 +36,12 @@ cp -r "$src" "$work/franz-go"
 chmod -R u+w "$work/franz-go"
 go build -o "$work/exactly" ./cmd/exactly
 
+# start_broker [SERVE_ARGS...]: without arguments one PLAINTEXT listener on $port.
 start_broker() {
   rm -rf "$work/data"
-  "$work/exactly" serve --data-dir "$work/data" --listen "127.0.0.1:$port" --log-level warn &
+  local args=("$@")
+  [ ${#args[@]} -eq 0 ] && args=(--listen "127.0.0.1:$port")
+  "$work/exactly" serve --data-dir "$work/data" --log-level warn "${args[@]}" &
   broker_pid=$!
   for _ in $(seq 100); do
     (echo >"/dev/tcp/127.0.0.1/$port") 2>/dev/null && return 0
@@ -54,12 +59,14 @@ stop_broker() {
 }
 
 failed=0
-# run NAME REGEX [ENV=VALUE...]: one variant against a fresh broker.
+# run NAME REGEX [ENV=VALUE...]: one variant against a fresh broker (started with the
+# serve arguments in the array broker_args, if set).
+broker_args=()
 run() {
   local name=$1 regex=$2
   shift 2
   echo "== franz-go $name: $regex"
-  start_broker
+  start_broker "${broker_args[@]}"
   local out="$work/$name.log" status=0
   (cd "$work/franz-go" && env "$@" KGO_SEEDS="127.0.0.1:$port" KGO_TEST_RF=1 \
     KGO_TEST_RECORDS="${RECORDS:-20000}" KGO_LOG_LEVEL="${KGO_LOG_LEVEL:-none}" \
@@ -74,9 +81,24 @@ run() {
   stop_broker
 }
 
+run_scram() {
+  scram_port=$((port + 1))
+  broker_args=(--set "listeners=PLAINTEXT://127.0.0.1:$port,SASL_PLAINTEXT://127.0.0.1:$scram_port"
+    --set "sasl.enabled.mechanisms=SCRAM-SHA-256,SCRAM-SHA-512"
+    --add-scram 'SCRAM-SHA-256=[name=kgo,password=kgo-secret]')
+  run scram '^(TestSCRAMAuth|TestSCRAMAuthBadCredentials)$' \
+    KGO_TEST_SCRAM_SEEDS="127.0.0.1:$scram_port" KGO_TEST_SCRAM="kgo:kgo-secret"
+  broker_args=()
+}
+
+if [ "${1:-}" = scram ]; then
+  run_scram
+  exit "$failed"
+fi
 run plain "$tests"
 if [ -z "${1:-}" ]; then
   run unsafe '^TestTxnEtl$' KGO_TEST_UNSAFE=1
   run chaos '^TestTxnEtl$' KGO_TEST_CHAOS=1
+  run_scram
 fi
 exit "$failed"

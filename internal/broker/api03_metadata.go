@@ -34,7 +34,7 @@ const authorizedOpsUnknown = -2147483648
 func (b *Broker) handleMetadata(_ context.Context, r *server.Request) server.Reply {
 	req := r.Msg.(*kmsg.MetadataRequest)
 	resp := req.ResponseKind().(*kmsg.MetadataResponse)
-	resp.Brokers = []kmsg.MetadataResponseBroker{b.brokerEntry()}
+	resp.Brokers = []kmsg.MetadataResponseBroker{b.brokerEntry(r)}
 	cid := b.ClusterID()
 	resp.ClusterID = &cid
 	resp.ControllerID = b.cfg.NodeID
@@ -105,11 +105,10 @@ func (b *Broker) mayAutoCreate(created *int) bool {
 	return true
 }
 
-func (b *Broker) brokerEntry() kmsg.MetadataResponseBroker {
+func (b *Broker) brokerEntry(r *server.Request) kmsg.MetadataResponseBroker {
 	br := kmsg.NewMetadataResponseBroker()
 	br.NodeID = b.cfg.NodeID
-	br.Host = b.cfg.AdvertisedHost
-	br.Port = b.cfg.AdvertisedPort
+	br.Host, br.Port = b.advertised(r)
 	return br
 }
 

@@ -39,7 +39,8 @@ func (b *Broker) handleFindCoordinator(_ context.Context, r *server.Request) ser
 			c.Key = key
 			c.NodeID, c.Host, c.Port = -1, "", -1
 			if c.ErrorCode, c.ErrorMessage = answer(key); c.ErrorCode == 0 {
-				c.NodeID, c.Host, c.Port = b.cfg.NodeID, b.cfg.AdvertisedHost, b.cfg.AdvertisedPort
+				c.NodeID = b.cfg.NodeID
+				c.Host, c.Port = b.advertised(r)
 			}
 			resp.Coordinators = append(resp.Coordinators, c)
 		}
@@ -47,7 +48,8 @@ func (b *Broker) handleFindCoordinator(_ context.Context, r *server.Request) ser
 	}
 	resp.NodeID, resp.Host, resp.Port = -1, "", -1
 	if resp.ErrorCode, resp.ErrorMessage = answer(req.CoordinatorKey); resp.ErrorCode == 0 {
-		resp.NodeID, resp.Host, resp.Port = b.cfg.NodeID, b.cfg.AdvertisedHost, b.cfg.AdvertisedPort
+		resp.NodeID = b.cfg.NodeID
+		resp.Host, resp.Port = b.advertised(r)
 	}
 	return immediate(resp)
 }

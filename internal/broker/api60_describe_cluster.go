@@ -23,8 +23,7 @@ func (b *Broker) handleDescribeCluster(_ context.Context, r *server.Request) ser
 	resp.ClusterAuthorizedOperations = authorizedOpsUnknown
 	br := kmsg.NewDescribeClusterResponseBroker()
 	br.NodeID = b.cfg.NodeID
-	br.Host = b.cfg.AdvertisedHost
-	br.Port = b.cfg.AdvertisedPort
+	br.Host, br.Port = b.advertised(r)
 	resp.Brokers = []kmsg.DescribeClusterResponseBroker{br}
 	return immediate(resp)
 }

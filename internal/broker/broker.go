@@ -42,12 +42,35 @@ type Config struct {
 	// AdvertisedHost and AdvertisedPort are returned in metadata.
 	AdvertisedHost string
 	AdvertisedPort int32
+	// Advertised maps a listener name to the address its clients are
+	// told (advertised.listeners): Metadata, FindCoordinator and
+	// DescribeCluster answer the address of the listener the request
+	// came in on, as Kafka does. A listener not in it gets
+	// AdvertisedHost:AdvertisedPort.
+	Advertised map[string]Endpoint
 	// Static holds broker configs from server.properties and --set.
 	Static map[string]string
 	// Logger receives one line per notable event.
 	Logger *slog.Logger
 	// Registry receives the broker's metrics; nil for none.
 	Registry prometheus.Registerer
+}
+
+// Endpoint is an advertised host and port.
+type Endpoint struct {
+	Host string
+	Port int32
+}
+
+// advertised is the address to tell the client of r: that of the
+// listener r arrived on.
+func (b *Broker) advertised(r *server.Request) (string, int32) {
+	if r != nil && r.Conn != nil {
+		if e, ok := b.cfg.Advertised[r.Conn.Listener()]; ok {
+			return e.Host, e.Port
+		}
+	}
+	return b.cfg.AdvertisedHost, b.cfg.AdvertisedPort
 }
 
 // Broker serves the Kafka APIs for one node.
@@ -88,6 +111,10 @@ type Broker struct {
 
 	// autoCreate bounds topic auto-creation by Metadata (autocreate.go).
 	autoCreate autoCreateBudget
+
+	// authAudit rate-limits the log lines of failed authentications
+	// (sasl.go).
+	authAudit auditLimiter
 }
 
 // New opens the catalog and every partition (recovering logs as needed).

@@ -36,6 +36,10 @@ type metrics struct {
 	// producersExpired counts producer ids partitions forgot: idle past
 	// producer.id.expiration.ms, or evicted for a new producer when full.
 	producersExpired prometheus.Counter
+	// authFailures and authSuccesses count authentications per
+	// mechanism (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512, SSL, other).
+	authFailures  *prometheus.CounterVec
+	authSuccesses *prometheus.CounterVec
 }
 
 func newMetrics(b *Broker, reg prometheus.Registerer) *metrics {
@@ -87,8 +91,17 @@ func newMetrics(b *Broker, reg prometheus.Registerer) *metrics {
 			Name: "kafka_log_producer_ids_expired_total",
 			Help: "Producer ids forgotten by partitions: idle past producer.id.expiration.ms, or evicted for a new producer when a partition held producer.id.max.per.partition.",
 		}),
+		authFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "kafka_server_authentication_failures_total",
+			Help: "Failed authentications (SASL exchanges, TLS handshakes), per mechanism.",
+		}, []string{"mechanism"}),
+		authSuccesses: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "kafka_server_authentication_successes_total",
+			Help: "Successful authentications (SASL exchanges, TLS client certificates), per mechanism.",
+		}, []string{"mechanism"}),
 	}
 	if reg != nil {
+		reg.MustRegister(m.authFailures, m.authSuccesses)
 		reg.MustRegister(m.messagesIn, m.bytesIn, m.bytesOut, m.requests, m.reqErrors, m.reqTime,
 			m.throttledReqs, m.throttleTime,
 			m.connCount, m.connCreated, m.connClosed, m.connRejected, m.requestBytes, m.producersExpired, &logCollector{b: b})

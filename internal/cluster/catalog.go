@@ -70,6 +70,9 @@ type catalogFile struct {
 	GroupGenerations int32 `json:"group_generations,omitempty"`
 	// ClientQuotas are the client quotas set by AlterClientQuotas.
 	ClientQuotas []ClientQuota `json:"client_quotas,omitempty"`
+	// ScramCredentials are the SCRAM credentials by user and mechanism
+	// (KIP-554), absent from catalogs written before SASL existed.
+	ScramCredentials map[string]map[string]ScramCredential `json:"scram_credentials,omitempty"`
 	// Deleting lists deleted topics whose partition directories may still
 	// exist: a topic moves here from Topics in the same write that deletes
 	// it, and leaves once its directories are gone. Only directories these
@@ -82,6 +85,16 @@ type catalogFile struct {
 type ClientQuota struct {
 	Entity []QuotaEntityPart  `json:"entity"`
 	Values map[string]float64 `json:"values"`
+}
+
+// ScramCredential is one user's stored SCRAM credential for one mechanism
+// (RFC 5802): salt, iterations and the two derived keys, never the
+// password. Byte fields are base64 in the file.
+type ScramCredential struct {
+	Salt       []byte `json:"salt"`
+	Iterations int    `json:"iterations"`
+	StoredKey  []byte `json:"stored_key"`
+	ServerKey  []byte `json:"server_key"`
 }
 
 // QuotaEntityPart is one component of a quota entity.
@@ -107,6 +120,7 @@ type Catalog struct {
 	dynamic   map[string]string
 	groupGens int32
 	quotas    []ClientQuota
+	scram     map[string]map[string]ScramCredential
 	deleting  []*Topic
 }
 
@@ -171,6 +185,7 @@ func (c *Catalog) load() error {
 	c.clusterID = cf.ClusterID
 	c.groupGens = cf.GroupGenerations
 	c.quotas = cf.ClientQuotas
+	c.scram = cf.ScramCredentials
 	for _, t := range cf.Topics {
 		c.byName[t.Name] = t
 		c.byID[t.ID] = t
@@ -202,7 +217,7 @@ func newTopicID() TopicID {
 // persistLocked rewrites the catalog file atomically. c.mu must be held.
 func (c *Catalog) persistLocked() error {
 	cf := catalogFile{Version: catalogVersion, ClusterID: c.clusterID, BrokerConfigs: c.dynamic, GroupGenerations: c.groupGens,
-		ClientQuotas: c.quotas, Deleting: c.deleting}
+		ClientQuotas: c.quotas, ScramCredentials: c.scram, Deleting: c.deleting}
 	for _, t := range c.byName {
 		cf.Topics = append(cf.Topics, t)
 	}
@@ -573,6 +588,37 @@ func (c *Catalog) SetClientQuotas(q []ClientQuota) error {
 	c.quotas = q
 	if err := c.persistLocked(); err != nil {
 		c.quotas = old
+		return err
+	}
+	return nil
+}
+
+// ScramCredential returns a user's stored credential for a SCRAM
+// mechanism.
+func (c *Catalog) ScramCredential(user, mechanism string) (ScramCredential, bool) {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	cr, ok := c.scram[user][mechanism]
+	return cr, ok
+}
+
+// ScramCredentials returns the stored SCRAM credentials by user and
+// mechanism. The maps are shared: the caller must not modify them.
+func (c *Catalog) ScramCredentials() map[string]map[string]ScramCredential {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.scram
+}
+
+// SetScramCredentials replaces the stored SCRAM credentials durably. The
+// catalog keeps m; the caller must not modify it afterwards.
+func (c *Catalog) SetScramCredentials(m map[string]map[string]ScramCredential) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	old := c.scram
+	c.scram = m
+	if err := c.persistLocked(); err != nil {
+		c.scram = old
 		return err
 	}
 	return nil

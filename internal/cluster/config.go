@@ -6,6 +6,8 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+
+	"github.com/exactly/exactly/internal/security"
 )
 
 // ConfigType is the Kafka config type reported by DescribeConfigs v3+.
@@ -286,6 +288,41 @@ var brokerConfigDefs = []BrokerConfigDef{
 	// exactly's own: producers one partition's state keeps (Kafka has no
 	// bound); see docs/DESIGN.md, Limits and hostile input.
 	{Name: "producer.id.max.per.partition", Type: TypeInt, Default: "10000", validate: intMin(1)},
+	// Listeners and security (docs/DESIGN.md, "Security"); read at start.
+	{Name: "listeners", Type: TypeString, Default: "PLAINTEXT://127.0.0.1:9092"},
+	{Name: "advertised.listeners", Type: TypeString, Default: ""},
+	{Name: "listener.security.protocol.map", Type: TypeString, Default: security.DefaultProtocolMap, validate: protocolMap},
+	{Name: "ssl.keystore.type", Type: TypeString, Default: "PEM", validate: oneOf("PEM")},
+	{Name: "ssl.keystore.location", Type: TypeString, Default: ""},
+	{Name: "ssl.truststore.type", Type: TypeString, Default: "PEM", validate: oneOf("PEM")},
+	{Name: "ssl.truststore.location", Type: TypeString, Default: ""},
+	{Name: "ssl.client.auth", Type: TypeString, Default: "none", validate: oneOf("none", "requested", "required")},
+	{Name: "ssl.principal.mapping.rules", Type: TypeString, Default: "DEFAULT", validate: principalRules},
+	// This broker's default; Kafka's is GSSAPI, which it does not serve.
+	{Name: "sasl.enabled.mechanisms", Type: TypeList, Default: security.DefaultMechanisms, validate: saslMechanisms},
+	{Name: "sasl.server.max.receive.size", Type: TypeInt, Default: "524288", validate: intMin(1)},
+	{Name: "connections.max.reauth.ms", Type: TypeLong, Default: "0", validate: longMin(0)},
+}
+
+func protocolMap(v string) error {
+	_, err := security.ParseProtocolMap(v)
+	return err
+}
+
+func principalRules(v string) error {
+	_, err := security.ParsePrincipalRules(v)
+	return err
+}
+
+func saslMechanisms(v string) error {
+	for _, m := range strings.Split(v, ",") {
+		switch strings.TrimSpace(m) {
+		case security.MechPlain, security.MechScramSHA256, security.MechScramSHA512:
+		default:
+			return fmt.Errorf("SASL mechanism %q is not supported (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512)", m)
+		}
+	}
+	return nil
 }
 
 var brokerConfigIndex = func() map[string]*BrokerConfigDef {

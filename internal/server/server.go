@@ -13,6 +13,7 @@ package server
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -25,6 +26,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/exactly/exactly/internal/security"
 	"github.com/exactly/exactly/internal/wire"
 
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -107,6 +109,35 @@ type Config struct {
 	// before returning, and its buffers are the bulk of the broker's
 	// garbage.
 	RecycledKeys []int16
+	// Authenticator runs the SASL exchanges of SASL listeners and hears
+	// of every authentication's outcome (TLS client certificates too).
+	// Required when a listener is SASL_PLAINTEXT or SASL_SSL.
+	Authenticator Authenticator
+	// AuthTimeout bounds, from accept, a TLS handshake and SASL exchange
+	// together: a connection not authenticated by then is closed, so slow
+	// or abandoned handshakes cannot hold goroutines and sockets.
+	// Default: RequestReadTimeout.
+	AuthTimeout time.Duration
+	// MaxSaslReceive is sasl.server.max.receive.size: the largest frame
+	// (or legacy SASL token) accepted before a SASL connection has
+	// authenticated.
+	MaxSaslReceive int32
+	// MaxReauth is connections.max.reauth.ms: an authenticated SASL
+	// session lasts this long, after which a connection that did not
+	// re-authenticate is closed at its next request. Zero: forever.
+	MaxReauth time.Duration
+}
+
+// Listener is one listening socket and the security protocol of the
+// connections it accepts.
+type Listener struct {
+	// Name is the listener name (Kafka's "listeners" key), by which the
+	// handler finds the address to advertise to its clients.
+	Name     string
+	Protocol security.Protocol
+	Net      net.Listener
+	// TLS is the material of SSL and SASL_SSL listeners.
+	TLS *security.TLS
 }
 
 // Defaults for Config fields left zero.
@@ -118,6 +149,7 @@ const (
 	DefaultMaxQueuedBytes      = 512 << 20
 	DefaultMaxConnections      = 4096
 	DefaultMaxConnectionsPerIP = 1024
+	DefaultMaxSaslReceive      = 524288
 )
 
 // recycleMin is the smallest request read into a pooled buffer: below it
@@ -135,7 +167,7 @@ type Server struct {
 	metrics Observer
 	budget  *budget
 
-	ln     net.Listener
+	lns    []*Listener
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -186,8 +218,15 @@ func (e ConnEvent) String() string {
 	return "unknown"
 }
 
-// New returns a server that will serve handler on ln once Serve is called.
+// New returns a server that will serve handler on ln, one PLAINTEXT
+// listener, once Serve is called.
 func New(ln net.Listener, cfg Config, handler Handler, logger *slog.Logger, obs Observer) *Server {
+	return NewListeners([]Listener{{Name: string(security.Plaintext), Protocol: security.Plaintext, Net: ln}}, cfg, handler, logger, obs)
+}
+
+// NewListeners returns a server that will serve handler on every listener
+// once Serve is called; every limit applies to all of them together.
+func NewListeners(lns []Listener, cfg Config, handler Handler, logger *slog.Logger, obs Observer) *Server {
 	if cfg.MaxInFlight <= 0 {
 		cfg.MaxInFlight = DefaultMaxInFlight
 	}
@@ -212,25 +251,62 @@ func New(ln net.Listener, cfg Config, handler Handler, logger *slog.Logger, obs 
 	if cfg.MaxConnectionsPerIP <= 0 {
 		cfg.MaxConnectionsPerIP = DefaultMaxConnectionsPerIP
 	}
+	if cfg.AuthTimeout <= 0 {
+		cfg.AuthTimeout = cfg.RequestReadTimeout
+	}
+	if cfg.MaxSaslReceive <= 0 {
+		cfg.MaxSaslReceive = DefaultMaxSaslReceive
+	}
 	if obs == nil {
 		obs = nopObserver{}
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Server{cfg: cfg, handler: handler, log: logger, metrics: obs, budget: newBudget(cfg.MaxQueuedBytes, obs),
-		ln: ln, ctx: ctx, cancel: cancel, conns: map[*Conn]struct{}{}, perIP: map[string]int{}}
+	srv := &Server{cfg: cfg, handler: handler, log: logger, metrics: obs, budget: newBudget(cfg.MaxQueuedBytes, obs),
+		ctx: ctx, cancel: cancel, conns: map[*Conn]struct{}{}, perIP: map[string]int{}}
+	for i := range lns {
+		l := lns[i]
+		srv.lns = append(srv.lns, &l)
+	}
+	return srv
 }
 
-// Addr is the listening address.
-func (s *Server) Addr() net.Addr { return s.ln.Addr() }
+// Addr is the first listener's address.
+func (s *Server) Addr() net.Addr { return s.lns[0].Net.Addr() }
 
-// Serve accepts connections until Close, and returns nil after Close. An
-// accept error other than a closed listener (EMFILE when the process is
-// out of file descriptors, ECONNABORTED, ENOBUFS) is retried with backoff:
-// returning would leave a live process that never accepts again.
+// ListenerAddr is the address of the named listener, or nil.
+func (s *Server) ListenerAddr(name string) net.Addr {
+	for _, l := range s.lns {
+		if l.Name == name {
+			return l.Net.Addr()
+		}
+	}
+	return nil
+}
+
+// Serve accepts connections on every listener until Close, and returns nil
+// after Close.
 func (s *Server) Serve() error {
+	errs := make(chan error, len(s.lns))
+	for _, l := range s.lns {
+		go func() { errs <- s.serveListener(l) }()
+	}
+	var first error
+	for range s.lns {
+		if err := <-errs; err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
+}
+
+// serveListener accepts connections on l until Close. An accept error
+// other than a closed listener (EMFILE when the process is out of file
+// descriptors, ECONNABORTED, ENOBUFS) is retried with backoff: returning
+// would leave a live process that never accepts again.
+func (s *Server) serveListener(l *Listener) error {
 	var retry acceptRetry
 	for {
-		nc, err := s.ln.Accept()
+		nc, err := l.Net.Accept()
 		if err != nil {
 			if s.ctx.Err() != nil {
 				return nil
@@ -247,7 +323,7 @@ func (s *Server) Serve() error {
 			continue
 		}
 		retry.reset()
-		c, ev := s.admit(nc)
+		c, ev := s.admit(nc, l)
 		if c == nil {
 			if ev == ConnRejectedMaxConnections || ev == ConnRejectedMaxConnectionsPerIP {
 				s.metrics.ObserveConnection(ev)
@@ -262,7 +338,7 @@ func (s *Server) Serve() error {
 
 // admit registers a new connection, or says why it is refused (a zero
 // event with a nil Conn: the server is closing).
-func (s *Server) admit(nc net.Conn) (*Conn, ConnEvent) {
+func (s *Server) admit(nc net.Conn, l *Listener) (*Conn, ConnEvent) {
 	ip := remoteIP(nc)
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -275,7 +351,17 @@ func (s *Server) admit(nc net.Conn) (*Conn, ConnEvent) {
 		return nil, ConnRejectedMaxConnectionsPerIP
 	}
 	ctx, cancel := context.WithCancel(s.ctx)
-	c := &Conn{srv: s, nc: nc, remote: nc.RemoteAddr().String(), ip: ip, ctx: ctx, cancel: cancel}
+	c := &Conn{srv: s, nc: nc, listener: l, remote: nc.RemoteAddr().String(), ip: ip, ctx: ctx, cancel: cancel}
+	if l.TLS != nil {
+		// No I/O yet: the handshake runs on the connection's goroutine.
+		c.nc = tls.Server(nc, l.TLS.ServerConfig())
+	}
+	if l.Protocol.SASL() {
+		c.sasl = &saslConn{}
+	}
+	if l.TLS != nil || c.sasl != nil {
+		c.authDeadline = time.Now().Add(s.cfg.AuthTimeout)
+	}
 	s.conns[c] = struct{}{}
 	s.perIP[ip]++
 	s.wg.Add(1)
@@ -315,7 +401,9 @@ func remoteIP(nc net.Conn) string {
 // Connections still busy after grace are closed forcibly.
 func (s *Server) Close(grace time.Duration) {
 	s.cancel()
-	s.ln.Close()
+	for _, l := range s.lns {
+		l.Net.Close()
+	}
 	s.mu.Lock()
 	for c := range s.conns {
 		c.nc.SetReadDeadline(time.Now())
@@ -338,10 +426,17 @@ func (s *Server) Close(grace time.Duration) {
 
 // Conn is one client connection.
 type Conn struct {
-	srv    *Server
-	nc     net.Conn
-	remote string
-	ip     string
+	srv      *Server
+	nc       net.Conn
+	listener *Listener
+	// sasl is the authentication state of a SASL listener's connection
+	// (auth.go), touched only by the reader; nil on other listeners.
+	sasl *saslConn
+	// authDeadline, if set, is when a connection that has not finished
+	// authenticating (TLS handshake, SASL exchange) is closed.
+	authDeadline time.Time
+	remote       string
+	ip           string
 	// ctx is cancelled when the connection ends (the peer went away, a
 	// deadline passed, a bad request) or the server closes: a handler's
 	// deferred work for a connection nobody will answer stops with it.
@@ -353,6 +448,9 @@ type Conn struct {
 	// connection, which then reads as the anonymous user.
 	user atomic.Pointer[string]
 }
+
+// Listener is the name of the listener the connection arrived on.
+func (c *Conn) Listener() string { return c.listener.Name }
 
 // RemoteAddr is the client's address.
 func (c *Conn) RemoteAddr() string { return c.remote }
@@ -392,6 +490,9 @@ type pending struct {
 	reply   Reply
 	start   time.Time
 	charged int64 // request bytes to release once the reply is done
+	// raw, if set, is sent as a legacy SASL token: a 4-byte length and
+	// these bytes, no header (auth.go).
+	raw []byte
 }
 
 func (c *Conn) serve() {
@@ -399,9 +500,12 @@ func (c *Conn) serve() {
 	defer s.forget(c)
 	queue := make(chan pending, s.cfg.MaxInFlight)
 	writerDone := make(chan struct{})
+	if !c.handshake() {
+		return
+	}
 	go c.writeLoop(queue, writerDone)
-	c.readLoop(queue)
-	if s.ctx.Err() == nil {
+	drain := c.readLoop(queue)
+	if s.ctx.Err() == nil && !drain {
 		// The reader stopped because of the peer (EOF, reset, a deadline,
 		// a request we refuse), not because the server is closing: nobody
 		// will read the answers still queued.
@@ -412,20 +516,36 @@ func (c *Conn) serve() {
 }
 
 // readLoop reads, decodes and handles requests in arrival order until the
-// connection or the server ends.
-func (c *Conn) readLoop(queue chan<- pending) {
+// connection or the server ends. drain is true when the last answers
+// queued must still be written before the connection closes (a refused
+// SASL authentication is answered, then closed).
+func (c *Conn) readLoop(queue chan<- pending) (drain bool) {
 	s := c.srv
 	br := bufio.NewReaderSize(c.nc, 64<<10)
 	for {
 		if !c.waitUnmuted() { // a throttled client's next request waits (mute.go)
-			return
+			return false
+		}
+		if c.sasl != nil && c.sasl.phase == phaseLegacy {
+			p, next, err := c.legacyToken(br)
+			if err != nil {
+				c.logAuthClose(err)
+				return false
+			}
+			if !c.enqueue(queue, p) {
+				return false
+			}
+			if next == closeAfter {
+				return true
+			}
+			continue
 		}
 		f, err := c.readFrame(br)
 		if err != nil {
 			if !errors.Is(err, errEndOfConn) {
 				s.log.Warn("closing connection", "remote", c.remote, "err", err)
 			}
-			return
+			return false
 		}
 		start := time.Now()
 		req, hdr, err := c.decode(f.buf)
@@ -437,11 +557,21 @@ func (c *Conn) readLoop(queue chan<- pending) {
 			s.log.Warn("closing connection: bad request", "remote", c.remote,
 				"api_key", hdr.APIKey, "api_version", hdr.APIVersion, "client_id", hdr.ClientID, "err", err)
 			s.metrics.ObserveRequest(hdr.APIKey, time.Since(start), true)
-			return
+			return false
 		}
 		var reply Reply
 		version := hdr.APIVersion
-		if req.Msg == nil {
+		next := carryOn
+		if c.sasl != nil && req.Msg != nil {
+			if reply, next, err = c.sasl.intercept(c, req); err != nil {
+				s.budget.release(f.charged)
+				c.logAuthClose(err)
+				return false
+			}
+		}
+		if next != carryOn {
+			// Answered by the SASL exchange (auth.go).
+		} else if req.Msg == nil {
 			version = 0
 			// ApiVersions with a version we do not know: answer v0 with
 			// UNSUPPORTED_VERSION and our ranges so the client can retry.
@@ -450,7 +580,7 @@ func (c *Conn) readLoop(queue chan<- pending) {
 			s.budget.release(f.charged)
 			s.log.Error("closing connection: handler panicked", "remote", c.remote,
 				"api_key", hdr.APIKey, "api_version", hdr.APIVersion, "client_id", hdr.ClientID, "err", err)
-			return
+			return false
 		}
 		flex := req.Msg != nil && req.Msg.IsFlexible() && hdr.APIKey != 18
 		if f.recycle != nil {
@@ -463,13 +593,25 @@ func (c *Conn) readLoop(queue chan<- pending) {
 			f.charged = req.decodeCharge
 		}
 		p := pending{hdr: hdr, version: version, flex: flex, reply: reply, start: start, charged: f.charged}
-		select {
-		case queue <- p:
-		case <-s.ctx.Done():
-			// Shutting down with a full queue: still answer this request.
-			queue <- p
-			return
+		if !c.enqueue(queue, p) {
+			return false
 		}
+		if next == closeAfter {
+			return true
+		}
+	}
+}
+
+// enqueue hands p to the writer; false when the server is closing (p is
+// still answered).
+func (c *Conn) enqueue(queue chan<- pending, p pending) bool {
+	select {
+	case queue <- p:
+		return true
+	case <-c.srv.ctx.Done():
+		// Shutting down with a full queue: still answer this request.
+		queue <- p
+		return false
 	}
 }
 
@@ -493,6 +635,10 @@ func (c *Conn) readFrame(br *bufio.Reader) (frame, error) {
 	if s.cfg.IdleTimeout > 0 {
 		idle = time.Now().Add(s.cfg.IdleTimeout)
 	}
+	authenticating := c.authenticating()
+	if authenticating && (idle.IsZero() || c.authDeadline.Before(idle)) {
+		idle = c.authDeadline
+	}
 	if !c.setReadDeadline(idle) {
 		return frame{}, errEndOfConn
 	}
@@ -504,7 +650,13 @@ func (c *Conn) readFrame(br *bufio.Reader) (frame, error) {
 	if size < 8 || size > s.cfg.MaxRequestBytes {
 		return frame{}, fmt.Errorf("request frame size %d out of bounds (socket.request.max.bytes %d)", size, s.cfg.MaxRequestBytes)
 	}
+	if authenticating && size > s.cfg.MaxSaslReceive {
+		return frame{}, fmt.Errorf("request frame size %d before authentication (sasl.server.max.receive.size %d)", size, s.cfg.MaxSaslReceive)
+	}
 	deadline := time.Now().Add(s.cfg.RequestReadTimeout)
+	if authenticating && c.authDeadline.Before(deadline) {
+		deadline = c.authDeadline
+	}
 	if !c.setReadDeadline(deadline) {
 		return frame{}, errEndOfConn
 	}
@@ -732,6 +884,9 @@ func (c *Conn) writeLoop(queue <-chan pending, done chan<- struct{}) {
 		}
 		if resp != nil {
 			out = appendResponse(out, p, resp)
+		} else if p.raw != nil {
+			out = binary.BigEndian.AppendUint32(out, uint32(len(p.raw)))
+			out = append(out, p.raw...)
 		}
 		if len(out) == 0 || len(queue) > 0 && len(out) < flushAt {
 			continue // pipelined responses leave in one write
