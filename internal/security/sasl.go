@@ -7,9 +7,11 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/sha512"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"hash"
+	"strings"
 
 	"github.com/xdg-go/scram"
 )
@@ -232,9 +234,22 @@ func (p *plainExchange) Step(token []byte) ([]byte, bool, error) {
 
 func (p *plainExchange) User() string { return p.user }
 
+// scramExchange is one SCRAM authentication. xdg-go/scram parses the
+// client-first message and builds the server-first one; the client-final
+// message is verified here, because librdkafka (kcat, confluent-kafka)
+// sends its nonce as its own nonce followed by the whole server nonce
+// (which already starts with its own), and Kafka accepts a final nonce
+// that ends with the server's: the proof is still over what the client
+// sent, so nothing is weakened, and xdg-go insists on equality.
 type scramExchange struct {
-	mech string
-	conv *scram.ServerConversation
+	mech   string
+	lookup Lookup
+	conv   *scram.ServerConversation
+	// Kept from the first round for the final one.
+	gs2Header, c1Bare, s1, nonce string
+	cred                         ScramCredential
+	valid                        bool
+	done                         bool
 }
 
 // MaxScramMessage bounds a SCRAM client message: a user name, a nonce and a
@@ -254,7 +269,7 @@ func newScramExchange(mech string, lookup Lookup) (*scramExchange, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &scramExchange{mech: mech, conv: srv.WithNonceGenerator(alnumNonce).NewConversation()}, nil
+	return &scramExchange{mech: mech, lookup: lookup, conv: srv.WithNonceGenerator(alnumNonce).NewConversation()}, nil
 }
 
 // alnumNonce is the server's half of a SCRAM nonce: 32 random letters and
@@ -270,30 +285,96 @@ func alnumNonce() string {
 }
 
 func (s *scramExchange) Step(token []byte) ([]byte, bool, error) {
-	if s.conv.Done() {
+	if s.done {
 		return nil, false, errors.New("SCRAM exchange already complete")
 	}
 	if len(token) > MaxScramMessage {
 		return nil, false, fmt.Errorf("SCRAM message of %d bytes (at most %d)", len(token), MaxScramMessage)
 	}
-	out, err := s.conv.Step(string(token))
+	if s.s1 == "" {
+		return s.first(string(token))
+	}
+	s.done = true
+	out, err := s.final(string(token))
 	if err != nil {
 		return nil, false, fmt.Errorf("%w: %v", ErrAuthentication, err)
-	}
-	if !s.conv.Done() {
-		return []byte(out), false, nil
-	}
-	if !s.conv.Valid() {
-		return nil, false, ErrAuthentication
-	}
-	if a := s.conv.AuthzID(); a != "" && a != s.conv.Username() {
-		return nil, false, errors.New("authorization id must be empty or match the user")
 	}
 	return []byte(out), true, nil
 }
 
+// first answers the client-first message (through xdg-go/scram) and keeps
+// what the final round needs.
+func (s *scramExchange) first(c1 string) ([]byte, bool, error) {
+	out, err := s.conv.Step(c1)
+	if err != nil || s.conv.Done() {
+		s.done = true
+		return nil, false, fmt.Errorf("%w: %v", ErrAuthentication, err)
+	}
+	if a := s.conv.AuthzID(); a != "" && a != s.conv.Username() {
+		s.done = true
+		return nil, false, errors.New("authorization id must be empty or match the user")
+	}
+	// The gs2 header is everything up to its second comma ("n,," or
+	// "n,a=user,"); xdg-go accepted the message, so both exist.
+	first := strings.IndexByte(c1, ',')
+	second := first + 1 + strings.IndexByte(c1[first+1:], ',')
+	cred, ok := s.lookup(s.conv.Username(), s.mech)
+	if !ok {
+		s.done = true
+		return nil, false, ErrAuthentication
+	}
+	s.gs2Header, s.c1Bare, s.s1, s.cred = c1[:second+1], c1[second+1:], out, cred
+	s.nonce = strings.TrimPrefix(strings.SplitN(out, ",", 2)[0], "r=")
+	return []byte(out), false, nil
+}
+
+// final verifies the client-final message (RFC 5802 section 3) and
+// returns the server-final one.
+func (s *scramExchange) final(c2 string) (string, error) {
+	wop, proofB64, ok := strings.Cut(c2, ",p=")
+	if !ok || strings.Contains(proofB64, ",") {
+		return "", errors.New("client-final message without a proof at its end")
+	}
+	var cbind, nonce string
+	for _, attr := range strings.Split(wop, ",") {
+		switch {
+		case strings.HasPrefix(attr, "c="):
+			cbind = attr[2:]
+		case strings.HasPrefix(attr, "r="):
+			nonce = attr[2:]
+		}
+	}
+	if got, err := base64.StdEncoding.DecodeString(cbind); err != nil || string(got) != s.gs2Header {
+		return "", errors.New("channel binding does not match the gs2 header")
+	}
+	if nonce != s.nonce && !strings.HasSuffix(nonce, s.nonce) {
+		return "", errors.New("nonce received does not end with the nonce sent")
+	}
+	proof, err := base64.StdEncoding.DecodeString(proofB64)
+	h, _ := scramHash(s.mech)
+	if err != nil || len(proof) != h().Size() {
+		return "", errors.New("malformed client proof")
+	}
+	authMsg := []byte(s.c1Bare + "," + s.s1 + "," + wop)
+	mac := hmac.New(h, s.cred.StoredKey)
+	mac.Write(authMsg)
+	clientKey := mac.Sum(nil)
+	for i := range clientKey {
+		clientKey[i] ^= proof[i]
+	}
+	sum := h()
+	sum.Write(clientKey)
+	if !hmac.Equal(sum.Sum(nil), s.cred.StoredKey) {
+		return "", errors.New("invalid client proof")
+	}
+	s.valid = true
+	mac = hmac.New(h, s.cred.ServerKey)
+	mac.Write(authMsg)
+	return "v=" + base64.StdEncoding.EncodeToString(mac.Sum(nil)), nil
+}
+
 func (s *scramExchange) User() string {
-	if s.conv.Valid() {
+	if s.valid {
 		return s.conv.Username()
 	}
 	return ""
