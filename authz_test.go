@@ -77,6 +77,14 @@ func topicCode(resp kmsg.Response) error {
 		return kerr.ErrorForCode(r.ErrorCode)
 	case *kmsg.WriteTxnMarkersResponse:
 		return kerr.ErrorForCode(r.Markers[0].Topics[0].Partitions[0].ErrorCode)
+	case *kmsg.IncrementalAlterConfigsResponse:
+		return kerr.ErrorForCode(r.Resources[0].ErrorCode)
+	case *kmsg.DescribeConfigsResponse:
+		return kerr.ErrorForCode(r.Resources[0].ErrorCode)
+	case *kmsg.FindCoordinatorResponse:
+		return kerr.ErrorForCode(r.Coordinators[0].ErrorCode)
+	case *kmsg.EndTxnResponse:
+		return kerr.ErrorForCode(r.ErrorCode)
 	case *kmsg.DescribeGroupsResponse:
 		return kerr.ErrorForCode(r.Groups[0].ErrorCode)
 	}
@@ -193,6 +201,43 @@ func TestAuthorizationPerAPI(t *testing.T) {
 				_, ok := o.Lookup("orders", 0)
 				return map[bool]string{true: "committed", false: "none"}[ok]
 			}},
+		{"IncrementalAlterConfigs", func() kmsg.Request {
+			r := kmsg.NewPtrIncrementalAlterConfigsRequest()
+			rr := kmsg.NewIncrementalAlterConfigsRequestResource()
+			rr.ResourceType, rr.ResourceName = kmsg.ConfigResourceTypeTopic, "quiet"
+			c := kmsg.NewIncrementalAlterConfigsRequestResourceConfig()
+			c.Name, c.Value = "retention.ms", str("1000")
+			rr.Configs = append(rr.Configs, c)
+			r.Resources = append(r.Resources, rr)
+			return r
+		}, kerr.TopicAuthorizationFailed, kadm.NewACLs().Allow("User:bob").Topics("quiet").Operations(kadm.OpAlterConfigs),
+			func() string {
+				rc, _ := adm.DescribeTopicConfigs(ctx, "quiet")
+				c, _ := rc.On("quiet", nil)
+				for _, kv := range c.Configs {
+					if kv.Key == "retention.ms" {
+						return kv.MaybeValue()
+					}
+				}
+				return ""
+			}},
+		{"DescribeConfigs broker", func() kmsg.Request {
+			r := kmsg.NewPtrDescribeConfigsRequest()
+			rr := kmsg.NewDescribeConfigsRequestResource()
+			rr.ResourceType = kmsg.ConfigResourceTypeBroker
+			r.Resources = append(r.Resources, rr)
+			return r
+		}, kerr.ClusterAuthorizationFailed, kadm.NewACLs().Allow("User:bob").Clusters().Operations(kadm.OpDescribeConfigs), nil},
+		{"FindCoordinator transaction", func() kmsg.Request {
+			r := kmsg.NewPtrFindCoordinatorRequest()
+			r.CoordinatorType, r.CoordinatorKeys = 1, []string{"tx2"}
+			return r
+		}, kerr.TransactionalIDAuthorizationFailed, kadm.NewACLs().Allow("User:bob").TransactionalIDs("tx2").Operations(kadm.OpDescribe), nil},
+		{"EndTxn", func() kmsg.Request {
+			r := kmsg.NewPtrEndTxnRequest()
+			r.TransactionalID, r.ProducerID, r.ProducerEpoch = "tx3", 1, 0
+			return r
+		}, kerr.TransactionalIDAuthorizationFailed, kadm.NewACLs().Allow("User:bob").TransactionalIDs("tx3").Operations(kadm.OpWrite), nil},
 		{"InitProducerId transactional", func() kmsg.Request {
 			r := kmsg.NewPtrInitProducerIDRequest()
 			r.TransactionalID, r.TransactionTimeoutMillis = str("tx"), 10000

@@ -336,3 +336,23 @@ func (b *Broker) filterListedGroups(r *server.Request, reply server.Reply) serve
 // errTopicAuthorization is TOPIC_AUTHORIZATION_FAILED through error
 // plumbing.
 var errTopicAuthorization = &kerrError{kerr.TopicAuthorizationFailed, "not authorized to access the topic"}
+
+// errClusterAuthorization is CLUSTER_AUTHORIZATION_FAILED through error
+// plumbing.
+var errClusterAuthorization = &kerrError{kerr.ClusterAuthorizationFailed, "not authorized on the cluster"}
+
+// configsAuthorized checks op (DESCRIBE_CONFIGS or ALTER_CONFIGS) on a
+// config resource: the topic, or the cluster for a broker resource.
+func (b *Broker) configsAuthorized(r *server.Request, op acl.Operation, resourceType int8, name string) error {
+	switch resourceType {
+	case resourceTopic:
+		if !b.authorized(r, op, acl.ResourceTopic, name) {
+			return errTopicAuthorization
+		}
+	case resourceBroker:
+		if !b.authorizedCluster(r, op) {
+			return errClusterAuthorization
+		}
+	}
+	return nil
+}
