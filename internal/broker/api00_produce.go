@@ -36,6 +36,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/exactly/exactly/internal/acl"
 	"github.com/exactly/exactly/internal/cluster"
 	"github.com/exactly/exactly/internal/partition"
 	"github.com/exactly/exactly/internal/record"
@@ -75,6 +76,9 @@ func (b *Broker) handleProduce(ctx context.Context, r *server.Request) server.Re
 	acksOK := req.Acks == -1 || req.Acks == 0 || req.Acks == 1
 	resp.Topics = make([]kmsg.ProduceResponseTopic, len(req.Topics))
 	var prepared []preparedBatch
+	// Authorization, as Kafka: a transactional produce needs WRITE on its
+	// transactional id (else every partition is refused), each topic WRITE.
+	txnDenied := req.TransactionID != nil && !b.authorized(r, acl.OpWrite, acl.ResourceTransactionalID, *req.TransactionID)
 	for ti := range req.Topics {
 		rt := &req.Topics[ti]
 		st := &resp.Topics[ti]
@@ -82,6 +86,7 @@ func (b *Broker) handleProduce(ctx context.Context, r *server.Request) server.Re
 		st.Topic = rt.Topic
 		st.Partitions = make([]kmsg.ProduceResponseTopicPartition, len(rt.Partitions))
 		t, known := b.catalog.Topic(rt.Topic)
+		topicDenied := !txnDenied && !b.authorized(r, acl.OpWrite, acl.ResourceTopic, rt.Topic)
 		for pi := range rt.Partitions {
 			rp := &rt.Partitions[pi]
 			sp := &st.Partitions[pi]
@@ -97,6 +102,10 @@ func (b *Broker) handleProduce(ctx context.Context, r *server.Request) server.Re
 			switch {
 			case !acksOK:
 				sp.ErrorCode = kerr.InvalidRequiredAcks.Code
+			case txnDenied:
+				sp.ErrorCode = kerr.TransactionalIDAuthorizationFailed.Code
+			case topicDenied:
+				sp.ErrorCode = kerr.TopicAuthorizationFailed.Code
 			case p == nil:
 				sp.ErrorCode = kerr.UnknownTopicOrPartition.Code
 			default:

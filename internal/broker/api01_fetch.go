@@ -31,6 +31,7 @@ import (
 	"context"
 	"time"
 
+	"github.com/exactly/exactly/internal/acl"
 	"github.com/exactly/exactly/internal/cluster"
 	"github.com/exactly/exactly/internal/partition"
 	"github.com/exactly/exactly/internal/record"
@@ -51,6 +52,9 @@ const maxFetchWait = 30 * time.Second
 type fetchLimits struct {
 	total        int // fetch.max.bytes
 	perPartition int // fetch.partition.max.bytes
+	// denied are the request's topics (by index) the principal may not
+	// READ, decided once before the long poll.
+	denied map[int]bool
 }
 
 func (b *Broker) fetchLimits() fetchLimits {
@@ -70,6 +74,22 @@ func (b *Broker) handleFetch(ctx context.Context, r *server.Request) server.Repl
 	}
 	b.fetchQuotaCap(r, req)
 	limits := b.fetchLimits()
+	for ti, rt := range req.Topics {
+		name := rt.Topic
+		if req.Version >= 13 {
+			t, ok := b.catalog.TopicByID(rt.TopicID)
+			if !ok {
+				continue
+			}
+			name = t.Name
+		}
+		if !b.authorized(r, acl.OpRead, acl.ResourceTopic, name) {
+			if limits.denied == nil {
+				limits.denied = map[int]bool{}
+			}
+			limits.denied[ti] = true
+		}
+	}
 	wait := min(time.Duration(max(req.MaxWaitMillis, 0))*time.Millisecond, maxFetchWait)
 	deadline := time.Now().Add(wait)
 	return server.Reply{Wait: func() kmsg.Response { return b.longPoll(ctx, req, limits, deadline) }}
@@ -146,6 +166,8 @@ func (b *Broker) fetchOnce(req *kmsg.FetchRequest, limits fetchLimits) (*kmsg.Fe
 				p = b.partition(t.Name, rp.Partition)
 			}
 			switch {
+			case limits.denied[ti]:
+				sp.ErrorCode = kerr.TopicAuthorizationFailed.Code
 			case p == nil && req.Version >= 13 && !known:
 				sp.ErrorCode = kerr.UnknownTopicID.Code
 			case p == nil:

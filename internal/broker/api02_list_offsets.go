@@ -14,6 +14,7 @@ package broker
 import (
 	"context"
 
+	"github.com/exactly/exactly/internal/acl"
 	"github.com/exactly/exactly/internal/partition"
 	"github.com/exactly/exactly/internal/record"
 	"github.com/exactly/exactly/internal/server"
@@ -29,12 +30,15 @@ func (b *Broker) handleListOffsets(_ context.Context, r *server.Request) server.
 	for _, rt := range req.Topics {
 		st := kmsg.NewListOffsetsResponseTopic()
 		st.Topic = rt.Topic
+		allowed := b.authorized(r, acl.OpDescribe, acl.ResourceTopic, rt.Topic)
 		for _, rp := range rt.Partitions {
 			sp := kmsg.NewListOffsetsResponseTopicPartition()
 			sp.Partition = rp.Partition
 			sp.Timestamp, sp.Offset = -1, -1
 			p := b.partition(rt.Topic, rp.Partition)
 			switch {
+			case !allowed:
+				sp.ErrorCode = kerr.TopicAuthorizationFailed.Code
 			case p == nil:
 				sp.ErrorCode = kerr.UnknownTopicOrPartition.Code
 			case p.Err() != nil:

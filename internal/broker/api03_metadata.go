@@ -12,8 +12,13 @@ package broker
 // answered UNKNOWN_TOPIC_OR_PARTITION, as when auto-creation is off, and
 // the client's retry creates it later.
 // v0 treats an empty topic list as "all topics"; v1+ uses null for that.
-// Gaps: authorized operations are not computed (no ACLs; reported as
-// "not requested").
+// With an authorizer, an all-topics listing leaves out the topics the
+// principal may not DESCRIBE; a topic named (or identified) explicitly
+// that it may not DESCRIBE is TOPIC_AUTHORIZATION_FAILED, whether it
+// exists or not, and auto-creation needs CREATE on the cluster or on the
+// topic (TOPIC_AUTHORIZATION_FAILED otherwise), as in Kafka.
+// Gaps: authorized operations are not computed (reported as "not
+// requested").
 
 import (
 	"context"
@@ -21,6 +26,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/exactly/exactly/internal/acl"
 	"github.com/exactly/exactly/internal/cluster"
 	"github.com/exactly/exactly/internal/server"
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -42,7 +48,9 @@ func (b *Broker) handleMetadata(_ context.Context, r *server.Request) server.Rep
 	all := req.Topics == nil || (req.Version == 0 && len(req.Topics) == 0)
 	if all {
 		for _, t := range b.catalog.Topics() {
-			resp.Topics = append(resp.Topics, b.topicMetadata(t))
+			if b.visible(r, acl.OpDescribe, acl.ResourceTopic, t.Name) {
+				resp.Topics = append(resp.Topics, b.topicMetadata(t))
+			}
 		}
 		return immediate(resp)
 	}
@@ -64,10 +72,20 @@ func (b *Broker) handleMetadata(_ context.Context, r *server.Request) server.Rep
 				continue
 			}
 		}
+		if ok && !b.authorized(r, acl.OpDescribe, acl.ResourceTopic, t.Name) {
+			mt := kmsg.NewMetadataResponseTopic()
+			mt.Topic, mt.TopicID = rt.Topic, rt.TopicID
+			mt.ErrorCode = kerr.TopicAuthorizationFailed.Code
+			resp.Topics = append(resp.Topics, mt)
+			continue
+		}
 		if !ok && rt.Topic != nil {
 			name := *rt.Topic
 			err := cluster.ValidateTopicName(name)
-			if err == nil && autoCreate && !b.mayAutoCreate(&created) {
+			if err == nil && (!b.authorized(r, acl.OpDescribe, acl.ResourceTopic, name) ||
+				autoCreate && !b.visible(r, acl.OpCreate, acl.ResourceCluster, acl.ClusterName) && !b.authorized(r, acl.OpCreate, acl.ResourceTopic, name)) {
+				err = errTopicAuthorization
+			} else if err == nil && autoCreate && !b.mayAutoCreate(&created) {
 				err = fmt.Errorf("%w: %q (auto-creation is over its bound; retry later)", cluster.ErrUnknownTopic, name)
 			} else if err == nil && autoCreate {
 				t, err = b.createTopic(name, int32(b.brokerInt("num.partitions")), nil)

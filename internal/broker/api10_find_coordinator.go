@@ -11,6 +11,7 @@ package broker
 import (
 	"context"
 
+	"github.com/exactly/exactly/internal/acl"
 	"github.com/exactly/exactly/internal/server"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -24,10 +25,16 @@ func (b *Broker) handleFindCoordinator(_ context.Context, r *server.Request) ser
 	answer := func(key string) (code int16, msg *string) {
 		switch req.CoordinatorType {
 		case 0:
+			if !b.authorized(r, acl.OpDescribe, acl.ResourceGroup, key) {
+				return kerr.GroupAuthorizationFailed.Code, nil
+			}
 			if b.groups.Failed() {
 				return kerr.CoordinatorNotAvailable.Code, kmsg.StringPtr("the group coordinator's offsets log is offline")
 			}
 		case 1:
+			if !b.authorized(r, acl.OpDescribe, acl.ResourceTransactionalID, key) {
+				return kerr.TransactionalIDAuthorizationFailed.Code, nil
+			}
 		default:
 			return kerr.InvalidRequest.Code, kmsg.StringPtr("unsupported coordinator type")
 		}

@@ -5,6 +5,18 @@ package broker
 // Every group this node coordinates (all of them), with protocol type,
 // state (v4+, filterable with StatesFilter) and type (v5+, "classic" or
 // "consumer", filterable with TypesFilter). Groups that only hold committed
-// offsets are listed as Empty classic groups, as in Kafka.
+// offsets are listed as Empty classic groups, as in Kafka. With an
+// authorizer, only groups the principal may DESCRIBE are listed, unless
+// it may DESCRIBE the cluster.
 
-func init() { register(16, 0, 5, (*Broker).handleGroupRequest) }
+import (
+	"context"
+
+	"github.com/exactly/exactly/internal/server"
+)
+
+func init() { register(16, 0, 5, (*Broker).handleListGroups) }
+
+func (b *Broker) handleListGroups(ctx context.Context, r *server.Request) server.Reply {
+	return b.filterListedGroups(r, b.handleGroupRequest(ctx, r))
+}

@@ -16,6 +16,7 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/exactly/exactly/internal/acl"
 	"github.com/exactly/exactly/internal/server"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -35,6 +36,9 @@ func (b *Broker) handleCreateTopics(_ context.Context, r *server.Request) server
 		st.Topic = rt.Topic
 		st.NumPartitions, st.ReplicationFactor = -1, -1
 		err := func() error {
+			if !b.visible(r, acl.OpCreate, acl.ResourceCluster, acl.ClusterName) && !b.authorized(r, acl.OpCreate, acl.ResourceTopic, rt.Topic) {
+				return errTopicAuthorization
+			}
 			if seen[rt.Topic] > 1 {
 				return &kerrError{kerr.InvalidRequest, fmt.Sprintf("topic %q appears more than once in the request", rt.Topic)}
 			}

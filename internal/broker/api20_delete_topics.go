@@ -11,6 +11,7 @@ package broker
 import (
 	"context"
 
+	"github.com/exactly/exactly/internal/acl"
 	"github.com/exactly/exactly/internal/server"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -54,6 +55,9 @@ func (b *Broker) handleDeleteTopics(_ context.Context, r *server.Request) server
 			} else {
 				st.ErrorCode = kerr.UnknownTopicID.Code
 			}
+		}
+		if name != "" && !b.authorized(r, acl.OpDelete, acl.ResourceTopic, name) {
+			st.ErrorCode = kerr.TopicAuthorizationFailed.Code
 		}
 		if t, ok := b.catalog.Topic(name); ok && st.ErrorCode == 0 {
 			if err := refuseInternal(t); err != nil {

@@ -9,6 +9,7 @@ package broker
 import (
 	"context"
 
+	"github.com/exactly/exactly/internal/acl"
 	"github.com/exactly/exactly/internal/server"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -22,12 +23,15 @@ func (b *Broker) handleDeleteRecords(_ context.Context, r *server.Request) serve
 	for _, rt := range req.Topics {
 		st := kmsg.NewDeleteRecordsResponseTopic()
 		st.Topic = rt.Topic
+		allowed := b.authorized(r, acl.OpDelete, acl.ResourceTopic, rt.Topic)
 		for _, rp := range rt.Partitions {
 			sp := kmsg.NewDeleteRecordsResponseTopicPartition()
 			sp.Partition = rp.Partition
 			sp.LowWatermark = -1
 			p := b.partition(rt.Topic, rp.Partition)
-			if t, ok := b.catalog.Topic(rt.Topic); p == nil || !ok {
+			if !allowed {
+				sp.ErrorCode = kerr.TopicAuthorizationFailed.Code
+			} else if t, ok := b.catalog.Topic(rt.Topic); p == nil || !ok {
 				sp.ErrorCode = kerr.UnknownTopicOrPartition.Code
 			} else if err := refuseInternal(t); err != nil {
 				sp.ErrorCode = errorCode(err)

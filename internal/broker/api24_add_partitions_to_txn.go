@@ -22,6 +22,7 @@ package broker
 import (
 	"context"
 
+	"github.com/exactly/exactly/internal/acl"
 	"github.com/exactly/exactly/internal/server"
 	"github.com/exactly/exactly/internal/txn"
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -44,15 +45,34 @@ func (b *Broker) handleAddPartitionsToTxn(_ context.Context, r *server.Request) 
 		res    txn.AddResult
 		code   int16 // set when the coordinator was not asked
 		verify bool
+		denied map[string]bool // topics the principal may not WRITE
 	}
 	var items []pending
 	var waits []txn.Waiter
 	run := func(id string, pid int64, epoch int16, verify bool, topics []addTxnTopic) {
 		it := pending{topics: topics, verify: verify}
+		switch {
+		case req.Version >= 4 && !b.authorizedCluster(r, acl.OpClusterAction): // broker-to-broker only
+			it.code = kerr.ClusterAuthorizationFailed.Code
+		case !b.authorized(r, acl.OpWrite, acl.ResourceTransactionalID, id):
+			it.code = kerr.TransactionalIDAuthorizationFailed.Code
+		default:
+			for _, t := range topics {
+				if !b.authorized(r, acl.OpWrite, acl.ResourceTopic, t.topic) {
+					if it.denied == nil {
+						it.denied = map[string]bool{}
+					}
+					it.denied[t.topic] = true
+					it.code = kerr.TopicAuthorizationFailed.Code
+				}
+			}
+		}
 		var tps []txn.TopicPartition
 		for _, t := range topics {
 			for _, p := range t.parts {
-				if !b.partitionKnown(t.topic, p) {
+				if it.code != 0 && it.code != kerr.UnknownTopicOrPartition.Code && it.code != kerr.InvalidTopicException.Code {
+					// refused before looking at partitions
+				} else if !b.partitionKnown(t.topic, p) {
 					it.code = kerr.UnknownTopicOrPartition.Code
 				} else if it.code == 0 && b.internalTopic(t.topic) {
 					it.code = kerr.InvalidTopicException.Code
@@ -96,6 +116,11 @@ func (b *Broker) handleAddPartitionsToTxn(_ context.Context, r *server.Request) 
 			switch {
 			case failed:
 				return kerr.CoordinatorNotAvailable.Code
+			case it.code == kerr.TopicAuthorizationFailed.Code:
+				if it.denied[t] {
+					return it.code
+				}
+				return kerr.OperationNotAttempted.Code
 			case it.code == kerr.UnknownTopicOrPartition.Code:
 				if !b.partitionKnown(t, p) {
 					return it.code

@@ -14,6 +14,7 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/exactly/exactly/internal/acl"
 	"github.com/exactly/exactly/internal/cluster"
 	"github.com/exactly/exactly/internal/server"
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -29,15 +30,21 @@ func (b *Broker) handleDescribeConfigs(_ context.Context, r *server.Request) ser
 		sr := kmsg.NewDescribeConfigsResponseResource()
 		sr.ResourceType = rr.ResourceType
 		sr.ResourceName = rr.ResourceName
-		var err error
+		err := b.configsAuthorized(r, acl.OpDescribeConfigs, int8(rr.ResourceType), rr.ResourceName)
 		switch int8(rr.ResourceType) {
 		case resourceTopic:
+			if err != nil {
+				break
+			}
 			if t, ok := b.catalog.Topic(rr.ResourceName); ok {
 				sr.Configs = b.describeTopicConfigs(t, rr.ConfigNames, req.IncludeSynonyms, req.IncludeDocumentation)
 			} else {
 				err = fmt.Errorf("%w: %q", cluster.ErrUnknownTopic, rr.ResourceName)
 			}
 		case resourceBroker:
+			if err != nil {
+				break
+			}
 			if err = b.checkBrokerResource(rr.ResourceName); err == nil {
 				sr.Configs = b.describeBrokerConfigs(rr.ConfigNames, req.IncludeSynonyms)
 			}

@@ -10,6 +10,7 @@ package broker
 import (
 	"context"
 
+	"github.com/exactly/exactly/internal/acl"
 	"github.com/exactly/exactly/internal/server"
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
@@ -26,7 +27,10 @@ func (b *Broker) handleAlterConfigs(_ context.Context, r *server.Request) server
 		for _, c := range rr.Configs {
 			ops = append(ops, configOp{name: c.Name, op: 0, value: c.Value})
 		}
-		err := b.alterConfigs(int8(rr.ResourceType), rr.ResourceName, ops, true, req.ValidateOnly)
+		err := b.configsAuthorized(r, acl.OpAlterConfigs, int8(rr.ResourceType), rr.ResourceName)
+		if err == nil {
+			err = b.alterConfigs(int8(rr.ResourceType), rr.ResourceName, ops, true, req.ValidateOnly)
+		}
 		sr.ErrorCode, sr.ErrorMessage = errorCode(err), errMsg(err)
 		resp.Resources = append(resp.Resources, sr)
 	}

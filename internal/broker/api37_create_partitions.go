@@ -12,6 +12,7 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/exactly/exactly/internal/acl"
 	"github.com/exactly/exactly/internal/cluster"
 	"github.com/exactly/exactly/internal/server"
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -27,6 +28,9 @@ func (b *Broker) handleCreatePartitions(_ context.Context, r *server.Request) se
 		st := kmsg.NewCreatePartitionsResponseTopic()
 		st.Topic = rt.Topic
 		err := func() error {
+			if !b.authorized(r, acl.OpAlter, acl.ResourceTopic, rt.Topic) {
+				return errTopicAuthorization
+			}
 			t, ok := b.catalog.Topic(rt.Topic)
 			if !ok {
 				return fmt.Errorf("%w: %q", cluster.ErrUnknownTopic, rt.Topic)

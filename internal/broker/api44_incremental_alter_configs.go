@@ -9,6 +9,7 @@ package broker
 import (
 	"context"
 
+	"github.com/exactly/exactly/internal/acl"
 	"github.com/exactly/exactly/internal/server"
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
@@ -25,7 +26,10 @@ func (b *Broker) handleIncrementalAlterConfigs(_ context.Context, r *server.Requ
 		for _, c := range rr.Configs {
 			ops = append(ops, configOp{name: c.Name, op: int8(c.Op), value: c.Value})
 		}
-		err := b.alterConfigs(int8(rr.ResourceType), rr.ResourceName, ops, false, req.ValidateOnly)
+		err := b.configsAuthorized(r, acl.OpAlterConfigs, int8(rr.ResourceType), rr.ResourceName)
+		if err == nil {
+			err = b.alterConfigs(int8(rr.ResourceType), rr.ResourceName, ops, false, req.ValidateOnly)
+		}
 		sr.ErrorCode, sr.ErrorMessage = errorCode(err), errMsg(err)
 		resp.Resources = append(resp.Resources, sr)
 	}

@@ -13,6 +13,7 @@ package broker
 import (
 	"context"
 
+	"github.com/exactly/exactly/internal/acl"
 	"github.com/exactly/exactly/internal/server"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -26,10 +27,16 @@ func (b *Broker) handleDescribeProducers(_ context.Context, r *server.Request) s
 	for _, t := range req.Topics {
 		rt := kmsg.NewDescribeProducersResponseTopic()
 		rt.Topic = t.Topic
+		allowed := b.authorized(r, acl.OpRead, acl.ResourceTopic, t.Topic)
 		for _, idx := range t.Partitions {
 			rp := kmsg.NewDescribeProducersResponseTopicPartition()
 			rp.Partition = idx
 			p := b.partition(t.Topic, idx)
+			if !allowed {
+				rp.ErrorCode = kerr.TopicAuthorizationFailed.Code
+				rt.Partitions = append(rt.Partitions, rp)
+				continue
+			}
 			if p == nil {
 				rp.ErrorCode = kerr.UnknownTopicOrPartition.Code
 				rt.Partitions = append(rt.Partitions, rp)

@@ -15,6 +15,7 @@ package broker
 import (
 	"context"
 
+	"github.com/exactly/exactly/internal/acl"
 	"github.com/exactly/exactly/internal/server"
 	"github.com/exactly/exactly/internal/txn"
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -26,6 +27,10 @@ func init() { register(65, 0, 0, (*Broker).handleDescribeTransactions) }
 func (b *Broker) handleDescribeTransactions(_ context.Context, r *server.Request) server.Reply {
 	req := r.Msg.(*kmsg.DescribeTransactionsRequest)
 	resp := req.ResponseKind().(*kmsg.DescribeTransactionsResponse)
+	allowed := make([]bool, len(req.TransactionalIDs))
+	for i, id := range req.TransactionalIDs {
+		allowed[i] = b.authorized(r, acl.OpDescribe, acl.ResourceTransactionalID, id)
+	}
 	metas, found, wait := b.txn.d.Describe(req.TransactionalIDs)
 	return server.Reply{Wait: func() kmsg.Response {
 		failed := wait() != nil
@@ -34,6 +39,8 @@ func (b *Broker) handleDescribeTransactions(_ context.Context, r *server.Request
 			st.TransactionalID = id
 			st.ProducerID, st.ProducerEpoch, st.StartTimestamp = -1, -1, -1
 			switch {
+			case !allowed[i]:
+				st.ErrorCode = kerr.TransactionalIDAuthorizationFailed.Code
 			case failed:
 				st.ErrorCode = kerr.CoordinatorNotAvailable.Code
 			case id == "":

@@ -15,6 +15,7 @@ import (
 	"context"
 	"regexp"
 
+	"github.com/exactly/exactly/internal/acl"
 	"github.com/exactly/exactly/internal/server"
 	"github.com/exactly/exactly/internal/txn"
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -57,6 +58,9 @@ func (b *Broker) handleListTransactions(_ context.Context, r *server.Request) se
 			return resp
 		}
 		for _, m := range metas {
+			if !b.visible(r, acl.OpDescribe, acl.ResourceTransactionalID, m.ID) {
+				continue // as Kafka: listed only if describable
+			}
 			st := kmsg.NewListTransactionsResponseTransactionState()
 			st.TransactionalID, st.ProducerID, st.TransactionState = m.ID, m.ProducerID, m.State.String()
 			resp.TransactionStates = append(resp.TransactionStates, st)

@@ -115,6 +115,9 @@ type Broker struct {
 	// authAudit rate-limits the log lines of failed authentications
 	// (sasl.go).
 	authAudit auditLimiter
+
+	// authz is the authorization setup (authz.go).
+	authz *authzConfig
 }
 
 // New opens the catalog and every partition (recovering logs as needed).
@@ -157,6 +160,7 @@ func open(cfg Config, dd *cluster.DataDir) (*Broker, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	b := &Broker{cfg: cfg, log: cfg.Logger, dataDir: dd, catalog: cat, parts: map[string][]*partition.Partition{}, ctx: ctx, cancel: cancel}
 	b.metrics = newMetrics(b, cfg.Registry)
+	b.startAuthz()
 	if err := b.startQuotas(); err != nil {
 		cancel()
 		return nil, err
@@ -663,7 +667,12 @@ func (b *Broker) Versions(key int16) (int16, int16, bool) {
 // quotas throttle the client through its response (quotas.go).
 func (b *Broker) Handle(ctx context.Context, r *server.Request) server.Reply {
 	start := time.Now()
-	reply := apis[r.Header.APIKey].fn(b, ctx, r)
+	var reply server.Reply
+	if refusal := b.gateRequest(r); refusal != nil {
+		reply = immediate(refusal)
+	} else {
+		reply = apis[r.Header.APIKey].fn(b, ctx, r)
+	}
 	reply = b.countingErrors(r.Header.APIKey, reply)
 	return b.finishReply(r, reply, time.Since(start))
 }

@@ -40,6 +40,8 @@ type metrics struct {
 	// mechanism (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512, SSL, other).
 	authFailures  *prometheus.CounterVec
 	authSuccesses *prometheus.CounterVec
+	// authzDenials counts authorization denials per operation (authz.go).
+	authzDenials *prometheus.CounterVec
 }
 
 func newMetrics(b *Broker, reg prometheus.Registerer) *metrics {
@@ -99,9 +101,13 @@ func newMetrics(b *Broker, reg prometheus.Registerer) *metrics {
 			Name: "kafka_server_authentication_successes_total",
 			Help: "Successful authentications (SASL exchanges, TLS client certificates), per mechanism.",
 		}, []string{"mechanism"}),
+		authzDenials: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "kafka_server_authorization_denials_total",
+			Help: "Requests (or parts of them) refused by the authorizer, per ACL operation.",
+		}, []string{"operation"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.authFailures, m.authSuccesses)
+		reg.MustRegister(m.authFailures, m.authSuccesses, m.authzDenials)
 		reg.MustRegister(m.messagesIn, m.bytesIn, m.bytesOut, m.requests, m.reqErrors, m.reqTime,
 			m.throttledReqs, m.throttleTime,
 			m.connCount, m.connCreated, m.connClosed, m.connRejected, m.requestBytes, m.producersExpired, &logCollector{b: b})

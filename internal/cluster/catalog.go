@@ -24,6 +24,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/exactly/exactly/internal/acl"
 	"github.com/exactly/exactly/internal/vfs"
 )
 
@@ -73,6 +74,8 @@ type catalogFile struct {
 	// ScramCredentials are the SCRAM credentials by user and mechanism
 	// (KIP-554), absent from catalogs written before SASL existed.
 	ScramCredentials map[string]map[string]ScramCredential `json:"scram_credentials,omitempty"`
+	// ACLs are the bindings CreateAcls stored (absent in older catalogs).
+	ACLs []acl.Binding `json:"acls,omitempty"`
 	// Deleting lists deleted topics whose partition directories may still
 	// exist: a topic moves here from Topics in the same write that deletes
 	// it, and leaves once its directories are gone. Only directories these
@@ -121,6 +124,7 @@ type Catalog struct {
 	groupGens int32
 	quotas    []ClientQuota
 	scram     map[string]map[string]ScramCredential
+	acls      []acl.Binding
 	deleting  []*Topic
 }
 
@@ -186,6 +190,7 @@ func (c *Catalog) load() error {
 	c.groupGens = cf.GroupGenerations
 	c.quotas = cf.ClientQuotas
 	c.scram = cf.ScramCredentials
+	c.acls = cf.ACLs
 	for _, t := range cf.Topics {
 		c.byName[t.Name] = t
 		c.byID[t.ID] = t
@@ -217,7 +222,7 @@ func newTopicID() TopicID {
 // persistLocked rewrites the catalog file atomically. c.mu must be held.
 func (c *Catalog) persistLocked() error {
 	cf := catalogFile{Version: catalogVersion, ClusterID: c.clusterID, BrokerConfigs: c.dynamic, GroupGenerations: c.groupGens,
-		ClientQuotas: c.quotas, ScramCredentials: c.scram, Deleting: c.deleting}
+		ClientQuotas: c.quotas, ScramCredentials: c.scram, ACLs: c.acls, Deleting: c.deleting}
 	for _, t := range c.byName {
 		cf.Topics = append(cf.Topics, t)
 	}
@@ -619,6 +624,28 @@ func (c *Catalog) SetScramCredentials(m map[string]map[string]ScramCredential) e
 	c.scram = m
 	if err := c.persistLocked(); err != nil {
 		c.scram = old
+		return err
+	}
+	return nil
+}
+
+// ACLs returns the stored ACL bindings. The slice is shared: the caller
+// must not modify it.
+func (c *Catalog) ACLs() []acl.Binding {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.acls
+}
+
+// SetACLs replaces the stored ACL bindings durably. The catalog keeps
+// bs; the caller must not modify it afterwards.
+func (c *Catalog) SetACLs(bs []acl.Binding) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	old := c.acls
+	c.acls = bs
+	if err := c.persistLocked(); err != nil {
+		c.acls = old
 		return err
 	}
 	return nil

@@ -302,6 +302,25 @@ var brokerConfigDefs = []BrokerConfigDef{
 	{Name: "sasl.enabled.mechanisms", Type: TypeList, Default: security.DefaultMechanisms, validate: saslMechanisms},
 	{Name: "sasl.server.max.receive.size", Type: TypeInt, Default: "524288", validate: intMin(1)},
 	{Name: "connections.max.reauth.ms", Type: TypeLong, Default: "0", validate: longMin(0)},
+	// Authorization (docs/DESIGN.md, "Security"); empty = none, as Kafka.
+	// Kafka's own class names are accepted so its server.properties work.
+	{Name: "authorizer.class.name", Type: TypeString, Default: "",
+		validate: oneOf("", "exactly", "org.apache.kafka.metadata.authorizer.StandardAuthorizer", "kafka.security.authorizer.AclAuthorizer")},
+	{Name: "super.users", Type: TypeString, Default: "", validate: superUsers},
+	{Name: "allow.everyone.if.no.acl.found", Type: TypeBoolean, Default: "false", validate: boolean},
+}
+
+// superUsers checks super.users: User:name principals separated by ';'.
+func superUsers(v string) error {
+	for _, p := range strings.Split(v, ";") {
+		if p = strings.TrimSpace(p); p == "" {
+			continue
+		}
+		if typ, name, ok := strings.Cut(p, ":"); !ok || typ != "User" || name == "" {
+			return fmt.Errorf("super.users entry %q: expected User:name", p)
+		}
+	}
+	return nil
 }
 
 func protocolMap(v string) error {
