@@ -283,13 +283,20 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	value := make([]byte, cfg.RecordSize)
 	rand.Read(value)
 	runID := strconv.FormatInt(time.Now().UnixNano()%(1<<40), 36)
+	// Topic and transactional-id names carry the target's index: two
+	// targets may be one cluster (a PLAINTEXT and a SASL_SSL listener of
+	// the same broker, measured side by side).
+	targetID := make(map[string]string, len(targets))
+	for i, t := range targets {
+		targetID[t.Name] = runID + "-t" + strconv.Itoa(i)
+	}
 
 	// The consume modes read one prefilled topic per target.
 	consumeTopics := map[string]*prefilled{}
 	if slices.ContainsFunc(cfg.Modes, isConsume) {
 		for _, t := range targets {
 			cfg.Log("%s: prefilling %d MiB for the consume modes", t.Name, cfg.ConsumeBytes>>20)
-			p, err := prefill(ctx, cfg, t, "exactly-bench-consume-"+runID, value)
+			p, err := prefill(ctx, cfg, t, "exactly-bench-consume-"+targetID[t.Name], value)
 			if err != nil {
 				return nil, fmt.Errorf("%s: prefilling the consume topic: %w", t.Name, err)
 			}
@@ -318,8 +325,9 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 			if isConsume(j.mode) {
 				res = consumeRun(ctx, cfg, j.t, j.mode, consumeTopics[j.t.Name])
 			} else {
-				topic := fmt.Sprintf("exactly-bench-%s-%s-%d", runID, j.mode, round)
-				res = produceRun(ctx, cfg, j.t, j.mode, topic, runID, value)
+				id := targetID[j.t.Name]
+				topic := fmt.Sprintf("exactly-bench-%s-%s-%d", id, j.mode, round)
+				res = produceRun(ctx, cfg, j.t, j.mode, topic, id, value)
 				deleteTopic(j.t, topic)
 			}
 			res.Target, res.Mode, res.Round = j.t.Name, j.mode, round

@@ -228,3 +228,22 @@ func TestRunTargetsSideBySide(t *testing.T) {
 		t.Errorf("comparisons cover %v, want both targets", comparisons)
 	}
 }
+
+// TestRunTwoTargetsOnOneCluster: two targets may be the same cluster (a
+// PLAINTEXT and a SASL_SSL listener of one broker side by side); their
+// topics and transactional ids must not collide.
+func TestRunTwoTargetsOnOneCluster(t *testing.T) {
+	br := exactly.NewTestBroker(t, exactly.Options{DataDir: t.TempDir()})
+	cfg := smallConfig(br.Addr())
+	cfg.Targets = append(cfg.Targets, Target{Name: "again", Bootstrap: []string{br.Addr()}})
+	cfg.Rounds, cfg.Modes = 1, []string{Transactional, ReadCommitted}
+	rep, err := Run(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	rep.WriteText(&buf)
+	if rep.Failed() || len(rep.Results) != 4 {
+		t.Fatalf("%d results, failed %v:\n%s", len(rep.Results), rep.Failed(), buf.String())
+	}
+}

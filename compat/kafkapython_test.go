@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"os/exec"
 	"strings"
 	"sync"
@@ -126,17 +127,35 @@ func unb64(t *testing.T, s *string) []byte {
 	return b
 }
 
+// pySecurity is the script's "security" request field: how kafka-python
+// connects to a SASL_SSL listener.
+type pySecurity struct {
+	Protocol  string `json:"protocol"`
+	Mechanism string `json:"mechanism"`
+	Username  string `json:"username"`
+	Password  string `json:"password"`
+	CAFile    string `json:"cafile"`
+}
+
 // pythonProduce writes recs in order with one KafkaProducer.
 // acks is 0, 1 or "all"; compression "none" or a codec name.
 func pythonProduce(t *testing.T, addr, topic string, recs []record, acks any, compression string, maxRequestSize int) {
 	t.Helper()
+	if err := pythonProduceSecured(addr, topic, recs, acks, compression, maxRequestSize, nil); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// pythonProduceSecured is pythonProduce connecting with sec (nil:
+// PLAINTEXT); it returns the failure instead of ending the test.
+func pythonProduceSecured(addr, topic string, recs []record, acks any, compression string, maxRequestSize int, sec *pySecurity) error {
 	prs := make([]pyRecord, len(recs))
 	for i, r := range recs {
 		prs[i] = pyRecord{Partition: r.Partition, Key: b64(r.Key), Value: b64(r.Value), Headers: [][]string{}}
 		for _, h := range r.Headers {
 			v := b64(h.Value)
 			if v == nil {
-				t.Fatalf("kafka-python cannot write a null header value: %v", r)
+				return fmt.Errorf("kafka-python cannot write a null header value: %v", r)
 			}
 			prs[i].Headers = append(prs[i].Headers, []string{h.Key, *v})
 		}
@@ -148,29 +167,41 @@ func pythonProduce(t *testing.T, addr, topic string, recs []record, acks any, co
 	var resp struct {
 		Offsets [][2]int64 `json:"offsets"`
 	}
-	err := python(map[string]any{
+	req := map[string]any{
 		"op": "produce", "bootstrap": addr, "topic": topic, "acks": acks,
 		"compression": codec, "max_request_size": maxRequestSize, "records": prs,
-	}, &resp)
-	if err != nil {
-		t.Fatalf("kafka-python produce to %s: %v", topic, err)
+	}
+	if sec != nil {
+		req["security"] = sec
+	}
+	if err := python(req, &resp); err != nil {
+		return fmt.Errorf("kafka-python produce to %s: %w", topic, err)
 	}
 	if len(resp.Offsets) != len(recs) {
-		t.Fatalf("kafka-python produce to %s: %d acknowledgements for %d records", topic, len(resp.Offsets), len(recs))
+		return fmt.Errorf("kafka-python produce to %s: %d acknowledgements for %d records", topic, len(resp.Offsets), len(recs))
 	}
+	return nil
 }
 
 // pythonConsume reads n records from the earliest offsets of topic with a
 // KafkaConsumer without a group.
 func pythonConsume(t *testing.T, addr, topic string, n int) []record {
 	t.Helper()
+	return pythonConsumeSecured(t, addr, topic, n, nil)
+}
+
+// pythonConsumeSecured is pythonConsume connecting with sec (nil:
+// PLAINTEXT).
+func pythonConsumeSecured(t *testing.T, addr, topic string, n int, sec *pySecurity) []record {
+	t.Helper()
 	var resp struct {
 		Records []pyRecord `json:"records"`
 	}
-	err := python(map[string]any{
-		"op": "consume", "bootstrap": addr, "topic": topic, "count": n, "timeout_ms": 10000,
-	}, &resp)
-	if err != nil {
+	req := map[string]any{"op": "consume", "bootstrap": addr, "topic": topic, "count": n, "timeout_ms": 10000}
+	if sec != nil {
+		req["security"] = sec
+	}
+	if err := python(req, &resp); err != nil {
 		t.Fatalf("kafka-python consume of %s: %v", topic, err)
 	}
 	out := make([]record, len(resp.Records))

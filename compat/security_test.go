@@ -1,16 +1,22 @@
 package compat
 
 import (
+	"context"
 	"crypto/x509/pkix"
+	"errors"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/exactly/exactly"
 	"github.com/exactly/exactly/internal/testenv"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
 )
 
 // securedBroker starts a broker with PLAINTEXT (for setup), SASL_SSL and
 // SSL listeners (client certificates requested), user admin with
-// SCRAM-SHA-512 and PLAIN enabled.
+// SCRAM-SHA-512 and SCRAM-SHA-256 credentials, PLAIN enabled.
 func securedBroker(t *testing.T) (*exactly.Broker, *testenv.TLSCerts) {
 	t.Helper()
 	certs := testenv.NewTLSCerts(t)
@@ -21,7 +27,10 @@ func securedBroker(t *testing.T) (*exactly.Broker, *testenv.TLSCerts) {
 		"ssl.truststore.location": certs.CAFile,
 		"ssl.client.auth":         "requested",
 		"sasl.enabled.mechanisms": "SCRAM-SHA-512,SCRAM-SHA-256,PLAIN",
-	}, ScramUsers: []exactly.ScramUser{{Mechanism: "SCRAM-SHA-512", Name: "admin", Password: "admin-secret"}}})
+	}, ScramUsers: []exactly.ScramUser{
+		{Mechanism: "SCRAM-SHA-512", Name: "admin", Password: "admin-secret"},
+		{Mechanism: "SCRAM-SHA-256", Name: "admin", Password: "admin-secret"},
+	}})
 	return b, certs
 }
 
@@ -54,4 +63,89 @@ func TestKcatSecured(t *testing.T) {
 			diffRecords(t, "kcat", want, kcatConsume(t, addr, topic, tc.args...))
 		})
 	}
+}
+
+// TestKafkaPythonSecured: kafka-python 2.0.2 produces and consumes over
+// SASL_SSL with PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512. It speaks the
+// legacy framing (SaslHandshake v0, then raw SASL tokens without a Kafka
+// header), which Kafka 4 dropped and the broker keeps for such clients.
+func TestKafkaPythonSecured(t *testing.T) {
+	requireKafkaPython(t)
+	b, certs := securedBroker(t)
+	addr := b.ListenerAddr("SASL_SSL")
+	for _, mech := range []string{"PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"} {
+		t.Run(mech, func(t *testing.T) {
+			topic := "python-" + mech
+			createTopic(t, b.ListenerAddr("PLAINTEXT"), topic, 2, nil)
+			sec := &pySecurity{Protocol: "SASL_SSL", Mechanism: mech, Username: "admin", Password: "admin-secret", CAFile: certs.CAFile}
+			want := pythonRecords(topic, []int32{0, 1})
+			if err := pythonProduceSecured(addr, topic, want, "all", "none", 1<<20, sec); err != nil {
+				t.Fatal(err)
+			}
+			diffRecords(t, "kafka-python", want, pythonConsumeSecured(t, addr, topic, len(want), sec))
+		})
+	}
+}
+
+// TestKafkaPythonSecuredWrongPassword: a kafka-python producer with a
+// wrong password fails in the SASL exchange (the broker closes the
+// connection, as Kafka does under the legacy framing, and kafka-python
+// gives up with NoBrokersAvailable) instead of hanging or retrying
+// forever, writes nothing, and the listener goes on serving the right
+// password.
+func TestKafkaPythonSecuredWrongPassword(t *testing.T) {
+	requireKafkaPython(t)
+	b, certs := securedBroker(t)
+	addr := b.ListenerAddr("SASL_SSL")
+	for _, mech := range []string{"PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"} {
+		t.Run(mech, func(t *testing.T) {
+			topic := "python-denied-" + mech
+			createTopic(t, b.ListenerAddr("PLAINTEXT"), topic, 1, nil)
+			recs := lineSafeRecords(topic, []int32{0}, 3)
+			bad := &pySecurity{Protocol: "SASL_SSL", Mechanism: mech, Username: "admin", Password: "not-the-secret", CAFile: certs.CAFile}
+			err := pythonProduceSecured(addr, topic, recs, "all", "none", 1<<20, bad)
+			if err == nil {
+				t.Fatal("kafka-python produced with a wrong password")
+			}
+			// kafka-python's SASL code logs this when the broker closes
+			// the connection mid-exchange; a TLS failure logs otherwise.
+			var pe *pythonError
+			if !errors.As(err, &pe) || !strings.Contains(pe.stderr, "Error receiving reply from server") ||
+				!strings.Contains(pe.stderr, "NoBrokersAvailable") {
+				t.Fatalf("kafka-python failed, but not in the SASL exchange: %v", err)
+			}
+			if n := endOffset(t, b.ListenerAddr("PLAINTEXT"), topic); n != 0 {
+				t.Fatalf("end offset after the denied producer = %d, want 0", n)
+			}
+			good := *bad
+			good.Password = "admin-secret"
+			if err := pythonProduceSecured(addr, topic, recs, "all", "none", 1<<20, &good); err != nil {
+				t.Fatalf("right password after a wrong one: %v", err)
+			}
+		})
+	}
+}
+
+// endOffset is the log end offset of partition 0 of topic.
+func endOffset(t *testing.T, addr, topic string) int64 {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(addr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	ends, err := kadm.NewClient(cl).ListEndOffsets(ctx, topic)
+	if err == nil {
+		err = ends.Error()
+	}
+	if err != nil {
+		t.Fatalf("end offsets of %s: %v", topic, err)
+	}
+	o, ok := ends.Lookup(topic, 0)
+	if !ok {
+		t.Fatalf("no end offset for %s/0", topic)
+	}
+	return o.Offset
 }

@@ -39,12 +39,18 @@ type proc struct {
 // accepts connections.
 func startBroker(t *testing.T, dataDir, addr string, extra ...string) *proc {
 	t.Helper()
+	return startServe(t, addr, append([]string{"--data-dir", dataDir, "--listen", addr, "--log-level", "warn"}, extra...)...)
+}
+
+// startServe runs `exactly serve` with args and waits until addr accepts
+// TCP connections (a TLS listener too: only the socket is probed).
+func startServe(t *testing.T, addr string, args ...string) *proc {
+	t.Helper()
 	logf, err := os.OpenFile(filepath.Join(t.TempDir(), "broker.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		t.Fatal(err)
 	}
-	args := append([]string{"serve", "--data-dir", dataDir, "--listen", addr, "--log-level", "warn"}, extra...)
-	cmd := exec.Command(exactlyBinary(t), args...)
+	cmd := exec.Command(exactlyBinary(t), append([]string{"serve"}, args...)...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -11,12 +11,15 @@ import (
 	"time"
 
 	"github.com/exactly/exactly/bench"
+	"github.com/exactly/exactly/internal/clientconf"
 	"github.com/spf13/cobra"
+	"github.com/twmb/franz-go/pkg/kgo"
 )
 
 type benchFlags struct {
 	conn                 connFlags
 	targets              []string
+	targetConfigs        []string
 	managed, asJSON      bool
 	quiet                bool
 	modes                string
@@ -70,6 +73,9 @@ exactly) in the same table; add --managed to include the local broker too.
 The connection flags (--tls*, --sasl-*, --command-config) apply to every
 --bootstrap target, not to the managed broker; with --command-config naming
 bootstrap.servers and no --bootstrap, that cluster is the target.
+--target-config name=client.properties gives one named target its own
+client properties instead (to measure a PLAINTEXT and a SASL_SSL listener
+side by side).
 
 Every run uses a fresh topic, deleted afterwards. Exit status 1 means a run
 failed (the report says which and why).
@@ -80,12 +86,16 @@ record, and at the default the client's collections showed up as broker
 throughput).`,
 		Example: `  exactly bench
   exactly bench --modes idempotent,transactional --rounds 5
-  exactly bench --managed --bootstrap kafka=10.0.0.5:9092 --replication-factor 3`,
+  exactly bench --managed --bootstrap kafka=10.0.0.5:9092 --replication-factor 3
+  exactly bench --bootstrap plaintext=127.0.0.1:9092 --bootstrap sasl_ssl=127.0.0.1:9093 \
+    --target-config sasl_ssl=client.properties`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return runBench(cmd, f) },
 	}
 	fl := cmd.Flags()
 	fl.StringArrayVar(&f.targets, "bootstrap", nil, "a cluster to measure, [name=]host:port[,host:port] (repeatable)")
+	fl.StringArrayVar(&f.targetConfigs, "target-config", nil,
+		"name=client.properties: connection settings for that --bootstrap target only, instead of the shared flags (repeatable)")
 	fl.BoolVar(&f.managed, "managed", false, "also measure a broker started here (the default when no --bootstrap is given)")
 	fl.StringVar(&f.modes, "modes", strings.Join(bench.Modes, ","), "modes to measure, comma-separated")
 	fl.DurationVar(&f.duration, "duration", 5*time.Second, "length of each produce run")
@@ -123,7 +133,11 @@ func runBench(cmd *cobra.Command, f *benchFlags) error {
 	if err != nil {
 		return err
 	}
-	sec, err := conn.Opts()
+	sec, err := targetOpts(conn)
+	if err != nil {
+		return err
+	}
+	perTarget, err := parseTargetConfigs(f.targetConfigs)
 	if err != nil {
 		return err
 	}
@@ -133,7 +147,14 @@ func runBench(cmd *cobra.Command, f *benchFlags) error {
 			return err
 		}
 		t.Opts = sec
+		if opts, ok := perTarget[t.Name]; ok {
+			t.Opts = opts
+			delete(perTarget, t.Name)
+		}
 		cfg.Targets = append(cfg.Targets, t)
+	}
+	for name := range perTarget {
+		return fmt.Errorf("--target-config %s: no --bootstrap target has that name", name)
 	}
 	if len(f.targets) == 0 && len(conn.Bootstrap) > 0 {
 		cfg.Targets = []bench.Target{{Name: conn.Bootstrap[0], Bootstrap: conn.Bootstrap, Opts: sec}}
@@ -175,4 +196,37 @@ func runBench(cmd *cobra.Command, f *benchFlags) error {
 		return &ExitError{Code: 1}
 	}
 	return nil
+}
+
+// parseTargetConfigs reads each --target-config name=file into that
+// target's client options. The file's bootstrap.servers, if any, is not
+// used: the target's --bootstrap addresses are what is measured.
+func parseTargetConfigs(specs []string) (map[string][]kgo.Opt, error) {
+	out := make(map[string][]kgo.Opt, len(specs))
+	for _, spec := range specs {
+		name, file, ok := strings.Cut(spec, "=")
+		if !ok || name == "" || file == "" {
+			return nil, fmt.Errorf("--target-config %q: want name=client.properties", spec)
+		}
+		if _, dup := out[name]; dup {
+			return nil, fmt.Errorf("--target-config %s given twice", name)
+		}
+		s, err := clientconf.Resolve(file, clientconf.Overrides{})
+		if err != nil {
+			return nil, fmt.Errorf("--target-config %s: %w", name, err)
+		}
+		if out[name], err = targetOpts(s); err != nil {
+			return nil, fmt.Errorf("--target-config %s: %w", name, err)
+		}
+	}
+	return out, nil
+}
+
+// targetOpts are the connection options of settings without its seed
+// brokers: a target's own --bootstrap addresses are what it dials, and a
+// properties file's bootstrap.servers (kgo.SeedBrokers given later wins)
+// must not redirect it.
+func targetOpts(s clientconf.Settings) ([]kgo.Opt, error) {
+	s.Bootstrap = nil
+	return s.Opts()
 }
