@@ -68,7 +68,8 @@ func (l *logBuffer) String() string {
 	return l.buf.String()
 }
 
-// roundTrip produces n records to topic through opts and reads them back.
+// roundTrip produces n records to topic, which must be new (it reads
+// from the start), through opts and reads them back.
 func roundTrip(t *testing.T, topic string, n int, opts ...kgo.Opt) error {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
@@ -338,14 +339,14 @@ func TestMutualTLSPrincipal(t *testing.T) {
 	})
 	addr := b.ListenerAddr("SSL")
 	alice := certs.Client(t, pkix.Name{CommonName: "Alice", OrganizationalUnit: []string{"ServiceUsers"}, Organization: []string{"Example"}})
-	if err := roundTrip(t, "mtls", 3, kgo.SeedBrokers(addr), kgo.DialTLSConfig(certs.ClientConfig(alice))); err != nil {
+	if err := roundTrip(t, "mtls-alice", 3, kgo.SeedBrokers(addr), kgo.DialTLSConfig(certs.ClientConfig(alice))); err != nil {
 		t.Fatal(err)
 	}
 	if !strings.Contains(logs.String(), "mechanism=SSL user=alice") {
 		t.Errorf("alice's certificate did not map to user alice:\n%s", logs.String())
 	}
 	carol := certs.Client(t, pkix.Name{CommonName: "Carol", Organization: []string{"Example"}})
-	if err := roundTrip(t, "mtls", 3, kgo.SeedBrokers(addr), kgo.DialTLSConfig(certs.ClientConfig(carol))); err != nil {
+	if err := roundTrip(t, "mtls-carol", 3, kgo.SeedBrokers(addr), kgo.DialTLSConfig(certs.ClientConfig(carol))); err != nil {
 		t.Fatal(err)
 	}
 	if !strings.Contains(logs.String(), `user="CN=Carol,O=Example"`) {
