@@ -55,6 +55,9 @@ func attackForgedProducerIDs(t *testing.T, addr string) {
 	}
 	last := testenv.ProduceRequest(forgedTopic, 0, testenv.Batch("last"))
 	c.Send(testenv.Frame(last, 9, 42))
+	// Its answer comes after every forged batch was handled: under -race
+	// on a busy machine that took over 10 s.
+	c.ReadTimeout = 60 * time.Second
 	c.ReadResponse(last, 9, 42)
 }
 

@@ -16,6 +16,8 @@ import (
 type RawConn struct {
 	t  testing.TB
 	NC net.Conn
+	// ReadTimeout bounds each ReadFrame; zero means 10 s.
+	ReadTimeout time.Duration
 }
 
 // DialRaw connects to addr; the connection is closed when the test ends.
@@ -80,10 +82,15 @@ func (c *RawConn) ReadResponse(req kmsg.Request, v int16, corr int32) kmsg.Respo
 	return resp
 }
 
-// ReadFrame reads one response frame (without its size prefix) within 10 s.
+// ReadFrame reads one response frame (without its size prefix) within
+// ReadTimeout (10 s by default).
 func (c *RawConn) ReadFrame() []byte {
 	c.t.Helper()
-	c.NC.SetReadDeadline(time.Now().Add(10 * time.Second))
+	timeout := c.ReadTimeout
+	if timeout <= 0 {
+		timeout = 10 * time.Second
+	}
+	c.NC.SetReadDeadline(time.Now().Add(timeout))
 	var size [4]byte
 	if _, err := io.ReadFull(c.NC, size[:]); err != nil {
 		c.t.Fatalf("reading response: %v", err)
