@@ -24,6 +24,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/exactly/exactly/internal/security"
@@ -892,7 +893,9 @@ func (c *Conn) writeLoop(queue <-chan pending, done chan<- struct{}) {
 			continue // pipelined responses leave in one write
 		}
 		if err := c.write(out); err != nil {
-			if s.ctx.Err() == nil {
+			// A deadline is worth a line; a peer that already hung up
+			// (its reader ended and closed the socket) is routine.
+			if s.ctx.Err() == nil && !errors.Is(err, net.ErrClosed) && !errors.Is(err, syscall.EPIPE) && !errors.Is(err, syscall.ECONNRESET) {
 				s.log.Warn("closing connection: writing a response", "remote", c.remote,
 					"socket.response.write.timeout.ms", s.cfg.WriteTimeout.Milliseconds(), "err", err)
 			}
