@@ -54,24 +54,30 @@ func sealIndex(b []byte) {
 // checkIndexHeader validates the parts common to both index files and
 // returns the header's 64-bit field and the entry bytes.
 func checkIndexHeader(b []byte, magic [4]byte, entrySize int, logSize int64) (int64, []byte, error) {
-	if len(b) >= indexHeaderSize && [4]byte(b[:4]) == magic && b[4] > indexVersion {
-		return 0, nil, fmt.Errorf("index version %d %w (up to %d)", b[4], errNewerFormat, indexVersion)
-	}
-	if len(b) < indexHeaderSize || [4]byte(b[:4]) != magic || b[4] != indexVersion || b[5]|b[6]|b[7] != 0 {
+	if len(b) < indexHeaderSize || [4]byte(b[:4]) != magic {
 		return 0, nil, fmt.Errorf("%w: bad header", errBadIndex)
 	}
 	be := binary.BigEndian
+	crc := crc32.Update(0, castagnoli, b[:28])
+	crc = crc32.Update(crc, castagnoli, b[indexHeaderSize:])
+	if crc != be.Uint32(b[28:]) {
+		// Damage, not a format: an index is derived data, rebuilt from
+		// its segment. (Checked before the version, so a flipped version
+		// byte cannot make a partition refuse to open.)
+		return 0, nil, fmt.Errorf("%w: crc mismatch", errBadIndex)
+	}
+	if b[4] > indexVersion {
+		return 0, nil, fmt.Errorf("index version %d %w (up to %d)", b[4], errNewerFormat, indexVersion)
+	}
+	if b[4] != indexVersion || b[5]|b[6]|b[7] != 0 {
+		return 0, nil, fmt.Errorf("%w: bad header", errBadIndex)
+	}
 	if got := int64(be.Uint64(b[8:])); got != logSize {
 		return 0, nil, fmt.Errorf("%w: describes %d bytes of log, segment has %d", errBadIndex, got, logSize)
 	}
 	count := int64(be.Uint32(b[24:]))
 	if int64(len(b)) != indexHeaderSize+count*int64(entrySize) {
 		return 0, nil, fmt.Errorf("%w: %d entries in %d bytes", errBadIndex, count, len(b))
-	}
-	crc := crc32.Update(0, castagnoli, b[:28])
-	crc = crc32.Update(crc, castagnoli, b[indexHeaderSize:])
-	if crc != be.Uint32(b[28:]) {
-		return 0, nil, fmt.Errorf("%w: crc mismatch", errBadIndex)
 	}
 	return int64(be.Uint64(b[16:])), b[indexHeaderSize:], nil
 }
