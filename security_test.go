@@ -1,17 +1,14 @@
 package exactly_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509/pkix"
 	"fmt"
-	"log/slog"
 	"net"
 	"os"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -43,7 +40,7 @@ func securedBroker(t *testing.T, certs *testenv.TLSCerts, listeners string, extr
 		cfg[k] = v
 	}
 	logs := &logBuffer{}
-	b := exactly.NewTestBroker(t, exactly.Options{Config: cfg, Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+	b := exactly.NewTestBroker(t, exactly.Options{Config: cfg, Logger: logs.Logger(),
 		ScramUsers: []exactly.ScramUser{
 			{Mechanism: "SCRAM-SHA-512", Name: "admin", Password: "admin-secret"},
 			{Mechanism: "SCRAM-SHA-256", Name: "bob", Password: "bob-secret", Iterations: 8192},
@@ -51,22 +48,8 @@ func securedBroker(t *testing.T, certs *testenv.TLSCerts, listeners string, extr
 	return b, logs
 }
 
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
-}
+// logBuffer collects the broker's log lines.
+type logBuffer = testenv.LogBuffer
 
 // roundTrip produces n records to topic, which must be new (it reads
 // from the start), through opts and reads them back.

@@ -128,13 +128,16 @@ func unb64(t *testing.T, s *string) []byte {
 }
 
 // pySecurity is the script's "security" request field: how kafka-python
-// connects to a SASL_SSL listener.
+// connects to a SASL_SSL or SSL listener. Mechanism empty means no SASL;
+// CertFile and KeyFile set mean a client certificate (mutual TLS).
 type pySecurity struct {
 	Protocol  string `json:"protocol"`
-	Mechanism string `json:"mechanism"`
-	Username  string `json:"username"`
-	Password  string `json:"password"`
+	Mechanism string `json:"mechanism,omitempty"`
+	Username  string `json:"username,omitempty"`
+	Password  string `json:"password,omitempty"`
 	CAFile    string `json:"cafile"`
+	CertFile  string `json:"certfile,omitempty"`
+	KeyFile   string `json:"keyfile,omitempty"`
 }
 
 // pythonProduce writes recs in order with one KafkaProducer.
@@ -173,6 +176,8 @@ func pythonProduceSecured(addr, topic string, recs []record, acks any, compressi
 	}
 	if sec != nil {
 		req["security"] = sec
+		// A denied topic shows as metadata that never arrives.
+		req["max_block_ms"] = 20000
 	}
 	if err := python(req, &resp); err != nil {
 		return fmt.Errorf("kafka-python produce to %s: %w", topic, err)

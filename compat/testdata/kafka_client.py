@@ -66,16 +66,22 @@ def security(req):
     sec = req.get("security")
     if not sec:
         return {}
-    return {
+    conf = {
         "security_protocol": sec["protocol"],
-        "sasl_mechanism": sec["mechanism"],
-        "sasl_plain_username": sec["username"],
-        "sasl_plain_password": sec["password"],
         "ssl_cafile": sec["cafile"],
         # The test CA signs for 127.0.0.1 as an IP SAN; kafka-python checks
         # the host name through Python's ssl module, which accepts it.
         "ssl_check_hostname": True,
     }
+    if sec.get("mechanism"):
+        conf["sasl_mechanism"] = sec["mechanism"]
+        conf["sasl_plain_username"] = sec["username"]
+        conf["sasl_plain_password"] = sec["password"]
+    if sec.get("certfile"):
+        # Mutual TLS: the client presents this certificate and key.
+        conf["ssl_certfile"] = sec["certfile"]
+        conf["ssl_keyfile"] = sec["keyfile"]
+    return conf
 
 
 def produce(req):
@@ -89,6 +95,9 @@ def produce(req):
         # One request in flight and no retries: records land in the order
         # they were sent, or the run fails.
         max_in_flight_requests_per_connection=1,
+        # How long send() waits for the topic's metadata: a denied topic
+        # never gets any, and kafka-python waits this long to say so.
+        max_block_ms=req.get("max_block_ms", 60000),
         retries=0,
         request_timeout_ms=30000,
     )
