@@ -101,6 +101,23 @@ func (b *Broker) denied(r *server.Request, op acl.Operation, t acl.ResourceType,
 	}
 }
 
+// topicNamed is the name a request means by a topic: v10+ of OffsetCommit
+// and OffsetFetch name topics by ID only. An unknown ID gives
+// unknownTopicID.
+func (b *Broker) topicNamed(name string, id [16]byte) string {
+	if name != "" || id == [16]byte{} {
+		return name
+	}
+	if t, ok := b.catalog.TopicByID(id); ok {
+		return t.Name
+	}
+	return unknownTopicID
+}
+
+// unknownTopicID stands for a topic ID no topic has; no topic can be
+// named so (names are [a-zA-Z0-9._-]).
+const unknownTopicID = "\x00unknown topic id"
+
 // gateRequest checks the APIs whose whole request concerns one group,
 // transactional id or the cluster; a non-nil response is the refusal to
 // send instead of running the handler.
@@ -118,6 +135,9 @@ func (b *Broker) gateRequest(r *server.Request) kmsg.Response {
 	}
 	topicCode := func(op acl.Operation, topics ...string) kmsg.Response {
 		for _, t := range topics {
+			if t == unknownTopicID {
+				continue // the coordinator answers UNKNOWN_TOPIC_ID for it
+			}
 			if !b.authorized(r, op, acl.ResourceTopic, t) {
 				return group.ErrorResponse(r.Msg, kerr.TopicAuthorizationFailed.Code)
 			}
@@ -141,7 +161,7 @@ func (b *Broker) gateRequest(r *server.Request) kmsg.Response {
 		}
 		topics := make([]string, len(req.Topics))
 		for i, t := range req.Topics {
-			topics[i] = t.Topic
+			topics[i] = b.topicNamed(t.Topic, t.TopicID)
 		}
 		return topicCode(acl.OpRead, topics...)
 	case *kmsg.OffsetFetchRequest:
@@ -155,7 +175,7 @@ func (b *Broker) gateRequest(r *server.Request) kmsg.Response {
 			for _, g := range req.Groups {
 				groups = append(groups, g.Group)
 				for _, t := range g.Topics {
-					topics = append(topics, t.Topic)
+					topics = append(topics, b.topicNamed(t.Topic, t.TopicID))
 				}
 			}
 		}
