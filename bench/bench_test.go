@@ -141,6 +141,7 @@ func TestConsumeRunsSeeTheirIsolationLevel(t *testing.T) {
 	}
 }
 
+// countRecords is how many records a read_committed reader of topic finds.
 func countRecords(t *testing.T, addr, topic string, partitions int32) int64 {
 	t.Helper()
 	cl, err := kgo.NewClient(kgo.SeedBrokers(addr), kgo.ConsumeTopics(topic), kgo.FetchIsolationLevel(kgo.ReadCommitted()),
@@ -151,7 +152,14 @@ func countRecords(t *testing.T, addr, topic string, partitions int32) int64 {
 	defer cl.Close()
 	var n int64
 	for {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		// The first fetch waits for metadata and offsets, which on a
+		// loaded machine can take seconds; after that, a second without
+		// records is the end.
+		wait := time.Second
+		if n == 0 {
+			wait = 30 * time.Second
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), wait)
 		fs := cl.PollFetches(ctx)
 		cancel()
 		got := fs.NumRecords()
