@@ -18,7 +18,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"net/http"
 	"os"
 	"strconv"
 	"strings"
@@ -32,7 +31,6 @@ import (
 	"github.com/exactly/exactly/internal/vfs"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
 // Options configure a broker. The zero value is a working broker on a free
@@ -57,7 +55,11 @@ type Options struct {
 	// Config holds broker configs by Kafka key (num.partitions,
 	// log.retention.ms, message.max.bytes, ...).
 	Config map[string]string
-	// MetricsListen, if set, serves Prometheus metrics at /metrics there.
+	// MetricsListen, if set, serves Prometheus metrics at /metrics there;
+	// without a host (":9308") on loopback only. Config's
+	// metrics.ssl.keystore.location makes it HTTPS and
+	// metrics.basic.auth.users admits only those users (checked against
+	// their SCRAM credentials).
 	MetricsListen string
 	// Logger receives the broker's logs; nil discards them.
 	Logger *slog.Logger
@@ -81,8 +83,7 @@ type Broker struct {
 	b        *broker.Broker
 	srv      *server.Server
 	tls      *security.TLS
-	metrics  *http.Server
-	mln      net.Listener
+	metrics  *metricsEndpoint
 	tempDir  string
 	grace    time.Duration
 	serveErr chan error
@@ -202,16 +203,12 @@ func Start(opts Options) (*Broker, error) {
 	go func() { out.serveErr <- out.srv.Serve() }()
 
 	if opts.MetricsListen != "" {
-		mln, err := net.Listen("tcp", opts.MetricsListen)
+		m, err := startMetrics(opts.MetricsListen, static, reg, b)
 		if err != nil {
 			out.Close()
-			return nil, fmt.Errorf("metrics listener %s: %w", opts.MetricsListen, err)
+			return nil, err
 		}
-		mux := http.NewServeMux()
-		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-		out.mln = mln
-		out.metrics = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-		go out.metrics.Serve(mln)
+		out.metrics = m
 	}
 	for _, l := range lns {
 		a := advertised[l.Name]
@@ -243,27 +240,39 @@ func (b *Broker) ListenerAddr(name string) string {
 }
 
 // ReloadTLS reads the TLS listeners' certificate files
-// (ssl.keystore.location, ssl.truststore.location) again; connections
-// accepted afterwards use them. On error the files in use are kept.
+// (ssl.keystore.location, ssl.truststore.location) and the metrics
+// endpoint's (metrics.ssl.keystore.location) again; connections accepted
+// afterwards use them. On error the files in use are kept.
 // `exactly serve` calls it on SIGHUP.
 func (b *Broker) ReloadTLS() error {
-	if b.tls == nil {
-		return nil
+	var errs []error
+	for what, t := range map[string]*security.TLS{"listeners": b.tls, "metrics endpoint": b.metricsTLS()} {
+		if t == nil {
+			continue
+		}
+		if err := t.Reload(); err != nil {
+			b.log.Error("TLS reload failed; keeping the certificates in use", "for", what, "err", err)
+			errs = append(errs, fmt.Errorf("%s: %w", what, err))
+			continue
+		}
+		b.log.Info("TLS certificates reloaded", "for", what)
 	}
-	if err := b.tls.Reload(); err != nil {
-		b.log.Error("TLS reload failed; keeping the certificates in use", "err", err)
-		return err
-	}
-	b.log.Info("TLS certificates reloaded")
-	return nil
+	return errors.Join(errs...)
 }
 
 // MetricsAddr is the metrics listener's address, or "" if none.
 func (b *Broker) MetricsAddr() string {
-	if b.mln == nil {
+	if b.metrics == nil {
 		return ""
 	}
-	return b.mln.Addr().String()
+	return b.metrics.ln.Addr().String()
+}
+
+func (b *Broker) metricsTLS() *security.TLS {
+	if b.metrics == nil {
+		return nil
+	}
+	return b.metrics.tls
 }
 
 // ClusterID is the cluster ID stored in the data directory.
@@ -280,7 +289,7 @@ func (b *Broker) Close() error {
 
 func (b *Broker) close() error {
 	if b.metrics != nil {
-		b.metrics.Close()
+		b.metrics.close()
 	}
 	if b.srv != nil {
 		b.srv.Close(b.grace)

@@ -5,7 +5,9 @@ import (
 	"crypto/tls"
 	"crypto/x509/pkix"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"strconv"
 	"strings"
@@ -488,3 +490,58 @@ func TestScramCredentialAdmin(t *testing.T) {
 }
 
 func writeFile(path, s string) error { return os.WriteFile(path, []byte(s), 0o600) }
+
+// TestMetricsEndpointTLSAndBasicAuth: with a keystore the metrics endpoint
+// speaks only HTTPS, and with basic-auth users it serves only them, by the
+// password of their SCRAM credential; everyone else gets 401 and the
+// failure is counted. Without a host the endpoint binds loopback.
+func TestMetricsEndpointTLSAndBasicAuth(t *testing.T) {
+	certs := testenv.NewTLSCerts(t)
+	b := exactly.NewTestBroker(t, exactly.Options{MetricsListen: ":0", Config: map[string]string{
+		"metrics.ssl.keystore.location": certs.ServerFile,
+		"metrics.basic.auth.users":      "prometheus",
+	}, ScramUsers: []exactly.ScramUser{
+		{Mechanism: "SCRAM-SHA-512", Name: "prometheus", Password: "scrape-secret"},
+		{Mechanism: "SCRAM-SHA-512", Name: "admin", Password: "admin-secret"},
+	}})
+	host, port, err := net.SplitHostPort(b.MetricsAddr())
+	if err != nil || host != "127.0.0.1" {
+		t.Fatalf("metrics on %q (%v), want loopback", b.MetricsAddr(), err)
+	}
+	url := "https://localhost:" + port + "/metrics"
+	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: certs.ClientConfig()}}
+	get := func(user, password string) (int, string) {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodGet, url, nil)
+		if user != "" {
+			req.SetBasicAuth(user, password)
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(body)
+	}
+	for _, c := range []struct{ name, user, password string }{
+		{"no credentials", "", ""},
+		{"wrong password", "prometheus", "guess"},
+		{"unknown user", "mallory", "scrape-secret"},
+		{"a real user the endpoint does not admit", "admin", "admin-secret"},
+	} {
+		if code, _ := get(c.user, c.password); code != http.StatusUnauthorized {
+			t.Errorf("%s: HTTP %d, want 401", c.name, code)
+		}
+	}
+	code, body := get("prometheus", "scrape-secret")
+	if code != http.StatusOK || !strings.Contains(body, `kafka_server_authentication_failures_total{mechanism="BASIC"} 3`) {
+		t.Fatalf("prometheus: HTTP %d, want 200 with three BASIC failures counted:\n%s", code, body)
+	}
+	if resp, err := http.Get("http://127.0.0.1:" + port + "/metrics"); err == nil {
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusOK {
+			t.Error("plain HTTP served metrics on an HTTPS endpoint")
+		}
+	}
+}

@@ -135,7 +135,7 @@ GiB.`,
 	f.StringVar(&advertise, "advertise", "", "host:port returned to clients (default: the listen address)")
 	f.StringVar(&configFile, "config", "", "server.properties file with Kafka broker keys")
 	f.StringArrayVar(&sets, "set", nil, "broker config key=value (repeatable)")
-	f.StringVar(&metricsListen, "metrics-listen", "", "serve Prometheus metrics on this address, e.g. 127.0.0.1:9308")
+	f.StringVar(&metricsListen, "metrics-listen", "", "serve Prometheus metrics on this address; without a host (:9308) on loopback only")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	f.StringArrayVar(&addScram, "add-scram", nil, "create a SCRAM credential before serving, e.g. 'SCRAM-SHA-256=[name=admin,password=admin-secret]' (optional iterations=N; repeatable; replaces a credential whose password differs)")
 	return cmd

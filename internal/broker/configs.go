@@ -129,9 +129,9 @@ func applyConfigOps(cur map[string]string, ops []configOp, isList func(string) b
 			if o.value == nil {
 				return nil, &kerrError{kerr.InvalidConfig, fmt.Sprintf("null value for %s", o.name)}
 			}
-			items := splitList(out[o.name])
+			items := cluster.SplitList(out[o.name])
 			if o.op == 2 {
-				for _, v := range splitList(*o.value) {
+				for _, v := range cluster.SplitList(*o.value) {
 					if !contains(items, v) {
 						items = append(items, v)
 					}
@@ -139,7 +139,7 @@ func applyConfigOps(cur map[string]string, ops []configOp, isList func(string) b
 			} else {
 				var kept []string
 				for _, v := range items {
-					if !contains(splitList(*o.value), v) {
+					if !contains(cluster.SplitList(*o.value), v) {
 						kept = append(kept, v)
 					}
 				}
@@ -151,16 +151,6 @@ func applyConfigOps(cur map[string]string, ops []configOp, isList func(string) b
 		}
 	}
 	return out, nil
-}
-
-func splitList(s string) []string {
-	var out []string
-	for _, p := range strings.Split(s, ",") {
-		if p = strings.TrimSpace(p); p != "" {
-			out = append(out, p)
-		}
-	}
-	return out
 }
 
 func contains(xs []string, x string) bool {

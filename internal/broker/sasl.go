@@ -8,7 +8,6 @@ package broker
 
 import (
 	"fmt"
-	"strings"
 	"sync"
 	"time"
 
@@ -32,13 +31,7 @@ type authenticator struct{ b *Broker }
 
 func (a *authenticator) Mechanisms() []string {
 	v, _ := a.b.catalog.BrokerConfig("sasl.enabled.mechanisms")
-	var out []string
-	for _, m := range strings.Split(v, ",") {
-		if m = strings.TrimSpace(m); m != "" {
-			out = append(out, m)
-		}
-	}
-	return out
+	return cluster.SplitList(v)
 }
 
 func (a *authenticator) Begin(_ *server.Conn, mech string) (security.Exchange, error) {
@@ -91,6 +84,23 @@ func (l *auditLimiter) allow(now time.Time) (int, bool) {
 	s := l.suppressed
 	l.suppressed = 0
 	return s, true
+}
+
+// AuthenticateHTTP checks an HTTP basic-auth login (the metrics endpoint)
+// against the user's SCRAM credential — the same user database as SASL —
+// and counts and audits it like a SASL login, under mechanism BASIC. A
+// user the endpoint does not admit (permitted false) always fails.
+func (b *Broker) AuthenticateHTTP(remote, user, password string, permitted bool) bool {
+	if permitted && security.VerifyUser(b.scramLookup, user, password) {
+		b.metrics.authSuccesses.WithLabelValues("BASIC").Inc()
+		return true
+	}
+	b.metrics.authFailures.WithLabelValues("BASIC").Inc()
+	if n, ok := b.authAudit.allow(time.Now()); ok {
+		b.log.Warn("authentication failed", "remote", remote, "listener", "metrics",
+			"mechanism", "BASIC", "err", security.ErrAuthentication, "suppressed_since_last", n)
+	}
+	return false
 }
 
 // scramLookup is the credential lookup of PLAIN and SCRAM exchanges.

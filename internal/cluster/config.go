@@ -307,6 +307,11 @@ var brokerConfigDefs = []BrokerConfigDef{
 	{Name: "authorizer.class.name", Type: TypeString, Default: "",
 		validate: oneOf("", "exactly", "org.apache.kafka.metadata.authorizer.StandardAuthorizer", "kafka.security.authorizer.AclAuthorizer")},
 	{Name: "super.users", Type: TypeString, Default: "", validate: superUsers},
+	// exactly's own: the Prometheus endpoint (--metrics-listen). A PEM
+	// keystore turns it to HTTPS; basic-auth users are checked against
+	// their SCRAM credentials (docs/DESIGN.md, "Security").
+	{Name: "metrics.ssl.keystore.location", Type: TypeString, Default: ""},
+	{Name: "metrics.basic.auth.users", Type: TypeList, Default: ""},
 	{Name: "allow.everyone.if.no.acl.found", Type: TypeBoolean, Default: "false", validate: boolean},
 }
 
@@ -331,6 +336,18 @@ func protocolMap(v string) error {
 func principalRules(v string) error {
 	_, err := security.ParsePrincipalRules(v)
 	return err
+}
+
+// SplitList is a list config's items (Kafka's TypeList: comma-separated,
+// blanks around items and empty items dropped).
+func SplitList(v string) []string {
+	var out []string
+	for _, p := range strings.Split(v, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
 }
 
 func saslMechanisms(v string) error {

@@ -218,18 +218,24 @@ func (p *plainExchange) Step(token []byte) ([]byte, bool, error) {
 	if authz != "" && authz != user {
 		return nil, false, errors.New("authorization id must be empty or match the user")
 	}
-	// One user database: any SCRAM credential of the user checks the
-	// password (SHA-512 first).
+	if !VerifyUser(p.lookup, user, pw) {
+		return nil, false, ErrAuthentication
+	}
+	p.user = user
+	return nil, true, nil
+}
+
+// VerifyUser reports whether password is user's, checked against the
+// user's SCRAM credential (SHA-512 first): the one user database that
+// PLAIN and every other password check share, so no password is ever
+// stored anywhere.
+func VerifyUser(lookup Lookup, user, password string) bool {
 	for _, mech := range []string{MechScramSHA512, MechScramSHA256} {
-		if cred, ok := p.lookup(user, mech); ok {
-			if CheckPassword(mech, cred, pw) {
-				p.user = user
-				return nil, true, nil
-			}
-			return nil, false, ErrAuthentication
+		if cred, ok := lookup(user, mech); ok {
+			return CheckPassword(mech, cred, password)
 		}
 	}
-	return nil, false, ErrAuthentication
+	return false
 }
 
 func (p *plainExchange) User() string { return p.user }
