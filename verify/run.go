@@ -4,7 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/exactly/exactly/internal/clientconf"
+	"github.com/exactly/exactly/clientconf"
 	"io"
 	"math"
 	"os"

@@ -5,7 +5,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/exactly/exactly/internal/clientconf"
+	"github.com/exactly/exactly/clientconf"
 )
 
 // A worker's spec is on its command line; the SASL password must travel in

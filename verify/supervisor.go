@@ -3,7 +3,7 @@ package verify
 import (
 	"context"
 	"fmt"
-	"github.com/exactly/exactly/internal/clientconf"
+	"github.com/exactly/exactly/clientconf"
 	"path/filepath"
 	"time"
 )

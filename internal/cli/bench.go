@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/exactly/exactly/bench"
-	"github.com/exactly/exactly/internal/clientconf"
+	"github.com/exactly/exactly/clientconf"
 	"github.com/spf13/cobra"
 	"github.com/twmb/franz-go/pkg/kgo"
 )

@@ -5,7 +5,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/exactly/exactly/internal/clientconf"
+	"github.com/exactly/exactly/clientconf"
 	"github.com/spf13/pflag"
 	"github.com/twmb/franz-go/pkg/kgo"
 )

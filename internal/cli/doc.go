@@ -13,7 +13,7 @@
 // against an exactly broker or any other Kafka-compatible broker. Each
 // command accepts --bootstrap-server (or -b), a comma-separated list of
 // host:port seeds that defaults to 127.0.0.1:9092, and the same TLS, SASL
-// and --command-config flags (conn.go; resolved by internal/clientconf).
+// and --command-config flags (conn.go; resolved by clientconf).
 //
 // The constructors return fresh cobra commands with no shared state, so a
 // caller (the exactly main package, or a test) can build and execute them as

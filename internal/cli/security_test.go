@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/exactly/exactly"
-	"github.com/exactly/exactly/internal/clientconf"
+	"github.com/exactly/exactly/clientconf"
 	"github.com/exactly/exactly/internal/testenv"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
