@@ -19,7 +19,6 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
-	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
 // runExactly runs the binary to completion (at most 30s) and returns its
@@ -217,31 +216,6 @@ func produceErr(cl *kgo.Client, topic string, partition int32) error {
 	return cl.ProduceSync(ctx, &kgo.Record{Topic: topic, Partition: partition, Value: []byte("x")}).FirstErr()
 }
 
-// fetchErr sends one Fetch for topic/0 at offset and returns the
-// partition's error (kgo keeps retriable fetch errors to itself).
-func fetchErr(t *testing.T, cl *kgo.Client, topic string, offset int64) error {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	md, err := kadm.NewClient(cl).Metadata(ctx, topic)
-	if err != nil {
-		t.Fatal(err)
-	}
-	req := kmsg.NewPtrFetchRequest()
-	req.MaxWaitMillis, req.MaxBytes = 10, 50<<20
-	rt := kmsg.NewFetchRequestTopic()
-	rt.Topic, rt.TopicID = topic, md.Topics[topic].ID
-	rp := kmsg.NewFetchRequestTopicPartition()
-	rp.FetchOffset, rp.PartitionMaxBytes = offset, 50<<20
-	rt.Partitions = append(rt.Partitions, rp)
-	req.Topics = append(req.Topics, rt)
-	resp, err := req.RequestWith(ctx, cl)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return kerr.ErrorForCode(resp.Topics[0].Partitions[0].ErrorCode)
-}
-
 // segments lists a partition directory's segment files, oldest first.
 func segments(t *testing.T, dir string) []string {
 	t.Helper()
@@ -305,7 +279,7 @@ func TestCorruptionTakesOnePartitionOffline(t *testing.T) {
 
 			p = startBroker(t, data, addr, "--log-level", "info")
 			cl := impatient(t, addr)
-			if err := fetchErr(t, cl, "bad", 0); !errors.Is(err, kerr.KafkaStorageError) {
+			if err := kerr.ErrorForCode(testenv.FetchOnce(t, cl, "bad", 0, 0).ErrorCode); !errors.Is(err, kerr.KafkaStorageError) {
 				t.Fatalf("fetch from the damaged partition: %v, want KAFKA_STORAGE_ERROR", err)
 			}
 			if err := produceErr(cl, "bad", 0); !errors.Is(err, kerr.KafkaStorageError) {

@@ -16,11 +16,11 @@ import (
 
 	"github.com/exactly/exactly/internal/cluster"
 	"github.com/exactly/exactly/internal/server"
+	"github.com/exactly/exactly/internal/testenv"
 	"github.com/exactly/exactly/internal/vfs"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
-	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
 // served is a broker on fsys behind a real listener.
@@ -100,36 +100,6 @@ func produceValues(t *testing.T, cl *kgo.Client, topic string, n int) error {
 	return cl.ProduceSync(ctx, rs...).FirstErr()
 }
 
-// fetchOnce sends one Fetch for partition 0 of topic from offset 0 and
-// returns its record bytes and error (kgo retries storage errors itself,
-// so this asks by hand).
-func fetchOnce(t *testing.T, cl *kgo.Client, topic string) (int, error) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	md, err := kadm.NewClient(cl).Metadata(ctx, topic)
-	if err != nil {
-		t.Fatal(err)
-	}
-	req := kmsg.NewPtrFetchRequest()
-	req.MaxWaitMillis, req.MaxBytes = 10, 1<<20
-	rt := kmsg.NewFetchRequestTopic()
-	rt.Topic, rt.TopicID = topic, md.Topics[topic].ID
-	rp := kmsg.NewFetchRequestTopicPartition()
-	rp.PartitionMaxBytes = 1 << 20
-	rt.Partitions = append(rt.Partitions, rp)
-	req.Topics = append(req.Topics, rt)
-	resp, err := req.RequestWith(ctx, cl)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(resp.Topics) != 1 || len(resp.Topics[0].Partitions) != 1 {
-		t.Fatalf("fetch response %+v", resp)
-	}
-	sp := resp.Topics[0].Partitions[0]
-	return len(sp.RecordBatches), kerr.ErrorForCode(sp.ErrorCode)
-}
-
 // One flipped byte in the first batch of a partition's active segment,
 // fsynced and checkpointed by a clean stop: after a restart that partition
 // is offline (KAFKA_STORAGE_ERROR to Produce, Fetch and ListOffsets), the
@@ -174,7 +144,7 @@ func TestCorruptPartitionGoesOfflineAlone(t *testing.T) {
 	if err := produceValues(t, cl, "bad", 1); !errors.Is(err, kerr.KafkaStorageError) {
 		t.Fatalf("produce to the corrupt partition: %v, want KAFKA_STORAGE_ERROR", err)
 	}
-	if _, err := fetchOnce(t, cl, "bad"); !errors.Is(err, kerr.KafkaStorageError) {
+	if err := kerr.ErrorForCode(testenv.FetchOnce(t, cl, "bad", 0, 0).ErrorCode); !errors.Is(err, kerr.KafkaStorageError) {
 		t.Fatalf("fetch from the corrupt partition: %v, want KAFKA_STORAGE_ERROR", err)
 	}
 	ends, err := kadm.NewClient(cl).ListEndOffsets(context.Background(), "bad")
@@ -187,8 +157,8 @@ func TestCorruptPartitionGoesOfflineAlone(t *testing.T) {
 	if err := produceValues(t, cl, "good", 1); err != nil {
 		t.Fatalf("healthy partition refused a produce: %v", err)
 	}
-	if n, err := fetchOnce(t, cl, "good"); err != nil || n == 0 {
-		t.Fatalf("healthy partition: %d records, %v", n, err)
+	if p := testenv.FetchOnce(t, cl, "good", 0, 0); p.ErrorCode != 0 || len(p.RecordBatches) == 0 {
+		t.Fatalf("healthy partition: %d record bytes, %v", len(p.RecordBatches), kerr.ErrorForCode(p.ErrorCode))
 	}
 	s.stop()
 	if after := tree(t, mem, "/data/bad-0"); !maps.Equal(before, after) {

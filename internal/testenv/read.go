@@ -7,6 +7,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
 // ReadToEnd reads every partition of topic from its start to the end it
@@ -115,4 +116,34 @@ func count(recs map[int32][]*kgo.Record) int {
 		n += len(rs)
 	}
 	return n
+}
+
+// FetchOnce sends one raw Fetch for partition of topic from offset (up to
+// 50 MiB, a 10 ms wait) and returns that partition's answer as sent: its
+// error code and record bytes unprocessed, for tests of what the broker
+// itself answers (KAFKA_STORAGE_ERROR, OFFSET_OUT_OF_RANGE, ...).
+func FetchOnce(t testing.TB, cl *kgo.Client, topic string, partition int32, offset int64) kmsg.FetchResponseTopicPartition {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	md, err := kadm.NewClient(cl).Metadata(ctx, topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := kmsg.NewPtrFetchRequest()
+	req.MaxWaitMillis, req.MaxBytes = 10, 50<<20
+	rt := kmsg.NewFetchRequestTopic()
+	rt.Topic, rt.TopicID = topic, md.Topics[topic].ID
+	rp := kmsg.NewFetchRequestTopicPartition()
+	rp.Partition, rp.FetchOffset, rp.PartitionMaxBytes = partition, offset, 50<<20
+	rt.Partitions = append(rt.Partitions, rp)
+	req.Topics = append(req.Topics, rt)
+	resp, err := req.RequestWith(ctx, cl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(resp.Topics) != 1 || len(resp.Topics[0].Partitions) != 1 {
+		t.Fatalf("fetch of %s/%d answered %d topics", topic, partition, len(resp.Topics))
+	}
+	return resp.Topics[0].Partitions[0]
 }
