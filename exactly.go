@@ -183,14 +183,22 @@ func Start(opts Options) (*Broker, error) {
 		return cluster.Int64(v, 0)
 	}
 	ms := func(key string) time.Duration { return time.Duration(brokerInt(key)) * time.Millisecond }
+	overridesValue, _ := b.Catalog().BrokerConfig("max.connections.per.ip.overrides")
+	perIPOverrides, err := resolveConnectionOverrides(overridesValue)
+	if err != nil {
+		b.Close()
+		closeAll()
+		return nil, err
+	}
 	out.srv = server.NewListeners(lns, server.Config{
-		MaxRequestBytes:     int32(brokerInt("socket.request.max.bytes")),
-		IdleTimeout:         ms("connections.max.idle.ms"),
-		RequestReadTimeout:  ms("socket.request.read.timeout.ms"),
-		WriteTimeout:        ms("socket.response.write.timeout.ms"),
-		MaxQueuedBytes:      brokerInt("queued.max.request.bytes"),
-		MaxConnections:      int(brokerInt("max.connections")),
-		MaxConnectionsPerIP: int(brokerInt("max.connections.per.ip")),
+		MaxRequestBytes:              int32(brokerInt("socket.request.max.bytes")),
+		IdleTimeout:                  ms("connections.max.idle.ms"),
+		RequestReadTimeout:           ms("socket.request.read.timeout.ms"),
+		WriteTimeout:                 ms("socket.response.write.timeout.ms"),
+		MaxQueuedBytes:               brokerInt("queued.max.request.bytes"),
+		MaxConnections:               int(brokerInt("max.connections")),
+		MaxConnectionsPerIP:          int(brokerInt("max.connections.per.ip")),
+		MaxConnectionsPerIPOverrides: perIPOverrides,
 		// Produce appends every batch before its handler returns (the
 		// fsync wait holds no request bytes), so its buffers can be
 		// reused at once; they are most of what the broker allocates.

@@ -13,7 +13,9 @@ import (
 	"time"
 
 	"github.com/exactly/exactly"
+	"github.com/exactly/exactly/internal/testenv"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
 // TestEmbeddedBrokerWithMetrics: the embedding API starts a working broker
@@ -48,14 +50,46 @@ func TestEmbeddedBrokerWithMetrics(t *testing.T) {
 
 func TestStartRejectsBadConfig(t *testing.T) {
 	for cfg, want := range map[string]string{
-		"num.partitions=zero": "num.partitions",
-		"no.such.key=1":       "unknown broker config",
+		"num.partitions=zero":                                      "num.partitions",
+		"no.such.key=1":                                            "unknown broker config",
+		"max.connections.per.ip.overrides=127.0.0.1":               "not host:limit",
+		"max.connections.per.ip.overrides=127.0.0.1:-1":            "count ≥ 0",
+		"max.connections.per.ip.overrides=no-such-host.invalid:5":  "no-such-host.invalid",
+		"max.connections.per.ip.overrides=127.0.0.1:2,127.0.0.1:3": "twice",
 	} {
 		k, v, _ := strings.Cut(cfg, "=")
 		_, err := exactly.Start(exactly.Options{Config: map[string]string{k: v}})
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("%s: got %v, want an error mentioning %q", cfg, err, want)
 		}
+	}
+}
+
+// TestConnectionLimitOverrides: max.connections.per.ip.overrides gives an
+// address (by IP, or by a host name resolved at start) its own limit in
+// place of max.connections.per.ip; a connection beyond it is closed at
+// once while the ones admitted are served.
+func TestConnectionLimitOverrides(t *testing.T) {
+	for _, c := range []struct {
+		overrides string
+		limit     int
+	}{{"127.0.0.1:2", 2}, {"localhost:3,10.1.2.3:7", 3}, {"127.0.0.1:0", 0}} {
+		t.Run(c.overrides, func(t *testing.T) {
+			b := exactly.NewTestBroker(t, exactly.Options{Config: map[string]string{
+				"max.connections.per.ip":           "100",
+				"max.connections.per.ip.overrides": c.overrides,
+			}})
+			var admitted []*testenv.RawConn
+			for range c.limit {
+				conn := testenv.DialRaw(t, b.Addr())
+				conn.Request(kmsg.NewPtrApiVersionsRequest(), 3)
+				admitted = append(admitted, conn)
+			}
+			testenv.DialRaw(t, b.Addr()).ExpectClosed()
+			for _, conn := range admitted {
+				conn.Request(kmsg.NewPtrApiVersionsRequest(), 3)
+			}
+		})
 	}
 }
 

@@ -1,11 +1,15 @@
 package exactly
 
 import (
+	"context"
 	"fmt"
 	"net"
+	"net/netip"
 	"strconv"
+	"time"
 
 	"github.com/exactly/exactly/internal/broker"
+	"github.com/exactly/exactly/internal/cluster"
 	"github.com/exactly/exactly/internal/security"
 	"github.com/exactly/exactly/internal/server"
 )
@@ -123,4 +127,32 @@ func loadTLS(static map[string]string, lns []server.Listener) (*security.TLS, er
 		}
 	}
 	return t, nil
+}
+
+// resolveConnectionOverrides turns max.connections.per.ip.overrides into
+// limits by IP address. Host names are resolved once, at start, to every
+// address they have (as Kafka does); one that does not resolve stops the
+// start, so a misspelt name cannot silently leave its host unlimited.
+func resolveConnectionOverrides(v string) (map[string]int, error) {
+	byHost, err := cluster.ParseConnectionOverrides(v)
+	if err != nil || len(byHost) == 0 {
+		return nil, err
+	}
+	out := map[string]int{}
+	for host, n := range byHost {
+		if a, err := netip.ParseAddr(host); err == nil {
+			out[a.Unmap().String()] = n
+			continue
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		addrs, err := net.DefaultResolver.LookupNetIP(ctx, "ip", host)
+		cancel()
+		if err != nil {
+			return nil, fmt.Errorf("max.connections.per.ip.overrides: %s: %w", host, err)
+		}
+		for _, a := range addrs {
+			out[a.Unmap().String()] = n
+		}
+	}
+	return out, nil
 }

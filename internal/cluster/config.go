@@ -242,6 +242,7 @@ var brokerConfigDefs = []BrokerConfigDef{
 	{Name: "queued.max.request.bytes", Type: TypeLong, Default: "536870912", validate: longMinOrUnbounded(1)},
 	{Name: "max.connections", Type: TypeInt, Default: "4096", validate: intMin(1)},
 	{Name: "max.connections.per.ip", Type: TypeInt, Default: "1024", validate: intMin(1)},
+	{Name: "max.connections.per.ip.overrides", Type: TypeString, Default: "", validate: connectionOverrides},
 	{Name: "fetch.max.bytes", Type: TypeInt, Default: "57671680", validate: intMin(1024)},
 	{Name: "fetch.partition.max.bytes", Type: TypeInt, Default: "1048576", validate: intMin(1)},
 	{Name: "socket.request.read.timeout.ms", Type: TypeLong, Default: "30000", validate: longMin(1)},
@@ -348,6 +349,34 @@ func SplitList(v string) []string {
 		}
 	}
 	return out
+}
+
+// ParseConnectionOverrides reads max.connections.per.ip.overrides:
+// "host:limit,..." where host is an IP address (IPv6 as is, e.g.
+// "::1:5") or a host name, and limit a count ≥ 0 (0 refuses that host).
+func ParseConnectionOverrides(v string) (map[string]int, error) {
+	out := map[string]int{}
+	for _, item := range SplitList(v) {
+		i := strings.LastIndexByte(item, ':')
+		if i <= 0 {
+			return nil, fmt.Errorf("max.connections.per.ip.overrides: %q is not host:limit", item)
+		}
+		host := strings.TrimSpace(item[:i])
+		n, err := strconv.Atoi(strings.TrimSpace(item[i+1:]))
+		if err != nil || n < 0 {
+			return nil, fmt.Errorf("max.connections.per.ip.overrides: %q: the limit must be a count ≥ 0", item)
+		}
+		if _, dup := out[host]; dup {
+			return nil, fmt.Errorf("max.connections.per.ip.overrides: %s appears twice", host)
+		}
+		out[host] = n
+	}
+	return out, nil
+}
+
+func connectionOverrides(v string) error {
+	_, err := ParseConnectionOverrides(v)
+	return err
 }
 
 func saslMechanisms(v string) error {

@@ -102,6 +102,10 @@ type Config struct {
 	// MaxConnectionsPerIP is max.connections.per.ip: a connection from an
 	// address that already has this many is closed at once.
 	MaxConnectionsPerIP int
+	// MaxConnectionsPerIPOverrides are max.connections.per.ip.overrides,
+	// by IP address (in the form remoteIP gives): these addresses get
+	// their own limit instead.
+	MaxConnectionsPerIPOverrides map[string]int
 	// RecycledKeys are API keys whose large requests (64 KiB and up) are
 	// read into pooled buffers, reused as soon as Handle returns. Their
 	// handlers must be done with the request's bytes by then, deferred
@@ -348,7 +352,7 @@ func (s *Server) admit(nc net.Conn, l *Listener) (*Conn, ConnEvent) {
 		return nil, ConnClosed
 	case len(s.conns) >= s.cfg.MaxConnections:
 		return nil, ConnRejectedMaxConnections
-	case s.perIP[ip] >= s.cfg.MaxConnectionsPerIP:
+	case s.perIP[ip] >= s.limitFor(ip):
 		return nil, ConnRejectedMaxConnectionsPerIP
 	}
 	ctx, cancel := context.WithCancel(s.ctx)
@@ -385,6 +389,14 @@ func (s *Server) forget(c *Conn) {
 
 // remoteIP is the peer's address without its port: the unit
 // max.connections.per.ip counts.
+// limitFor is the connection limit of one client address.
+func (s *Server) limitFor(ip string) int {
+	if n, ok := s.cfg.MaxConnectionsPerIPOverrides[ip]; ok {
+		return n
+	}
+	return s.cfg.MaxConnectionsPerIP
+}
+
 func remoteIP(nc net.Conn) string {
 	if a, ok := nc.RemoteAddr().(*net.TCPAddr); ok {
 		return a.AddrPort().Addr().Unmap().String()
