@@ -197,8 +197,8 @@ type Authorizer struct {
 	// AllowIfNoACL allows a request when no ACL matches its resource
 	// (allow.everyone.if.no.acl.found).
 	AllowIfNoACL bool
-	// Bindings are the stored ACLs.
-	Bindings []Binding
+	// ACLs are the stored ACLs, indexed (nil: none).
+	ACLs *Index
 }
 
 // ParseSuperUsers reads super.users: principals separated by ';'.
@@ -220,24 +220,25 @@ func (a *Authorizer) Authorize(r Request) bool {
 	if a.SuperUsers[r.Principal] {
 		return true
 	}
-	any := false
-	allowed := false
-	for _, b := range a.Bindings {
-		if !resourceMatches(b, r.Type, r.Name) {
-			continue
-		}
+	any, allowed, denied := false, false, false
+	a.ACLs.matching(r.Type, r.Name, func(b Binding) bool {
 		any = true
 		if !principalMatches(b.Principal, r.Principal) || !hostMatches(b.Host, r.Host) {
-			continue
+			return true
 		}
 		if b.Permission == PermDeny && denyCovers(b.Operation, r.Op) {
+			denied = true
 			return false
 		}
 		if b.Permission == PermAllow && allowCovers(b.Operation, r.Op) {
 			allowed = true
 		}
-	}
-	if !any {
+		return true
+	})
+	switch {
+	case denied:
+		return false
+	case !any:
 		return a.AllowIfNoACL
 	}
 	return allowed
@@ -253,8 +254,8 @@ func (a *Authorizer) AuthorizeAny(r Request) bool {
 		return true
 	}
 	allowed := false
-	for _, b := range a.Bindings {
-		if b.ResourceType != r.Type || !principalMatches(b.Principal, r.Principal) || !hostMatches(b.Host, r.Host) {
+	for _, b := range a.ACLs.ofType(r.Type) {
+		if !principalMatches(b.Principal, r.Principal) || !hostMatches(b.Host, r.Host) {
 			continue
 		}
 		if b.Permission == PermDeny && denyCovers(b.Operation, r.Op) && b.PatternType == PatternLiteral && b.ResourceName == Wildcard {

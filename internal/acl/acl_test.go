@@ -23,31 +23,31 @@ func TestAuthorize(t *testing.T) {
 	}{
 		{"no acls, default denies", Authorizer{}, Request{Principal: alice, Op: OpRead, Type: ResourceTopic, Name: "t"}, false},
 		{"no acls, allow.everyone", Authorizer{AllowIfNoACL: true}, Request{Principal: alice, Op: OpRead, Type: ResourceTopic, Name: "t"}, true},
-		{"acl on resource for someone else", Authorizer{AllowIfNoACL: true, Bindings: []Binding{topicW}},
+		{"acl on resource for someone else", Authorizer{AllowIfNoACL: true, ACLs: NewIndex([]Binding{topicW})},
 			Request{Principal: bob, Op: OpWrite, Type: ResourceTopic, Name: "orders"}, false},
-		{"literal allow", Authorizer{Bindings: []Binding{topicW}}, Request{Principal: alice, Op: OpWrite, Type: ResourceTopic, Name: "orders"}, true},
-		{"literal other name", Authorizer{Bindings: []Binding{topicW}}, Request{Principal: alice, Op: OpWrite, Type: ResourceTopic, Name: "orders2"}, false},
-		{"write implies describe", Authorizer{Bindings: []Binding{topicW}}, Request{Principal: alice, Op: OpDescribe, Type: ResourceTopic, Name: "orders"}, true},
-		{"write does not imply read", Authorizer{Bindings: []Binding{topicW}}, Request{Principal: alice, Op: OpRead, Type: ResourceTopic, Name: "orders"}, false},
-		{"alter_configs implies describe_configs", Authorizer{Bindings: []Binding{allow(ResourceTopic, "t", PatternLiteral, alice, OpAlterConfigs)}},
+		{"literal allow", Authorizer{ACLs: NewIndex([]Binding{topicW})}, Request{Principal: alice, Op: OpWrite, Type: ResourceTopic, Name: "orders"}, true},
+		{"literal other name", Authorizer{ACLs: NewIndex([]Binding{topicW})}, Request{Principal: alice, Op: OpWrite, Type: ResourceTopic, Name: "orders2"}, false},
+		{"write implies describe", Authorizer{ACLs: NewIndex([]Binding{topicW})}, Request{Principal: alice, Op: OpDescribe, Type: ResourceTopic, Name: "orders"}, true},
+		{"write does not imply read", Authorizer{ACLs: NewIndex([]Binding{topicW})}, Request{Principal: alice, Op: OpRead, Type: ResourceTopic, Name: "orders"}, false},
+		{"alter_configs implies describe_configs", Authorizer{ACLs: NewIndex([]Binding{allow(ResourceTopic, "t", PatternLiteral, alice, OpAlterConfigs)})},
 			Request{Principal: alice, Op: OpDescribeConfigs, Type: ResourceTopic, Name: "t"}, true},
-		{"prefixed", Authorizer{Bindings: []Binding{prefixR}}, Request{Principal: alice, Op: OpRead, Type: ResourceTopic, Name: "logs-app"}, true},
-		{"prefixed miss", Authorizer{Bindings: []Binding{prefixR}}, Request{Principal: alice, Op: OpRead, Type: ResourceTopic, Name: "log"}, false},
-		{"wildcard resource and principal", Authorizer{Bindings: []Binding{wildR}}, Request{Principal: bob, Op: OpRead, Type: ResourceTopic, Name: "x"}, true},
-		{"deny wins over allow", Authorizer{Bindings: []Binding{wildR, deny(allow(ResourceTopic, "secret", PatternLiteral, bob, OpRead))}},
+		{"prefixed", Authorizer{ACLs: NewIndex([]Binding{prefixR})}, Request{Principal: alice, Op: OpRead, Type: ResourceTopic, Name: "logs-app"}, true},
+		{"prefixed miss", Authorizer{ACLs: NewIndex([]Binding{prefixR})}, Request{Principal: alice, Op: OpRead, Type: ResourceTopic, Name: "log"}, false},
+		{"wildcard resource and principal", Authorizer{ACLs: NewIndex([]Binding{wildR})}, Request{Principal: bob, Op: OpRead, Type: ResourceTopic, Name: "x"}, true},
+		{"deny wins over allow", Authorizer{ACLs: NewIndex([]Binding{wildR, deny(allow(ResourceTopic, "secret", PatternLiteral, bob, OpRead))})},
 			Request{Principal: bob, Op: OpRead, Type: ResourceTopic, Name: "secret"}, false},
-		{"deny all wins", Authorizer{Bindings: []Binding{topicW, deny(allow(ResourceTopic, "ord", PatternPrefixed, alice, OpAll))}},
+		{"deny all wins", Authorizer{ACLs: NewIndex([]Binding{topicW, deny(allow(ResourceTopic, "ord", PatternPrefixed, alice, OpAll))})},
 			Request{Principal: alice, Op: OpWrite, Type: ResourceTopic, Name: "orders"}, false},
-		{"deny read does not deny describe", Authorizer{Bindings: []Binding{topicW, deny(allow(ResourceTopic, "orders", PatternLiteral, alice, OpRead))}},
+		{"deny read does not deny describe", Authorizer{ACLs: NewIndex([]Binding{topicW, deny(allow(ResourceTopic, "orders", PatternLiteral, alice, OpRead))})},
 			Request{Principal: alice, Op: OpDescribe, Type: ResourceTopic, Name: "orders"}, true},
-		{"allow all", Authorizer{Bindings: []Binding{allow(ResourceGroup, "g", PatternLiteral, alice, OpAll)}},
+		{"allow all", Authorizer{ACLs: NewIndex([]Binding{allow(ResourceGroup, "g", PatternLiteral, alice, OpAll)})},
 			Request{Principal: alice, Op: OpDelete, Type: ResourceGroup, Name: "g"}, true},
-		{"type must match", Authorizer{Bindings: []Binding{allow(ResourceGroup, "orders", PatternLiteral, alice, OpAll)}},
+		{"type must match", Authorizer{ACLs: NewIndex([]Binding{allow(ResourceGroup, "orders", PatternLiteral, alice, OpAll)})},
 			Request{Principal: alice, Op: OpRead, Type: ResourceTopic, Name: "orders"}, false},
-		{"super user", Authorizer{SuperUsers: ParseSuperUsers("User:admin; User:ops"), Bindings: []Binding{deny(topicW)}},
+		{"super user", Authorizer{SuperUsers: ParseSuperUsers("User:admin; User:ops"), ACLs: NewIndex([]Binding{deny(topicW)})},
 			Request{Principal: "User:ops", Op: OpWrite, Type: ResourceTopic, Name: "orders"}, true},
-		{"host matches", Authorizer{Bindings: []Binding{hostOnly}}, Request{Principal: alice, Host: "10.0.0.1", Op: OpWrite, Type: ResourceTopic, Name: "orders"}, true},
-		{"host differs", Authorizer{Bindings: []Binding{hostOnly}}, Request{Principal: alice, Host: "10.0.0.2", Op: OpWrite, Type: ResourceTopic, Name: "orders"}, false},
+		{"host matches", Authorizer{ACLs: NewIndex([]Binding{hostOnly})}, Request{Principal: alice, Host: "10.0.0.1", Op: OpWrite, Type: ResourceTopic, Name: "orders"}, true},
+		{"host differs", Authorizer{ACLs: NewIndex([]Binding{hostOnly})}, Request{Principal: alice, Host: "10.0.0.2", Op: OpWrite, Type: ResourceTopic, Name: "orders"}, false},
 	} {
 		if got := tc.a.Authorize(tc.r); got != tc.want {
 			t.Errorf("%s: got %v, want %v", tc.name, got, tc.want)
@@ -56,14 +56,14 @@ func TestAuthorize(t *testing.T) {
 }
 
 func TestAuthorizeAny(t *testing.T) {
-	a := Authorizer{Bindings: []Binding{allow(ResourceTopic, "orders", PatternLiteral, "User:alice", OpWrite)}}
+	a := Authorizer{ACLs: NewIndex([]Binding{allow(ResourceTopic, "orders", PatternLiteral, "User:alice", OpWrite)})}
 	if !a.AuthorizeAny(Request{Principal: "User:alice", Op: OpWrite, Type: ResourceTopic}) {
 		t.Fatal("alice may write a topic")
 	}
 	if a.AuthorizeAny(Request{Principal: "User:bob", Op: OpWrite, Type: ResourceTopic}) {
 		t.Fatal("bob may write none")
 	}
-	a.Bindings = append(a.Bindings, deny(allow(ResourceTopic, Wildcard, PatternLiteral, "User:alice", OpWrite)))
+	a.ACLs = NewIndex(append(a.ACLs.Bindings(), deny(allow(ResourceTopic, Wildcard, PatternLiteral, "User:alice", OpWrite))))
 	if a.AuthorizeAny(Request{Principal: "User:alice", Op: OpWrite, Type: ResourceTopic}) {
 		t.Fatal("a wildcard DENY refuses")
 	}

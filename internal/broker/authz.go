@@ -45,7 +45,7 @@ func (b *Broker) startAuthz() {
 
 // authorizer is the decision procedure over the ACLs stored now.
 func (b *Broker) authorizer() *acl.Authorizer {
-	return &acl.Authorizer{SuperUsers: b.authz.superUsers, AllowIfNoACL: b.authz.allowIfNoACL, Bindings: b.catalog.ACLs()}
+	return &acl.Authorizer{SuperUsers: b.authz.superUsers, AllowIfNoACL: b.authz.allowIfNoACL, ACLs: b.catalog.ACLIndex()}
 }
 
 // aclRequest is the question r asks about one resource. A request with

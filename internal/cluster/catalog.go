@@ -124,7 +124,7 @@ type Catalog struct {
 	groupGens int32
 	quotas    []ClientQuota
 	scram     map[string]map[string]ScramCredential
-	acls      []acl.Binding
+	acls      *acl.Index
 	deleting  []*Topic
 }
 
@@ -190,7 +190,7 @@ func (c *Catalog) load() error {
 	c.groupGens = cf.GroupGenerations
 	c.quotas = cf.ClientQuotas
 	c.scram = cf.ScramCredentials
-	c.acls = cf.ACLs
+	c.acls = acl.NewIndex(cf.ACLs)
 	for _, t := range cf.Topics {
 		c.byName[t.Name] = t
 		c.byID[t.ID] = t
@@ -222,7 +222,7 @@ func newTopicID() TopicID {
 // persistLocked rewrites the catalog file atomically. c.mu must be held.
 func (c *Catalog) persistLocked() error {
 	cf := catalogFile{Version: catalogVersion, ClusterID: c.clusterID, BrokerConfigs: c.dynamic, GroupGenerations: c.groupGens,
-		ClientQuotas: c.quotas, ScramCredentials: c.scram, ACLs: c.acls, Deleting: c.deleting}
+		ClientQuotas: c.quotas, ScramCredentials: c.scram, ACLs: c.acls.Bindings(), Deleting: c.deleting}
 	for _, t := range c.byName {
 		cf.Topics = append(cf.Topics, t)
 	}
@@ -632,6 +632,12 @@ func (c *Catalog) SetScramCredentials(m map[string]map[string]ScramCredential) e
 // ACLs returns the stored ACL bindings. The slice is shared: the caller
 // must not modify it.
 func (c *Catalog) ACLs() []acl.Binding {
+	return c.ACLIndex().Bindings()
+}
+
+// ACLIndex is the stored ACL bindings indexed for authorization; it is
+// rebuilt on every change, never modified.
+func (c *Catalog) ACLIndex() *acl.Index {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
 	return c.acls
@@ -643,7 +649,7 @@ func (c *Catalog) SetACLs(bs []acl.Binding) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	old := c.acls
-	c.acls = bs
+	c.acls = acl.NewIndex(bs)
 	if err := c.persistLocked(); err != nil {
 		c.acls = old
 		return err
