@@ -245,6 +245,17 @@ func TestAuthorizationPerAPI(t *testing.T) {
 		}, kerr.TransactionalIDAuthorizationFailed, kadm.NewACLs().Allow("User:bob").TransactionalIDs("tx").Operations(kadm.OpWrite), nil},
 		{"DescribeUserScramCredentials", func() kmsg.Request { return kmsg.NewPtrDescribeUserSCRAMCredentialsRequest() },
 			kerr.ClusterAuthorizationFailed, kadm.NewACLs().Allow("User:bob").Clusters().Operations(kadm.OpDescribe), nil},
+		// Before CreateAcls: ALTER on the cluster also allows markers, as in Kafka.
+		{"WriteTxnMarkers", func() kmsg.Request {
+			r := kmsg.NewPtrWriteTxnMarkersRequest()
+			m := kmsg.NewWriteTxnMarkersRequestMarker()
+			m.ProducerID, m.ProducerEpoch = 12345, 0
+			mt := kmsg.NewWriteTxnMarkersRequestMarkerTopic()
+			mt.Topic, mt.Partitions = "orders", []int32{0}
+			m.Topics = append(m.Topics, mt)
+			r.Markers = append(r.Markers, m)
+			return r
+		}, kerr.ClusterAuthorizationFailed, kadm.NewACLs().Allow("User:bob").Clusters().Operations(kadm.OpClusterAction), nil},
 		{"CreateAcls", func() kmsg.Request {
 			r := kmsg.NewPtrCreateACLsRequest()
 			c := kmsg.NewCreateACLsRequestCreation()
@@ -261,16 +272,6 @@ func TestAuthorizationPerAPI(t *testing.T) {
 				}
 				return strings.Repeat("acl", n)
 			}},
-		{"WriteTxnMarkers", func() kmsg.Request {
-			r := kmsg.NewPtrWriteTxnMarkersRequest()
-			m := kmsg.NewWriteTxnMarkersRequestMarker()
-			m.ProducerID, m.ProducerEpoch = 12345, 0
-			mt := kmsg.NewWriteTxnMarkersRequestMarkerTopic()
-			mt.Topic, mt.Partitions = "orders", []int32{0}
-			m.Topics = append(m.Topics, mt)
-			r.Markers = append(r.Markers, m)
-			return r
-		}, kerr.ClusterAuthorizationFailed, kadm.NewACLs().Allow("User:bob").Clusters().Operations(kadm.OpClusterAction), nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var before string
