@@ -799,3 +799,452 @@ func incrementalAlter(typ kmsg.ConfigResourceType, name, key string, validateOnl
 	r.Resources = append(r.Resources, rr)
 	return r
 }
+
+// codesByResource maps each topic, group or config resource a response
+// names to the error codes under it; topics named only by id are looked
+// up in ids.
+func codesByResource(resp kmsg.Response, ids map[[16]byte]string) map[string][]int16 {
+	out := map[string][]int16{}
+	var walk func(v reflect.Value, owner string)
+	walk = func(v reflect.Value, owner string) {
+		switch v.Kind() {
+		case reflect.Pointer:
+			if !v.IsNil() {
+				walk(v.Elem(), owner)
+			}
+		case reflect.Slice:
+			for i := range v.Len() {
+				walk(v.Index(i), owner)
+			}
+		case reflect.Struct:
+			for _, name := range []string{"Topic", "Group", "ResourceName", "Name"} {
+				f := v.FieldByName(name)
+				switch {
+				case f.IsValid() && f.Kind() == reflect.String:
+					owner = f.String()
+				case f.IsValid() && f.Kind() == reflect.Pointer && f.Type().Elem().Kind() == reflect.String && !f.IsNil():
+					owner = f.Elem().String()
+				default:
+					continue
+				}
+				break
+			}
+			if f := v.FieldByName("TopicID"); f.IsValid() && f.Type() == reflect.TypeOf([16]byte{}) {
+				if name, ok := ids[f.Interface().([16]byte)]; ok {
+					owner = name
+				}
+			}
+			for i := range v.NumField() {
+				f := v.Type().Field(i)
+				if !f.IsExported() {
+					continue
+				}
+				if f.Name == "ErrorCode" && f.Type.Kind() == reflect.Int16 {
+					out[owner] = append(out[owner], int16(v.Field(i).Int()))
+					continue
+				}
+				walk(v.Field(i), owner)
+			}
+		}
+	}
+	walk(reflect.ValueOf(resp), "")
+	return out
+}
+
+// stateOf keeps the lines of a clusterState snapshot that mention s.
+func stateOf(state, s string) string {
+	var kept []string
+	for _, l := range strings.Split(state, "\n") {
+		if strings.Contains(l, s) {
+			kept = append(kept, l)
+		}
+	}
+	return strings.Join(kept, "\n")
+}
+
+// TestAuthorizationPartialDenials: a request naming resources bob may use
+// (ok-*) and resources he may not (no-*) is answered per resource, as
+// Kafka answers it: the denied ones get their AUTHORIZATION_FAILED code
+// (GROUP_ for the no-g group, TOPIC_ for no-* topics) and stay untouched,
+// the allowed ones are served. An OffsetFetch of every committed topic
+// leaves out those bob may not describe.
+func TestAuthorizationPartialDenials(t *testing.T) {
+	b, adm, bob, _ := authzBroker(t)
+	ctx := context.Background()
+	su, err := kgo.NewClient(kgo.SeedBrokers(b.ListenerAddr("PLAINTEXT")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(su.Close)
+	v7 := kversion.Stable()
+	v7.SetMaxKeyVersion(int16(kmsg.OffsetFetch), 7)
+	bobV7, err := kgo.NewClient(kgo.SeedBrokers(b.ListenerAddr("SASL_PLAINTEXT")), kgo.MaxVersions(v7),
+		kgo.SASL(scram.Auth{User: "bob", Pass: "bob-secret"}.AsSha256Mechanism()), kgo.RequestRetries(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(bobV7.Close)
+	for _, name := range []string{"ok-t", "no-t", "ok-del", "no-del"} {
+		if _, err := adm.CreateTopic(ctx, 1, 1, nil, name); err != nil {
+			t.Fatal(err)
+		}
+		for range 3 {
+			if err := su.ProduceSync(ctx, &kgo.Record{Topic: name, Value: []byte("v")}).FirstErr(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for _, g := range []string{"ok-g", "no-g", "ok-gone"} {
+		os := kadm.OffsetsFromRecords(kgo.Record{Topic: "ok-t", Partition: 0, Offset: 0}, kgo.Record{Topic: "no-t", Partition: 0, Offset: 0})
+		if g == "ok-gone" { // deleting it must not touch a no-* line
+			os = kadm.OffsetsFromRecords(kgo.Record{Topic: "ok-t", Partition: 0, Offset: 0})
+		}
+		if _, err := adm.CommitOffsets(ctx, g, os); err != nil {
+			t.Fatal(err)
+		}
+	}
+	td, err := adm.ListTopics(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, kind := range []func(*kadm.ACLBuilder) *kadm.ACLBuilder{
+		func(a *kadm.ACLBuilder) *kadm.ACLBuilder { return a.Topics("ok-") },
+		func(a *kadm.ACLBuilder) *kadm.ACLBuilder { return a.Groups("ok-") },
+		func(a *kadm.ACLBuilder) *kadm.ACLBuilder { return a.TransactionalIDs("ok-") },
+	} {
+		grant(t, adm, kind(allow()).ResourcePatternType(kadm.ACLPatternPrefixed).Operations(kadm.OpAll))
+	}
+	ids := map[[16]byte]string{}
+	for name, d := range td {
+		ids[d.ID] = name
+	}
+	node := bob.Broker(int(td["ok-t"].Partitions[0].Leader))
+	nodeV7 := bobV7.Broker(int(td["ok-t"].Partitions[0].Leader))
+	committed := func(g, topic string) int64 {
+		t.Helper()
+		offs, err := adm.FetchOffsets(ctx, g)
+		if err != nil {
+			t.Fatal(err)
+		}
+		o, ok := offs.Lookup(topic, 0)
+		if !ok {
+			return -1
+		}
+		return o.At
+	}
+
+	txPID, txEpoch, code := initPID(t, su, "ok-tx")
+	if code != 0 {
+		t.Fatalf("InitProducerId: %v", kerr.ErrorForCode(code))
+	}
+	// Topics are named ok-t / no-t (and ok-del / no-del, ok-new / no-new
+	// where the request creates or deletes them); groups ok-g / no-g.
+	topicPair := func(ok, no string) []string { return []string{ok, no} }
+	cases := []struct {
+		name string
+		req  func() kmsg.Request
+		// served checks the allowed part took effect (nil: no
+		// authorization error under ok-* is enough).
+		served func() error
+		pinV7  bool
+	}{
+		{name: "DescribeGroups", req: func() kmsg.Request {
+			r := kmsg.NewPtrDescribeGroupsRequest()
+			r.Groups = []string{"ok-g", "no-g"}
+			return r
+		}},
+		{name: "DeleteGroups", req: func() kmsg.Request {
+			r := kmsg.NewPtrDeleteGroupsRequest()
+			r.Groups = []string{"ok-gone", "no-g"}
+			return r
+		}, served: func() error {
+			if o := committed("ok-gone", "ok-t"); o != -1 {
+				return fmt.Errorf("ok-gone still has offset %d", o)
+			}
+			return nil
+		}},
+		{name: "ConsumerGroupDescribe", req: func() kmsg.Request {
+			r := kmsg.NewPtrConsumerGroupDescribeRequest()
+			r.Groups = []string{"ok-g", "no-g"}
+			return r
+		}},
+		{name: "OffsetFetch v8+ groups and topics", req: func() kmsg.Request {
+			r := kmsg.NewPtrOffsetFetchRequest()
+			for _, g := range []string{"ok-g", "no-g"} {
+				rg := kmsg.NewOffsetFetchRequestGroup()
+				rg.Group = g
+				for _, name := range topicPair("ok-t", "no-t") {
+					gt := kmsg.NewOffsetFetchRequestGroupTopic()
+					gt.Topic, gt.TopicID, gt.Partitions = name, td[name].ID, []int32{0}
+					rg.Topics = append(rg.Topics, gt)
+				}
+				r.Groups = append(r.Groups, rg)
+			}
+			return r
+		}},
+		{name: "OffsetFetch v7 topics", pinV7: true, req: func() kmsg.Request {
+			r := kmsg.NewPtrOffsetFetchRequest()
+			r.Group = "ok-g"
+			for _, name := range topicPair("ok-t", "no-t") {
+				rt := kmsg.NewOffsetFetchRequestTopic()
+				rt.Topic, rt.Partitions = name, []int32{0}
+				r.Topics = append(r.Topics, rt)
+			}
+			return r
+		}},
+		{name: "OffsetCommit", req: func() kmsg.Request {
+			r := kmsg.NewPtrOffsetCommitRequest()
+			r.Group, r.Generation = "ok-g", -1
+			for _, name := range topicPair("ok-t", "no-t") {
+				rt := kmsg.NewOffsetCommitRequestTopic()
+				rt.Topic, rt.TopicID = name, td[name].ID
+				rp := kmsg.NewOffsetCommitRequestTopicPartition()
+				rp.Offset = 2
+				rt.Partitions = append(rt.Partitions, rp)
+				r.Topics = append(r.Topics, rt)
+			}
+			return r
+		}, served: func() error {
+			if o := committed("ok-g", "ok-t"); o != 2 {
+				return fmt.Errorf("ok-g ok-t committed %d, want 2", o)
+			}
+			return nil
+		}},
+		{name: "OffsetDelete", req: func() kmsg.Request {
+			r := kmsg.NewPtrOffsetDeleteRequest()
+			r.Group = "ok-g"
+			for _, name := range topicPair("ok-t", "no-t") {
+				rt := kmsg.NewOffsetDeleteRequestTopic()
+				rt.Topic = name
+				rt.Partitions = append(rt.Partitions, kmsg.NewOffsetDeleteRequestTopicPartition())
+				r.Topics = append(r.Topics, rt)
+			}
+			return r
+		}, served: func() error {
+			if o := committed("ok-g", "ok-t"); o != -1 {
+				return fmt.Errorf("ok-g ok-t still committed at %d", o)
+			}
+			return nil
+		}},
+		{name: "TxnOffsetCommit", req: func() kmsg.Request {
+			r := kmsg.NewPtrTxnOffsetCommitRequest()
+			r.TransactionalID, r.Group, r.ProducerID, r.ProducerEpoch, r.Generation = "ok-tx", "ok-g", txPID, txEpoch, -1
+			for _, name := range topicPair("ok-t", "no-t") {
+				rt := kmsg.NewTxnOffsetCommitRequestTopic()
+				rt.Topic = name
+				rp := kmsg.NewTxnOffsetCommitRequestTopicPartition()
+				rp.Offset = 3
+				rt.Partitions = append(rt.Partitions, rp)
+				r.Topics = append(r.Topics, rt)
+			}
+			return r
+		}, served: func() error {
+			if code := endTxn(t, su, "ok-tx", txPID, txEpoch, true).ErrorCode; code != 0 {
+				return fmt.Errorf("committing the transaction: %v", kerr.ErrorForCode(code))
+			}
+			for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+				if committed("ok-g", "ok-t") == 3 {
+					if o := committed("ok-g", "no-t"); o != 1 {
+						return fmt.Errorf("the denied no-t was committed in the transaction: %d", o)
+					}
+					return nil
+				}
+			}
+			return fmt.Errorf("ok-g ok-t committed %d after the transaction, want 3", committed("ok-g", "ok-t"))
+		}},
+		{name: "CreateTopics", req: func() kmsg.Request {
+			r := kmsg.NewPtrCreateTopicsRequest()
+			for _, name := range topicPair("ok-new", "no-new") {
+				ct := kmsg.NewCreateTopicsRequestTopic()
+				ct.Topic, ct.NumPartitions, ct.ReplicationFactor = name, 1, 1
+				r.Topics = append(r.Topics, ct)
+			}
+			return r
+		}, served: func() error {
+			if !slices.Contains(topics(t, b), "ok-new") {
+				return fmt.Errorf("ok-new was not created")
+			}
+			return nil
+		}},
+		{name: "DeleteTopics", req: func() kmsg.Request {
+			r := kmsg.NewPtrDeleteTopicsRequest()
+			for _, name := range topicPair("ok-del", "no-del") {
+				dt := kmsg.NewDeleteTopicsRequestTopic()
+				dt.Topic = kmsg.StringPtr(name)
+				r.Topics, r.TopicNames = append(r.Topics, dt), append(r.TopicNames, name)
+			}
+			return r
+		}, served: func() error {
+			if slices.Contains(topics(t, b), "ok-del") {
+				return fmt.Errorf("ok-del was not deleted")
+			}
+			return nil
+		}},
+		{name: "DescribeConfigs", req: func() kmsg.Request {
+			r := kmsg.NewPtrDescribeConfigsRequest()
+			for _, name := range topicPair("ok-t", "no-t") {
+				rr := kmsg.NewDescribeConfigsRequestResource()
+				rr.ResourceType, rr.ResourceName = kmsg.ConfigResourceTypeTopic, name
+				r.Resources = append(r.Resources, rr)
+			}
+			return r
+		}},
+		{name: "AlterConfigs", req: func() kmsg.Request {
+			r := kmsg.NewPtrAlterConfigsRequest()
+			for _, name := range topicPair("ok-t", "no-t") {
+				rr := kmsg.NewAlterConfigsRequestResource()
+				rr.ResourceType, rr.ResourceName = kmsg.ConfigResourceTypeTopic, name
+				c := kmsg.NewAlterConfigsRequestResourceConfig()
+				c.Name, c.Value = "retention.ms", kmsg.StringPtr("3600000")
+				rr.Configs = append(rr.Configs, c)
+				r.Resources = append(r.Resources, rr)
+			}
+			return r
+		}},
+		{name: "IncrementalAlterConfigs", req: func() kmsg.Request {
+			r := kmsg.NewPtrIncrementalAlterConfigsRequest()
+			for _, name := range topicPair("ok-t", "no-t") {
+				rr := kmsg.NewIncrementalAlterConfigsRequestResource()
+				rr.ResourceType, rr.ResourceName = kmsg.ConfigResourceTypeTopic, name
+				c := kmsg.NewIncrementalAlterConfigsRequestResourceConfig()
+				c.Name, c.Value = "retention.bytes", kmsg.StringPtr("1000000")
+				rr.Configs = append(rr.Configs, c)
+				r.Resources = append(r.Resources, rr)
+			}
+			return r
+		}},
+		{name: "ListOffsets", req: func() kmsg.Request {
+			r := kmsg.NewPtrListOffsetsRequest()
+			for _, name := range topicPair("ok-t", "no-t") {
+				rt := kmsg.NewListOffsetsRequestTopic()
+				rt.Topic = name
+				rp := kmsg.NewListOffsetsRequestTopicPartition()
+				rp.Timestamp = -1
+				rt.Partitions = append(rt.Partitions, rp)
+				r.Topics = append(r.Topics, rt)
+			}
+			return r
+		}},
+		{name: "Produce", req: func() kmsg.Request {
+			r := testenv.ProduceRequest("ok-t", 0, testenv.Batch("x"))
+			r.Topics = append(r.Topics, testenv.ProduceRequest("no-t", 0, testenv.Batch("x")).Topics...)
+			return r
+		}},
+		{name: "Fetch", req: func() kmsg.Request {
+			r := kmsg.NewPtrFetchRequest()
+			r.MaxBytes, r.MaxWaitMillis = 1<<20, 10
+			for _, name := range topicPair("ok-t", "no-t") {
+				rt := kmsg.NewFetchRequestTopic()
+				rt.Topic, rt.TopicID = name, td[name].ID
+				rp := kmsg.NewFetchRequestTopicPartition()
+				rp.PartitionMaxBytes = 1 << 20
+				rt.Partitions = append(rt.Partitions, rp)
+				r.Topics = append(r.Topics, rt)
+			}
+			return r
+		}},
+		{name: "DeleteRecords", req: func() kmsg.Request {
+			r := kmsg.NewPtrDeleteRecordsRequest()
+			r.TimeoutMillis = 5000
+			for _, name := range topicPair("ok-t", "no-t") {
+				rt := kmsg.NewDeleteRecordsRequestTopic()
+				rt.Topic = name
+				rp := kmsg.NewDeleteRecordsRequestTopicPartition()
+				rp.Offset = 1
+				rt.Partitions = append(rt.Partitions, rp)
+				r.Topics = append(r.Topics, rt)
+			}
+			return r
+		}},
+		{name: "CreatePartitions", req: func() kmsg.Request {
+			r := kmsg.NewPtrCreatePartitionsRequest()
+			r.TimeoutMillis = 5000
+			for _, name := range topicPair("ok-t", "no-t") {
+				rt := kmsg.NewCreatePartitionsRequestTopic()
+				rt.Topic, rt.Count = name, 2
+				r.Topics = append(r.Topics, rt)
+			}
+			return r
+		}},
+		{name: "DescribeProducers", req: func() kmsg.Request {
+			r := kmsg.NewPtrDescribeProducersRequest()
+			for _, name := range topicPair("ok-t", "no-t") {
+				rt := kmsg.NewDescribeProducersRequestTopic()
+				rt.Topic, rt.Partitions = name, []int32{0}
+				r.Topics = append(r.Topics, rt)
+			}
+			return r
+		}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			n := node
+			if tc.pinV7 {
+				n = nodeV7
+			}
+			before := stateOf(clusterState(t, su), "no-")
+			resp, err := n.Request(ctx, tc.req())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if after := stateOf(clusterState(t, su), "no-"); after != before {
+				t.Errorf("the denied resources changed:\n--- before\n%s\n--- after\n%s", before, after)
+			}
+			byRes := codesByResource(resp, ids)
+			okSeen, noSeen := false, false
+			for res, codes := range byRes {
+				switch {
+				case strings.HasPrefix(res, "ok-"):
+					okSeen = true // other errors (e.g. a classic group to ConsumerGroupDescribe) are not ours
+					for _, c := range codes {
+						if slices.Contains(authzFailures, c) {
+							t.Errorf("%s answered %v", res, kerr.ErrorForCode(c))
+						}
+					}
+				case strings.HasPrefix(res, "no-"):
+					noSeen = true
+					want := kerr.TopicAuthorizationFailed
+					if strings.HasPrefix(res, "no-g") {
+						want = kerr.GroupAuthorizationFailed
+					}
+					for _, c := range codes {
+						if c != want.Code {
+							t.Errorf("%s answered %v, want %v", res, kerr.ErrorForCode(c), want)
+						}
+					}
+				}
+			}
+			if !okSeen || !noSeen {
+				t.Fatalf("the answer does not name both resources: %v", byRes)
+			}
+			if tc.served != nil {
+				if err := tc.served(); err != nil {
+					t.Fatal(err)
+				}
+			}
+		})
+	}
+	// Every committed topic of ok-g (null topics): no-t is left out.
+	os := kadm.OffsetsFromRecords(kgo.Record{Topic: "ok-t", Partition: 0, Offset: 0}, kgo.Record{Topic: "no-t", Partition: 0, Offset: 0})
+	if _, err := adm.CommitOffsets(ctx, "ok-g", os); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []*kgo.Broker{node, nodeV7} {
+		r := kmsg.NewPtrOffsetFetchRequest()
+		r.Group = "ok-g"
+		rg := kmsg.NewOffsetFetchRequestGroup()
+		rg.Group = "ok-g"
+		r.Groups = append(r.Groups, rg)
+		resp, err := n.Request(ctx, r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		byRes := codesByResource(resp, ids)
+		if _, ok := byRes["no-t"]; ok {
+			t.Errorf("OffsetFetch v%d of every topic shows no-t: %v", r.Version, byRes)
+		}
+		if _, ok := byRes["ok-t"]; !ok {
+			t.Errorf("OffsetFetch v%d of every topic misses ok-t: %v", r.Version, byRes)
+		}
+	}
+}
