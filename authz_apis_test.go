@@ -233,6 +233,8 @@ type apiAuthzCase struct {
 	// pinned sends through bob's client that speaks AddPartitionsToTxn
 	// at most v3 (the client-facing version).
 	pinned bool
+	// served, if set, checks the answer with the ACL further.
+	served func(kmsg.Response) error
 }
 
 func allow() *kadm.ACLBuilder { return kadm.NewACLs().Allow("User:bob") }
@@ -434,6 +436,14 @@ func TestAuthorizationEveryAPIKey(t *testing.T) {
 		{key: 18, name: "ApiVersions", noAuthz: "Kafka answers it to anyone, before and after authentication",
 			req: func() kmsg.Request { return kmsg.NewPtrApiVersionsRequest() }},
 		{key: 19, name: "CreateTopics", want: kerr.TopicAuthorizationFailed, grant: []*kadm.ACLBuilder{allow().Topics("created").Operations(kadm.OpCreate)},
+			served: func(resp kmsg.Response) error {
+				// CREATE alone: created, but the configs are not bob's to read.
+				ct := resp.(*kmsg.CreateTopicsResponse).Topics[0]
+				if ct.ErrorCode != 0 || ct.ConfigErrorCode != kerr.TopicAuthorizationFailed.Code || len(ct.Configs) > 0 {
+					return fmt.Errorf("created %v, config error %v, %d configs", kerr.ErrorForCode(ct.ErrorCode), kerr.ErrorForCode(ct.ConfigErrorCode), len(ct.Configs))
+				}
+				return nil
+			},
 			req: func() kmsg.Request {
 				r := kmsg.NewPtrCreateTopicsRequest()
 				ct := kmsg.NewCreateTopicsRequestTopic()
@@ -763,6 +773,11 @@ func TestAuthorizationEveryAPIKey(t *testing.T) {
 			for _, c := range errorCodes(resp) {
 				if slices.Contains(authzFailures, c) {
 					t.Fatalf("with the ACL still %v", kerr.ErrorForCode(c))
+				}
+			}
+			if tc.served != nil {
+				if err := tc.served(resp); err != nil {
+					t.Fatalf("with the ACL: %v", err)
 				}
 			}
 		})
