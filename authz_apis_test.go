@@ -235,6 +235,8 @@ type apiAuthzCase struct {
 	pinned bool
 	// served, if set, checks the answer with the ACL further.
 	served func(kmsg.Response) error
+	// refusal, if set, checks the answer without the ACL further.
+	refusal func(kmsg.Response) error
 }
 
 func allow() *kadm.ACLBuilder { return kadm.NewACLs().Allow("User:bob") }
@@ -263,8 +265,8 @@ func TestAuthorizationEveryAPIKey(t *testing.T) {
 	t.Cleanup(bobV3.Close)
 
 	topicNames := []string{"produce", "fetch", "listoff", "meta", "commit", "offfetch", "epoch", "delrec", "doomed",
-		"cfg", "altercfg", "incr", "parts", "offdel", "txncommit", "addparts", "producers", "created-not"}
-	for _, name := range topicNames[:len(topicNames)-1] {
+		"cfg", "altercfg", "incr", "parts", "offdel", "txncommit", "addparts", "producers", "doomed-id"}
+	for _, name := range topicNames {
 		if _, err := adm.CreateTopic(ctx, 1, 1, nil, name); err != nil {
 			t.Fatal(err)
 		}
@@ -458,6 +460,20 @@ func TestAuthorizationEveryAPIKey(t *testing.T) {
 				dt.Topic = str("doomed")
 				r.Topics, r.TopicNames = append(r.Topics, dt), []string{"doomed"}
 				return r
+			}},
+		{key: 20, name: "DeleteTopics by id", want: kerr.TopicAuthorizationFailed, grant: []*kadm.ACLBuilder{allow().Topics("doomed-id").Operations(kadm.OpDelete)},
+			req: func() kmsg.Request {
+				r := kmsg.NewPtrDeleteTopicsRequest()
+				dt := kmsg.NewDeleteTopicsRequestTopic()
+				dt.TopicID = id("doomed-id")
+				r.Topics = append(r.Topics, dt)
+				return r
+			},
+			refusal: func(resp kmsg.Response) error {
+				if name := resp.(*kmsg.DeleteTopicsResponse).Topics[0].Topic; name != nil {
+					return fmt.Errorf("the answer names the topic %q to a principal that may not describe it", *name)
+				}
+				return nil
 			}},
 		{key: 21, name: "DeleteRecords", want: kerr.TopicAuthorizationFailed, grant: []*kadm.ACLBuilder{allow().Topics("delrec").Operations(kadm.OpDelete)},
 			req: func() kmsg.Request {
@@ -751,6 +767,11 @@ func TestAuthorizationEveryAPIKey(t *testing.T) {
 				if err := tc.listed(resp, true); err != nil {
 					t.Fatalf("without an ACL: %v", err)
 				}
+			case tc.refusal != nil:
+				if err := tc.refusal(resp); err != nil {
+					t.Fatalf("without an ACL: %v", err)
+				}
+				fallthrough
 			default:
 				if !slices.Contains(codes, tc.want.Code) {
 					t.Fatalf("without an ACL: codes %v, want %v", codes, tc.want)
