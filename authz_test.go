@@ -245,6 +245,17 @@ func TestAuthorizationPerAPI(t *testing.T) {
 		}, kerr.TransactionalIDAuthorizationFailed, kadm.NewACLs().Allow("User:bob").TransactionalIDs("tx").Operations(kadm.OpWrite), nil},
 		{"DescribeUserScramCredentials", func() kmsg.Request { return kmsg.NewPtrDescribeUserSCRAMCredentialsRequest() },
 			kerr.ClusterAuthorizationFailed, kadm.NewACLs().Allow("User:bob").Clusters().Operations(kadm.OpDescribe), nil},
+		// Before CreateAcls: ALTER on the cluster also allows markers, as in Kafka.
+		{"WriteTxnMarkers", func() kmsg.Request {
+			r := kmsg.NewPtrWriteTxnMarkersRequest()
+			m := kmsg.NewWriteTxnMarkersRequestMarker()
+			m.ProducerID, m.ProducerEpoch = 12345, 0
+			mt := kmsg.NewWriteTxnMarkersRequestMarkerTopic()
+			mt.Topic, mt.Partitions = "orders", []int32{0}
+			m.Topics = append(m.Topics, mt)
+			r.Markers = append(r.Markers, m)
+			return r
+		}, kerr.ClusterAuthorizationFailed, kadm.NewACLs().Allow("User:bob").Clusters().Operations(kadm.OpClusterAction), nil},
 		{"CreateAcls", func() kmsg.Request {
 			r := kmsg.NewPtrCreateACLsRequest()
 			c := kmsg.NewCreateACLsRequestCreation()
@@ -261,16 +272,6 @@ func TestAuthorizationPerAPI(t *testing.T) {
 				}
 				return strings.Repeat("acl", n)
 			}},
-		{"WriteTxnMarkers", func() kmsg.Request {
-			r := kmsg.NewPtrWriteTxnMarkersRequest()
-			m := kmsg.NewWriteTxnMarkersRequestMarker()
-			m.ProducerID, m.ProducerEpoch = 12345, 0
-			mt := kmsg.NewWriteTxnMarkersRequestMarkerTopic()
-			mt.Topic, mt.Partitions = "orders", []int32{0}
-			m.Topics = append(m.Topics, mt)
-			r.Markers = append(r.Markers, m)
-			return r
-		}, kerr.ClusterAuthorizationFailed, kadm.NewACLs().Allow("User:bob").Clusters().Operations(kadm.OpClusterAction), nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var before string
@@ -340,5 +341,76 @@ func TestAuthorizationDenyOverridesAllow(t *testing.T) {
 	}
 	if o, _ := offs.Lookup("secret", 0); o.Offset != 0 {
 		t.Fatalf("denied produce wrote: end offset %d", o.Offset)
+	}
+}
+
+// TestAuthorizationSurvivesRestart: ACLs and a SCRAM credential created
+// over the wire (not by ScramUsers, which start would recreate) are read
+// back when the broker restarts on the same data directory: carol still
+// authenticates, is refused where she has no ACL and allowed where she
+// has one.
+func TestAuthorizationSurvivesRestart(t *testing.T) {
+	opts, _ := securedOptions(nil, "SASL_PLAINTEXT://127.0.0.1:0", map[string]string{
+		"authorizer.class.name": "exactly",
+		"super.users":           "User:admin;User:ANONYMOUS",
+	})
+	opts.DataDir = t.TempDir()
+	ctx := context.Background()
+	admin := func(b *exactly.Broker) *kadm.Client {
+		cl, err := kgo.NewClient(kgo.SeedBrokers(b.ListenerAddr("PLAINTEXT")))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(cl.Close)
+		return kadm.NewClient(cl)
+	}
+	first := exactly.NewTestBroker(t, opts)
+	adm := admin(first)
+	for _, name := range []string{"orders", "secret"} {
+		if _, err := adm.CreateTopic(ctx, 1, 1, nil, name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	res, err := adm.AlterUserSCRAMs(ctx, nil, []kadm.UpsertSCRAM{{User: "carol", Mechanism: kadm.ScramSha512, Iterations: 4096, Password: "carol-secret"}})
+	if err != nil || res.Error() != nil {
+		t.Fatalf("creating carol: %v %v", err, res.Error())
+	}
+	grant(t, adm, kadm.NewACLs().Allow("User:carol").Topics("orders").Operations(kadm.OpWrite))
+
+	check := func(b *exactly.Broker, when string) {
+		t.Helper()
+		carol, err := kgo.NewClient(kgo.SeedBrokers(b.ListenerAddr("SASL_PLAINTEXT")),
+			kgo.SASL(scram.Auth{User: "carol", Pass: "carol-secret"}.AsSha512Mechanism()),
+			kgo.DisableIdempotentWrite(), kgo.RequestRetries(0), kgo.RetryTimeout(time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer carol.Close()
+		pctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+		defer cancel()
+		if err := carol.ProduceSync(pctx, &kgo.Record{Topic: "orders", Value: []byte(when)}).FirstErr(); err != nil {
+			t.Fatalf("%s: produce with WRITE: %v", when, err)
+		}
+		if err := carol.ProduceSync(pctx, &kgo.Record{Topic: "secret", Value: []byte(when)}).FirstErr(); !errors.Is(err, kerr.TopicAuthorizationFailed) {
+			t.Fatalf("%s: produce without an ACL: %v", when, err)
+		}
+		ends, err := admin(b).ListEndOffsets(ctx, "orders", "secret")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if o, _ := ends.Lookup("secret", 0); o.Offset != 0 {
+			t.Fatalf("%s: the refused produce wrote: end offset %d", when, o.Offset)
+		}
+	}
+	check(first, "before the restart")
+	if err := first.Close(); err != nil {
+		t.Fatal(err)
+	}
+	second := exactly.NewTestBroker(t, opts)
+	check(second, "after the restart")
+	if ends, err := admin(second).ListEndOffsets(ctx, "orders"); err != nil {
+		t.Fatal(err)
+	} else if o, _ := ends.Lookup("orders", 0); o.Offset != 2 {
+		t.Fatalf("orders holds %d records, want one per broker run", o.Offset)
 	}
 }

@@ -30,6 +30,13 @@ import (
 // (SCRAM-SHA-512) and bob (SCRAM-SHA-256).
 func securedBroker(t *testing.T, certs *testenv.TLSCerts, listeners string, extra map[string]string) (*exactly.Broker, *logBuffer) {
 	t.Helper()
+	opts, logs := securedOptions(certs, listeners, extra)
+	return exactly.NewTestBroker(t, opts), logs
+}
+
+// securedOptions are securedBroker's options, for a test that restarts
+// the broker on the same data directory.
+func securedOptions(certs *testenv.TLSCerts, listeners string, extra map[string]string) (exactly.Options, *logBuffer) {
 	cfg := map[string]string{
 		"listeners":               "PLAINTEXT://127.0.0.1:0," + listeners,
 		"sasl.enabled.mechanisms": "SCRAM-SHA-512,SCRAM-SHA-256,PLAIN",
@@ -42,12 +49,11 @@ func securedBroker(t *testing.T, certs *testenv.TLSCerts, listeners string, extr
 		cfg[k] = v
 	}
 	logs := &logBuffer{}
-	b := exactly.NewTestBroker(t, exactly.Options{Config: cfg, Logger: logs.Logger(),
+	return exactly.Options{Config: cfg, Logger: logs.Logger(),
 		ScramUsers: []exactly.ScramUser{
 			{Mechanism: "SCRAM-SHA-512", Name: "admin", Password: "admin-secret"},
 			{Mechanism: "SCRAM-SHA-256", Name: "bob", Password: "bob-secret", Iterations: 8192},
-		}})
-	return b, logs
+		}}, logs
 }
 
 // logBuffer collects the broker's log lines.

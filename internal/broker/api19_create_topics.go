@@ -10,7 +10,10 @@ package broker
 // message naming the key). ValidateOnly checks without creating. v5+ returns
 // the resulting configs, v7 the topic ID. Names: INVALID_TOPIC_EXCEPTION;
 // duplicates inside one request: INVALID_REQUEST; existing:
-// TOPIC_ALREADY_EXISTS.
+// TOPIC_ALREADY_EXISTS. Needs CREATE on the cluster or the topic
+// (TOPIC_AUTHORIZATION_FAILED per topic); without DESCRIBE_CONFIGS on a
+// created topic its configs are left out and ConfigErrorCode is
+// TOPIC_AUTHORIZATION_FAILED, as in Kafka.
 
 import (
 	"context"
@@ -92,7 +95,10 @@ func (b *Broker) handleCreateTopics(_ context.Context, r *server.Request) server
 				st.NumPartitions = int32(len(rt.ReplicaAssignment))
 			}
 			st.ReplicationFactor = 1
-			if t, ok := b.catalog.Topic(rt.Topic); ok && !req.ValidateOnly {
+			if !b.visible(r, acl.OpDescribeConfigs, acl.ResourceTopic, rt.Topic) {
+				// Created, but its configs are not the creator's to read (Kafka).
+				st.ConfigErrorCode = kerr.TopicAuthorizationFailed.Code
+			} else if t, ok := b.catalog.Topic(rt.Topic); ok && !req.ValidateOnly {
 				for _, c := range b.describeTopicConfigs(t, nil, false, false) {
 					ct := kmsg.NewCreateTopicsResponseTopicConfig()
 					ct.Name, ct.Value, ct.ReadOnly, ct.Source, ct.IsSensitive = c.Name, c.Value, c.ReadOnly, int8(c.Source), c.IsSensitive

@@ -6,7 +6,9 @@ package broker
 // directories; a crash in between leaves directories that the next start
 // removes. v6 may name topics by ID. delete.topic.enable=false answers
 // TOPIC_DELETION_DISABLED; unknown names UNKNOWN_TOPIC_OR_PARTITION, unknown
-// IDs UNKNOWN_TOPIC_ID.
+// IDs UNKNOWN_TOPIC_ID. Needs DELETE on the topic (TOPIC_AUTHORIZATION_FAILED,
+// before any other check, as Kafka); a topic asked by id that the principal
+// may not DESCRIBE is answered without its name.
 
 import (
 	"context"
@@ -58,6 +60,9 @@ func (b *Broker) handleDeleteTopics(_ context.Context, r *server.Request) server
 		}
 		if name != "" && !b.authorized(r, acl.OpDelete, acl.ResourceTopic, name) {
 			st.ErrorCode = kerr.TopicAuthorizationFailed.Code
+			if tg.name == nil && !b.visible(r, acl.OpDescribe, acl.ResourceTopic, name) {
+				st.Topic = nil // asked by id: the name is not the principal's to learn (Kafka)
+			}
 		}
 		if t, ok := b.catalog.Topic(name); ok && st.ErrorCode == 0 {
 			if err := refuseInternal(t); err != nil {

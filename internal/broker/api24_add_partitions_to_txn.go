@@ -18,6 +18,11 @@ package broker
 // before), CONCURRENT_TRANSACTIONS (the previous transaction is still
 // ending), COORDINATOR_NOT_AVAILABLE. Verify-only: INVALID_TXN_STATE (v4) or
 // TRANSACTION_ABORTABLE (v5) for partitions not in the transaction.
+//
+// Authorization, as Kafka: v0-3 (clients) need WRITE on the transactional
+// id (else TRANSACTIONAL_ID_AUTHORIZATION_FAILED) and on each topic (else
+// TOPIC_AUTHORIZATION_FAILED for its partitions, OPERATION_NOT_ATTEMPTED
+// for the rest); v4+ (broker to broker) needs CLUSTER_ACTION alone.
 
 import (
 	"context"
@@ -54,6 +59,8 @@ func (b *Broker) handleAddPartitionsToTxn(_ context.Context, r *server.Request) 
 		switch {
 		case req.Version >= 4 && !b.authorizedCluster(r, acl.OpClusterAction): // broker-to-broker only
 			it.code = kerr.ClusterAuthorizationFailed.Code
+		case req.Version >= 4:
+			// A broker acting for its clients: Kafka checks nothing more.
 		case !b.authorized(r, acl.OpWrite, acl.ResourceTransactionalID, id):
 			it.code = kerr.TransactionalIDAuthorizationFailed.Code
 		default:

@@ -7,7 +7,8 @@ package broker
 // selects every binding that applies to the named resource — the name,
 // the * wildcard and prefixes of it), grouped by resource pattern. A
 // filter Kafka would refuse (unknown type, operation or permission) is
-// INVALID_REQUEST. Needs DESCRIBE on CLUSTER (CLUSTER_AUTHORIZATION_FAILED).
+// INVALID_REQUEST. Needs DESCRIBE on CLUSTER (CLUSTER_AUTHORIZATION_FAILED);
+// SECURITY_DISABLED without an authorizer, as in Kafka.
 
 import (
 	"context"
@@ -23,8 +24,8 @@ func init() { register(29, 1, 3, (*Broker).handleDescribeACLs) }
 func (b *Broker) handleDescribeACLs(_ context.Context, r *server.Request) server.Reply {
 	req := r.Msg.(*kmsg.DescribeACLsRequest)
 	resp := req.ResponseKind().(*kmsg.DescribeACLsResponse)
-	if !b.authorizedCluster(r, acl.OpDescribe) {
-		resp.ErrorCode = kerr.ClusterAuthorizationFailed.Code
+	if code, msg := b.aclAPIRefusal(r, acl.OpDescribe); code != 0 {
+		resp.ErrorCode, resp.ErrorMessage = code, msg
 		return immediate(resp)
 	}
 	f := acl.Filter{ResourceType: acl.ResourceType(req.ResourceType), ResourceName: req.ResourceName,

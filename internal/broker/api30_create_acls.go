@@ -10,11 +10,9 @@ package broker
 // that is not User:name, a host that is neither * nor an IP, the cluster
 // named other than "kafka-cluster" are INVALID_REQUEST with a message.
 // Needs ALTER on CLUSTER (CLUSTER_AUTHORIZATION_FAILED for every
-// creation). Without an authorizer (authorizer.class.name empty) the
-// ACLs are stored but nothing checks them, as in Kafka — which instead
-// refuses with SECURITY_DISABLED; here they take effect once an
-// authorizer is configured. At most MaxACLs bindings are stored
-// (INVALID_REQUEST beyond).
+// creation). Without an authorizer (authorizer.class.name empty) every
+// creation is SECURITY_DISABLED and nothing is stored, as in Kafka. At
+// most MaxACLs bindings are stored (INVALID_REQUEST beyond).
 
 import (
 	"context"
@@ -36,14 +34,12 @@ func init() { register(30, 1, 3, (*Broker).handleCreateACLs) }
 func (b *Broker) handleCreateACLs(_ context.Context, r *server.Request) server.Reply {
 	req := r.Msg.(*kmsg.CreateACLsRequest)
 	resp := req.ResponseKind().(*kmsg.CreateACLsResponse)
-	resp.Results = make([]kmsg.CreateACLsResponseResult, len(req.Creations))
-	for i := range resp.Results {
-		resp.Results[i] = kmsg.NewCreateACLsResponseResult()
-	}
-	if !b.authorizedCluster(r, acl.OpAlter) {
-		for i := range resp.Results {
-			resp.Results[i].ErrorCode = kerr.ClusterAuthorizationFailed.Code
-		}
+	var refused bool
+	resp.Results, refused = aclEntryResults(b, r, len(req.Creations), kmsg.NewCreateACLsResponseResult,
+		func(res *kmsg.CreateACLsResponseResult, code int16, msg *string) {
+			res.ErrorCode, res.ErrorMessage = code, msg
+		})
+	if refused {
 		return immediate(resp)
 	}
 	b.adminMu.Lock()

@@ -7,7 +7,8 @@ package broker
 // catalog is rewritten once, durably, before the answer. An invalid
 // filter is INVALID_REQUEST for that filter alone. Needs ALTER on
 // CLUSTER (CLUSTER_AUTHORIZATION_FAILED for every filter, nothing
-// removed).
+// removed); without an authorizer every filter is SECURITY_DISABLED, as
+// in Kafka.
 
 import (
 	"context"
@@ -23,14 +24,12 @@ func init() { register(31, 1, 3, (*Broker).handleDeleteACLs) }
 func (b *Broker) handleDeleteACLs(_ context.Context, r *server.Request) server.Reply {
 	req := r.Msg.(*kmsg.DeleteACLsRequest)
 	resp := req.ResponseKind().(*kmsg.DeleteACLsResponse)
-	resp.Results = make([]kmsg.DeleteACLsResponseResult, len(req.Filters))
-	for i := range resp.Results {
-		resp.Results[i] = kmsg.NewDeleteACLsResponseResult()
-	}
-	if !b.authorizedCluster(r, acl.OpAlter) {
-		for i := range resp.Results {
-			resp.Results[i].ErrorCode = kerr.ClusterAuthorizationFailed.Code
-		}
+	var refused bool
+	resp.Results, refused = aclEntryResults(b, r, len(req.Filters), kmsg.NewDeleteACLsResponseResult,
+		func(res *kmsg.DeleteACLsResponseResult, code int16, msg *string) {
+			res.ErrorCode, res.ErrorMessage = code, msg
+		})
+	if refused {
 		return immediate(resp)
 	}
 	b.adminMu.Lock()

@@ -10,7 +10,9 @@ package broker
 // not stored in a partitioned topic here).
 //
 // Errors per id: TRANSACTIONAL_ID_NOT_FOUND, INVALID_REQUEST (empty id),
-// COORDINATOR_NOT_AVAILABLE.
+// COORDINATOR_NOT_AVAILABLE, TRANSACTIONAL_ID_AUTHORIZATION_FAILED without
+// DESCRIBE on the id; partitions of topics the principal may not DESCRIBE
+// are left out, as in Kafka.
 
 import (
 	"context"
@@ -49,6 +51,14 @@ func (b *Broker) handleDescribeTransactions(_ context.Context, r *server.Request
 				st.ErrorCode = kerr.TransactionalIDNotFound.Code
 			default:
 				fillTxnState(&st, &metas[i])
+				// Only the partitions of topics the principal may describe, as Kafka.
+				kept := st.Topics[:0]
+				for _, t := range st.Topics {
+					if b.visible(r, acl.OpDescribe, acl.ResourceTopic, t.Topic) {
+						kept = append(kept, t)
+					}
+				}
+				st.Topics = kept
 			}
 			resp.TransactionStates = append(resp.TransactionStates, st)
 		}

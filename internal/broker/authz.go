@@ -6,8 +6,10 @@ package broker
 // allowed, as in Kafka. Handlers whose whole request hinges on one
 // resource (a group, a transactional id, the cluster) are gated here
 // before they run (gateRequest), so a denied request never reaches the
-// coordinator or the catalog and changes nothing; handlers that answer
-// per topic call b.authorized themselves and skip what is denied.
+// coordinator or the catalog and changes nothing; requests naming several
+// groups, or topics under an allowed group, lose their denied resources
+// before the handler runs (splitDenied, authz_partial.go); handlers that
+// answer per topic call b.authorized themselves and skip what is denied.
 //
 // Every denial counts in kafka_server_authorization_denials_total
 // {operation} and logs one audit line (rate limited, as failed
@@ -101,23 +103,6 @@ func (b *Broker) denied(r *server.Request, op acl.Operation, t acl.ResourceType,
 	}
 }
 
-// topicNamed is the name a request means by a topic: v10+ of OffsetCommit
-// and OffsetFetch name topics by ID only. An unknown ID gives
-// unknownTopicID.
-func (b *Broker) topicNamed(name string, id [16]byte) string {
-	if name != "" || id == [16]byte{} {
-		return name
-	}
-	if t, ok := b.catalog.TopicByID(id); ok {
-		return t.Name
-	}
-	return unknownTopicID
-}
-
-// unknownTopicID stands for a topic ID no topic has; no topic can be
-// named so (names are [a-zA-Z0-9._-]).
-const unknownTopicID = "\x00unknown topic id"
-
 // gateRequest checks the APIs whose whole request concerns one group,
 // transactional id or the cluster; a non-nil response is the refusal to
 // send instead of running the handler.
@@ -125,22 +110,9 @@ func (b *Broker) gateRequest(r *server.Request) kmsg.Response {
 	if !b.authz.enabled || r.Conn == nil {
 		return nil
 	}
-	groupCode := func(op acl.Operation, groups ...string) kmsg.Response {
-		for _, g := range groups {
-			if !b.authorized(r, op, acl.ResourceGroup, g) {
-				return group.ErrorResponse(r.Msg, kerr.GroupAuthorizationFailed.Code)
-			}
-		}
-		return nil
-	}
-	topicCode := func(op acl.Operation, topics ...string) kmsg.Response {
-		for _, t := range topics {
-			if t == unknownTopicID {
-				continue // the coordinator answers UNKNOWN_TOPIC_ID for it
-			}
-			if !b.authorized(r, op, acl.ResourceTopic, t) {
-				return group.ErrorResponse(r.Msg, kerr.TopicAuthorizationFailed.Code)
-			}
+	groupCode := func(op acl.Operation, g string) kmsg.Response {
+		if !b.authorized(r, op, acl.ResourceGroup, g) {
+			return group.ErrorResponse(r.Msg, kerr.GroupAuthorizationFailed.Code)
 		}
 		return nil
 	}
@@ -155,49 +127,14 @@ func (b *Broker) gateRequest(r *server.Request) kmsg.Response {
 		return groupCode(acl.OpRead, req.Group)
 	case *kmsg.ConsumerGroupHeartbeatRequest:
 		return groupCode(acl.OpRead, req.Group)
-	case *kmsg.OffsetCommitRequest:
-		if resp := groupCode(acl.OpRead, req.Group); resp != nil {
-			return resp
+	case *kmsg.OffsetCommitRequest: // topics: splitDenied
+		return groupCode(acl.OpRead, req.Group)
+	case *kmsg.OffsetFetchRequest: // v8+ groups and all topics: splitDenied
+		if req.Version < 8 {
+			return groupCode(acl.OpDescribe, req.Group)
 		}
-		topics := make([]string, len(req.Topics))
-		for i, t := range req.Topics {
-			topics[i] = b.topicNamed(t.Topic, t.TopicID)
-		}
-		return topicCode(acl.OpRead, topics...)
-	case *kmsg.OffsetFetchRequest:
-		groups := []string{req.Group}
-		var topics []string
-		for _, t := range req.Topics {
-			topics = append(topics, t.Topic)
-		}
-		if req.Version >= 8 {
-			groups = groups[:0]
-			for _, g := range req.Groups {
-				groups = append(groups, g.Group)
-				for _, t := range g.Topics {
-					topics = append(topics, b.topicNamed(t.Topic, t.TopicID))
-				}
-			}
-		}
-		if resp := groupCode(acl.OpDescribe, groups...); resp != nil {
-			return resp
-		}
-		return topicCode(acl.OpDescribe, topics...)
-	case *kmsg.OffsetDeleteRequest:
-		if resp := groupCode(acl.OpDelete, req.Group); resp != nil {
-			return resp
-		}
-		topics := make([]string, len(req.Topics))
-		for i, t := range req.Topics {
-			topics[i] = t.Topic
-		}
-		return topicCode(acl.OpRead, topics...)
-	case *kmsg.DescribeGroupsRequest:
-		return groupCode(acl.OpDescribe, req.Groups...)
-	case *kmsg.ConsumerGroupDescribeRequest:
-		return groupCode(acl.OpDescribe, req.Groups...)
-	case *kmsg.DeleteGroupsRequest:
-		return groupCode(acl.OpDelete, req.Groups...)
+	case *kmsg.OffsetDeleteRequest: // topics: splitDenied
+		return groupCode(acl.OpDelete, req.Group)
 	case *kmsg.InitProducerIDRequest:
 		resp := req.ResponseKind().(*kmsg.InitProducerIDResponse)
 		resp.ProducerID, resp.ProducerEpoch = -1, -1
@@ -229,20 +166,13 @@ func (b *Broker) gateRequest(r *server.Request) kmsg.Response {
 			resp.ErrorCode = kerr.TransactionalIDAuthorizationFailed.Code
 			return resp
 		}
-	case *kmsg.TxnOffsetCommitRequest:
+	case *kmsg.TxnOffsetCommitRequest: // topics: splitDenied
 		code := int16(0)
 		switch {
 		case !b.authorized(r, acl.OpWrite, acl.ResourceTransactionalID, req.TransactionalID):
 			code = kerr.TransactionalIDAuthorizationFailed.Code
 		case !b.authorized(r, acl.OpRead, acl.ResourceGroup, req.Group):
 			code = kerr.GroupAuthorizationFailed.Code
-		default:
-			for _, t := range req.Topics {
-				if !b.authorized(r, acl.OpRead, acl.ResourceTopic, t.Topic) {
-					code = kerr.TopicAuthorizationFailed.Code
-					break
-				}
-			}
 		}
 		if code != 0 {
 			resp := req.ResponseKind().(*kmsg.TxnOffsetCommitResponse)
@@ -259,7 +189,9 @@ func (b *Broker) gateRequest(r *server.Request) kmsg.Response {
 			return resp
 		}
 	case *kmsg.WriteTxnMarkersRequest:
-		if !b.authorizedCluster(r, acl.OpClusterAction) {
+		// ALTER on the cluster also lets an operator write markers (Kafka's
+		// fallback); only the CLUSTER_ACTION denial is audited.
+		if !b.visible(r, acl.OpAlter, acl.ResourceCluster, acl.ClusterName) && !b.authorizedCluster(r, acl.OpClusterAction) {
 			resp := req.ResponseKind().(*kmsg.WriteTxnMarkersResponse)
 			for _, m := range req.Markers {
 				rm := kmsg.NewWriteTxnMarkersResponseMarker()
@@ -375,4 +307,36 @@ func (b *Broker) configsAuthorized(r *server.Request, op acl.Operation, resource
 		}
 	}
 	return nil
+}
+
+// aclAPIRefusal is what an ACL API (DescribeAcls, CreateAcls,
+// DeleteAcls) answers before it looks at the ACLs: SECURITY_DISABLED
+// without an authorizer (as Kafka: nothing would check them), and
+// CLUSTER_AUTHORIZATION_FAILED without op on the cluster; code 0 to go on.
+func (b *Broker) aclAPIRefusal(r *server.Request, op acl.Operation) (code int16, msg *string) {
+	switch {
+	case !b.authz.enabled:
+		return kerr.SecurityDisabled.Code, kmsg.StringPtr("no authorizer is configured on the broker (authorizer.class.name)")
+	case !b.authorizedCluster(r, op):
+		return kerr.ClusterAuthorizationFailed.Code, nil
+	}
+	return 0, nil
+}
+
+// aclEntryResults makes the n per-entry results of CreateAcls or
+// DeleteAcls; refused reports that every entry carries the refusal
+// (aclAPIRefusal for ALTER on the cluster) and nothing may be changed.
+func aclEntryResults[T any](b *Broker, r *server.Request, n int, newResult func() T, setError func(*T, int16, *string)) (results []T, refused bool) {
+	results = make([]T, n)
+	for i := range results {
+		results[i] = newResult()
+	}
+	code, msg := b.aclAPIRefusal(r, acl.OpAlter)
+	if code == 0 {
+		return results, false
+	}
+	for i := range results {
+		setError(&results[i], code, msg)
+	}
+	return results, true
 }

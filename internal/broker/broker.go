@@ -670,6 +670,8 @@ func (b *Broker) Handle(ctx context.Context, r *server.Request) server.Reply {
 	var reply server.Reply
 	if refusal := b.gateRequest(r); refusal != nil {
 		reply = immediate(refusal)
+	} else if p := b.splitDenied(r); p != nil {
+		reply = b.handlePartial(ctx, r, p)
 	} else {
 		reply = apis[r.Header.APIKey].fn(b, ctx, r)
 	}

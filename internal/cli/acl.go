@@ -9,6 +9,7 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
@@ -242,6 +243,9 @@ func aclCreateCommand(f *adminFlags) *cobra.Command {
 				var failed []string
 				tw := newTable(cmd.OutOrStdout(), aclHeader...)
 				for _, r := range res {
+					if errors.Is(r.Err, kerr.SecurityDisabled) {
+						return errNoAuthorizer("creating ACLs")
+					}
 					if r.Err != nil {
 						failed = append(failed, fmt.Sprintf("%s %s %s on %s %q: %v%s", r.Permission, r.Principal, r.Operation, r.Type, r.Name, r.Err, errSuffix(r.ErrMessage)))
 						continue
@@ -280,6 +284,9 @@ func aclListCommand(f *adminFlags) *cobra.Command {
 				}
 				var rows []kadm.DescribedACL
 				for _, r := range res {
+					if errors.Is(r.Err, kerr.SecurityDisabled) {
+						return errNoAuthorizer("listing ACLs")
+					}
 					if r.Err != nil {
 						return fmt.Errorf("listing ACLs: %w%s", r.Err, errSuffix(r.ErrMessage))
 					}
@@ -323,6 +330,9 @@ needs --force.`,
 				var rows []kadm.DescribedACL
 				var failed []string
 				for _, r := range res {
+					if errors.Is(r.Err, kerr.SecurityDisabled) {
+						return errNoAuthorizer("deleting ACLs")
+					}
 					if r.Err != nil {
 						failed = append(failed, fmt.Sprintf("%v%s", r.Err, errSuffix(r.ErrMessage)))
 						continue
@@ -355,6 +365,12 @@ needs --force.`,
 	a.register(cmd, true, "literal")
 	cmd.Flags().BoolVar(&a.force, "force", false, "allow a filter that matches every ACL")
 	return cmd
+}
+
+// errNoAuthorizer explains SECURITY_DISABLED once, instead of once per
+// ACL: the broker stores no ACLs because nothing would check them.
+func errNoAuthorizer(doing string) error {
+	return fmt.Errorf("%s: the broker has no authorizer (SECURITY_DISABLED): set authorizer.class.name in its configuration to use ACLs", doing)
 }
 
 // aclHeader are the columns of every ACL table.

@@ -210,6 +210,15 @@ func TestUserCommands(t *testing.T) {
 func TestACLCommands(t *testing.T) {
 	addr := startBroker(t)
 	requireAPIs(t, addr, int16(kmsg.CreateACLs), int16(kmsg.DescribeACLs), int16(kmsg.DeleteACLs))
+	// Without an authorizer the broker refuses ACL management as Kafka
+	// does (SECURITY_DISABLED), and the CLI says what to configure.
+	for _, args := range [][]string{
+		{"acl", "create", "--allow-principal", "User:alice", "--operation", "write", "--topic", "orders"},
+		{"acl", "list"},
+		{"acl", "delete", "--force"},
+	} {
+		wantErr(t, "the broker has no authorizer", "", append(args, "-b", addr)...)
+	}
 	// ACLs are stored only with an authorizer on; with no ACL on the
 	// cluster, everyone (here ANONYMOUS) may still manage them.
 	addr = exactly.NewTestBroker(t, exactly.Options{Config: map[string]string{
