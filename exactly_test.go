@@ -3,9 +3,13 @@ package exactly_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -14,6 +18,8 @@ import (
 
 	"github.com/exactly/exactly"
 	"github.com/exactly/exactly/internal/testenv"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
@@ -168,4 +174,46 @@ func TestLargeProducesKeepTheirBytes(t *testing.T) {
 // record throughout.
 func pattern(i, n int) []byte {
 	return bytes.Repeat([]byte(fmt.Sprintf("p%d-r%06d;", i, n)), 8<<10/12)
+}
+
+// TestPartitionLimit: max.broker.partitions refuses CreateTopics and
+// CreatePartitions that would take the broker past it, with
+// POLICY_VIOLATION and nothing created. It counts every partition held,
+// the internal topics' one each included.
+func TestPartitionLimit(t *testing.T) {
+	dir := t.TempDir()
+	b := exactly.NewTestBroker(t, exactly.Options{DataDir: dir, Config: map[string]string{"max.broker.partitions": "7"}})
+	cl, err := kgo.NewClient(kgo.SeedBrokers(b.Addr()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+	ctx := context.Background()
+	if _, err := adm.CreateTopic(ctx, 3, 1, nil, "first"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := adm.CreateTopic(ctx, 3, 1, nil, "second"); !errors.Is(err, kerr.PolicyViolation) {
+		t.Fatalf("3 more partitions past a limit of 5: %v, want POLICY_VIOLATION", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "second-0")); !os.IsNotExist(err) {
+		t.Fatalf("the refused topic left a directory: %v", err)
+	}
+	resp, err := adm.CreatePartitions(ctx, 3, "first")
+	if err == nil {
+		err = resp.Error()
+	}
+	if !errors.Is(err, kerr.PolicyViolation) {
+		t.Fatalf("3 more partitions for an existing topic: %v, want POLICY_VIOLATION", err)
+	}
+	if r, err := adm.CreateTopic(ctx, 2, 1, nil, "fits"); err != nil {
+		t.Fatalf("2 partitions up to the limit exactly: %v %s", err, r.ErrMessage)
+	}
+	topics, err := adm.ListTopics(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := topics.Names(); !slices.Equal(got, []string{"first", "fits"}) {
+		t.Fatalf("topics %v", got)
+	}
 }

@@ -441,6 +441,9 @@ func (b *Broker) createTopic(name string, partitions int32, configs map[string]s
 	if err := b.catalog.ValidateNewTopic(name, partitions, configs); err != nil {
 		return nil, err
 	}
+	if err := b.checkPartitionLimit(partitions); err != nil {
+		return nil, err
+	}
 	if err := b.checkNewDirs(name, 0, partitions); err != nil {
 		return nil, err
 	}
@@ -514,6 +517,30 @@ func (b *Broker) internalTopic(topic string) bool {
 	return ok && t.Internal
 }
 
+// errPartitionLimit refuses partitions beyond max.broker.partitions.
+var errPartitionLimit = errors.New("partition limit reached")
+
+// checkPartitionLimit refuses adding n partitions when the broker would
+// then hold more than max.broker.partitions. Each open partition costs
+// file descriptors and memory, and creating one costs fsyncs under
+// adminMu, so without a bound one CreateTopics could exhaust the
+// descriptors or hold every admin request for minutes. Called under
+// adminMu, the only place partitions are added.
+func (b *Broker) checkPartitionLimit(n int32) error {
+	limit := b.brokerInt("max.broker.partitions")
+	b.partsMu.RLock()
+	held := int64(0)
+	for _, ps := range b.parts {
+		held += int64(len(ps))
+	}
+	b.partsMu.RUnlock()
+	if held+int64(n) > limit {
+		return fmt.Errorf("%w: this broker holds %d partitions and at most %d (max.broker.partitions); %d more refused",
+			errPartitionLimit, held, limit, n)
+	}
+	return nil
+}
+
 // addPartitions raises a topic's partition count.
 func (b *Broker) addPartitions(name string, count int32) error {
 	b.adminMu.Lock()
@@ -524,6 +551,9 @@ func (b *Broker) addPartitions(name string, count int32) error {
 	}
 	if count <= old.Partitions {
 		_, err := b.catalog.SetPartitions(name, count) // produces the descriptive error
+		return err
+	}
+	if err := b.checkPartitionLimit(count - old.Partitions); err != nil {
 		return err
 	}
 	if err := b.checkNewDirs(name, old.Partitions, count); err != nil {

@@ -39,6 +39,8 @@ func errorCode(err error) int16 {
 		return kerr.InvalidTopicException.Code
 	case errors.Is(err, cluster.ErrInvalidPartitions):
 		return kerr.InvalidPartitions.Code
+	case errors.Is(err, errPartitionLimit):
+		return kerr.PolicyViolation.Code
 	case errors.Is(err, cluster.ErrReadOnlyConfig):
 		return kerr.InvalidRequest.Code
 	case errors.Is(err, cluster.ErrInvalidConfig):

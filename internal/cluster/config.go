@@ -242,6 +242,9 @@ var brokerConfigDefs = []BrokerConfigDef{
 	{Name: "queued.max.request.bytes", Type: TypeLong, Default: "536870912", validate: longMinOrUnbounded(1)},
 	{Name: "max.connections", Type: TypeInt, Default: "4096", validate: intMin(1)},
 	{Name: "max.connections.per.ip", Type: TypeInt, Default: "1024", validate: intMin(1)},
+	// KIP-578's name (Kafka never shipped it); exactly's guard, read-only:
+	// see docs/DESIGN.md, Limits and hostile input.
+	{Name: "max.broker.partitions", Type: TypeInt, Default: "10000", validate: intMin(1)},
 	{Name: "max.connections.per.ip.overrides", Type: TypeString, Default: "", validate: connectionOverrides},
 	{Name: "fetch.max.bytes", Type: TypeInt, Default: "57671680", validate: intMin(1024)},
 	{Name: "fetch.partition.max.bytes", Type: TypeInt, Default: "1048576", validate: intMin(1)},
