@@ -421,18 +421,9 @@ func Validate(batch []byte) (Header, error) {
 // maxDecompressed (ErrTooLarge past it); ctx bounds the wait for a
 // decompression slot.
 func ValidateLimit(ctx context.Context, batch []byte, maxDecompressed int64) (Header, error) {
-	h, err := Parse(batch)
+	h, err := validateHeader(batch)
 	if err != nil {
 		return h, err
-	}
-	if h.Size() != len(batch) {
-		return h, fmt.Errorf("%w: %d bytes after the batch (one batch per partition is expected)", ErrInvalid, len(batch)-h.Size())
-	}
-	if h.NumRecords <= 0 {
-		return h, fmt.Errorf("%w: batch has %d records", ErrInvalid, h.NumRecords)
-	}
-	if h.LastOffsetDelta != h.NumRecords-1 {
-		return h, fmt.Errorf("%w: last offset delta %d with %d records", ErrInvalid, h.LastOffsetDelta, h.NumRecords)
 	}
 	return h, ForEachLimit(ctx, h, batch, maxDecompressed, func(Record) bool { return true })
 }
