@@ -172,7 +172,10 @@ func recodeRecords(h Header, batch []byte, limit int64, target Target, w io.Writ
 	// last record (which the encoder has then seen, but the batch is
 	// refused anyway).
 	tee := io.TeeReader(&capped{r: d.r, left: limit, limit: limit, codec: codecNames[codec]}, enc.w)
-	if err := forEachStreamed(h, bufio.NewReaderSize(tee, 4096), limit, func(Record) bool { return true }); err != nil {
+	// The records are only checked here (the encoder has their bytes), so
+	// one buffer serves them all.
+	var scratch []byte
+	if err := forEachStreamed(h, bufio.NewReaderSize(tee, 4096), limit, &scratch, func(Record) bool { return true }); err != nil {
 		return err
 	}
 	return enc.w.Close()
