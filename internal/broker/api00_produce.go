@@ -244,8 +244,11 @@ func (b *Broker) prepareProduced(ctx context.Context, t *cluster.Topic, p *parti
 	} else {
 		h, err = record.ValidateLimit(ctx, batch, limit)
 	}
+	if errors.Is(err, record.ErrRecodedTooLarge) {
+		return out, &kerrError{kerr.MessageTooLarge, fmt.Sprintf("%v (max.message.bytes=%d)", err, max)}
+	}
 	if errors.Is(err, record.ErrTooLarge) {
-		return out, &kerrError{kerr.MessageTooLarge, fmt.Sprintf("%v (records: %d x max.message.bytes=%d)", err, decompressedRatio, max)}
+		return out, &kerrError{kerr.MessageTooLarge, fmt.Sprintf("%v (%d x max.message.bytes=%d)", err, decompressedRatio, max)}
 	}
 	if err != nil {
 		return out, err

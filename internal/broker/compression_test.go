@@ -304,7 +304,8 @@ func TestRecodedRetryIsDeduplicated(t *testing.T) {
 }
 
 // A batch that re-encodes past max.message.bytes is MESSAGE_TOO_LARGE, as
-// in Kafka; the same batch is taken by a topic that stores it as sent.
+// in Kafka; the same batch is taken by a topic that stores it as sent. A
+// decompression bomb is refused on a re-encoding topic as on any other.
 func TestRecodedBatchOverMaxMessageBytes(t *testing.T) {
 	addr, _ := compressionBroker(t, nil)
 	adm, ctx := admin(t, addr)
@@ -324,5 +325,14 @@ func TestRecodedBatchOverMaxMessageBytes(t *testing.T) {
 	r := produceRaw(t, cl, "plain", bytes.Clone(zeros))
 	if r.ErrorCode != kerr.MessageTooLarge.Code || r.ErrorMessage == nil || !strings.Contains(*r.ErrorMessage, "re-encoded") {
 		t.Fatalf("256 KiB stored uncompressed under max.message.bytes=65536: %v %v, want MESSAGE_TOO_LARGE", kerr.ErrorForCode(r.ErrorCode), r.ErrorMessage)
+	}
+	// A bomb is stopped at the decompression bound on the way to the
+	// topic's codec too.
+	if err := createTopicWith(t, adm, ctx, "zstd", map[string]*string{"compression.type": str("zstd")}); err != nil {
+		t.Fatal(err)
+	}
+	r = produceRaw(t, cl, "zstd", testenv.Bomb(record.CompressionGzip, 64<<20))
+	if r.ErrorCode != kerr.MessageTooLarge.Code || r.ErrorMessage == nil || !strings.Contains(*r.ErrorMessage, "8 x max.message.bytes") {
+		t.Fatalf("64 MiB gzip bomb to a zstd topic: %v %v, want MESSAGE_TOO_LARGE", kerr.ErrorForCode(r.ErrorCode), r.ErrorMessage)
 	}
 }

@@ -38,6 +38,11 @@ const (
 	ZstdLevelMin, ZstdLevelMax, ZstdLevelDefault = -131072, 22, 3
 )
 
+// ErrRecodedTooLarge means the batch re-encoded to the target codec passed
+// the batch limit (max.message.bytes): a gzip batch stored uncompressed
+// may expand. It is an ErrTooLarge.
+var ErrRecodedTooLarge = fmt.Errorf("%w: the batch re-encoded to the topic's compression.type is too large", ErrTooLarge)
+
 // Recoded is a re-encoded batch in a pooled buffer. Release returns the
 // buffer; the bytes must not be used afterwards.
 type Recoded struct {
@@ -191,7 +196,7 @@ type boundedWriter struct {
 
 func (w *boundedWriter) Write(p []byte) (int, error) {
 	if len(w.b)+len(p) > w.max {
-		return 0, fmt.Errorf("%w: the batch re-encoded to the topic's compression.type passes %d bytes", ErrTooLarge, w.max)
+		return 0, fmt.Errorf("%w (over %d bytes)", ErrRecodedTooLarge, w.max)
 	}
 	w.b = append(w.b, p...)
 	return len(p), nil

@@ -218,8 +218,23 @@ func TestValidateRecodeBounds(t *testing.T) {
 		// 512 KiB of zeros compress to little; stored uncompressed they
 		// pass a 64 KiB max.message.bytes.
 		zeros := testenv.CompressedBatch(codec, make([]byte, 512<<10))
-		if _, _, err := ValidateRecode(ctx, zeros, 8<<20, Target{Codec: CompressionNone}, 64<<10); !errors.Is(err, ErrTooLarge) {
+		if _, _, err := ValidateRecode(ctx, zeros, 8<<20, Target{Codec: CompressionNone}, 64<<10); !errors.Is(err, ErrRecodedTooLarge) {
 			t.Errorf("%s: 512 KiB stored uncompressed under a 64 KiB limit: %v, want ErrTooLarge", name, err)
+		}
+	}
+	// Every codec's output is bounded: random bytes do not compress, so
+	// 256 KiB of them pass a 64 KiB batch limit in any codec, and the
+	// writer refuses the byte that would pass it.
+	random := make([]byte, 256<<10)
+	seed := uint64(7)
+	for i := 0; i < len(random); i += 8 {
+		seed = seed*6364136223846793005 + 1442695040888963407
+		binary.LittleEndian.PutUint64(random[i:], seed)
+	}
+	for _, to := range allCodecs[1:] {
+		in := testenv.CompressedBatch(0, random)
+		if _, out, err := ValidateRecode(ctx, in, 8<<20, Target{Codec: to, Level: levelDefault(to)}, 64<<10); !errors.Is(err, ErrRecodedTooLarge) || out != nil {
+			t.Errorf("256 KiB of random bytes to %s under a 64 KiB limit: %v, want ErrRecodedTooLarge", name(to), err)
 		}
 	}
 	// Uncompressed records count against the decompression limit too.
