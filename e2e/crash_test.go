@@ -26,7 +26,7 @@ func TestAckedRecordsSurviveSIGKILL(t *testing.T) { crashTest(t, false) }
 func TestIdempotentProducerAcrossSIGKILL(t *testing.T) { crashTest(t, true) }
 
 // TestRecodedBatchesAcrossSIGKILL: the same on a topic that re-encodes
-// every (uncompressed) batch to zstd: retries deduplicated from the
+// every batch (snappy, franz-go's default) to zstd: retries deduplicated from the
 // re-encoded batches' producer state, acknowledged records all present,
 // and every record read back from a zstd batch.
 func TestRecodedBatchesAcrossSIGKILL(t *testing.T) {
