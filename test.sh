@@ -100,6 +100,7 @@ fuzz ./internal/server FuzzDecode
 fuzz ./internal/server FuzzSASLExchange
 fuzz ./internal/wire FuzzDecodeRequest
 fuzz ./internal/record FuzzValidate
+fuzz ./internal/record FuzzRecode
 fuzz ./internal/log FuzzRecover
 fuzz ./internal/producerstate FuzzDecode
 fuzz ./internal/group FuzzDecodeRecord

@@ -41,6 +41,11 @@ type Target struct {
 	// Opts are options every client of this target starts with: TLS,
 	// SASL, a dialer (see eos/preset's package example for a SASL_SSL set).
 	Opts []kgo.Opt
+	// TopicConfigs are set on this target's benchmark topics, over
+	// Config.TopicConfigs: two targets naming one cluster with different
+	// topic configs (compression.type=zstd and producer) are measured in
+	// the same interleaved rounds.
+	TopicConfigs map[string]string
 }
 
 // clientOpts are the target's seed brokers and connection options,
@@ -119,6 +124,9 @@ type Config struct {
 	// 10); 0 aborts none, leaving the isolation level's bookkeeping (LSO,
 	// aborted-transaction lookup) as the only difference.
 	AbortEvery int
+	// TopicConfigs are set on every benchmark topic (compression.type,
+	// max.message.bytes, ...); a target's own TopicConfigs win.
+	TopicConfigs map[string]string
 	// Log, if set, receives progress lines.
 	Log func(format string, args ...any)
 }
@@ -349,6 +357,14 @@ func settings(cfg Config) string {
 	if cfg.Rate > 0 {
 		s += fmt.Sprintf(", at most %.0f records/s per producer", cfg.Rate)
 	}
+	if len(cfg.TopicConfigs) > 0 {
+		s += ", topics with " + topicConfigString(cfg.TopicConfigs)
+	}
+	for _, t := range cfg.Targets {
+		if len(t.TopicConfigs) > 0 {
+			s += fmt.Sprintf(", %s's topics with %s", t.Name, topicConfigString(t.TopicConfigs))
+		}
+	}
 	if slices.ContainsFunc(cfg.Modes, isConsume) {
 		s += fmt.Sprintf(", consume modes read %d MiB", cfg.ConsumeBytes>>20)
 		if cfg.AbortEvery > 0 {
@@ -356,6 +372,16 @@ func settings(cfg Config) string {
 		}
 	}
 	return s
+}
+
+// topicConfigString renders topic configs as sorted key=value pairs.
+func topicConfigString(m map[string]string) string {
+	var kv []string
+	for k, v := range m {
+		kv = append(kv, k+"="+v)
+	}
+	slices.Sort(kv)
+	return strings.Join(kv, " ")
 }
 
 func (rep *Report) summarize(targets []Target, modes []string) {
@@ -421,7 +447,13 @@ func createTopic(ctx context.Context, cfg Config, t Target, topic string) error 
 		return err
 	}
 	defer cl.Close()
-	resp, err := kadm.NewClient(cl).CreateTopic(ctx, cfg.Partitions, cfg.ReplicationFactor, nil, topic)
+	configs := map[string]*string{}
+	for _, m := range []map[string]string{cfg.TopicConfigs, t.TopicConfigs} {
+		for k, v := range m {
+			configs[k] = &v
+		}
+	}
+	resp, err := kadm.NewClient(cl).CreateTopic(ctx, cfg.Partitions, cfg.ReplicationFactor, configs, topic)
 	if err != nil {
 		return err
 	}

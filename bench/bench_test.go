@@ -255,3 +255,34 @@ func TestRunTwoTargetsOnOneCluster(t *testing.T) {
 		t.Fatalf("%d results, failed %v:\n%s", len(rep.Results), rep.Failed(), buf.String())
 	}
 }
+
+// TestRunTopicConfigs: topic configs reach the benchmark topics, a
+// target's own over everyone's. compression.type=brotli is refused, so the
+// target without its own compression.type fails and the one with zstd runs.
+func TestRunTopicConfigs(t *testing.T) {
+	br := exactly.NewTestBroker(t, exactly.Options{DataDir: t.TempDir()})
+	cfg := smallConfig(br.Addr())
+	cfg.Targets[0].TopicConfigs = map[string]string{"compression.type": "zstd"}
+	cfg.Targets = append(cfg.Targets, Target{Name: "refused", Bootstrap: []string{br.Addr()}})
+	cfg.TopicConfigs = map[string]string{"compression.type": "brotli"}
+	cfg.Rounds, cfg.Modes = 1, []string{Idempotent}
+	rep, err := Run(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range rep.Results {
+		switch r.Target {
+		case "embedded":
+			if r.Err != "" || r.Records == 0 {
+				t.Errorf("zstd topic: %+v", r)
+			}
+		case "refused":
+			if !strings.Contains(r.Err, "INVALID_CONFIG") {
+				t.Errorf("compression.type=brotli: %+v, want INVALID_CONFIG", r)
+			}
+		}
+	}
+	if !strings.Contains(rep.Settings, "embedded's topics with compression.type=zstd") {
+		t.Errorf("settings do not name the topic configs: %s", rep.Settings)
+	}
+}

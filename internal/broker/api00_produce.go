@@ -15,7 +15,10 @@ package broker
 // Each partition's data must be exactly one RecordBatch v2; it is validated
 // (CRC-32C, record count and framing, decompressing if needed), stamped with
 // its base offset (and LogAppendTime when the topic asks for it) and
-// appended as received — compressed batches stay compressed. acks=1 and
+// appended as received — compressed batches stay compressed — unless the
+// topic's compression.type names a codec other than the batch's: then its
+// records are re-encoded to that codec in the validation pass (header
+// fields kept, CRC recomputed; see record.ValidateRecode). acks=1 and
 // acks=all are answered only after the batch is fsynced (group commit shares
 // one fsync among concurrent producers; on a single node "all in-sync
 // replicas" is this node's disk). acks=0 gets no response; its records
@@ -25,7 +28,8 @@ package broker
 // (bad CRC, truncated), UNSUPPORTED_FOR_MESSAGE_FORMAT (magic ≠ 2),
 // INVALID_RECORD (more than one batch, bad framing, control batch from a
 // client), MESSAGE_TOO_LARGE (the batch, or its records decompressed, over
-// the topic's max.message.bytes), INVALID_TIMESTAMP,
+// the topic's max.message.bytes, or the batch re-encoded to the topic's
+// compression.type over max.message.bytes), INVALID_TIMESTAMP,
 // KAFKA_STORAGE_ERROR (log offline after an I/O error). Versions 0-2 (message
 // format v0/v1) are not served, as in Kafka 4.
 
@@ -65,6 +69,11 @@ type preparedBatch struct {
 	txnWait       func() error // non-nil: must succeed before the append
 	logAppendTime int64
 	resp          *kmsg.ProduceResponseTopicPartition
+	// recoded holds batch when the topic's compression.type re-encoded
+	// it; released when the handler returns (every append is done by
+	// then: the log has copied the bytes).
+	recoded  *record.Recoded
+	received int // the batch's size as produced, for bytes-in
 }
 
 // handleProduce works in three passes so that a request spanning several
@@ -76,6 +85,11 @@ func (b *Broker) handleProduce(ctx context.Context, r *server.Request) server.Re
 	acksOK := req.Acks == -1 || req.Acks == 0 || req.Acks == 1
 	resp.Topics = make([]kmsg.ProduceResponseTopic, len(req.Topics))
 	var prepared []preparedBatch
+	defer func() {
+		for i := range prepared {
+			prepared[i].recoded.Release()
+		}
+	}()
 	// Authorization, as Kafka: a transactional produce needs WRITE on its
 	// transactional id (else every partition is refused), each topic WRITE.
 	txnDenied := req.TransactionID != nil && !b.authorized(r, acl.OpWrite, acl.ResourceTransactionalID, *req.TransactionID)
@@ -111,6 +125,7 @@ func (b *Broker) handleProduce(ctx context.Context, r *server.Request) server.Re
 			default:
 				pb, err := b.prepareProduced(ctx, t, p, rp.Records, req.TransactionID, req.Version)
 				if err != nil {
+					pb.recoded.Release()
 					b.produceFailed(rt.Topic, sp, err)
 					break
 				}
@@ -200,7 +215,7 @@ func (b *Broker) produceFailed(topic string, sp *kmsg.ProduceResponseTopicPartit
 // batch, checks it with the transaction coordinator (whose wait the caller
 // must pass before appending).
 func (b *Broker) prepareProduced(ctx context.Context, t *cluster.Topic, p *partition.Partition, batch []byte, txnID *string, produceVersion int16) (preparedBatch, error) {
-	out := preparedBatch{t: t, p: p, batch: batch, guard: ^uint64(0), logAppendTime: -1}
+	out := preparedBatch{t: t, p: p, batch: batch, guard: ^uint64(0), logAppendTime: -1, received: len(batch)}
 	if len(batch) == 0 {
 		return out, fmt.Errorf("%w: no record batch for the partition", record.ErrInvalid)
 	}
@@ -215,7 +230,23 @@ func (b *Broker) prepareProduced(ctx context.Context, t *cluster.Topic, p *parti
 	// records is ours, so a bomb of a few KiB stops there (and a client
 	// that splits batches on MESSAGE_TOO_LARGE does so).
 	limit := max * decompressedRatio
-	h, err := record.ValidateLimit(ctx, batch, limit)
+	var (
+		h   record.Header
+		err error
+	)
+	if target, ok := b.topicCompression(t); ok {
+		// The re-encoded batch is bounded like a produced one: Kafka
+		// refuses a recompressed batch over max.message.bytes.
+		h, out.recoded, err = record.ValidateRecode(ctx, batch, limit, target, int(max))
+		if out.recoded != nil {
+			out.batch = out.recoded.Bytes
+		}
+	} else {
+		h, err = record.ValidateLimit(ctx, batch, limit)
+	}
+	if errors.Is(err, record.ErrRecodedTooLarge) {
+		return out, &kerrError{kerr.MessageTooLarge, fmt.Sprintf("%v (max.message.bytes=%d)", err, max)}
+	}
 	if errors.Is(err, record.ErrTooLarge) {
 		return out, &kerrError{kerr.MessageTooLarge, fmt.Sprintf("%v (%d x max.message.bytes=%d)", err, decompressedRatio, max)}
 	}
@@ -279,6 +310,37 @@ func (b *Broker) appendPrepared(pb *preparedBatch) (partition.AppendResult, erro
 		return res, nil // a retry: answered with the original offsets, nothing appended
 	}
 	b.metrics.messagesIn.WithLabelValues(t.Name).Add(float64(h.NumRecords))
-	b.metrics.bytesIn.WithLabelValues(t.Name).Add(float64(len(batch)))
+	b.metrics.bytesIn.WithLabelValues(t.Name).Add(float64(pb.received))
 	return res, nil
+}
+
+// compressionCodecs maps compression.type values to the codec batches are
+// stored in; "producer" is absent (stored as sent).
+var compressionCodecs = map[string]int{
+	"uncompressed": record.CompressionNone,
+	"gzip":         record.CompressionGzip,
+	"snappy":       record.CompressionSnappy,
+	"lz4":          record.CompressionLZ4,
+	"zstd":         record.CompressionZstd,
+}
+
+// topicCompression returns the codec and level the topic stores batches
+// in, or false for compression.type=producer: the store-as-sent path,
+// which never re-encodes.
+func (b *Broker) topicCompression(t *cluster.Topic) (record.Target, bool) {
+	v, _ := b.catalog.TopicConfig(t, "compression.type")
+	codec, ok := compressionCodecs[v]
+	if !ok {
+		return record.Target{}, false
+	}
+	target := record.Target{Codec: codec}
+	switch codec {
+	case record.CompressionGzip:
+		target.Level = int(b.topicInt(t, "compression.gzip.level"))
+	case record.CompressionLZ4:
+		target.Level = int(b.topicInt(t, "compression.lz4.level"))
+	case record.CompressionZstd:
+		target.Level = int(b.topicInt(t, "compression.zstd.level"))
+	}
+	return target, true
 }

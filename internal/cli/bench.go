@@ -20,6 +20,7 @@ type benchFlags struct {
 	conn                 connFlags
 	targets              []string
 	targetConfigs        []string
+	topicConfigs         []string
 	managed, asJSON      bool
 	quiet                bool
 	modes                string
@@ -75,7 +76,10 @@ The connection flags (--tls*, --sasl-*, --command-config) apply to every
 bootstrap.servers and no --bootstrap, that cluster is the target.
 --target-config name=client.properties gives one named target its own
 client properties instead (to measure a PLAINTEXT and a SASL_SSL listener
-side by side).
+side by side). --topic-config key=value sets a config on every benchmark
+topic, --topic-config name/key=value on one named target's only: two
+--bootstrap targets naming the same broker with different compression.type
+compare the two in the same interleaved rounds.
 
 Every run uses a fresh topic, deleted afterwards. Exit status 1 means a run
 failed (the report says which and why).
@@ -88,12 +92,16 @@ throughput).`,
   exactly bench --modes idempotent,transactional --rounds 5
   exactly bench --managed --bootstrap kafka=10.0.0.5:9092 --replication-factor 3
   exactly bench --bootstrap plaintext=127.0.0.1:9092 --bootstrap sasl_ssl=127.0.0.1:9093 \
-    --target-config sasl_ssl=client.properties`,
+    --target-config sasl_ssl=client.properties
+  exactly bench --bootstrap zstd=127.0.0.1:9092 --bootstrap producer=127.0.0.1:9092 \
+    --topic-config zstd/compression.type=zstd --modes idempotent`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return runBench(cmd, f) },
 	}
 	fl := cmd.Flags()
 	fl.StringArrayVar(&f.targets, "bootstrap", nil, "a cluster to measure, [name=]host:port[,host:port] (repeatable)")
+	fl.StringArrayVar(&f.topicConfigs, "topic-config", nil,
+		"a config of every benchmark topic, [target/]key=value, e.g. compression.type=zstd (repeatable)")
 	fl.StringArrayVar(&f.targetConfigs, "target-config", nil,
 		"name=client.properties: connection settings for that --bootstrap target only, instead of the shared flags (repeatable)")
 	fl.BoolVar(&f.managed, "managed", false, "also measure a broker started here (the default when no --bootstrap is given)")
@@ -141,6 +149,11 @@ func runBench(cmd *cobra.Command, f *benchFlags) error {
 	if err != nil {
 		return err
 	}
+	topicConfigs, perTargetTopic, err := parseTopicConfigs(f.topicConfigs)
+	if err != nil {
+		return err
+	}
+	cfg.TopicConfigs = topicConfigs
 	for _, s := range f.targets {
 		t, err := bench.ParseTarget(s)
 		if err != nil {
@@ -151,10 +164,17 @@ func runBench(cmd *cobra.Command, f *benchFlags) error {
 			t.Opts = opts
 			delete(perTarget, t.Name)
 		}
+		if tc, ok := perTargetTopic[t.Name]; ok {
+			t.TopicConfigs = tc
+			delete(perTargetTopic, t.Name)
+		}
 		cfg.Targets = append(cfg.Targets, t)
 	}
 	for name := range perTarget {
 		return fmt.Errorf("--target-config %s: no --bootstrap target has that name", name)
+	}
+	for name := range perTargetTopic {
+		return fmt.Errorf("--topic-config %s/...: no --bootstrap target has that name", name)
 	}
 	if len(f.targets) == 0 && len(conn.Bootstrap) > 0 {
 		cfg.Targets = []bench.Target{{Name: conn.Bootstrap[0], Bootstrap: conn.Bootstrap, Opts: sec}}
@@ -196,6 +216,32 @@ func runBench(cmd *cobra.Command, f *benchFlags) error {
 		return &ExitError{Code: 1}
 	}
 	return nil
+}
+
+// parseTopicConfigs reads each --topic-config [target/]key=value: a
+// topic config for every target, or for the named one. Kafka config keys
+// have no '/', so a '/' before the first '=' ends a target name.
+func parseTopicConfigs(specs []string) (all map[string]string, perTarget map[string]map[string]string, err error) {
+	all, perTarget = map[string]string{}, map[string]map[string]string{}
+	for _, spec := range specs {
+		kv, target := spec, ""
+		if before, after, ok := strings.Cut(spec, "/"); ok && !strings.Contains(before, "=") {
+			target, kv = before, after
+		}
+		key, value, ok := strings.Cut(kv, "=")
+		if !ok || key == "" || strings.HasPrefix(spec, "/") {
+			return nil, nil, fmt.Errorf("--topic-config %q: want [target/]key=value", spec)
+		}
+		m := all
+		if target != "" {
+			if perTarget[target] == nil {
+				perTarget[target] = map[string]string{}
+			}
+			m = perTarget[target]
+		}
+		m[key] = value
+	}
+	return all, perTarget, nil
 }
 
 // parseTargetConfigs reads each --target-config name=file into that

@@ -137,16 +137,28 @@ func cleanupPolicy(v string) error {
 	return nil
 }
 
-func compressionType(v string) error {
-	if v != "producer" {
-		return fmt.Errorf("compression.type=%q is not supported: batches are stored as the producer compressed them (only \"producer\")", v)
+// CompressionTypes are the values of compression.type: "producer" stores
+// batches as sent, the others are the codec every batch is stored in.
+var CompressionTypes = []string{"uncompressed", "zstd", "lz4", "snappy", "gzip", "producer"}
+
+var compressionType = oneOf(CompressionTypes...)
+
+// gzipLevel accepts Kafka's -1 (the library default) or 1-9.
+func gzipLevel(v string) error {
+	if v == "-1" {
+		return nil
 	}
-	return nil
+	return intRange(1, 9)(v)
 }
 
 var topicConfigDefs = []ConfigDef{
 	{Name: "cleanup.policy", Type: TypeList, Default: "delete", BrokerKey: "log.cleanup.policy", Effective: true, validate: cleanupPolicy},
 	{Name: "compression.type", Type: TypeString, Default: "producer", BrokerKey: "compression.type", Effective: true, validate: compressionType},
+	// Levels of the codec compression.type names (KIP-390), Kafka's
+	// ranges and defaults; used only when the broker re-encodes.
+	{Name: "compression.gzip.level", Type: TypeInt, Default: "-1", BrokerKey: "compression.gzip.level", Effective: true, validate: gzipLevel},
+	{Name: "compression.lz4.level", Type: TypeInt, Default: "9", BrokerKey: "compression.lz4.level", Effective: true, validate: intRange(1, 17)},
+	{Name: "compression.zstd.level", Type: TypeInt, Default: "3", BrokerKey: "compression.zstd.level", Effective: true, validate: intRange(-131072, 22)},
 	{Name: "retention.ms", Type: TypeLong, Default: "604800000", BrokerKey: "log.retention.ms", Effective: true, validate: longMin(-1)},
 	{Name: "retention.bytes", Type: TypeLong, Default: "-1", BrokerKey: "log.retention.bytes", Effective: true, validate: longMin(-1)},
 	{Name: "segment.bytes", Type: TypeInt, Default: "1073741824", BrokerKey: "log.segment.bytes", Effective: true, validate: intMin(14)},

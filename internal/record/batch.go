@@ -1,11 +1,14 @@
-// Package record parses and validates Kafka RecordBatch v2 headers.
+// Package record parses, validates and re-encodes Kafka RecordBatch v2.
 //
-// The broker stores record batches exactly as producers send them (compressed
-// batches stay compressed); this package reads only the fixed 61-byte header,
-// checks the CRC-32C that covers everything after the CRC field, and stamps
-// the two fields the broker owns (base offset and partition leader epoch),
-// neither of which the CRC covers. Decoding individual records is needed only
-// off the hot path (validation of compressed payloads, timestamp lookups).
+// The broker stores record batches as producers send them (compressed
+// batches stay compressed) unless the topic's compression.type names a
+// codec, in which case ValidateRecode re-encodes the records section and
+// nothing else. On the store-as-sent path this package reads only the fixed
+// 61-byte header, checks the CRC-32C that covers everything after the CRC
+// field, and stamps the two fields the broker owns (base offset and
+// partition leader epoch), neither of which the CRC covers. Decoding
+// individual records is needed only off the hot path (validation of
+// compressed payloads, re-encoding, timestamp lookups).
 package record
 
 import (
@@ -195,8 +198,8 @@ func SetLeaderEpoch(b []byte, epoch int32) {
 
 // SetLogAppendTime rewrites the batch for a topic with
 // message.timestamp.type=LogAppendTime: the attribute bit and max timestamp
-// change, so the CRC is recomputed. This is the only place the broker touches
-// CRC-covered bytes.
+// change, so the CRC is recomputed. With ValidateRecode, these are the only
+// places the broker touches CRC-covered bytes.
 func SetLogAppendTime(b []byte, ts int64) {
 	be := binary.BigEndian
 	attrs := be.Uint16(b[offAttributes:]) | AttrLogAppendTime

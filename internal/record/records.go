@@ -256,7 +256,7 @@ func ForEachLimit(ctx context.Context, h Header, batch []byte, limit int64, fn f
 		sr.budget = limit
 	}
 	src := bufio.NewReaderSize(&capped{r: d.r, left: limit, limit: limit, codec: codecNames[codec]}, 4096)
-	return forEachStreamed(h, src, limit, fn)
+	return forEachStreamed(h, src, limit, nil, fn)
 }
 
 // forEachIn walks records already in memory (an uncompressed batch).
@@ -279,10 +279,12 @@ func forEachIn(h Header, b []byte, fn func(Record) bool) error {
 }
 
 // forEachStreamed walks records from a decompressing stream. Each record
-// gets its own buffer, so callers may keep its slices; it is sized from
-// the record's length prefix only once that is within limit, so a lying
-// prefix costs at most what honest data up to the limit would.
-func forEachStreamed(h Header, src *bufio.Reader, limit int64, fn func(Record) bool) error {
+// gets its own buffer, so callers may keep its slices, unless reuse is
+// non-nil: then every record is read into *reuse, grown as needed (for
+// callers that only check records). A buffer is sized from the record's
+// length prefix only once that is within limit, so a lying prefix costs at
+// most what honest data up to the limit would.
+func forEachStreamed(h Header, src *bufio.Reader, limit int64, reuse *[]byte, fn func(Record) bool) error {
 	for i := int32(0); i < h.NumRecords; i++ {
 		length, err := binary.ReadVarint(src)
 		if err != nil {
@@ -294,7 +296,15 @@ func forEachStreamed(h Header, src *bufio.Reader, limit int64, fn func(Record) b
 		if length > limit {
 			return fmt.Errorf("%w: record %d of %d bytes, beyond %d", ErrTooLarge, i, length, limit)
 		}
-		body := make([]byte, length)
+		var body []byte
+		if reuse == nil {
+			body = make([]byte, length)
+		} else {
+			if int64(cap(*reuse)) < length {
+				*reuse = make([]byte, length)
+			}
+			body = (*reuse)[:length]
+		}
 		if _, err := io.ReadFull(src, body); err != nil {
 			return streamErr(i, err)
 		}
@@ -421,18 +431,9 @@ func Validate(batch []byte) (Header, error) {
 // maxDecompressed (ErrTooLarge past it); ctx bounds the wait for a
 // decompression slot.
 func ValidateLimit(ctx context.Context, batch []byte, maxDecompressed int64) (Header, error) {
-	h, err := Parse(batch)
+	h, err := validateHeader(batch)
 	if err != nil {
 		return h, err
-	}
-	if h.Size() != len(batch) {
-		return h, fmt.Errorf("%w: %d bytes after the batch (one batch per partition is expected)", ErrInvalid, len(batch)-h.Size())
-	}
-	if h.NumRecords <= 0 {
-		return h, fmt.Errorf("%w: batch has %d records", ErrInvalid, h.NumRecords)
-	}
-	if h.LastOffsetDelta != h.NumRecords-1 {
-		return h, fmt.Errorf("%w: last offset delta %d with %d records", ErrInvalid, h.LastOffsetDelta, h.NumRecords)
 	}
 	return h, ForEachLimit(ctx, h, batch, maxDecompressed, func(Record) bool { return true })
 }

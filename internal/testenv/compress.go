@@ -19,16 +19,27 @@ var Codecs = map[string]int16{"gzip": 1, "snappy": 2, "lz4": 3, "zstd": 4}
 // records section compressed by codec (see Codecs), as a
 // non-idempotent producer sends it.
 func CompressedBatch(codec int16, values ...[]byte) []byte {
-	var recs []byte
+	recs := make([]kmsg.Record, len(values))
 	for i, v := range values {
-		rec := kmsg.NewRecord()
-		rec.OffsetDelta = int32(i)
-		rec.Value = v
-		body := rec.AppendTo(nil)[1:]
-		recs = binary.AppendVarint(recs, int64(len(body)))
-		recs = append(recs, body...)
+		recs[i] = kmsg.NewRecord()
+		recs[i].Value = v
 	}
-	return sealCompressed(codec, len(values), compress(codec, recs))
+	return RecordsBatch(codec, recs...)
+}
+
+// RecordsBatch is a RecordBatch v2 of recs (keys, headers and timestamp
+// deltas as given; offset deltas are set in order) with its records
+// section compressed by codec (0 for none), as a non-idempotent producer
+// sends it.
+func RecordsBatch(codec int16, recs ...kmsg.Record) []byte {
+	var raw []byte
+	for i, rec := range recs {
+		rec.OffsetDelta = int32(i)
+		body := rec.AppendTo(nil)[1:]
+		raw = binary.AppendVarint(raw, int64(len(body)))
+		raw = append(raw, body...)
+	}
+	return sealCompressed(codec, len(recs), compress(codec, raw))
 }
 
 // Bomb is a decompression bomb: a batch of one record whose value is size
