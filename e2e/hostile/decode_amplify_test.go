@@ -33,12 +33,12 @@ func amplifyingProduce() []byte {
 // three amplifying Produce requests (48 × ~45 MiB decoded and answered,
 // 2 GiB in all if held together), reads the answers, and closes the
 // connections once the broker answered or closed them, or after 20 s.
-func attackAmplifyingRequests(t *testing.T, addr string) {
+func attackAmplifyingRequests(t *testing.T, tg target) {
 	t.Helper()
 	frame := amplifyingProduce()
 	var wg sync.WaitGroup
 	for range 16 {
-		c := testenv.DialRaw(t, addr)
+		c := tg.dial(t)
 		wg.Go(func() {
 			defer c.NC.Close()
 			c.NC.SetDeadline(time.Now().Add(20 * time.Second))
@@ -86,7 +86,7 @@ func TestDecodedRequestsAreBudgeted(t *testing.T) {
 	heap := sample(heapInUse)
 	used := sample(func() uint64 { return uint64(metric(t, b, metricPoolUsed)) })
 
-	attackAmplifyingRequests(t, b.Addr())
+	attackAmplifyingRequests(t, plaintext(b.Addr()))
 
 	peakUsed, peakHeap := used.end(), heap.end()
 	grew := int64(peakHeap) - int64(base)
@@ -101,5 +101,5 @@ func TestDecodedRequestsAreBudgeted(t *testing.T) {
 	if grew > 2*budget+64<<20 {
 		t.Errorf("heap grew by %d MiB with queued.max.request.bytes at %d MiB", grew>>20, budget>>20)
 	}
-	canary(t, b.Addr(), 20)
+	canary(t, plaintext(b.Addr()), 20)
 }

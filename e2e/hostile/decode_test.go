@@ -46,7 +46,7 @@ func claimAll(body []byte) []byte {
 // tagged-field count claims 2^32-1 fields. It waits (up to 10 s) for the
 // broker to close or answer each before sending the next, and returns
 // the connections and the bytes sent.
-func attackHugeCounts(t testing.TB, addr string) ([]*testenv.RawConn, int) {
+func attackHugeCounts(t testing.TB, tg target) ([]*testenv.RawConn, int) {
 	fetchHead := make([]byte, 25) // replica, max wait, min/max bytes, isolation, session
 	fetchHead = append(fetchHead, 2, 2, 't')
 	fetch := rawRequest(1, 12, true, claimAll(fetchHead))
@@ -63,7 +63,7 @@ func attackHugeCounts(t testing.TB, addr string) ([]*testenv.RawConn, int) {
 	var conns []*testenv.RawConn
 	sent := 0
 	for _, frame := range frames {
-		c := testenv.DialRaw(t, addr)
+		c := tg.dial(t)
 		c.SendExpectingClose(frame)
 		sent += len(frame)
 		c.NC.SetReadDeadline(time.Now().Add(10 * time.Second))
@@ -79,14 +79,14 @@ func attackHugeCounts(t testing.TB, addr string) ([]*testenv.RawConn, int) {
 // and spun for seconds on the tag count).
 func TestHugeCountsAreRefusedBeforeAllocating(t *testing.T) {
 	b := startBroker(t, nil)
-	addr := b.Addr()
-	canary(t, addr, 5) // warm up: topic creation, groups, first fetch
+	tg := plaintext(b.Addr())
+	canary(t, tg, 5) // warm up: topic creation, groups, first fetch
 
 	heapBefore := heapInUse()
 	var sent int
 	allocated := allocatedDuring(func() {
 		var conns []*testenv.RawConn
-		conns, sent = attackHugeCounts(t, addr)
+		conns, sent = attackHugeCounts(t, tg)
 		for _, c := range conns {
 			c.ExpectClosed()
 		}
@@ -102,5 +102,5 @@ func TestHugeCountsAreRefusedBeforeAllocating(t *testing.T) {
 	if grew := int64(heapInUse()) - int64(heapBefore); grew > 64<<20 {
 		t.Errorf("heap in use grew by %d MiB", grew>>20)
 	}
-	canary(t, addr, 20)
+	canary(t, tg, 20)
 }

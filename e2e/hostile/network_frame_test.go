@@ -24,11 +24,11 @@ func frameStart(size int, key int16) []byte {
 // 100 MiB request (the default socket.request.max.bytes) and send only
 // its header: half as Produce (whose large requests use recycled
 // buffers), half as Metadata. The connections stay open.
-func attackHugeDeclaredFrames(t *testing.T, addr string) []*testenv.RawConn {
+func attackHugeDeclaredFrames(t *testing.T, tg target) []*testenv.RawConn {
 	t.Helper()
 	var conns []*testenv.RawConn
 	for i := range 20 {
-		c := testenv.DialRaw(t, addr)
+		c := tg.dial(t)
 		c.Send(frameStart(100<<20, int16(i%2*3))) // Produce (0) or Metadata (3)
 		conns = append(conns, c)
 	}
@@ -45,7 +45,7 @@ func TestDeclaredFrameSizeIsNotAllocated(t *testing.T) {
 	base := heapInUse()
 	s := sample(heapInUse)
 
-	conns := attackHugeDeclaredFrames(t, b.Addr())
+	conns := attackHugeDeclaredFrames(t, plaintext(b.Addr()))
 
 	// Every frame started holds its first chunk (64 KiB) of the budget.
 	eventually(t, 10*time.Second, "the broker reading every attacking frame", func() bool {
@@ -60,20 +60,20 @@ func TestDeclaredFrameSizeIsNotAllocated(t *testing.T) {
 	eventually(t, 5*time.Second, "request bytes in flight back to 0", func() bool {
 		return metric(t, b, metricPoolUsed) == 0
 	})
-	canary(t, b.Addr(), 20)
+	canary(t, plaintext(b.Addr()), 20)
 }
 
 // attackPartialFrames opens 24 connections that each declare a 4 MiB
 // Produce request and send all of it but the last byte, concurrently, so
 // the broker holds as many nearly complete requests as its budget allows.
 // Writes that the broker does not read are abandoned after 10 s.
-func attackPartialFrames(t *testing.T, addr string) {
+func attackPartialFrames(t *testing.T, tg target) {
 	t.Helper()
 	const size = 4 << 20
 	body := make([]byte, size-9)
 	var wg sync.WaitGroup
 	for range 24 {
-		c := testenv.DialRaw(t, addr)
+		c := tg.dial(t)
 		wg.Go(func() {
 			c.NC.SetWriteDeadline(time.Now().Add(10 * time.Second))
 			if _, err := c.NC.Write(frameStart(size, 0)); err == nil {
@@ -98,7 +98,7 @@ func TestQueuedRequestBytesAreBounded(t *testing.T) {
 	heap := sample(heapInUse)
 	used := sample(func() uint64 { return uint64(metric(t, b, metricPoolUsed)) })
 
-	attackPartialFrames(t, b.Addr())
+	attackPartialFrames(t, plaintext(b.Addr()))
 
 	if peak := used.end(); peak > budget {
 		t.Errorf("request bytes in flight peaked at %d, above queued.max.request.bytes %d", peak, budget)
@@ -113,7 +113,7 @@ func TestQueuedRequestBytesAreBounded(t *testing.T) {
 	eventually(t, 10*time.Second, "request bytes in flight back to 0 once the partial frames time out", func() bool {
 		return metric(t, b, metricPoolUsed) == 0
 	})
-	canary(t, b.Addr(), 20)
+	canary(t, plaintext(b.Addr()), 20)
 	if v := metric(t, b, metricPoolUsed); v != 0 {
 		t.Errorf("%v request bytes still in flight after the canary: a release is missing", v)
 	}

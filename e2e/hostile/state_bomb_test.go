@@ -35,13 +35,13 @@ var bombFrames = sync.OnceValue(func() map[string][]byte {
 // attackDecompressionBombs sends bombsAtOnce bombs of every codec at once,
 // each on its own connection, and checks each is refused with
 // MESSAGE_TOO_LARGE.
-func attackDecompressionBombs(t *testing.T, addr string) {
-	createTopic(t, addr, bombTopic, 1)
+func attackDecompressionBombs(t *testing.T, tg target) {
+	createTopic(t, tg, bombTopic, 1)
 	frames := bombFrames()
 	var wg sync.WaitGroup
 	for name, frame := range frames {
 		for range bombsAtOnce {
-			c := testenv.DialRaw(t, addr)
+			c := tg.dial(t)
 			wg.Go(func() {
 				c.Send(frame)
 				resp := c.ReadResponse(kmsg.NewPtrProduceRequest(), 9, 42).(*kmsg.ProduceResponse)
@@ -71,7 +71,7 @@ func TestStateDecompressionBombs(t *testing.T) {
 		}
 		expanded += bombsAtOnce * size
 	}
-	alloc := allocatedDuring(func() { attackDecompressionBombs(t, b.Addr()) })
+	alloc := allocatedDuring(func() { attackDecompressionBombs(t, plaintext(b.Addr())) })
 	// Per bomb: the request frame, a decompressor's buffers (lz4's 4 MiB
 	// block; pooled) and records up to the 1 MiB limit.
 	if limit := uint64(bombsAtOnce * len(testenv.Codecs) * 4 << 20); alloc > limit {
@@ -80,7 +80,7 @@ func TestStateDecompressionBombs(t *testing.T) {
 	if grown := int64(heapInUse()) - int64(heapBefore); grown > 32<<20 {
 		t.Errorf("heap grew by %d MiB after the attack", grown>>20)
 	}
-	offs, err := adminClient(t, b.Addr()).ListEndOffsets(t.Context(), bombTopic)
+	offs, err := adminClient(t, plaintext(b.Addr())).ListEndOffsets(t.Context(), bombTopic)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -88,5 +88,5 @@ func TestStateDecompressionBombs(t *testing.T) {
 		t.Errorf("%s end offset %d after the attack, want 0: a bomb was stored", bombTopic, o.Offset)
 	}
 	t.Logf("the attack allocated %d MiB in the broker for %d MiB of expanded bombs", alloc>>20, expanded>>20)
-	canary(t, b.Addr(), 20)
+	canary(t, plaintext(b.Addr()), 20)
 }
