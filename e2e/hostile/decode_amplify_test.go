@@ -3,11 +3,10 @@ package hostile
 import (
 	"encoding/binary"
 	"fmt"
+	"io"
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/exactly/exactly/internal/testenv"
 )
 
 // amplifyingProduce is a well-formed 1 MiB Produce v9 (acks=all) of
@@ -49,29 +48,17 @@ func attackAmplifyingRequests(t *testing.T, tg target) {
 			}
 			for range 3 {
 				var size [4]byte
-				if _, err := c.NC.Read(size[:]); err != nil {
+				if _, err := io.ReadFull(c.NC, size[:]); err != nil { // a TLS record may split it
 					return
 				}
 				buf := make([]byte, binary.BigEndian.Uint32(size[:]))
-				if _, err := readFull(c, buf); err != nil {
+				if _, err := io.ReadFull(c.NC, buf); err != nil {
 					return
 				}
 			}
 		})
 	}
 	wg.Wait()
-}
-
-func readFull(c *testenv.RawConn, buf []byte) (int, error) {
-	n := 0
-	for n < len(buf) {
-		m, err := c.NC.Read(buf[n:])
-		n += m
-		if err != nil {
-			return n, err
-		}
-	}
-	return n, nil
 }
 
 // TestDecodedRequestsAreBudgeted: requests whose counts fit their bodies

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -260,11 +261,11 @@ func TestQuotaClientIgnoringThrottleIsMuted(t *testing.T) {
 // readProduceResponse reads one Produce v9 response frame.
 func readProduceResponse(nc net.Conn) (*kmsg.ProduceResponse, error) {
 	var size [4]byte
-	if _, err := fullRead(nc, size[:]); err != nil {
+	if _, err := io.ReadFull(nc, size[:]); err != nil {
 		return nil, err
 	}
 	body := make([]byte, int(size[0])<<24|int(size[1])<<16|int(size[2])<<8|int(size[3]))
-	if _, err := fullRead(nc, body); err != nil {
+	if _, err := io.ReadFull(nc, body); err != nil {
 		return nil, err
 	}
 	resp := kmsg.NewPtrProduceResponse()
@@ -273,18 +274,6 @@ func readProduceResponse(nc net.Conn) (*kmsg.ProduceResponse, error) {
 		return nil, fmt.Errorf("decoding produce response: %w", err)
 	}
 	return resp, nil
-}
-
-func fullRead(nc net.Conn, b []byte) (int, error) {
-	n := 0
-	for n < len(b) {
-		m, err := nc.Read(b[n:])
-		n += m
-		if err != nil {
-			return n, err
-		}
-	}
-	return n, nil
 }
 
 // TestQuotaRequestPercentageThrottles: a client whose request_percentage
