@@ -10,7 +10,10 @@ import (
 
 // attackConnectionFlood opens 1100 connections from 127.0.0.1 (more than
 // the default max.connections.per.ip, 1024) and keeps them open; it
-// returns them in the order opened.
+// returns them in the order opened. They are bare TCP connections on
+// every listener: the connection limits apply at accept, before a TLS
+// handshake or SASL exchange (which the broker bounds by its
+// authentication deadline).
 func attackConnectionFlood(t *testing.T, tg target) []*testenv.RawConn {
 	t.Helper()
 	conns := make([]*testenv.RawConn, 0, 1100)

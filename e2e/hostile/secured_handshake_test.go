@@ -160,6 +160,7 @@ func unauthenticatedBounds(t *testing.T, extra map[string]string, attack func(tg
 	base := heapInUse()
 	heap := sample(heapInUse)
 	peakConns := sample(func() uint64 { return uint64(metric(t, b, metricConnCount)) })
+	t.Cleanup(func() { heap.end(); peakConns.end() }) // before the broker closes, should the test fail
 
 	conns, refused := attack(attacker)
 
