@@ -21,43 +21,6 @@ import (
 // Attacks with what a SASL_SSL listener is asked to check: oversized and
 // malformed SASL tokens, and wrong passwords by the thousand.
 
-// attackers is how many connections the credential attacks run at once.
-const attackers = 8
-
-// onWorkers runs job(i) for i in [0, n) on attackers goroutines and
-// reports what the jobs returned as test errors, from the test's own
-// goroutine.
-func onWorkers(t *testing.T, n int, job func(i int) error) {
-	t.Helper()
-	jobs := make(chan int)
-	var mu sync.Mutex
-	var problems []string
-	var wg sync.WaitGroup
-	for range attackers {
-		wg.Go(func() {
-			for i := range jobs {
-				if err := job(i); err != nil {
-					mu.Lock()
-					problems = append(problems, err.Error())
-					mu.Unlock()
-				}
-			}
-		})
-	}
-	for i := range n {
-		jobs <- i
-	}
-	close(jobs)
-	wg.Wait()
-	for i, p := range problems {
-		if i == 10 {
-			t.Errorf("... and %d more", len(problems)-i)
-			break
-		}
-		t.Error(p)
-	}
-}
-
 // closedByBroker waits up to 5 s for the broker to close c, and says what
 // happened instead: an answer, or nothing.
 func closedByBroker(c *testenv.RawConn) error {

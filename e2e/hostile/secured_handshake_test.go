@@ -114,29 +114,33 @@ func attackSASLExchanges(t *testing.T, tg target, each int, hold time.Duration) 
 		},
 		func(c *testenv.RawConn) error { return c.SaslHandshake("SCRAM-SHA-512", 1) }, // then dribbled
 	}
+	// attackers at once, so that many are open before the first reaches
+	// the deadline even on a slow machine.
+	var mu sync.Mutex
 	var slow []*testenv.RawConn
-	for range each {
-		for i, step := range steps {
-			c, err := testenv.DialConn(tg.addr, tg.tls)
-			if err != nil {
-				refused++
-				continue
-			}
+	onWorkers(t, each*len(steps), func(i int) error {
+		step := i % len(steps)
+		c, err := testenv.DialConn(tg.addr, tg.tls)
+		if err == nil {
 			c.Bind(t)
-			if err := step(c); err != nil {
-				// Accepted, then closed at once: over max.connections.per.ip
-				// a TLS 1.3 client may finish its side before seeing it.
-				refused++
+			// Accepted, then closed at once, over max.connections.per.ip:
+			// a TLS 1.3 client may finish its side before seeing it.
+			if err = steps[step](c); err != nil {
 				c.NC.Close()
-				continue
-			}
-			if i == len(steps)-1 {
-				slow = append(slow, c)
-			} else {
-				conns = append(conns, c)
 			}
 		}
-	}
+		mu.Lock()
+		defer mu.Unlock()
+		switch {
+		case err != nil:
+			refused++
+		case step == len(steps)-1:
+			slow = append(slow, c)
+		default:
+			conns = append(conns, c)
+		}
+		return nil
+	})
 	dribble(slow, slowFrame, hold)
 	return append(conns, slow...), refused
 }
@@ -212,7 +216,7 @@ func TestSlowAndAbandonedSASLExchangesAreBounded(t *testing.T) {
 	const limit, each = 100, 30 // 5 kinds: 150 connections
 	_, opened, refused := unauthenticatedBounds(t, map[string]string{
 		"max.connections.per.ip":         fmt.Sprint(limit),
-		"socket.request.read.timeout.ms": "6000", // time enough to open them all before the first is closed
+		"socket.request.read.timeout.ms": "8000", // time enough to open them all before the first is closed
 	}, func(tg target) ([]*testenv.RawConn, int) {
 		return attackSASLExchanges(t, tg, each, 2*time.Second)
 	})

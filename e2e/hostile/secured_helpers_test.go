@@ -126,6 +126,44 @@ func grantAttacker(t *testing.T, admin target) target {
 	return admin.as(attackerUser)
 }
 
+// attackers is how many connections the attacks on authentication open
+// or run at once.
+const attackers = 8
+
+// onWorkers runs job(i) for i in [0, n) on attackers goroutines and
+// reports what the jobs returned as test errors, from the test's own
+// goroutine.
+func onWorkers(t *testing.T, n int, job func(i int) error) {
+	t.Helper()
+	jobs := make(chan int)
+	var mu sync.Mutex
+	var problems []string
+	var wg sync.WaitGroup
+	for range attackers {
+		wg.Go(func() {
+			for i := range jobs {
+				if err := job(i); err != nil {
+					mu.Lock()
+					problems = append(problems, err.Error())
+					mu.Unlock()
+				}
+			}
+		})
+	}
+	for i := range n {
+		jobs <- i
+	}
+	close(jobs)
+	wg.Wait()
+	for i, p := range problems {
+		if i == 10 {
+			t.Errorf("... and %d more", len(problems)-i)
+			break
+		}
+		t.Error(p)
+	}
+}
+
 // logLines collects an embedded broker's log for tests that count lines.
 type logLines struct {
 	mu  sync.Mutex
