@@ -115,11 +115,23 @@ func TestEveryAttackInTurn(t *testing.T) {
 // `exactly serve` whose only listener is SASL_SSL, with the same bounds:
 // every attack again, its connections authenticated as a user the ACLs
 // allow everything (raw frames follow a completed TLS handshake and SCRAM
-// exchange), then the attacks on authentication itself; the canary is the
-// admin, over SASL_SSL.
+// exchange; none may be refused by the authorizer), then the attacks on
+// authentication itself; the canary is the admin, over SASL_SSL.
 func TestEveryAttackInTurnOverSASLSSL(t *testing.T) {
 	b, attacker, admin := startSecuredServe(t)
 	attackInTurn(t, b, append(append([]attack(nil), attacks...), securedAttacks...), attacker, admin)
+	// Every attack reached the code it aims at: the authorizer refused
+	// none of its requests (a refusal would have made it harmless).
+	log, err := os.ReadFile(b.LogPath())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(log), "\n") {
+		if strings.Contains(line, "authorization denied") {
+			t.Errorf("the authorizer refused an attack's request, which then tested nothing: %s", line)
+			break
+		}
+	}
 }
 
 // attackInTurn runs each attack as attacker against b, then the canary
