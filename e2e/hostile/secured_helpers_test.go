@@ -85,6 +85,22 @@ func startSecuredBroker(t *testing.T, extra map[string]string) (b *exactly.Broke
 	return b, logs, grantAttacker(t, admin), admin
 }
 
+// onEachListener runs body as two subtests with the same broker configs
+// cfg and metrics: against a PLAINTEXT broker, attacker and well-behaved
+// client alike anonymous, and against a SASL_SSL-only broker, the
+// attacker authenticated as grantAttacker's user and the well-behaved
+// client as the admin. The bound body checks thus holds over TLS too.
+func onEachListener(t *testing.T, cfg map[string]string, body func(t *testing.T, b *exactly.Broker, attacker, well target)) {
+	t.Run("PLAINTEXT", func(t *testing.T) {
+		b := startMetricsBroker(t, cfg)
+		body(t, b, plaintext(b.Addr()), plaintext(b.Addr()))
+	})
+	t.Run("SASL_SSL", func(t *testing.T) {
+		b, _, attacker, admin := startSecuredBroker(t, cfg)
+		body(t, b, attacker, admin)
+	})
+}
+
 // grantAttacker creates the attacker's SCRAM credential and ACLs through
 // admin, and returns its target. The attacker is an ordinary user whose
 // ACLs allow every operation on every topic, group and transactional id
