@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/exactly/exactly"
 	"github.com/exactly/exactly/internal/testenv"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -64,24 +65,25 @@ func attackUnreadFetches(t *testing.T, tg target) {
 // records (40 fetches of a 63 MB partition: 2.4 GB) with no deadline.
 // The per-partition cap is raised so that it does not hide the bound.
 func TestUnreadFetchesAreBounded(t *testing.T) {
-	b := startMetricsBroker(t, map[string]string{
+	onEachListener(t, map[string]string{
 		"fetch.partition.max.bytes":        fmt.Sprint(64 << 20),
 		"socket.response.write.timeout.ms": "3000",
-	})
-	base := heapInUse()
-	heap := sample(heapInUse)
+	}, func(t *testing.T, b *exactly.Broker, attacker, well target) {
+		base := heapInUse()
+		heap := sample(heapInUse)
 
-	attackUnreadFetches(t, plaintext(b.Addr()))
+		attackUnreadFetches(t, attacker)
 
-	eventually(t, 20*time.Second, "the broker closing the connection that does not read", func() bool {
-		return metric(t, b, metricConnCount) == 0
+		eventually(t, 20*time.Second, "the broker closing the connection that does not read", func() bool {
+			return metric(t, b, metricConnCount) == 0
+		})
+		grew := int64(heap.end()) - int64(base)
+		t.Logf("heap grew by %d MiB", grew>>20)
+		if grew > 48<<20 {
+			t.Errorf("heap grew by %d MiB for 40 unread fetches of an 8 MiB partition", grew>>20)
+		}
+		canary(t, well, 20)
 	})
-	grew := int64(heap.end()) - int64(base)
-	t.Logf("heap grew by %d MiB", grew>>20)
-	if grew > 48<<20 {
-		t.Errorf("heap grew by %d MiB for 40 unread fetches of an 8 MiB partition", grew>>20)
-	}
-	canary(t, plaintext(b.Addr()), 20)
 }
 
 // TestFetchResponsesAreCapped: fetch.max.bytes caps a response and

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/exactly/exactly"
 	"github.com/exactly/exactly/internal/testenv"
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
@@ -50,17 +51,18 @@ func attackAbandonedLongPolls(t *testing.T, tg target) {
 // ends with its connection. Before, each kept its reader and writer
 // goroutines, its socket (CLOSE-WAIT) and its buffers until data arrived.
 func TestAbandonedLongPollsAreReleased(t *testing.T) {
-	b := startBroker(t, nil)
-	createTopic(t, plaintext(b.Addr()), "warmup", 1)
-	goroutines, fds := runtime.NumGoroutine(), openFDs(t)
+	onEachListener(t, nil, func(t *testing.T, _ *exactly.Broker, attacker, well target) {
+		createTopic(t, well, "warmup", 1)
+		goroutines, fds := runtime.NumGoroutine(), openFDs(t)
 
-	attackAbandonedLongPolls(t, plaintext(b.Addr()))
+		attackAbandonedLongPolls(t, attacker)
 
-	eventually(t, 10*time.Second, "goroutines back near their number before the attack", func() bool {
-		return runtime.NumGoroutine() <= goroutines+20
+		eventually(t, 10*time.Second, "goroutines back near their number before the attack", func() bool {
+			return runtime.NumGoroutine() <= goroutines+20
+		})
+		eventually(t, 10*time.Second, "the broker's sockets of the abandoned polls closed", func() bool {
+			return openFDs(t) <= fds+20
+		})
+		canary(t, well, 20)
 	})
-	eventually(t, 10*time.Second, "the broker's sockets of the abandoned polls closed", func() bool {
-		return openFDs(t) <= fds+20
-	})
-	canary(t, plaintext(b.Addr()), 20)
 }
