@@ -186,6 +186,7 @@ type logLines struct {
 	buf strings.Builder
 }
 
+// Write takes the broker's log output (slog writes a line at a time).
 func (l *logLines) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()

@@ -173,6 +173,7 @@ func (c *RawConn) roundTrip(req kmsg.Request, v int16) (kmsg.Response, error) {
 // authentications cost the test little.
 var scramClients sync.Map
 
+// scramClient is u's cached SCRAM client.
 func scramClient(u SASLUser) *scram.Client {
 	if c, ok := scramClients.Load(u); ok {
 		return c.(*scram.Client)
