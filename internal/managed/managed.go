@@ -18,15 +18,15 @@ import (
 
 // Broker is an `exactly serve` process started by this one.
 type Broker struct {
-	argv    []string
-	env     []string
-	config  []string
-	addr    string
+	argv   []string
+	env    []string
+	config []string
+	addr   string
 	// protocol, if set, is the security protocol of the broker's one
 	// listener (then given as `listeners`, not --listen).
 	protocol string
-	dataDir string
-	logPath string
+	dataDir  string
+	logPath  string
 
 	mu   sync.Mutex
 	cmd  *exec.Cmd
