@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/exactly/exactly/clientconf"
 	"io"
 	"math"
 	"os"
@@ -12,6 +11,8 @@ import (
 	"strconv"
 	"sync"
 	"time"
+
+	"github.com/exactly/exactly/clientconf"
 
 	"github.com/exactly/exactly/internal/managed"
 	"github.com/twmb/franz-go/pkg/kadm"

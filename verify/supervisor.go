@@ -3,9 +3,10 @@ package verify
 import (
 	"context"
 	"fmt"
-	"github.com/exactly/exactly/clientconf"
 	"path/filepath"
 	"time"
+
+	"github.com/exactly/exactly/clientconf"
 )
 
 // slot is a process identity that survives restarts: a producer or pipeline

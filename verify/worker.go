@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/exactly/exactly/clientconf"
 	"hash/fnv"
 	"io"
 	"math/rand/v2"
@@ -16,6 +15,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/exactly/exactly/clientconf"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 )

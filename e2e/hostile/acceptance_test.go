@@ -14,12 +14,12 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
-// attack is one hostile client's behaviour against the broker at addr. It
+// attack is one hostile client's behaviour against the broker at tg. It
 // returns once the attack is over (its connections closed or abandoned);
 // the bound and the broker's health are checked by the caller.
 type attack struct {
 	name string
-	run  func(t *testing.T, addr string)
+	run  func(t *testing.T, tg target)
 }
 
 // attacks lists every attack of the suite, in the order the acceptance test
@@ -28,11 +28,11 @@ type attack struct {
 // gives up, so that the next attack and the canary start from a broker
 // whose connection limits they have not used up.
 var attacks = []attack{
-	{"connection flood", func(t *testing.T, addr string) { closeAll(attackConnectionFlood(t, addr)) }},
+	{"connection flood", func(t *testing.T, tg target) { closeAll(attackConnectionFlood(t, tg)) }},
 	{"connection churn", attackFileLimit},
-	{"huge array counts", func(t *testing.T, addr string) { conns, _ := attackHugeCounts(t, addr); closeAll(conns) }},
+	{"huge array counts", func(t *testing.T, tg target) { conns, _ := attackHugeCounts(t, tg); closeAll(conns) }},
 	{"amplifying requests", attackAmplifyingRequests},
-	{"huge declared frames", func(t *testing.T, addr string) { closeAll(attackHugeDeclaredFrames(t, addr)) }},
+	{"huge declared frames", func(t *testing.T, tg target) { closeAll(attackHugeDeclaredFrames(t, tg)) }},
 	{"partial frames", attackPartialFrames},
 	{"unread fetches", attackUnreadFetches},
 	{"abandoned long polls", attackAbandonedLongPolls},
@@ -41,15 +41,15 @@ var attacks = []attack{
 	{"forged txn markers", forgeMarkersAgainstOpenTransaction},
 	{"internal topic writes", attackInternalTopics},
 	{"static config flips", attackFlipStaticConfigs},
-	{"auto-create flood", func(t *testing.T, addr string) { attackAutoCreateFlood(t, addr) }},
+	{"auto-create flood", func(t *testing.T, tg target) { attackAutoCreateFlood(t, tg) }},
 }
 
 // forgeMarkersAgainstOpenTransaction runs attackForgedMarkers while a
 // transaction is open on its target, then commits that transaction: the
 // forged markers must not have ended or fenced it.
-func forgeMarkersAgainstOpenTransaction(t *testing.T, addr string) {
-	createTopic(t, addr, markerTarget, 1)
-	tx, err := kgo.NewClient(kgo.SeedBrokers(addr), kgo.DefaultProduceTopic(markerTarget), kgo.TransactionalID("acceptance-forged-markers"))
+func forgeMarkersAgainstOpenTransaction(t *testing.T, tg target) {
+	createTopic(t, tg, markerTarget, 1)
+	tx, err := kgo.NewClient(append(tg.opts(), kgo.DefaultProduceTopic(markerTarget), kgo.TransactionalID("acceptance-forged-markers"))...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -60,7 +60,7 @@ func forgeMarkersAgainstOpenTransaction(t *testing.T, addr string) {
 	if err := tx.ProduceSync(t.Context(), &kgo.Record{Value: []byte("in-open-txn")}).FirstErr(); err != nil {
 		t.Fatal(err)
 	}
-	attackForgedMarkers(t, addr)
+	attackForgedMarkers(t, tg)
 	if err := tx.EndTransaction(t.Context(), kgo.TryCommit); err != nil {
 		t.Fatalf("committing the transaction the forged markers aimed at: %v", err)
 	}
@@ -107,6 +107,36 @@ func TestEveryAttackInTurn(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(b.Kill)
+	tg := plaintext(b.Addr())
+	attackInTurn(t, b, attacks, tg, tg)
+}
+
+// TestEveryAttackInTurnOverSASLSSL is TestEveryAttackInTurn against an
+// `exactly serve` whose only listener is SASL_SSL, with the same bounds:
+// every attack again, its connections authenticated as a user the ACLs
+// allow everything (raw frames follow a completed TLS handshake and SCRAM
+// exchange; none may be refused by the authorizer), then the attacks on
+// authentication itself; the canary is the admin, over SASL_SSL.
+func TestEveryAttackInTurnOverSASLSSL(t *testing.T) {
+	b, attacker, admin := startSecuredServe(t)
+	attackInTurn(t, b, append(append([]attack(nil), attacks...), securedAttacks...), attacker, admin)
+	// Every attack reached the code it aims at: the authorizer refused
+	// none of its requests (a refusal would have made it harmless).
+	log, err := os.ReadFile(b.LogPath())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(log), "\n") {
+		if strings.Contains(line, "authorization denied") {
+			t.Errorf("the authorizer refused an attack's request, which then tested nothing: %s", line)
+			break
+		}
+	}
+}
+
+// attackInTurn runs each attack as attacker against b, then the canary
+// as well; then restarts b and reads every canary topic back.
+func attackInTurn(t *testing.T, b *managed.Broker, attacks []attack, attacker, well target) {
 	if len(attacks) == 0 {
 		t.Fatal("no attacks registered")
 	}
@@ -114,8 +144,8 @@ func TestEveryAttackInTurn(t *testing.T) {
 	var topics []string
 	for _, a := range attacks {
 		start := time.Now()
-		a.run(t, b.Addr())
-		topics = append(topics, canary(t, b.Addr(), canaryRecords))
+		a.run(t, attacker)
+		topics = append(topics, canary(t, well, canaryRecords))
 		rss := peakRSS(t, b.PID())
 		t.Logf("%-28s done in %v; broker peak RSS so far %d MiB", a.name, time.Since(start).Round(time.Millisecond), rss>>20)
 		if rss >= 1<<30 {
@@ -127,7 +157,7 @@ func TestEveryAttackInTurn(t *testing.T) {
 		t.Fatalf("restart after the attacks: %v", err)
 	}
 	for _, topic := range topics {
-		recs := testenv.ReadToEnd(t, b.Addr(), topic, false)
+		recs := testenv.ReadToEnd(t, well.addr, topic, false, well.opts()...)
 		if n := len(recs[0]); n != canaryRecords {
 			t.Errorf("after restart %s holds %d records, want %d", topic, n, canaryRecords)
 		}

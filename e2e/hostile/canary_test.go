@@ -6,5 +6,5 @@ import "testing"
 // attacks.
 func TestCanaryIsServed(t *testing.T) {
 	b := startBroker(t, nil)
-	canary(t, b.Addr(), 20)
+	canary(t, plaintext(b.Addr()), 20)
 }

@@ -3,11 +3,10 @@ package hostile
 import (
 	"encoding/binary"
 	"fmt"
+	"io"
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/exactly/exactly/internal/testenv"
 )
 
 // amplifyingProduce is a well-formed 1 MiB Produce v9 (acks=all) of
@@ -33,12 +32,12 @@ func amplifyingProduce() []byte {
 // three amplifying Produce requests (48 × ~45 MiB decoded and answered,
 // 2 GiB in all if held together), reads the answers, and closes the
 // connections once the broker answered or closed them, or after 20 s.
-func attackAmplifyingRequests(t *testing.T, addr string) {
+func attackAmplifyingRequests(t *testing.T, tg target) {
 	t.Helper()
 	frame := amplifyingProduce()
 	var wg sync.WaitGroup
 	for range 16 {
-		c := testenv.DialRaw(t, addr)
+		c := tg.dial(t)
 		wg.Go(func() {
 			defer c.NC.Close()
 			c.NC.SetDeadline(time.Now().Add(20 * time.Second))
@@ -49,29 +48,17 @@ func attackAmplifyingRequests(t *testing.T, addr string) {
 			}
 			for range 3 {
 				var size [4]byte
-				if _, err := c.NC.Read(size[:]); err != nil {
+				if _, err := io.ReadFull(c.NC, size[:]); err != nil { // a TLS record may split it
 					return
 				}
 				buf := make([]byte, binary.BigEndian.Uint32(size[:]))
-				if _, err := readFull(c, buf); err != nil {
+				if _, err := io.ReadFull(c.NC, buf); err != nil {
 					return
 				}
 			}
 		})
 	}
 	wg.Wait()
-}
-
-func readFull(c *testenv.RawConn, buf []byte) (int, error) {
-	n := 0
-	for n < len(buf) {
-		m, err := c.NC.Read(buf[n:])
-		n += m
-		if err != nil {
-			return n, err
-		}
-	}
-	return n, nil
 }
 
 // TestDecodedRequestsAreBudgeted: requests whose counts fit their bodies
@@ -86,7 +73,7 @@ func TestDecodedRequestsAreBudgeted(t *testing.T) {
 	heap := sample(heapInUse)
 	used := sample(func() uint64 { return uint64(metric(t, b, metricPoolUsed)) })
 
-	attackAmplifyingRequests(t, b.Addr())
+	attackAmplifyingRequests(t, plaintext(b.Addr()))
 
 	peakUsed, peakHeap := used.end(), heap.end()
 	grew := int64(peakHeap) - int64(base)
@@ -101,5 +88,5 @@ func TestDecodedRequestsAreBudgeted(t *testing.T) {
 	if grew > 2*budget+64<<20 {
 		t.Errorf("heap grew by %d MiB with queued.max.request.bytes at %d MiB", grew>>20, budget>>20)
 	}
-	canary(t, b.Addr(), 20)
+	canary(t, plaintext(b.Addr()), 20)
 }

@@ -5,6 +5,12 @@
 // broker keeps (memory, goroutines, sockets, state) and that a
 // well-behaved client is served during and after the attack.
 //
+// Attacks reach the broker through a target (address, TLS config, SASL
+// user), so the same attacks also run, authenticated, against a listener
+// whose security protocol is SASL_SSL; further attacks aim at that
+// listener's authentication itself (slow and abandoned TLS handshakes and
+// SASL exchanges, bad tokens, wrong passwords).
+//
 // The tests live in their own package so the process's memory and
 // goroutine statistics belong to this suite's broker alone.
 package hostile

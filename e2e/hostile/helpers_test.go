@@ -29,14 +29,14 @@ func startBroker(t *testing.T, cfg map[string]string) *exactly.Broker {
 // canary checks that a well-behaved client is served: it produces n
 // records with acks=all to a fresh topic and reads every one back. It
 // returns the topic, so a test can check the records again after a restart.
-func canary(t *testing.T, addr string, n int) string {
+func canary(t *testing.T, tg target, n int) string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	topic := fmt.Sprintf("canary-%d", time.Now().UnixNano())
-	cl, err := kgo.NewClient(kgo.SeedBrokers(addr), kgo.RequiredAcks(kgo.AllISRAcks()),
+	cl, err := kgo.NewClient(append(tg.opts(), kgo.RequiredAcks(kgo.AllISRAcks()),
 		kgo.DefaultProduceTopic(topic), kgo.ConsumeTopics(topic),
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -67,9 +67,9 @@ func canary(t *testing.T, addr string, n int) string {
 
 // createTopic creates a topic for an attack to aim at unless it exists
 // (attacks create what they need, and may be replayed on one broker).
-func createTopic(t *testing.T, addr, topic string, partitions int32) {
+func createTopic(t *testing.T, tg target, topic string, partitions int32) {
 	t.Helper()
-	cl, err := kgo.NewClient(kgo.SeedBrokers(addr))
+	cl, err := kgo.NewClient(tg.opts()...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -17,11 +17,11 @@ import (
 // asks for ApiVersions on each and waits a second for answers (those
 // beyond the limit get none: they wait in the listen backlog), then closes
 // them all.
-func attackFileLimit(t *testing.T, addr string) {
+func attackFileLimit(t *testing.T, tg target) {
 	t.Helper()
 	conns := make([]*testenv.RawConn, 0, 80)
 	for range 80 {
-		c := testenv.DialRaw(t, addr)
+		c := tg.dial(t)
 		c.Send(testenv.Frame(kmsg.NewPtrApiVersionsRequest(), 3, 1))
 		conns = append(conns, c)
 	}
@@ -75,10 +75,10 @@ func TestAcceptSurvivesFileLimit(t *testing.T) {
 		return err == nil
 	})
 
-	attackFileLimit(t, addr)
+	attackFileLimit(t, plaintext(addr))
 
 	if cmd.ProcessState != nil {
 		t.Fatalf("broker exited: %v", cmd.ProcessState)
 	}
-	canary(t, addr, 20)
+	canary(t, plaintext(addr), 20)
 }

@@ -10,12 +10,15 @@ import (
 
 // attackConnectionFlood opens 1100 connections from 127.0.0.1 (more than
 // the default max.connections.per.ip, 1024) and keeps them open; it
-// returns them in the order opened.
-func attackConnectionFlood(t *testing.T, addr string) []*testenv.RawConn {
+// returns them in the order opened. They are bare TCP connections on
+// every listener: the connection limits apply at accept, before a TLS
+// handshake or SASL exchange (which the broker bounds by its
+// authentication deadline).
+func attackConnectionFlood(t *testing.T, tg target) []*testenv.RawConn {
 	t.Helper()
 	conns := make([]*testenv.RawConn, 0, 1100)
 	for range 1100 {
-		conns = append(conns, testenv.DialRaw(t, addr))
+		conns = append(conns, testenv.DialRaw(t, tg.addr))
 	}
 	return conns
 }
@@ -29,7 +32,7 @@ func TestConnectionLimits(t *testing.T) {
 			const n = 10
 			b := startMetricsBroker(t, map[string]string{limit: fmt.Sprint(n)})
 
-			conns := attackConnectionFlood(t, b.Addr())
+			conns := attackConnectionFlood(t, plaintext(b.Addr()))
 
 			eventually(t, 10*time.Second, "every connection of the flood accepted or rejected", func() bool {
 				return metric(t, b, metricConnCreated)+metric(t, b, metricRejected(limit)) == float64(len(conns))
@@ -56,7 +59,7 @@ func TestConnectionLimits(t *testing.T) {
 			for _, c := range conns {
 				c.NC.Close()
 			}
-			canary(t, b.Addr(), 20)
+			canary(t, plaintext(b.Addr()), 20)
 		})
 	}
 }

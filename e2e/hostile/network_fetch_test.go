@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/exactly/exactly"
 	"github.com/exactly/exactly/internal/testenv"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -17,12 +18,12 @@ import (
 // fillTopic produces n records of size bytes to each of topic's partitions
 // (created here with configs), one value shared by all so the test's own
 // heap stays small.
-func fillTopic(t *testing.T, addr, topic string, partitions int32, configs map[string]*string, n, size int, opts ...kgo.Opt) {
+func fillTopic(t *testing.T, tg target, topic string, partitions int32, configs map[string]*string, n, size int, opts ...kgo.Opt) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(addr), kgo.DefaultProduceTopic(topic),
-		kgo.ProducerBatchCompression(kgo.NoCompression()), kgo.RecordPartitioner(kgo.ManualPartitioner())}, opts...)...)
+	cl, err := kgo.NewClient(append(append(tg.opts(), kgo.DefaultProduceTopic(topic),
+		kgo.ProducerBatchCompression(kgo.NoCompression()), kgo.RecordPartitioner(kgo.ManualPartitioner())), opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -48,10 +49,10 @@ func fillTopic(t *testing.T, addr, topic string, partitions int32, configs map[s
 // attackUnreadFetches fills a partition with 8 MiB and sends 40 fetches
 // of all of it (every limit at 2^31-1) down one connection that never
 // reads an answer. The connection stays open.
-func attackUnreadFetches(t *testing.T, addr string) {
+func attackUnreadFetches(t *testing.T, tg target) {
 	t.Helper()
-	fillTopic(t, addr, "unread", 1, nil, 128, 64<<10)
-	c := testenv.DialRaw(t, addr)
+	fillTopic(t, tg, "unread", 1, nil, 128, 64<<10)
+	c := tg.dial(t)
 	for i := range 40 {
 		c.Send(testenv.Frame(fetchRequest("unread", 1, math.MaxInt32, math.MaxInt32, 1, 0), 12, int32(i)))
 	}
@@ -64,24 +65,25 @@ func attackUnreadFetches(t *testing.T, addr string) {
 // records (40 fetches of a 63 MB partition: 2.4 GB) with no deadline.
 // The per-partition cap is raised so that it does not hide the bound.
 func TestUnreadFetchesAreBounded(t *testing.T) {
-	b := startMetricsBroker(t, map[string]string{
+	onEachListener(t, map[string]string{
 		"fetch.partition.max.bytes":        fmt.Sprint(64 << 20),
 		"socket.response.write.timeout.ms": "3000",
-	})
-	base := heapInUse()
-	heap := sample(heapInUse)
+	}, func(t *testing.T, b *exactly.Broker, attacker, well target) {
+		base := heapInUse()
+		heap := sample(heapInUse)
 
-	attackUnreadFetches(t, b.Addr())
+		attackUnreadFetches(t, attacker)
 
-	eventually(t, 20*time.Second, "the broker closing the connection that does not read", func() bool {
-		return metric(t, b, metricConnCount) == 0
+		eventually(t, 20*time.Second, "the broker closing the connection that does not read", func() bool {
+			return metric(t, b, metricConnCount) == 0
+		})
+		grew := int64(heap.end()) - int64(base)
+		t.Logf("heap grew by %d MiB", grew>>20)
+		if grew > 48<<20 {
+			t.Errorf("heap grew by %d MiB for 40 unread fetches of an 8 MiB partition", grew>>20)
+		}
+		canary(t, well, 20)
 	})
-	grew := int64(heap.end()) - int64(base)
-	t.Logf("heap grew by %d MiB", grew>>20)
-	if grew > 48<<20 {
-		t.Errorf("heap grew by %d MiB for 40 unread fetches of an 8 MiB partition", grew>>20)
-	}
-	canary(t, b.Addr(), 20)
 }
 
 // TestFetchResponsesAreCapped: fetch.max.bytes caps a response and
@@ -90,9 +92,9 @@ func TestUnreadFetchesAreBounded(t *testing.T) {
 // returned alone, so a consumer always progresses.
 func TestFetchResponsesAreCapped(t *testing.T) {
 	b := startBroker(t, map[string]string{"fetch.max.bytes": fmt.Sprint(2 << 20)})
-	fillTopic(t, b.Addr(), "capped", 3, nil, 20, 100<<10)
+	fillTopic(t, plaintext(b.Addr()), "capped", 3, nil, 20, 100<<10)
 	big := fmt.Sprint(4 << 20)
-	fillTopic(t, b.Addr(), "onebig", 1, map[string]*string{"max.message.bytes": &big}, 1, 3<<20,
+	fillTopic(t, plaintext(b.Addr()), "onebig", 1, map[string]*string{"max.message.bytes": &big}, 1, 3<<20,
 		kgo.ProducerBatchMaxBytes(4<<20))
 	c := testenv.DialRaw(t, b.Addr())
 
@@ -118,5 +120,5 @@ func TestFetchResponsesAreCapped(t *testing.T) {
 	if n := len(resp.Topics[0].Partitions[0].RecordBatches); n < 3<<20 {
 		t.Errorf("a 3 MiB batch above both caps came back as %d bytes; it must be returned whole", n)
 	}
-	canary(t, b.Addr(), 20)
+	canary(t, plaintext(b.Addr()), 20)
 }

@@ -9,6 +9,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -82,9 +83,10 @@ func openFDs(t *testing.T) int {
 // sampler records the peak of a measurement taken every 100 ms while an
 // attack runs.
 type sampler struct {
-	stop chan struct{}
-	done chan struct{}
-	peak uint64
+	stop    chan struct{}
+	done    chan struct{}
+	peak    uint64
+	stopped sync.Once
 }
 
 func sample(measure func() uint64) *sampler {
@@ -104,9 +106,10 @@ func sample(measure func() uint64) *sampler {
 	return s
 }
 
-// end stops sampling and returns the peak.
+// end stops sampling and returns the peak; it may be called again (from
+// a cleanup that stops a sampler a failed test left running).
 func (s *sampler) end() uint64 {
-	close(s.stop)
+	s.stopped.Do(func() { close(s.stop) })
 	<-s.done
 	return s.peak
 }

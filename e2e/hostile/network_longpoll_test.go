@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/exactly/exactly"
 	"github.com/exactly/exactly/internal/testenv"
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
@@ -35,12 +36,12 @@ func fetchRequest(topic string, partitions int32, maxBytes, partitionMaxBytes, m
 // attackAbandonedLongPolls sends 500 fetches that would wait forever for
 // data that never comes (MaxWaitMillis and MinBytes at 2^31-1), each on
 // its own connection, and hangs up right after sending.
-func attackAbandonedLongPolls(t *testing.T, addr string) {
+func attackAbandonedLongPolls(t *testing.T, tg target) {
 	t.Helper()
-	createTopic(t, addr, "longpoll", 1)
+	createTopic(t, tg, "longpoll", 1)
 	frame := testenv.Frame(fetchRequest("longpoll", 1, math.MaxInt32, math.MaxInt32, math.MaxInt32, math.MaxInt32), 12, 1)
 	for range 500 {
-		c := testenv.DialRaw(t, addr)
+		c := tg.dial(t)
 		c.Send(frame)
 		c.NC.Close()
 	}
@@ -50,17 +51,18 @@ func attackAbandonedLongPolls(t *testing.T, addr string) {
 // ends with its connection. Before, each kept its reader and writer
 // goroutines, its socket (CLOSE-WAIT) and its buffers until data arrived.
 func TestAbandonedLongPollsAreReleased(t *testing.T) {
-	b := startBroker(t, nil)
-	createTopic(t, b.Addr(), "warmup", 1)
-	goroutines, fds := runtime.NumGoroutine(), openFDs(t)
+	onEachListener(t, nil, func(t *testing.T, _ *exactly.Broker, attacker, well target) {
+		createTopic(t, well, "warmup", 1)
+		goroutines, fds := runtime.NumGoroutine(), openFDs(t)
 
-	attackAbandonedLongPolls(t, b.Addr())
+		attackAbandonedLongPolls(t, attacker)
 
-	eventually(t, 10*time.Second, "goroutines back near their number before the attack", func() bool {
-		return runtime.NumGoroutine() <= goroutines+20
+		eventually(t, 10*time.Second, "goroutines back near their number before the attack", func() bool {
+			return runtime.NumGoroutine() <= goroutines+20
+		})
+		eventually(t, 10*time.Second, "the broker's sockets of the abandoned polls closed", func() bool {
+			return openFDs(t) <= fds+20
+		})
+		canary(t, well, 20)
 	})
-	eventually(t, 10*time.Second, "the broker's sockets of the abandoned polls closed", func() bool {
-		return openFDs(t) <= fds+20
-	})
-	canary(t, b.Addr(), 20)
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -96,7 +97,7 @@ func (h *throttleSeen) OnBrokerThrottle(_ kgo.BrokerMetadata, d time.Duration, _
 func TestQuotaProducerIsHeldToItsRate(t *testing.T) {
 	b := startBroker(t, nil)
 	addr := b.Addr()
-	createTopic(t, addr, "limited", 1)
+	createTopic(t, plaintext(addr), "limited", 1)
 	setQuota(t, addr, clientID("limited-producer"), "producer_byte_rate", quotaRate)
 
 	seen := &throttleSeen{}
@@ -135,7 +136,7 @@ func TestQuotaProducerIsHeldToItsRate(t *testing.T) {
 	if seen.n.Load() == 0 || seen.max.Load() <= 0 {
 		t.Errorf("no response carried throttle_time_ms > 0")
 	}
-	canary(t, addr, 20)
+	canary(t, plaintext(addr), 20)
 }
 
 // TestQuotaConsumerIsHeldToItsRate: a consumer limited by
@@ -144,7 +145,7 @@ func TestQuotaProducerIsHeldToItsRate(t *testing.T) {
 func TestQuotaConsumerIsHeldToItsRate(t *testing.T) {
 	b := startBroker(t, nil)
 	addr := b.Addr()
-	createTopic(t, addr, "big", 1)
+	createTopic(t, plaintext(addr), "big", 1)
 	prod, err := kgo.NewClient(kgo.SeedBrokers(addr), kgo.DefaultProduceTopic("big"),
 		kgo.ProducerBatchCompression(kgo.NoCompression()))
 	if err != nil {
@@ -187,7 +188,7 @@ func TestQuotaConsumerIsHeldToItsRate(t *testing.T) {
 	if seen.n.Load() == 0 {
 		t.Errorf("no fetch response carried throttle_time_ms > 0")
 	}
-	canary(t, addr, 20)
+	canary(t, plaintext(addr), 20)
 }
 
 // TestQuotaClientIgnoringThrottleIsMuted: a raw client that ignores
@@ -198,7 +199,7 @@ func TestQuotaConsumerIsHeldToItsRate(t *testing.T) {
 func TestQuotaClientIgnoringThrottleIsMuted(t *testing.T) {
 	b := startBroker(t, nil)
 	addr := b.Addr()
-	createTopic(t, addr, "flood", 1)
+	createTopic(t, plaintext(addr), "flood", 1)
 	setQuota(t, addr, clientID("raw"), "producer_byte_rate", quotaRate)
 	heapBefore := heapInUse()
 
@@ -254,17 +255,17 @@ func TestQuotaClientIgnoringThrottleIsMuted(t *testing.T) {
 	if grown := int64(heapInUse()) - int64(heapBefore); grown > 64<<20 {
 		t.Errorf("heap grew %d MiB while the client was muted", grown>>20)
 	}
-	canary(t, addr, 20)
+	canary(t, plaintext(addr), 20)
 }
 
 // readProduceResponse reads one Produce v9 response frame.
 func readProduceResponse(nc net.Conn) (*kmsg.ProduceResponse, error) {
 	var size [4]byte
-	if _, err := fullRead(nc, size[:]); err != nil {
+	if _, err := io.ReadFull(nc, size[:]); err != nil {
 		return nil, err
 	}
 	body := make([]byte, int(size[0])<<24|int(size[1])<<16|int(size[2])<<8|int(size[3]))
-	if _, err := fullRead(nc, body); err != nil {
+	if _, err := io.ReadFull(nc, body); err != nil {
 		return nil, err
 	}
 	resp := kmsg.NewPtrProduceResponse()
@@ -275,25 +276,13 @@ func readProduceResponse(nc net.Conn) (*kmsg.ProduceResponse, error) {
 	return resp, nil
 }
 
-func fullRead(nc net.Conn, b []byte) (int, error) {
-	n := 0
-	for n < len(b) {
-		m, err := nc.Read(b[n:])
-		n += m
-		if err != nil {
-			return n, err
-		}
-	}
-	return n, nil
-}
-
 // TestQuotaRequestPercentageThrottles: a client whose request_percentage
 // is tiny is throttled for its handler time, never longer than one window
 // sample (Kafka's cap for request throttles).
 func TestQuotaRequestPercentageThrottles(t *testing.T) {
 	b := startBroker(t, nil)
 	addr := b.Addr()
-	createTopic(t, addr, "busy", 1)
+	createTopic(t, plaintext(addr), "busy", 1)
 	// 0.01% of a thread: 1 ms of handling over the 10 s minimum window.
 	setQuota(t, addr, clientID("raw"), "request_percentage", 0.01)
 	c := testenv.DialRaw(t, addr)
@@ -309,7 +298,7 @@ func TestQuotaRequestPercentageThrottles(t *testing.T) {
 	if throttle > 1000 {
 		t.Errorf("request throttle %d ms, want at most one window sample (1000 ms)", throttle)
 	}
-	canary(t, addr, 20)
+	canary(t, plaintext(addr), 20)
 }
 
 // TestQuotaPrecedence walks Kafka's precedence through the broker: the
@@ -318,7 +307,7 @@ func TestQuotaRequestPercentageThrottles(t *testing.T) {
 func TestQuotaPrecedence(t *testing.T) {
 	b := startBroker(t, nil)
 	addr := b.Addr()
-	createTopic(t, addr, "prec", 1)
+	createTopic(t, plaintext(addr), "prec", 1)
 	user := "ANONYMOUS"
 	vip := "vip"
 	const tiny, huge = 1000, 1e12 // 20 KB exceeds tiny's 10 KB burst
@@ -358,5 +347,5 @@ func TestQuotaPrecedence(t *testing.T) {
 			alterQuota(t, addr, s.entity, kadm.AlterClientQuotaOp{Key: "producer_byte_rate", Remove: true})
 		}
 	}
-	canary(t, addr, 20)
+	canary(t, plaintext(addr), 20)
 }

@@ -5,7 +5,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/exactly/exactly/internal/testenv"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
@@ -20,8 +19,8 @@ const autoCreateAttackTopics = 200
 // attackAutoCreateFlood asks for the metadata of many missing topics with
 // auto-creation allowed: one request naming 50, then one request each.
 // It returns how many topics the broker said exist.
-func attackAutoCreateFlood(t *testing.T, addr string) (created int) {
-	c := testenv.DialRaw(t, addr)
+func attackAutoCreateFlood(t *testing.T, tg target) (created int) {
+	c := tg.dial(t)
 	ask := func(names ...string) {
 		req := kmsg.NewPtrMetadataRequest()
 		req.AllowAutoTopicCreation = true
@@ -58,8 +57,8 @@ func attackAutoCreateFlood(t *testing.T, addr string) (created int) {
 // Before the fix all 200 topics were created.
 func TestStateAutoCreateFlood(t *testing.T) {
 	b := startBroker(t, autoCreateConfig)
-	created := attackAutoCreateFlood(t, b.Addr())
-	topics, err := adminClient(t, b.Addr()).ListTopics(t.Context())
+	created := attackAutoCreateFlood(t, plaintext(b.Addr()))
+	topics, err := adminClient(t, plaintext(b.Addr())).ListTopics(t.Context())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -85,5 +84,5 @@ func TestStateAutoCreateFlood(t *testing.T) {
 	if created == 0 {
 		t.Error("no topic was auto-created: the budget should allow some")
 	}
-	canary(t, b.Addr(), 20)
+	canary(t, plaintext(b.Addr()), 20)
 }

@@ -23,10 +23,10 @@ var staticBrokerConfig = map[string]string{
 // attackFlipStaticConfigs tries to flip read-only broker keys at runtime,
 // incrementally and with a whole-set AlterConfigs, cluster-wide and for
 // this broker, and checks each attempt is refused with INVALID_REQUEST.
-func attackFlipStaticConfigs(t *testing.T, addr string) {
+func attackFlipStaticConfigs(t *testing.T, tg target) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	adm := adminClient(t, addr)
+	adm := adminClient(t, tg)
 	flips := []kadm.AlterConfig{
 		{Name: "delete.topic.enable", Value: kadm.StringPtr("true")},
 		{Name: "auto.create.topics.enable", Value: kadm.StringPtr("true")},
@@ -64,11 +64,11 @@ func attackFlipStaticConfigs(t *testing.T, addr string) {
 // topic was deleted.
 func TestStateStaticConfigs(t *testing.T) {
 	b := startBroker(t, staticBrokerConfig)
-	createTopic(t, b.Addr(), "kept", 1)
-	attackFlipStaticConfigs(t, b.Addr())
+	createTopic(t, plaintext(b.Addr()), "kept", 1)
+	attackFlipStaticConfigs(t, plaintext(b.Addr()))
 
 	ctx := t.Context()
-	adm := adminClient(t, b.Addr())
+	adm := adminClient(t, plaintext(b.Addr()))
 	del, err := adm.DeleteTopics(ctx, "kept")
 	if err != nil {
 		t.Fatal(err)
@@ -96,5 +96,5 @@ func TestStateStaticConfigs(t *testing.T) {
 	if err != nil || resps[0].Err != nil {
 		t.Fatalf("a dynamic key: %v %v", err, resps)
 	}
-	canary(t, b.Addr(), 20)
+	canary(t, plaintext(b.Addr()), 20)
 }

@@ -20,11 +20,11 @@ var internalTopics = []string{"__consumer_offsets", "__transaction_state"}
 // and incremental), add one to a transaction (whose markers the
 // coordinator would then write there) — and checks each is refused with
 // INVALID_TOPIC_EXCEPTION.
-func attackInternalTopics(t *testing.T, addr string) {
+func attackInternalTopics(t *testing.T, tg target) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	adm := adminClient(t, addr)
-	c := testenv.DialRaw(t, addr)
+	adm := adminClient(t, tg)
+	c := tg.dial(t)
 	refused := func(what, topic string, err error) {
 		if !errors.Is(err, kerr.InvalidTopicException) {
 			t.Errorf("%s on %s: %v, want INVALID_TOPIC_EXCEPTION", what, topic, err)
@@ -87,12 +87,12 @@ func attackInternalTopics(t *testing.T, addr string) {
 // deletes the coordinator's only record of every transactional id).
 func TestStateInternalTopics(t *testing.T) {
 	b := startBroker(t, nil)
-	adm := adminClient(t, b.Addr())
+	adm := adminClient(t, plaintext(b.Addr()))
 	before, err := adm.ListTopicsWithInternal(t.Context(), internalTopics...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	attackInternalTopics(t, b.Addr())
+	attackInternalTopics(t, plaintext(b.Addr()))
 	after, err := adm.ListTopicsWithInternal(t.Context(), internalTopics...)
 	if err != nil {
 		t.Fatal(err)
@@ -114,5 +114,5 @@ func TestStateInternalTopics(t *testing.T) {
 			}
 		}
 	}
-	canary(t, b.Addr(), 20)
+	canary(t, plaintext(b.Addr()), 20)
 }

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/exactly/exactly"
-	"github.com/exactly/exactly/internal/testenv"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -24,10 +23,10 @@ const markerTarget = "txn-target"
 // markerTarget (found with DescribeProducers, as an attacker would), on
 // both internal topics, and at a bumped epoch for a producer with nothing
 // open (which would fence it). Every marker must be refused.
-func attackForgedMarkers(t *testing.T, addr string) {
+func attackForgedMarkers(t *testing.T, tg target) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	adm := adminClient(t, addr)
+	adm := adminClient(t, tg)
 	set := kadm.TopicsSet{}
 	set.Add(markerTarget, 0)
 	described, err := adm.DescribeProducers(ctx, set)
@@ -55,7 +54,7 @@ func attackForgedMarkers(t *testing.T, addr string) {
 		forge(internal, 7, 0, true)
 		forge(internal, 7, 0, false)
 	}
-	c := testenv.DialRaw(t, addr)
+	c := tg.dial(t)
 	for _, m := range forged {
 		req := kmsg.NewPtrWriteTxnMarkersRequest()
 		req.Markers = append(req.Markers, *m)
@@ -69,11 +68,11 @@ func attackForgedMarkers(t *testing.T, addr string) {
 
 // producerStates describes every producer on markerTarget (id, epoch,
 // open transaction).
-func producerStates(t *testing.T, addr string) string {
+func producerStates(t *testing.T, tg target) string {
 	t.Helper()
 	set := kadm.TopicsSet{}
 	set.Add(markerTarget, 0)
-	described, err := adminClient(t, addr).DescribeProducers(t.Context(), set)
+	described, err := adminClient(t, tg).DescribeProducers(t.Context(), set)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -97,17 +96,17 @@ func startAt(t *testing.T, dir string) *exactly.Broker {
 
 // readCommitted reads markerTarget read_committed to its end offset and
 // returns the values seen.
-func readCommitted(t *testing.T, addr string) []string {
+func readCommitted(t *testing.T, tg target) []string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
-	offs, err := adminClient(t, addr).ListEndOffsets(ctx, markerTarget)
+	offs, err := adminClient(t, tg).ListEndOffsets(ctx, markerTarget)
 	if err != nil {
 		t.Fatal(err)
 	}
 	end, _ := offs.Lookup(markerTarget, 0)
-	cl, err := kgo.NewClient(kgo.SeedBrokers(addr), kgo.FetchIsolationLevel(kgo.ReadCommitted()),
-		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{markerTarget: {0: kgo.NewOffset().AtStart()}}))
+	cl, err := kgo.NewClient(append(tg.opts(), kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{markerTarget: {0: kgo.NewOffset().AtStart()}}))...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -140,7 +139,7 @@ func TestStateForgedMarkers(t *testing.T) {
 	dir := t.TempDir()
 	b := startAt(t, dir)
 	defer func() { b.Close() }()
-	createTopic(t, b.Addr(), markerTarget, 1)
+	createTopic(t, plaintext(b.Addr()), markerTarget, 1)
 	ctx := t.Context()
 
 	idem, err := kgo.NewClient(kgo.SeedBrokers(b.Addr()), kgo.DefaultProduceTopic(markerTarget))
@@ -165,9 +164,9 @@ func TestStateForgedMarkers(t *testing.T) {
 		}
 	}
 
-	before := producerStates(t, b.Addr())
-	attackForgedMarkers(t, b.Addr())
-	if after := producerStates(t, b.Addr()); after != before {
+	before := producerStates(t, plaintext(b.Addr()))
+	attackForgedMarkers(t, plaintext(b.Addr()))
+	if after := producerStates(t, plaintext(b.Addr())); after != before {
 		t.Errorf("producer state of %s changed by the attack:\n%s\nwant\n%s", markerTarget, after, before)
 	}
 
@@ -178,7 +177,7 @@ func TestStateForgedMarkers(t *testing.T) {
 		t.Fatalf("the idempotent producer after the attack: %v", err)
 	}
 	want := "[idempotent-0 txn-0 txn-1 txn-2 idempotent-1]"
-	if got := fmt.Sprint(readCommitted(t, b.Addr())); got != want {
+	if got := fmt.Sprint(readCommitted(t, plaintext(b.Addr()))); got != want {
 		t.Errorf("read_committed after the attack: %s, want %s", got, want)
 	}
 	tx.Close()
@@ -187,8 +186,8 @@ func TestStateForgedMarkers(t *testing.T) {
 		t.Fatal(err)
 	}
 	b = startAt(t, dir)
-	if got := fmt.Sprint(readCommitted(t, b.Addr())); got != want {
+	if got := fmt.Sprint(readCommitted(t, plaintext(b.Addr()))); got != want {
 		t.Errorf("read_committed after a restart: %s, want %s", got, want)
 	}
-	canary(t, b.Addr(), 20)
+	canary(t, plaintext(b.Addr()), 20)
 }

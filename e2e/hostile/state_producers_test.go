@@ -35,9 +35,9 @@ func idempotentBatch(pid int64) []byte {
 // made-up producer ids (never obtained from InitProducerId) to partition 0
 // of forgedTopic, pipelined with acks=0, and waits until the broker has
 // handled them all (an acks=all request queued behind them is answered).
-func attackForgedProducerIDs(t *testing.T, addr string) {
-	createTopic(t, addr, forgedTopic, 1)
-	c := testenv.DialRaw(t, addr)
+func attackForgedProducerIDs(t *testing.T, tg target) {
+	createTopic(t, tg, forgedTopic, 1)
+	c := tg.dial(t)
 	// acks=0 gets no answers, so the writes only wait for the broker to
 	// read: give them as long as the whole attack may take.
 	c.NC.SetWriteDeadline(time.Now().Add(60 * time.Second))
@@ -62,11 +62,11 @@ func attackForgedProducerIDs(t *testing.T, addr string) {
 }
 
 // describedProducers lists the producers on partition 0 of topic by id.
-func describedProducers(t *testing.T, addr, topic string) map[int64]kadm.DescribedProducer {
+func describedProducers(t *testing.T, tg target, topic string) map[int64]kadm.DescribedProducer {
 	t.Helper()
 	set := kadm.TopicsSet{}
 	set.Add(topic, 0)
-	described, err := adminClient(t, addr).DescribeProducers(context.Background(), set)
+	described, err := adminClient(t, tg).DescribeProducers(context.Background(), set)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -82,7 +82,7 @@ func describedProducers(t *testing.T, addr, topic string) map[int64]kadm.Describ
 // 100k were kept (and snapshotted) for ever.
 func TestStateForgedProducerIDs(t *testing.T) {
 	b := startBroker(t, map[string]string{"producer.id.max.per.partition": fmt.Sprint(producerCap)})
-	createTopic(t, b.Addr(), forgedTopic, 1)
+	createTopic(t, plaintext(b.Addr()), forgedTopic, 1)
 	legit, err := kgo.NewClient(kgo.SeedBrokers(b.Addr()), kgo.DefaultProduceTopic(forgedTopic), kgo.RecordPartitioner(kgo.ManualPartitioner()))
 	if err != nil {
 		t.Fatal(err)
@@ -92,18 +92,18 @@ func TestStateForgedProducerIDs(t *testing.T) {
 		t.Fatal(err)
 	}
 	heapBefore := heapInUse()
-	attackForgedProducerIDs(t, b.Addr())
+	attackForgedProducerIDs(t, plaintext(b.Addr()))
 	if grown := int64(heapInUse()) - int64(heapBefore); grown > 32<<20 {
 		t.Errorf("heap grew by %d MiB after %d forged producer ids", grown>>20, forgedProducers)
 	}
-	producers := describedProducers(t, b.Addr(), forgedTopic)
+	producers := describedProducers(t, plaintext(b.Addr()), forgedTopic)
 	if len(producers) > producerCap {
 		t.Errorf("%d producers kept after %d forged ids, want at most %d", len(producers), forgedProducers, producerCap)
 	}
 	if err := legit.ProduceSync(t.Context(), &kgo.Record{Value: []byte("after")}).FirstErr(); err != nil {
 		t.Fatalf("the idempotent producer after the attack: %v", err)
 	}
-	canary(t, b.Addr(), 20)
+	canary(t, plaintext(b.Addr()), 20)
 }
 
 // An idempotent producer idle past producer.id.expiration.ms is forgotten
@@ -119,7 +119,7 @@ func TestStateProducerExpiry(t *testing.T) {
 	}
 	defer func() { b.Close() }()
 	const topic = "expiring"
-	createTopic(t, b.Addr(), topic, 1)
+	createTopic(t, plaintext(b.Addr()), topic, 1)
 	ctx := t.Context()
 	idem, err := kgo.NewClient(kgo.SeedBrokers(b.Addr()), kgo.DefaultProduceTopic(topic))
 	if err != nil {
@@ -142,7 +142,7 @@ func TestStateProducerExpiry(t *testing.T) {
 		t.Fatal(err)
 	}
 	var idleID, txnID int64
-	for id, p := range describedProducers(t, b.Addr(), topic) {
+	for id, p := range describedProducers(t, plaintext(b.Addr()), topic) {
 		if p.CurrentTxnStartOffset >= 0 {
 			txnID = id
 		} else {
@@ -150,10 +150,10 @@ func TestStateProducerExpiry(t *testing.T) {
 		}
 	}
 	eventually(t, 10*time.Second, "the idle producer was not expired", func() bool {
-		_, ok := describedProducers(t, b.Addr(), topic)[idleID]
+		_, ok := describedProducers(t, plaintext(b.Addr()), topic)[idleID]
 		return !ok
 	})
-	if p, ok := describedProducers(t, b.Addr(), topic)[txnID]; !ok || p.CurrentTxnStartOffset < 0 {
+	if p, ok := describedProducers(t, plaintext(b.Addr()), topic)[txnID]; !ok || p.CurrentTxnStartOffset < 0 {
 		t.Fatalf("the producer with an open transaction was expired: %+v %v", p, ok)
 	}
 	if err := tx.EndTransaction(ctx, kgo.TryCommit); err != nil {
@@ -170,8 +170,8 @@ func TestStateProducerExpiry(t *testing.T) {
 	if b, err = exactly.Start(exactly.Options{DataDir: dir, Config: cfg}); err != nil {
 		t.Fatal(err)
 	}
-	if _, ok := describedProducers(t, b.Addr(), topic)[idleID]; ok {
+	if _, ok := describedProducers(t, plaintext(b.Addr()), topic)[idleID]; ok {
 		t.Error("the expired producer came back after a restart")
 	}
-	canary(t, b.Addr(), 20)
+	canary(t, plaintext(b.Addr()), 20)
 }

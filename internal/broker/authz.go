@@ -32,7 +32,7 @@ type authzConfig struct {
 	enabled      bool
 	superUsers   map[string]bool
 	allowIfNoACL bool
-	audit        auditLimiter
+	audit        server.LogLimiter
 }
 
 func (b *Broker) startAuthz() {
@@ -96,7 +96,7 @@ func (b *Broker) authorizedCluster(r *server.Request, op acl.Operation) bool {
 // denied counts and audits one refusal.
 func (b *Broker) denied(r *server.Request, op acl.Operation, t acl.ResourceType, name string) {
 	b.metrics.authzDenials.WithLabelValues(op.String()).Inc()
-	if n, ok := b.authz.audit.allow(time.Now()); ok {
+	if n, ok := b.authz.audit.Allow(time.Now()); ok {
 		b.log.Warn("authorization denied", "principal", "User:"+r.Conn.User(), "remote", r.Conn.RemoteAddr(),
 			"listener", r.Conn.Listener(), "api", kmsg.NameForKey(r.Header.APIKey), "operation", op.String(),
 			"resource_type", t.String(), "resource", name, "suppressed_since_last", n)

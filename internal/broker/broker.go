@@ -114,7 +114,7 @@ type Broker struct {
 
 	// authAudit rate-limits the log lines of failed authentications
 	// (sasl.go).
-	authAudit auditLimiter
+	authAudit server.LogLimiter
 
 	// authz is the authorization setup (authz.go).
 	authz *authzConfig

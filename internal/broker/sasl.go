@@ -8,7 +8,6 @@ package broker
 
 import (
 	"fmt"
-	"sync"
 	"time"
 
 	"github.com/exactly/exactly/internal/cluster"
@@ -51,39 +50,10 @@ func (a *authenticator) Finished(c *server.Conn, mech, user string, err error) {
 		return
 	}
 	a.b.metrics.authFailures.WithLabelValues(label).Inc()
-	if n, ok := a.b.authAudit.allow(time.Now()); ok {
+	if n, ok := a.b.authAudit.Allow(time.Now()); ok {
 		a.b.log.Warn("authentication failed", "remote", c.RemoteAddr(), "listener", c.Listener(),
 			"mechanism", label, "err", err, "suppressed_since_last", n)
 	}
-}
-
-// auditLimiter lets through at most auditBurst failure lines per second
-// and counts the rest, so a flood of bad logins cannot flood the log.
-type auditLimiter struct {
-	mu         sync.Mutex
-	window     time.Time
-	n          int
-	suppressed int
-}
-
-const auditBurst = 10
-
-// allow reports whether a line may be logged now, and how many were
-// suppressed since the last one that was.
-func (l *auditLimiter) allow(now time.Time) (int, bool) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if now.Sub(l.window) >= time.Second {
-		l.window, l.n = now, 0
-	}
-	if l.n >= auditBurst {
-		l.suppressed++
-		return 0, false
-	}
-	l.n++
-	s := l.suppressed
-	l.suppressed = 0
-	return s, true
 }
 
 // AuthenticateHTTP checks an HTTP basic-auth login (the metrics endpoint)
@@ -96,7 +66,7 @@ func (b *Broker) AuthenticateHTTP(remote, user, password string, permitted bool)
 		return true
 	}
 	b.metrics.authFailures.WithLabelValues("BASIC").Inc()
-	if n, ok := b.authAudit.allow(time.Now()); ok {
+	if n, ok := b.authAudit.Allow(time.Now()); ok {
 		b.log.Warn("authentication failed", "remote", remote, "listener", "metrics",
 			"mechanism", "BASIC", "err", security.ErrAuthentication, "suppressed_since_last", n)
 	}

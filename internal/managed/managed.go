@@ -18,12 +18,15 @@ import (
 
 // Broker is an `exactly serve` process started by this one.
 type Broker struct {
-	argv    []string
-	env     []string
-	config  []string
-	addr    string
-	dataDir string
-	logPath string
+	argv   []string
+	env    []string
+	config []string
+	addr   string
+	// protocol, if set, is the security protocol of the broker's one
+	// listener (then given as `listeners`, not --listen).
+	protocol string
+	dataDir  string
+	logPath  string
 
 	mu   sync.Mutex
 	cmd  *exec.Cmd
@@ -35,6 +38,15 @@ type Broker struct {
 // a free loopback port, with each of config ("key=value") passed as --set.
 // It returns once the broker accepts connections.
 func Start(argv, env []string, dir string, config []string) (*Broker, error) {
+	return StartListener(argv, env, dir, "", config)
+}
+
+// StartListener is Start with the broker's one listener of the given
+// security protocol (SSL, SASL_SSL, ...; empty: PLAINTEXT through
+// --listen) on the free address; config must hold what the protocol
+// needs (ssl.keystore.location, sasl.enabled.mechanisms, ...). The broker
+// counts as started once the address accepts TCP connections.
+func StartListener(argv, env []string, dir, protocol string, config []string) (*Broker, error) {
 	if len(argv) == 0 {
 		return nil, fmt.Errorf("no serve command to start a broker with")
 	}
@@ -42,7 +54,7 @@ func Start(argv, env []string, dir string, config []string) (*Broker, error) {
 	if err != nil {
 		return nil, err
 	}
-	b := &Broker{argv: argv, env: env, config: config, addr: addr,
+	b := &Broker{argv: argv, env: env, config: config, addr: addr, protocol: protocol,
 		dataDir: filepath.Join(dir, "broker"), logPath: filepath.Join(dir, "logs", "broker.log")}
 	for _, d := range []string{b.dataDir, filepath.Dir(b.logPath)} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
@@ -85,7 +97,12 @@ func (b *Broker) Restart() error {
 	if err != nil {
 		return err
 	}
-	args := append(append([]string(nil), b.argv[1:]...), "--data-dir", b.dataDir, "--listen", b.addr, "--log-level", "warn")
+	args := append(append([]string(nil), b.argv[1:]...), "--data-dir", b.dataDir, "--log-level", "warn")
+	if b.protocol != "" {
+		args = append(args, "--set", "listeners="+b.protocol+"://"+b.addr)
+	} else {
+		args = append(args, "--listen", b.addr)
+	}
 	for _, kv := range b.config {
 		args = append(args, "--set", kv)
 	}

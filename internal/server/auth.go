@@ -133,6 +133,24 @@ func (c *Conn) logAuthClose(err error) {
 	c.srv.log.Debug("closing connection: SASL", "remote", c.remote, "listener", c.listener.Name, "err", err)
 }
 
+// warnClosing logs why the connection is being closed for what its peer
+// sent (a frame too large or too slow, a malformed request). Before the
+// connection has authenticated, the lines of all such connections
+// together are rate limited (LogLimiter, with a suppressed_since_last
+// count): an unauthenticated peer must not be able to flood the log by
+// reconnecting. Authenticated peers are logged line for line.
+func (c *Conn) warnClosing(msg string, args ...any) {
+	args = append([]any{"remote", c.remote, "listener", c.listener.Name}, args...)
+	if c.authenticating() {
+		n, ok := c.srv.unauthLog.Allow(time.Now())
+		if !ok {
+			return
+		}
+		args = append(args, "authenticated", false, "suppressed_since_last", n)
+	}
+	c.srv.log.Warn(msg, args...)
+}
+
 // intercept serves the SASL requests of a SASL listener's connection and
 // refuses what the exchange does not allow; an error closes the
 // connection at once.
@@ -251,6 +269,9 @@ func (c *Conn) legacyToken(br *bufio.Reader) (pending, next, error) {
 		return c.fill(br, nil, size, c.authDeadline)
 	})
 	if err != nil {
+		if !errors.Is(err, errEndOfConn) {
+			c.warnClosing("closing connection: legacy SASL token", "err", err)
+		}
 		return pending{}, 0, err
 	}
 	defer s.budget.release(charged)

@@ -103,6 +103,38 @@ func (r *acceptRetry) failed(log *slog.Logger, err error) {
 // reset starts over after a successful Accept.
 func (r *acceptRetry) reset() { r.delay = 0 }
 
+// LogLimiter lets through at most LogBurst lines a second and counts the
+// rest, for the lines any peer can cause at will (failed authentications,
+// authorization denials, connections closed before authenticating): a
+// flood of them must not flood the log. The zero value is ready.
+type LogLimiter struct {
+	mu         sync.Mutex
+	window     time.Time
+	n          int
+	suppressed int
+}
+
+// LogBurst is how many lines a LogLimiter lets through per second.
+const LogBurst = 10
+
+// Allow reports whether a line may be logged now, and how many were
+// suppressed since the last one that was (the line should say so).
+func (l *LogLimiter) Allow(now time.Time) (suppressed int, ok bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if now.Sub(l.window) >= time.Second {
+		l.window, l.n = now, 0
+	}
+	if l.n >= LogBurst {
+		l.suppressed++
+		return 0, false
+	}
+	l.n++
+	s := l.suppressed
+	l.suppressed = 0
+	return s, true
+}
+
 // nopObserver stands in for a nil Observer.
 type nopObserver struct{}
 

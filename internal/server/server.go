@@ -180,6 +180,10 @@ type Server struct {
 	mu    sync.Mutex
 	conns map[*Conn]struct{}
 	perIP map[string]int
+
+	// unauthLog rate-limits the warnings about connections closed before
+	// they authenticated (auth.go): any peer can cause those at will.
+	unauthLog LogLimiter
 }
 
 // Observer receives the server's measurements; nil is allowed.
@@ -556,7 +560,7 @@ func (c *Conn) readLoop(queue chan<- pending) (drain bool) {
 		f, err := c.readFrame(br)
 		if err != nil {
 			if !errors.Is(err, errEndOfConn) {
-				s.log.Warn("closing connection", "remote", c.remote, "err", err)
+				c.warnClosing("closing connection", "err", err)
 			}
 			return false
 		}
@@ -567,7 +571,7 @@ func (c *Conn) readLoop(queue chan<- pending) (drain bool) {
 		}
 		if err != nil {
 			s.budget.release(f.charged)
-			s.log.Warn("closing connection: bad request", "remote", c.remote,
+			c.warnClosing("closing connection: bad request",
 				"api_key", hdr.APIKey, "api_version", hdr.APIVersion, "client_id", hdr.ClientID, "err", err)
 			s.metrics.ObserveRequest(hdr.APIKey, time.Since(start), true)
 			return false

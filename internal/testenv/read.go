@@ -15,12 +15,13 @@ import (
 // offset under read_committed — and returns the data records per
 // partition in offset order (control records and, when committed, aborted
 // records are not returned). It fails the test if the end is not reached
-// within 60 s. opts are added to the reading client.
+// within 60 s. opts are added to both of its clients (the one listing
+// the end offsets and the reading one), so they may carry TLS and SASL.
 func ReadToEnd(t testing.TB, addr, topic string, committed bool, opts ...kgo.Opt) map[int32][]*kgo.Record {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	adm, err := kgo.NewClient(kgo.SeedBrokers(addr))
+	adm, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(addr)}, opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
