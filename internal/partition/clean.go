@@ -31,6 +31,25 @@ func (p *Partition) CleanBound() int64 { return p.LastStableOffset() }
 // state itself is not changed: compaction removes only records whose
 // state effects are superseded.
 func (p *Partition) Clean(c CleanConfig) (log.CleanStats, error) {
+	// Close and Delete cancel a cleaning and wait for it (bg), so no
+	// cleaned file appears in a directory being removed.
+	parent := c.Ctx
+	if parent == nil {
+		parent = context.Background()
+	}
+	ctx, cancel := context.WithCancel(parent)
+	defer cancel()
+	p.bgMu.Lock()
+	if p.closed.Load() {
+		p.bgMu.Unlock()
+		return log.CleanStats{}, log.ErrClosed
+	}
+	p.bg.Add(1)
+	p.cleanCancel = cancel
+	p.bgMu.Unlock()
+	defer p.bg.Done()
+	c.Ctx = ctx
+
 	p.mu.Lock()
 	upTo := p.CleanBound()
 	aborted := map[int64][]producerstate.AbortedTxn{}
