@@ -66,17 +66,17 @@ func TestOffsetMap(t *testing.T) {
 }
 
 // TestCleanMemoryBoundedByDedupeBuffer measures the heap while a log of
-// 100k distinct keys (about 10 MiB) is cleaned with a 256 KiB key map:
+// 40k distinct keys (about 4 MiB) is cleaned with a 96 KiB key map:
 // cleaning needs many passes, and what it holds live beyond the map stays
 // a small constant (read windows, one batch), whatever the number of keys.
 // A Go map of the keys alone would take several MiB.
 func TestCleanMemoryBoundedByDedupeBuffer(t *testing.T) {
 	// A real disk: MemFS would count the files themselves as heap.
 	cfg := DefaultConfig()
-	cfg.SegmentBytes = 1 << 20
+	cfg.SegmentBytes = 256 << 10
 	l := mustOpen(t, vfs.OS(), filepath.Join(t.TempDir(), "p"), cfg)
 	defer l.Close()
-	const keys, perBatch = 100_000, 50
+	const keys, perBatch = 40_000, 50
 	for i := 0; i < keys; i += perBatch {
 		var ks []string
 		for j := i; j < i+perBatch; j++ {
@@ -92,12 +92,21 @@ func TestCleanMemoryBoundedByDedupeBuffer(t *testing.T) {
 		}
 		mustAppend(t, l, keyedTestBatch(ks, 64, 1))
 	}
-	mustAppend(t, l, keyedTestBatch([]string{"last"}, 1, 1))
+	// Fresh keys after the overwrites, so that the overwrites lie in
+	// closed segments.
+	const fill = 5000
+	for i := 0; i < fill; i += perBatch {
+		var ks []string
+		for j := i; j < i+perBatch; j++ {
+			ks = append(ks, fmt.Sprintf("fill-%08d", j))
+		}
+		mustAppend(t, l, keyedTestBatch(ks, 64, 1))
+	}
 	if err := l.Sync(l.NextOffset()); err != nil {
 		t.Fatal(err)
 	}
 	before := l.Size()
-	m := NewOffsetMap(256 << 10)
+	m := NewOffsetMap(96 << 10)
 	var ms runtime.MemStats
 	runtime.GC()
 	runtime.ReadMemStats(&ms)
@@ -151,8 +160,11 @@ func TestCleanMemoryBoundedByDedupeBuffer(t *testing.T) {
 			return true
 		})
 	}
-	if len(seen) != keys+1 {
-		t.Fatalf("%d keys after cleaning, want %d", len(seen), keys+1)
+	if len(seen) != keys+fill {
+		t.Fatalf("%d keys after cleaning, want %d", len(seen), keys+fill)
+	}
+	if l.Size() >= before {
+		t.Fatalf("cleaning removed nothing: %d bytes before, %d after", before, l.Size())
 	}
 }
 
