@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"math/rand"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"testing"
 	"time"
@@ -134,7 +135,12 @@ func TestCompactionSurvivesSIGKILL(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer p.Close()
+	closed := false
+	defer func() {
+		if !closed {
+			p.Close()
+		}
+	}()
 	for {
 		st, err := p.Clean(partition.CleanConfig{NowMs: time.Now().UnixMilli(), DeleteRetentionMs: 86400000, Map: log.NewOffsetMap(1 << 20)})
 		if err != nil {
@@ -187,6 +193,14 @@ func TestCompactionSurvivesSIGKILL(t *testing.T) {
 		if view[k] != v {
 			t.Fatalf("offline compacted table: %s = %q, model %q", k, view[k], v)
 		}
+	}
+	// The offline checker accepts the compacted (gapped) log.
+	closed = true
+	if err := p.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command(exactlyBinary(t), "check-data", "--data-dir", dataDir).CombinedOutput(); err != nil {
+		t.Fatalf("check-data on the compacted directory: %v\n%s", err, out)
 	}
 }
 

@@ -113,7 +113,9 @@ func TestCleanMemoryBoundedByDedupeBuffer(t *testing.T) {
 	base := ms.HeapAlloc
 	var peak uint64
 	calls := 0
-	sample := func(int) {
+	var charged int64
+	sample := func(n int) {
+		charged += int64(n)
 		calls++
 		if calls%500 == 0 {
 			runtime.GC()
@@ -122,6 +124,7 @@ func TestCleanMemoryBoundedByDedupeBuffer(t *testing.T) {
 		}
 	}
 	passes := 0
+	var io int64
 	for {
 		st, err := l.Clean(CleanOptions{UpTo: l.NextOffset(), Map: m, Throttle: sample, NowMs: 1 << 40, DeleteRetentionMs: 1 << 50})
 		if err != nil {
@@ -131,9 +134,13 @@ func TestCleanMemoryBoundedByDedupeBuffer(t *testing.T) {
 			break
 		}
 		passes++
+		io += st.BytesRead + st.BytesWritten
 		if st.MapKeys > m.Capacity() {
 			t.Fatalf("map holds %d keys, capacity %d", st.MapKeys, m.Capacity())
 		}
+	}
+	if charged != io {
+		t.Fatalf("the throttle was charged %d bytes, the passes read and wrote %d", charged, io)
 	}
 	over := int64(peak) - int64(base)
 	t.Logf("log %d -> %d bytes in %d passes; key map %d bytes (%d keys); heap above the start at most %d bytes (%d samples)",
