@@ -181,6 +181,19 @@ func TestCompactedTopicWithGaps(t *testing.T) {
 		t.Fatalf("raw keyless produce: code %d, message %v, record errors %+v", p.ErrorCode, p.ErrorMessage, p.ErrorRecords)
 	}
 
+	// DeleteRecords is refused on a compact-only topic, as Kafka does.
+	dr := kmsg.NewPtrDeleteRecordsRequest()
+	drt := kmsg.NewDeleteRecordsRequestTopic()
+	drt.Topic = topic
+	drp := kmsg.NewDeleteRecordsRequestTopicPartition()
+	drp.Offset = 1
+	drt.Partitions = append(drt.Partitions, drp)
+	dr.Topics = append(dr.Topics, drt)
+	dr.TimeoutMillis = 5000
+	if c := raw.Request(dr, 2).(*kmsg.DeleteRecordsResponse).Topics[0].Partitions[0].ErrorCode; c != kerr.PolicyViolation.Code {
+		t.Fatalf("DeleteRecords on a compacted topic: error %d, want POLICY_VIOLATION", c)
+	}
+
 	// A restart replays the compacted log.
 	cl.Close()
 	b.Close()
