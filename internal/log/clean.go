@@ -670,8 +670,8 @@ func (l *Log) swapGroup(group []*segment, ns *segment, tmp string, end int64) er
 		l.fs.Remove(tmp)
 		return errAbandoned
 	}
-	defer l.mu.Unlock()
 	fail := func(err error) error {
+		l.mu.Unlock()
 		ns.unref()
 		return l.fail(err)
 	}
@@ -709,6 +709,11 @@ func (l *Log) swapGroup(group []*segment, ns *segment, tmp string, end int64) er
 	for _, s := range group {
 		s.unref()
 	}
+	// The index files only spare the next Open a scan: written after
+	// appends may go on again (a crash before leaves a segment to scan).
+	ns.tryRef() // cannot fail: the list holds a reference
+	l.mu.Unlock()
+	defer ns.unref()
 	if err := l.writeIndexes(ns); err != nil {
 		return l.fail(err)
 	}
