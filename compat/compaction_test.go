@@ -1,7 +1,7 @@
 package compat
 
 // Compacted topics (cleanup.policy=compact) as real clients see them:
-// franz-go and kcat read a compacted partition whose offsets have gaps,
+// franz-go, kcat and kafka-python read a compacted partition whose offsets have gaps,
 // keyless records are refused, a changelog consumer rebuilds the same table
 // before and after compaction (and after a restart), and in a Streams-style
 // transactional changelog no aborted record ever reappears.
@@ -103,7 +103,8 @@ func awaitCompaction(t *testing.T, addr, topic string, written int, committed bo
 	}
 }
 
-// TestCompactedTopicWithGaps: franz-go and kcat read a compacted topic
+// TestCompactedTopicWithGaps: franz-go, kcat and kafka-python read a
+// compacted topic
 // whose offsets have gaps and rebuild the same table as before compaction
 // (also after a restart, which replays the log with its gaps); keyless
 // records are INVALID_RECORD for franz-go, kcat and a raw v8 request (with
@@ -163,6 +164,20 @@ func TestCompactedTopicWithGaps(t *testing.T) {
 		kt.apply(r.Key, r.Value)
 	}
 	sameTable(t, "kcat after compaction", kt, want)
+
+	requireKafkaPython(t)
+	py := pythonConsume(t, addr, topic, len(after))
+	pt := table{}
+	for i, r := range py {
+		if r.Offset != after[i].Offset {
+			t.Fatalf("kafka-python record %d at offset %d, franz-go's at %d", i, r.Offset, after[i].Offset)
+		}
+		pt.apply(r.Key, r.Value)
+	}
+	if len(py) != len(after) {
+		t.Fatalf("kafka-python read %d records, franz-go %d", len(py), len(after))
+	}
+	sameTable(t, "kafka-python after compaction", pt, want)
 
 	// Keyless records.
 	err = cl.ProduceSync(ctx, &kgo.Record{Value: []byte("no key")}).FirstErr()
