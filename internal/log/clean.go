@@ -103,6 +103,13 @@ type CleanOptions struct {
 	// LastBatch reports whether the batch at baseOffset is producerID's
 	// last one in the producer state (kept, if only as an empty batch).
 	LastBatch func(producerID, baseOffset int64) bool
+	// AbortListed reports whether the aborted-transaction index still
+	// lists the transaction of producerID whose ABORT marker is at
+	// markerOffset. Such a marker is kept (and reported in
+	// CleanStats.Unlisted, for the caller to drop the entry) even when it
+	// could go: readers given the entry need the marker to stop skipping
+	// the producer's records. A later pass removes it.
+	AbortListed func(producerID, markerOffset int64) bool
 	// MaxRecordsBytes bounds a compressed batch's decompressed records.
 	MaxRecordsBytes int64
 	// Throttle, if set, is called with the bytes read or written before
@@ -122,7 +129,14 @@ type CleanStats struct {
 	RecordsRemoved, BatchesRemoved int64
 	// MapKeys is how many distinct keys the map held.
 	MapKeys int
+	// Unlisted are the ABORT markers (producer id, offset) whose
+	// transactions have no record left: drop their aborted-index entries
+	// (durably) so that a later pass may remove the markers.
+	Unlisted []AbortMarker
 }
+
+// AbortMarker names an ABORT marker: its producer and offset.
+type AbortMarker struct{ ProducerID, Offset int64 }
 
 // errAbandoned means a group changed under the cleaner (retention or
 // DeleteRecords removed a segment of it); the pass stops, nothing lost.
@@ -479,6 +493,10 @@ func (w *cleanWalk) filter(s *segment, h *record.Header, b []byte) ([]byte, erro
 		if kept || !horizon {
 			return b, nil
 		}
+		if isAbortMarker(*h, b) && opt.AbortListed != nil && opt.AbortListed(h.ProducerID, h.BaseOffset) {
+			w.st.Unlisted = append(w.st.Unlisted, AbortMarker{h.ProducerID, h.BaseOffset})
+			return b, nil
+		}
 		w.st.BatchesRemoved++
 		w.st.RecordsRemoved += int64(h.NumRecords)
 		return nil, nil
@@ -523,6 +541,17 @@ func (w *cleanWalk) filter(s *segment, h *record.Header, b []byte) ([]byte, erro
 		w.txnKept[h.ProducerID] = true
 	}
 	return out, nil
+}
+
+// isAbortMarker reports whether control batch b is an ABORT marker (its
+// record's key: version int16, type int16 = 0).
+func isAbortMarker(h record.Header, b []byte) bool {
+	abort := false
+	record.ForEach(h, b, func(r record.Record) bool {
+		abort = len(r.Key) >= 4 && binary.BigEndian.Uint16(r.Key[2:]) == 0
+		return false
+	})
+	return abort
 }
 
 // appendRecord encodes r (v2 record format, attributes 0) after dst,

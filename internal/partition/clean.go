@@ -27,9 +27,12 @@ func (p *Partition) CleanBound() int64 { return p.LastStableOffset() }
 // Clean compacts the partition's closed segments below the LSO (see
 // log.Log.Clean). The producer state tells it which transactions were
 // aborted (their records go) and each producer's last batch (kept, even
-// emptied, so sequence numbers survive a restart's replay). The producer
-// state itself is not changed: compaction removes only records whose
-// state effects are superseded.
+// emptied, so sequence numbers survive a restart's replay). The only
+// change to the producer state: an aborted transaction with no record
+// left loses its aborted-index entry (snapshotted at once), in a pass
+// before the one that removes its ABORT marker, so no reader is ever given
+// an entry without its marker (clients skip the producer's transactional
+// records from the entry's first offset until that marker).
 func (p *Partition) Clean(c CleanConfig) (log.CleanStats, error) {
 	// Close and Delete cancel a cleaning and wait for it (bg), so no
 	// cleaned file appears in a directory being removed.
@@ -49,6 +52,15 @@ func (p *Partition) Clean(c CleanConfig) (log.CleanStats, error) {
 	p.bgMu.Unlock()
 	defer p.bg.Done()
 	c.Ctx = ctx
+	// Entries dropped by an earlier pass must be in a durable snapshot
+	// before any marker goes: a restart from an older snapshot would
+	// bring back an entry whose marker is missing.
+	if p.unlistedPending.Load() {
+		if err := p.takeSnapshot(); err != nil {
+			return log.CleanStats{}, err
+		}
+		p.unlistedPending.Store(false)
+	}
 
 	p.mu.Lock()
 	upTo := p.CleanBound()
@@ -84,8 +96,33 @@ func (p *Partition) Clean(c CleanConfig) (log.CleanStats, error) {
 			b, ok := last[pid]
 			return ok && b == base
 		},
+		AbortListed: func(pid, marker int64) bool {
+			for _, a := range aborted[pid] {
+				if a.LastOffset == marker {
+					return true
+				}
+			}
+			return false
+		},
 	})
-	return st, p.storageErr(err)
+	if err != nil || len(st.Unlisted) == 0 {
+		return st, p.storageErr(err)
+	}
+	// The transactions of these markers have no record left in what
+	// readers see (the pass's swaps are done): drop their entries, make
+	// that durable, and let the next pass remove the markers.
+	p.mu.Lock()
+	for _, m := range st.Unlisted {
+		p.state.DropAborted(m.ProducerID, m.Offset)
+	}
+	p.publishLocked()
+	p.mu.Unlock()
+	p.unlistedPending.Store(true)
+	if err := p.takeSnapshot(); err != nil {
+		return st, p.storageErr(err)
+	}
+	p.unlistedPending.Store(false)
+	return st, nil
 }
 
 // DirtyBytes reports the partition's cleanable log as bytes already

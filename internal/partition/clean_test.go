@@ -260,106 +260,61 @@ func cleanFully(t *testing.T, p *Partition, cfg CleanConfig) {
 
 // TestCompactionModelWithCrashes is the compaction model test: random keyed
 // writes, idempotent and transactional producers with aborts, cleaning with
-// a dedupe buffer small enough to need several passes, and a crash at a
-// random filesystem operation of a cleaning (MemFS keeps only what was
-// fsynced, plus random parts of the rest). After every restart no record
-// was invented or altered, each key's latest committed record is there,
-// no transaction reopened (LSO = HW), the idempotent producer continues
-// its sequence; once cleaning finishes, the log holds exactly the model's
-// compacted view.
+// a dedupe buffer small enough to need several passes, and in each of three
+// cycles a crash at a random filesystem operation of a cleaning (MemFS
+// keeps only what was fsynced, plus random parts of the rest), then more
+// writes on the recovered log. Half the restarts rebuild the producer
+// state from the log alone (snapshots removed), half from the newest
+// snapshot plus the log after it. After it no record was invented
+// or altered, each key's latest committed record is there, no transaction
+// reopened (LSO = HW), and once cleaning finishes the log holds exactly the
+// model's compacted view. At the end a replay without any snapshot still
+// knows the idempotent producer's sequence.
 func TestCompactionModelWithCrashes(t *testing.T) {
-	for seed := int64(1); seed <= 60; seed++ {
+	for seed := int64(1); seed <= 40; seed++ {
 		t.Run(fmt.Sprint(seed), func(t *testing.T) {
 			rng := rand.New(rand.NewSource(seed))
 			mem := vfs.NewMem()
-			faulty := vfs.NewFaulty(mem)
-			p := openCompacted(t, faulty)
 			m := &compactionModel{rng: rng, aborted: map[int]bool{}, txnSeq: map[int64]int32{}}
-			m.run(t, p, 60+rng.Intn(60))
 			tombstonesExpired := seed%2 == 0
-			cfg := CleanConfig{NowMs: 1 << 40, DeleteRetentionMs: 1 << 50, Map: log.NewOffsetMap(24 * (3 + rng.Intn(10)))}
+			cfg := CleanConfig{NowMs: 1 << 42, DeleteRetentionMs: 1 << 50, Map: log.NewOffsetMap(24 * (3 + rng.Intn(10)))}
 			if tombstonesExpired {
 				cfg.DeleteRetentionMs = 0
 			}
-			segs := p.Log().Segments()
-			bound := segs[len(segs)-1].BaseOffset // the active segment is never cleaned
-			hw := p.HighWatermark()
-
-			// Crash at a random operation of the cleaning that changes
-			// the disk (reads change nothing a crash could reveal).
-			var crashed *vfs.MemFS
-			ops, crashAt := 0, 1+rng.Intn(40)
-			faulty.SetHook(func(op vfs.Op, _ string) error {
-				if crashed != nil {
-					return vfs.ErrInjected
+			for cycle := 0; cycle < 3; cycle++ {
+				faulty := vfs.NewFaulty(mem)
+				p := openCompacted(t, faulty)
+				m.run(t, p, 40+rng.Intn(40))
+				end := p.LogEndOffset() // all durable: run waits for it
+				mem = crashWhileCleaning(t, rng, mem, faulty, p, cfg)
+				p.Close()
+				if rng.Intn(2) == 0 {
+					dropSnapshots(t, mem) // rebuild the producer state from the log alone
 				}
-				switch op {
-				case vfs.OpReadAt, vfs.OpReadDir, vfs.OpStat, vfs.OpSize, vfs.OpClose:
-					return nil
+				q := openCompacted(t, mem)
+				hw := q.HighWatermark()
+				if q.LastStableOffset() != hw || hw != end {
+					t.Fatalf("cycle %d after the crash: hw %d lso %d, want both %d", cycle, hw, q.LastStableOffset(), end)
 				}
-				ops++
-				if ops == crashAt {
-					crashed = mem.Crash(rng)
-					return vfs.ErrInjected
-				}
-				return nil
-			})
-			for i := 0; i < 200 && crashed == nil; i++ {
-				st, err := p.Clean(cfg)
-				if err != nil && !errors.Is(err, vfs.ErrInjected) && crashed == nil {
-					t.Fatalf("clean: %v", err)
-				}
-				if err == nil && st.End == 0 {
-					break
-				}
+				checkNothingInventedOrLost(t, q, m, hw, tombstonesExpired)
+				checkCommittedTable(t, q, m)
+				segs := q.Log().Segments()
+				bound := segs[len(segs)-1].BaseOffset // the active segment is never cleaned
+				cleanFully(t, q, cfg)
+				checkCompactedView(t, q, m.expected(bound, tombstonesExpired))
+				checkCommittedTable(t, q, m)
+				q.Close()
 			}
-			if crashed == nil {
-				crashed = mem.Crash(rng)
+			// Without a snapshot, replay must still know the idempotent
+			// producer's last sequence.
+			mem = mem.Crash(nil)
+			dropSnapshots(t, mem)
+			r := openCompacted(t, mem)
+			defer r.Close()
+			if r.LastStableOffset() != r.HighWatermark() {
+				t.Fatalf("replay reopened a transaction: lso %d, hw %d", r.LastStableOffset(), r.HighWatermark())
 			}
-			faulty.SetHook(nil)
-			p.Close()
-
-			q := openCompacted(t, crashed)
-			if q.HighWatermark() != hw || q.LastStableOffset() != hw {
-				t.Fatalf("after the crash: hw %d lso %d, want both %d", q.HighWatermark(), q.LastStableOffset(), hw)
-			}
-			orig := map[int64]modelRecord{}
-			for _, r := range m.recs {
-				orig[r.offset] = r
-			}
-			view := readView(t, q)
-			present := map[int64]bool{}
-			for _, r := range view {
-				if o, ok := orig[r.offset]; !ok || !sameRecord(o, r) {
-					t.Fatalf("record at %d after the crash is not the one appended: %q=%q", r.offset, r.key, r.value)
-				}
-				present[r.offset] = true
-			}
-			for k, l := range m.latest(hw) {
-				if !present[l.offset] && (l.value != nil || !tombstonesExpired) {
-					t.Fatalf("latest record of %s (offset %d) lost by a crash during cleaning", k, l.offset)
-				}
-			}
-			cleanFully(t, q, cfg)
-			want := m.expected(bound, tombstonesExpired)
-			got := readView(t, q)
-			if len(got) != len(want) {
-				t.Fatalf("compacted view has %d records, model %d\ngot  %v\nwant %v", len(got), len(want), got, want)
-			}
-			for i := range got {
-				if !sameRecord(got[i], want[i]) {
-					t.Fatalf("record %d: got offset %d %q=%q, want offset %d %q=%q", i, got[i].offset, got[i].key, got[i].value, want[i].offset, want[i].key, want[i].value)
-				}
-			}
-			// Without a snapshot (crash, no clean close), replay must still
-			// know the idempotent producer's last sequence.
-			r := openCompacted(t, crashed.Crash(nil))
-			if r.LastStableOffset() != hw {
-				t.Fatalf("replay reopened a transaction: lso %d, hw %d", r.LastStableOffset(), hw)
-			}
-			if got := readView(t, r); len(got) != len(want) {
-				t.Fatalf("after a second crash: %d records, want %d", len(got), len(want))
-			}
+			checkCommittedTable(t, r, m)
 			if m.idemSeq > 0 {
 				raw, h := keyedBatch(spec{pid: 1, seq: m.idemSeq}, m.ts+1, []kv{{key: []byte("k00"), value: []byte("after")}})
 				if _, err := r.Append(raw, h); err != nil {
@@ -370,8 +325,256 @@ func TestCompactionModelWithCrashes(t *testing.T) {
 					t.Fatalf("sequence gap accepted after compaction: %v", err)
 				}
 			}
-			r.Close()
-			q.Close()
 		})
 	}
+}
+
+// dropSnapshots removes the producer state snapshots, so that the next
+// open rebuilds the producer state from the (compacted) log alone.
+func dropSnapshots(t *testing.T, fsys vfs.FS) {
+	t.Helper()
+	names, err := fsys.ReadDir("/data/t-0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range names {
+		if _, ok := parseSnapshotName(n); ok {
+			if err := fsys.Remove("/data/t-0/" + n); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+}
+
+// crashWhileCleaning cleans p until a crash at a random disk-changing
+// operation (reads change nothing a crash could reveal), or until nothing
+// is left to clean, and returns what the disk holds after the crash.
+func crashWhileCleaning(t *testing.T, rng *rand.Rand, mem *vfs.MemFS, faulty *vfs.FaultyFS, p *Partition, cfg CleanConfig) *vfs.MemFS {
+	t.Helper()
+	var crashed *vfs.MemFS
+	ops, crashAt := 0, 1+rng.Intn(40)
+	faulty.SetHook(func(op vfs.Op, _ string) error {
+		if crashed != nil {
+			return vfs.ErrInjected
+		}
+		switch op {
+		case vfs.OpReadAt, vfs.OpReadDir, vfs.OpStat, vfs.OpSize, vfs.OpClose:
+			return nil
+		}
+		ops++
+		if ops == crashAt {
+			crashed = mem.Crash(rng)
+			return vfs.ErrInjected
+		}
+		return nil
+	})
+	for i := 0; i < 200 && crashed == nil; i++ {
+		st, err := p.Clean(cfg)
+		if err != nil && crashed == nil {
+			t.Fatalf("clean: %v", err)
+		}
+		if err == nil && st.End == 0 {
+			break
+		}
+	}
+	if crashed == nil {
+		crashed = mem.Crash(rng)
+	}
+	faulty.SetHook(nil)
+	return crashed
+}
+
+// checkNothingInventedOrLost: every record of p is the one appended at its
+// offset, and each key's latest committed record below hw is there (a
+// tombstone only while it has not expired).
+func checkNothingInventedOrLost(t *testing.T, p *Partition, m *compactionModel, hw int64, tombstonesExpired bool) {
+	t.Helper()
+	orig := map[int64]modelRecord{}
+	for _, r := range m.recs {
+		orig[r.offset] = r
+	}
+	present := map[int64]bool{}
+	for _, r := range readView(t, p) {
+		if o, ok := orig[r.offset]; !ok || !sameRecord(o, r) {
+			t.Fatalf("record at %d after the crash is not the one appended: %q=%q", r.offset, r.key, r.value)
+		}
+		present[r.offset] = true
+	}
+	for k, l := range m.latest(hw) {
+		if !present[l.offset] && (l.value != nil || !tombstonesExpired) {
+			t.Fatalf("latest record of %s (offset %d) lost by a crash during cleaning", k, l.offset)
+		}
+	}
+}
+
+// committedTable rebuilds a table as a read_committed consumer does: from
+// read_committed fetches, skipping the records of aborted transactions the
+// way clients do (a producer is aborted from an aborted transaction's
+// first offset until its ABORT marker).
+func committedTable(t *testing.T, p *Partition) map[string]string {
+	t.Helper()
+	table := map[string]string{}
+	aborted := p.AbortedTxns(0, p.LastStableOffset())
+	skipping := map[int64]bool{}
+	for off := p.LogStartOffset(); off < p.LastStableOffset(); {
+		chunk, err := p.Read(off, 1<<20, true)
+		if err != nil {
+			t.Fatalf("read_committed at %d: %v", off, err)
+		}
+		if len(chunk) == 0 {
+			break
+		}
+		next := off
+		if _, err := record.Split(chunk, func(h record.Header, b []byte) error {
+			if h.LastOffset() < off {
+				return nil
+			}
+			next = h.LastOffset() + 1
+			for len(aborted) > 0 && aborted[0].FirstOffset <= h.LastOffset() {
+				skipping[aborted[0].ProducerID] = true
+				aborted = aborted[1:]
+			}
+			if h.IsControl() {
+				ctype, _ := controlInfo(h, b)
+				if ctype == 0 {
+					delete(skipping, h.ProducerID)
+				}
+				return nil
+			}
+			if h.IsTransactional() && skipping[h.ProducerID] {
+				return nil
+			}
+			return record.ForEach(h, b, func(r record.Record) bool {
+				if r.Value == nil {
+					delete(table, string(r.Key))
+				} else {
+					table[string(r.Key)] = string(r.Value)
+				}
+				return true
+			})
+		}); err != nil {
+			t.Fatal(err)
+		}
+		off = next
+	}
+	return table
+}
+
+// checkCommittedTable compares a read_committed restore of p with the
+// model's table.
+func checkCommittedTable(t *testing.T, p *Partition, m *compactionModel) {
+	t.Helper()
+	want := map[string]string{}
+	for k, r := range m.latest(p.HighWatermark()) {
+		if r.value != nil {
+			want[k] = string(r.value)
+		}
+	}
+	got := committedTable(t, p)
+	if len(got) != len(want) {
+		t.Fatalf("read_committed restore has %d keys, model %d", len(got), len(want))
+	}
+	for k, v := range want {
+		if got[k] != v {
+			t.Fatalf("read_committed restore: %s = %q, model %q", k, got[k], v)
+		}
+	}
+}
+
+// checkCompactedView compares p's records with the model's view.
+func checkCompactedView(t *testing.T, p *Partition, want []modelRecord) {
+	t.Helper()
+	got := readView(t, p)
+	if len(got) != len(want) {
+		t.Fatalf("compacted view has %d records, model %d\ngot  %v\nwant %v", len(got), len(want), got, want)
+	}
+	for i := range got {
+		if !sameRecord(got[i], want[i]) {
+			t.Fatalf("record %d: got offset %d %q=%q, want offset %d %q=%q", i, got[i].offset, got[i].key, got[i].value, want[i].offset, want[i].key, want[i].value)
+		}
+	}
+}
+
+// TestCompactionTransactionMarkers: a committed transaction whose record is
+// kept keeps its COMMIT marker, an aborted transaction's records go and its
+// ABORT marker goes only after its aborted-index entry was dropped (two
+// passes), and a replay of the compacted log alone (no snapshot) neither
+// reopens a transaction nor hides the committed record behind the later
+// abort.
+func TestCompactionTransactionMarkers(t *testing.T) {
+	mem := vfs.NewMem()
+	p := openCompacted(t, mem)
+	m := &compactionModel{rng: rand.New(rand.NewSource(1)), aborted: map[int]bool{}, txnSeq: map[int64]int32{}}
+	m.add(t, p, spec{pid: 10, txn: true}, []kv{{[]byte("a"), []byte("committed")}}, 1)
+	if err := p.WriteTxnMarker(10, 0, true, 0); err != nil {
+		t.Fatal(err)
+	}
+	m.add(t, p, spec{pid: 10, seq: 1, txn: true}, []kv{{[]byte("b"), []byte("aborted")}}, 2)
+	m.aborted[2] = true
+	if err := p.WriteTxnMarker(10, 0, false, 0); err != nil {
+		t.Fatal(err)
+	}
+	// A later transaction, so that the aborted batch is not the producer's
+	// last (which would be kept, emptied, with its marker).
+	m.add(t, p, spec{pid: 10, seq: 2, txn: true}, []kv{{[]byte("c"), []byte("committed")}}, 3)
+	if err := p.WriteTxnMarker(10, 0, true, 0); err != nil {
+		t.Fatal(err)
+	}
+	filler := func(i int) {
+		m.add(t, p, spec{pid: -1}, []kv{{fmt.Appendf(nil, "f%d", i), []byte("filler-value-filler-value")}}, 0)
+	}
+	for i := 0; i < 30; i++ { // plain records to roll the markers out of the active segment
+		filler(i)
+	}
+	if err := p.WaitDurable(p.LogEndOffset()); err != nil {
+		t.Fatal(err)
+	}
+	cfg := CleanConfig{NowMs: 1 << 42, DeleteRetentionMs: 0, Map: log.NewOffsetMap(1 << 16)}
+	st, err := p.Clean(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st.Unlisted) != 1 || len(p.AbortedTxns(0, p.HighWatermark())) != 0 {
+		t.Fatalf("first pass: unlisted %v, aborted index %v; want the abort's entry dropped", st.Unlisted, p.AbortedTxns(0, p.HighWatermark()))
+	}
+	markers := func(q *Partition) (commits, aborts int) {
+		for off := q.LogStartOffset(); off < q.HighWatermark(); {
+			chunk, _ := q.Read(off, 1<<20, false)
+			record.Split(chunk, func(h record.Header, b []byte) error {
+				if h.LastOffset() >= off && h.IsControl() {
+					if ct, _ := controlInfo(h, b); ct == 1 {
+						commits++
+					} else {
+						aborts++
+					}
+				}
+				off = max(off, h.LastOffset()+1)
+				return nil
+			})
+		}
+		return
+	}
+	if c, a := markers(p); c != 2 || a != 1 {
+		t.Fatalf("after the first pass: %d commit and %d abort markers, want 2 and 1", c, a)
+	}
+	for i := 0; i < 30; i++ { // dirt for a second pass (overwrites)
+		filler(i)
+	}
+	if err := p.WaitDurable(p.LogEndOffset()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.Clean(cfg); err != nil {
+		t.Fatal(err)
+	}
+	if c, a := markers(p); c != 2 || a != 0 {
+		t.Fatalf("after the second pass: %d commit and %d abort markers, want 2 and 0", c, a)
+	}
+	p.Close()
+	dropSnapshots(t, mem)
+	q := openCompacted(t, mem)
+	defer q.Close()
+	if q.LastStableOffset() != q.HighWatermark() {
+		t.Fatalf("replay reopened a transaction: lso %d hw %d", q.LastStableOffset(), q.HighWatermark())
+	}
+	checkCommittedTable(t, q, m)
 }

@@ -64,6 +64,9 @@ type Partition struct {
 	closed atomic.Bool
 	// cleanCancel stops the cleaning in progress, if any (under bgMu).
 	cleanCancel context.CancelFunc
+	// unlistedPending: aborted-index entries were dropped for the cleaner
+	// and not yet snapshotted (see Clean).
+	unlistedPending atomic.Bool
 
 	watchMu  sync.Mutex
 	watchers map[chan struct{}]struct{}
