@@ -239,6 +239,7 @@ func (l *Log) Clean(opt CleanOptions) (CleanStats, error) {
 			size += rewrite[j].size.Load()
 			j++
 		}
+		w.unlisted = w.unlisted[:0]
 		if err := l.cleanGroup(rewrite[i:j], w); err != nil {
 			if errors.Is(err, errAbandoned) {
 				l.logger.Info("cleaning abandoned: segments changed meanwhile")
@@ -246,6 +247,7 @@ func (l *Log) Clean(opt CleanOptions) (CleanStats, error) {
 			}
 			return st, l.cleanErr(err)
 		}
+		st.Unlisted = append(st.Unlisted, w.unlisted...)
 		st.Groups++
 		st.Segments += j - i
 		i = j
@@ -477,6 +479,10 @@ type cleanWalk struct {
 	st      *CleanStats
 	recs    []byte // scratch for re-encoded records
 	body    []byte // scratch for one record
+	// unlisted: the current group's reports for CleanStats.Unlisted, kept
+	// only once the group is swapped in (the records of their
+	// transactions are gone from what readers see only then).
+	unlisted []AbortMarker
 }
 
 // filter returns what of batch b goes into the cleaned segment: b itself,
@@ -494,7 +500,7 @@ func (w *cleanWalk) filter(s *segment, h *record.Header, b []byte) ([]byte, erro
 			return b, nil
 		}
 		if isAbortMarker(*h, b) && opt.AbortListed != nil && opt.AbortListed(h.ProducerID, h.BaseOffset) {
-			w.st.Unlisted = append(w.st.Unlisted, AbortMarker{h.ProducerID, h.BaseOffset})
+			w.unlisted = append(w.unlisted, AbortMarker{h.ProducerID, h.BaseOffset})
 			return b, nil
 		}
 		w.st.BatchesRemoved++
