@@ -2,8 +2,16 @@ package broker
 
 import (
 	"context"
+	"fmt"
+	"io"
+	"log/slog"
 	"testing"
 	"time"
+
+	"github.com/exactly/exactly/internal/record"
+	"github.com/exactly/exactly/internal/testenv"
+	"github.com/exactly/exactly/internal/vfs"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // TestCleanerThrottle: at log.cleaner.io.max.bytes.per.second = 1 MB/s,
@@ -28,5 +36,48 @@ func TestCleanerThrottle(t *testing.T) {
 	}
 	if !free.last.IsZero() || free.avail != 0 {
 		t.Fatal("an unlimited rate was metered")
+	}
+}
+
+// The cleaner picks a compacted topic whose dirty ratio passes
+// min.cleanable.dirty.ratio and cleans it; the metrics show the runs, the
+// bytes and the topic's dirty ratio, which falls once it is cleaned.
+func TestCleanerCleansAndReports(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	b, err := New(Config{FS: vfs.NewMem(), DataDir: "/data", AdvertisedHost: "127.0.0.1", AdvertisedPort: 9092,
+		Static: map[string]string{"log.cleaner.backoff.ms": "10"}, Registry: reg, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	if _, err := b.createTopic("m", 1, map[string]string{"cleanup.policy": "compact", "segment.bytes": "1024", "min.cleanable.dirty.ratio": "0.2"}); err != nil {
+		t.Fatal(err)
+	}
+	p := b.partition("m", 0)
+	for i := 0; i < 200; i++ {
+		batch := testenv.KeyedBatch(fmt.Sprint("key-", i%5), "value-value-value")
+		h, err := record.Validate(batch)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := p.Append(batch, h); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := p.WaitDurable(p.LogEndOffset()); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for counter(t, reg, "kafka_log_cleaner_runs_total") == 0 || p.Log().Size() > 2048 {
+		if time.Now().After(deadline) {
+			t.Fatalf("not cleaned: %d bytes left", p.Log().Size())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if counter(t, reg, "kafka_log_cleaner_bytes_read_total") == 0 {
+		t.Fatal("bytes read not counted")
+	}
+	if r := gauge(t, reg, "kafka_log_cleaner_dirty_ratio"); r >= 0.2 {
+		t.Fatalf("dirty ratio %v after cleaning", r)
 	}
 }
