@@ -377,3 +377,21 @@ func TestCleanConcurrentWithAppendsRetentionAndReads(t *testing.T) {
 		t.Fatalf("reopen: end %d (was %d), err %v", l2.NextOffset(), end, l2.Err())
 	}
 }
+
+// TestCleanRespectsMinCompactionLag: segments with a batch younger than
+// min.compaction.lag.ms are not cleaned; once old enough they are.
+func TestCleanRespectsMinCompactionLag(t *testing.T) {
+	l := mustOpen(t, vfs.NewMem(), "/p", smallConfig())
+	defer l.Close()
+	for i := 0; i < 60; i++ {
+		mustAppend(t, l, keyedTestBatch([]string{fmt.Sprint("k", i%3)}, 100, 1000))
+	}
+	opt := CleanOptions{UpTo: l.NextOffset(), Map: NewOffsetMap(1 << 12), NowMs: 1500, MinCompactionLagMs: 1000, DeleteRetentionMs: 1 << 50}
+	if st, err := l.Clean(opt); err != nil || st.End != 0 {
+		t.Fatalf("young segments cleaned: %+v %v", st, err)
+	}
+	opt.NowMs = 2001
+	if st, err := l.Clean(opt); err != nil || st.RecordsRemoved == 0 {
+		t.Fatalf("old enough segments not cleaned: %+v %v", st, err)
+	}
+}

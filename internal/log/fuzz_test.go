@@ -137,7 +137,8 @@ func checkValid(t *testing.T, l *Log) {
 
 // FuzzClean feeds arbitrary bytes to a compacted log's recovery and
 // cleaner: as its first closed segment (gaps allowed, followed by a valid
-// segment), or as a leftover .swap file over that segment. Open and Clean
+// segment), as a leftover .swap file over that segment, or as its cleaner
+// checkpoint. Open and Clean
 // must never panic; a log that opens healthy and is cleaned reads back as
 // valid batches in increasing offset order, and reopens.
 func FuzzClean(f *testing.F) {
@@ -151,6 +152,8 @@ func FuzzClean(f *testing.F) {
 	f.Add(keyed, uint8(1))
 	f.Add(keyed[:len(keyed)-7], uint8(0))
 	f.Add([]byte{}, uint8(1))
+	f.Add([]byte("v1 4\n"), uint8(2))
+	f.Add([]byte("v9 4\n"), uint8(2))
 	f.Fuzz(func(t *testing.T, data []byte, mode uint8) {
 		fsys := vfs.NewMem()
 		fsys.MkdirAll("/p", 0o755)
@@ -162,15 +165,22 @@ func FuzzClean(f *testing.F) {
 			fh.Write(b)
 			fh.Close()
 		}
-		write(cleanerCheckpointName, []byte("v1 0\n"))
+		ckpt := []byte("v1 0\n")
+		if mode%3 == 2 {
+			ckpt = data
+		}
+		write(cleanerCheckpointName, ckpt)
 		tail := keyedTestBatch([]string{"k0"}, 8, 9)
 		record.SetBaseOffset(tail, 100)
 		write(segmentName(100, logSuffix), tail)
-		if mode%2 == 0 {
+		switch mode % 3 {
+		case 0:
 			write(segmentName(0, logSuffix), data)
-		} else {
+		case 1:
 			write(segmentName(0, logSuffix), keyed)
 			write(groupFileName(0, 100, swapSuffix), data)
+		case 2:
+			write(segmentName(0, logSuffix), keyed)
 		}
 		l, err := Open(fsys, "/p", smallConfig(), nil)
 		if err != nil {
