@@ -102,6 +102,7 @@ fuzz ./internal/wire FuzzDecodeRequest
 fuzz ./internal/record FuzzValidate
 fuzz ./internal/record FuzzRecode
 fuzz ./internal/log FuzzRecover
+fuzz ./internal/log FuzzClean
 fuzz ./internal/producerstate FuzzDecode
 fuzz ./internal/group FuzzDecodeRecord
 fuzz ./internal/txn FuzzDecodeBatches

@@ -79,32 +79,6 @@ func count(vals []string, prefix string) int {
 	return n
 }
 
-// stableEnds asserts that no partition's LSO lags its high watermark: no
-// transaction is left open.
-func stableEnds(t *testing.T, addr, topic string) {
-	t.Helper()
-	cl, err := kgo.NewClient(kgo.SeedBrokers(addr))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	adm := kadm.NewClient(cl)
-	ctx := context.Background()
-	hw, err := adm.ListEndOffsets(ctx, topic)
-	if err != nil {
-		t.Fatal(err)
-	}
-	lso, err := adm.ListCommittedOffsets(ctx, topic)
-	if err != nil {
-		t.Fatal(err)
-	}
-	hw.Each(func(o kadm.ListedOffset) {
-		if l, _ := lso.Lookup(topic, o.Partition); l.Offset != o.Offset {
-			t.Errorf("%s/%d: LSO %d behind high watermark %d: a transaction is still open", topic, o.Partition, l.Offset, o.Offset)
-		}
-	})
-}
-
 func produceTxn(t *testing.T, cl *kgo.Client, topic, prefix string, n int, commit bool) {
 	t.Helper()
 	ctx := context.Background()
@@ -141,7 +115,7 @@ func TestTxnCommitAndAbortVisibility(t *testing.T) {
 	if len(all) != 69 {
 		t.Fatalf("read_uncommitted got %d records, want 69", len(all))
 	}
-	stableEnds(t, b.Addr(), "vis")
+	testenv.StableEnds(t, b.Addr(), "vis")
 }
 
 // TestTxnZombieFenced: a second producer with the same transactional id
@@ -176,7 +150,7 @@ func TestTxnZombieFenced(t *testing.T) {
 	if count(got, "zombie-") != 0 || count(got, "fresh-") != 4 {
 		t.Fatalf("read_committed %v: want only the 4 fresh records", got)
 	}
-	stableEnds(t, b.Addr(), "zombie")
+	testenv.StableEnds(t, b.Addr(), "zombie")
 }
 
 // TestTxnTimeoutAborts: a transaction left open past its timeout is
@@ -203,7 +177,7 @@ func TestTxnTimeoutAborts(t *testing.T) {
 			t.Fatalf("transaction not aborted on timeout: %s", st.State)
 		}
 	}
-	stableEnds(t, b.Addr(), "slow")
+	testenv.StableEnds(t, b.Addr(), "slow")
 	if err := cl.EndTransaction(ctx, kgo.TryCommit); err == nil {
 		t.Fatal("commit of a timed-out transaction succeeded")
 	}
@@ -388,7 +362,7 @@ func TestTxnLateRequestsRejected(t *testing.T) {
 	if got := readTopic(t, b.Addr(), "late", false); count(got, "late-write") != 0 {
 		t.Fatalf("read_uncommitted %v holds the late write", got)
 	}
-	stableEnds(t, b.Addr(), "late")
+	testenv.StableEnds(t, b.Addr(), "late")
 }
 
 // TestTxnConcurrentTransactions: while the coordinator aborts a running
@@ -429,7 +403,7 @@ func TestTxnConcurrentTransactions(t *testing.T) {
 	if got := readTopic(t, b.Addr(), "conc", true); len(got) != 0 {
 		t.Fatalf("read_committed %v: the fenced transaction must be aborted", got)
 	}
-	stableEnds(t, b.Addr(), "conc")
+	testenv.StableEnds(t, b.Addr(), "conc")
 }
 
 // TestTxnKcat: librdkafka (kcat) with a transactional id commits at the end
@@ -453,7 +427,7 @@ func TestTxnKcat(t *testing.T) {
 	if st := describeTxn(t, b.Addr(), "kcat-txn"); st.State != "CompleteCommit" {
 		t.Fatalf("kcat's transaction is %s, want CompleteCommit", st.State)
 	}
-	stableEnds(t, b.Addr(), "kc")
+	testenv.StableEnds(t, b.Addr(), "kc")
 }
 
 // TestTxnKcatInterrupted: kcat (librdkafka) is interrupted with SIGINT in
@@ -547,7 +521,7 @@ func TestTxnKcatInterrupted(t *testing.T) {
 	if ru := readTopic(t, b.Addr(), "intr", false); count(ru, "open-") == 0 {
 		t.Fatal("read_uncommitted should see the interrupted transaction's records")
 	}
-	stableEnds(t, b.Addr(), "intr")
+	testenv.StableEnds(t, b.Addr(), "intr")
 }
 
 // kcatPath finds kcat (./test.sh installs it): its absence fails the test,
@@ -702,7 +676,7 @@ func TestTxnGroupTransactSession(t *testing.T) {
 			t.Errorf("group offset of etl-in/%d is %d, want the end %d", e.Partition, o.At, e.Offset)
 		}
 	})
-	stableEnds(t, b.Addr(), "etl-out")
+	testenv.StableEnds(t, b.Addr(), "etl-out")
 }
 
 func txnOffsetCommit(t *testing.T, cl *kgo.Client, id string, pid int64, epoch int16, grp, member string, gen int32, topic string, offset int64) int16 {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"os"
+	"strconv"
 	"testing"
 	"time"
 
@@ -28,8 +29,13 @@ func BenchmarkProduceAcks1(b *testing.B) {
 
 func benchProduce(b *testing.B, acks kgo.Acks, partitions int32) {
 	br := exactly.NewTestBroker(b, exactly.Options{DataDir: b.TempDir()})
+	benchProduceTo(b, br.Addr(), acks, partitions)
+}
+
+// benchProduceTo runs the produce benchmark against the broker at addr.
+func benchProduceTo(b *testing.B, addr string, acks kgo.Acks, partitions int32) {
 	opts := []kgo.Opt{
-		kgo.SeedBrokers(br.Addr()), kgo.DefaultProduceTopic("bench"),
+		kgo.SeedBrokers(addr), kgo.DefaultProduceTopic("bench"),
 		kgo.RequiredAcks(acks), kgo.ProducerBatchCompression(kgo.NoCompression()),
 		kgo.ProducerLinger(time.Millisecond), kgo.MaxBufferedRecords(1 << 16),
 	}
@@ -206,4 +212,43 @@ func txnInterval() time.Duration {
 		return d
 	}
 	return 100 * time.Millisecond
+}
+
+// BenchmarkProduceWhileCleaning measures acks=all produce throughput (as
+// BenchmarkProduceAcksAll, 6 partitions) to one topic while a background
+// producer keeps updating 10k keys of a compacted topic (1 MiB segments,
+// any dirt worth cleaning), with the log cleaner off and on: the
+// difference is what compaction costs producers of other topics.
+func BenchmarkProduceWhileCleaning(b *testing.B) {
+	for _, cleaner := range []string{"false", "true"} {
+		b.Run("cleaner="+cleaner, func(b *testing.B) {
+			br := exactly.NewTestBroker(b, exactly.Options{DataDir: b.TempDir(), Config: map[string]string{
+				"log.cleaner.enable": cleaner, "log.cleaner.backoff.ms": "100",
+			}})
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			bg, err := kgo.NewClient(kgo.SeedBrokers(br.Addr()), kgo.DefaultProduceTopic("compacted"),
+				kgo.ProducerLinger(5*time.Millisecond), kgo.MaxBufferedRecords(1<<12))
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer bg.Close()
+			if _, err := kadm.NewClient(bg).CreateTopic(ctx, 1, 1, map[string]*string{
+				"cleanup.policy": kadm.StringPtr("compact"), "segment.bytes": kadm.StringPtr("1048576"),
+				"min.cleanable.dirty.ratio": kadm.StringPtr("0.01"),
+			}, "compacted"); err != nil {
+				b.Fatal(err)
+			}
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				value := make([]byte, 512)
+				for i := 0; ctx.Err() == nil; i++ {
+					bg.Produce(ctx, &kgo.Record{Key: []byte(strconv.Itoa(i % 10000)), Value: value}, nil)
+				}
+			}()
+			defer func() { cancel(); <-done }()
+			benchProduceTo(b, br.Addr(), kgo.AllISRAcks(), 6)
+		})
+	}
 }

@@ -26,7 +26,11 @@ import (
 //
 // Checkpoint records live in partition 0 of the checkpoint topic, keyed by
 // the relay's checkpoint key; the value is the relay's position, opaque
-// here. Start markers use the same key with a "marker:" value.
+// here. The topic is compacted, so only each relay's newest checkpoint is
+// kept. Start markers are one-off records with a key of their own
+// ("marker:<key>:<nonce>", so a marker never supersedes a checkpoint) and
+// a "marker:" value; each start deletes its marker again with a tombstone,
+// so markers do not accumulate.
 type txnPublisher struct {
 	kafka []kgo.Opt
 	txnID string
@@ -91,9 +95,16 @@ func (p *txnPublisher) open(ctx context.Context) ([]byte, error) {
 		return nil, err
 	}
 	p.cl = cl
-	resp, err := kadm.NewClient(cl).CreateTopic(ctx, 1, -1, map[string]*string{"retention.ms": ptr("-1")}, p.topic)
+	resp, err := kadm.NewClient(cl).CreateTopic(ctx, 1, -1, map[string]*string{"retention.ms": ptr("-1"), "cleanup.policy": ptr("compact")}, p.topic)
 	if err == nil {
 		err = resp.Err
+	}
+	if errors.Is(err, kerr.InvalidConfig) {
+		// A cluster without compaction: keep everything instead.
+		resp, err = kadm.NewClient(cl).CreateTopic(ctx, 1, -1, map[string]*string{"retention.ms": ptr("-1")}, p.topic)
+		if err == nil {
+			err = resp.Err
+		}
 	}
 	if err != nil && !errors.Is(err, kerr.TopicAlreadyExists) {
 		cl.Close()
@@ -102,11 +113,12 @@ func (p *txnPublisher) open(ctx context.Context) ([]byte, error) {
 	var nonce [8]byte
 	_, _ = rand.Read(nonce[:])
 	marker := markerPrefix + hex.EncodeToString(nonce[:])
+	markerKey := []byte(markerPrefix + p.key + ":" + hex.EncodeToString(nonce[:]))
 	if err := cl.BeginTransaction(); err != nil {
 		cl.Close()
 		return nil, err
 	}
-	res := cl.ProduceSync(ctx, &kgo.Record{Topic: p.topic, Partition: 0, Key: []byte(p.key), Value: []byte(marker)})
+	res := cl.ProduceSync(ctx, &kgo.Record{Topic: p.topic, Partition: 0, Key: markerKey, Value: []byte(marker)})
 	if err := res.FirstErr(); err != nil {
 		_ = cl.EndTransaction(ctx, kgo.TryAbort)
 		cl.Close()
@@ -122,13 +134,18 @@ func (p *txnPublisher) open(ctx context.Context) ([]byte, error) {
 		return nil, err
 	}
 	p.scanned = dist
+	// The marker has served: delete it (a tombstone; compaction removes
+	// both). A checkpoint found far back is committed again in the same
+	// transaction: writing the position we just read is idempotent, and
+	// only we (the newest instance) can commit.
+	var rewrite []byte
 	if value != nil && dist > p.rewriteAfter {
-		// Writing the position we just read is idempotent, and only we
-		// (the newest instance) can commit.
-		if err := p.publish(ctx, nil, value); err != nil {
-			cl.Close()
-			return nil, fmt.Errorf("outbox: rewriting checkpoint: %w", err)
-		}
+		rewrite = value
+	}
+	tombstone := &kgo.Record{Topic: p.topic, Partition: 0, Key: markerKey}
+	if err := p.publish(ctx, []*kgo.Record{tombstone}, rewrite); err != nil {
+		cl.Close()
+		return nil, fmt.Errorf("outbox: deleting the start marker: %w", err)
 	}
 	return value, nil
 }
@@ -209,12 +226,15 @@ func (p *txnPublisher) scan(ctx context.Context, lo, hi int64) ([]byte, error) {
 	}
 }
 
-// publish produces recs and a checkpoint record holding checkpoint in one
-// Kafka transaction and commits it: either all of them become visible to
-// read_committed readers, or none. After an error the transaction state
+// publish produces recs and a checkpoint record holding checkpoint (none
+// if checkpoint is nil) in one Kafka transaction and commits it: either
+// all of them become visible to read_committed readers, or none. After an error the transaction state
 // is unknown; the caller closes and reopens, which fences and rereads.
 func (p *txnPublisher) publish(ctx context.Context, recs []*kgo.Record, checkpoint []byte) error {
-	all := append(recs[:len(recs):len(recs)], &kgo.Record{Topic: p.topic, Partition: 0, Key: []byte(p.key), Value: checkpoint})
+	all := recs[:len(recs):len(recs)]
+	if checkpoint != nil {
+		all = append(all, &kgo.Record{Topic: p.topic, Partition: 0, Key: []byte(p.key), Value: checkpoint})
+	}
 	if err := p.cl.BeginTransaction(); err != nil {
 		return err
 	}

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/exactly/exactly"
+	"github.com/exactly/exactly/internal/testenv"
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
@@ -164,5 +166,89 @@ func TestRelayCheckpointSearchBounded(t *testing.T) {
 	if r.Position() != pos || r.k.scanned > defaultFirstChunk {
 		t.Fatalf("third start: position %d (want %d) after scanning %d offsets; the rewritten checkpoint should be within %d",
 			r.Position(), pos, r.k.scanned, defaultFirstChunk)
+	}
+}
+
+// The checkpoint topic is compacted and each start deletes its marker: after
+// several starts and publishes, and compaction, the topic holds the relay's
+// newest checkpoint once and no marker value, and a new start still finds
+// the position.
+func TestCheckpointTopicCompacted(t *testing.T) {
+	ctx := context.Background()
+	b := exactly.NewTestBroker(t, exactly.Options{Config: map[string]string{"log.cleaner.backoff.ms": "50"}})
+	db, tbl, schema := pgTable(t)
+	topic := "checkpoints-" + schema
+	cfg := RelayConfig{DB: db, Table: tbl, Name: "test-" + schema, BatchSize: 1, CheckpointTopic: topic, Kafka: []kgo.Opt{kgo.SeedBrokers(b.Addr())}}
+	adm, err := kgo.NewClient(kgo.SeedBrokers(b.Addr()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer adm.Close()
+	var last int64
+	for round := range 8 {
+		tx, _ := db.Begin()
+		if err := tbl.Write(ctx, tx, &Event{AggregateType: "cmp", AggregateID: "a", Type: "T", Payload: fmt.Appendf(nil, "%d", round)}); err != nil {
+			t.Fatal(err)
+		}
+		tx.Commit()
+		r, err := NewRelay(ctx, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if round == 0 {
+			rcs, err := kadm.NewClient(adm).DescribeTopicConfigs(ctx, topic)
+			if err != nil {
+				t.Fatal(err)
+			}
+			rc, _ := rcs.On(topic, nil)
+			policy := ""
+			for _, c := range rc.Configs {
+				if c.Key == "cleanup.policy" {
+					policy = c.MaybeValue()
+				}
+			}
+			if policy != "compact" {
+				t.Fatalf("checkpoint topic cleanup.policy = %q, want compact", policy)
+			}
+			// Small segments and any dirt: let the cleaner work now.
+			if _, err := kadm.NewClient(adm).AlterTopicConfigs(ctx, []kadm.AlterConfig{
+				{Name: "segment.bytes", Value: kadm.StringPtr("200")},
+				{Name: "min.cleanable.dirty.ratio", Value: kadm.StringPtr("0.01")},
+			}, topic); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if n, err := r.PublishBatch(ctx); n != 1 || err != nil {
+			t.Fatalf("round %d: PublishBatch = %d, %v", round, n, err)
+		}
+		last = r.Position()
+		r.Close()
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		checkpoints, markers := 0, 0
+		for _, rec := range testenv.ReadToEnd(t, b.Addr(), topic, true)[0] {
+			switch {
+			case string(rec.Key) == cfg.Name:
+				checkpoints++
+			case rec.Value != nil:
+				markers++
+			}
+		}
+		if checkpoints == 1 && markers <= 1 { // the newest marker may still sit in the active segment
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after compaction: %d checkpoints, %d markers left", checkpoints, markers)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	r, err := NewRelay(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if r.Position() != last {
+		t.Fatalf("position after compaction %d, want %d", r.Position(), last)
 	}
 }

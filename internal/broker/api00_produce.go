@@ -27,9 +27,11 @@ package broker
 // Errors: INVALID_REQUIRED_ACKS, UNKNOWN_TOPIC_OR_PARTITION, CORRUPT_MESSAGE
 // (bad CRC, truncated), UNSUPPORTED_FOR_MESSAGE_FORMAT (magic ≠ 2),
 // INVALID_RECORD (more than one batch, bad framing, control batch from a
-// client), MESSAGE_TOO_LARGE (the batch, or its records decompressed, over
-// the topic's max.message.bytes, or the batch re-encoded to the topic's
-// compression.type over max.message.bytes), INVALID_TIMESTAMP,
+// client, a record without a key on a compacted topic: KIP-467 record
+// errors name each), MESSAGE_TOO_LARGE (the batch, or its records
+// decompressed, over the topic's max.message.bytes, or the batch
+// re-encoded to the topic's compression.type over max.message.bytes),
+// INVALID_TIMESTAMP,
 // KAFKA_STORAGE_ERROR (log offline after an I/O error). Versions 0-2 (message
 // format v0/v1) are not served, as in Kafka 4.
 
@@ -206,6 +208,10 @@ func (b *Broker) produceFailed(topic string, sp *kmsg.ProduceResponseTopicPartit
 	sp.ErrorCode = errorCode(err)
 	sp.ErrorMessage = errMsg(err)
 	sp.BaseOffset = -1
+	var re *recordErrors
+	if errors.As(err, &re) {
+		re.fill(sp)
+	}
 	if sp.ErrorCode == kerr.UnknownServerError.Code || sp.ErrorCode == kerr.KafkaStorageError.Code {
 		b.log.Error("produce failed", "topic", topic, "partition", sp.Partition, "err", err)
 	}
@@ -256,6 +262,9 @@ func (b *Broker) prepareProduced(ctx context.Context, t *cluster.Topic, p *parti
 	out.h = h
 	if h.IsControl() {
 		return out, fmt.Errorf("%w: clients may not write control batches", record.ErrInvalid)
+	}
+	if err := b.refuseKeyless(ctx, t, p.Index, h, batch, limit); err != nil {
+		return out, err
 	}
 	if h.IsTransactional() {
 		out.guard = p.TxnGuard(h.ProducerID)

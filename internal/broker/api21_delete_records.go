@@ -4,12 +4,15 @@ package broker
 //
 // Raises a partition's log start offset (durably) and deletes the segments
 // that fall entirely below it. Offset -1 means the high watermark. An offset
-// beyond the high watermark is OFFSET_OUT_OF_RANGE.
+// beyond the high watermark is OFFSET_OUT_OF_RANGE. A topic whose
+// cleanup.policy lacks delete (compact alone) answers POLICY_VIOLATION, as
+// Kafka does: its records go only by compaction.
 
 import (
 	"context"
 
 	"github.com/exactly/exactly/internal/acl"
+	"github.com/exactly/exactly/internal/cluster"
 	"github.com/exactly/exactly/internal/server"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -35,6 +38,8 @@ func (b *Broker) handleDeleteRecords(_ context.Context, r *server.Request) serve
 				sp.ErrorCode = kerr.UnknownTopicOrPartition.Code
 			} else if err := refuseInternal(t); err != nil {
 				sp.ErrorCode = errorCode(err)
+			} else if policy, _ := b.catalog.TopicConfig(t, "cleanup.policy"); !cluster.PolicyDeletes(policy) {
+				sp.ErrorCode = kerr.PolicyViolation.Code
 			} else if lw, err := p.DeleteRecordsBefore(rp.Offset); err != nil {
 				sp.ErrorCode = errorCode(err)
 			} else {

@@ -80,6 +80,7 @@ type Broker struct {
 	dataDir *cluster.DataDir // locked until Close
 	catalog *cluster.Catalog
 	metrics *metrics
+	cleaner *logCleaner // compaction (cleaner.go)
 
 	// adminMu serializes topic creation, deletion and partition changes so
 	// the catalog and the open partitions never disagree.
@@ -159,6 +160,7 @@ func open(cfg Config, dd *cluster.DataDir) (*Broker, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	b := &Broker{cfg: cfg, log: cfg.Logger, dataDir: dd, catalog: cat, parts: map[string][]*partition.Partition{}, ctx: ctx, cancel: cancel}
+	b.cleaner = newLogCleaner(b)
 	b.metrics = newMetrics(b, cfg.Registry)
 	b.startAuthz()
 	if err := b.startQuotas(); err != nil {
@@ -209,6 +211,7 @@ func open(cfg Config, dd *cluster.DataDir) (*Broker, error) {
 		cancel()
 		return nil, err
 	}
+	b.cleaner.start()
 	b.bg.Add(3)
 	go b.every("log.retention.check.interval.ms", b.ApplyRetention)
 	go b.every("producer.id.expiration.check.interval.ms", b.ExpireProducers)
@@ -394,6 +397,10 @@ func (b *Broker) logConfig(t *cluster.Topic) log.Config {
 	cfg.IndexIntervalBytes = int(get("index.interval.bytes"))
 	cfg.RetentionMs = get("retention.ms")
 	cfg.RetentionBytes = get("retention.bytes")
+	if policy, _ := b.catalog.TopicConfig(t, "cleanup.policy"); !cluster.PolicyDeletes(policy) {
+		// compact alone: nothing is deleted by age or size.
+		cfg.RetentionMs, cfg.RetentionBytes = -1, -1
+	}
 	return cfg
 }
 

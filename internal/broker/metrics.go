@@ -110,7 +110,8 @@ func newMetrics(b *Broker, reg prometheus.Registerer) *metrics {
 		reg.MustRegister(m.authFailures, m.authSuccesses, m.authzDenials)
 		reg.MustRegister(m.messagesIn, m.bytesIn, m.bytesOut, m.requests, m.reqErrors, m.reqTime,
 			m.throttledReqs, m.throttleTime,
-			m.connCount, m.connCreated, m.connClosed, m.connRejected, m.requestBytes, m.producersExpired, &logCollector{b: b})
+			m.connCount, m.connCreated, m.connClosed, m.connRejected, m.requestBytes, m.producersExpired, &logCollector{b: b},
+			b.cleaner.runs, b.cleaner.bytesRead, b.cleaner.bytesWritten)
 	}
 	return m
 }
@@ -218,11 +219,12 @@ var (
 	descHW         = prometheus.NewDesc("kafka_cluster_partition_high_watermark", "High watermark (durable, visible offset).", []string{"topic", "partition"}, nil)
 	descSegments   = prometheus.NewDesc("kafka_log_log_num_log_segments", "Number of log segments.", []string{"topic", "partition"}, nil)
 	descSize       = prometheus.NewDesc("kafka_log_log_size_bytes", "Bytes on disk in the partition's segments.", []string{"topic", "partition"}, nil)
+	descDirtyRatio = prometheus.NewDesc("kafka_log_cleaner_dirty_ratio", "Dirty bytes over cleanable bytes of a compacted partition, as the log cleaner last computed it.", []string{"topic", "partition"}, nil)
 	descOffline    = prometheus.NewDesc("kafka_controller_offline_partitions_count", "Partitions offline after a storage error or corruption (KAFKA_STORAGE_ERROR).", nil, nil)
 )
 
 func (c *logCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descLEO, descLogStart, descLastStable, descHW, descSegments, descSize, descOffline} {
+	for _, d := range []*prometheus.Desc{descLEO, descLogStart, descLastStable, descHW, descSegments, descSize, descDirtyRatio, descOffline} {
 		ch <- d
 	}
 }
@@ -244,6 +246,9 @@ func (c *logCollector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(descHW, prometheus.GaugeValue, float64(p.HighWatermark()), topic, idx)
 			ch <- prometheus.MustNewConstMetric(descSegments, prometheus.GaugeValue, float64(len(p.Log().Segments())), topic, idx)
 			ch <- prometheus.MustNewConstMetric(descSize, prometheus.GaugeValue, float64(p.Log().Size()), topic, idx)
+			if r, ok := c.b.cleaner.dirtyRatio(p); ok {
+				ch <- prometheus.MustNewConstMetric(descDirtyRatio, prometheus.GaugeValue, r, topic, idx)
+			}
 		}
 	}
 }

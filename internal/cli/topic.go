@@ -159,6 +159,7 @@ func topicDescribeCommand(f *adminFlags) *cobra.Command {
 					}
 				}
 				configs := map[string][]string{}
+				policies := map[string]string{}
 				if len(found) > 0 {
 					rcs, err := adm.DescribeTopicConfigs(ctx, found...)
 					if err != nil {
@@ -170,11 +171,16 @@ func topicDescribeCommand(f *adminFlags) *cobra.Command {
 							continue
 						}
 						configs[rc.Name] = overriddenConfigs(rc.Configs)
+						for _, c := range rc.Configs {
+							if c.Key == "cleanup.policy" {
+								policies[rc.Name] = c.MaybeValue()
+							}
+						}
 					}
 				}
 				out := cmd.OutOrStdout()
 				for _, name := range found {
-					writeTopicDescription(out, tds[name], configs[name])
+					writeTopicDescription(out, tds[name], policies[name], configs[name])
 				}
 				return errors.Join(errs...)
 			})
@@ -203,8 +209,10 @@ func overriddenConfigs(cs []kadm.Config) []string {
 }
 
 // writeTopicDescription prints a topic summary line followed by one line
-// per partition, tab separated.
-func writeTopicDescription(w io.Writer, td kadm.TopicDetail, configs []string) {
+// per partition, tab separated. The summary names the effective
+// cleanup.policy (delete, compact or both) even when it is the broker's
+// default, since it decides what a consumer may find missing.
+func writeTopicDescription(w io.Writer, td kadm.TopicDetail, policy string, configs []string) {
 	parts := td.Partitions.Sorted()
 	rf := 0
 	if len(parts) > 0 {
@@ -215,8 +223,11 @@ func writeTopicDescription(w io.Writer, td kadm.TopicDetail, configs []string) {
 	if td.ID != (kadm.TopicID{}) {
 		fmt.Fprintf(&b, "\tTopicId: %s", td.ID)
 	}
-	fmt.Fprintf(&b, "\tPartitionCount: %d\tReplicationFactor: %d\tConfigs: %s\n",
-		len(parts), rf, strings.Join(configs, ","))
+	fmt.Fprintf(&b, "\tPartitionCount: %d\tReplicationFactor: %d", len(parts), rf)
+	if policy != "" {
+		fmt.Fprintf(&b, "\tCleanupPolicy: %s", policy)
+	}
+	fmt.Fprintf(&b, "\tConfigs: %s\n", strings.Join(configs, ","))
 	for _, p := range parts {
 		fmt.Fprintf(&b, "\tTopic: %s\tPartition: %d\tLeader: %s\tReplicas: %s\tIsr: %s",
 			td.Topic, p.Partition, leaderString(p.Leader), joinInt32(p.Replicas), joinInt32(p.ISR))

@@ -52,8 +52,14 @@ func TestCatalogPersistsAndResolvesConfigs(t *testing.T) {
 	if _, err := c.CreateTopic("a_b", 1, nil, false); !errors.Is(err, ErrInvalidTopic) {
 		t.Errorf("colliding name accepted: %v", err)
 	}
-	if _, err := c.CreateTopic("x", 1, map[string]string{"cleanup.policy": "compact"}, false); !errors.Is(err, ErrInvalidConfig) {
-		t.Errorf("compaction accepted: %v", err)
+	if _, err := c.CreateTopic("x", 1, map[string]string{"cleanup.policy": "compact,shred"}, false); !errors.Is(err, ErrInvalidConfig) {
+		t.Errorf("unknown cleanup policy accepted: %v", err)
+	}
+	if _, err := c.CreateTopic("x", 1, map[string]string{"min.cleanable.dirty.ratio": "1.5"}, false); !errors.Is(err, ErrInvalidConfig) {
+		t.Errorf("dirty ratio above 1 accepted: %v", err)
+	}
+	if _, err := c.CreateTopic("compacted", 1, map[string]string{"cleanup.policy": "compact,delete", "delete.retention.ms": "0"}, false); err != nil {
+		t.Errorf("compact,delete refused: %v", err)
 	}
 	if err := c.SetBrokerDynamic(map[string]string{"log.retention.bytes": "5"}); err != nil {
 		t.Fatal(err)

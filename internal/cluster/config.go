@@ -123,16 +123,62 @@ func boolean(v string) error {
 	return nil
 }
 
-func double(v string) error {
-	if _, err := strconv.ParseFloat(v, 64); err != nil {
-		return fmt.Errorf("%q is not a number", v)
+// cleanupPolicy checks cleanup.policy: a list of "delete" and "compact"
+// (Kafka's ValidList), at least one.
+func cleanupPolicy(v string) error {
+	items := 0
+	for _, p := range strings.Split(v, ",") {
+		switch strings.TrimSpace(p) {
+		case "delete", "compact":
+			items++
+		default:
+			return fmt.Errorf("cleanup.policy item %q is not one of delete, compact", strings.TrimSpace(p))
+		}
+	}
+	if items == 0 {
+		return fmt.Errorf("cleanup.policy is empty")
 	}
 	return nil
 }
 
-func cleanupPolicy(v string) error {
-	if v != "delete" {
-		return fmt.Errorf("cleanup.policy=%q is not supported: this broker implements only \"delete\" (log compaction is not implemented)", v)
+// PolicyCompacts reports whether a cleanup.policy value includes compact.
+func PolicyCompacts(v string) bool { return policyHas(v, "compact") }
+
+// PolicyDeletes reports whether a cleanup.policy value includes delete
+// (time and size retention).
+func PolicyDeletes(v string) bool { return policyHas(v, "delete") }
+
+func policyHas(v, item string) bool {
+	for _, p := range strings.Split(v, ",") {
+		if strings.TrimSpace(p) == item {
+			return true
+		}
+	}
+	return false
+}
+
+// doubleRange accepts a number in [lo, hi].
+func doubleRange(lo, hi float64) func(string) error {
+	return func(v string) error {
+		f, err := strconv.ParseFloat(v, 64)
+		if err != nil {
+			return fmt.Errorf("%q is not a number", v)
+		}
+		if f < lo || f > hi || math.IsNaN(f) {
+			return fmt.Errorf("value %v is not in [%v, %v]", f, lo, hi)
+		}
+		return nil
+	}
+}
+
+// doublePositive accepts a number above zero.
+func doublePositive(v string) error {
+	f, err := strconv.ParseFloat(v, 64)
+	if err != nil {
+		return fmt.Errorf("%q is not a number", v)
+	}
+	if !(f > 0) {
+		return fmt.Errorf("value %v must be above 0", f)
 	}
 	return nil
 }
@@ -174,10 +220,10 @@ var topicConfigDefs = []ConfigDef{
 	{Name: "segment.jitter.ms", Type: TypeLong, Default: "0", BrokerKey: "log.roll.jitter.ms", Effective: false, validate: longMin(0)},
 	{Name: "file.delete.delay.ms", Type: TypeLong, Default: "60000", BrokerKey: "log.segment.delete.delay.ms", Effective: false, validate: longMin(0)},
 	{Name: "preallocate", Type: TypeBoolean, Default: "false", BrokerKey: "log.preallocate", Effective: false, validate: boolean},
-	{Name: "delete.retention.ms", Type: TypeLong, Default: "86400000", BrokerKey: "log.cleaner.delete.retention.ms", Effective: false, validate: longMin(0)},
-	{Name: "min.compaction.lag.ms", Type: TypeLong, Default: "0", BrokerKey: "log.cleaner.min.compaction.lag.ms", Effective: false, validate: longMin(0)},
-	{Name: "max.compaction.lag.ms", Type: TypeLong, Default: "9223372036854775807", BrokerKey: "log.cleaner.max.compaction.lag.ms", Effective: false, validate: longMin(1)},
-	{Name: "min.cleanable.dirty.ratio", Type: TypeDouble, Default: "0.5", BrokerKey: "log.cleaner.min.cleanable.ratio", Effective: false, validate: double},
+	{Name: "delete.retention.ms", Type: TypeLong, Default: "86400000", BrokerKey: "log.cleaner.delete.retention.ms", Effective: true, validate: longMin(0)},
+	{Name: "min.compaction.lag.ms", Type: TypeLong, Default: "0", BrokerKey: "log.cleaner.min.compaction.lag.ms", Effective: true, validate: longMin(0)},
+	{Name: "max.compaction.lag.ms", Type: TypeLong, Default: "9223372036854775807", BrokerKey: "log.cleaner.max.compaction.lag.ms", Effective: true, validate: longMin(1)},
+	{Name: "min.cleanable.dirty.ratio", Type: TypeDouble, Default: "0.5", BrokerKey: "log.cleaner.min.cleanable.ratio", Effective: true, validate: doubleRange(0, 1)},
 	{Name: "message.timestamp.before.max.ms", Type: TypeLong, Default: "9223372036854775807", BrokerKey: "log.message.timestamp.before.max.ms", Effective: true, validate: longMin(0)},
 	{Name: "message.timestamp.after.max.ms", Type: TypeLong, Default: "9223372036854775807", BrokerKey: "log.message.timestamp.after.max.ms", Effective: true, validate: longMin(0)},
 	{Name: "message.downconversion.enable", Type: TypeBoolean, Default: "true", BrokerKey: "log.message.downconversion.enable", Effective: false, validate: boolean},
@@ -276,6 +322,14 @@ var brokerConfigDefs = []BrokerConfigDef{
 	{Name: "log.flush.offset.checkpoint.interval.ms", Type: TypeInt, Default: "10000", validate: intMin(1)},
 	{Name: "log.flush.scheduler.interval.ms", Type: TypeLong, Default: "9223372036854775807", validate: longMin(0)},
 	{Name: "log.cleanup.policy", Type: TypeList, Default: "delete", Dynamic: true, validate: cleanupPolicy},
+	// The log cleaner (compaction); Kafka's keys and defaults.
+	// log.cleaner.dedupe.buffer.size is shared by the threads; its floor
+	// (1 KiB, Kafka has none) only keeps each thread's key map usable.
+	{Name: "log.cleaner.enable", Type: TypeBoolean, Default: "true", validate: boolean},
+	{Name: "log.cleaner.threads", Type: TypeInt, Default: "1", Dynamic: true, validate: intRange(0, 64)},
+	{Name: "log.cleaner.dedupe.buffer.size", Type: TypeLong, Default: "134217728", Dynamic: true, validate: longMin(1024)},
+	{Name: "log.cleaner.io.max.bytes.per.second", Type: TypeDouble, Default: "1.7976931348623157E308", Dynamic: true, validate: doublePositive},
+	{Name: "log.cleaner.backoff.ms", Type: TypeLong, Default: "15000", Dynamic: true, validate: longMin(0)},
 	{Name: "log.message.timestamp.type", Type: TypeString, Default: "CreateTime", Dynamic: true, validate: oneOf("CreateTime", "LogAppendTime")},
 	{Name: "log.message.timestamp.before.max.ms", Type: TypeLong, Default: "9223372036854775807", Dynamic: true, validate: longMin(0)},
 	{Name: "log.message.timestamp.after.max.ms", Type: TypeLong, Default: "9223372036854775807", Dynamic: true, validate: longMin(0)},

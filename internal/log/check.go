@@ -48,6 +48,14 @@ func Check(fsys vfs.FS, dir string, recoveryPoint int64, visit func(h *record.He
 	}
 	slices.Sort(bases)
 	rep := &CheckReport{}
+	// A compacted log (cleaner checkpoint present) may skip offsets.
+	_, err = fsys.Stat(filepath.Join(dir, cleanerCheckpointName))
+	gaps := err == nil
+	for _, name := range names {
+		if _, _, ok := parseGroupFileName(name, swapSuffix); ok {
+			rep.Notes = append(rep.Notes, fmt.Sprintf("%s: an interrupted segment swap; the next start completes it", name))
+		}
+	}
 	if _, err := readStartCheckpoint(fsys, dir); err != nil {
 		rep.Damage = append(rep.Damage, &CorruptionError{File: filepath.Join(dir, checkpointName), Offset: -1, Reason: err.Error()})
 	}
@@ -58,15 +66,19 @@ func Check(fsys vfs.FS, dir string, recoveryPoint int64, visit func(h *record.He
 		name := filepath.Join(dir, segmentName(base, logSuffix))
 		last := i == len(bases)-1
 		if st, err := fsys.Stat(name); err == nil && st.Size() == 0 && i > 0 {
+			if gaps && base > rep.End {
+				rep.End = base // kept at the next start: it holds the log end offset
+				continue
+			}
 			rep.Notes = append(rep.Notes, fmt.Sprintf("%s is empty; the next start deletes it", name))
 			continue
 		}
-		if i > 0 && base != rep.End {
+		if i > 0 && (base < rep.End || (base != rep.End && !gaps)) {
 			rep.Damage = append(rep.Damage, &CorruptionError{File: name, Offset: rep.End,
 				Reason: fmt.Sprintf("segment starts at offset %d, its predecessor ends at %d", base, rep.End)})
 			return rep, nil
 		}
-		torn, bad, err := checkSegment(fsys, dir, base, rep, visit)
+		torn, bad, err := checkSegment(fsys, dir, base, gaps, rep, visit)
 		if err != nil {
 			return nil, err
 		}
@@ -99,12 +111,13 @@ func Check(fsys vfs.FS, dir string, recoveryPoint int64, visit func(h *record.He
 // as the recovery point decides) and the first good batch whose records
 // visit refused (bad: always damage), and advances rep.End past the good
 // batches.
-func checkSegment(fsys vfs.FS, dir string, base int64, rep *CheckReport, visit func(h *record.Header, batch []byte) error) (torn, bad *CorruptionError, err error) {
+func checkSegment(fsys vfs.FS, dir string, base int64, gaps bool, rep *CheckReport, visit func(h *record.Header, batch []byte) error) (torn, bad *CorruptionError, err error) {
 	f, err := fsys.OpenFile(filepath.Join(dir, segmentName(base, logSuffix)), os.O_RDONLY, 0)
 	if err != nil {
 		return nil, nil, err
 	}
 	s := newSegment(dir, base, f)
+	s.gaps = gaps
 	defer s.unref()
 	size, err := f.Size()
 	if err != nil {

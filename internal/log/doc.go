@@ -85,4 +85,13 @@
 // below a checkpointed start offset the log restarts empty at that offset.
 // Finally the last segment and the directory are fsynced, so that everything
 // Open recovered is durable and DurableOffset equals NextOffset.
+//
+// # Compaction
+//
+// Clean (clean.go) removes records superseded by a later record of the
+// same key from closed segments, keeping offsets: a compacted log skips
+// offsets where records went, and says so with cleaner-offset.checkpoint,
+// so that only such a log accepts jumps between batches. A cleaned group of
+// segments replaces the old ones through <base>.<end>.cleaned and .swap
+// files, which Open replays first; see clean.go for the protocol.
 package log

@@ -114,6 +114,15 @@ type Log struct {
 	recoveryPoint int64
 
 	syncMu sync.Mutex // serializes fsyncs: the group commit lock
+
+	// cleanMu serializes cleanings of this log (Clean); taken before mu.
+	cleanMu sync.Mutex
+	// gaps: the log was compacted, so offsets may jump between batches
+	// (set under mu, or by Open; the cleaner checkpoint file records it).
+	gaps bool
+	// firstDirty is the cleaner's position: everything below was cleaned
+	// with a key map that covered it (see clean.go).
+	firstDirty atomic.Int64
 }
 
 // Open opens the log in dir, creating the directory if missing and

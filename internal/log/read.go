@@ -106,12 +106,12 @@ func locate(s *segment, offset int64) (pos, base int64, found bool, err error) {
 		if err != nil {
 			return 0, 0, false, readErr(s, pos, expect, err)
 		}
-		if h.BaseOffset != expect || h.LastOffsetDelta < 0 {
+		if !s.follows(h.BaseOffset, expect) || h.LastOffsetDelta < 0 {
 			return 0, 0, false, &CorruptionError{File: s.path, Pos: pos, Offset: expect,
 				Reason: fmt.Sprintf("batch offsets %d..%d, expected base %d", h.BaseOffset, h.LastOffset(), expect)}
 		}
 		if h.LastOffset() >= offset {
-			return pos, expect, true, nil
+			return pos, h.BaseOffset, true, nil
 		}
 		pos += int64(h.Size())
 		expect = h.LastOffset() + 1
@@ -134,7 +134,7 @@ func readErr(s *segment, pos, offset int64, err error) error {
 func verifyBatches(s *segment, pos int64, b []byte, expect int64) (int64, error) {
 	for off := 0; off < len(b); {
 		h, err := record.Parse(b[off:])
-		if err == nil && (h.BaseOffset != expect || h.LastOffsetDelta < 0) {
+		if err == nil && (!s.follows(h.BaseOffset, expect) || h.LastOffsetDelta < 0) {
 			err = fmt.Errorf("batch offsets %d..%d, expected base %d", h.BaseOffset, h.LastOffset(), expect)
 		}
 		if err != nil {

@@ -19,6 +19,14 @@ const scanChunk = 1 << 20
 // recover rebuilds the log's state from its directory; see the package
 // documentation for the rules.
 func (l *Log) recover() error {
+	// A cleaning interrupted by a crash is finished or forgotten first, so
+	// that what follows sees either the old segments or the new ones.
+	if err := l.replaySwaps(); err != nil {
+		return err
+	}
+	if err := l.readCleanerCheckpoint(); err != nil {
+		return err
+	}
 	names, err := l.fs.ReadDir(l.dir)
 	if err != nil {
 		return err
@@ -82,11 +90,17 @@ func (l *Log) recover() error {
 	// Empty segments at the end (a roll that crashed, or a torn tail
 	// truncated to nothing) hold nothing; the one before was fsynced when
 	// rolled.
-	dropEmptyTail := func() error {
+	// In a compacted log the previous segment's end is known only once
+	// it was read, and an empty last segment above that end holds the log
+	// end offset (the cleaner removed the records before it): kept.
+	dropEmptyTail := func(read bool) error {
 		for len(l.segs) > 1 {
 			last := l.active()
 			if size, err := last.f.Size(); err != nil || size > 0 {
 				return err
+			}
+			if l.gaps && (!read || last.base > l.segs[len(l.segs)-2].next.Load()) {
+				return nil
 			}
 			l.logger.Info("deleting empty trailing segment", "base", last.base)
 			if err := l.dropSegments([]*segment{last}); err != nil {
@@ -96,12 +110,12 @@ func (l *Log) recover() error {
 		}
 		return nil
 	}
-	if err := dropEmptyTail(); err != nil {
+	if err := dropEmptyTail(false); err != nil {
 		return err
 	}
 	for i, s := range l.segs {
 		if i > 0 {
-			if prev := l.segs[i-1].next.Load(); s.base != prev {
+			if prev := l.segs[i-1].next.Load(); s.base < prev || (s.base != prev && !l.gaps) {
 				return l.openCorrupt(&CorruptionError{File: s.path, Offset: prev,
 					Reason: fmt.Sprintf("segment starts at offset %d, its predecessor ends at %d", s.base, prev)})
 			}
@@ -120,7 +134,7 @@ func (l *Log) recover() error {
 			}
 		}
 	}
-	if err := dropEmptyTail(); err != nil {
+	if err := dropEmptyTail(true); err != nil {
 		return err
 	}
 	if len(l.segs) > 0 && l.active().next.Load() < l.recoveryPoint {
@@ -176,7 +190,9 @@ func (l *Log) openSegment(base int64) (*segment, error) {
 	if err != nil {
 		return nil, err
 	}
-	return newSegment(l.dir, base, f), nil
+	s := newSegment(l.dir, base, f)
+	s.gaps = l.gaps
+	return s, nil
 }
 
 // dropSegments closes and removes segments during recovery.
@@ -267,7 +283,7 @@ func verifyTail(s *segment, idx []offsetEntry, next, size int64) error {
 		if err != nil {
 			return err
 		}
-		if h.BaseOffset != expect || h.LastOffsetDelta < 0 {
+		if !s.follows(h.BaseOffset, expect) || h.LastOffsetDelta < 0 {
 			return fmt.Errorf("%w: batch at %d has offset %d, expected %d", errBadIndex, pos, h.BaseOffset, expect)
 		}
 		pos += int64(h.Size())
@@ -382,7 +398,7 @@ func walkBatches(s *segment, indexInterval int, visit func(h *record.Header, bat
 		if _, err := record.Parse(b); err != nil {
 			return damage(err.Error())
 		}
-		if h.BaseOffset != expect || h.LastOffsetDelta < 0 || h.LastOffset()-s.base > math.MaxInt32 {
+		if !s.follows(h.BaseOffset, expect) || h.LastOffsetDelta < 0 || h.LastOffset()-s.base > math.MaxInt32 {
 			return damage(fmt.Sprintf("batch offsets %d..%d, expected base %d", h.BaseOffset, h.LastOffset(), expect))
 		}
 		if pos == 0 && h.MaxTimestamp >= 0 {

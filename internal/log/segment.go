@@ -80,6 +80,20 @@ type segment struct {
 	lastTimePos  int64 // position of the last time index entry
 	rollStart    int64 // ms; when the first batch was appended, -1 when empty
 	scanned      bool  // recovery scanned (rather than loaded) the segment
+
+	// gaps: the segment may skip offsets between batches (the log was
+	// compacted, see clean.go); otherwise each batch starts where the
+	// previous one ended, and a jump is damage.
+	gaps bool
+}
+
+// follows reports whether a batch based at base may come after a batch
+// ending at expect-1: exactly there, or (compacted) anywhere later.
+func (s *segment) follows(base, expect int64) bool {
+	if s.gaps {
+		return base >= expect
+	}
+	return base == expect
 }
 
 func newSegment(dir string, base int64, f vfs.File) *segment {

@@ -10,6 +10,7 @@
 package partition
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -61,6 +62,11 @@ type Partition struct {
 	bgMu   sync.Mutex
 	bg     sync.WaitGroup
 	closed atomic.Bool
+	// cleanCancel stops the cleaning in progress, if any (under bgMu).
+	cleanCancel context.CancelFunc
+	// unlistedPending: aborted-index entries were dropped for the cleaner
+	// and not yet snapshotted (see Clean).
+	unlistedPending atomic.Bool
 
 	watchMu  sync.Mutex
 	watchers map[chan struct{}]struct{}
@@ -284,6 +290,9 @@ func (p *Partition) goBackground(f func()) bool {
 func (p *Partition) stopBackground() {
 	p.bgMu.Lock()
 	p.closed.Store(true)
+	if p.cleanCancel != nil {
+		p.cleanCancel()
+	}
 	p.bgMu.Unlock()
 	p.bg.Wait()
 }

@@ -291,6 +291,21 @@ func (s *State) Producers() []Producer {
 	return out
 }
 
+// DropAborted removes the aborted-index entry of producerID's transaction
+// whose ABORT marker is at markerOffset, and reports whether there was one.
+// The log cleaner calls it once no record of that transaction is left, so
+// that the marker itself can go afterwards: a reader given the entry
+// without its marker would skip the producer's later records.
+func (s *State) DropAborted(producerID, markerOffset int64) bool {
+	for i, a := range s.aborted {
+		if a.ProducerID == producerID && a.LastOffset == markerOffset {
+			s.aborted = append(s.aborted[:i:i], s.aborted[i+1:]...)
+			return true
+		}
+	}
+	return false
+}
+
 // TrimBefore drops aborted-index entries that end below the log start.
 func (s *State) TrimBefore(logStart int64) {
 	i := 0

@@ -261,6 +261,7 @@ func ForEachLimit(ctx context.Context, h Header, batch []byte, limit int64, fn f
 
 // forEachIn walks records already in memory (an uncompressed batch).
 func forEachIn(h Header, b []byte, fn func(Record) bool) error {
+	prev := int32(-1)
 	for i := int32(0); i < h.NumRecords; i++ {
 		length, n := binary.Varint(b)
 		if n <= 0 || length < 0 || int64(len(b)-n) < length {
@@ -268,7 +269,7 @@ func forEachIn(h Header, b []byte, fn func(Record) bool) error {
 		}
 		body := b[n : n+int(length)]
 		b = b[n+int(length):]
-		if err := visitRecord(i, body, fn); err != nil {
+		if err := visitRecord(i, body, &prev, h.LastOffsetDelta, fn); err != nil {
 			return nilIfStop(err)
 		}
 	}
@@ -285,6 +286,7 @@ func forEachIn(h Header, b []byte, fn func(Record) bool) error {
 // length prefix only once that is within limit, so a lying prefix costs at
 // most what honest data up to the limit would.
 func forEachStreamed(h Header, src *bufio.Reader, limit int64, reuse *[]byte, fn func(Record) bool) error {
+	prev := int32(-1)
 	for i := int32(0); i < h.NumRecords; i++ {
 		length, err := binary.ReadVarint(src)
 		if err != nil {
@@ -308,7 +310,7 @@ func forEachStreamed(h Header, src *bufio.Reader, limit int64, reuse *[]byte, fn
 		if _, err := io.ReadFull(src, body); err != nil {
 			return streamErr(i, err)
 		}
-		if err := visitRecord(i, body, fn); err != nil {
+		if err := visitRecord(i, body, &prev, h.LastOffsetDelta, fn); err != nil {
 			return nilIfStop(err)
 		}
 	}
@@ -343,14 +345,20 @@ func nilIfStop(err error) error {
 }
 
 // visitRecord parses record i and hands it to fn.
-func visitRecord(i int32, body []byte, fn func(Record) bool) error {
+//
+// Offset deltas must increase and stay within the batch's last offset
+// delta. A produced batch has NumRecords = LastOffsetDelta+1 (Validate),
+// which forces delta = i; a batch the log cleaner rewrote keeps its last
+// offset delta with fewer records, so its deltas may skip.
+func visitRecord(i int32, body []byte, prev *int32, last int32, fn func(Record) bool) error {
 	rec, err := parseRecord(body)
 	if err != nil {
 		return fmt.Errorf("%w: record %d: %v", ErrInvalid, i, err)
 	}
-	if rec.OffsetDelta != i {
+	if rec.OffsetDelta <= *prev || rec.OffsetDelta > last || rec.OffsetDelta < i {
 		return fmt.Errorf("%w: record %d has offset delta %d", ErrInvalid, i, rec.OffsetDelta)
 	}
+	*prev = rec.OffsetDelta
 	if !fn(rec) {
 		return errStop
 	}

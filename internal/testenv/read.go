@@ -148,3 +148,29 @@ func FetchOnce(t testing.TB, cl *kgo.Client, topic string, partition int32, offs
 	}
 	return resp.Topics[0].Partitions[0]
 }
+
+// StableEnds asserts that no partition's LSO lags its high watermark: no
+// transaction is left open.
+func StableEnds(t testing.TB, addr, topic string) {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(addr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+	ctx := context.Background()
+	hw, err := adm.ListEndOffsets(ctx, topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lso, err := adm.ListCommittedOffsets(ctx, topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hw.Each(func(o kadm.ListedOffset) {
+		if l, _ := lso.Lookup(topic, o.Partition); l.Offset != o.Offset {
+			t.Errorf("%s/%d: LSO %d behind high watermark %d: a transaction is still open", topic, o.Partition, l.Offset, o.Offset)
+		}
+	})
+}

@@ -136,6 +136,31 @@ func Batch(values ...string) []byte {
 	return SealBatch(b.AppendTo(nil))
 }
 
+// KeyedBatch is an uncompressed RecordBatch v2 of one record per key and
+// value pair (keys at even positions), as a non-idempotent producer sends
+// it to a compacted topic.
+func KeyedBatch(keysAndValues ...string) []byte {
+	var recs []byte
+	for i := 0; i+1 < len(keysAndValues); i += 2 {
+		rec := kmsg.NewRecord()
+		rec.OffsetDelta = int32(i / 2)
+		rec.Key, rec.Value = []byte(keysAndValues[i]), []byte(keysAndValues[i+1])
+		body := rec.AppendTo(nil)[1:]
+		recs = binary.AppendVarint(recs, int64(len(body)))
+		recs = append(recs, body...)
+	}
+	n := int32(len(keysAndValues) / 2)
+	b := kmsg.NewRecordBatch()
+	b.Magic = 2
+	b.FirstTimestamp = time.Now().UnixMilli()
+	b.MaxTimestamp = b.FirstTimestamp
+	b.ProducerID, b.ProducerEpoch, b.FirstSequence = -1, -1, -1
+	b.NumRecords = n
+	b.LastOffsetDelta = n - 1
+	b.Records = recs
+	return SealBatch(b.AppendTo(nil))
+}
+
 // SealBatch fixes a raw batch's length field and CRC-32C after a test
 // edited it.
 func SealBatch(raw []byte) []byte {
