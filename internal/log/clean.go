@@ -25,7 +25,7 @@ import (
 // its key lies below end. Offsets never change: a cleaned segment keeps its
 // base offset in its name and its batches keep theirs, so offsets jump
 // where records were removed (gaps). A batch that keeps all its records is
-// copied byte for byte; one that loses some is re-encoded uncompressed with
+// copied byte for byte; one that loses some is re-encoded in its own codec with
 // the same header (base offset, last offset delta, timestamps, producer
 // id, epoch, base sequence, transactional and control flags); one that
 // loses all is dropped, unless it is its producer's last batch, which is
@@ -537,9 +537,12 @@ func (w *cleanWalk) filter(s *segment, h *record.Header, b []byte) ([]byte, erro
 	case kept == h.NumRecords:
 		out = b
 	case kept > 0:
-		out = rebuildBatch(b, kept, w.recs)
+		var err error
+		if out, err = rebuildBatch(b, kept, w.recs, h.Compression()); err != nil {
+			return nil, fmt.Errorf("log: %s: re-encoding the batch at offset %d: %w", s.path, h.BaseOffset, err)
+		}
 	case h.HasProducerID() && opt.LastBatch != nil && opt.LastBatch(h.ProducerID, h.BaseOffset):
-		out = rebuildBatch(b, 0, nil)
+		out, _ = rebuildBatch(b, 0, nil, record.CompressionNone)
 	default:
 		w.st.BatchesRemoved++
 	}
@@ -587,19 +590,24 @@ func appendNullable(dst, b []byte) []byte {
 	return append(dst, b...)
 }
 
-// rebuildBatch returns a batch with orig's header (compression cleared)
-// holding count already encoded records.
-func rebuildBatch(orig []byte, count int32, recs []byte) []byte {
+// rebuildBatch returns a batch with orig's header holding count already
+// encoded records, compressed with codec (the codec orig was written
+// with, so a topic's compression.type still holds for it; an empty batch
+// is left uncompressed).
+func rebuildBatch(orig []byte, count int32, recs []byte, codec int) ([]byte, error) {
 	be := binary.BigEndian
 	out := make([]byte, record.HeaderSize, record.HeaderSize+len(recs))
 	copy(out, orig[:record.HeaderSize])
-	out = append(out, recs...)
-	attrs := be.Uint16(out[21:]) &^ record.AttrCompressionMask
+	out, err := record.AppendCompressed(out, codec, recs)
+	if err != nil {
+		return nil, err
+	}
+	attrs := be.Uint16(out[21:])&^record.AttrCompressionMask | uint16(codec)&record.AttrCompressionMask
 	be.PutUint16(out[21:], attrs)
 	be.PutUint32(out[57:], uint32(count))
 	be.PutUint32(out[8:], uint32(len(out)-12))
 	be.PutUint32(out[17:], crc32.Checksum(out[21:], castagnoli))
-	return out
+	return out, nil
 }
 
 // cleanGroup rewrites one group of adjacent closed segments into a single

@@ -1,6 +1,7 @@
 package log
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -393,5 +394,52 @@ func TestCleanRespectsMinCompactionLag(t *testing.T) {
 	opt.NowMs = 2001
 	if st, err := l.Clean(opt); err != nil || st.RecordsRemoved == 0 {
 		t.Fatalf("old enough segments not cleaned: %+v %v", st, err)
+	}
+}
+
+// TestCleanKeepsBatchCodec: a compressed batch that loses some records to
+// cleaning is rewritten in the codec it was written with (as Kafka's
+// cleaner does, so a topic's compression.type keeps holding), with the
+// records that stay intact.
+func TestCleanKeepsBatchCodec(t *testing.T) {
+	for _, codec := range []int{record.CompressionGzip, record.CompressionSnappy, record.CompressionLZ4, record.CompressionZstd} {
+		l := mustOpen(t, vfs.NewMem(), "/p", smallConfig())
+		compressed := func(keys []string) []byte {
+			plain := keyedTestBatch(keys, 100, 1)
+			_, rec, err := record.ValidateRecode(context.Background(), plain, 1<<20, record.Target{Codec: codec}, 1<<20)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer rec.Release()
+			return append([]byte(nil), rec.Bytes...)
+		}
+		mustAppend(t, l, compressed([]string{"a", "b", "c"}))
+		for i := 0; i < 60; i++ { // b's newer value, and enough to roll segments
+			mustAppend(t, l, keyedTestBatch([]string{"b"}, 100, 1))
+		}
+		opt := CleanOptions{UpTo: l.NextOffset(), Map: NewOffsetMap(1 << 12), NowMs: 2, DeleteRetentionMs: 1 << 50, MaxRecordsBytes: 1 << 20}
+		if st, err := l.Clean(opt); err != nil || st.RecordsRemoved == 0 {
+			t.Fatalf("codec %d: cleaning: %+v %v", codec, st, err)
+		}
+		first := readBatches(t, l, l.StartOffset(), 1)[0]
+		h, err := record.Parse(first)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if h.Compression() != codec || h.BaseOffset != 0 || h.NumRecords != 2 {
+			t.Fatalf("codec %d: first batch after cleaning: codec %d, base %d, %d records", codec, h.Compression(), h.BaseOffset, h.NumRecords)
+		}
+		var keys []string
+		var deltas []int32
+		if err := record.ForEach(h, first, func(r record.Record) bool {
+			keys, deltas = append(keys, string(r.Key)), append(deltas, r.OffsetDelta)
+			return true
+		}); err != nil {
+			t.Fatalf("codec %d: %v", codec, err)
+		}
+		if fmt.Sprint(keys, deltas) != "[a c] [0 2]" {
+			t.Fatalf("codec %d: kept %v at deltas %v, want a and c at 0 and 2", codec, keys, deltas)
+		}
+		l.Close()
 	}
 }

@@ -2,6 +2,7 @@ package record
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/binary"
 	"fmt"
@@ -200,6 +201,37 @@ func (w *boundedWriter) Write(p []byte) (int, error) {
 	}
 	w.b = append(w.b, p...)
 	return len(p), nil
+}
+
+// AppendCompressed appends recs — encoded v2 records, as a batch holds
+// them uncompressed — to dst compressed with codec at Kafka's default
+// level for it: how a batch that lost some records (log compaction)
+// keeps the codec it was written with, as Kafka's cleaner does.
+func AppendCompressed(dst []byte, codec int, recs []byte) ([]byte, error) {
+	level := 0
+	switch codec {
+	case CompressionNone:
+		return append(dst, recs...), nil
+	case CompressionGzip:
+		level = GzipLevelDefault
+	case CompressionLZ4:
+		level = LZ4LevelDefault
+	case CompressionZstd:
+		level = ZstdLevelDefault
+	}
+	buf := bytes.NewBuffer(dst)
+	enc, err := openEncoder(Target{Codec: codec, Level: level}, buf)
+	if err != nil {
+		return dst, err
+	}
+	defer enc.release()
+	if _, err := enc.w.Write(recs); err != nil {
+		return dst, err
+	}
+	if err := enc.w.Close(); err != nil {
+		return dst, err
+	}
+	return buf.Bytes(), nil
 }
 
 // encoder is a pooled compressor writing to one destination.
