@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -18,6 +19,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/jackc/pgx/v5/stdlib"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
@@ -115,6 +117,7 @@ type CDCRelay struct {
 	// schema and relname are Table resolved in the catalog: relation
 	// messages name them so.
 	schema, relname string
+	info            tableInfo
 
 	// checkpoint is the end LSN of the last PostgreSQL transaction
 	// committed to Kafka; confirmed is the flush position last reported
@@ -238,15 +241,16 @@ func (r *CDCRelay) setup(ctx context.Context) error {
 	if err := CheckLogical(ctx, r.pool); err != nil {
 		return err
 	}
-	n, _ := r.cfg.Table.name()
-	err := r.pool.QueryRow(ctx, `SELECT n.nspname, c.relname FROM pg_class c
-		JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = to_regclass($1)`, n).Scan(&r.schema, &r.relname)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return fmt.Errorf("outbox: table %s does not exist", n)
-	}
+	// The stream needs no trigger, but the table should be the one Init
+	// makes: the same writers feed both relays, and the snapshot filters
+	// rows by txid.
+	db := stdlib.OpenDBFromPool(r.pool)
+	info, err := r.cfg.Table.check(ctx, db)
+	db.Close()
 	if err != nil {
-		return fmt.Errorf("outbox: looking up table %s: %w", n, err)
+		return err
 	}
+	r.schema, r.relname, r.info = info.schema, info.relname, info
 	pub := pgx.Identifier{r.cfg.Publication}.Sanitize()
 	tbl := pgx.Identifier{r.schema, r.relname}.Sanitize()
 	var exists bool
@@ -633,11 +637,22 @@ func (r *CDCRelay) decodeInsert(rel *pglogrepl.RelationMessage, t *pglogrepl.Tup
 		case "type":
 			e.Type = string(c.Data)
 		case "payload":
+			if rel.Columns[i].DataType != byteaOID {
+				// jsonb, json or text: the text form is the payload.
+				e.Payload = append([]byte(nil), c.Data...)
+				break
+			}
 			p, err := decodeBytea(c.Data)
 			if err != nil {
 				return nil, fmt.Errorf("outbox: row %s payload: %w", id, err)
 			}
 			e.Payload = p
+		case "aggregateversion":
+			v, err := strconv.ParseInt(string(c.Data), 10, 64)
+			if err != nil {
+				return nil, fmt.Errorf("outbox: row %s aggregateversion: %w", id, err)
+			}
+			e.Version = v
 		case "headers":
 			if err := json.Unmarshal(c.Data, &e.Headers); err != nil {
 				return nil, fmt.Errorf("outbox: row %s headers: %w", id, err)
@@ -649,6 +664,10 @@ func (r *CDCRelay) decodeInsert(rel *pglogrepl.RelationMessage, t *pglogrepl.Tup
 	}
 	return eventRecord(r.cfg.Topic, &e, id), nil
 }
+
+// byteaOID is bytea's type oid; a payload column of another type (jsonb)
+// is published as its text form.
+const byteaOID = 17
 
 // decodeBytea decodes bytea's text output: hex ("\x0a1b", the default) or
 // escape format (bytea_output = escape), whichever the server uses.

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strconv"
 	"sync"
 	"time"
 
@@ -271,10 +272,14 @@ func ptr[T any](v T) *T { return &v }
 
 // eventRecord is the Kafka record for event e whose row id is id: routed
 // by topic, keyed by aggregate id (one aggregate, one partition, its order
-// kept), headers "id" (for consumer-side dedup), "type" and the row's own.
+// kept), headers "id" (for consumer-side dedup), "type", "aggregateversion"
+// (when known) and the row's own.
 func eventRecord(topic func(*Event) string, e *Event, id string) *kgo.Record {
 	rec := &kgo.Record{Topic: topic(e), Key: []byte(e.AggregateID), Value: e.Payload,
 		Headers: []kgo.RecordHeader{{Key: "id", Value: []byte(id)}, {Key: "type", Value: []byte(e.Type)}}}
+	if e.Version > 0 {
+		rec.Headers = append(rec.Headers, kgo.RecordHeader{Key: "aggregateversion", Value: strconv.AppendInt(nil, e.Version, 10)})
+	}
 	for _, k := range slices.Sorted(maps.Keys(e.Headers)) {
 		rec.Headers = append(rec.Headers, kgo.RecordHeader{Key: k, Value: []byte(e.Headers[k])})
 	}

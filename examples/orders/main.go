@@ -110,7 +110,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		return err
 	}
 	tbl := outbox.Table{Name: o.schema + ".outbox"}
-	if err := tbl.CreateSchema(ctx, db); err != nil {
+	if err := tbl.Init(ctx, db); err != nil {
 		return err
 	}
 	name := "orders-" + o.schema
@@ -150,7 +150,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 			return err
 		}
 		relay = r
-		fmt.Fprintf(out, "polling relay from seq %d\n", r.Position())
+		fmt.Fprintf(out, "polling relay from %s\n", r.Position())
 	}
 	relayCtx, stopRelay := context.WithCancel(ctx)
 	relayDone := make(chan error, 1)
@@ -234,8 +234,8 @@ func placeOrder(ctx context.Context, db *sql.DB, tbl outbox.Table, schema string
 		return err
 	}
 	payload, _ := json.Marshal(ev)
-	// Last statement before Commit: Write serialises outbox writers until
-	// they commit (that is what makes seq order commit order).
+	// Write is a plain INSERT: the table's trigger numbers the event within
+	// its aggregate, so only writers of the same order wait for each other.
 	if err := tbl.Write(ctx, tx, &outbox.Event{AggregateType: "order", AggregateID: ev.OrderID, Type: "OrderPlaced",
 		Payload: payload, Headers: map[string]string{"customer": ev.Customer}}); err != nil {
 		return err

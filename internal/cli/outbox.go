@@ -31,7 +31,7 @@ func OutboxCommand() *cobra.Command {
 			return cmd.Help()
 		},
 	}
-	cmd.AddCommand(outboxRelayCommand())
+	cmd.AddCommand(outboxInitCommand(), outboxRelayCommand())
 	return cmd
 }
 
@@ -65,8 +65,10 @@ aggregateid, with headers id and type plus the row's own. The relay's position i
 in the same Kafka transaction as the records, so a relay killed at any moment and restarted
 with the same --name neither loses nor duplicates a row.
 
-Polling (default) reads rows in seq order. --cdc follows PostgreSQL's logical replication
-stream instead (needs wal_level=logical and a role with REPLICATION); the slot is created if
+The table must have what "exactly outbox init" adds (txid, aggregateversion, readyxid and
+a trigger); writers then use plain INSERTs and take no lock. Polling (default) publishes a row
+once every transaction up to its readyxid has ended, each aggregate in version (= commit)
+order. --cdc follows PostgreSQL's logical replication stream instead (needs wal_level=logical and a role with REPLICATION); the slot is created if
 missing, so start the CDC relay once before writing rows it should publish.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -154,7 +156,7 @@ func runOutboxRelay(cmd *cobra.Command, f *outboxRelayFlags) error {
 			return setupError(ctx, "starting the relay", f.bootstrap, err)
 		}
 		r = pr
-		what = fmt.Sprintf("polling, position seq %d", pr.Position())
+		what = fmt.Sprintf("polling, position %s", pr.Position())
 	}
 	defer r.Close()
 	fmt.Fprintf(cmd.ErrOrStderr(), "outbox relay %q: %s -> %s<aggregatetype> (%s)\n", f.name, f.table, prefix, what)
@@ -172,4 +174,63 @@ func setupError(ctx context.Context, what, bootstrap string, err error) error {
 		return fmt.Errorf("%s: interrupted", what)
 	}
 	return requestError(what, bootstrap, err)
+}
+
+// outboxInitFlags are the flags of "outbox init".
+type outboxInitFlags struct {
+	dsn, table, payload string
+	print               bool
+}
+
+func outboxInitCommand() *cobra.Command {
+	f := &outboxInitFlags{}
+	cmd := &cobra.Command{
+		Use:   "init --dsn DSN [--table T] [--payload bytea|jsonb] [--print]",
+		Short: "Create or migrate an outbox table so any writer can use plain INSERTs",
+		Long: `Create the outbox table, or migrate an existing one, for the relays.
+
+It adds the columns txid (the writer's transaction id), aggregateversion and readyxid, a
+per-aggregate counter table <table>_aggregates, a BEFORE INSERT trigger that fills them in,
+and two indexes. Writers in any language then insert with a plain
+
+  INSERT INTO <table> (id, aggregatetype, aggregateid, type, payload) VALUES (...)
+
+and take no lock: only writers of the same aggregate wait for each other. Rows already in
+the table are numbered in their existing order. Running init again changes nothing.
+--print shows the DDL instead of running it (--dsn is then not needed).`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			tbl := outbox.Table{Name: f.table, PayloadType: f.payload}
+			ddl, err := tbl.Schema()
+			if err != nil {
+				return err
+			}
+			if f.print {
+				fmt.Fprint(cmd.OutOrStdout(), ddl)
+				return nil
+			}
+			if f.dsn == "" {
+				return errors.New("--dsn is required (or --print to see the DDL)")
+			}
+			silenceUsageOnRun(cmd)
+			db, err := sql.Open("pgx", f.dsn)
+			if err != nil {
+				return fmt.Errorf("--dsn: %w", err)
+			}
+			defer db.Close()
+			ctx, cancel := context.WithTimeout(commandContext(cmd), 5*time.Minute)
+			defer cancel()
+			if err := tbl.Init(ctx, db); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.ErrOrStderr(), "outbox table %s is ready\n", f.table)
+			return nil
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&f.dsn, "dsn", "", "PostgreSQL connection string (URL or key=value)")
+	fl.StringVar(&f.table, "table", "outbox", "the outbox table, optionally schema-qualified")
+	fl.StringVar(&f.payload, "payload", "bytea", "payload column type when the table is created: bytea or jsonb")
+	fl.BoolVar(&f.print, "print", false, "print the DDL instead of running it")
+	return cmd
 }
