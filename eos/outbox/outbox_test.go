@@ -19,7 +19,7 @@ import (
 )
 
 // pgTable gives the test its own schema with an outbox table, dropped at the end.
-func pgTable(t *testing.T) (*sql.DB, Table, string) {
+func pgTable(t testing.TB) (*sql.DB, Table, string) {
 	t.Helper()
 	db, err := sql.Open("pgx", testenv.PostgresDSN())
 	if err != nil {
