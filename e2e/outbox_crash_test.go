@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -197,7 +198,9 @@ func outboxRelaySIGKILL(t *testing.T, mode string) {
 				stmts = append(stmts, fmt.Sprintf("INSERT INTO %s (id, aggregatetype, aggregateid, type, payload) "+
 					"VALUES ('%s', '%s', 'agg-%d', 'T', '{\"w\": %d, \"i\": %d}');\n", table, rowID(w, i), aggTypes[a%2], a, w, i))
 			}
-			time.Sleep(time.Duration(rng.IntN(4000)) * time.Millisecond)
+			if w >= lateWriters+4 {
+				time.Sleep(time.Duration(rng.IntN(10000)) * time.Millisecond)
+			}
 			p := startPsql(t)
 			io.WriteString(p.stdin, "BEGIN;\n"+strings.Join(stmts[:rowsPerWriter/2], ""))
 			if w < lateWriters {
@@ -212,7 +215,15 @@ func outboxRelaySIGKILL(t *testing.T, mode string) {
 	}
 	writersDone := make(chan struct{})
 	go func() { wg.Wait(); close(writersDone) }()
+	// The relay starts once a few transactions committed, while the late
+	// ones are open and the rest have not begun: in CDC mode the slot is
+	// created amid them and the snapshot must hold the committed ones.
+	for n := 0; n < 200; {
+		db.QueryRow("SELECT count(*) FROM " + table).Scan(&n)
+		time.Sleep(20 * time.Millisecond)
+	}
 	relay = startRelay(t, logPath, args...)
+	lastStart := 0
 
 	// Kill the relay at random moments while the writers run.
 	for i := range kills {
@@ -227,6 +238,7 @@ func outboxRelaySIGKILL(t *testing.T, mode string) {
 		db.QueryRow("SELECT count(*) FROM " + table).Scan(&n)
 		t.Logf("SIGKILL %d with %d of %d rows committed", i+1, n, writers*rowsPerWriter)
 		time.Sleep(time.Duration(mrand.IntN(300)) * time.Millisecond)
+		lastStart = len(relayLog())
 		relay = startRelay(t, logPath, args...)
 	}
 	select {
@@ -279,6 +291,19 @@ func outboxRelaySIGKILL(t *testing.T, mode string) {
 			t.Fatalf("published %d of %d rows after 3 minutes\n%s", n, len(want), relayLog())
 		}
 		time.Sleep(500 * time.Millisecond)
+	}
+	// Stop it only once it is up: a relay interrupted while starting exits
+	// with an error.
+	for !strings.Contains(relayLog()[lastStart:], " -> "+prefix) {
+		select {
+		case <-relay.done:
+			t.Fatalf("relay exited: %v\n%s", relay.err, relayLog())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the last relay did not start\n%s", relayLog())
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 	relay.cmd.Process.Signal(syscall.SIGTERM)
 	select {
@@ -369,6 +394,14 @@ func outboxRelaySIGKILL(t *testing.T, mode string) {
 		t.Logf("%d rows in %d aggregates (%d transaction runs), %d restarts after SIGKILL: published exactly once, "+
 			"versions gap-free, transactions contiguous (%d relay log lines)",
 			len(want), len(byAgg), runs, kills, strings.Count(relayLog(), "\n"))
+	}
+	if mode == "cdc" {
+		m := regexp.MustCompile(`initial snapshot done.* rows=(\d+)`).FindStringSubmatch(relayLog())
+		if m == nil || m[1] == "0" {
+			t.Errorf("the CDC relay's initial snapshot published no rows (%v); the test meant it to race committed writers", m)
+		} else {
+			t.Logf("the initial snapshot published %s rows", m[1])
+		}
 	}
 }
 

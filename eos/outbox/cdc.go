@@ -61,6 +61,11 @@ type CDCConfig struct {
 	// PostgreSQL when nothing else makes it; default 10s. It must stay
 	// well below the server's wal_sender_timeout (default 60s).
 	StatusInterval time.Duration
+	// Snapshot is what a relay without a checkpoint does first:
+	// SnapshotInitial (the default) publishes the rows already in the
+	// table, then streams; SnapshotNoData only streams what commits after
+	// its slot exists.
+	Snapshot string
 	// Logger receives Run's errors and restarts; nil discards them.
 	Logger *slog.Logger
 
@@ -74,6 +79,9 @@ type CDCConfig struct {
 type cdcHooks struct {
 	crashAfterCommit bool
 	startFromSlot    bool
+	// crashInSnapshot, asked after each snapshot chunk's commit, makes the
+	// snapshot fail as a crash would.
+	crashInSnapshot func() bool
 }
 
 // CDCRelay publishes outbox rows to Kafka exactly once from PostgreSQL's
@@ -134,7 +142,12 @@ type CDCRelay struct {
 	pendingSince time.Time
 	idle         pglogrepl.LSN // confirmable without a Kafka commit (no events before it)
 
+	// snap is the initial snapshot still to publish (nil: streaming).
+	snap                *snapshotState
+	snapDone, snapTotal atomic.Int64
+
 	published atomic.Int64 // events committed to Kafka by this relay
+	batches   atomic.Int64 // Kafka transactions with events
 	skipped   atomic.Int64 // resent transactions skipped as already published
 }
 
@@ -194,6 +207,13 @@ func NewCDCRelay(ctx context.Context, cfg CDCConfig) (*CDCRelay, error) {
 	}
 	if cfg.StatusInterval <= 0 {
 		cfg.StatusInterval = 10 * time.Second
+	}
+	switch cfg.Snapshot {
+	case "":
+		cfg.Snapshot = SnapshotInitial
+	case SnapshotInitial, SnapshotNoData:
+	default:
+		return nil, fmt.Errorf("outbox: snapshot mode %q: use %s or %s", cfg.Snapshot, SnapshotInitial, SnapshotNoData)
 	}
 	r := &CDCRelay{cfg: cfg, log: cfg.Logger}
 	if r.log == nil {
@@ -287,7 +307,20 @@ func (r *CDCRelay) start(ctx context.Context) error {
 		return err
 	}
 	var ckpt pglogrepl.LSN
-	if v != nil {
+	r.snap = nil
+	switch {
+	case v == nil && r.cfg.Snapshot == SnapshotInitial:
+		if r.snap, err = r.beginSnapshot(ctx); err != nil {
+			r.k.close()
+			return err
+		}
+	case len(v) > 0 && v[0] == '{':
+		r.snap = &snapshotState{}
+		if err := json.Unmarshal(v, r.snap); err != nil {
+			r.k.close()
+			return fmt.Errorf("outbox: snapshot checkpoint %q of CDC relay %s: %w", v, r.cfg.Name, err)
+		}
+	case v != nil:
 		if ckpt, err = pglogrepl.ParseLSN(string(v)); err != nil {
 			r.k.close()
 			return fmt.Errorf("outbox: checkpoint %q of CDC relay %s is not an LSN", v, r.cfg.Name)
@@ -296,6 +329,11 @@ func (r *CDCRelay) start(ctx context.Context) error {
 	r.checkpoint.Store(uint64(ckpt))
 	r.rels = map[uint32]*pglogrepl.RelationMessage{}
 	r.inTxn, r.cur, r.pending, r.pendingEnd, r.idle = false, nil, nil, 0, 0
+	if r.snap != nil {
+		// Run publishes the snapshot, then starts replication.
+		r.snapTotal.Store(-1)
+		return nil
+	}
 	if err := r.startReplication(ctx, ckpt); err != nil {
 		r.k.close()
 		return err
@@ -451,9 +489,15 @@ func (r *CDCRelay) Close() {
 	r.pool.Close()
 }
 
-// stream receives replication messages, publishes committed transactions
-// and reports positions, until an error or ctx ends.
+// stream publishes what is left of the initial snapshot, then receives
+// replication messages, publishes committed transactions and reports
+// positions, until an error or ctx ends.
 func (r *CDCRelay) stream(ctx context.Context) error {
+	if r.snap != nil {
+		if err := r.runSnapshot(ctx); err != nil {
+			return err
+		}
+	}
 	nextStatus := time.Now().Add(r.cfg.StatusInterval)
 	for {
 		now := time.Now()
@@ -592,6 +636,7 @@ func (r *CDCRelay) flush(ctx context.Context) error {
 	}
 	r.checkpoint.Store(uint64(end))
 	r.published.Add(int64(len(r.pending)))
+	r.batches.Add(1)
 	r.pending, r.pendingEnd = nil, 0
 	if r.cfg.hooks.crashAfterCommit {
 		return errCrashAfterCommit

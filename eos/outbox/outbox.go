@@ -260,6 +260,9 @@ type tableInfo struct {
 	jsonPayload     bool
 }
 
+// table is the table's name, quoted, as the catalog resolved it.
+func (i tableInfo) table() string { return pgx.Identifier{i.schema, i.relname}.Sanitize() }
+
 // check verifies that the table has everything Init adds and reports the
 // payload type; a table that lacks something yields an error that says
 // what is missing and the command that fixes it.

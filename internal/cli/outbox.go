@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -41,6 +42,7 @@ type outboxRelayFlags struct {
 	dsn, table, prefix, name           string
 	cdc                                bool
 	slot, publication, checkpointTopic string
+	snapshot                           string
 	batchSize                          int
 	pollInterval, setupTimeout         time.Duration
 	deletePublished                    bool
@@ -87,6 +89,7 @@ missing, so start the CDC relay once before writing rows it should publish.`,
 	fl.StringVar(&f.prefix, "topic-prefix", "outbox.event.", "events go to <prefix><aggregatetype>")
 	fl.StringVar(&f.name, "name", "default", "relay name: keep it across restarts (transactional id and checkpoint key)")
 	fl.StringVar(&f.slot, "slot", "", "replication slot for --cdc (default exactly_outbox_<name>)")
+	fl.StringVar(&f.snapshot, "snapshot", outbox.SnapshotInitial, "--cdc first start: initial (publish the rows already in the table, then stream) or no_data")
 	fl.StringVar(&f.publication, "publication", "", "publication for --cdc (default: the slot name)")
 	fl.StringVar(&f.checkpointTopic, "checkpoint-topic", outbox.DefaultCheckpointTopic, "topic holding the relay positions")
 	fl.IntVar(&f.batchSize, "batch-size", 500, "events per Kafka transaction (a PostgreSQL transaction is never split)")
@@ -100,8 +103,8 @@ func runOutboxRelay(cmd *cobra.Command, f *outboxRelayFlags) error {
 	if f.dsn == "" {
 		return errors.New("--dsn is required")
 	}
-	if !f.cdc && (f.slot != "" || f.publication != "") {
-		return errors.New("--slot and --publication need --cdc")
+	if !f.cdc && (f.slot != "" || f.publication != "" || cmd.Flags().Changed("snapshot")) {
+		return errors.New("--slot, --publication and --snapshot need --cdc")
 	}
 	if f.cdc && f.deletePublished {
 		return errors.New("--delete-published works with the polling relay only")
@@ -130,7 +133,7 @@ func runOutboxRelay(cmd *cobra.Command, f *outboxRelayFlags) error {
 	if f.cdc {
 		cr, err := outbox.NewCDCRelay(setupCtx, outbox.CDCConfig{DSN: f.dsn, Table: table, Name: f.name,
 			Slot: f.slot, Publication: f.publication, Kafka: kafka, CheckpointTopic: f.checkpointTopic,
-			Topic: topic, BatchSize: f.batchSize, Logger: logger})
+			Topic: topic, BatchSize: f.batchSize, Snapshot: f.snapshot, Logger: logger})
 		if err != nil {
 			return setupError(ctx, "starting the CDC relay", f.bootstrap, err)
 		}
@@ -140,6 +143,7 @@ func runOutboxRelay(cmd *cobra.Command, f *outboxRelayFlags) error {
 			slot = outbox.DefaultSlot(f.name)
 		}
 		what = fmt.Sprintf("CDC from slot %s, checkpoint %s", slot, cr.Checkpoint())
+		go snapshotProgress(ctx, cmd.ErrOrStderr(), cr)
 	} else {
 		db, err := sql.Open("pgx", f.dsn)
 		if err != nil {
@@ -233,4 +237,30 @@ the table are numbered in their existing order. Running init again changes nothi
 	fl.StringVar(&f.payload, "payload", "bytea", "payload column type when the table is created: bytea or jsonb")
 	fl.BoolVar(&f.print, "print", false, "print the DDL instead of running it")
 	return cmd
+}
+
+// snapshotProgress prints the initial snapshot's progress every few
+// seconds until it is done (or there is none).
+func snapshotProgress(ctx context.Context, w io.Writer, r *outbox.CDCRelay) {
+	t := time.NewTicker(2 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		done, total := r.SnapshotProgress()
+		switch {
+		case total == 0 && done == 0:
+			return // no snapshot
+		case total < 0:
+			fmt.Fprintf(w, "initial snapshot: sizing\n")
+		case done >= total:
+			fmt.Fprintf(w, "initial snapshot: %d/%d rows, done\n", done, total)
+			return
+		default:
+			fmt.Fprintf(w, "initial snapshot: %d/%d rows (%.0f%%)\n", done, total, 100*float64(done)/float64(total))
+		}
+	}
 }
