@@ -18,7 +18,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -142,9 +141,8 @@ func outboxRelaySIGKILL(t *testing.T, mode string) {
 		requireLogical(t, db)
 	}
 	table := schema + ".outbox"
-	if out, err := exec.Command(exactlyBinary(t), "outbox", "init", "--dsn", testenv.PostgresDSN(), "--table", table,
-		"--payload", "jsonb").CombinedOutput(); err != nil {
-		t.Fatalf("exactly outbox init: %v\n%s", err, out)
+	if code, out := runExactly(t, "outbox", "init", "--dsn", testenv.PostgresDSN(), "--table", table, "--payload", "jsonb"); code != 0 {
+		t.Fatalf("exactly outbox init: exit %d\n%s", code, out)
 	}
 	prefix := "crash." + mode + "."
 	aggTypes := []string{"order", "payment"}
@@ -251,47 +249,13 @@ func outboxRelaySIGKILL(t *testing.T, mode string) {
 		t.Fatal(err)
 	}
 
-	// Expected: every committed row with its aggregate and version.
-	type row struct {
-		agg     string
-		version int64
-	}
-	want := map[string]row{}
-	rows, err := db.Query("SELECT id::text, aggregateid, aggregateversion FROM " + table)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for rows.Next() {
-		var id string
-		var r row
-		rows.Scan(&id, &r.agg, &r.version)
-		want[id] = r
-	}
-	rows.Close()
+	want := tableRows(t, db, table)
 	if len(want) != writers*rowsPerWriter {
 		t.Fatalf("%d rows committed, want %d", len(want), writers*rowsPerWriter)
 	}
-
-	// Let the last relay catch up, then stop it cleanly.
-	deadline := time.Now().Add(3 * time.Minute)
-	for {
-		n := 0
-		for _, at := range aggTypes {
-			n += len(txnRead(t, broker.addr, prefix+at, true))
-		}
-		if n >= len(want) {
-			break
-		}
-		select {
-		case <-relay.done:
-			t.Fatalf("relay exited: %v\n%s", relay.err, relayLog())
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("published %d of %d rows after 3 minutes\n%s", n, len(want), relayLog())
-		}
-		time.Sleep(500 * time.Millisecond)
-	}
+	topics := []string{prefix + aggTypes[0], prefix + aggTypes[1]}
+	waitPublished(t, broker.addr, topics, len(want), relay, relayLog)
+	deadline := time.Now().Add(time.Minute)
 	// Stop it only once it is up: a relay interrupted while starting exits
 	// with an error.
 	for !strings.Contains(relayLog()[lastStart:], " -> "+prefix) {
@@ -316,63 +280,23 @@ func outboxRelaySIGKILL(t *testing.T, mode string) {
 	}
 	relay = nil
 
-	// Read every outbox topic read_committed to its end.
-	count := map[string]int{}
-	byAgg := map[string][]*kgo.Record{}
-	aggPart := map[string]int32{}
-	total := 0
-	for _, at := range aggTypes {
-		for p, recs := range testenv.ReadToEnd(t, broker.addr, prefix+at, true) {
-			for _, r := range recs {
-				agg := string(r.Key)
-				count[header(r, "id")]++
-				total++
-				byAgg[agg] = append(byAgg[agg], r)
-				if q, ok := aggPart[agg]; ok && q != p {
-					t.Errorf("aggregate %s on partitions %d and %d", agg, q, p)
-				}
-				aggPart[agg] = p
-			}
-		}
-	}
-	dups := 0
-	for id, n := range count {
-		if _, ok := want[id]; !ok {
-			t.Errorf("published row %s that is not in the table", id)
-		}
-		if n != 1 {
-			dups++
-			if dups <= 10 {
-				t.Errorf("row %s published %d times", id, n)
-			}
-		}
-	}
-	if total != len(want) || len(count) != len(want) {
-		t.Errorf("published %d records, %d distinct rows; want %d (%d duplicated)", total, len(count), len(want), dups)
-	}
+	byAgg := checkPublished(t, broker.addr, topics, want)
+	// Per aggregate, one writer transaction's events form one run, in its
+	// insert order (ids encode transaction and position).
 	runs := 0
 	for agg, recs := range byAgg {
 		done := map[int]bool{} // writer transactions whose run in agg ended
 		lastW, lastI := -1, -1
-		for k, r := range recs {
-			id := header(r, "id")
-			v, _ := strconv.ParseInt(header(r, "aggregateversion"), 10, 64)
-			if v != int64(k+1) {
-				t.Errorf("aggregate %s: record %d has version %d; versions must be 1..n without gaps", agg, k, v)
-				break
-			}
-			if w := want[id]; w.agg != agg || w.version != v {
-				t.Errorf("aggregate %s: record %s published as version %d, the table says %s v%d", agg, id, v, w.agg, w.version)
-				break
-			}
-			w, i, ok := parseRowID(id)
+		for _, r := range recs {
+			w, i, ok := parseRowID(header(r, "id"))
 			if !ok {
-				t.Errorf("unexpected row id %q", id)
+				t.Errorf("unexpected row id %q", header(r, "id"))
 				break
 			}
 			if w != lastW {
 				if done[w] {
-					t.Errorf("aggregate %s: writer transaction %d's events are not one contiguous run (again at version %d)", agg, w, v)
+					t.Errorf("aggregate %s: writer transaction %d's events are not one contiguous run (again at version %s)",
+						agg, w, header(r, "aggregateversion"))
 					break
 				}
 				if lastW >= 0 {

@@ -362,7 +362,23 @@ func (r *CDCRelay) closeReplication() {
 	}
 }
 
+// startReplication takes the slot (creating it if missing) and starts
+// streaming at ckpt. A slot seen in the catalog can vanish before
+// START_REPLICATION: one still being created by a relay that was killed
+// (or whose walsender was just ended) is dropped with its backend; then
+// it starts over and creates the slot.
 func (r *CDCRelay) startReplication(ctx context.Context, ckpt pglogrepl.LSN) error {
+	for attempt := 0; ; attempt++ {
+		err := r.startReplicationOnce(ctx, ckpt)
+		var pgErr *pgconn.PgError
+		if err == nil || attempt >= 3 || !errors.As(err, &pgErr) || pgErr.Code != "42704" { // undefined_object
+			return err
+		}
+		r.log.Info("outbox CDC relay: replication slot vanished while starting; again", "slot", r.cfg.Slot)
+	}
+}
+
+func (r *CDCRelay) startReplicationOnce(ctx context.Context, ckpt pglogrepl.LSN) error {
 	if err := r.connectReplication(ctx); err != nil {
 		return err
 	}
