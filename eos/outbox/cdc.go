@@ -54,6 +54,12 @@ type CDCConfig struct {
 	// Kafka transaction until it holds at least this many events; default
 	// 500. A PostgreSQL transaction is never split, however large.
 	BatchSize int
+	// MaxTxnBuffer bounds the events of one PostgreSQL transaction held in
+	// memory: a larger transaction is streamed into an open Kafka
+	// transaction as it arrives (still one Kafka transaction, committed with
+	// its end LSN at its COMMIT), so memory stays bounded by this and the
+	// Kafka client's buffer; default 10000.
+	MaxTxnBuffer int
 	// BatchWait bounds how long a committed PostgreSQL transaction waits
 	// for others to share its Kafka transaction; default 20ms.
 	BatchWait time.Duration
@@ -82,6 +88,9 @@ type cdcHooks struct {
 	// crashInSnapshot, asked after each snapshot chunk's commit, makes the
 	// snapshot fail as a crash would.
 	crashInSnapshot func() bool
+	// crashWhileStreaming makes the stream fail, as a crash would, at the
+	// next event of a transaction being streamed into Kafka.
+	crashWhileStreaming bool
 }
 
 // CDCRelay publishes outbox rows to Kafka exactly once from PostgreSQL's
@@ -142,6 +151,14 @@ type CDCRelay struct {
 	pendingSince time.Time
 	idle         pglogrepl.LSN // confirmable without a Kafka commit (no events before it)
 
+	// streaming: the open PostgreSQL transaction outgrew MaxTxnBuffer and
+	// its events go straight into an open Kafka transaction; skipTxn: the
+	// open PostgreSQL transaction is already published (a resend).
+	streaming, skipTxn bool
+	streamedEvents     int          // events in the open streamed transaction
+	streamedTxns       atomic.Int64 // transactions published by streaming
+	maxBuffered        int          // most events ever buffered (tests)
+
 	// snap is the initial snapshot still to publish (nil: streaming).
 	snap                *snapshotState
 	snapDone, snapTotal atomic.Int64
@@ -201,6 +218,9 @@ func NewCDCRelay(ctx context.Context, cfg CDCConfig) (*CDCRelay, error) {
 	}
 	if cfg.BatchSize <= 0 {
 		cfg.BatchSize = 500
+	}
+	if cfg.MaxTxnBuffer <= 0 {
+		cfg.MaxTxnBuffer = 10000
 	}
 	if cfg.BatchWait <= 0 {
 		cfg.BatchWait = 20 * time.Millisecond
@@ -329,6 +349,7 @@ func (r *CDCRelay) start(ctx context.Context) error {
 	r.checkpoint.Store(uint64(ckpt))
 	r.rels = map[uint32]*pglogrepl.RelationMessage{}
 	r.inTxn, r.cur, r.pending, r.pendingEnd, r.idle = false, nil, nil, 0, 0
+	r.streaming, r.skipTxn = false, false
 	if r.snap != nil {
 		// Run publishes the snapshot, then starts replication.
 		r.snapTotal.Store(-1)
@@ -481,6 +502,9 @@ func (r *CDCRelay) Run(ctx context.Context) error {
 			return ctx.Err()
 		}
 		r.log.Error("outbox CDC relay: streaming failed; restarting", "relay", r.cfg.Name, "err", err)
+		if r.streaming {
+			r.k.abort()
+		}
 		r.closeReplication()
 		r.k.close()
 		for {
@@ -601,6 +625,12 @@ func (r *CDCRelay) handleWAL(ctx context.Context, data []byte) error {
 		r.rels[m.RelationID] = m
 	case *pglogrepl.BeginMessage:
 		r.inTxn, r.cur = true, nil
+		// Already published iff it committed before the checkpoint: the
+		// checkpoint is a transaction's end (or the snapshot's consistent
+		// point), and a later transaction's commit record starts at or
+		// after it. Skipping now keeps a resent large transaction out of
+		// memory.
+		r.skipTxn = m.FinalLSN < pglogrepl.LSN(r.checkpoint.Load())
 	case *pglogrepl.InsertMessage:
 		rel, ok := r.rels[m.RelationID]
 		if !ok {
@@ -609,16 +639,35 @@ func (r *CDCRelay) handleWAL(ctx context.Context, data []byte) error {
 		if rel.Namespace != r.schema || rel.RelationName != r.relname {
 			return nil // another table in a shared publication
 		}
+		if r.skipTxn {
+			return nil
+		}
 		rec, err := r.decodeInsert(rel, m.Tuple)
 		if err != nil {
 			return err
 		}
+		if r.streaming {
+			if r.cfg.hooks.crashWhileStreaming {
+				_ = r.k.cl.Flush(ctx)
+				return errCrashWhileStreaming
+			}
+			r.k.produce(ctx, rec)
+			r.streamedEvents++
+			return nil
+		}
 		r.cur = append(r.cur, rec)
+		r.maxBuffered = max(r.maxBuffered, len(r.cur))
+		if len(r.cur) >= r.cfg.MaxTxnBuffer {
+			return r.startStreaming(ctx)
+		}
 	case *pglogrepl.CommitMessage:
 		r.inTxn = false
 		cur := r.cur
 		r.cur = nil
 		end := m.TransactionEndLSN
+		if r.streaming {
+			return r.commitStreamed(ctx, end)
+		}
 		switch {
 		case end <= pglogrepl.LSN(r.checkpoint.Load()):
 			// Resent after a crash between a Kafka commit and its
@@ -642,6 +691,46 @@ func (r *CDCRelay) handleWAL(ctx context.Context, data []byte) error {
 	// Updates, deletes, truncates, types and origins are not events.
 	return nil
 }
+
+// startStreaming switches the open PostgreSQL transaction, grown to
+// MaxTxnBuffer events, to streaming: the committed transactions pending
+// before it are published first (their order), then a Kafka transaction is
+// opened with the events so far, and later events go straight into it.
+func (r *CDCRelay) startStreaming(ctx context.Context) error {
+	if r.pendingEnd != 0 {
+		if err := r.flush(ctx); err != nil {
+			return err
+		}
+	}
+	if err := r.k.begin(); err != nil {
+		return err
+	}
+	r.streaming = true
+	for _, rec := range r.cur {
+		r.k.produce(ctx, rec)
+	}
+	r.streamedEvents = len(r.cur)
+	r.cur = nil
+	return nil
+}
+
+// commitStreamed commits a streamed transaction with its end LSN as the
+// checkpoint, then confirms it to PostgreSQL.
+func (r *CDCRelay) commitStreamed(ctx context.Context, end pglogrepl.LSN) error {
+	if err := r.k.commit(ctx, []byte(end.String())); err != nil {
+		return err
+	}
+	r.streaming = false
+	r.checkpoint.Store(uint64(end))
+	r.published.Add(int64(r.streamedEvents))
+	r.batches.Add(1)
+	r.streamedTxns.Add(1)
+	return r.sendStatus(ctx)
+}
+
+// errCrashWhileStreaming is returned by the stream when the
+// crashWhileStreaming test hook fires.
+var errCrashWhileStreaming = errors.New("outbox: simulated crash while streaming a transaction")
 
 // flush publishes the pending transactions and their checkpoint in one
 // Kafka transaction, then confirms the checkpoint to PostgreSQL.

@@ -520,3 +520,81 @@ func TestCDCRelaySetupErrors(t *testing.T) {
 		t.Errorf("DefaultSlot = %q", got)
 	}
 }
+
+// A PostgreSQL transaction larger than MaxTxnBuffer is streamed into one
+// open Kafka transaction instead of being held in memory: a crash in the
+// middle leaves none of it visible to read_committed readers, and the next
+// relay publishes it whole, exactly once, in order, between the
+// transactions committed before and after it.
+func TestCDCRelayStreamsLargeTransactionInBoundedMemory(t *testing.T) {
+	requireLogical(t)
+	ctx := context.Background()
+	b := exactly.NewTestBroker(t)
+	db, tbl, schema := pgTable(t)
+	slot := "exactly_test_" + schema
+	dropSlotAtCleanup(t, db, slot)
+	topic := "outbox.event.big"
+	createTopic(t, b.Addr(), topic, 1)
+	cfg := CDCConfig{DSN: testenv.PostgresDSN(), Table: tbl, Name: "test-" + schema, Slot: slot, BatchSize: 500, MaxTxnBuffer: 10,
+		CheckpointTopic: "checkpoints-" + schema, Kafka: []kgo.Opt{kgo.SeedBrokers(b.Addr())}}
+	cfg.hooks.crashWhileStreaming = true
+	r, err := NewCDCRelay(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	write := func(n int, what string) {
+		t.Helper()
+		tx, _ := db.Begin()
+		for i := range n {
+			if err := tbl.Write(ctx, tx, &Event{AggregateType: "big", AggregateID: "a", Type: "T", Payload: fmt.Appendf(nil, "%s-%d", what, i)}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := tx.Commit(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(3, "before")
+	write(55, "big")
+	write(2, "after")
+	if err := runFor(r, 10*time.Second); !errors.Is(err, errCrashWhileStreaming) {
+		t.Fatalf("stream: %v, want the simulated crash while streaming", err)
+	}
+	r.Close()
+	// Only the transaction before the big one is committed in Kafka.
+	if got := testenv.Flatten(testenv.ReadToEnd(t, b.Addr(), topic, true)); len(got) != 3 {
+		t.Fatalf("after a crash mid-transaction read_committed sees %d records, want the 3 committed before it", len(got))
+	}
+	cfg.hooks = cdcHooks{}
+	r, err = NewCDCRelay(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	deadline := time.Now().Add(20 * time.Second)
+	for r.Published() < 57 && time.Now().Before(deadline) {
+		if err := runFor(r, 500*time.Millisecond); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var got []string
+	for _, rec := range testenv.Flatten(testenv.ReadToEnd(t, b.Addr(), topic, true)) {
+		got = append(got, string(rec.Value))
+	}
+	var want []string
+	for _, p := range []struct {
+		what string
+		n    int
+	}{{"before", 3}, {"big", 55}, {"after", 2}} {
+		for i := range p.n {
+			want = append(want, fmt.Sprintf("%s-%d", p.what, i))
+		}
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("published %d records:\n%v\nwant %d in commit order:\n%v", len(got), got, len(want), want)
+	}
+	if r.streamedTxns.Load() != 1 || r.maxBuffered > cfg.MaxTxnBuffer {
+		t.Fatalf("streamed %d transactions, buffered at most %d events; want 1 streamed and at most %d buffered",
+			r.streamedTxns.Load(), r.maxBuffered, cfg.MaxTxnBuffer)
+	}
+}

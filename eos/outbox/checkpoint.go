@@ -10,7 +10,7 @@ import (
 	"maps"
 	"slices"
 	"strconv"
-	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
@@ -50,6 +50,9 @@ type txnPublisher struct {
 	// crashBeforeCommit, set by tests, makes publish produce everything
 	// and return without ending the transaction, as a crash would.
 	crashBeforeCommit bool
+
+	// perr is the first produce error of the open transaction.
+	perr atomic.Pointer[error]
 }
 
 const (
@@ -215,21 +218,37 @@ func (p *txnPublisher) scan(ctx context.Context, lo, hi int64) ([]byte, error) {
 // read_committed readers, or none. After an error the transaction state
 // is unknown; the caller closes and reopens, which fences and rereads.
 func (p *txnPublisher) publish(ctx context.Context, recs []*kgo.Record, checkpoint []byte) error {
-	all := append(recs[:len(recs):len(recs)], &kgo.Record{Topic: p.topic, Partition: 0, Key: []byte(p.key), Value: checkpoint})
-	if err := p.cl.BeginTransaction(); err != nil {
+	if err := p.begin(); err != nil {
 		return err
 	}
-	var mu sync.Mutex
-	var perr error
-	for _, rec := range all {
-		p.cl.Produce(ctx, rec, func(_ *kgo.Record, err error) {
-			mu.Lock()
-			defer mu.Unlock()
-			if err != nil && perr == nil {
-				perr = err
-			}
-		})
+	for _, rec := range recs {
+		p.produce(ctx, rec)
 	}
+	return p.commit(ctx, checkpoint)
+}
+
+// begin opens a Kafka transaction for produce and commit.
+func (p *txnPublisher) begin() error {
+	p.perr.Store(nil)
+	return p.cl.BeginTransaction()
+}
+
+// produce adds rec to the open transaction. It may block while the
+// client's buffer is full (kgo's MaxBufferedRecords), which is what bounds
+// the memory of a transaction streamed record by record; a failure shows
+// at commit.
+func (p *txnPublisher) produce(ctx context.Context, rec *kgo.Record) {
+	p.cl.Produce(ctx, rec, func(_ *kgo.Record, err error) {
+		if err != nil {
+			p.perr.CompareAndSwap(nil, &err)
+		}
+	})
+}
+
+// commit adds the checkpoint record, flushes and commits the open
+// transaction, or aborts it on any failure.
+func (p *txnPublisher) commit(ctx context.Context, checkpoint []byte) error {
+	p.produce(ctx, &kgo.Record{Topic: p.topic, Partition: 0, Key: []byte(p.key), Value: checkpoint})
 	if err := p.cl.Flush(ctx); err != nil {
 		p.abort()
 		return err
@@ -237,9 +256,9 @@ func (p *txnPublisher) publish(ctx context.Context, recs []*kgo.Record, checkpoi
 	if p.crashBeforeCommit {
 		return errors.New("outbox: simulated crash before commit")
 	}
-	if perr != nil {
+	if perr := p.perr.Load(); perr != nil {
 		p.abort()
-		return fmt.Errorf("outbox: producing: %w", perr)
+		return fmt.Errorf("outbox: producing: %w", *perr)
 	}
 	if err := p.cl.EndTransaction(ctx, kgo.TryCommit); err != nil {
 		p.abort()
