@@ -46,6 +46,8 @@ type outboxRelayFlags struct {
 	batchSize                          int
 	pollInterval, setupTimeout         time.Duration
 	deletePublished                    bool
+	noLock                             bool
+	lockPoll                           time.Duration
 }
 
 // relayRunner is what both relays offer the command.
@@ -95,6 +97,8 @@ missing, so start the CDC relay once before writing rows it should publish.`,
 	fl.IntVar(&f.batchSize, "batch-size", 500, "events per Kafka transaction (a PostgreSQL transaction is never split)")
 	fl.DurationVar(&f.pollInterval, "poll-interval", 200*time.Millisecond, "wait after an empty poll (polling relay)")
 	fl.BoolVar(&f.deletePublished, "delete-published", false, "delete rows once their Kafka transaction committed (polling relay)")
+	fl.BoolVar(&f.noLock, "no-lock", false, "do not take the relay's PostgreSQL advisory lock (instances of one --name then fence each other in turn)")
+	fl.DurationVar(&f.lockPoll, "lock-poll", 500*time.Millisecond, "how often a standby tries the relay lock and the active one checks it")
 	fl.DurationVar(&f.setupTimeout, "setup-timeout", 30*time.Second, "give up starting after this long")
 	return cmd
 }
@@ -125,6 +129,32 @@ func runOutboxRelay(cmd *cobra.Command, f *outboxRelayFlags) error {
 	prefix := f.prefix
 	topic := func(e *outbox.Event) string { return prefix + e.AggregateType }
 	table := outbox.Table{Name: f.table}
+
+	// One active instance per name: the others wait for its lock.
+	if !f.noLock {
+		key := outbox.LeaderKey(f.cdc, f.name)
+		lead, err := outbox.AcquireLeadership(ctx, f.dsn, key, f.lockPoll, func() {
+			fmt.Fprintf(cmd.ErrOrStderr(), "outbox relay %q: standby, waiting for the active instance (lock %s)\n", f.name, key)
+		})
+		if err != nil {
+			if ctx.Err() != nil {
+				fmt.Fprintf(cmd.ErrOrStderr(), "outbox relay %q: stopped\n", f.name)
+				return nil
+			}
+			return err
+		}
+		defer lead.Release()
+		lostCtx, cancelLost := context.WithCancelCause(ctx)
+		defer cancelLost(nil)
+		go func() {
+			select {
+			case <-lead.Lost():
+				cancelLost(errLockLost)
+			case <-lostCtx.Done():
+			}
+		}()
+		ctx = lostCtx
+	}
 
 	setupCtx, cancel := context.WithTimeout(ctx, f.setupTimeout)
 	defer cancel()
@@ -167,9 +197,17 @@ func runOutboxRelay(cmd *cobra.Command, f *outboxRelayFlags) error {
 	if err := r.Run(ctx); err != nil && ctx.Err() == nil {
 		return err
 	}
+	if errors.Is(context.Cause(ctx), errLockLost) {
+		return errLockLost
+	}
 	fmt.Fprintf(cmd.ErrOrStderr(), "outbox relay %q: stopped\n", f.name)
 	return nil
 }
+
+// errLockLost ends a relay whose lock connection failed: another instance
+// may be active now, so this one exits (a supervisor restarts it as a
+// standby).
+var errLockLost = errors.New("lost the relay's PostgreSQL lock; exiting so another instance can take over")
 
 // setupError makes a start failure readable: a timeout during start is
 // most often an unreachable broker (PostgreSQL is checked first).
