@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -101,7 +102,10 @@ type Relay struct {
 	cfg  RelayConfig
 	info tableInfo
 	k    *txnPublisher
-	pos  Cursor
+	// pos is written by the goroutine that publishes and read by Stats
+	// from others (metrics scrapes), hence posMu.
+	posMu sync.Mutex
+	pos   Cursor
 	// clean: every row up to pos is known deleted (DeletePublished).
 	clean bool
 	log   *slog.Logger
@@ -190,12 +194,23 @@ func (r *Relay) start(ctx context.Context) error {
 			return fmt.Errorf("outbox: checkpoint %q of relay %s: %w", v, r.cfg.Name, err)
 		}
 	}
-	r.pos, r.clean = pos, false
+	r.setPosition(pos)
+	r.clean = false
 	return nil
 }
 
 // Position is the last row this relay knows to be published.
-func (r *Relay) Position() Cursor { return r.pos }
+func (r *Relay) Position() Cursor {
+	r.posMu.Lock()
+	defer r.posMu.Unlock()
+	return r.pos
+}
+
+func (r *Relay) setPosition(c Cursor) {
+	r.posMu.Lock()
+	r.pos = c
+	r.posMu.Unlock()
+}
 
 // payloadColumn reads the payload as bytes whatever its column type.
 func (i tableInfo) payloadColumn() string {
@@ -263,7 +278,8 @@ func (r *Relay) PublishBatch(ctx context.Context) (int, error) {
 		}
 		return 0, err
 	}
-	r.pos, r.clean = last, false
+	r.setPosition(last)
+	r.clean = false
 	r.published.Add(int64(len(recs)))
 	r.batches.Add(1)
 	return len(recs), nil
@@ -329,7 +345,7 @@ type RelayStats struct {
 func (r *Relay) Stats(ctx context.Context) (RelayStats, error) {
 	n, _ := r.cfg.Table.name()
 	st := RelayStats{Published: r.published.Load(), Batches: r.batches.Load()}
-	pos := r.pos
+	pos := r.Position()
 	err := r.cfg.DB.QueryRowContext(ctx, `WITH s AS (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin,
 			pg_snapshot_xmax(pg_current_snapshot()) AS xmax)
 		SELECT count(p.readyxid),

@@ -7,10 +7,15 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"syscall"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/exactly/exactly/eos/outbox"
 	_ "github.com/jackc/pgx/v5/stdlib" // database/sql driver "pgx" for the polling relay
@@ -48,12 +53,14 @@ type outboxRelayFlags struct {
 	deletePublished                    bool
 	noLock                             bool
 	lockPoll                           time.Duration
+	metricsListen                      string
 }
 
 // relayRunner is what both relays offer the command.
 type relayRunner interface {
 	Run(context.Context) error
 	Close()
+	Collector() prometheus.Collector
 }
 
 func outboxRelayCommand() *cobra.Command {
@@ -97,6 +104,7 @@ missing, so start the CDC relay once before writing rows it should publish.`,
 	fl.IntVar(&f.batchSize, "batch-size", 500, "events per Kafka transaction (a PostgreSQL transaction is never split)")
 	fl.DurationVar(&f.pollInterval, "poll-interval", 200*time.Millisecond, "wait after an empty poll (polling relay)")
 	fl.BoolVar(&f.deletePublished, "delete-published", false, "delete rows once their Kafka transaction committed (polling relay)")
+	fl.StringVar(&f.metricsListen, "metrics-listen", "", "serve Prometheus metrics at http://ADDR/metrics (lag, published, batches, horizon, snapshot progress)")
 	fl.BoolVar(&f.noLock, "no-lock", false, "do not take the relay's PostgreSQL advisory lock (instances of one --name then fence each other in turn)")
 	fl.DurationVar(&f.lockPoll, "lock-poll", 500*time.Millisecond, "how often a standby tries the relay lock and the active one checks it")
 	fl.DurationVar(&f.setupTimeout, "setup-timeout", 30*time.Second, "give up starting after this long")
@@ -141,7 +149,7 @@ func runOutboxRelay(cmd *cobra.Command, f *outboxRelayFlags) error {
 				fmt.Fprintf(cmd.ErrOrStderr(), "outbox relay %q: stopped\n", f.name)
 				return nil
 			}
-			return err
+			return fmt.Errorf("connecting to PostgreSQL: %w", err)
 		}
 		defer lead.Release()
 		lostCtx, cancelLost := context.WithCancelCause(ctx)
@@ -193,6 +201,14 @@ func runOutboxRelay(cmd *cobra.Command, f *outboxRelayFlags) error {
 		what = fmt.Sprintf("polling, position %s", pr.Position())
 	}
 	defer r.Close()
+	if f.metricsListen != "" {
+		stopMetrics, addr, err := serveRelayMetrics(f.metricsListen, r.Collector())
+		if err != nil {
+			return err
+		}
+		defer stopMetrics()
+		fmt.Fprintf(cmd.ErrOrStderr(), "outbox relay %q: metrics at http://%s/metrics\n", f.name, addr)
+	}
 	fmt.Fprintf(cmd.ErrOrStderr(), "outbox relay %q: %s -> %s<aggregatetype> (%s)\n", f.name, f.table, prefix, what)
 	if err := r.Run(ctx); err != nil && ctx.Err() == nil {
 		return err
@@ -301,4 +317,21 @@ func snapshotProgress(ctx context.Context, w io.Writer, r *outbox.CDCRelay) {
 			fmt.Fprintf(w, "initial snapshot: %d/%d rows (%.0f%%)\n", done, total, 100*float64(done)/float64(total))
 		}
 	}
+}
+
+// serveRelayMetrics serves c at http://listen/metrics until stopped.
+func serveRelayMetrics(listen string, c prometheus.Collector) (stop func(), addr string, err error) {
+	reg := prometheus.NewRegistry()
+	if err := reg.Register(c); err != nil {
+		return nil, "", err
+	}
+	ln, err := net.Listen("tcp", listen)
+	if err != nil {
+		return nil, "", fmt.Errorf("--metrics-listen: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go srv.Serve(ln)
+	return func() { srv.Close() }, ln.Addr().String(), nil
 }

@@ -7,7 +7,10 @@ import (
 	"database/sql"
 	"encoding/hex"
 	"fmt"
+	"io"
+	"net/http"
 	"os/exec"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -107,7 +110,8 @@ func TestOutboxRelayCommand(t *testing.T) {
 				}
 			}
 			args := []string{"outbox", "relay", "--dsn", testenv.PostgresDSN(), "--table", tbl.Name, "--bootstrap", addr,
-				"--topic-prefix", prefix, "--name", schema, "--checkpoint-topic", "ckpt-" + schema, "--poll-interval", "20ms"}
+				"--topic-prefix", prefix, "--name", schema, "--checkpoint-topic", "ckpt-" + schema, "--poll-interval", "20ms",
+				"--metrics-listen", "127.0.0.1:0"}
 			if mode == "cdc" {
 				args = append(args, "--cdc", "--slot", schema)
 			} else {
@@ -154,6 +158,27 @@ func TestOutboxRelayCommand(t *testing.T) {
 					t.Fatalf("read %d of 10 events\n%s", n, out.String())
 				}
 				fs.EachRecord(func(r *kgo.Record) { seen[string(r.Value)]++; n++ })
+			}
+			// The metrics count what was published.
+			m := regexp.MustCompile(`metrics at (http://\S+/metrics)`).FindStringSubmatch(out.String())
+			if m == nil {
+				t.Fatalf("no metrics line:\n%s", out.String())
+			}
+			wantMetric := fmt.Sprintf(`exactly_outbox_published_total{mode=%q,relay=%q} 10`, mode, schema)
+			for deadline := time.Now().Add(10 * time.Second); ; {
+				resp, err := http.Get(m[1])
+				if err != nil {
+					t.Fatal(err)
+				}
+				body, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if strings.Contains(string(body), wantMetric) {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("metrics lack %s:\n%s", wantMetric, body)
+				}
+				time.Sleep(100 * time.Millisecond)
 			}
 			cancel()
 			select {
