@@ -14,6 +14,9 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/schollz/progressbar/v3"
+	"golang.org/x/term"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
@@ -293,10 +296,19 @@ the table are numbered in their existing order. Running init again changes nothi
 	return cmd
 }
 
-// snapshotProgress prints the initial snapshot's progress every few
-// seconds until it is done (or there is none).
+// snapshotProgress shows the initial snapshot's progress until it is done
+// (or there is none): a progress bar when w is a terminal, otherwise a
+// line every few seconds (a log file should not fill with bar redraws).
 func snapshotProgress(ctx context.Context, w io.Writer, r *outbox.CDCRelay) {
-	t := time.NewTicker(2 * time.Second)
+	var bar *progressbar.ProgressBar
+	every := 2 * time.Second
+	if f, ok := w.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+		bar = progressbar.NewOptions64(-1, progressbar.OptionSetWriter(w), progressbar.OptionSetWidth(30),
+			progressbar.OptionThrottle(150*time.Millisecond), progressbar.OptionSetDescription("initial snapshot"),
+			progressbar.OptionShowCount())
+		every = 200 * time.Millisecond
+	}
+	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
 		select {
@@ -309,13 +321,26 @@ func snapshotProgress(ctx context.Context, w io.Writer, r *outbox.CDCRelay) {
 		case total == 0 && done == 0:
 			return // no snapshot
 		case total < 0:
-			fmt.Fprintf(w, "initial snapshot: sizing\n")
-		case done >= total:
+			if bar == nil {
+				fmt.Fprintf(w, "initial snapshot: sizing\n")
+			}
+			continue
+		}
+		if bar != nil {
+			bar.ChangeMax64(total)
+			_ = bar.Set64(done)
+			if done >= total {
+				_ = bar.Finish()
+				fmt.Fprintln(w)
+				return
+			}
+			continue
+		}
+		if done >= total {
 			fmt.Fprintf(w, "initial snapshot: %d/%d rows, done\n", done, total)
 			return
-		default:
-			fmt.Fprintf(w, "initial snapshot: %d/%d rows (%.0f%%)\n", done, total, 100*float64(done)/float64(total))
 		}
+		fmt.Fprintf(w, "initial snapshot: %d/%d rows (%.0f%%)\n", done, total, 100*float64(done)/float64(total))
 	}
 }
 
