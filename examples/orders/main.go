@@ -132,7 +132,15 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 			// Run after the relay stopped (defers run in reverse): a slot
 			// left behind would make PostgreSQL keep WAL forever.
 			if o.cdc {
-				db.Exec(`SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1`, slot)
+				// The relay's walsender may take a moment to exit after
+				// the relay closed; a slot still active cannot be dropped.
+				for range 50 {
+					db.Exec(`SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = $1 AND active_pid IS NOT NULL`, slot)
+					if _, err := db.Exec(`SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1`, slot); err == nil {
+						break
+					}
+					time.Sleep(100 * time.Millisecond)
+				}
 				db.Exec(`DROP PUBLICATION IF EXISTS ` + slot)
 			}
 			db.Exec(`DROP SCHEMA ` + o.schema + ` CASCADE`)
