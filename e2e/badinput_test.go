@@ -3,10 +3,9 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"github.com/exactly/exactly/internal/testenv"
 	"strings"
 	"testing"
-
-	"github.com/exactly/exactly/internal/testenv"
 
 	"github.com/exactly/exactly"
 	"github.com/twmb/franz-go/pkg/kerr"
