@@ -538,6 +538,13 @@ func (r *CDCRelay) stream(ctx context.Context) error {
 			return err
 		}
 	}
+	if r.repl == nil {
+		// The snapshot finished but starting replication after it did
+		// not (say ctx ended in between): start from the checkpoint.
+		if err := r.startReplication(ctx, pglogrepl.LSN(r.checkpoint.Load())); err != nil {
+			return err
+		}
+	}
 	nextStatus := time.Now().Add(r.cfg.StatusInterval)
 	for {
 		now := time.Now()

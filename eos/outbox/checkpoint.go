@@ -51,9 +51,14 @@ type txnPublisher struct {
 	// and return without ending the transaction, as a crash would.
 	crashBeforeCommit bool
 
-	// perr is the first produce error of the open transaction.
-	perr atomic.Pointer[error]
+	// txn holds the first produce error of the open transaction. Each
+	// transaction gets its own, so a late callback of an aborted one cannot
+	// fail the next.
+	txn *txnErr
 }
+
+// txnErr is the first produce error of one Kafka transaction.
+type txnErr struct{ first atomic.Pointer[error] }
 
 const (
 	defaultFirstChunk = 256
@@ -229,7 +234,7 @@ func (p *txnPublisher) publish(ctx context.Context, recs []*kgo.Record, checkpoi
 
 // begin opens a Kafka transaction for produce and commit.
 func (p *txnPublisher) begin() error {
-	p.perr.Store(nil)
+	p.txn = &txnErr{}
 	return p.cl.BeginTransaction()
 }
 
@@ -238,9 +243,10 @@ func (p *txnPublisher) begin() error {
 // the memory of a transaction streamed record by record; a failure shows
 // at commit.
 func (p *txnPublisher) produce(ctx context.Context, rec *kgo.Record) {
+	txn := p.txn
 	p.cl.Produce(ctx, rec, func(_ *kgo.Record, err error) {
 		if err != nil {
-			p.perr.CompareAndSwap(nil, &err)
+			txn.first.CompareAndSwap(nil, &err)
 		}
 	})
 }
@@ -256,7 +262,7 @@ func (p *txnPublisher) commit(ctx context.Context, checkpoint []byte) error {
 	if p.crashBeforeCommit {
 		return errors.New("outbox: simulated crash before commit")
 	}
-	if perr := p.perr.Load(); perr != nil {
+	if perr := p.txn.first.Load(); perr != nil {
 		p.abort()
 		return fmt.Errorf("outbox: producing: %w", *perr)
 	}
