@@ -31,7 +31,7 @@ import (
 // EXACTLY_OUTBOX_SNAPSHOT_ROWS, default 30000. The relay reads the
 // snapshot in chunks of --batch-size 500 whatever the size, so 30000 rows
 // (60 chunks, kills after ~12 and ~33) exercise the same resume paths as
-// the 100000 of the acceptance run (which took 155 s on a loaded 2-core
+// the 100000 of the acceptance run (which took 110-155 s on a loaded 2-core
 // machine, mostly Kafka transactions and reading the topic back); set the
 // variable to run that size.
 func snapshotRows(t *testing.T) int {
