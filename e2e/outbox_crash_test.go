@@ -1,9 +1,9 @@
 package e2e
 
 // SIGKILL crash test for the outbox relay process: `exactly outbox relay`
-// is killed at random moments while writers commit outbox rows, and
-// restarted; every committed row must reach Kafka exactly once and in
-// commit order per aggregate, in polling and in CDC mode.
+// is killed at random moments while psql processes commit outbox rows with
+// plain INSERTs, and restarted; every committed row must reach Kafka exactly
+// once and in commit order per aggregate, in polling and in CDC mode.
 
 import (
 	"context"
@@ -11,18 +11,20 @@ import (
 	"database/sql"
 	"encoding/hex"
 	"fmt"
+	"io"
 	mrand "math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/exactly/exactly/eos/outbox"
 	"github.com/exactly/exactly/internal/testenv"
 	_ "github.com/jackc/pgx/v5/stdlib"
 	"github.com/twmb/franz-go/pkg/kadm"
@@ -57,19 +59,63 @@ func (p *relayProc) kill() {
 	<-p.done
 }
 
-// TestOutboxRelaySIGKILL: 40 concurrent writers × 100 rows (transactions of
-// 1-4 rows) over 10 aggregates of two aggregate types, while the relay
-// process is SIGKILLed 3 times at random moments and restarted. Reading
-// every outbox topic read_committed afterwards, each row is there exactly
-// once (by its id header), each aggregate on one partition, in seq order.
+// TestOutboxRelaySIGKILL: after `exactly outbox init`, 40 concurrent writer
+// transactions of 100 rows each, written by real psql processes with plain
+// INSERTs (no lock taken by the writer) over 10 aggregates of two aggregate
+// types; 8 of them hold their transaction open for seconds mid-way and
+// commit late. The relay process starts together with the writers (its
+// first start races them; in CDC mode rows committed before its slot exists
+// come from the initial snapshot) and is SIGKILLed 3 times at random
+// moments and restarted. Reading every outbox topic read_committed
+// afterwards:
+//   - every row is there exactly once (by its id header);
+//   - per aggregate, the aggregateversion headers are 1..n, gap-free and
+//     increasing, and match the table;
+//   - per aggregate, the events of one writer transaction form one
+//     contiguous run, in the transaction's insert order.
 func TestOutboxRelaySIGKILL(t *testing.T) {
+	testenv.RequireTool(t, "/usr/bin/psql", "apt-get install postgresql-client")
 	for _, mode := range []string{"poll", "cdc"} {
 		t.Run(mode, func(t *testing.T) { outboxRelaySIGKILL(t, mode) })
 	}
 }
 
+// psqlWriter is one writer transaction in a psql process fed through a
+// pipe, so the test decides when it commits.
+type psqlWriter struct {
+	cmd   *exec.Cmd
+	stdin io.WriteCloser
+	out   strings.Builder
+}
+
+func startPsql(t *testing.T) *psqlWriter {
+	t.Helper()
+	w := &psqlWriter{cmd: exec.Command("/usr/bin/psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", testenv.PostgresDSN())}
+	w.cmd.Stdout, w.cmd.Stderr = &w.out, &w.out
+	var err error
+	if w.stdin, err = w.cmd.StdinPipe(); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	return w
+}
+
+// rowID is the id of writer transaction w's i-th row, so the test can tell
+// a record's transaction and insert position from its id header.
+func rowID(w, i int) string { return fmt.Sprintf("00000000-0000-4000-8000-%012d", w*1000+i) }
+
+func parseRowID(id string) (w, i int, ok bool) {
+	var n int
+	if _, err := fmt.Sscanf(id[24:], "%012d", &n); err != nil || len(id) != 36 {
+		return 0, 0, false
+	}
+	return n / 1000, n % 1000, true
+}
+
 func outboxRelaySIGKILL(t *testing.T, mode string) {
-	const writers, rowsPerWriter, aggregates, kills = 40, 100, 10, 3
+	const writers, rowsPerWriter, aggregates, lateWriters, kills = 40, 100, 10, 8, 3
 	ctx := context.Background()
 	broker := startBroker(t, t.TempDir(), freePort(t))
 
@@ -77,7 +123,6 @@ func outboxRelaySIGKILL(t *testing.T, mode string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	db.SetMaxOpenConns(writers + 5)
 	var nonce [6]byte
 	_, _ = rand.Read(nonce[:])
 	schema := "e2e_outbox_" + hex.EncodeToString(nonce[:])
@@ -89,31 +134,16 @@ func outboxRelaySIGKILL(t *testing.T, mode string) {
 		if relay != nil {
 			relay.kill()
 		}
-		// A slot left behind pins WAL forever.
-		for range 50 {
-			db.Exec(`SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = $1 AND active_pid IS NOT NULL`, schema)
-			if _, err := db.Exec(`SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1`, schema); err == nil {
-				break
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
-		db.Exec("DROP PUBLICATION IF EXISTS " + schema)
+		dropSlot(db, schema)
 		db.Exec("DROP SCHEMA " + schema + " CASCADE")
 		db.Close()
 	})
 	if mode == "cdc" {
-		var level string
-		if err := db.QueryRow("SHOW wal_level").Scan(&level); err != nil {
-			t.Fatal(err)
-		}
-		if level != "logical" {
-			t.Fatalf("PostgreSQL wal_level=%s; the CDC relay needs logical. .ci/run sets it; by hand: "+
-				`psql -h 127.0.0.1 -U postgres -c "ALTER SYSTEM SET wal_level = logical" and restart PostgreSQL`, level)
-		}
+		requireLogical(t, db)
 	}
-	tbl := outbox.Table{Name: schema + ".outbox"}
-	if err := tbl.CreateSchema(ctx, db); err != nil {
-		t.Fatal(err)
+	table := schema + ".outbox"
+	if code, out := runExactly(t, "outbox", "init", "--dsn", testenv.PostgresDSN(), "--table", table, "--payload", "jsonb"); code != 0 {
+		t.Fatalf("exactly outbox init: exit %d\n%s", code, out)
 	}
 	prefix := "crash." + mode + "."
 	aggTypes := []string{"order", "payment"}
@@ -135,136 +165,129 @@ func outboxRelaySIGKILL(t *testing.T, mode string) {
 	}
 
 	logPath := filepath.Join(t.TempDir(), "relay.log")
-	args := []string{"--dsn", testenv.PostgresDSN(), "--table", tbl.Name, "--bootstrap", broker.addr, "--topic-prefix", prefix,
-		"--name", schema, "--checkpoint-topic", "ckpt-" + schema, "--batch-size", "50", "--poll-interval", "20ms"}
+	args := []string{"--dsn", testenv.PostgresDSN(), "--table", table, "--bootstrap", broker.addr, "--topic-prefix", prefix,
+		"--name", schema, "--checkpoint-topic", "ckpt-" + schema, "--batch-size", "50", "--poll-interval", "20ms",
+		"--setup-timeout", "2m"}
 	if mode == "cdc" {
 		args = append(args, "--cdc", "--slot", schema)
 	}
 	relayLog := func() string { b, _ := os.ReadFile(logPath); return string(b) }
-	started := func() {
-		t.Helper()
-		relay = startRelay(t, logPath, args...)
-	}
-	started()
-	if mode == "cdc" {
-		// Rows committed before the slot exists are not in its stream.
-		deadline := time.Now().Add(30 * time.Second)
-		for {
-			var n int
-			db.QueryRow(`SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1`, schema).Scan(&n)
-			if n == 1 {
-				break
-			}
-			select {
-			case <-relay.done:
-				t.Fatalf("relay exited at start: %v\n%s", relay.err, relayLog())
-			default:
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("relay created no slot:\n%s", relayLog())
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
-	}
 
+	// The writers and the relay's first start race. Each transaction
+	// writes 100 rows over 1-3 aggregates, interleaved, first touching its
+	// aggregates in ascending order (each aggregate's counter row stays
+	// locked until commit, so any other order could deadlock). The late
+	// writers stop half-way, hold their transaction open for seconds and
+	// then finish and commit.
 	var wg sync.WaitGroup
-	var committed atomic.Int64
 	writeErr := make(chan error, writers)
+	// The last writers start only once the relay has begun its work (in
+	// CDC mode: its slot exists and the snapshot began), so that mode
+	// publishes rows from both the snapshot and the stream: creating a
+	// slot waits for the transactions running meanwhile, and with all 40
+	// overlapping the snapshot would hold every row.
+	const gatedWriters = 10
+	gate := make(chan struct{})
 	for w := range writers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			rng := mrand.New(mrand.NewPCG(uint64(w), 7))
-			for written := 0; written < rowsPerWriter; {
-				n := min(1+rng.IntN(4), rowsPerWriter-written)
-				tx, err := db.BeginTx(ctx, nil)
-				if err != nil {
-					writeErr <- err
-					return
+			rng := mrand.New(mrand.NewPCG(uint64(w), 11))
+			subset := rng.Perm(aggregates)[:1+rng.IntN(3)]
+			slices.Sort(subset)
+			var stmts []string
+			for i := range rowsPerWriter {
+				a := subset[rng.IntN(len(subset))]
+				if i < len(subset) {
+					a = subset[i]
 				}
-				for range n {
-					a := rng.IntN(aggregates)
-					e := &outbox.Event{AggregateType: aggTypes[a%2], AggregateID: fmt.Sprint("agg-", a), Type: "T",
-						Payload: fmt.Appendf(nil, "w%d-%d", w, written)}
-					if err := tbl.Write(ctx, tx, e); err != nil {
-						tx.Rollback()
-						writeErr <- err
-						return
-					}
-					written++
-				}
-				if err := tx.Commit(); err != nil {
-					writeErr <- err
-					return
-				}
-				committed.Add(int64(n))
-				time.Sleep(time.Duration(rng.IntN(40)) * time.Millisecond)
+				stmts = append(stmts, fmt.Sprintf("INSERT INTO %s (id, aggregatetype, aggregateid, type, payload) "+
+					"VALUES ('%s', '%s', 'agg-%d', 'T', '{\"w\": %d, \"i\": %d}');\n", table, rowID(w, i), aggTypes[a%2], a, w, i))
+			}
+			if w >= writers-gatedWriters {
+				<-gate
+			}
+			if w >= lateWriters+4 {
+				time.Sleep(time.Duration(rng.IntN(10000)) * time.Millisecond)
+			}
+			p := startPsql(t)
+			io.WriteString(p.stdin, "BEGIN;\n"+strings.Join(stmts[:rowsPerWriter/2], ""))
+			if w < lateWriters {
+				time.Sleep(time.Duration(3000+rng.IntN(4000)) * time.Millisecond)
+			}
+			io.WriteString(p.stdin, strings.Join(stmts[rowsPerWriter/2:], "")+"COMMIT;\n")
+			p.stdin.Close()
+			if err := p.cmd.Wait(); err != nil {
+				writeErr <- fmt.Errorf("psql writer %d: %v\n%s", w, err, p.out.String())
 			}
 		}()
 	}
 	writersDone := make(chan struct{})
 	go func() { wg.Wait(); close(writersDone) }()
+	// The relay starts once a few transactions committed, while the late
+	// ones are open and the rest have not begun: in CDC mode the slot is
+	// created amid them and the snapshot must hold the committed ones.
+	for n := 0; n < 200; {
+		db.QueryRow("SELECT count(*) FROM " + table).Scan(&n)
+		time.Sleep(20 * time.Millisecond)
+	}
+	relay = startRelay(t, logPath, args...)
+	lastStart := 0
+	go func() {
+		defer close(gate)
+		for deadline := time.Now().Add(2 * time.Minute); mode == "cdc" && time.Now().Before(deadline); {
+			if strings.Contains(relayLog(), "initial snapshot begins") {
+				return
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}()
 
 	// Kill the relay at random moments while the writers run.
 	for i := range kills {
-		time.Sleep(time.Duration(300+mrand.IntN(1200)) * time.Millisecond)
+		time.Sleep(time.Duration(1000+mrand.IntN(1500)) * time.Millisecond)
 		select {
 		case <-relay.done:
 			t.Fatalf("relay exited by itself: %v\n%s", relay.err, relayLog())
 		default:
 		}
 		relay.kill()
-		t.Logf("SIGKILL %d with %d of %d rows committed", i+1, committed.Load(), writers*rowsPerWriter)
+		var n int
+		db.QueryRow("SELECT count(*) FROM " + table).Scan(&n)
+		t.Logf("SIGKILL %d with %d of %d rows committed", i+1, n, writers*rowsPerWriter)
 		time.Sleep(time.Duration(mrand.IntN(300)) * time.Millisecond)
-		started()
+		lastStart = len(relayLog())
+		relay = startRelay(t, logPath, args...)
 	}
 	select {
 	case <-writersDone:
-	case <-time.After(2 * time.Minute):
-		t.Fatal("writers did not finish in 2 minutes")
+	case <-time.After(3 * time.Minute):
+		t.Fatal("writers did not finish in 3 minutes")
 	}
 	close(writeErr)
 	for err := range writeErr {
 		t.Fatal(err)
 	}
 
-	// Expected: every committed row, per aggregate in seq (= commit) order.
-	rows, err := db.Query("SELECT id::text, aggregateid FROM " + tbl.Name + " ORDER BY seq")
-	if err != nil {
-		t.Fatal(err)
+	want := tableRows(t, db, table)
+	if len(want) != writers*rowsPerWriter {
+		t.Fatalf("%d rows committed, want %d", len(want), writers*rowsPerWriter)
 	}
-	wantByAgg := map[string][]string{}
-	want := 0
-	for rows.Next() {
-		var id, agg string
-		rows.Scan(&id, &agg)
-		wantByAgg[agg] = append(wantByAgg[agg], id)
-		want++
-	}
-	rows.Close()
-	if want != writers*rowsPerWriter {
-		t.Fatalf("%d rows committed, want %d", want, writers*rowsPerWriter)
-	}
-
-	// Let the last relay catch up, then stop it cleanly.
-	deadline := time.Now().Add(2 * time.Minute)
-	for {
-		n := 0
-		for _, at := range aggTypes {
-			n += len(txnRead(t, broker.addr, prefix+at, true))
-		}
-		if n >= want {
-			break
-		}
+	topics := []string{prefix + aggTypes[0], prefix + aggTypes[1]}
+	waitPublished(t, broker.addr, topics, len(want), relay, relayLog)
+	deadline := time.Now().Add(time.Minute)
+	// Stop it only once it is up: a relay interrupted while starting exits
+	// with an error.
+	for !strings.Contains(relayLog()[lastStart:], " -> "+prefix) {
 		select {
 		case <-relay.done:
 			t.Fatalf("relay exited: %v\n%s", relay.err, relayLog())
 		default:
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("published %d of %d rows after 2 minutes\n%s", n, want, relayLog())
+			t.Fatalf("the last relay did not start\n%s", relayLog())
 		}
-		time.Sleep(500 * time.Millisecond)
+		time.Sleep(100 * time.Millisecond)
 	}
 	relay.cmd.Process.Signal(syscall.SIGTERM)
 	select {
@@ -277,52 +300,93 @@ func outboxRelaySIGKILL(t *testing.T, mode string) {
 	}
 	relay = nil
 
-	// Read every outbox topic read_committed to its end.
-	count := map[string]int{}
-	gotByAgg := map[string][]string{}
-	aggPart := map[string]int32{}
-	total := 0
-	for _, at := range aggTypes {
-		for p, recs := range testenv.ReadToEnd(t, broker.addr, prefix+at, true) {
-			for _, r := range recs {
-				var id string
-				for _, h := range r.Headers {
-					if h.Key == "id" {
-						id = string(h.Value)
-					}
-				}
-				agg := string(r.Key)
-				count[id]++
-				total++
-				gotByAgg[agg] = append(gotByAgg[agg], id)
-				if q, ok := aggPart[agg]; ok && q != p {
-					t.Errorf("aggregate %s on partitions %d and %d", agg, q, p)
-				}
-				aggPart[agg] = p
+	byAgg := checkPublished(t, broker.addr, topics, want)
+	// Per aggregate, one writer transaction's events form one run, in its
+	// insert order (ids encode transaction and position).
+	runs := 0
+	for agg, recs := range byAgg {
+		done := map[int]bool{} // writer transactions whose run in agg ended
+		lastW, lastI := -1, -1
+		for _, r := range recs {
+			w, i, ok := parseRowID(header(r, "id"))
+			if !ok {
+				t.Errorf("unexpected row id %q", header(r, "id"))
+				break
 			}
-		}
-	}
-	dups := 0
-	for id, n := range count {
-		if n != 1 {
-			dups++
-			if dups <= 10 {
-				t.Errorf("row %s published %d times", id, n)
+			if w != lastW {
+				if done[w] {
+					t.Errorf("aggregate %s: writer transaction %d's events are not one contiguous run (again at version %s)",
+						agg, w, header(r, "aggregateversion"))
+					break
+				}
+				if lastW >= 0 {
+					done[lastW] = true
+				}
+				lastW, lastI = w, -1
+				runs++
 			}
-		}
-	}
-	if total != want || len(count) != want {
-		t.Errorf("published %d records, %d distinct rows; want %d (%d duplicated)", total, len(count), want, dups)
-	}
-	for agg, ids := range wantByAgg {
-		if fmt.Sprint(gotByAgg[agg]) != fmt.Sprint(ids) {
-			t.Errorf("aggregate %s: %d records, order differs from seq order", agg, len(gotByAgg[agg]))
+			if i <= lastI {
+				t.Errorf("aggregate %s: writer transaction %d's row %d after its row %d: not insert order", agg, w, i, lastI)
+				break
+			}
+			lastI = i
 		}
 	}
 	if t.Failed() || testing.Verbose() {
 		t.Logf("relay log:\n%s", relayLog())
 	} else {
-		t.Logf("%d rows, %d restarts after SIGKILL: published exactly once, in order (%d relay log lines)",
-			want, kills, strings.Count(relayLog(), "\n"))
+		t.Logf("%d rows in %d aggregates (%d transaction runs), %d restarts after SIGKILL: published exactly once, "+
+			"versions gap-free, transactions contiguous (%d relay log lines)",
+			len(want), len(byAgg), runs, kills, strings.Count(relayLog(), "\n"))
 	}
+	if mode == "cdc" {
+		m := regexp.MustCompile(`initial snapshot done.* rows=(\d+)`).FindStringSubmatch(relayLog())
+		n := -1
+		if m != nil {
+			n, _ = strconv.Atoi(m[1])
+		}
+		if n <= 0 || n > writers*rowsPerWriter-gatedWriters*rowsPerWriter {
+			t.Errorf("the CDC relay's initial snapshot published %d rows; the test meant it to race committed writers "+
+				"and leave at least the %d gated writers' rows to the stream", n, gatedWriters)
+		} else {
+			t.Logf("the initial snapshot published %d rows, the stream %d", n, writers*rowsPerWriter-n)
+		}
+	}
+}
+
+// header returns r's header key, or "".
+func header(r *kgo.Record, key string) string {
+	for _, h := range r.Headers {
+		if h.Key == key {
+			return string(h.Value)
+		}
+	}
+	return ""
+}
+
+// requireLogical fails the test with the fix when PostgreSQL cannot serve
+// logical replication.
+func requireLogical(t *testing.T, db *sql.DB) {
+	t.Helper()
+	var level string
+	if err := db.QueryRow("SHOW wal_level").Scan(&level); err != nil {
+		t.Fatal(err)
+	}
+	if level != "logical" {
+		t.Fatalf("PostgreSQL wal_level=%s; the CDC relay needs logical. .ci/run sets it; by hand: "+
+			`psql -h 127.0.0.1 -U postgres -c "ALTER SYSTEM SET wal_level = logical" and restart PostgreSQL`, level)
+	}
+}
+
+// dropSlot drops a test's replication slot and publication (both named
+// name): a slot left behind pins WAL forever.
+func dropSlot(db *sql.DB, name string) {
+	for range 50 {
+		db.Exec(`SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = $1 AND active_pid IS NOT NULL`, name)
+		if _, err := db.Exec(`SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1`, name); err == nil {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	db.Exec("DROP PUBLICATION IF EXISTS " + name)
 }

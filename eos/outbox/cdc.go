@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -18,6 +19,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/jackc/pgx/v5/stdlib"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
@@ -52,6 +54,12 @@ type CDCConfig struct {
 	// Kafka transaction until it holds at least this many events; default
 	// 500. A PostgreSQL transaction is never split, however large.
 	BatchSize int
+	// MaxTxnBuffer bounds the events of one PostgreSQL transaction held in
+	// memory: a larger transaction is streamed into an open Kafka
+	// transaction as it arrives (still one Kafka transaction, committed with
+	// its end LSN at its COMMIT), so memory stays bounded by this and the
+	// Kafka client's buffer; default 10000.
+	MaxTxnBuffer int
 	// BatchWait bounds how long a committed PostgreSQL transaction waits
 	// for others to share its Kafka transaction; default 20ms.
 	BatchWait time.Duration
@@ -59,6 +67,11 @@ type CDCConfig struct {
 	// PostgreSQL when nothing else makes it; default 10s. It must stay
 	// well below the server's wal_sender_timeout (default 60s).
 	StatusInterval time.Duration
+	// Snapshot is what a relay without a checkpoint does first:
+	// SnapshotInitial (the default) publishes the rows already in the
+	// table, then streams; SnapshotNoData only streams what commits after
+	// its slot exists.
+	Snapshot string
 	// Logger receives Run's errors and restarts; nil discards them.
 	Logger *slog.Logger
 
@@ -72,6 +85,12 @@ type CDCConfig struct {
 type cdcHooks struct {
 	crashAfterCommit bool
 	startFromSlot    bool
+	// crashInSnapshot, asked after each snapshot chunk's commit, makes the
+	// snapshot fail as a crash would.
+	crashInSnapshot func() bool
+	// crashWhileStreaming makes the stream fail, as a crash would, at the
+	// next event of a transaction being streamed into Kafka.
+	crashWhileStreaming bool
 }
 
 // CDCRelay publishes outbox rows to Kafka exactly once from PostgreSQL's
@@ -115,6 +134,7 @@ type CDCRelay struct {
 	// schema and relname are Table resolved in the catalog: relation
 	// messages name them so.
 	schema, relname string
+	info            tableInfo
 
 	// checkpoint is the end LSN of the last PostgreSQL transaction
 	// committed to Kafka; confirmed is the flush position last reported
@@ -131,7 +151,20 @@ type CDCRelay struct {
 	pendingSince time.Time
 	idle         pglogrepl.LSN // confirmable without a Kafka commit (no events before it)
 
+	// streaming: the open PostgreSQL transaction outgrew MaxTxnBuffer and
+	// its events go straight into an open Kafka transaction; skipTxn: the
+	// open PostgreSQL transaction is already published (a resend).
+	streaming, skipTxn bool
+	streamedEvents     int          // events in the open streamed transaction
+	streamedTxns       atomic.Int64 // transactions published by streaming
+	maxBuffered        int          // most events ever buffered (tests)
+
+	// snap is the initial snapshot still to publish (nil: streaming).
+	snap                *snapshotState
+	snapDone, snapTotal atomic.Int64
+
 	published atomic.Int64 // events committed to Kafka by this relay
+	batches   atomic.Int64 // Kafka transactions with events
 	skipped   atomic.Int64 // resent transactions skipped as already published
 }
 
@@ -186,11 +219,21 @@ func NewCDCRelay(ctx context.Context, cfg CDCConfig) (*CDCRelay, error) {
 	if cfg.BatchSize <= 0 {
 		cfg.BatchSize = 500
 	}
+	if cfg.MaxTxnBuffer <= 0 {
+		cfg.MaxTxnBuffer = 10000
+	}
 	if cfg.BatchWait <= 0 {
 		cfg.BatchWait = 20 * time.Millisecond
 	}
 	if cfg.StatusInterval <= 0 {
 		cfg.StatusInterval = 10 * time.Second
+	}
+	switch cfg.Snapshot {
+	case "":
+		cfg.Snapshot = SnapshotInitial
+	case SnapshotInitial, SnapshotNoData:
+	default:
+		return nil, fmt.Errorf("outbox: snapshot mode %q: use %s or %s", cfg.Snapshot, SnapshotInitial, SnapshotNoData)
 	}
 	r := &CDCRelay{cfg: cfg, log: cfg.Logger}
 	if r.log == nil {
@@ -238,15 +281,16 @@ func (r *CDCRelay) setup(ctx context.Context) error {
 	if err := CheckLogical(ctx, r.pool); err != nil {
 		return err
 	}
-	n, _ := r.cfg.Table.name()
-	err := r.pool.QueryRow(ctx, `SELECT n.nspname, c.relname FROM pg_class c
-		JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = to_regclass($1)`, n).Scan(&r.schema, &r.relname)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return fmt.Errorf("outbox: table %s does not exist", n)
-	}
+	// The stream needs no trigger, but the table should be the one Init
+	// makes: the same writers feed both relays, and the snapshot filters
+	// rows by txid.
+	db := stdlib.OpenDBFromPool(r.pool)
+	info, err := r.cfg.Table.check(ctx, db)
+	db.Close()
 	if err != nil {
-		return fmt.Errorf("outbox: looking up table %s: %w", n, err)
+		return err
 	}
+	r.schema, r.relname, r.info = info.schema, info.relname, info
 	pub := pgx.Identifier{r.cfg.Publication}.Sanitize()
 	tbl := pgx.Identifier{r.schema, r.relname}.Sanitize()
 	var exists bool
@@ -283,7 +327,20 @@ func (r *CDCRelay) start(ctx context.Context) error {
 		return err
 	}
 	var ckpt pglogrepl.LSN
-	if v != nil {
+	r.snap = nil
+	switch {
+	case v == nil && r.cfg.Snapshot == SnapshotInitial:
+		if r.snap, err = r.beginSnapshot(ctx); err != nil {
+			r.k.close()
+			return err
+		}
+	case len(v) > 0 && v[0] == '{':
+		r.snap = &snapshotState{}
+		if err := json.Unmarshal(v, r.snap); err != nil {
+			r.k.close()
+			return fmt.Errorf("outbox: snapshot checkpoint %q of CDC relay %s: %w", v, r.cfg.Name, err)
+		}
+	case v != nil:
 		if ckpt, err = pglogrepl.ParseLSN(string(v)); err != nil {
 			r.k.close()
 			return fmt.Errorf("outbox: checkpoint %q of CDC relay %s is not an LSN", v, r.cfg.Name)
@@ -292,6 +349,12 @@ func (r *CDCRelay) start(ctx context.Context) error {
 	r.checkpoint.Store(uint64(ckpt))
 	r.rels = map[uint32]*pglogrepl.RelationMessage{}
 	r.inTxn, r.cur, r.pending, r.pendingEnd, r.idle = false, nil, nil, 0, 0
+	r.streaming, r.skipTxn = false, false
+	if r.snap != nil {
+		// Run publishes the snapshot, then starts replication.
+		r.snapTotal.Store(-1)
+		return nil
+	}
 	if err := r.startReplication(ctx, ckpt); err != nil {
 		r.k.close()
 		return err
@@ -320,7 +383,23 @@ func (r *CDCRelay) closeReplication() {
 	}
 }
 
+// startReplication takes the slot (creating it if missing) and starts
+// streaming at ckpt. A slot seen in the catalog can vanish before
+// START_REPLICATION: one still being created by a relay that was killed
+// (or whose walsender was just ended) is dropped with its backend; then
+// it starts over and creates the slot.
 func (r *CDCRelay) startReplication(ctx context.Context, ckpt pglogrepl.LSN) error {
+	for attempt := 0; ; attempt++ {
+		err := r.startReplicationOnce(ctx, ckpt)
+		var pgErr *pgconn.PgError
+		if err == nil || attempt >= 3 || !errors.As(err, &pgErr) || pgErr.Code != "42704" { // undefined_object
+			return err
+		}
+		r.log.Info("outbox CDC relay: replication slot vanished while starting; again", "slot", r.cfg.Slot)
+	}
+}
+
+func (r *CDCRelay) startReplicationOnce(ctx context.Context, ckpt pglogrepl.LSN) error {
 	if err := r.connectReplication(ctx); err != nil {
 		return err
 	}
@@ -423,6 +502,9 @@ func (r *CDCRelay) Run(ctx context.Context) error {
 			return ctx.Err()
 		}
 		r.log.Error("outbox CDC relay: streaming failed; restarting", "relay", r.cfg.Name, "err", err)
+		if r.streaming {
+			r.k.abort()
+		}
 		r.closeReplication()
 		r.k.close()
 		for {
@@ -447,9 +529,22 @@ func (r *CDCRelay) Close() {
 	r.pool.Close()
 }
 
-// stream receives replication messages, publishes committed transactions
-// and reports positions, until an error or ctx ends.
+// stream publishes what is left of the initial snapshot, then receives
+// replication messages, publishes committed transactions and reports
+// positions, until an error or ctx ends.
 func (r *CDCRelay) stream(ctx context.Context) error {
+	if r.snap != nil {
+		if err := r.runSnapshot(ctx); err != nil {
+			return err
+		}
+	}
+	if r.repl == nil {
+		// The snapshot finished but starting replication after it did
+		// not (say ctx ended in between): start from the checkpoint.
+		if err := r.startReplication(ctx, pglogrepl.LSN(r.checkpoint.Load())); err != nil {
+			return err
+		}
+	}
 	nextStatus := time.Now().Add(r.cfg.StatusInterval)
 	for {
 		now := time.Now()
@@ -537,6 +632,12 @@ func (r *CDCRelay) handleWAL(ctx context.Context, data []byte) error {
 		r.rels[m.RelationID] = m
 	case *pglogrepl.BeginMessage:
 		r.inTxn, r.cur = true, nil
+		// Already published iff it committed before the checkpoint: the
+		// checkpoint is a transaction's end (or the snapshot's consistent
+		// point), and a later transaction's commit record starts at or
+		// after it. Skipping now keeps a resent large transaction out of
+		// memory.
+		r.skipTxn = m.FinalLSN < pglogrepl.LSN(r.checkpoint.Load())
 	case *pglogrepl.InsertMessage:
 		rel, ok := r.rels[m.RelationID]
 		if !ok {
@@ -545,16 +646,35 @@ func (r *CDCRelay) handleWAL(ctx context.Context, data []byte) error {
 		if rel.Namespace != r.schema || rel.RelationName != r.relname {
 			return nil // another table in a shared publication
 		}
+		if r.skipTxn {
+			return nil
+		}
 		rec, err := r.decodeInsert(rel, m.Tuple)
 		if err != nil {
 			return err
 		}
+		if r.streaming {
+			if r.cfg.hooks.crashWhileStreaming {
+				_ = r.k.cl.Flush(ctx)
+				return errCrashWhileStreaming
+			}
+			r.k.produce(ctx, rec)
+			r.streamedEvents++
+			return nil
+		}
 		r.cur = append(r.cur, rec)
+		r.maxBuffered = max(r.maxBuffered, len(r.cur))
+		if len(r.cur) >= r.cfg.MaxTxnBuffer {
+			return r.startStreaming(ctx)
+		}
 	case *pglogrepl.CommitMessage:
 		r.inTxn = false
 		cur := r.cur
 		r.cur = nil
 		end := m.TransactionEndLSN
+		if r.streaming {
+			return r.commitStreamed(ctx, end)
+		}
 		switch {
 		case end <= pglogrepl.LSN(r.checkpoint.Load()):
 			// Resent after a crash between a Kafka commit and its
@@ -579,6 +699,46 @@ func (r *CDCRelay) handleWAL(ctx context.Context, data []byte) error {
 	return nil
 }
 
+// startStreaming switches the open PostgreSQL transaction, grown to
+// MaxTxnBuffer events, to streaming: the committed transactions pending
+// before it are published first (their order), then a Kafka transaction is
+// opened with the events so far, and later events go straight into it.
+func (r *CDCRelay) startStreaming(ctx context.Context) error {
+	if r.pendingEnd != 0 {
+		if err := r.flush(ctx); err != nil {
+			return err
+		}
+	}
+	if err := r.k.begin(); err != nil {
+		return err
+	}
+	r.streaming = true
+	for _, rec := range r.cur {
+		r.k.produce(ctx, rec)
+	}
+	r.streamedEvents = len(r.cur)
+	r.cur = nil
+	return nil
+}
+
+// commitStreamed commits a streamed transaction with its end LSN as the
+// checkpoint, then confirms it to PostgreSQL.
+func (r *CDCRelay) commitStreamed(ctx context.Context, end pglogrepl.LSN) error {
+	if err := r.k.commit(ctx, []byte(end.String())); err != nil {
+		return err
+	}
+	r.streaming = false
+	r.checkpoint.Store(uint64(end))
+	r.published.Add(int64(r.streamedEvents))
+	r.batches.Add(1)
+	r.streamedTxns.Add(1)
+	return r.sendStatus(ctx)
+}
+
+// errCrashWhileStreaming is returned by the stream when the
+// crashWhileStreaming test hook fires.
+var errCrashWhileStreaming = errors.New("outbox: simulated crash while streaming a transaction")
+
 // flush publishes the pending transactions and their checkpoint in one
 // Kafka transaction, then confirms the checkpoint to PostgreSQL.
 func (r *CDCRelay) flush(ctx context.Context) error {
@@ -588,6 +748,7 @@ func (r *CDCRelay) flush(ctx context.Context) error {
 	}
 	r.checkpoint.Store(uint64(end))
 	r.published.Add(int64(len(r.pending)))
+	r.batches.Add(1)
 	r.pending, r.pendingEnd = nil, 0
 	if r.cfg.hooks.crashAfterCommit {
 		return errCrashAfterCommit
@@ -633,11 +794,22 @@ func (r *CDCRelay) decodeInsert(rel *pglogrepl.RelationMessage, t *pglogrepl.Tup
 		case "type":
 			e.Type = string(c.Data)
 		case "payload":
+			if rel.Columns[i].DataType != byteaOID {
+				// jsonb, json or text: the text form is the payload.
+				e.Payload = append([]byte(nil), c.Data...)
+				break
+			}
 			p, err := decodeBytea(c.Data)
 			if err != nil {
 				return nil, fmt.Errorf("outbox: row %s payload: %w", id, err)
 			}
 			e.Payload = p
+		case "aggregateversion":
+			v, err := strconv.ParseInt(string(c.Data), 10, 64)
+			if err != nil {
+				return nil, fmt.Errorf("outbox: row %s aggregateversion: %w", id, err)
+			}
+			e.Version = v
 		case "headers":
 			if err := json.Unmarshal(c.Data, &e.Headers); err != nil {
 				return nil, fmt.Errorf("outbox: row %s headers: %w", id, err)
@@ -649,6 +821,10 @@ func (r *CDCRelay) decodeInsert(rel *pglogrepl.RelationMessage, t *pglogrepl.Tup
 	}
 	return eventRecord(r.cfg.Topic, &e, id), nil
 }
+
+// byteaOID is bytea's type oid; a payload column of another type (jsonb)
+// is published as its text form.
+const byteaOID = 17
 
 // decodeBytea decodes bytea's text output: hex ("\x0a1b", the default) or
 // escape format (bytea_output = escape), whichever the server uses.

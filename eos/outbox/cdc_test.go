@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -118,8 +119,17 @@ func TestCDCRelayExactlyOnceAcrossCrashes(t *testing.T) {
 					writeErr <- err
 					return
 				}
-				for j := range 1 + i%3 { // 1 to 3 rows: a transaction is never split
-					e := &Event{AggregateType: "order", AggregateID: fmt.Sprint("agg-", (w+i+j)%4), Type: "T",
+				// 1 to 3 rows: a transaction is never split. Aggregates in
+				// ascending order: each one's counter row stays locked
+				// until commit, so writers touching several aggregates take
+				// them in one order (or would deadlock and retry).
+				aggs := []int{}
+				for j := range 1 + i%3 {
+					aggs = append(aggs, (w+i+j)%4)
+				}
+				slices.Sort(aggs)
+				for j, a := range aggs {
+					e := &Event{AggregateType: "order", AggregateID: fmt.Sprint("agg-", a), Type: "T",
 						Payload: fmt.Appendf(nil, "w%d-%d-%d", w, i, j)}
 					if err := tbl.Write(ctx, tx, e); err != nil {
 						tx.Rollback()
@@ -206,8 +216,8 @@ func TestCDCRelayExactlyOnceAcrossCrashes(t *testing.T) {
 		t.Error("no zombie relay held a batch: the fencing path went untested")
 	}
 
-	// Expected: committed rows in seq (= commit) order.
-	rows, err := db.Query("SELECT id::text, aggregateid FROM " + tbl.Name + " ORDER BY seq")
+	// Expected: committed rows in aggregate version (= commit) order.
+	rows, err := db.Query("SELECT id::text, aggregateid FROM " + tbl.Name + " ORDER BY aggregateversion")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -402,10 +412,10 @@ func TestCDCRelayDecodesRows(t *testing.T) {
 		return strings.Join(s, ",")
 	}
 	if string(recs[0].Value) != string(bin) || string(recs[0].Key) != "a" ||
-		hdr(recs[0]) != "id="+UUIDString(events[0].ID)+",type=Bin,tenant=ü,trace=t-1" {
+		hdr(recs[0]) != "id="+UUIDString(events[0].ID)+",type=Bin,aggregateversion=1,tenant=ü,trace=t-1" {
 		t.Errorf("first record: key %q value %q headers %s", recs[0].Key, recs[0].Value, hdr(recs[0]))
 	}
-	if recs[1].Value != nil || hdr(recs[1]) != "id="+UUIDString(events[1].ID)+",type=Null" {
+	if recs[1].Value != nil || hdr(recs[1]) != "id="+UUIDString(events[1].ID)+",type=Null,aggregateversion=2" {
 		t.Errorf("second record: value %q headers %s", recs[1].Value, hdr(recs[1]))
 	}
 
@@ -508,5 +518,224 @@ func TestCDCRelaySetupErrors(t *testing.T) {
 	}
 	if got := DefaultSlot("Orders-EU.1"); got != "exactly_outbox_orders_eu_1" {
 		t.Errorf("DefaultSlot = %q", got)
+	}
+}
+
+// A PostgreSQL transaction larger than MaxTxnBuffer is streamed into one
+// open Kafka transaction instead of being held in memory: a crash in the
+// middle leaves none of it visible to read_committed readers, and the next
+// relay publishes it whole, exactly once, in order, between the
+// transactions committed before and after it.
+func TestCDCRelayStreamsLargeTransactionInBoundedMemory(t *testing.T) {
+	requireLogical(t)
+	ctx := context.Background()
+	b := exactly.NewTestBroker(t)
+	db, tbl, schema := pgTable(t)
+	slot := "exactly_test_" + schema
+	dropSlotAtCleanup(t, db, slot)
+	topic := "outbox.event.big"
+	createTopic(t, b.Addr(), topic, 1)
+	cfg := CDCConfig{DSN: testenv.PostgresDSN(), Table: tbl, Name: "test-" + schema, Slot: slot, BatchSize: 500, MaxTxnBuffer: 10,
+		CheckpointTopic: "checkpoints-" + schema, Kafka: []kgo.Opt{kgo.SeedBrokers(b.Addr())}}
+	cfg.hooks.crashWhileStreaming = true
+	r, err := NewCDCRelay(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	write := func(n int, what string) {
+		t.Helper()
+		tx, _ := db.Begin()
+		for i := range n {
+			if err := tbl.Write(ctx, tx, &Event{AggregateType: "big", AggregateID: "a", Type: "T", Payload: fmt.Appendf(nil, "%s-%d", what, i)}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := tx.Commit(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(3, "before")
+	write(55, "big")
+	write(2, "after")
+	if err := runFor(r, 10*time.Second); !errors.Is(err, errCrashWhileStreaming) {
+		t.Fatalf("stream: %v, want the simulated crash while streaming", err)
+	}
+	r.Close()
+	// Only the transaction before the big one is committed in Kafka.
+	if got := testenv.Flatten(testenv.ReadToEnd(t, b.Addr(), topic, true)); len(got) != 3 {
+		t.Fatalf("after a crash mid-transaction read_committed sees %d records, want the 3 committed before it", len(got))
+	}
+	cfg.hooks = cdcHooks{}
+	r, err = NewCDCRelay(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	deadline := time.Now().Add(20 * time.Second)
+	for r.Published() < 57 && time.Now().Before(deadline) {
+		if err := runFor(r, 500*time.Millisecond); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var got []string
+	for _, rec := range testenv.Flatten(testenv.ReadToEnd(t, b.Addr(), topic, true)) {
+		got = append(got, string(rec.Value))
+	}
+	var want []string
+	for _, p := range []struct {
+		what string
+		n    int
+	}{{"before", 3}, {"big", 55}, {"after", 2}} {
+		for i := range p.n {
+			want = append(want, fmt.Sprintf("%s-%d", p.what, i))
+		}
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("published %d records:\n%v\nwant %d in commit order:\n%v", len(got), got, len(want), want)
+	}
+	if r.streamedTxns.Load() != 1 || r.maxBuffered > cfg.MaxTxnBuffer {
+		t.Fatalf("streamed %d transactions, buffered at most %d events; want 1 streamed and at most %d buffered",
+			r.streamedTxns.Load(), r.maxBuffered, cfg.MaxTxnBuffer)
+	}
+}
+
+// Rows already in the table when a CDC relay first starts are published by
+// its initial snapshot; a crash after some snapshot chunks resumes after
+// the last committed chunk (nothing twice), rows written meanwhile come
+// from the stream (nothing lost), and each aggregate stays in version
+// order across the snapshot/stream boundary. With no_data, older rows are
+// not published.
+func TestCDCRelayInitialSnapshotResumes(t *testing.T) {
+	requireLogical(t)
+	ctx := context.Background()
+	b := exactly.NewTestBroker(t)
+	db, tbl, schema := pgTable(t)
+	slot := "exactly_test_" + schema
+	dropSlotAtCleanup(t, db, slot)
+	topic := "outbox.event.snap"
+	createTopic(t, b.Addr(), topic, 2)
+	write := func(from, to int) {
+		t.Helper()
+		for i := from; i < to; i++ {
+			tx, _ := db.Begin()
+			if err := tbl.Write(ctx, tx, &Event{AggregateType: "snap", AggregateID: fmt.Sprint("a", i%3), Type: "T", Payload: fmt.Appendf(nil, "%d", i)}); err != nil {
+				t.Fatal(err)
+			}
+			if err := tx.Commit(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	write(0, 45)
+	chunks := 0
+	cfg := CDCConfig{DSN: testenv.PostgresDSN(), Table: tbl, Name: "test-" + schema, Slot: slot, BatchSize: 10,
+		CheckpointTopic: "checkpoints-" + schema, Kafka: []kgo.Opt{kgo.SeedBrokers(b.Addr())}}
+	cfg.hooks.crashInSnapshot = func() bool { chunks++; return chunks == 2 }
+	r, err := NewCDCRelay(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	write(45, 50) // after the slot: the stream's
+	if err := runFor(r, 10*time.Second); !errors.Is(err, errCrashInSnapshot) {
+		t.Fatalf("stream: %v, want the simulated crash in the snapshot", err)
+	}
+	r.Close()
+	cfg.hooks = cdcHooks{}
+	r, err = NewCDCRelay(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if done, total := r.SnapshotProgress(); total != -1 || done != 0 {
+		t.Fatalf("before resuming, snapshot progress %d/%d; want unsized", done, total)
+	}
+	write(50, 55)
+	for deadline := time.Now().Add(20 * time.Second); r.Published() < 35 && time.Now().Before(deadline); {
+		if err := runFor(r, 500*time.Millisecond); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if done, total := r.SnapshotProgress(); done != 45 || total != 45 {
+		t.Fatalf("snapshot progress %d/%d, want 45/45", done, total)
+	}
+	byAgg := map[string][]string{}
+	count := map[string]int{}
+	for _, rec := range testenv.Flatten(testenv.ReadToEnd(t, b.Addr(), topic, true)) {
+		count[string(rec.Value)]++
+		v := ""
+		for _, h := range rec.Headers {
+			if h.Key == "aggregateversion" {
+				v = string(h.Value)
+			}
+		}
+		byAgg[string(rec.Key)] = append(byAgg[string(rec.Key)], v)
+	}
+	for i := range 55 {
+		if count[fmt.Sprint(i)] != 1 {
+			t.Errorf("row %d published %d times", i, count[fmt.Sprint(i)])
+		}
+	}
+	for agg, vs := range byAgg {
+		for k, v := range vs {
+			if v != fmt.Sprint(k+1) {
+				t.Fatalf("aggregate %s published versions %v; want 1..n in order", agg, vs)
+			}
+		}
+	}
+
+	// no_data: a new relay name and slot publishes only what follows.
+	slot2 := slot + "_nd"
+	dropSlotAtCleanup(t, db, slot2)
+	cfg2 := cfg
+	cfg2.Name, cfg2.Slot, cfg2.Snapshot, cfg2.Topic = cfg.Name+"-nd", slot2, SnapshotNoData, func(*Event) string { return topic + ".nd" }
+	createTopic(t, b.Addr(), topic+".nd", 1)
+	r2, err := NewCDCRelay(ctx, cfg2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r2.Close()
+	write(55, 57)
+	for deadline := time.Now().Add(20 * time.Second); r2.Published() < 2 && time.Now().Before(deadline); {
+		if err := runFor(r2, 500*time.Millisecond); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := testenv.Flatten(testenv.ReadToEnd(t, b.Addr(), topic+".nd", true)); len(got) != 2 {
+		t.Fatalf("no_data relay published %d records, want the 2 written after it started", len(got))
+	}
+}
+
+// TestNormalizeSnapshot: the text a logical slot's exported snapshot can
+// print on a quiet server ("xmin:xmin-1:") is refused by pg_snapshot's
+// input; its normalized form is accepted and sees the same xids: those
+// below xmin and no other.
+func TestNormalizeSnapshot(t *testing.T) {
+	db, _, _ := pgTable(t)
+	ctx := context.Background()
+	if _, err := db.ExecContext(ctx, `SELECT '65844:65843:'::pg_snapshot`); err == nil {
+		t.Fatal("PostgreSQL accepts xmin above xmax: the normalization is not needed")
+	}
+	got, err := normalizeSnapshot("65844:65843:")
+	if err != nil || got != "65844:65844:" {
+		t.Fatalf("normalized %q, %v", got, err)
+	}
+	for xid, want := range map[int64]bool{65842: true, 65843: true, 65844: false, 65845: false} {
+		var visible bool
+		if err := db.QueryRowContext(ctx, `SELECT pg_visible_in_snapshot($1::text::xid8, $2::text::pg_snapshot)`, fmt.Sprint(xid), got).Scan(&visible); err != nil {
+			t.Fatal(err)
+		}
+		if visible != want {
+			t.Errorf("xid %d visible %v in %s, want %v", xid, visible, got, want)
+		}
+	}
+	for _, ok := range []string{"10:20:12,15", "7:7:"} {
+		if got, err := normalizeSnapshot(ok); err != nil || got != ok {
+			t.Errorf("%q normalized to %q, %v; want it unchanged", ok, got, err)
+		}
+	}
+	for _, bad := range []string{"", "1:2", "x:2:", "9:8:8"} {
+		if _, err := normalizeSnapshot(bad); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
 	}
 }

@@ -9,7 +9,8 @@ import (
 	"fmt"
 	"maps"
 	"slices"
-	"sync"
+	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
@@ -53,7 +54,15 @@ type txnPublisher struct {
 	// crashBeforeCommit, set by tests, makes publish produce everything
 	// and return without ending the transaction, as a crash would.
 	crashBeforeCommit bool
+
+	// txn holds the first produce error of the open transaction. Each
+	// transaction gets its own, so a late callback of an aborted one cannot
+	// fail the next.
+	txn *txnErr
 }
+
+// txnErr is the first produce error of one Kafka transaction.
+type txnErr struct{ first atomic.Pointer[error] }
 
 const (
 	defaultFirstChunk = 256
@@ -231,23 +240,39 @@ func (p *txnPublisher) scan(ctx context.Context, lo, hi int64) ([]byte, error) {
 // all of them become visible to read_committed readers, or none. After an error the transaction state
 // is unknown; the caller closes and reopens, which fences and rereads.
 func (p *txnPublisher) publish(ctx context.Context, recs []*kgo.Record, checkpoint []byte) error {
-	all := recs[:len(recs):len(recs)]
-	if checkpoint != nil {
-		all = append(all, &kgo.Record{Topic: p.topic, Partition: 0, Key: []byte(p.key), Value: checkpoint})
-	}
-	if err := p.cl.BeginTransaction(); err != nil {
+	if err := p.begin(); err != nil {
 		return err
 	}
-	var mu sync.Mutex
-	var perr error
-	for _, rec := range all {
-		p.cl.Produce(ctx, rec, func(_ *kgo.Record, err error) {
-			mu.Lock()
-			defer mu.Unlock()
-			if err != nil && perr == nil {
-				perr = err
-			}
-		})
+	for _, rec := range recs {
+		p.produce(ctx, rec)
+	}
+	return p.commit(ctx, checkpoint)
+}
+
+// begin opens a Kafka transaction for produce and commit.
+func (p *txnPublisher) begin() error {
+	p.txn = &txnErr{}
+	return p.cl.BeginTransaction()
+}
+
+// produce adds rec to the open transaction. It may block while the
+// client's buffer is full (kgo's MaxBufferedRecords), which is what bounds
+// the memory of a transaction streamed record by record; a failure shows
+// at commit.
+func (p *txnPublisher) produce(ctx context.Context, rec *kgo.Record) {
+	txn := p.txn
+	p.cl.Produce(ctx, rec, func(_ *kgo.Record, err error) {
+		if err != nil {
+			txn.first.CompareAndSwap(nil, &err)
+		}
+	})
+}
+
+// commit adds the checkpoint record (none if checkpoint is nil), flushes
+// and commits the open transaction, or aborts it on any failure.
+func (p *txnPublisher) commit(ctx context.Context, checkpoint []byte) error {
+	if checkpoint != nil {
+		p.produce(ctx, &kgo.Record{Topic: p.topic, Partition: 0, Key: []byte(p.key), Value: checkpoint})
 	}
 	if err := p.cl.Flush(ctx); err != nil {
 		p.abort()
@@ -256,9 +281,9 @@ func (p *txnPublisher) publish(ctx context.Context, recs []*kgo.Record, checkpoi
 	if p.crashBeforeCommit {
 		return errors.New("outbox: simulated crash before commit")
 	}
-	if perr != nil {
+	if perr := p.txn.first.Load(); perr != nil {
 		p.abort()
-		return fmt.Errorf("outbox: producing: %w", perr)
+		return fmt.Errorf("outbox: producing: %w", *perr)
 	}
 	if err := p.cl.EndTransaction(ctx, kgo.TryCommit); err != nil {
 		p.abort()
@@ -291,10 +316,14 @@ func ptr[T any](v T) *T { return &v }
 
 // eventRecord is the Kafka record for event e whose row id is id: routed
 // by topic, keyed by aggregate id (one aggregate, one partition, its order
-// kept), headers "id" (for consumer-side dedup), "type" and the row's own.
+// kept), headers "id" (for consumer-side dedup), "type", "aggregateversion"
+// (when known) and the row's own.
 func eventRecord(topic func(*Event) string, e *Event, id string) *kgo.Record {
 	rec := &kgo.Record{Topic: topic(e), Key: []byte(e.AggregateID), Value: e.Payload,
 		Headers: []kgo.RecordHeader{{Key: "id", Value: []byte(id)}, {Key: "type", Value: []byte(e.Type)}}}
+	if e.Version > 0 {
+		rec.Headers = append(rec.Headers, kgo.RecordHeader{Key: "aggregateversion", Value: strconv.AppendInt(nil, e.Version, 10)})
+	}
 	for _, k := range slices.Sorted(maps.Keys(e.Headers)) {
 		rec.Headers = append(rec.Headers, kgo.RecordHeader{Key: k, Value: []byte(e.Headers[k])})
 	}

@@ -45,10 +45,10 @@ func TestRelayDeletePublished(t *testing.T) {
 	if n, err := r.DeletePublished(ctx); n != 4 || err != nil || count() != 6 {
 		t.Fatalf("DeletePublished = %d, %v; %d rows left, want 6", n, err, count())
 	}
-	var minSeq int64
-	db.QueryRow("SELECT min(seq) FROM " + tbl.Name).Scan(&minSeq)
-	if minSeq <= r.Position() {
-		t.Fatalf("row %d at or below the position %d survived", minSeq, r.Position())
+	var minVersion int64
+	db.QueryRow("SELECT min(aggregateversion) FROM " + tbl.Name).Scan(&minVersion)
+	if minVersion <= r.Position().Version {
+		t.Fatalf("row v%d at or below the position %s survived", minVersion, r.Position())
 	}
 	// A batch whose transaction never commits must not be deleted.
 	r.k.crashBeforeCommit = true
@@ -150,7 +150,7 @@ func TestRelayCheckpointSearchBounded(t *testing.T) {
 		t.Fatal(err)
 	}
 	if r.Position() != pos {
-		t.Fatalf("recovered position %d, want %d", r.Position(), pos)
+		t.Fatalf("recovered position %s, want %s", r.Position(), pos)
 	}
 	// Doubling chunks: at most twice the distance plus the first chunk.
 	if r.k.scanned < 3000 || r.k.scanned > 2*3010+defaultFirstChunk {
@@ -164,7 +164,7 @@ func TestRelayCheckpointSearchBounded(t *testing.T) {
 	}
 	defer r.Close()
 	if r.Position() != pos || r.k.scanned > defaultFirstChunk {
-		t.Fatalf("third start: position %d (want %d) after scanning %d offsets; the rewritten checkpoint should be within %d",
+		t.Fatalf("third start: position %s (want %s) after scanning %d offsets; the rewritten checkpoint should be within %d",
 			r.Position(), pos, r.k.scanned, defaultFirstChunk)
 	}
 }
@@ -184,7 +184,7 @@ func TestCheckpointTopicCompacted(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer adm.Close()
-	var last int64
+	var last Cursor
 	for round := range 8 {
 		tx, _ := db.Begin()
 		if err := tbl.Write(ctx, tx, &Event{AggregateType: "cmp", AggregateID: "a", Type: "T", Payload: fmt.Appendf(nil, "%d", round)}); err != nil {
@@ -249,6 +249,6 @@ func TestCheckpointTopicCompacted(t *testing.T) {
 	}
 	defer r.Close()
 	if r.Position() != last {
-		t.Fatalf("position after compaction %d, want %d", r.Position(), last)
+		t.Fatalf("position after compaction %v, want %v", r.Position(), last)
 	}
 }

@@ -7,6 +7,12 @@
 // its event — the dual-write problem, solved without distributed
 // transactions.
 //
+// Orders come from two writers side by side: this Go service (outbox.Write)
+// and a psql process with plain SQL, as a service in another language
+// would. A downstream consumer applies each event to a ledger table,
+// claiming the event's outbox id (eos/dedup) in the same PostgreSQL
+// transaction, so a replay after a consumer crash changes nothing.
+//
 // It runs against an embedded exactly broker (exactly.Start) unless
 // --bootstrap names a Kafka-compatible cluster; see README.md.
 package main
@@ -23,8 +29,10 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"os/exec"
 	"os/signal"
 	"regexp"
+	"strings"
 	"syscall"
 	"time"
 
@@ -47,6 +55,8 @@ func main() {
 type options struct {
 	dsn, bootstrap, schema string
 	orders, declineEvery   int
+	psqlOrders             int
+	psql                   string
 	cdc, cleanup           bool
 	timeout                time.Duration
 }
@@ -72,6 +82,8 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	fs.StringVar(&o.bootstrap, "bootstrap", "", "Kafka bootstrap host:port; empty: start an embedded exactly broker")
 	fs.StringVar(&o.schema, "schema", "orders_demo", "PostgreSQL schema holding the orders and outbox tables")
 	fs.IntVar(&o.orders, "orders", 6, "how many orders to place")
+	fs.IntVar(&o.psqlOrders, "psql-orders", 2, "orders placed by a psql process with plain SQL, beside the Go writer (0: none)")
+	fs.StringVar(&o.psql, "psql", "psql", "the psql program for --psql-orders")
 	fs.IntVar(&o.declineEvery, "decline-every", 3, "roll back every Nth order after writing it and its event (0: never)")
 	fs.BoolVar(&o.cdc, "cdc", false, "relay through logical replication (needs wal_level=logical) instead of polling")
 	fs.BoolVar(&o.cleanup, "cleanup", false, "drop the schema (and the CDC slot and publication) at exit")
@@ -110,7 +122,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		return err
 	}
 	tbl := outbox.Table{Name: o.schema + ".outbox"}
-	if err := tbl.CreateSchema(ctx, db); err != nil {
+	if err := tbl.Init(ctx, db); err != nil {
 		return err
 	}
 	name := "orders-" + o.schema
@@ -120,7 +132,15 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 			// Run after the relay stopped (defers run in reverse): a slot
 			// left behind would make PostgreSQL keep WAL forever.
 			if o.cdc {
-				db.Exec(`SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1`, slot)
+				// The relay's walsender may take a moment to exit after
+				// the relay closed; a slot still active cannot be dropped.
+				for range 50 {
+					db.Exec(`SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = $1 AND active_pid IS NOT NULL`, slot)
+					if _, err := db.Exec(`SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1`, slot); err == nil {
+						break
+					}
+					time.Sleep(100 * time.Millisecond)
+				}
 				db.Exec(`DROP PUBLICATION IF EXISTS ` + slot)
 			}
 			db.Exec(`DROP SCHEMA ` + o.schema + ` CASCADE`)
@@ -150,7 +170,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 			return err
 		}
 		relay = r
-		fmt.Fprintf(out, "polling relay from seq %d\n", r.Position())
+		fmt.Fprintf(out, "polling relay from %s\n", r.Position())
 	}
 	relayCtx, stopRelay := context.WithCancel(ctx)
 	relayDone := make(chan error, 1)
@@ -181,8 +201,36 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		}
 	}
 
+	// Another language's writer: plain SQL in one transaction, no library.
+	if o.psqlOrders > 0 {
+		var script strings.Builder
+		for i := 1; i <= o.psqlOrders; i++ {
+			var b [4]byte
+			_, _ = rand.Read(b[:])
+			ev := orderPlaced{OrderID: "o-" + hex.EncodeToString(b[:]), Customer: "customer-psql", AmountCents: int64(500 * i)}
+			payload, _ := json.Marshal(ev)
+			fmt.Fprintf(&script, `BEGIN;
+INSERT INTO %[1]s.orders (id, customer, amount_cents) VALUES ('%[2]s', '%[3]s', %[4]d);
+INSERT INTO %[1]s.outbox (id, aggregatetype, aggregateid, type, payload)
+	VALUES (gen_random_uuid(), 'order', '%[2]s', 'OrderPlaced', convert_to('%[5]s', 'UTF8'));
+COMMIT;
+`, o.schema, ev.OrderID, ev.Customer, ev.AmountCents, payload)
+			placed[ev.OrderID] = true
+			fmt.Fprintf(out, "placed %s for %s (%d cents) with psql\n", ev.OrderID, ev.Customer, ev.AmountCents)
+		}
+		cmd := exec.CommandContext(ctx, o.psql, "-X", "-q", "-v", "ON_ERROR_STOP=1", o.dsn)
+		cmd.Stdin = strings.NewReader(script.String())
+		if b, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("psql writer: %w\n%s", err, b)
+		}
+	}
+
 	// Read what the relay published, as a downstream service would:
-	// read_committed, deduplicating on the "id" header if it ever had to.
+	// read_committed, each event applied to the ledger at most once.
+	ledger, err := newLedger(ctx, db, o.schema)
+	if err != nil {
+		return err
+	}
 	cl, err := kgo.NewClient(kgo.SeedBrokers(bootstrap), kgo.ConsumeTopics(outbox.DefaultTopic(&outbox.Event{AggregateType: "order"})),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchIsolationLevel(kgo.ReadCommitted()))
 	if err != nil {
@@ -212,11 +260,29 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 				return fmt.Errorf("event for order %s published twice", ev.OrderID)
 			}
 			got[ev.OrderID] = true
-			fmt.Fprintf(out, "received OrderPlaced %s key=%s partition=%d offset=%d id=%s\n",
-				ev.OrderID, rec.Key, rec.Partition, rec.Offset, header(rec, "id"))
+			if _, err := ledger.apply(ctx, rec, ev); err != nil {
+				return err
+			}
+			fmt.Fprintf(out, "received OrderPlaced %s key=%s partition=%d offset=%d id=%s version=%s\n",
+				ev.OrderID, rec.Key, rec.Partition, rec.Offset, header(rec, "id"), header(rec, "aggregateversion"))
 		}
 	}
 	fmt.Fprintf(out, "all %d placed orders published exactly once; %d declined orders published none\n", len(placed), len(declined))
+
+	// A consumer that crashed before committing its offsets gets every
+	// event again; the ledger's dedup claims make the replay a no-op.
+	dups, err := ledger.replay(waitCtx, bootstrap, placed)
+	if err != nil {
+		return err
+	}
+	total, entries, err := ledger.totals(ctx)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "ledger: %d entries, %d cents; replay after a consumer crash: %d duplicates skipped\n", entries, total, dups)
+	if entries != len(placed) {
+		return fmt.Errorf("ledger has %d entries for %d placed orders", entries, len(placed))
+	}
 	return nil
 }
 
@@ -234,8 +300,8 @@ func placeOrder(ctx context.Context, db *sql.DB, tbl outbox.Table, schema string
 		return err
 	}
 	payload, _ := json.Marshal(ev)
-	// Last statement before Commit: Write serialises outbox writers until
-	// they commit (that is what makes seq order commit order).
+	// Write is a plain INSERT: the table's trigger numbers the event within
+	// its aggregate, so only writers of the same order wait for each other.
 	if err := tbl.Write(ctx, tx, &outbox.Event{AggregateType: "order", AggregateID: ev.OrderID, Type: "OrderPlaced",
 		Payload: payload, Headers: map[string]string{"customer": ev.Customer}}); err != nil {
 		return err

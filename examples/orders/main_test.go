@@ -14,8 +14,9 @@ import (
 )
 
 // The service runs end to end against PostgreSQL and the embedded broker,
-// in both relay modes: 4 of 6 orders placed and published exactly once,
-// the 2 declined ones never published.
+// in both relay modes: 4 of 6 Go orders and 2 psql orders placed and
+// published exactly once, the 2 declined ones never published, and the
+// ledger consumer books each once even when it replays them all.
 func TestOrdersOutboxEndToEnd(t *testing.T) {
 	dsn := testenv.PostgresDSN()
 	for _, mode := range []string{"poll", "cdc"} {
@@ -23,7 +24,8 @@ func TestOrdersOutboxEndToEnd(t *testing.T) {
 			var b [6]byte
 			_, _ = rand.Read(b[:])
 			schema := "orders_test_" + hex.EncodeToString(b[:])
-			args := []string{"--dsn", dsn, "--schema", schema, "--orders", "6", "--decline-every", "3", "--cleanup", "--timeout", "30s"}
+			testenv.RequireTool(t, "/usr/bin/psql", "apt-get install postgresql-client")
+			args := []string{"--psql", "/usr/bin/psql", "--dsn", dsn, "--schema", schema, "--orders", "6", "--decline-every", "3", "--cleanup", "--timeout", "30s"}
 			if mode == "cdc" {
 				db, err := sql.Open("pgx", dsn)
 				if err != nil {
@@ -47,8 +49,11 @@ func TestOrdersOutboxEndToEnd(t *testing.T) {
 				t.Fatalf("%v\n%s", err, out.String())
 			}
 			s := out.String()
-			if strings.Count(s, "placed o-") != 4 || strings.Count(s, "declined o-") != 2 ||
-				strings.Count(s, "received OrderPlaced") != 4 || !strings.Contains(s, "exactly once") {
+			// 4 Go orders (2 of 6 declined) and 2 psql orders; the replay
+			// books nothing twice.
+			if strings.Count(s, "placed o-") != 6 || strings.Count(s, "with psql") != 2 || strings.Count(s, "declined o-") != 2 ||
+				strings.Count(s, "received OrderPlaced") != 6 || !strings.Contains(s, "exactly once") ||
+				!strings.Contains(s, "ledger: 6 entries, 13500 cents; replay after a consumer crash: 6 duplicates skipped") {
 				t.Fatalf("unexpected output:\n%s", s)
 			}
 			// --cleanup dropped everything, including the CDC slot.

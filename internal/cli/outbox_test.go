@@ -7,6 +7,10 @@ import (
 	"database/sql"
 	"encoding/hex"
 	"fmt"
+	"io"
+	"net/http"
+	"os/exec"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -106,7 +110,8 @@ func TestOutboxRelayCommand(t *testing.T) {
 				}
 			}
 			args := []string{"outbox", "relay", "--dsn", testenv.PostgresDSN(), "--table", tbl.Name, "--bootstrap", addr,
-				"--topic-prefix", prefix, "--name", schema, "--checkpoint-topic", "ckpt-" + schema, "--poll-interval", "20ms"}
+				"--topic-prefix", prefix, "--name", schema, "--checkpoint-topic", "ckpt-" + schema, "--poll-interval", "20ms",
+				"--metrics-listen", "127.0.0.1:0"}
 			if mode == "cdc" {
 				args = append(args, "--cdc", "--slot", schema)
 			} else {
@@ -154,6 +159,27 @@ func TestOutboxRelayCommand(t *testing.T) {
 				}
 				fs.EachRecord(func(r *kgo.Record) { seen[string(r.Value)]++; n++ })
 			}
+			// The metrics count what was published.
+			m := regexp.MustCompile(`metrics at (http://\S+/metrics)`).FindStringSubmatch(out.String())
+			if m == nil {
+				t.Fatalf("no metrics line:\n%s", out.String())
+			}
+			wantMetric := fmt.Sprintf(`exactly_outbox_published_total{mode=%q,relay=%q} 10`, mode, schema)
+			for deadline := time.Now().Add(10 * time.Second); ; {
+				resp, err := http.Get(m[1])
+				if err != nil {
+					t.Fatal(err)
+				}
+				body, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if strings.Contains(string(body), wantMetric) {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("metrics lack %s:\n%s", wantMetric, body)
+				}
+				time.Sleep(100 * time.Millisecond)
+			}
 			cancel()
 			select {
 			case err := <-done:
@@ -178,8 +204,14 @@ func TestOutboxRelayCommand(t *testing.T) {
 // Setup mistakes fail at once with a readable reason.
 func TestOutboxRelayCommandErrors(t *testing.T) {
 	addr := startBroker(t)
-	_, _, schema := outboxSchema(t)
+	db, _, schema := outboxSchema(t)
 	ctx := context.Background()
+	if _, err := db.Exec(`CREATE TABLE ` + schema + `.plain (id uuid PRIMARY KEY, aggregatetype text NOT NULL,
+		aggregateid text NOT NULL, type text NOT NULL, payload jsonb)`); err != nil {
+		t.Fatal(err)
+	}
+	uninit := "lacks column headers, column txid, column aggregateversion, column readyxid, column created_at, trigger plain_order, " +
+		"index plain_relay_order: outbox table is not initialised; run `exactly outbox init --dsn DSN --table " + schema + ".plain`"
 	for _, c := range []struct {
 		want string
 		args []string
@@ -189,6 +221,8 @@ func TestOutboxRelayCommandErrors(t *testing.T) {
 		{"connecting to PostgreSQL", []string{"outbox", "relay", "--dsn", "postgres://postgres@127.0.0.1:1/test?connect_timeout=2", "--bootstrap", addr}},
 		{"does not exist", []string{"outbox", "relay", "--dsn", testenv.PostgresDSN(), "--table", schema + ".missing", "--bootstrap", addr}},
 		{"does not exist", []string{"outbox", "relay", "--cdc", "--dsn", testenv.PostgresDSN(), "--table", schema + ".missing", "--bootstrap", addr}},
+		{uninit, []string{"outbox", "relay", "--dsn", testenv.PostgresDSN(), "--table", schema + ".plain", "--bootstrap", addr}},
+		{uninit, []string{"outbox", "relay", "--cdc", "--dsn", testenv.PostgresDSN(), "--table", schema + ".plain", "--bootstrap", addr}},
 		{"cannot connect to broker 127.0.0.1:1", []string{"outbox", "relay", "--dsn", testenv.PostgresDSN(), "--table", schema + ".outbox", "--bootstrap", "127.0.0.1:1", "--setup-timeout", "2s"}},
 	} {
 		var out syncBuffer
@@ -196,5 +230,49 @@ func TestOutboxRelayCommandErrors(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("exactly %s: %v; want an error containing %q\n%s", strings.Join(c.args, " "), err, c.want, out.String())
 		}
+	}
+}
+
+// `exactly outbox init` prints its DDL, creates a table that takes plain
+// INSERTs from psql, and running it again changes nothing.
+func TestOutboxInitCommand(t *testing.T) {
+	testenv.RequireTool(t, "/usr/bin/psql", "apt-get install postgresql-client")
+	db, _, schema := outboxSchema(t)
+	ctx := context.Background()
+	var out syncBuffer
+	if err := runOutbox(ctx, &out, "outbox", "init", "--table", schema+".box", "--payload", "jsonb", "--print"); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"CREATE TABLE IF NOT EXISTS " + schema + ".box", "payload jsonb", "CREATE OR REPLACE TRIGGER box_order"} {
+		if !strings.Contains(out.String(), want) {
+			t.Fatalf("--print lacks %q:\n%s", want, out.String())
+		}
+	}
+	var exists bool
+	db.QueryRow(`SELECT to_regclass($1) IS NOT NULL`, schema+".box").Scan(&exists)
+	if exists {
+		t.Fatal("--print created the table")
+	}
+	for range 2 {
+		if err := runOutbox(ctx, &out, "outbox", "init", "--dsn", testenv.PostgresDSN(), "--table", schema+".box", "--payload", "jsonb"); err != nil {
+			t.Fatalf("init: %v\n%s", err, out.String())
+		}
+	}
+	sqlText := "BEGIN;\n"
+	for i := range 3 {
+		sqlText += fmt.Sprintf("INSERT INTO %s.box (id, aggregatetype, aggregateid, type, payload) VALUES (gen_random_uuid(), 'order', 'o-1', 'Created', '{\"i\": %d}');\n", schema, i)
+	}
+	sqlText += "COMMIT;\n"
+	cmd := exec.Command("/usr/bin/psql", "-X", "-v", "ON_ERROR_STOP=1", "-q", testenv.PostgresDSN())
+	cmd.Stdin = strings.NewReader(sqlText)
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("psql: %v\n%s", err, b)
+	}
+	var versions string
+	if err := db.QueryRow(`SELECT string_agg(aggregateversion::text || '=' || (payload->>'i'), ' ' ORDER BY aggregateversion) FROM ` + schema + `.box`).Scan(&versions); err != nil {
+		t.Fatal(err)
+	}
+	if versions != "1=0 2=1 3=2" {
+		t.Fatalf("versions after plain INSERTs: %q, want 1=0 2=1 3=2", versions)
 	}
 }
