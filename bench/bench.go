@@ -340,6 +340,11 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 				os.RemoveAll(dir)
 			}
 		}()
+		if metricsURL != "" {
+			if err := awaitMetrics(ctx, metricsURL); err != nil {
+				return nil, err
+			}
+		}
 		targets = append([]Target{{Name: "exactly", Bootstrap: []string{br.Addr()}, MetricsURL: metricsURL}}, targets...)
 	}
 	rep := &Report{Settings: settings(cfg)}
@@ -643,6 +648,22 @@ func deleteTopic(t Target, topic string) {
 	}
 	defer cl.Close()
 	kadm.NewClient(cl).DeleteTopics(ctx, topic)
+}
+
+// awaitMetrics waits for a just-started broker's metrics endpoint, which
+// may open a moment after its Kafka listener.
+func awaitMetrics(ctx context.Context, url string) error {
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		_, err := cleanerCounters(ctx, url)
+		if err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return fmt.Errorf("the managed broker's metrics: %w", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 // freeAddr is a loopback address free a moment ago, for the managed
