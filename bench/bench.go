@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"slices"
 	"strconv"
@@ -46,6 +47,11 @@ type Target struct {
 	// topic configs (compression.type=zstd and producer) are measured in
 	// the same interleaved rounds.
 	TopicConfigs map[string]string
+	// MetricsURL is the target's Prometheus endpoint (an exactly
+	// broker's /metrics), read before and after each run of
+	// Config.WhileCleaning to report what the log cleaner did; empty
+	// means not measured. A managed broker gets its own.
+	MetricsURL string
 }
 
 // clientOpts are the target's seed brokers and connection options,
@@ -127,6 +133,18 @@ type Config struct {
 	// TopicConfigs are set on every benchmark topic (compression.type,
 	// max.message.bytes, ...); a target's own TopicConfigs win.
 	TopicConfigs map[string]string
+	// WhileCleaning runs every produce mode twice per round, once alone
+	// and once while a background writer sends keyed overwrites to a
+	// compacted topic of its own (1 MiB segments, cleanable at 1% dirt),
+	// so the target's log cleaner works throughout the run; the order of
+	// the two alternates from round to round. The comparison is the
+	// median of the per-round ratios, and what the cleaner did is read
+	// from Target.MetricsURL. The difference includes the background
+	// writer's own appends, not only the cleaner's work.
+	WhileCleaning bool
+	// CleaningRate is the background writer's records per second
+	// (default 5000), each a key and a RecordSize value.
+	CleaningRate float64
 	// Log, if set, receives progress lines.
 	Log func(format string, args ...any)
 }
@@ -176,6 +194,15 @@ func (c *Config) defaults() error {
 	if c.Rate < 0 {
 		return fmt.Errorf("negative rate %v", c.Rate)
 	}
+	if c.CleaningRate < 0 {
+		return fmt.Errorf("negative cleaning rate %v", c.CleaningRate)
+	}
+	if c.CleaningRate == 0 {
+		c.CleaningRate = 5000
+	}
+	if c.WhileCleaning && !slices.ContainsFunc(c.Modes, func(m string) bool { return !isConsume(m) }) {
+		return errors.New("measuring while cleaning needs a produce mode")
+	}
 	if c.ConsumeBytes <= 0 {
 		c.ConsumeBytes = 512 << 20
 	}
@@ -218,9 +245,18 @@ type Result struct {
 	P999 time.Duration `json:"p999_ns"`
 	Max  time.Duration `json:"max_ns"`
 	// Commits and Aborts count the transactional mode's transactions.
-	Commits int    `json:"commits,omitempty"`
-	Aborts  int    `json:"aborts,omitempty"`
-	Err     string `json:"error,omitempty"`
+	Commits int `json:"commits,omitempty"`
+	Aborts  int `json:"aborts,omitempty"`
+	// WhileCleaning marks a run measured with the background writer of
+	// Config.WhileCleaning; BackgroundBytes are the keys and values it
+	// got acknowledged meanwhile.
+	WhileCleaning   bool  `json:"while_cleaning,omitempty"`
+	BackgroundBytes int64 `json:"background_bytes,omitempty"`
+	// Cleaner is what the target's log cleaner did during the run (with
+	// Config.WhileCleaning and a Target.MetricsURL; nil otherwise): the
+	// runs without the background writer show what was left to clean.
+	Cleaner *CleanerActivity `json:"cleaner,omitempty"`
+	Err     string           `json:"error,omitempty"`
 }
 
 // Summary is one mode on one target over all rounds: medians, and the
@@ -228,6 +264,7 @@ type Result struct {
 type Summary struct {
 	Target        string        `json:"target"`
 	Mode          string        `json:"mode"`
+	WhileCleaning bool          `json:"while_cleaning,omitempty"`
 	Runs          int           `json:"runs"`
 	Failed        int           `json:"failed"`
 	MBps          float64       `json:"median_mb_per_s"`
@@ -244,6 +281,14 @@ type Comparison struct {
 	Mode   string `json:"mode"`
 	// Against is the baseline mode.
 	Against string `json:"against"`
+	// WhileCleaning: Mode was measured with the background writer of
+	// Config.WhileCleaning and Against (the same mode) without it.
+	// BackgroundBytes and Cleaner sum the paired runs with it, and
+	// CleanerQuiet the paired runs without it (nil: not measured).
+	WhileCleaning   bool             `json:"while_cleaning,omitempty"`
+	BackgroundBytes int64            `json:"background_bytes,omitempty"`
+	Cleaner         *CleanerActivity `json:"cleaner,omitempty"`
+	CleanerQuiet    *CleanerActivity `json:"cleaner_quiet,omitempty"`
 	// Change is the median over rounds of Mode/Against − 1 (−0.05: 5%
 	// slower).
 	Change float64 `json:"change"`
@@ -275,7 +320,17 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 			}
 			dir, temp = d, true
 		}
-		br, err := managed.Start(cfg.ServeCommand, nil, dir, nil)
+		argv, config, metricsURL := cfg.ServeCommand, []string(nil), ""
+		if cfg.WhileCleaning {
+			addr, err := freeAddr()
+			if err != nil {
+				return nil, err
+			}
+			argv = append(slices.Clone(argv), "--metrics-listen", addr)
+			config = []string{"log.cleaner.backoff.ms=" + CleanerBackoff}
+			metricsURL = "http://" + addr + "/metrics"
+		}
+		br, err := managed.Start(argv, nil, dir, config)
 		if err != nil {
 			return nil, err
 		}
@@ -285,7 +340,12 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 				os.RemoveAll(dir)
 			}
 		}()
-		targets = append([]Target{{Name: "exactly", Bootstrap: []string{br.Addr()}}}, targets...)
+		if metricsURL != "" {
+			if err := awaitMetrics(ctx, metricsURL); err != nil {
+				return nil, err
+			}
+		}
+		targets = append([]Target{{Name: "exactly", Bootstrap: []string{br.Addr()}, MetricsURL: metricsURL}}, targets...)
 	}
 	rep := &Report{Settings: settings(cfg)}
 	value := make([]byte, cfg.RecordSize)
@@ -325,30 +385,89 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	}
 	for round := 0; round < cfg.Rounds; round++ {
 		for i := range jobs {
-			if err := ctx.Err(); err != nil {
-				return nil, err
-			}
 			j := jobs[(i+round)%len(jobs)]
-			var res Result
-			if isConsume(j.mode) {
-				res = consumeRun(ctx, cfg, j.t, j.mode, consumeTopics[j.t.Name])
-			} else {
-				id := targetID[j.t.Name]
-				topic := fmt.Sprintf("exactly-bench-%s-%s-%d", id, j.mode, round)
-				res = produceRun(ctx, cfg, j.t, j.mode, topic, id, value)
-				deleteTopic(j.t, topic)
+			// With WhileCleaning a produce mode runs alone and busy, back
+			// to back so drift hits both alike, the busy run first in
+			// every other round.
+			busy := []bool{false}
+			if cfg.WhileCleaning && !isConsume(j.mode) {
+				busy = []bool{round%2 == 1, round%2 == 0}
 			}
-			res.Target, res.Mode, res.Round = j.t.Name, j.mode, round
-			if res.Err != "" {
-				cfg.Log("round %d %s %s: %s", round+1, j.t.Name, j.mode, res.Err)
-			} else {
-				cfg.Log("round %d %s %s: %.1f MB/s", round+1, j.t.Name, j.mode, res.MBps)
+			for _, cleaning := range busy {
+				if err := ctx.Err(); err != nil {
+					return nil, err
+				}
+				var res Result
+				if isConsume(j.mode) {
+					res = consumeRun(ctx, cfg, j.t, j.mode, consumeTopics[j.t.Name])
+				} else {
+					res = measuredProduceRun(ctx, cfg, j.t, j.mode, round, cleaning, targetID[j.t.Name], value)
+				}
+				res.Target, res.Mode, res.Round = j.t.Name, j.mode, round
+				label := j.mode
+				if cleaning {
+					label += " while cleaning"
+				}
+				if res.Err != "" {
+					cfg.Log("round %d %s %s: %s", round+1, j.t.Name, label, res.Err)
+				} else {
+					cfg.Log("round %d %s %s: %.1f MB/s%s", round+1, j.t.Name, label, res.MBps, res.Cleaner.logString())
+				}
+				rep.Results = append(rep.Results, res)
 			}
-			rep.Results = append(rep.Results, res)
 		}
 	}
 	rep.summarize(targets, cfg.Modes)
 	return rep, nil
+}
+
+// measuredProduceRun is one produce run on a fresh topic, deleted
+// afterwards; with cleaning, the background writer of Config.WhileCleaning
+// runs from before the producers start until after they finish. With
+// Config.WhileCleaning and a metrics endpoint, every produce run (busy or
+// not) records what the cleaner did meanwhile.
+func measuredProduceRun(ctx context.Context, cfg Config, t Target, mode string, round int, cleaning bool, id string, value []byte) Result {
+	topic := fmt.Sprintf("exactly-bench-%s-%s-%d", id, mode, round)
+	if cleaning {
+		topic += "-cleaning"
+	}
+	defer deleteTopic(t, topic)
+	var before CleanerActivity
+	measureCleaner := cfg.WhileCleaning && t.MetricsURL != ""
+	if measureCleaner {
+		var err error
+		if before, err = cleanerCounters(ctx, t.MetricsURL); err != nil {
+			return Result{Err: fmt.Sprintf("reading the cleaner's metrics: %v", err), WhileCleaning: cleaning}
+		}
+	}
+	var load *cleaningLoad
+	if cleaning {
+		var err error
+		if load, err = startCleaningLoad(ctx, cfg, t, topic+"-compacted", value); err != nil {
+			return Result{Err: err.Error(), WhileCleaning: true}
+		}
+	}
+	res := produceRun(ctx, cfg, t, mode, topic, id, value)
+	res.WhileCleaning = cleaning
+	if load != nil {
+		var err error
+		res.BackgroundBytes, err = load.stop()
+		if err != nil && res.Err == "" {
+			res.Err = err.Error()
+		}
+	}
+	if measureCleaner {
+		after, err := cleanerCounters(ctx, t.MetricsURL)
+		if err != nil {
+			if res.Err == "" {
+				res.Err = fmt.Sprintf("reading the cleaner's metrics: %v", err)
+			}
+			return res
+		}
+		res.Cleaner = &CleanerActivity{Runs: after.Runs - before.Runs,
+			BytesRead: after.BytesRead - before.BytesRead, BytesWritten: after.BytesWritten - before.BytesWritten}
+	}
+	return res
 }
 
 func settings(cfg Config) string {
@@ -364,6 +483,10 @@ func settings(cfg Config) string {
 		if len(t.TopicConfigs) > 0 {
 			s += fmt.Sprintf(", %s's topics with %s", t.Name, topicConfigString(t.TopicConfigs))
 		}
+	}
+	if cfg.WhileCleaning {
+		s += fmt.Sprintf(", produce modes also while writing %.0f keyed records/s to a compacted topic (%d keys, %s B segments, min.cleanable.dirty.ratio=0.01)",
+			cfg.CleaningRate, cleaningKeys, cleaningSegmentBytes)
 	}
 	if slices.ContainsFunc(cfg.Modes, isConsume) {
 		s += fmt.Sprintf(", consume modes read %d MiB", cfg.ConsumeBytes>>20)
@@ -387,39 +510,22 @@ func topicConfigString(m map[string]string) string {
 func (rep *Report) summarize(targets []Target, modes []string) {
 	for _, m := range modes {
 		for _, t := range targets {
-			s := Summary{Target: t.Name, Mode: m}
-			var mbps, rps, p50, p99 []float64
-			for _, r := range rep.Results {
-				if r.Target != t.Name || r.Mode != m {
-					continue
+			for _, cleaning := range []bool{false, true} {
+				if s, ok := rep.summary(t.Name, m, cleaning); ok {
+					rep.Summaries = append(rep.Summaries, s)
 				}
-				s.Runs++
-				if r.Err != "" {
-					s.Failed++
-					continue
-				}
-				mbps = append(mbps, r.MBps)
-				rps = append(rps, r.RecordsPerSec)
-				p50 = append(p50, float64(r.P50))
-				p99 = append(p99, float64(r.P99))
 			}
-			if len(mbps) > 0 {
-				s.MBps, s.RecordsPerSec = median(mbps), median(rps)
-				s.MinMBps, s.MaxMBps = slices.Min(mbps), slices.Max(mbps)
-				s.P50, s.P99 = time.Duration(median(p50)), time.Duration(median(p99))
-			}
-			rep.Summaries = append(rep.Summaries, s)
 		}
 	}
 	for _, pair := range [][2]string{{Transactional, Idempotent}, {Transactional, IdempotentFlush}, {IdempotentFlush, Idempotent}, {ReadCommitted, ReadUncommitted}} {
 		for _, t := range targets {
 			var ratios []float64
 			for _, a := range rep.Results {
-				if a.Target != t.Name || a.Mode != pair[0] || a.Err != "" {
+				if a.Target != t.Name || a.Mode != pair[0] || a.Err != "" || a.WhileCleaning {
 					continue
 				}
 				for _, b := range rep.Results {
-					if b.Target == t.Name && b.Mode == pair[1] && b.Round == a.Round && b.Err == "" && b.MBps > 0 {
+					if b.Target == t.Name && b.Mode == pair[1] && b.Round == a.Round && b.Err == "" && b.MBps > 0 && !b.WhileCleaning {
 						ratios = append(ratios, a.MBps/b.MBps-1)
 					}
 				}
@@ -429,6 +535,77 @@ func (rep *Report) summarize(targets []Target, modes []string) {
 			}
 		}
 	}
+	for _, m := range modes {
+		for _, t := range targets {
+			if c, ok := rep.cleaningComparison(t.Name, m); ok {
+				rep.Comparisons = append(rep.Comparisons, c)
+			}
+		}
+	}
+}
+
+// summary is one mode on one target, with or without the background
+// writer; ok is false when no such run exists.
+func (rep *Report) summary(target, mode string, cleaning bool) (s Summary, ok bool) {
+	s = Summary{Target: target, Mode: mode, WhileCleaning: cleaning}
+	var mbps, rps, p50, p99 []float64
+	for _, r := range rep.Results {
+		if r.Target != target || r.Mode != mode || r.WhileCleaning != cleaning {
+			continue
+		}
+		s.Runs++
+		if r.Err != "" {
+			s.Failed++
+			continue
+		}
+		mbps = append(mbps, r.MBps)
+		rps = append(rps, r.RecordsPerSec)
+		p50 = append(p50, float64(r.P50))
+		p99 = append(p99, float64(r.P99))
+	}
+	if len(mbps) > 0 {
+		s.MBps, s.RecordsPerSec = median(mbps), median(rps)
+		s.MinMBps, s.MaxMBps = slices.Min(mbps), slices.Max(mbps)
+		s.P50, s.P99 = time.Duration(median(p50)), time.Duration(median(p99))
+	}
+	// Every mode has a row without the background writer, even if all
+	// its runs failed; the row with it exists only with WhileCleaning.
+	return s, s.Runs > 0 || !cleaning
+}
+
+// cleaningComparison pairs each round's run of mode on target with the
+// background writer against the one without it.
+func (rep *Report) cleaningComparison(target, mode string) (Comparison, bool) {
+	c := Comparison{Target: target, Mode: mode, Against: mode, WhileCleaning: true}
+	var ratios []float64
+	measured := true
+	busy, quiet := &CleanerActivity{}, &CleanerActivity{}
+	for _, a := range rep.Results {
+		if a.Target != target || a.Mode != mode || !a.WhileCleaning || a.Err != "" {
+			continue
+		}
+		for _, b := range rep.Results {
+			if b.Target != target || b.Mode != mode || b.WhileCleaning || b.Round != a.Round || b.Err != "" || b.MBps <= 0 {
+				continue
+			}
+			ratios = append(ratios, a.MBps/b.MBps-1)
+			c.BackgroundBytes += a.BackgroundBytes
+			if a.Cleaner == nil || b.Cleaner == nil {
+				measured = false
+				continue
+			}
+			busy.add(a.Cleaner)
+			quiet.add(b.Cleaner)
+		}
+	}
+	if len(ratios) == 0 {
+		return Comparison{}, false
+	}
+	c.Change, c.Rounds = median(ratios), len(ratios)
+	if measured {
+		c.Cleaner, c.CleanerQuiet = busy, quiet
+	}
+	return c, true
 }
 
 func median(v []float64) float64 {
@@ -471,4 +648,31 @@ func deleteTopic(t Target, topic string) {
 	}
 	defer cl.Close()
 	kadm.NewClient(cl).DeleteTopics(ctx, topic)
+}
+
+// awaitMetrics waits for a just-started broker's metrics endpoint, which
+// may open a moment after its Kafka listener.
+func awaitMetrics(ctx context.Context, url string) error {
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		_, err := cleanerCounters(ctx, url)
+		if err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return fmt.Errorf("the managed broker's metrics: %w", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// freeAddr is a loopback address free a moment ago, for the managed
+// broker's metrics listener.
+func freeAddr() (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer ln.Close()
+	return ln.Addr().String(), nil
 }

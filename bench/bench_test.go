@@ -3,6 +3,7 @@ package bench
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -284,5 +285,72 @@ func TestRunTopicConfigs(t *testing.T) {
 	}
 	if !strings.Contains(rep.Settings, "embedded's topics with compression.type=zstd") {
 		t.Errorf("settings do not name the topic configs: %s", rep.Settings)
+	}
+}
+
+// TestRunWhileCleaning: with WhileCleaning every produce mode runs alone
+// and beside the background writer in each round, the busy run first in
+// every other round; the report pairs them, and the target's cleaner
+// metrics show that the cleaner rewrote segments of the writer's
+// compacted topic during the busy runs.
+func TestRunWhileCleaning(t *testing.T) {
+	br := exactly.NewTestBroker(t, exactly.Options{DataDir: t.TempDir(), MetricsListen: "127.0.0.1:0",
+		Config: map[string]string{"log.cleaner.backoff.ms": CleanerBackoff}})
+	cfg := smallConfig(br.Addr())
+	cfg.Targets[0].MetricsURL = "http://" + br.MetricsAddr() + "/metrics"
+	// Long enough for the writer to roll several 1 MiB segments.
+	cfg.Duration, cfg.Modes, cfg.WhileCleaning = time.Second, []string{Idempotent, ReadCommitted}, true
+	rep, err := Run(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	if err := rep.WriteText(&buf); err != nil {
+		t.Fatal(err)
+	}
+	if rep.Failed() {
+		t.Fatalf("a run failed:\n%s", buf.String())
+	}
+	var order []string
+	for _, r := range rep.Results {
+		if r.Mode != Idempotent {
+			if r.WhileCleaning {
+				t.Errorf("%s ran with the background writer", r.Mode)
+			}
+			continue
+		}
+		order = append(order, fmt.Sprintf("%d:%v", r.Round, r.WhileCleaning))
+		if r.Cleaner == nil {
+			t.Errorf("round %d: cleaner activity not recorded", r.Round)
+		}
+		if r.WhileCleaning != (r.BackgroundBytes > 0) {
+			t.Errorf("round %d while cleaning %v: background writer wrote %d bytes", r.Round, r.WhileCleaning, r.BackgroundBytes)
+		}
+	}
+	if got, want := strings.Join(order, " "), "0:false 0:true 1:true 1:false"; got != want {
+		t.Errorf("idempotent runs (round:while cleaning) %s, want %s", got, want)
+	}
+	var c *Comparison
+	for i := range rep.Comparisons {
+		if rep.Comparisons[i].WhileCleaning {
+			if c != nil {
+				t.Fatalf("two while-cleaning comparisons: %+v", rep.Comparisons)
+			}
+			c = &rep.Comparisons[i]
+		}
+	}
+	if c == nil || c.Mode != Idempotent || c.Rounds != 2 {
+		t.Fatalf("while-cleaning comparison %+v, want idempotent over 2 rounds:\n%s", c, buf.String())
+	}
+	if c.BackgroundBytes < 1<<20 {
+		t.Errorf("the background writer wrote %d bytes, not even one segment", c.BackgroundBytes)
+	}
+	if c.Cleaner == nil || c.Cleaner.Runs == 0 || c.Cleaner.BytesRead == 0 || c.Cleaner.BytesWritten == 0 {
+		t.Errorf("the cleaner did nothing during the busy runs: %+v", c.Cleaner)
+	}
+	for _, want := range []string{"idempotent while cleaning vs alone", "embedded  idempotent while cleaning", "the cleaner read"} {
+		if !strings.Contains(buf.String(), want) {
+			t.Errorf("report lacks %q:\n%s", want, buf.String())
+		}
 	}
 }

@@ -31,4 +31,10 @@
 // client draining its pipeline at every commit) and transactional against
 // idempotent-flush (everything else: the transaction protocol and the
 // broker's work), and read-committed against read-uncommitted.
+//
+// With Config.WhileCleaning each produce mode also runs beside a background
+// writer of keyed overwrites into a compacted topic, paired with the run
+// alone in the same round: what log compaction costs producers of other
+// topics, with the log cleaner's bytes read and rewritten taken from the
+// target's metrics (Target.MetricsURL) so the report shows it ran.
 package bench

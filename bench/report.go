@@ -15,8 +15,12 @@ func (rep *Report) WriteText(w io.Writer) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "target\tmode\tMB/s\t(min–max)\trecords/s\tp50\tp99\truns")
 	for _, s := range rep.Summaries {
+		mode := s.Mode
+		if s.WhileCleaning {
+			mode += " while cleaning"
+		}
 		if s.Runs == s.Failed {
-			fmt.Fprintf(tw, "%s\t%s\tfailed\t\t\t\t\t%d\n", s.Target, s.Mode, s.Runs)
+			fmt.Fprintf(tw, "%s\t%s\tfailed\t\t\t\t\t%d\n", s.Target, mode, s.Runs)
 			continue
 		}
 		p50, p99 := "-", "-"
@@ -28,7 +32,7 @@ func (rep *Report) WriteText(w io.Writer) error {
 			runs = fmt.Sprintf("%d (%d failed)", s.Runs, s.Failed)
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%.1f\t(%.1f–%.1f)\t%.0f\t%s\t%s\t%s\n",
-			s.Target, s.Mode, s.MBps, s.MinMBps, s.MaxMBps, s.RecordsPerSec, p50, p99, runs)
+			s.Target, mode, s.MBps, s.MinMBps, s.MaxMBps, s.RecordsPerSec, p50, p99, runs)
 	}
 	if err := tw.Flush(); err != nil {
 		return err
@@ -36,6 +40,11 @@ func (rep *Report) WriteText(w io.Writer) error {
 	if len(rep.Comparisons) > 0 {
 		fmt.Fprintln(w)
 		for _, c := range rep.Comparisons {
+			if c.WhileCleaning {
+				fmt.Fprintf(w, "%s: %s while cleaning vs alone: %+.1f%% (median of %d paired rounds); %s\n",
+					c.Target, c.Mode, c.Change*100, c.Rounds, c.cleanerString())
+				continue
+			}
 			fmt.Fprintf(w, "%s: %s vs %s: %+.1f%% (median of %d paired rounds)\n", c.Target, c.Mode, c.Against, c.Change*100, c.Rounds)
 		}
 	}
@@ -50,6 +59,25 @@ func (rep *Report) WriteText(w io.Writer) error {
 	}
 	fmt.Fprintln(w, "\nLatency is from Produce to the acknowledgement of the record's batch (not to the commit), including time queued in the client's buffer.")
 	return nil
+}
+
+// cleanerString says what the background writer wrote and what the
+// cleaner did in the paired runs, so a reader can see it actually ran.
+func (c Comparison) cleanerString() string {
+	s := fmt.Sprintf("the background writer wrote %.1f MB", float64(c.BackgroundBytes)/1e6)
+	if c.Cleaner == nil {
+		return s + "; cleaner activity not measured (no metrics endpoint for this target)"
+	}
+	return s + fmt.Sprintf(", the cleaner read %.1f MB and rewrote %.1f MB in %d passes (%.1f MB rewritten in the runs alone)",
+		float64(c.Cleaner.BytesRead)/1e6, float64(c.Cleaner.BytesWritten)/1e6, c.Cleaner.Runs, float64(c.CleanerQuiet.BytesWritten)/1e6)
+}
+
+// logString is a progress line's note of what the cleaner did in a run.
+func (a *CleanerActivity) logString() string {
+	if a == nil {
+		return ""
+	}
+	return fmt.Sprintf(", cleaner rewrote %.1f MB in %d passes", float64(a.BytesWritten)/1e6, a.Runs)
 }
 
 func ms(d time.Duration) string {

@@ -21,7 +21,10 @@ type benchFlags struct {
 	targets              []string
 	targetConfigs        []string
 	topicConfigs         []string
+	metricsURLs          []string
 	managed, asJSON      bool
+	whileCleaning        bool
+	cleaningRate         float64
 	quiet                bool
 	modes                string
 	duration, txn        time.Duration
@@ -81,6 +84,21 @@ topic, --topic-config name/key=value on one named target's only: two
 --bootstrap targets naming the same broker with different compression.type
 compare the two in the same interleaved rounds.
 
+--while-cleaning measures what log compaction costs producers of other
+topics: each produce mode runs twice per round, alone and while a
+background client writes --cleaning-rate keyed overwrites per second (1000
+keys) into a compacted topic of its own (segment.bytes=1048576,
+min.cleanable.dirty.ratio=0.01, deleted after the run), the busy run first
+in every other round. The comparison "<mode> while cleaning vs alone" is the
+median of the per-round ratios; it includes the background writer's own
+appends. Next to it: the bytes the writer wrote and, read from the
+broker's kafka_log_cleaner_* counters before and after each run, the bytes
+the cleaner read and rewrote and its passes, in the busy runs and (what
+was left over) in the runs alone. The managed broker is started with
+--metrics-listen and log.cleaner.backoff.ms=100 for this; give a
+--bootstrap exactly broker's endpoint with --metrics-url name=URL, or its
+cleaner activity is reported as not measured.
+
 Every run uses a fresh topic, deleted afterwards. Exit status 1 means a run
 failed (the report says which and why).
 
@@ -94,7 +112,10 @@ throughput).`,
   exactly bench --bootstrap plaintext=127.0.0.1:9092 --bootstrap sasl_ssl=127.0.0.1:9093 \
     --target-config sasl_ssl=client.properties
   exactly bench --bootstrap zstd=127.0.0.1:9092 --bootstrap producer=127.0.0.1:9092 \
-    --topic-config zstd/compression.type=zstd --modes idempotent`,
+    --topic-config zstd/compression.type=zstd --modes idempotent
+  exactly bench --while-cleaning --modes idempotent,transactional --rounds 5
+  exactly bench --bootstrap local=127.0.0.1:9092 --metrics-url local=http://127.0.0.1:9308/metrics \
+    --while-cleaning --modes idempotent`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return runBench(cmd, f) },
 	}
@@ -104,6 +125,11 @@ throughput).`,
 		"a config of every benchmark topic, [target/]key=value, e.g. compression.type=zstd (repeatable)")
 	fl.StringArrayVar(&f.targetConfigs, "target-config", nil,
 		"name=client.properties: connection settings for that --bootstrap target only, instead of the shared flags (repeatable)")
+	fl.BoolVar(&f.whileCleaning, "while-cleaning", false,
+		"also run each produce mode beside a background writer that keeps the log cleaner busy on a compacted topic")
+	fl.Float64Var(&f.cleaningRate, "cleaning-rate", 5000, "records per second of the --while-cleaning background writer")
+	fl.StringArrayVar(&f.metricsURLs, "metrics-url", nil,
+		"name=http://host:port/metrics: a --bootstrap target's Prometheus endpoint, read for its cleaner's counters (repeatable)")
 	fl.BoolVar(&f.managed, "managed", false, "also measure a broker started here (the default when no --bootstrap is given)")
 	fl.StringVar(&f.modes, "modes", strings.Join(bench.Modes, ","), "modes to measure, comma-separated")
 	fl.DurationVar(&f.duration, "duration", 5*time.Second, "length of each produce run")
@@ -131,6 +157,7 @@ func runBench(cmd *cobra.Command, f *benchFlags) error {
 		Duration: f.duration, Rounds: f.rounds, RecordSize: f.recordSize, Partitions: f.partitions,
 		ReplicationFactor: f.replication, Producers: f.producers, TxnInterval: f.txn, Linger: f.linger,
 		MaxBufferedRecords: f.buffered, Rate: f.rate, ConsumeBytes: f.consumeMiB << 20, AbortEvery: f.abortEvery,
+		WhileCleaning: f.whileCleaning, CleaningRate: f.cleaningRate,
 	}
 	for _, m := range strings.Split(f.modes, ",") {
 		if m = strings.TrimSpace(m); m != "" {
@@ -154,6 +181,14 @@ func runBench(cmd *cobra.Command, f *benchFlags) error {
 		return err
 	}
 	cfg.TopicConfigs = topicConfigs
+	metricsURLs := map[string]string{}
+	for _, spec := range f.metricsURLs {
+		name, url, ok := strings.Cut(spec, "=")
+		if !ok || name == "" || url == "" {
+			return fmt.Errorf("--metrics-url %q: want name=http://host:port/metrics", spec)
+		}
+		metricsURLs[name] = url
+	}
 	for _, s := range f.targets {
 		t, err := bench.ParseTarget(s)
 		if err != nil {
@@ -168,6 +203,10 @@ func runBench(cmd *cobra.Command, f *benchFlags) error {
 			t.TopicConfigs = tc
 			delete(perTargetTopic, t.Name)
 		}
+		if url, ok := metricsURLs[t.Name]; ok {
+			t.MetricsURL = url
+			delete(metricsURLs, t.Name)
+		}
 		cfg.Targets = append(cfg.Targets, t)
 	}
 	for name := range perTarget {
@@ -176,6 +215,9 @@ func runBench(cmd *cobra.Command, f *benchFlags) error {
 	for name := range perTargetTopic {
 		return fmt.Errorf("--topic-config %s/...: no --bootstrap target has that name", name)
 	}
+	for name := range metricsURLs {
+		return fmt.Errorf("--metrics-url %s=...: no --bootstrap target has that name", name)
+	}
 	if len(f.targets) == 0 && len(conn.Bootstrap) > 0 {
 		cfg.Targets = []bench.Target{{Name: conn.Bootstrap[0], Bootstrap: conn.Bootstrap, Opts: sec}}
 		cfg.Managed = f.managed
@@ -183,7 +225,7 @@ func runBench(cmd *cobra.Command, f *benchFlags) error {
 	for name, v := range map[string]int64{"--duration": int64(f.duration), "--rounds": int64(f.rounds),
 		"--record-size": int64(f.recordSize), "--partitions": int64(f.partitions), "--producers": int64(f.producers),
 		"--txn-interval": int64(f.txn), "--linger": int64(f.linger), "--max-buffered-records": int64(f.buffered),
-		"--consume-mib": f.consumeMiB} {
+		"--consume-mib": f.consumeMiB, "--cleaning-rate": int64(f.cleaningRate)} {
 		if v <= 0 {
 			return fmt.Errorf("%s must be positive", name)
 		}

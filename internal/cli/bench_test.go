@@ -17,7 +17,11 @@ func TestBenchRejectsBadFlags(t *testing.T) {
 		"--bootstrap 127.0.0.1:1 --rate -5":     "negative rate",
 		"--topic-config compression.type":       "want [target/]key=value",
 		"--topic-config /compression.type=zstd": "want [target/]key=value",
-		"--bootstrap a=127.0.0.1:1 --topic-config b/compression.type=zstd": "no --bootstrap target has that name",
+		"--bootstrap a=127.0.0.1:1 --topic-config b/compression.type=zstd":     "no --bootstrap target has that name",
+		"--bootstrap a=127.0.0.1:1 --metrics-url b=http://127.0.0.1:1/metrics": "no --bootstrap target has that name",
+		"--bootstrap a=127.0.0.1:1 --metrics-url a":                            "want name=http://host:port/metrics",
+		"--bootstrap a=127.0.0.1:1 --while-cleaning --modes read-committed":    "needs a produce mode",
+		"--while-cleaning --cleaning-rate 0":                                   "--cleaning-rate must be positive",
 	} {
 		cmd := BenchCommand()
 		var out, errb bytes.Buffer
