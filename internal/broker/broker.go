@@ -20,6 +20,7 @@ import (
 
 	"github.com/exactly/exactly/internal/cluster"
 	"github.com/exactly/exactly/internal/group"
+	"github.com/exactly/exactly/internal/share"
 	"github.com/exactly/exactly/internal/log"
 	"github.com/exactly/exactly/internal/partition"
 	"github.com/exactly/exactly/internal/producerstate"
@@ -104,6 +105,9 @@ type Broker struct {
 	// groups is the group coordinator (consumer groups, committed
 	// offsets); see groups.go.
 	groups *group.Coordinator
+
+	// share is the share-group coordinator (KIP-932); see share.go.
+	share *share.Coordinator
 
 	// quotas holds the client quotas and their rate trackers (quotas.go);
 	// changes to it and the catalog's copy are made under adminMu.

@@ -142,6 +142,10 @@ func (b *Broker) startGroups() error {
 		return fmt.Errorf("starting the group coordinator: %w", err)
 	}
 	b.groups = coord
+	if err := b.startShare(); err != nil {
+		coord.Close()
+		return err
+	}
 	if b.cfg.Registry != nil {
 		if err := b.cfg.Registry.Register(&groupCollector{b: b}); err != nil {
 			var are prometheus.AlreadyRegisteredError
@@ -157,7 +161,10 @@ func (b *Broker) startGroups() error {
 // stopGroups stops the coordinator after making its appended records
 // durable; parked JoinGroup/SyncGroup requests are answered
 // COORDINATOR_NOT_AVAILABLE.
-func (b *Broker) stopGroups() { b.groups.Close() }
+func (b *Broker) stopGroups() {
+	b.stopShare()
+	b.groups.Close()
+}
 
 // clientHost formats the peer the way Kafka's tools show it ("/1.2.3.4").
 func clientHost(r *server.Request) string {
@@ -178,6 +185,9 @@ func clientHost(r *server.Request) string {
 // connection's) answers parked requests COORDINATOR_NOT_AVAILABLE within
 // 5 s rather than holding the connection open.
 func (b *Broker) handleGroupRequest(ctx context.Context, r *server.Request) server.Reply {
+	if refusal := b.refuseShareName(r.Msg); refusal != nil {
+		return immediate(refusal)
+	}
 	client := group.Client{ID: r.Header.ClientID, Host: clientHost(r)}
 	ch := b.groups.Submit(client, r.Msg)
 	req := r.Msg
