@@ -20,12 +20,12 @@ import (
 
 	"github.com/exactly/exactly/internal/cluster"
 	"github.com/exactly/exactly/internal/group"
-	"github.com/exactly/exactly/internal/share"
 	"github.com/exactly/exactly/internal/log"
 	"github.com/exactly/exactly/internal/partition"
 	"github.com/exactly/exactly/internal/producerstate"
 	"github.com/exactly/exactly/internal/quota"
 	"github.com/exactly/exactly/internal/server"
+	"github.com/exactly/exactly/internal/share"
 	"github.com/exactly/exactly/internal/vfs"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kerr"

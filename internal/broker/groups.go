@@ -78,36 +78,8 @@ func newUUID() string {
 // offsetsPartition returns the __consumer_offsets partition, creating the
 // internal topic on first start.
 func (b *Broker) offsetsPartition() (*partition.Partition, error) {
-	b.adminMu.Lock()
-	defer b.adminMu.Unlock()
-	if t, ok := b.catalog.Topic(group.OffsetsTopic); ok {
-		if !t.Internal {
-			b.log.Warn(group.OffsetsTopic + " exists but is not marked internal (created by a client?); using it for committed offsets")
-		}
-		if p := b.partition(group.OffsetsTopic, 0); p != nil {
-			return p, nil
-		}
-		return nil, fmt.Errorf("%s has no partition 0", group.OffsetsTopic)
-	}
 	segment, _ := b.catalog.BrokerConfig("offsets.topic.segment.bytes")
-	configs := map[string]string{"retention.ms": "-1", "retention.bytes": "-1", "segment.bytes": segment}
-	if err := b.checkNewDirs(group.OffsetsTopic, 0, 1); err != nil {
-		return nil, err
-	}
-	t, err := b.catalog.CreateTopic(group.OffsetsTopic, 1, configs, true)
-	if err != nil {
-		return nil, fmt.Errorf("creating %s: %w", group.OffsetsTopic, err)
-	}
-	p, err := b.openPartition(t, 0)
-	if err != nil {
-		b.catalog.DeleteTopic(group.OffsetsTopic)
-		return nil, err
-	}
-	b.partsMu.Lock()
-	b.parts[group.OffsetsTopic] = []*partition.Partition{p}
-	b.partsMu.Unlock()
-	b.log.Info("created internal topic", "topic", group.OffsetsTopic)
-	return p, nil
+	return b.internalPartition(group.OffsetsTopic, map[string]string{"retention.ms": "-1", "retention.bytes": "-1", "segment.bytes": segment})
 }
 
 // startGroups opens __consumer_offsets, replays it and starts the group

@@ -249,4 +249,3 @@ func (b *Broker) describeGroupConfigs(name string, names []string) []kmsg.Descri
 // shareReply answers from the connection's writer (long polls and fsync
 // waits never block Handle).
 func shareReply(fn func() kmsg.Response) server.Reply { return server.Reply{Wait: fn} }
-

@@ -141,6 +141,14 @@ func (c *Coordinator) replay(key, value []byte) error {
 		} else {
 			c.parts[d.part] = d.window
 		}
+	case 'g':
+		if d.exists {
+			if c.groups[d.group] == nil {
+				c.groups[d.group] = &shareGroup{name: d.group, members: map[string]*member{}}
+			}
+		} else {
+			delete(c.groups, d.group)
+		}
 	case 'c':
 		if d.config == nil {
 			delete(c.configs, d.group)
@@ -186,14 +194,11 @@ func (c *Coordinator) tickLoop() {
 }
 
 func (c *Coordinator) tickLocked(now time.Time) {
-	for name, g := range c.groups {
+	for _, g := range c.groups {
 		for id, m := range g.members {
 			if now.After(m.deadline) {
 				c.removeMemberLocked(g, id)
 			}
-		}
-		if len(g.members) == 0 && c.groupEmptyForget(name) {
-			delete(c.groups, name)
 		}
 	}
 	for k, s := range c.sessions {
@@ -212,20 +217,6 @@ func (c *Coordinator) tickLocked(now time.Time) {
 	}
 }
 
-// groupEmptyForget reports whether an empty group may be forgotten: it
-// keeps no share-partition state and no configs (those keep it listed).
-func (c *Coordinator) groupEmptyForget(name string) bool {
-	if _, ok := c.configs[name]; ok {
-		return false
-	}
-	for k := range c.parts {
-		if k.Group == name {
-			return false
-		}
-	}
-	return true
-}
-
 // wakeLocked wakes long polls waiting for Available records.
 func (c *Coordinator) wakeLocked() {
 	close(c.avail)
@@ -235,14 +226,14 @@ func (c *Coordinator) wakeLocked() {
 // persist appends the restated values of the dirty partitions (and
 // configs) and returns the offset to wait for, -1 when nothing was
 // written. Called with mu held, so the log's order is the state's order.
-func (c *Coordinator) persistLocked(dirty map[partitionKey]bool, configs []string) (int64, error) {
+func (c *Coordinator) persistLocked(dirty map[partitionKey]bool, extra ...group.KV) (int64, error) {
 	if c.failed != nil {
 		return -1, c.failed
 	}
-	if c.opts.Log == nil || (len(dirty) == 0 && len(configs) == 0) {
+	if c.opts.Log == nil || (len(dirty) == 0 && len(extra) == 0) {
 		return -1, nil
 	}
-	kvs := make([]group.KV, 0, len(dirty)+len(configs))
+	kvs := make([]group.KV, 0, len(dirty)+len(extra))
 	for k := range dirty {
 		kv := group.KV{Key: encodePartitionKey(k)}
 		if p := c.parts[k]; p != nil {
@@ -250,9 +241,7 @@ func (c *Coordinator) persistLocked(dirty map[partitionKey]bool, configs []strin
 		}
 		kvs = append(kvs, kv)
 	}
-	for _, g := range configs {
-		kvs = append(kvs, c.configKV(g))
-	}
+	kvs = append(kvs, extra...)
 	end, err := group.AppendKVs(c.opts.Log, kvs, c.now())
 	if err != nil {
 		c.failLocked(err)
@@ -296,7 +285,7 @@ func (c *Coordinator) durable(end int64) error {
 func (c *Coordinator) maybeCompact() {
 	c.mu.Lock()
 	due := c.opts.Log != nil && c.failed == nil && c.sinceSnapshot >= c.opts.CompactMinRecords &&
-		c.sinceSnapshot >= 2*(len(c.parts)+len(c.configs))
+		c.sinceSnapshot >= 2*(len(c.groups)+len(c.parts)+len(c.configs))
 	c.mu.Unlock()
 	if due {
 		if err := c.Compact(); err != nil {
@@ -320,7 +309,10 @@ func (c *Coordinator) Compact() error {
 		return c.failed
 	}
 	start := c.opts.Log.LogEndOffset()
-	kvs := make([]group.KV, 0, len(c.parts)+len(c.configs))
+	kvs := make([]group.KV, 0, len(c.groups)+len(c.parts)+len(c.configs))
+	for name := range c.groups {
+		kvs = append(kvs, groupKV(name, true))
+	}
 	for k, p := range c.parts {
 		kvs = append(kvs, group.KV{Key: encodePartitionKey(k), Value: encodePartition(p)})
 	}

@@ -239,7 +239,7 @@ func (c *Coordinator) Fetch(ctx context.Context, req *kmsg.ShareFetchRequest, li
 		c.closeSessionLocked(k, s)
 		s = nil
 	}
-	end, err := c.persistLocked(dirty, nil)
+	end, err := c.persistLocked(dirty)
 	var fetchFrom []tidp
 	if s != nil && !req.IsRenewAck {
 		for id := range s.parts {
@@ -369,7 +369,7 @@ func (c *Coordinator) acquireAll(grp, member string, from []tidp, maxRecords, bu
 		budget -= len(data)
 	}
 	c.mu.Lock()
-	end, err := c.persistLocked(dirty, nil)
+	end, err := c.persistLocked(dirty)
 	c.mu.Unlock()
 	if err == nil {
 		err = c.durable(end)
@@ -547,7 +547,7 @@ func (c *Coordinator) Acknowledge(req *kmsg.ShareAcknowledgeRequest, lim Limits)
 	if req.ShareSessionEpoch == -1 {
 		c.closeSessionLocked(k, s)
 	}
-	end, err := c.persistLocked(dirty, nil)
+	end, err := c.persistLocked(dirty)
 	c.mu.Unlock()
 	if err == nil {
 		err = c.durable(end)

@@ -12,7 +12,8 @@ import (
 	"strings"
 	"time"
 
-		"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/exactly/exactly/internal/group"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
@@ -88,6 +89,7 @@ func (c *Coordinator) Heartbeat(req *kmsg.ShareGroupHeartbeatRequest, client Cli
 		return resp
 	}
 	if req.MemberEpoch == 0 {
+		created := false
 		if id == "" {
 			id = newMemberID()
 		}
@@ -97,6 +99,7 @@ func (c *Coordinator) Heartbeat(req *kmsg.ShareGroupHeartbeatRequest, client Cli
 			}
 			g = &shareGroup{name: req.GroupID, members: map[string]*member{}}
 			c.groups[req.GroupID] = g
+			created = true
 		}
 		m := g.members[id]
 		if m == nil {
@@ -111,6 +114,19 @@ func (c *Coordinator) Heartbeat(req *kmsg.ShareGroupHeartbeatRequest, client Cli
 		m.subscribed = sortedUnique(req.SubscribedTopicNames)
 		m.deadline = now.Add(c.cfg.SessionTimeout)
 		c.reassignLocked(g)
+		if created {
+			// The group's existence is durable before its first
+			// member hears of it.
+			end, err := c.persistLocked(nil, groupKV(g.name, true))
+			if err == nil {
+				c.mu.Unlock()
+				err = c.durable(end)
+				c.mu.Lock()
+			}
+			if err != nil {
+				return fail(kerr.CoordinatorNotAvailable.Code, "")
+			}
+		}
 		return c.heartbeatAnswer(resp, g, m)
 	}
 	if g == nil {
@@ -323,13 +339,19 @@ func (c *Coordinator) Describe(req *kmsg.ShareGroupDescribeRequest) *kmsg.ShareG
 	return resp
 }
 
-// knownLocked reports whether name is a share group: it has members,
-// share-partition state or configs.
+// knownLocked reports whether name is a share group (created by a member
+// joining or by AlterShareGroupOffsets, not yet deleted) or holds
+// share-partition state.
 func (c *Coordinator) knownLocked(name string) bool {
 	if c.groups[name] != nil {
 		return true
 	}
-	return !c.groupEmptyForget(name)
+	for k := range c.parts {
+		if k.Group == name {
+			return true
+		}
+	}
+	return false
 }
 
 // HasGroup reports whether name is a share group (for the other group
@@ -397,13 +419,13 @@ func (c *Coordinator) DeleteGroup(name string) int16 {
 			dirty[k] = true
 		}
 	}
-	var cfgs []string
+	extra := []group.KV{groupKV(name, false)}
 	if _, ok := c.configs[name]; ok {
 		delete(c.configs, name)
-		cfgs = append(cfgs, name)
+		extra = append(extra, c.configKV(name))
 	}
 	delete(c.groups, name)
-	end, err := c.persistLocked(dirty, cfgs)
+	end, err := c.persistLocked(dirty, extra...)
 	c.mu.Unlock()
 	if err == nil {
 		err = c.durable(end)
@@ -553,7 +575,7 @@ func (c *Coordinator) AlterGroupConfigs(name string, ops []ConfigOp, replace, va
 	} else {
 		c.configs[name] = next
 	}
-	end, err := c.persistLocked(nil, []string{name})
+	end, err := c.persistLocked(nil, c.configKV(name))
 	c.mu.Unlock()
 	if err == nil {
 		err = c.durable(end)
@@ -589,4 +611,3 @@ func encodeConfig(cfg map[string]string) []byte {
 	b, _ := json.Marshal(cfg)
 	return b
 }
-

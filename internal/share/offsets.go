@@ -7,6 +7,7 @@ package share
 import (
 	"slices"
 
+	"github.com/exactly/exactly/internal/group"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
@@ -130,6 +131,11 @@ func (c *Coordinator) AlterOffsets(req *kmsg.AlterShareGroupOffsetsRequest, deni
 		resp.ErrorCode = kerr.GroupMaxSizeReached.Code
 		return resp
 	}
+	var extra []group.KV
+	if c.groups[req.GroupID] == nil {
+		c.groups[req.GroupID] = &shareGroup{name: req.GroupID, members: map[string]*member{}}
+		extra = append(extra, groupKV(req.GroupID, true))
+	}
 	dirty := map[partitionKey]bool{}
 	for _, t := range req.Topics {
 		rt := kmsg.NewAlterShareGroupOffsetsResponseTopic()
@@ -177,7 +183,7 @@ func (c *Coordinator) AlterOffsets(req *kmsg.AlterShareGroupOffsetsRequest, deni
 		}
 		resp.Topics = append(resp.Topics, rt)
 	}
-	end, err := c.persistLocked(dirty, nil)
+	end, err := c.persistLocked(dirty, extra...)
 	c.mu.Unlock()
 	if err == nil {
 		err = c.durable(end)
@@ -236,7 +242,7 @@ func (c *Coordinator) DeleteOffsets(req *kmsg.DeleteShareGroupOffsetsRequest, de
 		}
 		resp.Topics = append(resp.Topics, rt)
 	}
-	end, err := c.persistLocked(dirty, nil)
+	end, err := c.persistLocked(dirty)
 	c.mu.Unlock()
 	if err == nil {
 		err = c.durable(end)

@@ -8,6 +8,7 @@ package share
 //
 //	key ["p", group, topic id (hex), partition]  value {"spso": N, "runs": [[state, count, n], ...]}
 //	key ["c", group]                              value {"share.auto.offset.reset": "earliest", ...}
+//	key ["g", group]                              value {} (the share group exists)
 //
 // A partition value lists the window [SPSO, SPEO) run-length encoded: n
 // consecutive offsets with one state and delivery count. Acquired records
@@ -20,6 +21,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+
+	"github.com/exactly/exactly/internal/group"
 )
 
 // Decoder bounds: a record is never trusted to size an allocation.
@@ -45,6 +48,17 @@ func encodePartitionKey(k partitionKey) []byte {
 	return b
 }
 
+// groupKV records that a share group exists (or, tombstone, was deleted):
+// empty share groups live until DeleteGroups, as in Kafka.
+func groupKV(name string, exists bool) group.KV {
+	k, _ := json.Marshal([]any{"g", name})
+	kv := group.KV{Key: k}
+	if exists {
+		kv.Value = []byte("{}")
+	}
+	return kv
+}
+
 func encodeConfigKey(group string) []byte {
 	b, _ := json.Marshal([]any{"c", group})
 	return b
@@ -67,7 +81,8 @@ func encodePartition(p *Partition) []byte {
 
 // decoded is one replayed record.
 type decoded struct {
-	kind   byte // 'p' or 'c'
+	kind   byte // 'p', 'c' or 'g'
+	exists bool // 'g': false for a tombstone
 	part   partitionKey
 	group  string
 	window *Partition        // nil: tombstone
@@ -103,6 +118,16 @@ func decodeRecord(key, value []byte, limit int) (decoded, error) {
 		}
 		if err := json.Unmarshal(value, &d.config); err != nil || d.config == nil {
 			return d, fmt.Errorf("%w: config of group %q", errBadRecord, d.group)
+		}
+		return d, nil
+	case kind == "g" && len(k) == 2:
+		d.kind = 'g'
+		if value != nil {
+			var v map[string]json.RawMessage
+			if err := json.Unmarshal(value, &v); err != nil || v == nil {
+				return d, fmt.Errorf("%w: group record of %q", errBadRecord, d.group)
+			}
+			d.exists = true
 		}
 		return d, nil
 	case kind == "p" && len(k) == 4:
