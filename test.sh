@@ -101,6 +101,7 @@ fuzz ./internal/server FuzzSASLExchange
 fuzz ./internal/wire FuzzDecodeRequest
 fuzz ./internal/record FuzzValidate
 fuzz ./internal/log FuzzRecover
+fuzz ./internal/share FuzzDecodeRecord
 fuzz ./internal/producerstate FuzzDecode
 fuzz ./internal/group FuzzDecodeRecord
 fuzz ./internal/txn FuzzDecodeBatches

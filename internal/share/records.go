@@ -28,7 +28,7 @@ import (
 // Decoder bounds: a record is never trusted to size an allocation.
 const (
 	maxRunsPerRecord = 1 << 16
-	maxWindow        = 1 << 20 // offsets one record may describe
+	maxWindow        = 1 << 15 // offsets one record may describe (max.record.locks is at most 10000)
 	maxKeyBytes      = 1 << 12
 )
 
