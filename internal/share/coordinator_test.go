@@ -2,6 +2,7 @@ package share
 
 import (
 	"context"
+	"encoding/binary"
 	"log/slog"
 	"testing"
 	"time"
@@ -286,5 +287,65 @@ func TestHeartbeatAssignsAndShares(t *testing.T) {
 	}
 	if n.c.HasGroup("g") {
 		t.Fatal("deleted group still known")
+	}
+}
+
+// appendTxn appends a transactional batch of values for pid.
+func (n *node) appendTxn(t *testing.T, pid int64, values ...string) {
+	t.Helper()
+	b := testenv.Batch(values...)
+	binary.BigEndian.PutUint16(b[21:], 0x10) // transactional
+	binary.BigEndian.PutUint64(b[43:], uint64(pid))
+	binary.BigEndian.PutUint16(b[51:], 0)
+	binary.BigEndian.PutUint32(b[53:], 0)
+	b = testenv.SealBatch(b)
+	h, err := rec.ParseHeader(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := n.data.Append(b, h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n.data.WaitDurable(res.LastOffset + 1); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestReadCommittedNeverAcquiresAbortedOrOpen: under
+// share.isolation.level=read_committed, records of aborted transactions
+// are archived without delivery, control records are never delivered,
+// and records of an open transaction wait for its end.
+func TestReadCommittedNeverAcquiresAbortedOrOpen(t *testing.T) {
+	n := startNode(t, vfs.NewMem(), 5)
+	n.earliest(t)
+	rc := "read_committed"
+	if err := n.c.AlterGroupConfigs("g", []ConfigOp{{Name: "share.isolation.level", Value: &rc}}, false, false); err != nil {
+		t.Fatal(err)
+	}
+	n.produce(t, "a")           // 0
+	n.appendTxn(t, 7, "x", "y") // 1-2, aborted below
+	if err := n.data.WriteTxnMarker(7, 0, false, 0); err != nil {
+		t.Fatal(err) // 3
+	}
+	n.produce(t, "b")         // 4
+	n.appendTxn(t, 8, "open") // 5, still open
+	n.produce(t, "c")         // 6
+	got := n.fetch(t, "m", 0)
+	want := []AcquiredRange{{0, 0, 1}, {4, 4, 1}}
+	if len(got) != len(want) || got[0] != want[0] || got[1] != want[1] {
+		t.Fatalf("read_committed acquired %+v, want %+v", got, want)
+	}
+	for off := int64(1); off <= 3; off++ {
+		if st, count := n.c.parts[partitionKey{"g", topicID, 0}].State(off); st != Archived || count != 0 {
+			t.Fatalf("offset %d: state %d count %d, want archived undelivered", off, st, count)
+		}
+	}
+	if err := n.data.WriteTxnMarker(8, 0, true, 0); err != nil {
+		t.Fatal(err) // 7
+	}
+	got = n.fetch(t, "m2", 0)
+	if len(got) != 1 || got[0] != (AcquiredRange{5, 6, 1}) {
+		t.Fatalf("after the commit acquired %+v, want 5-6", got)
 	}
 }
