@@ -349,3 +349,35 @@ func TestReadCommittedNeverAcquiresAbortedOrOpen(t *testing.T) {
 		t.Fatalf("after the commit acquired %+v, want 5-6", got)
 	}
 }
+
+// TestCompactionKeepsState: a snapshot followed by the deletion of
+// everything before it replays to the same state.
+func TestCompactionKeepsState(t *testing.T) {
+	fsys := vfs.NewMem()
+	n := startNode(t, fsys, 5)
+	n.earliest(t)
+	n.produce(t, "a", "b", "c", "d")
+	n.fetch(t, "m", 0)
+	if code := n.ack(t, "m", 1, 0, 1, AckAccept); code != 0 {
+		t.Fatal(kerr.ErrorForCode(code))
+	}
+	before := n.state.LogEndOffset()
+	if err := n.c.Compact(); err != nil {
+		t.Fatal(err)
+	}
+	if n.state.LogStartOffset() != before {
+		t.Fatalf("log start %d after compaction, want %d (everything before the snapshot deleted)", n.state.LogStartOffset(), before)
+	}
+	crashed := fsys.Crash(nil)
+	n.c.Close()
+	n = startNode(t, crashed, 5)
+	if got := n.fetch(t, "m2", 0); len(got) != 1 || got[0] != (AcquiredRange{2, 3, 2}) {
+		t.Fatalf("after compaction and a crash acquired %+v, want 2-3 at count 2", got)
+	}
+	if !n.c.HasGroup("g") {
+		t.Fatal("group lost by compaction")
+	}
+	if cfg := n.c.DescribeGroupConfigs("g", []string{"share.auto.offset.reset"}); len(cfg) != 1 || cfg[0].Value != "earliest" || cfg[0].IsDefault {
+		t.Fatalf("group config after compaction: %+v", cfg)
+	}
+}
