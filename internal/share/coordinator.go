@@ -180,6 +180,7 @@ func (c *Coordinator) tickLoop() {
 	defer close(c.done)
 	t := time.NewTicker(250 * time.Millisecond)
 	defer t.Stop()
+	ticks := 0
 	for {
 		select {
 		case <-c.quit:
@@ -188,7 +189,15 @@ func (c *Coordinator) tickLoop() {
 		}
 		c.mu.Lock()
 		c.tickLocked(c.now())
+		ticks++
+		var end int64 = -1
+		if ticks%20 == 0 {
+			end = c.dropDeletedTopicsLocked()
+		}
 		c.mu.Unlock()
+		if err := c.durable(end); err != nil {
+			c.log.Error("dropping share state of deleted topics", "err", err)
+		}
 		c.maybeCompact()
 	}
 }
@@ -215,6 +224,21 @@ func (c *Coordinator) tickLocked(now time.Time) {
 	if released {
 		c.wakeLocked()
 	}
+}
+
+// dropDeletedTopicsLocked forgets (durably: tombstones) the share state
+// of topics that no longer exist, so a deleted topic's windows do not
+// outlive it; returns the offset to wait for, -1 when nothing changed.
+func (c *Coordinator) dropDeletedTopicsLocked() int64 {
+	dirty := map[partitionKey]bool{}
+	for k := range c.parts {
+		if _, ok := c.opts.Topics.TopicByID(k.TopicID); !ok {
+			delete(c.parts, k)
+			dirty[k] = true
+		}
+	}
+	end, _ := c.persistLocked(dirty)
+	return end
 }
 
 // wakeLocked wakes long polls waiting for Available records.
