@@ -28,8 +28,12 @@ type shareGroup struct {
 }
 
 type member struct {
-	id         string
-	epoch      int32
+	id    string
+	epoch int32
+	// told is the epoch last sent to the member: it may heartbeat with
+	// it until it hears of a newer one (the group moved on meanwhile, or
+	// the answer was lost).
+	told       int32
 	rack       *string
 	clientID   string
 	host       string
@@ -136,7 +140,7 @@ func (c *Coordinator) Heartbeat(req *kmsg.ShareGroupHeartbeatRequest, client Cli
 	if m == nil {
 		return fail(kerr.UnknownMemberID.Code, "")
 	}
-	if req.MemberEpoch != m.epoch {
+	if req.MemberEpoch != m.epoch && req.MemberEpoch != m.told {
 		return fail(kerr.FencedMemberEpoch.Code, "")
 	}
 	m.deadline = now.Add(c.cfg.SessionTimeout)
@@ -159,6 +163,7 @@ func (c *Coordinator) Heartbeat(req *kmsg.ShareGroupHeartbeatRequest, client Cli
 func (c *Coordinator) heartbeatAnswer(resp *kmsg.ShareGroupHeartbeatResponse, g *shareGroup, m *member) *kmsg.ShareGroupHeartbeatResponse {
 	resp.MemberID = kmsg.StringPtr(m.id)
 	resp.MemberEpoch = m.epoch
+	m.told = m.epoch
 	resp.HeartbeatIntervalMillis = int32(c.cfg.HeartbeatInterval / time.Millisecond)
 	a := kmsg.NewShareGroupHeartbeatResponseAssignment()
 	for _, name := range sortedKeys(m.assigned) {
