@@ -167,6 +167,12 @@ func TestShareAcksSurviveSIGKILL(t *testing.T) {
 		}
 	}
 	t.Logf("fates: %v", counts)
+
+	// The state log check-data reads offline decodes as replay does.
+	p.stop(t)
+	if code, out := runExactly(t, "check-data", "--data-dir", dir); code != 0 {
+		t.Fatalf("check-data exited %d:\n%s", code, out)
+	}
 }
 
 // shareSettled reports whether the group's SPSO reached the end of every

@@ -183,3 +183,10 @@ func decodeRecord(key, value []byte, limit int) (decoded, error) {
 	}
 	return d, fmt.Errorf("%w: key %q", errBadRecord, key)
 }
+
+// CheckRecord validates one __share_group_state record as replay would
+// (exactly check-data).
+func CheckRecord(key, value []byte) error {
+	_, err := decodeRecord(key, value, 1<<15-1)
+	return err
+}
