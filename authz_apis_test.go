@@ -285,6 +285,13 @@ func TestAuthorizationEveryAPIKey(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	for _, g := range []string{"sf-g", "sa-g"} { // share groups the share rows reach
+		req := kmsg.NewPtrAlterShareGroupOffsetsRequest()
+		req.GroupID = g
+		if resp, err := req.RequestWith(ctx, su); err != nil || resp.ErrorCode != 0 {
+			t.Fatalf("creating share group %s: %v %v", g, err, resp)
+		}
+	}
 	for _, txid := range []string{"tx-desc", "tx-end"} {
 		if _, _, code := initPID(t, su, txid); code != 0 {
 			t.Fatalf("InitProducerId %s: %v", txid, kerr.ErrorForCode(code))
@@ -723,6 +730,13 @@ func TestAuthorizationEveryAPIKey(t *testing.T) {
 				rt.Partitions = append(rt.Partitions, rp)
 				r.Topics = append(r.Topics, rt)
 				return r
+			},
+			served: func(resp kmsg.Response) error {
+				r := resp.(*kmsg.ShareFetchResponse)
+				if r.ErrorCode != 0 || len(r.Topics) != 1 || r.Topics[0].Partitions[0].ErrorCode != 0 {
+					return fmt.Errorf("ShareFetch with the ACLs: %+v", r)
+				}
+				return nil
 			}},
 		{key: 79, name: "ShareAcknowledge", want: kerr.GroupAuthorizationFailed,
 			grant: []*kadm.ACLBuilder{allow().Groups("sa-g").Operations(kadm.OpRead), allow().Topics("share").Operations(kadm.OpRead)},

@@ -51,6 +51,14 @@ func TestStateShareGroups(t *testing.T) {
 		}
 	}
 	set("g")
+	hb := func(group string) int16 {
+		req := kmsg.NewPtrShareGroupHeartbeatRequest()
+		req.GroupID, req.MemberID, req.SubscribedTopicNames = group, "member-"+group, []string{"q"}
+		return c.Request(req, 1).(*kmsg.ShareGroupHeartbeatResponse).ErrorCode
+	}
+	if code := hb("g"); code != 0 {
+		t.Fatal(kerr.ErrorForCode(code))
+	}
 	fetch := func(member string, epoch int32) *kmsg.ShareFetchResponse {
 		req := kmsg.NewPtrShareFetchRequest()
 		req.GroupID, req.MemberID, req.ShareSessionEpoch = kmsg.StringPtr("g"), kmsg.StringPtr(member), epoch
@@ -103,11 +111,6 @@ func TestStateShareGroups(t *testing.T) {
 	}
 
 	// Group flood: the third share group is refused.
-	hb := func(group string) int16 {
-		req := kmsg.NewPtrShareGroupHeartbeatRequest()
-		req.GroupID, req.MemberID, req.SubscribedTopicNames = group, "member-"+group, []string{"q"}
-		return c.Request(req, 1).(*kmsg.ShareGroupHeartbeatResponse).ErrorCode
-	}
 	if code := hb("g2"); code != 0 {
 		t.Fatal(kerr.ErrorForCode(code))
 	}

@@ -80,6 +80,11 @@ func startNode(t *testing.T, fsys vfs.FS, limit int) *node {
 	}
 	t.Cleanup(c.Close)
 	n.c = c
+	// The share group exists (a fetch does not create one): created by
+	// AlterShareGroupOffsets with no partitions, as an operator would.
+	if r := c.AlterOffsets(&kmsg.AlterShareGroupOffsetsRequest{GroupID: "g"}, nil); r.ErrorCode != 0 {
+		t.Fatal(kerr.ErrorForCode(r.ErrorCode))
+	}
 	return n
 }
 
@@ -236,6 +241,13 @@ func TestSessionEpochs(t *testing.T) {
 	}
 	if got := n.fetch(t, "m2", 0); len(got) != 1 || got[0] != (AcquiredRange{1, 1, 2}) {
 		t.Fatalf("after the session closed acquired %+v, want offset 1 at count 2", got)
+	}
+	// A fetch does not create a group (nor state for one).
+	nf := kmsg.NewPtrShareFetchRequest()
+	nf.Version = 2
+	nf.GroupID, nf.MemberID = kmsg.StringPtr("no-such-group"), kmsg.StringPtr("m")
+	if resp := n.c.Fetch(context.Background(), nf, lim); resp.ErrorCode != kerr.GroupIDNotFound.Code || n.c.HasGroup("no-such-group") {
+		t.Fatalf("fetch for an unknown group: %v", kerr.ErrorForCode(resp.ErrorCode))
 	}
 	// The session limit.
 	for i := range 9 {

@@ -179,6 +179,13 @@ func (c *Coordinator) Fetch(ctx context.Context, req *kmsg.ShareFetchRequest, li
 		resp.ErrorCode = kerr.CoordinatorNotAvailable.Code
 		return resp
 	}
+	if c.groups[grp] == nil {
+		// Only existing share groups (bounded by group.share.max.groups)
+		// get share-partition state: a fetch must not create groups.
+		c.mu.Unlock()
+		resp.ErrorCode = kerr.GroupIDNotFound.Code
+		return resp
+	}
 	s, code := c.sessionStepLocked(k, req.ShareSessionEpoch, true, hasAcks, now)
 	if code != 0 {
 		c.mu.Unlock()
