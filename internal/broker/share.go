@@ -12,6 +12,7 @@ package broker
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/exactly/exactly/internal/acl"
@@ -162,27 +163,11 @@ func (b *Broker) listShareGroups(req *kmsg.ListGroupsRequest, resp *kmsg.ListGro
 
 func containsFold(xs []string, x string) bool {
 	for _, s := range xs {
-		if len(s) == len(x) && (s == x || equalFold(s, x)) {
+		if strings.EqualFold(s, x) {
 			return true
 		}
 	}
 	return false
-}
-
-func equalFold(a, b string) bool {
-	for i := range len(a) {
-		ca, cb := a[i], b[i]
-		if 'A' <= ca && ca <= 'Z' {
-			ca += 'a' - 'A'
-		}
-		if 'A' <= cb && cb <= 'Z' {
-			cb += 'a' - 'A'
-		}
-		if ca != cb {
-			return false
-		}
-	}
-	return true
 }
 
 // deleteShareGroups answers DeleteGroups for the groups the group

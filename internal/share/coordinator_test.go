@@ -272,7 +272,18 @@ func TestHeartbeatAssignsAndShares(t *testing.T) {
 		req.SubscribedTopicNames = []string{"t"}
 		return n.c.Heartbeat(req, Client{ID: "c"}, nil)
 	}
+	v := "1234"
+	if err := n.c.AlterGroupConfigs("g", []ConfigOp{{Name: "share.heartbeat.interval.ms", Value: &v}}, false, false); err != nil {
+		t.Fatal(err)
+	}
+	bad := "by_duration:PT1H"
+	if err := n.c.AlterGroupConfigs("g", []ConfigOp{{Name: "share.auto.offset.reset", Value: &bad}}, false, false); err == nil {
+		t.Fatal("an unsupported share.auto.offset.reset was accepted")
+	}
 	a, b := hb("a", 0), hb("b", 0)
+	if a.HeartbeatIntervalMillis != 1234 {
+		t.Fatalf("heartbeat interval %d, want the group's share.heartbeat.interval.ms 1234", a.HeartbeatIntervalMillis)
+	}
 	if a.ErrorCode != 0 || b.ErrorCode != 0 {
 		t.Fatalf("joins: %v %v", kerr.ErrorForCode(a.ErrorCode), kerr.ErrorForCode(b.ErrorCode))
 	}

@@ -116,7 +116,7 @@ func (c *Coordinator) Heartbeat(req *kmsg.ShareGroupHeartbeatRequest, client Cli
 		m.clientID, m.host = client.ID, client.Host
 		m.rack = req.RackID
 		m.subscribed = sortedUnique(req.SubscribedTopicNames)
-		m.deadline = now.Add(c.cfg.SessionTimeout)
+		m.deadline = now.Add(c.groupDurationLocked(g.name, "share.session.timeout.ms", c.cfg.SessionTimeout))
 		c.reassignLocked(g)
 		if created {
 			// The group's existence is durable before its first
@@ -143,7 +143,7 @@ func (c *Coordinator) Heartbeat(req *kmsg.ShareGroupHeartbeatRequest, client Cli
 	if req.MemberEpoch != m.epoch && req.MemberEpoch != m.told {
 		return fail(kerr.FencedMemberEpoch.Code, "")
 	}
-	m.deadline = now.Add(c.cfg.SessionTimeout)
+	m.deadline = now.Add(c.groupDurationLocked(g.name, "share.session.timeout.ms", c.cfg.SessionTimeout))
 	if req.RackID != nil {
 		m.rack = req.RackID
 	}
@@ -164,7 +164,7 @@ func (c *Coordinator) heartbeatAnswer(resp *kmsg.ShareGroupHeartbeatResponse, g 
 	resp.MemberID = kmsg.StringPtr(m.id)
 	resp.MemberEpoch = m.epoch
 	m.told = m.epoch
-	resp.HeartbeatIntervalMillis = int32(c.cfg.HeartbeatInterval / time.Millisecond)
+	resp.HeartbeatIntervalMillis = int32(c.groupDurationLocked(g.name, "share.heartbeat.interval.ms", c.cfg.HeartbeatInterval) / time.Millisecond)
 	a := kmsg.NewShareGroupHeartbeatResponseAssignment()
 	for _, name := range sortedKeys(m.assigned) {
 		t, ok := c.opts.Topics.TopicByName(name)
@@ -605,9 +605,14 @@ func (c *Coordinator) groupConfigLocked(name, key string) string {
 }
 
 func (c *Coordinator) lockDurationLocked(name string) time.Duration {
-	n, err := strconv.ParseInt(c.groupConfigLocked(name, "share.record.lock.duration.ms"), 10, 64)
+	return c.groupDurationLocked(name, "share.record.lock.duration.ms", c.cfg.RecordLockDuration)
+}
+
+// groupDurationLocked is a group's millisecond config key, else def.
+func (c *Coordinator) groupDurationLocked(name, key string, def time.Duration) time.Duration {
+	n, err := strconv.ParseInt(c.groupConfigLocked(name, key), 10, 64)
 	if err != nil || n <= 0 {
-		return c.cfg.RecordLockDuration
+		return def
 	}
 	return time.Duration(n) * time.Millisecond
 }
