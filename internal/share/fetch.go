@@ -117,7 +117,14 @@ func (c *Coordinator) sessionStepLocked(k sessionKey, epoch int32, isFetch, hasA
 
 // ackLocked applies a partition's acknowledgement batches for member; the
 // code is the first failure (INVALID_RECORD_STATE, INVALID_REQUEST).
-func (c *Coordinator) ackLocked(pk partitionKey, member string, batches []ackBatch, now time.Time, dirty map[partitionKey]bool) int16 {
+func (c *Coordinator) ackLocked(pk partitionKey, member string, batches []ackBatch, renewOK bool, now time.Time, dirty map[partitionKey]bool) int16 {
+	if !renewOK {
+		for _, b := range batches {
+			if slices.Contains(b.types, AckRenew) {
+				return kerr.InvalidRequest.Code // RENEW is v2+
+			}
+		}
+	}
 	p := c.parts[pk]
 	if p == nil {
 		return kerr.InvalidRecordState.Code
@@ -233,7 +240,7 @@ func (c *Coordinator) Fetch(ctx context.Context, req *kmsg.ShareFetchRequest, li
 				for i, b := range p.AcknowledgementBatches {
 					batches[i] = ackBatch{b.FirstOffset, b.LastOffset, b.AcknowledgeTypes}
 				}
-				rp.AcknowledgeErrorCode = c.ackLocked(partitionKey{grp, t.TopicID, p.Partition}, member, batches, now, dirty)
+				rp.AcknowledgeErrorCode = c.ackLocked(partitionKey{grp, t.TopicID, p.Partition}, member, batches, req.Version >= 2, now, dirty)
 			}
 		}
 	}
@@ -545,7 +552,7 @@ func (c *Coordinator) Acknowledge(req *kmsg.ShareAcknowledgeRequest, lim Limits)
 				for i, b := range p.AcknowledgementBatches {
 					batches[i] = ackBatch{b.FirstOffset, b.LastOffset, b.AcknowledgeTypes}
 				}
-				rp.ErrorCode = c.ackLocked(partitionKey{grp, t.TopicID, p.Partition}, member, batches, now, dirty)
+				rp.ErrorCode = c.ackLocked(partitionKey{grp, t.TopicID, p.Partition}, member, batches, req.Version >= 2, now, dirty)
 			}
 			rt.Partitions = append(rt.Partitions, rp)
 		}
