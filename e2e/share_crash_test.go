@@ -35,7 +35,11 @@ type shareLedger struct {
 	lastCount  map[shareRec]int16 // highest delivery count seen
 	settled    map[shareRec]string
 	maybeAcked map[shareRec]bool // ACCEPT/REJECT sent, answer lost with the broker
-	violations []string
+	// lostFetches counts ShareFetch requests without an answer: the
+	// broker may have made their acquisitions durable (a delivery the
+	// consumers never saw, which still counts towards the limit).
+	lostFetches int
+	violations  []string
 }
 
 func (l *shareLedger) delivered(r shareRec, count int16, limit int16) {
@@ -151,6 +155,7 @@ func TestShareAcksSurviveSIGKILL(t *testing.T) {
 		t.Error(v)
 	}
 	counts := map[string]int{}
+	var unseen []shareRec
 	for part := int32(0); part < partitions; part++ {
 		for off := int64(0); off < ends[part]; off++ {
 			r := shareRec{part, off}
@@ -162,11 +167,19 @@ func TestShareAcksSurviveSIGKILL(t *testing.T) {
 			case l.lastCount[r] == limit:
 				counts["archived at the limit"]++
 			default:
-				t.Errorf("%v settled on the broker, but never acknowledged nor delivered %d times (last count %d)", r, limit, l.lastCount[r])
+				unseen = append(unseen, r)
 			}
 		}
 	}
-	t.Logf("fates: %v", counts)
+	// Settled without an acknowledgement and without being seen at the
+	// limit: archived after deliveries whose ShareFetch answers died with
+	// the broker. Each lost answer hid at most MaxRecords (20) records.
+	counts["archived after a lost delivery"] = len(unseen)
+	if len(unseen) > 20*l.lostFetches {
+		t.Errorf("%d records settled without an acknowledgement or a delivery at the limit, more than %d lost ShareFetch answers explain: %v",
+			len(unseen), l.lostFetches, unseen)
+	}
+	t.Logf("fates: %v (ShareFetch answers lost: %d)", counts, l.lostFetches)
 
 	// The state log check-data reads offline decodes as replay does.
 	p.stop(t)
@@ -255,6 +268,11 @@ func shareWorker(ctx context.Context, node *kgo.Broker, member, group string, to
 		}
 		resp, err := fr.RequestWith(rctx, node)
 		cancel()
+		if err != nil {
+			l.mu.Lock()
+			l.lostFetches++
+			l.mu.Unlock()
+		}
 		if err != nil || resp.ErrorCode != 0 {
 			epoch = 0
 			if err == nil && resp.ErrorCode == kerr.UnknownMemberID.Code {
