@@ -265,7 +265,7 @@ func TestAuthorizationEveryAPIKey(t *testing.T) {
 	t.Cleanup(bobV3.Close)
 
 	topicNames := []string{"produce", "fetch", "listoff", "meta", "commit", "offfetch", "epoch", "delrec", "doomed",
-		"cfg", "altercfg", "incr", "parts", "offdel", "txncommit", "addparts", "producers", "doomed-id"}
+		"cfg", "altercfg", "incr", "parts", "offdel", "txncommit", "addparts", "producers", "doomed-id", "share"}
 	for _, name := range topicNames {
 		if _, err := adm.CreateTopic(ctx, 1, 1, nil, name); err != nil {
 			t.Fatal(err)
@@ -283,6 +283,13 @@ func TestAuthorizationEveryAPIKey(t *testing.T) {
 		topic := "offdel"
 		if _, err := adm.CommitOffsets(ctx, g, kadm.OffsetsFromRecords(kgo.Record{Topic: topic, Partition: 0, Offset: 0})); err != nil {
 			t.Fatal(err)
+		}
+	}
+	for _, g := range []string{"sf-g", "sa-g"} { // share groups the share rows reach
+		req := kmsg.NewPtrAlterShareGroupOffsetsRequest()
+		req.GroupID = g
+		if resp, err := req.RequestWith(ctx, su); err != nil || resp.ErrorCode != 0 {
+			t.Fatalf("creating share group %s: %v %v", g, err, resp)
 		}
 	}
 	for _, txid := range []string{"tx-desc", "tx-end"} {
@@ -698,6 +705,76 @@ func TestAuthorizationEveryAPIKey(t *testing.T) {
 			req: func() kmsg.Request {
 				r := kmsg.NewPtrConsumerGroupDescribeRequest()
 				r.Groups = []string{"cgd-g"}
+				return r
+			}},
+		{key: 76, name: "ShareGroupHeartbeat", want: kerr.GroupAuthorizationFailed, grant: []*kadm.ACLBuilder{allow().Groups("sgh-g").Operations(kadm.OpRead)},
+			req: func() kmsg.Request {
+				r := kmsg.NewPtrShareGroupHeartbeatRequest()
+				r.GroupID, r.MemberID, r.MemberEpoch = "sgh-g", "nobody", -1
+				return r
+			}},
+		{key: 77, name: "ShareGroupDescribe", want: kerr.GroupAuthorizationFailed, grant: []*kadm.ACLBuilder{allow().Groups("sgd-g").Operations(kadm.OpDescribe)},
+			req: func() kmsg.Request {
+				r := kmsg.NewPtrShareGroupDescribeRequest()
+				r.GroupIDs = []string{"sgd-g"}
+				return r
+			}},
+		{key: 78, name: "ShareFetch", want: kerr.GroupAuthorizationFailed,
+			grant: []*kadm.ACLBuilder{allow().Groups("sf-g").Operations(kadm.OpRead), allow().Topics("share").Operations(kadm.OpRead)},
+			req: func() kmsg.Request {
+				r := kmsg.NewPtrShareFetchRequest()
+				r.GroupID, r.MemberID, r.ShareSessionEpoch = str("sf-g"), str("m"), 0
+				rt := kmsg.NewShareFetchRequestTopic()
+				rt.TopicID = id("share")
+				rp := kmsg.NewShareFetchRequestTopicPartition()
+				rt.Partitions = append(rt.Partitions, rp)
+				r.Topics = append(r.Topics, rt)
+				return r
+			},
+			served: func(resp kmsg.Response) error {
+				r := resp.(*kmsg.ShareFetchResponse)
+				if r.ErrorCode != 0 || len(r.Topics) != 1 || r.Topics[0].Partitions[0].ErrorCode != 0 {
+					return fmt.Errorf("ShareFetch with the ACLs: %+v", r)
+				}
+				return nil
+			}},
+		{key: 79, name: "ShareAcknowledge", want: kerr.GroupAuthorizationFailed,
+			grant: []*kadm.ACLBuilder{allow().Groups("sa-g").Operations(kadm.OpRead), allow().Topics("share").Operations(kadm.OpRead)},
+			req: func() kmsg.Request {
+				r := kmsg.NewPtrShareAcknowledgeRequest()
+				r.GroupID, r.MemberID, r.ShareSessionEpoch = str("sa-g"), str("m"), 1
+				rt := kmsg.NewShareAcknowledgeRequestTopic()
+				rt.TopicID = id("share")
+				rp := kmsg.NewShareAcknowledgeRequestTopicPartition()
+				rp.AcknowledgementBatches = []kmsg.ShareAcknowledgeRequestTopicPartitionAcknowledgementBatch{{FirstOffset: 0, LastOffset: 0, AcknowledgeTypes: []int8{1}}}
+				rt.Partitions = append(rt.Partitions, rp)
+				r.Topics = append(r.Topics, rt)
+				return r
+			}},
+		{key: 90, name: "DescribeShareGroupOffsets", want: kerr.GroupAuthorizationFailed,
+			grant: []*kadm.ACLBuilder{allow().Groups("dsgo-g").Operations(kadm.OpDescribe), allow().Topics("share").Operations(kadm.OpDescribe)},
+			req: func() kmsg.Request {
+				r := kmsg.NewPtrDescribeShareGroupOffsetsRequest()
+				rg := kmsg.NewDescribeShareGroupOffsetsRequestGroup()
+				rg.GroupID = "dsgo-g"
+				rg.Topics = []kmsg.DescribeShareGroupOffsetsRequestGroupTopic{{Topic: "share", Partitions: []int32{0}}}
+				r.Groups = append(r.Groups, rg)
+				return r
+			}},
+		{key: 91, name: "AlterShareGroupOffsets", want: kerr.GroupAuthorizationFailed,
+			grant: []*kadm.ACLBuilder{allow().Groups("asgo-g").Operations(kadm.OpRead), allow().Topics("share").Operations(kadm.OpRead)},
+			req: func() kmsg.Request {
+				r := kmsg.NewPtrAlterShareGroupOffsetsRequest()
+				r.GroupID = "asgo-g"
+				r.Topics = []kmsg.AlterShareGroupOffsetsRequestTopic{{Topic: "share", Partitions: []kmsg.AlterShareGroupOffsetsRequestTopicPartition{{Partition: 0, StartOffset: 0}}}}
+				return r
+			}},
+		{key: 92, name: "DeleteShareGroupOffsets", want: kerr.GroupAuthorizationFailed,
+			grant: []*kadm.ACLBuilder{allow().Groups("dlsgo-g").Operations(kadm.OpDelete), allow().Topics("share").Operations(kadm.OpRead)},
+			req: func() kmsg.Request {
+				r := kmsg.NewPtrDeleteShareGroupOffsetsRequest()
+				r.GroupID = "dlsgo-g"
+				r.Topics = []kmsg.DeleteShareGroupOffsetsRequestTopic{{Topic: "share"}}
 				return r
 			}},
 	}

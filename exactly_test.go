@@ -179,10 +179,11 @@ func pattern(i, n int) []byte {
 // TestPartitionLimit: max.broker.partitions refuses CreateTopics and
 // CreatePartitions that would take the broker past it, with
 // POLICY_VIOLATION and nothing created. It counts every partition held,
-// the internal topics' one each included.
+// the internal topics' included: the limit is set to theirs plus 5.
 func TestPartitionLimit(t *testing.T) {
 	dir := t.TempDir()
-	b := exactly.NewTestBroker(t, exactly.Options{DataDir: dir, Config: map[string]string{"max.broker.partitions": "7"}})
+	internal := internalPartitions(t, dir)
+	b := exactly.NewTestBroker(t, exactly.Options{DataDir: dir, Config: map[string]string{"max.broker.partitions": fmt.Sprint(internal + 5)}})
 	cl, err := kgo.NewClient(kgo.SeedBrokers(b.Addr()))
 	if err != nil {
 		t.Fatal(err)
@@ -216,4 +217,29 @@ func TestPartitionLimit(t *testing.T) {
 	if got := topics.Names(); !slices.Equal(got, []string{"first", "fits"}) {
 		t.Fatalf("topics %v", got)
 	}
+}
+
+// internalPartitions starts a broker on dir and counts the partitions of
+// the topics it creates for itself.
+func internalPartitions(t *testing.T, dir string) int {
+	t.Helper()
+	b, err := exactly.Start(exactly.Options{DataDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(b.Addr()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	topics, err := kadm.NewClient(cl).ListTopicsWithInternal(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, td := range topics {
+		n += len(td.Partitions)
+	}
+	return n
 }

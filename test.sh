@@ -103,6 +103,7 @@ fuzz ./internal/record FuzzValidate
 fuzz ./internal/record FuzzRecode
 fuzz ./internal/log FuzzRecover
 fuzz ./internal/log FuzzClean
+fuzz ./internal/share FuzzDecodeRecord
 fuzz ./internal/producerstate FuzzDecode
 fuzz ./internal/group FuzzDecodeRecord
 fuzz ./internal/txn FuzzDecodeBatches

@@ -7,9 +7,12 @@
 # transaction tests, then TestTxnEtl again with KGO_TEST_UNSAFE (unsafe commits) and
 # KGO_TEST_CHAOS (random client kills), then the SCRAM tests (TestSCRAMAuth,
 # TestSCRAMAuthBadCredentials) against a broker with a SASL_PLAINTEXT listener on KGO_PORT+1 and
-# a SCRAM-SHA-256 user. Each variant gets a fresh broker.
+# a SCRAM-SHA-256 user, then the share-group tests (KIP-932: TestShareGroup, TestShareGroupETL,
+# TestShareGroupAckOnClose, TestShareGroupOffsetsAdmin, TestConsumeRegexShareSkipsInternal), which
+# must each PASS: franz-go skips them against a broker without ShareFetch/ShareAcknowledge v2, and a
+# skip fails this variant. Each variant gets a fresh broker.
 #
-# usage: compat/kgo/suite.sh [TEST_REGEX | scram]   (scram: only the SCRAM variant)
+# usage: compat/kgo/suite.sh [TEST_REGEX | scram | share]   (scram/share: only that variant)
 #   env: RECORDS (records per ETL test, default 20000), KGO_PORT (default 19092),
 #        TIMEOUT (per variant, default 20m), KGO_LOG_LEVEL (franz-go's, default none)
 # Exit status: non-zero if any variant fails.
@@ -17,6 +20,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 default_tests='^(TestTxnEtl|TestGroupETL|TestGroupSimple|TestIssue523|TestIssue1034|TestIssue769|TestConsumeRegex|TestClient_Produce|TestClient_ProduceLargeMessages|TestProduceRequestNullBatchEncoding|TestConsumeMaxDecompressBatchBytes|TestPauseIssue489|TestPauseIssueOct2023|TestIssue325|TestIssue337|TestIssue434|TestIssue810|TestIssue865|TestIssueFetchLargerThanBrokerMaxReadBytes)$'
+share_tests=(TestShareGroup TestShareGroupETL TestShareGroupAckOnClose TestShareGroupOffsetsAdmin TestConsumeRegexShareSkipsInternal)
 tests=${1:-$default_tests}
 port=${KGO_PORT:-19092}
 
@@ -62,6 +66,7 @@ failed=0
 # run NAME REGEX [ENV=VALUE...]: one variant against a fresh broker (started with the
 # serve arguments in the array broker_args, if set).
 broker_args=()
+require_pass=()
 run() {
   local name=$1 regex=$2
   shift 2
@@ -73,6 +78,9 @@ run() {
     go test -count=1 -timeout "${TIMEOUT:-20m}" -run "$regex" -v ./pkg/kgo) >"$out" 2>&1 || status=$?
   # The verbose log is long; show each test's verdict and any failure lines.
   grep -E '^\s*(--- |PASS|FAIL|ok|panic)|_test\.go:[0-9]+: ' "$out" | grep -vE 'deleting (topic|group)|completed in' || true
+  for must in "${require_pass[@]}"; do
+    grep -qE "^--- PASS: $must " "$out" || { echo "compat/kgo: $name: $must did not PASS (skipped or missing)" >&2; status=1; }
+  done
   if [ "$status" -ne 0 ]; then
     echo "compat/kgo: $name FAILED (go test exit $status); last lines:" >&2
     tail -40 "$out" >&2
@@ -91,14 +99,27 @@ run_scram() {
   broker_args=()
 }
 
-if [ "${1:-}" = scram ]; then
+run_share() {
+  require_pass=("${share_tests[@]}")
+  run share "^($(IFS='|'; echo "${share_tests[*]}"))\$"
+  require_pass=()
+}
+
+case "${1:-}" in
+scram)
   run_scram
   exit "$failed"
-fi
+  ;;
+share)
+  run_share
+  exit "$failed"
+  ;;
+esac
 run plain "$tests"
 if [ -z "${1:-}" ]; then
   run unsafe '^TestTxnEtl$' KGO_TEST_UNSAFE=1
   run chaos '^TestTxnEtl$' KGO_TEST_CHAOS=1
   run_scram
+  run_share
 fi
 exit "$failed"

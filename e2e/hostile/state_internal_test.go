@@ -13,7 +13,7 @@ import (
 )
 
 // internalTopics are the broker-owned topics no client may write.
-var internalTopics = []string{"__consumer_offsets", "__transaction_state"}
+var internalTopics = []string{"__consumer_offsets", "__transaction_state", "__share_group_state"}
 
 // attackInternalTopics tries every client write to the internal topics —
 // produce, delete records, delete, add partitions, set configs (whole-set

@@ -8,7 +8,8 @@ package broker
 // node's ID) list the broker keys, with ReadOnly for those that cannot
 // change at runtime. Synonyms (v1+) and types (v3+) are filled; v3+
 // documentation marks keys accepted only for compatibility. Broker logger
-// resources are INVALID_REQUEST.
+// resources are INVALID_REQUEST. Group resources list the share.* group
+// configs (source GROUP_CONFIG when set, else the default).
 
 import (
 	"context"
@@ -48,6 +49,11 @@ func (b *Broker) handleDescribeConfigs(_ context.Context, r *server.Request) ser
 			if err = b.checkBrokerResource(rr.ResourceName); err == nil {
 				sr.Configs = b.describeBrokerConfigs(rr.ConfigNames, req.IncludeSynonyms)
 			}
+		case resourceGroup:
+			if err != nil {
+				break
+			}
+			sr.Configs = b.describeGroupConfigs(rr.ResourceName, rr.ConfigNames)
 		default:
 			err = &kerrError{kerr.InvalidRequest, fmt.Sprintf("unsupported resource type %d", rr.ResourceType)}
 		}

@@ -305,6 +305,10 @@ func (b *Broker) configsAuthorized(r *server.Request, op acl.Operation, resource
 		if !b.authorizedCluster(r, op) {
 			return errClusterAuthorization
 		}
+	case resourceGroup:
+		if !b.authorized(r, op, acl.ResourceGroup, name) {
+			return &kerrError{kerr.GroupAuthorizationFailed, "not authorized on the group"}
+		}
 	}
 	return nil
 }

@@ -25,6 +25,7 @@ import (
 	"github.com/exactly/exactly/internal/producerstate"
 	"github.com/exactly/exactly/internal/quota"
 	"github.com/exactly/exactly/internal/server"
+	"github.com/exactly/exactly/internal/share"
 	"github.com/exactly/exactly/internal/vfs"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -105,6 +106,9 @@ type Broker struct {
 	// groups is the group coordinator (consumer groups, committed
 	// offsets); see groups.go.
 	groups *group.Coordinator
+
+	// share is the share-group coordinator (KIP-932); see share.go.
+	share *share.Coordinator
 
 	// quotas holds the client quotas and their rate trackers (quotas.go);
 	// changes to it and the catalog's copy are made under adminMu.

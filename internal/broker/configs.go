@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/exactly/exactly/internal/cluster"
+	"github.com/exactly/exactly/internal/share"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
@@ -256,6 +257,12 @@ func (b *Broker) alterConfigs(resType int8, name string, ops []configOp, replace
 		return nil
 	case resourceBrokerLogger:
 		return &kerrError{kerr.InvalidRequest, "broker logger configs are not supported"}
+	case resourceGroup:
+		sops := make([]share.ConfigOp, len(ops))
+		for i, o := range ops {
+			sops[i] = share.ConfigOp{Name: o.name, Op: o.op, Value: o.value}
+		}
+		return groupConfigErr(b.share.AlterGroupConfigs(name, sops, replace, validateOnly))
 	default:
 		return &kerrError{kerr.InvalidRequest, fmt.Sprintf("unsupported resource type %d", resType)}
 	}

@@ -78,36 +78,8 @@ func newUUID() string {
 // offsetsPartition returns the __consumer_offsets partition, creating the
 // internal topic on first start.
 func (b *Broker) offsetsPartition() (*partition.Partition, error) {
-	b.adminMu.Lock()
-	defer b.adminMu.Unlock()
-	if t, ok := b.catalog.Topic(group.OffsetsTopic); ok {
-		if !t.Internal {
-			b.log.Warn(group.OffsetsTopic + " exists but is not marked internal (created by a client?); using it for committed offsets")
-		}
-		if p := b.partition(group.OffsetsTopic, 0); p != nil {
-			return p, nil
-		}
-		return nil, fmt.Errorf("%s has no partition 0", group.OffsetsTopic)
-	}
 	segment, _ := b.catalog.BrokerConfig("offsets.topic.segment.bytes")
-	configs := map[string]string{"retention.ms": "-1", "retention.bytes": "-1", "segment.bytes": segment}
-	if err := b.checkNewDirs(group.OffsetsTopic, 0, 1); err != nil {
-		return nil, err
-	}
-	t, err := b.catalog.CreateTopic(group.OffsetsTopic, 1, configs, true)
-	if err != nil {
-		return nil, fmt.Errorf("creating %s: %w", group.OffsetsTopic, err)
-	}
-	p, err := b.openPartition(t, 0)
-	if err != nil {
-		b.catalog.DeleteTopic(group.OffsetsTopic)
-		return nil, err
-	}
-	b.partsMu.Lock()
-	b.parts[group.OffsetsTopic] = []*partition.Partition{p}
-	b.partsMu.Unlock()
-	b.log.Info("created internal topic", "topic", group.OffsetsTopic)
-	return p, nil
+	return b.internalPartition(group.OffsetsTopic, map[string]string{"retention.ms": "-1", "retention.bytes": "-1", "segment.bytes": segment})
 }
 
 // startGroups opens __consumer_offsets, replays it and starts the group
@@ -142,6 +114,10 @@ func (b *Broker) startGroups() error {
 		return fmt.Errorf("starting the group coordinator: %w", err)
 	}
 	b.groups = coord
+	if err := b.startShare(); err != nil {
+		coord.Close()
+		return err
+	}
 	if b.cfg.Registry != nil {
 		if err := b.cfg.Registry.Register(&groupCollector{b: b}); err != nil {
 			var are prometheus.AlreadyRegisteredError
@@ -157,7 +133,10 @@ func (b *Broker) startGroups() error {
 // stopGroups stops the coordinator after making its appended records
 // durable; parked JoinGroup/SyncGroup requests are answered
 // COORDINATOR_NOT_AVAILABLE.
-func (b *Broker) stopGroups() { b.groups.Close() }
+func (b *Broker) stopGroups() {
+	b.stopShare()
+	b.groups.Close()
+}
 
 // clientHost formats the peer the way Kafka's tools show it ("/1.2.3.4").
 func clientHost(r *server.Request) string {
@@ -178,6 +157,9 @@ func clientHost(r *server.Request) string {
 // connection's) answers parked requests COORDINATOR_NOT_AVAILABLE within
 // 5 s rather than holding the connection open.
 func (b *Broker) handleGroupRequest(ctx context.Context, r *server.Request) server.Reply {
+	if refusal := b.refuseShareName(r.Msg); refusal != nil {
+		return immediate(refusal)
+	}
 	client := group.Client{ID: r.Header.ClientID, Host: clientHost(r)}
 	ch := b.groups.Submit(client, r.Msg)
 	req := r.Msg

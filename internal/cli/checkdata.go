@@ -12,6 +12,7 @@ import (
 	"github.com/exactly/exactly/internal/log"
 	"github.com/exactly/exactly/internal/partition"
 	"github.com/exactly/exactly/internal/record"
+	"github.com/exactly/exactly/internal/share"
 	"github.com/exactly/exactly/internal/txn"
 	"github.com/exactly/exactly/internal/vfs"
 	"github.com/spf13/cobra"
@@ -30,7 +31,7 @@ func CheckDataCommand() *cobra.Command {
 		Long: `Verify every partition of a data directory while no broker runs on it:
 each segment's record batches (CRC-32C, framing, contiguous offsets), index
 files, producer state snapshots, and the records of the internal logs
-(__consumer_offsets, __transaction_state). Damage below a partition's
+(__consumer_offsets, __transaction_state, __share_group_state). Damage below a partition's
 recovery point is reported with file, byte and offset; problems the next
 start repairs by itself (a torn tail above the recovery point, an index to
 rebuild) are notes. Exit status: 0 clean, 1 damage, 2 could not check (for
@@ -134,6 +135,21 @@ func recordCheck(topic string) func(h *record.Header, batch []byte) error {
 			var derr error
 			ferr := record.ForEach(*h, batch, func(r record.Record) bool {
 				derr = group.CheckRecord(r.Key, r.Value)
+				return derr == nil
+			})
+			if ferr != nil {
+				return ferr
+			}
+			return derr
+		}
+	case share.StateTopic:
+		return func(h *record.Header, batch []byte) error {
+			if h.IsControl() {
+				return nil
+			}
+			var derr error
+			ferr := record.ForEach(*h, batch, func(r record.Record) bool {
+				derr = share.CheckRecord(r.Key, r.Value)
 				return derr == nil
 			})
 			if ferr != nil {

@@ -39,15 +39,20 @@ func GroupCommand() *cobra.Command {
 }
 
 func groupListCommand(f *adminFlags) *cobra.Command {
-	var states []string
+	var states, types []string
 	var showState bool
 	cmd := &cobra.Command{
 		Use:   "list",
-		Short: "List consumer groups (with --state: and their state, optionally filtered)",
+		Short: "List groups (with --state: and their state, optionally filtered; --type share for share groups)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return f.withAdmin(cmd, func(ctx context.Context, _ *kgo.Client, adm *kadm.Client) error {
-				listed, err := adm.ListGroups(ctx, states...)
+				for _, t := range types {
+					if t != "classic" && t != "consumer" && t != "share" {
+						return fmt.Errorf("--type %q: want classic, consumer or share", t)
+					}
+				}
+				listed, err := adm.ListGroupsByType(ctx, types, states...)
 				if err != nil {
 					return requestError("listing groups", f.bootstrap, err)
 				}
@@ -70,6 +75,7 @@ func groupListCommand(f *adminFlags) *cobra.Command {
 	}
 	cmd.Flags().BoolVar(&showState, "state", false, "show each group's protocol type and state")
 	cmd.Flags().StringSliceVar(&states, "states", nil, "only groups in these states (e.g. Stable,Empty); implies --state")
+	cmd.Flags().StringSliceVar(&types, "type", nil, "only groups of these types: classic, consumer, share")
 	return cmd
 }
 
@@ -86,10 +92,10 @@ type describedMember struct {
 }
 
 func groupDescribeCommand(f *adminFlags) *cobra.Command {
-	var members, state, all bool
+	var members, state, all, shareGroups bool
 	cmd := &cobra.Command{
 		Use:   "describe GROUP...",
-		Short: "Show each partition's committed offset, log end offset, lag and owner (or --members, --state)",
+		Short: "Show each partition's committed offset, log end offset, lag and owner (or --members, --state; --share for share groups)",
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) == 0 && !all {
 				return errors.New("name at least one group, or --all-groups")
@@ -101,8 +107,12 @@ func groupDescribeCommand(f *adminFlags) *cobra.Command {
 				return errors.New("--members and --state cannot be used together")
 			}
 			return f.withAdmin(cmd, func(ctx context.Context, _ *kgo.Client, adm *kadm.Client) error {
+				if shareGroups {
+					return describeShareGroups(ctx, cmd.OutOrStdout(), adm, args, all, f.bootstrap)
+				}
 				if all {
-					listed, err := adm.ListGroups(ctx)
+					// Share groups have no committed offsets: --share.
+					listed, err := adm.ListGroupsByType(ctx, []string{"classic", "consumer"})
 					if err != nil {
 						return requestError("listing groups", f.bootstrap, err)
 					}
@@ -146,6 +156,7 @@ func groupDescribeCommand(f *adminFlags) *cobra.Command {
 	fl.BoolVar(&members, "members", false, "list members and how many partitions each holds")
 	fl.BoolVar(&state, "state", false, "show the group's coordinator, assignment strategy, state and member count")
 	fl.BoolVar(&all, "all-groups", false, "describe every group")
+	fl.BoolVar(&shareGroups, "share", false, "describe share groups: members, and per partition the share-partition start offset (SPSO) and lag")
 	return cmd
 }
 
@@ -505,4 +516,87 @@ func planReset(ctx context.Context, adm *kadm.Client, group string, wanted map[s
 		}
 	}
 	return plan, nil
+}
+
+// describeShareGroups prints share groups: state and members, then per
+// partition the share-partition start offset and the lag (records from
+// SPSO to the high watermark not yet acknowledged or archived).
+func describeShareGroups(ctx context.Context, out io.Writer, adm *kadm.Client, names []string, all bool, bootstrap string) error {
+	if all {
+		listed, err := adm.ListGroupsByType(ctx, []string{"share"})
+		if err != nil {
+			return requestError("listing share groups", bootstrap, err)
+		}
+		names = listed.Groups()
+		sort.Strings(names)
+	}
+	if len(names) == 0 {
+		return nil
+	}
+	described, err := adm.DescribeShareGroups(ctx, names...)
+	if err != nil {
+		return requestError("describing share groups", bootstrap, err)
+	}
+	offsets, err := adm.DescribeShareGroupOffsets(ctx, names...)
+	if err != nil {
+		return requestError("describing share group offsets", bootstrap, err)
+	}
+	for i, name := range names {
+		if i > 0 {
+			fmt.Fprintln(out)
+		}
+		g, ok := described[name]
+		switch {
+		case !ok:
+			return fmt.Errorf("describing share group %q: the broker did not answer for it", name)
+		case g.Err != nil && errors.Is(g.Err, kerr.GroupIDNotFound):
+			return fmt.Errorf("share group %q does not exist", name)
+		case g.Err != nil:
+			return fmt.Errorf("describing share group %q: %w", name, g.Err)
+		}
+		fmt.Fprintf(out, "GROUP %s  STATE %s  EPOCH %d  ASSIGNOR %s  MEMBERS %d\n", name, g.GroupState, g.GroupEpoch, orDash(g.Assignor), len(g.Members))
+		tw := tabwriter.NewWriter(out, 0, 8, 2, ' ', 0)
+		fmt.Fprintln(tw, "TOPIC\tPARTITION\tSTART-OFFSET\tLAG\tMEMBERS")
+		holders := map[string]map[int32][]string{}
+		for _, m := range g.Members {
+			for topic, ps := range m.Assignment {
+				for p := range ps {
+					if holders[topic] == nil {
+						holders[topic] = map[int32][]string{}
+					}
+					holders[topic][p] = append(holders[topic][p], m.ClientID)
+				}
+			}
+		}
+		o := offsets[name]
+		if o.Err != nil {
+			return fmt.Errorf("describing share group %q offsets: %w", name, o.Err)
+		}
+		topics := make([]string, 0, len(o.Offsets))
+		for t := range o.Offsets {
+			topics = append(topics, t)
+		}
+		sort.Strings(topics)
+		for _, t := range topics {
+			ps := make([]int32, 0, len(o.Offsets[t]))
+			for p := range o.Offsets[t] {
+				ps = append(ps, p)
+			}
+			sort.Slice(ps, func(a, b int) bool { return ps[a] < ps[b] })
+			for _, p := range ps {
+				so := o.Offsets[t][p]
+				lag := "-"
+				if so.Lag >= 0 {
+					lag = fmt.Sprint(so.Lag)
+				}
+				who := holders[t][p]
+				sort.Strings(who)
+				fmt.Fprintf(tw, "%s\t%d\t%d\t%s\t%s\n", t, p, so.StartOffset, lag, orDash(strings.Join(who, ",")))
+			}
+		}
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+	}
+	return nil
 }

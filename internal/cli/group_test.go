@@ -188,3 +188,62 @@ func TestGroupCommand(t *testing.T) {
 		t.Fatalf("describing a missing group: %v", r.err)
 	}
 }
+
+// TestGroupShareCommands: share groups in `group list --type share` and
+// `group describe --share`, and kept out of the committed-offsets view.
+func TestGroupShareCommands(t *testing.T) {
+	b := exactly.NewTestBroker(t, exactly.Options{})
+	addr := b.Addr()
+	mustGroupCLI(t, "topic", "create", "jobs", "-b", addr, "--partitions", "1", "--replication-factor", "1")
+	cl, err := kgo.NewClient(kgo.SeedBrokers(addr), kgo.DefaultProduceTopic("jobs"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	for range 5 {
+		if err := cl.ProduceSync(ctx, &kgo.Record{Value: []byte("v")}).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	adm := kadm.NewClient(cl)
+	if _, err := adm.CommitOffsets(ctx, "classic-g", kadm.OffsetsFromRecords(kgo.Record{Topic: "jobs", Offset: 0})); err != nil {
+		t.Fatal(err)
+	}
+	req := kmsg.NewPtrAlterShareGroupOffsetsRequest()
+	req.GroupID = "share-g"
+	req.Topics = []kmsg.AlterShareGroupOffsetsRequestTopic{{Topic: "jobs", Partitions: []kmsg.AlterShareGroupOffsetsRequestTopicPartition{{Partition: 0, StartOffset: 2}}}}
+	resp, err := req.RequestWith(ctx, cl)
+	if err != nil || resp.ErrorCode != 0 || resp.Topics[0].Partitions[0].ErrorCode != 0 {
+		t.Fatalf("AlterShareGroupOffsets: %v %+v", err, resp)
+	}
+
+	if out := mustGroupCLI(t, "group", "list", "-b", addr, "--type", "share"); strings.TrimSpace(out) != "share-g" {
+		t.Fatalf("group list --type share:\n%s", out)
+	}
+	if out := mustGroupCLI(t, "group", "list", "-b", addr, "--type", "classic"); strings.TrimSpace(out) != "classic-g" {
+		t.Fatalf("group list --type classic:\n%s", out)
+	}
+	if r := groupCLI(t, "group", "list", "-b", addr, "--type", "queue"); r.err == nil {
+		t.Fatal("an unknown --type was accepted")
+	}
+	out := mustGroupCLI(t, "group", "describe", "--share", "share-g", "-b", addr)
+	found := false
+	for _, r := range rows(out) {
+		if len(r) == 5 && r[0] == "jobs" {
+			found = true
+			if r[1] != "0" || r[2] != "2" || r[3] != "3" {
+				t.Fatalf("share group partition row %v, want jobs 0 2 3 (SPSO 2, 3 records to go)", r)
+			}
+		}
+	}
+	if !found {
+		t.Fatalf("no partition row in:\n%s", out)
+	}
+	// The committed-offsets view of every group is not broken by a share
+	// group (which has none).
+	if out := mustGroupCLI(t, "group", "describe", "--all-groups", "-b", addr); !strings.Contains(out, "classic-g") || strings.Contains(out, "share-g") {
+		t.Fatalf("group describe --all-groups:\n%s", out)
+	}
+}

@@ -573,3 +573,16 @@ func (c *Coordinator) shutdown() {
 // refuses everything (FindCoordinator then answers
 // COORDINATOR_NOT_AVAILABLE). It does not wait on the loop.
 func (c *Coordinator) Failed() bool { return c.failedFlag.Load() }
+
+// HasGroup reports whether a classic or consumer group of that name exists;
+// share groups share the namespace and refuse such a name.
+func (c *Coordinator) HasGroup(name string) bool {
+	var ok bool
+	if c.query(func(time.Time) {
+		g := c.m.groups[name]
+		ok = g != nil && g.state != stateDead
+	}) != nil {
+		return false
+	}
+	return ok
+}

@@ -122,3 +122,17 @@ func replayPartition(p *partition.Partition, fn func(key, value []byte) error) (
 	}
 	return n, skipped, nil
 }
+
+// AppendKVs appends kvs to a coordinator-owned internal log in batches of
+// bounded size (uncompressed, no producer id) and returns the offset after
+// the last; the share coordinator writes __share_group_state this way.
+func AppendKVs(p *partition.Partition, kvs []KV, now time.Time) (int64, error) {
+	return appendRecords(p, kvs, now)
+}
+
+// ReplayLog feeds every durable record of a coordinator-owned internal log
+// to fn in order (control batches skipped and counted, as for
+// __consumer_offsets).
+func ReplayLog(p *partition.Partition, fn func(key, value []byte) error) (n, skipped int, err error) {
+	return replayPartition(p, fn)
+}
