@@ -28,12 +28,11 @@ import (
 )
 
 // snapshotRows is how many rows exist before the relay starts:
-// EXACTLY_OUTBOX_SNAPSHOT_ROWS, default 30000. The relay reads the
-// snapshot in chunks of --batch-size 500 whatever the size, so 30000 rows
-// (60 chunks, kills after ~12 and ~33) exercise the same resume paths as
-// the 100000 of the acceptance run (which took 110-155 s on a loaded 2-core
-// machine, mostly Kafka transactions and reading the topic back); set the
-// variable to run that size.
+// EXACTLY_OUTBOX_SNAPSHOT_ROWS, default 100000 (the acceptance size; it
+// took 110-155 s on a loaded 2-core machine, mostly Kafka transactions and
+// reading the topic back). The relay reads the snapshot in chunks of
+// --batch-size 500 whatever the size, so a smaller value (30000: 60
+// chunks, kills after ~12 and ~33) exercises the same resume paths faster.
 func snapshotRows(t *testing.T) int {
 	if s := os.Getenv("EXACTLY_OUTBOX_SNAPSHOT_ROWS"); s != "" {
 		n, err := strconv.Atoi(s)
@@ -42,7 +41,7 @@ func snapshotRows(t *testing.T) int {
 		}
 		return n
 	}
-	return 30000
+	return 100000
 }
 
 // TestOutboxCDCSnapshotSIGKILL: rows already in the table when the CDC

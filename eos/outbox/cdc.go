@@ -163,6 +163,17 @@ type CDCRelay struct {
 	snap                *snapshotState
 	snapDone, snapTotal atomic.Int64
 
+	// behindSince (unix nanoseconds, 0: not behind or not known) is the
+	// PostgreSQL commit time the relay's lag in seconds counts from: that
+	// of the oldest received transaction whose events are not yet in
+	// Kafka; with none held, that of the last transaction handled, until a
+	// keepalive shows the relay has received all WAL. Written by the
+	// stream, read by LagSeconds.
+	behindSince atomic.Int64
+	// Stream-side inputs of behindSince.
+	curCommit, pendingCommit, lastPendingCommit, lastHandled time.Time
+	caughtUp                                                 bool
+
 	published atomic.Int64 // events committed to Kafka by this relay
 	batches   atomic.Int64 // Kafka transactions with events
 	skipped   atomic.Int64 // resent transactions skipped as already published
@@ -350,6 +361,8 @@ func (r *CDCRelay) start(ctx context.Context) error {
 	r.rels = map[uint32]*pglogrepl.RelationMessage{}
 	r.inTxn, r.cur, r.pending, r.pendingEnd, r.idle = false, nil, nil, 0, 0
 	r.streaming, r.skipTxn = false, false
+	r.caughtUp = false
+	r.noteBehind()
 	if r.snap != nil {
 		// Run publishes the snapshot, then starts replication.
 		r.snapTotal.Store(-1)
@@ -491,6 +504,46 @@ func (r *CDCRelay) Lag(ctx context.Context) (int64, error) {
 	return lag, err
 }
 
+// noteBehind recomputes behindSince from the stream state.
+func (r *CDCRelay) noteBehind() {
+	var from time.Time
+	switch {
+	case r.pendingEnd != 0:
+		from = r.pendingCommit
+	case r.streaming || len(r.cur) > 0:
+		from = r.curCommit
+	case !r.caughtUp:
+		from = r.lastHandled
+	}
+	if from.IsZero() {
+		r.behindSince.Store(0)
+	} else {
+		r.behindSince.Store(from.UnixNano())
+	}
+}
+
+// LagSeconds is how far behind PostgreSQL the relay is, in seconds of
+// commit time: now minus the commit time of the oldest transaction the
+// relay received whose events are not yet in Kafka; with none held, minus
+// the commit time of the last transaction it handled, until the server
+// shows it has sent all its WAL (a keepalive with nothing open here), or
+// the relay confirmed the server's whole WAL (Lag 0). It is 0 when caught
+// up and before the first transaction since the relay started. Commit
+// times come from the server's clock, so clock skew between the hosts
+// shifts it; it never goes below 0.
+func (r *CDCRelay) LagSeconds(ctx context.Context) (float64, error) {
+	from := r.behindSince.Load()
+	if from == 0 {
+		return 0, nil
+	}
+	if bytes, err := r.Lag(ctx); err != nil {
+		return 0, err
+	} else if bytes <= 0 {
+		return 0, nil
+	}
+	return max(0, time.Since(time.Unix(0, from)).Seconds()), nil
+}
+
 // Run streams and publishes until ctx ends. On an error it closes both
 // connections and starts afresh (fence, recover the checkpoint, resume the
 // slot) after a pause: the restart may resend transactions, which the
@@ -603,6 +656,8 @@ func (r *CDCRelay) handleCopyData(ctx context.Context, data []byte) error {
 		// row before it is in Kafka.
 		if !r.inTxn && r.pendingEnd == 0 {
 			r.idle = max(r.idle, ka.ServerWALEnd)
+			r.caughtUp = true
+			r.noteBehind()
 		}
 		// Answer at once when asked, or when the keepalive lets the slot
 		// advance: the server sends one such keepalive per WAL advance
@@ -632,6 +687,7 @@ func (r *CDCRelay) handleWAL(ctx context.Context, data []byte) error {
 		r.rels[m.RelationID] = m
 	case *pglogrepl.BeginMessage:
 		r.inTxn, r.cur = true, nil
+		r.curCommit, r.caughtUp = m.CommitTime, false
 		// Already published iff it committed before the checkpoint: the
 		// checkpoint is a transaction's end (or the snapshot's consistent
 		// point), and a later transaction's commit record starts at or
@@ -675,6 +731,7 @@ func (r *CDCRelay) handleWAL(ctx context.Context, data []byte) error {
 		if r.streaming {
 			return r.commitStreamed(ctx, end)
 		}
+		defer r.noteBehind()
 		switch {
 		case end <= pglogrepl.LSN(r.checkpoint.Load()):
 			// Resent after a crash between a Kafka commit and its
@@ -682,12 +739,16 @@ func (r *CDCRelay) handleWAL(ctx context.Context, data []byte) error {
 			// transaction's commit record may start exactly where the
 			// checkpointed one ended.)
 			r.skipped.Add(1)
+			r.lastHandled = m.CommitTime
 		case len(cur) == 0 && r.pendingEnd == 0:
 			r.idle = max(r.idle, end)
+			r.lastHandled = m.CommitTime
 		default:
 			if r.pendingEnd == 0 {
 				r.pendingSince = time.Now()
+				r.pendingCommit = m.CommitTime
 			}
+			r.lastPendingCommit = m.CommitTime
 			r.pending = append(r.pending, cur...)
 			r.pendingEnd = end
 			if len(r.pending) >= r.cfg.BatchSize {
@@ -729,6 +790,8 @@ func (r *CDCRelay) commitStreamed(ctx context.Context, end pglogrepl.LSN) error 
 	}
 	r.streaming = false
 	r.checkpoint.Store(uint64(end))
+	r.lastHandled = r.curCommit
+	r.noteBehind()
 	r.published.Add(int64(r.streamedEvents))
 	r.batches.Add(1)
 	r.streamedTxns.Add(1)
@@ -750,6 +813,8 @@ func (r *CDCRelay) flush(ctx context.Context) error {
 	r.published.Add(int64(len(r.pending)))
 	r.batches.Add(1)
 	r.pending, r.pendingEnd = nil, 0
+	r.lastHandled = r.lastPendingCommit
+	r.noteBehind()
 	if r.cfg.hooks.crashAfterCommit {
 		return errCrashAfterCommit
 	}

@@ -489,6 +489,74 @@ func TestCDCRelayLag(t *testing.T) {
 	t.Fatalf("after catching up: published %d of 200, lag %d bytes (was %d)", r.Published(), lag, behind)
 }
 
+// LagSeconds counts from the commit time of the oldest transaction the
+// relay holds unpublished: a row held for BatchWait (3 s) reads at least
+// 1 s after 1.5 s, and once it is published and the stream is idle the lag
+// returns to 0 and stays there (it does not grow with idle time).
+func TestCDCRelayLagSeconds(t *testing.T) {
+	requireLogical(t)
+	ctx := context.Background()
+	b := exactly.NewTestBroker(t)
+	db, tbl, schema := pgTable(t)
+	slot := "exactly_test_" + schema
+	dropSlotAtCleanup(t, db, slot)
+	r, err := NewCDCRelay(ctx, CDCConfig{DSN: testenv.PostgresDSN(), Table: tbl, Name: "test-" + schema, Slot: slot,
+		CheckpointTopic: "checkpoints-" + schema, Kafka: []kgo.Opt{kgo.SeedBrokers(b.Addr())},
+		BatchSize: 1000, BatchWait: 3 * time.Second, StatusInterval: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- r.Run(runCtx) }()
+	defer func() { stop(); <-done }()
+
+	write := func() time.Time {
+		tx, _ := db.Begin()
+		if err := tbl.Write(ctx, tx, &Event{AggregateType: "lag", AggregateID: "a", Type: "T", Payload: []byte("{}")}); err != nil {
+			t.Fatal(err)
+		}
+		if err := tx.Commit(); err != nil {
+			t.Fatal(err)
+		}
+		return time.Now()
+	}
+	committed := write()
+	// Held: the relay waits BatchWait before publishing it.
+	time.Sleep(1500*time.Millisecond - time.Since(committed))
+	held, err := r.LagSeconds(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Published() != 0 {
+		t.Skipf("the row was published within 1.5 s despite BatchWait 3s; cannot observe it held")
+	}
+	if held < 1 {
+		t.Fatalf("lag %.3f s while holding a row committed 1.5 s ago", held)
+	}
+	// Published, then idle: back to 0, and it stays 0.
+	deadline := time.Now().Add(30 * time.Second)
+	var lag float64
+	for {
+		if lag, err = r.LagSeconds(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if r.Published() == 1 && lag == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("30 s after the commit: published %d, lag %.3f s", r.Published(), lag)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	time.Sleep(2 * time.Second)
+	if lag, err = r.LagSeconds(ctx); err != nil || lag != 0 {
+		t.Fatalf("idle and caught up for 2 s: lag %.3f s, %v", lag, err)
+	}
+	t.Logf("held row: lag %.3f s; caught up: 0", held)
+}
+
 // Setup mistakes are errors at start, with the reason.
 func TestCDCRelaySetupErrors(t *testing.T) {
 	requireLogical(t)

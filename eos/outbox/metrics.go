@@ -14,7 +14,7 @@ var (
 	descPublished   = prometheus.NewDesc("exactly_outbox_published_total", "Events committed to Kafka by this relay process.", labels, nil)
 	descBatches     = prometheus.NewDesc("exactly_outbox_batches_total", "Kafka transactions with events committed by this relay process.", labels, nil)
 	descLagRows     = prometheus.NewDesc("exactly_outbox_lag_rows", "Committed outbox rows not yet published (polling).", labels, nil)
-	descLagSeconds  = prometheus.NewDesc("exactly_outbox_lag_seconds", "Age of the oldest committed row not yet published, from its created_at (polling).", labels, nil)
+	descLagSeconds  = prometheus.NewDesc("exactly_outbox_lag_seconds", "Polling: age of the oldest committed row not yet published, from its created_at. CDC: now minus the commit time of the oldest transaction received and not yet published (see CDCRelay.LagSeconds).", labels, nil)
 	descHeldRows    = prometheus.NewDesc("exactly_outbox_horizon_held_back_rows", "Committed rows the xmin horizon still holds back (polling).", labels, nil)
 	descHeldSeconds = prometheus.NewDesc("exactly_outbox_horizon_held_back_seconds", "Age of the oldest committed row the horizon holds back (polling).", labels, nil)
 	descHorizonXIDs = prometheus.NewDesc("exactly_outbox_horizon_xids", "Transaction ids between the horizon (snapshot xmin) and the next xid (polling).", labels, nil)
@@ -72,10 +72,11 @@ func (r *Relay) Collector() prometheus.Collector {
 }
 
 // Collector exposes the CDC relay's progress as Prometheus metrics
-// (published, batches, WAL lag in bytes, initial snapshot progress).
+// (published, batches, lag in WAL bytes and in seconds, initial snapshot
+// progress).
 func (r *CDCRelay) Collector() prometheus.Collector {
 	return &relayCollector{name: r.cfg.Name, mode: "cdc",
-		descs: []*prometheus.Desc{descPublished, descBatches, descLagBytes, descSnapDone, descSnapTotal},
+		descs: []*prometheus.Desc{descPublished, descBatches, descLagBytes, descLagSeconds, descSnapDone, descSnapTotal},
 		collect: func(ctx context.Context, emit func(*prometheus.Desc, prometheus.ValueType, float64)) {
 			emit(descPublished, prometheus.CounterValue, float64(r.published.Load()))
 			emit(descBatches, prometheus.CounterValue, float64(r.batches.Load()))
@@ -84,6 +85,9 @@ func (r *CDCRelay) Collector() prometheus.Collector {
 			emit(descSnapTotal, prometheus.GaugeValue, float64(total))
 			if lag, err := r.Lag(ctx); err == nil {
 				emit(descLagBytes, prometheus.GaugeValue, float64(lag))
+			}
+			if secs, err := r.LagSeconds(ctx); err == nil {
+				emit(descLagSeconds, prometheus.GaugeValue, secs)
 			}
 		},
 	}

@@ -173,6 +173,10 @@ func TestOutboxRelayCommand(t *testing.T) {
 				body, _ := io.ReadAll(resp.Body)
 				resp.Body.Close()
 				if strings.Contains(string(body), wantMetric) {
+					// Both relays report lag in seconds too.
+					if lagSeconds := fmt.Sprintf(`exactly_outbox_lag_seconds{mode=%q,relay=%q} `, mode, schema); !strings.Contains(string(body), lagSeconds) {
+						t.Fatalf("metrics lack %s:\n%s", lagSeconds, body)
+					}
 					break
 				}
 				if time.Now().After(deadline) {
