@@ -21,8 +21,8 @@ import (
 // below the LSO that are older than min.compaction.lag.ms — reaches
 // min.cleanable.dirty.ratio, or when its first dirty segment is older than
 // max.compaction.lag.ms. Each thread owns a key map of
-// log.cleaner.dedupe.buffer.size / threads bytes, allocated once (again if
-// the key changes); all threads share one I/O budget of
+// log.cleaner.dedupe.buffer.size / threads bytes, allocated when it first
+// has a log to clean (again if the key changes); all threads share one I/O budget of
 // log.cleaner.io.max.bytes.per.second. A partition is cleaned by one
 // thread at a time.
 type logCleaner struct {
@@ -80,13 +80,15 @@ func (c *logCleaner) run() {
 		}
 		threads := max(c.b.brokerInt("log.cleaner.threads"), 1)
 		size := int(min(c.b.brokerInt("log.cleaner.dedupe.buffer.size")/threads, math.MaxInt32))
-		if m == nil || size != mapSize {
-			m, mapSize = log.NewOffsetMap(size), size
-		}
 		for c.b.ctx.Err() == nil {
 			p, t := c.pick(time.Now())
 			if p == nil {
 				break
+			}
+			// The map (128 MiB by default) only once there is a log to
+			// clean: a broker without compacted topics never holds it.
+			if m == nil || size != mapSize {
+				m, mapSize = log.NewOffsetMap(size), size
 			}
 			c.clean(p, t, m)
 		}
