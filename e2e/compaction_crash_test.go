@@ -134,11 +134,20 @@ func TestCompactionSurvivesSIGKILL(t *testing.T) {
 		broker = startBroker(t, dataDir, addr, flags...)
 		checkRestored(t, addr, topic, written, table, round)
 	}
-	broker.kill()
-	// The broker's cleaner ran (it writes its checkpoint at its first swap).
-	if _, err := os.Stat(filepath.Join(dataDir, topic+"-0", "cleaner-offset.checkpoint")); err != nil {
-		t.Fatalf("the broker never cleaned the topic: %v", err)
+	// The broker's cleaner completes a swap (it writes its checkpoint at
+	// its first one). The kills may all have landed before any swap, so
+	// the last broker is given time to finish one before it is killed.
+	checkpoint := filepath.Join(dataDir, topic+"-0", "cleaner-offset.checkpoint")
+	for deadline := time.Now().Add(90 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		_, err := os.Stat(checkpoint)
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the broker never cleaned the topic: %v", err)
+		}
 	}
+	broker.kill()
 
 	// Offline: finish cleaning and check the compacted view.
 	p, err := partition.Open(vfs.OS(), filepath.Join(dataDir, topic+"-0"), topic, 0, log.DefaultConfig(),
