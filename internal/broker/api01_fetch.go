@@ -14,7 +14,10 @@ package broker
 // available the response waits up to MaxWaitMillis (at most 30 s), woken as
 // soon as any requested partition's high watermark moves, and gives up at
 // once when the client disconnects. Records are read only when the
-// connection's writer reaches the response.
+// connection's writer reaches the response, and not into the process: the
+// response names CRC-checked ranges of the segment files (fetch_response.go)
+// that the writer sends with sendfile on plaintext listeners and through a
+// 64 KiB buffer on TLS ones.
 // v13+ identifies topics by topic ID (UNKNOWN_TOPIC_ID when unknown).
 // read_committed responses stop at the LSO and list the aborted
 // transactions overlapping the returned batches, sorted by first offset.
@@ -33,8 +36,8 @@ import (
 
 	"github.com/exactly/exactly/internal/acl"
 	"github.com/exactly/exactly/internal/cluster"
+	"github.com/exactly/exactly/internal/log"
 	"github.com/exactly/exactly/internal/partition"
-	"github.com/exactly/exactly/internal/record"
 	"github.com/exactly/exactly/internal/server"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -117,13 +120,16 @@ func (b *Broker) longPoll(ctx context.Context, req *kmsg.FetchRequest, limits fe
 	defer timer.Stop()
 	for {
 		// Re-check after registering so an advance between the first
-		// read and the registration is not missed.
+		// read and the registration is not missed. Each answer given up
+		// for a newer one releases the files it pinned.
+		resp.Release()
 		if resp, ready, _ = b.fetchOnce(req, limits); ready {
 			return resp
 		}
 		select {
 		case <-wake:
 		case <-timer.C:
+			resp.Release()
 			resp, _, _ = b.fetchOnce(req, limits)
 			return resp
 		case <-ctx.Done():
@@ -132,11 +138,12 @@ func (b *Broker) longPoll(ctx context.Context, req *kmsg.FetchRequest, limits fe
 	}
 }
 
-// fetchOnce builds a response from what is readable now. It reports whether
-// the response should be sent now (MinBytes reached or a partition errored)
-// and the partitions worth waiting on.
-func (b *Broker) fetchOnce(req *kmsg.FetchRequest, limits fetchLimits) (*kmsg.FetchResponse, bool, []*partition.Partition) {
-	resp := req.ResponseKind().(*kmsg.FetchResponse)
+// fetchOnce builds a response from what is readable now, its record
+// batches left in the segment files (fetchResponse). It reports whether
+// the response should be sent now (MinBytes reached or a partition
+// errored) and the partitions worth waiting on.
+func (b *Broker) fetchOnce(req *kmsg.FetchRequest, limits fetchLimits) (*fetchResponse, bool, []*partition.Partition) {
+	resp := &fetchResponse{FetchResponse: req.ResponseKind().(*kmsg.FetchResponse)}
 	readCommitted := req.IsolationLevel == 1
 	budget := min(max(int(req.MaxBytes), 0), limits.total)
 	total := 0
@@ -154,6 +161,7 @@ func (b *Broker) fetchOnce(req *kmsg.FetchRequest, limits fetchLimits) (*kmsg.Fe
 		} else {
 			t, known = b.catalog.Topic(rt.Topic)
 		}
+		spans := make([]log.Spans, len(rt.Partitions))
 		for pi := range rt.Partitions {
 			rp := &rt.Partitions[pi]
 			sp := kmsg.NewFetchResponseTopicPartition()
@@ -190,24 +198,26 @@ func (b *Broker) fetchOnce(req *kmsg.FetchRequest, limits fetchLimits) (*kmsg.Fe
 					watched = append(watched, p)
 					break
 				}
-				data, err := p.Read(rp.FetchOffset, max(limit, 1), readCommitted)
+				ss, err := p.ReadSpans(rp.FetchOffset, max(limit, 1), readCommitted)
 				if err != nil {
 					sp.ErrorCode = errorCode(err)
 					sp.HighWatermark, sp.LastStableOffset, sp.LogStartOffset = -1, -1, -1
 					break
 				}
-				if strict && len(data) > limit || data == nil {
-					data = []byte{}
+				n := int(ss.Len())
+				if strict && n > limit {
+					ss.Release()
+					ss, n = log.Spans{}, 0
 				}
-				sp.RecordBatches = data
-				if readCommitted && len(data) > 0 {
-					for _, a := range p.AbortedTxns(rp.FetchOffset, nextOffsetAfter(data)) {
+				spans[pi] = ss
+				if readCommitted && n > 0 {
+					for _, a := range p.AbortedTxns(rp.FetchOffset, ss.Next) {
 						at := kmsg.NewFetchResponseTopicPartitionAbortedTransaction()
 						at.ProducerID, at.FirstOffset = a.ProducerID, a.FirstOffset
 						sp.AbortedTransactions = append(sp.AbortedTransactions, at)
 					}
 				}
-				total += len(data)
+				total += n
 				watched = append(watched, p)
 			}
 			if sp.ErrorCode != 0 {
@@ -216,14 +226,15 @@ func (b *Broker) fetchOnce(req *kmsg.FetchRequest, limits fetchLimits) (*kmsg.Fe
 			st.Partitions = append(st.Partitions, sp)
 		}
 		resp.Topics = append(resp.Topics, st)
+		resp.spans = append(resp.spans, spans)
 	}
 	return resp, errored || total >= int(req.MinBytes), watched
 }
 
 // countBytesOut counts the record bytes of a fetch response being sent
 // (not of the reads a long poll discarded, nor of a throttled fetch's).
-func (b *Broker) countBytesOut(resp *kmsg.FetchResponse) {
-	for _, st := range resp.Topics {
+func (b *Broker) countBytesOut(resp *fetchResponse) {
+	for ti, st := range resp.Topics {
 		name := st.Topic
 		if resp.Version >= 13 {
 			t, ok := b.catalog.TopicByID(st.TopicID)
@@ -232,27 +243,8 @@ func (b *Broker) countBytesOut(resp *kmsg.FetchResponse) {
 			}
 			name = t.Name
 		}
-		n := 0
-		for _, sp := range st.Partitions {
-			n += len(sp.RecordBatches)
-		}
-		if n > 0 {
+		if n := resp.topicBytes(ti); n > 0 {
 			b.metrics.bytesOut.WithLabelValues(name).Add(float64(n))
 		}
 	}
-}
-
-// nextOffsetAfter returns the offset following the last batch in data
-// (headers only; the bytes were validated when written).
-func nextOffsetAfter(data []byte) int64 {
-	next := int64(-1)
-	for len(data) >= record.HeaderSize {
-		h, err := record.ParseHeader(data)
-		if err != nil || h.Size() > len(data) {
-			break
-		}
-		next = h.LastOffset() + 1
-		data = data[h.Size():]
-	}
-	return next
 }

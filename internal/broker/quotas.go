@@ -114,7 +114,7 @@ func (b *Broker) finishReply(r *server.Request, reply server.Reply, handled time
 		return reply
 	}
 	finish := func(resp kmsg.Response) kmsg.Response {
-		if f, ok := resp.(*kmsg.FetchResponse); ok {
+		if f, ok := resp.(*fetchResponse); ok {
 			b.finishFetch(f, m, active)
 		}
 		b.throttle(r, resp, m)
@@ -136,19 +136,14 @@ func (b *Broker) finishReply(r *server.Request, reply server.Reply, handled time
 // throttled fetch (by any quota) returns no data and its bytes are taken
 // back, as in Kafka: the client asks again after the throttle. Bytes out
 // are counted only for data actually sent.
-func (b *Broker) finishFetch(resp *kmsg.FetchResponse, m *metered, active bool) {
-	size := 0
-	for _, t := range resp.Topics {
-		for _, p := range t.Partitions {
-			size += len(p.RecordBatches)
-		}
-	}
+func (b *Broker) finishFetch(resp *fetchResponse, m *metered, active bool) {
+	size := resp.recordBytes()
 	if active && size > 0 {
 		now := time.Now()
 		b.charge(m, quota.Fetch, float64(size), now)
 		if m.throttle > 0 {
 			b.quotas.Unrecord(quota.Fetch, m.user, m.client, float64(size), now)
-			resp.Topics = nil
+			resp.dropData()
 			return
 		}
 	}

@@ -70,6 +70,10 @@ type segment struct {
 	size  atomic.Int64 // bytes of whole batches
 	next  atomic.Int64 // offset after the last batch; base when empty
 	maxTs atomic.Int64 // largest batch MaxTimestamp; -1 when none
+	// verified is how far from the start the batches are known CRC-valid
+	// in this run: appended (Append takes validated batches), scanned by
+	// recovery, or checked by ReadSpans. Always a batch boundary.
+	verified atomic.Int64
 
 	mu     sync.RWMutex
 	index  []offsetEntry
@@ -130,6 +134,7 @@ func (s *segment) reset() {
 	s.index, s.tindex = nil, nil
 	s.mu.Unlock()
 	s.size.Store(0)
+	s.verified.Store(0)
 	s.next.Store(s.base)
 	s.maxTs.Store(-1)
 	s.lastIndexPos, s.lastTimePos, s.rollStart = 0, 0, -1
@@ -154,6 +159,7 @@ func (s *segment) track(h *record.Header, pos int64, n int, interval int) {
 		s.maxTs.Store(h.MaxTimestamp)
 	}
 	s.size.Store(pos + int64(n))
+	s.verified.CompareAndSwap(pos, pos+int64(n))
 	s.next.Store(h.LastOffset() + 1)
 }
 

@@ -357,8 +357,28 @@ func (p *Partition) LogEndOffset() int64 { return p.log.NextOffset() }
 // maxBytes (but at least one batch), bounded by the HW or, for
 // read_committed, the LSO.
 func (p *Partition) Read(offset int64, maxBytes int, readCommitted bool) ([]byte, error) {
-	if err := p.log.Err(); err != nil {
+	limit, err := p.readLimit(offset, readCommitted)
+	if err != nil || limit < 0 {
 		return nil, err
+	}
+	return p.log.Read(offset, maxBytes, limit)
+}
+
+// ReadSpans is Read returning pinned file ranges instead of a copy (see
+// log.ReadSpans); the caller releases them.
+func (p *Partition) ReadSpans(offset int64, maxBytes int, readCommitted bool) (log.Spans, error) {
+	limit, err := p.readLimit(offset, readCommitted)
+	if err != nil || limit < 0 {
+		return log.Spans{Next: -1}, err
+	}
+	return p.log.ReadSpans(offset, maxBytes, limit)
+}
+
+// readLimit is the offset a read from offset must stop before (the HW, or
+// the LSO for read_committed), or -1 when there is nothing to read yet.
+func (p *Partition) readLimit(offset int64, readCommitted bool) (int64, error) {
+	if err := p.log.Err(); err != nil {
+		return -1, err
 	}
 	limit := p.HighWatermark()
 	if readCommitted {
@@ -368,11 +388,11 @@ func (p *Partition) Read(offset int64, maxBytes int, readCommitted bool) ([]byte
 		// Between the limit and the log end (not yet durable or not yet
 		// stable) is not out of range: there is simply nothing to read yet.
 		if offset > p.log.NextOffset() || offset < p.log.StartOffset() {
-			return nil, log.ErrOffsetOutOfRange
+			return -1, log.ErrOffsetOutOfRange
 		}
-		return nil, nil
+		return -1, nil
 	}
-	return p.log.Read(offset, maxBytes, limit)
+	return limit, nil
 }
 
 // DeleteRecordsBefore raises the log start offset (DeleteRecords API). The

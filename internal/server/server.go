@@ -895,20 +895,33 @@ func (c *Conn) writeLoop(queue <-chan pending, done chan<- struct{}) {
 		}
 		s.budget.release(p.charged)
 		s.metrics.ObserveRequest(p.hdr.APIKey, time.Since(p.start), false)
+		streamed, _ := resp.(Streamed)
 		if broken {
+			if streamed != nil {
+				streamed.Release()
+			}
 			out = nil
 			continue
 		}
-		if resp != nil {
+		var err error
+		switch {
+		case streamed != nil:
+			// Sent now, with whatever pipelined answers precede it.
+			err = c.writeStreamed(out, p, streamed)
+			streamed.Release()
+		case resp != nil:
 			out = appendResponse(out, p, resp)
-		} else if p.raw != nil {
+		case p.raw != nil:
 			out = binary.BigEndian.AppendUint32(out, uint32(len(p.raw)))
 			out = append(out, p.raw...)
 		}
-		if len(out) == 0 || len(queue) > 0 && len(out) < flushAt {
-			continue // pipelined responses leave in one write
+		if streamed == nil {
+			if len(out) == 0 || len(queue) > 0 && len(out) < flushAt {
+				continue // pipelined responses leave in one write
+			}
+			err = c.write(out)
 		}
-		if err := c.write(out); err != nil {
+		if err != nil {
 			// A deadline is worth a line; a peer that already hung up
 			// (its reader ended and closed the socket) is routine.
 			if s.ctx.Err() == nil && !errors.Is(err, net.ErrClosed) && !errors.Is(err, syscall.EPIPE) && !errors.Is(err, syscall.ECONNRESET) {
