@@ -6,8 +6,8 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/exactly/exactly/eos/share"
 	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
 // shareManagedConfig are the broker settings a managed share run adds: a
@@ -31,39 +31,14 @@ func (r *runner) share() bool { return r.profile.Consumer.Commit == CommitShare 
 func (r *runner) setupShare(ctx context.Context) error {
 	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	req := kmsg.NewPtrIncrementalAlterConfigsRequest()
-	res := kmsg.NewIncrementalAlterConfigsRequestResource()
-	res.ResourceType, res.ResourceName = kmsg.ConfigResourceTypeGroupConfig, r.group
-	res.Configs = []kmsg.IncrementalAlterConfigsRequestResourceConfig{{Name: "share.auto.offset.reset", Value: kmsg.StringPtr("earliest")}}
-	req.Resources = append(req.Resources, res)
-	resp, err := req.RequestWith(cctx, r.admin)
+	if err := share.StartAtEarliest(cctx, r.admin, r.group); err != nil {
+		return err
+	}
+	l, err := share.ReadDeliveryLimit(cctx, r.admin)
 	if err != nil {
-		return fmt.Errorf("setting share.auto.offset.reset on group %s: %w", r.group, err)
+		return err
 	}
-	for _, rr := range resp.Resources {
-		if rr.ErrorCode != 0 {
-			return fmt.Errorf("setting share.auto.offset.reset on group %s: error code %d %v", r.group, rr.ErrorCode, rr.ErrorMessage)
-		}
-	}
-	adm := kadm.NewClient(r.admin)
-	brokers, err := adm.ListBrokers(cctx)
-	if err != nil || len(brokers) == 0 {
-		return fmt.Errorf("listing brokers: %v", err)
-	}
-	rcs, err := adm.DescribeBrokerConfigs(cctx, brokers[0].NodeID)
-	if err != nil {
-		return fmt.Errorf("describing broker %d's configs: %w", brokers[0].NodeID, err)
-	}
-	r.shareLimit = 5 // Kafka's default, if the broker does not say
-	for _, rc := range rcs {
-		for _, c := range rc.Configs {
-			if c.Key == "group.share.delivery.count.limit" && c.Value != nil {
-				if n, err := strconv.Atoi(*c.Value); err == nil && n > 0 {
-					r.shareLimit = int32(n)
-				}
-			}
-		}
-	}
+	r.shareLimit = l
 	return nil
 }
 
