@@ -27,7 +27,21 @@ type verifyOut struct {
 	FaultsInjected      int      `json:"faults_injected"`
 	Drained             bool     `json:"drained"`
 	Notes               []string `json:"notes"`
-	Schedule            []struct {
+	OverDelivered       int      `json:"over_delivered"`
+	AcceptedTwice       int      `json:"accepted_twice"`
+	Unseen              int      `json:"unseen"`
+	InputRecords        int      `json:"input_records"`
+	Share               *struct {
+		DeliveryLimit       int `json:"delivery_limit"`
+		Deliveries          int `json:"deliveries"`
+		Redelivered         int `json:"redelivered"`
+		Accepted            int `json:"accepted"`
+		AcceptedUnconfirmed int `json:"accepted_unconfirmed"`
+		Rejected            int `json:"rejected"`
+		ArchivedAtLimit     int `json:"archived_at_limit"`
+		EndedUnobserved     int `json:"ended_unobserved"`
+	} `json:"share"`
+	Schedule []struct {
 		Kind string `json:"kind"`
 	} `json:"schedule"`
 }
@@ -151,12 +165,48 @@ func TestVerifyAgainstAnExternalCluster(t *testing.T) {
 	}
 }
 
+// Share groups keep their promise under every fault: each acknowledged
+// record ends accepted once or archived (rejected, or at the delivery
+// limit), none is delivered past the limit or after a confirmed ACCEPT or
+// REJECT, and the run exercised every outcome.
+func TestVerifyShareHoldsUnderFaults(t *testing.T) {
+	const duration, drain = 15 * time.Second, 20 * time.Second
+	out, code, stderr, took := runVerify(t, "--mode", "share", "--faults", "all",
+		"--duration", duration.String(), "--drain", drain.String(), "--seed", "4")
+	if code != 0 || !out.OK || len(out.Violations) != 0 {
+		t.Fatalf("exit %d: %+v\n%s", code, out, stderr)
+	}
+	for name, n := range map[string]int{"lost": out.Lost, "over_delivered": out.OverDelivered,
+		"accepted_twice": out.AcceptedTwice, "inconsistent_offsets": out.InconsistentOffsets, "unseen": out.Unseen} {
+		if n != 0 {
+			t.Errorf("%s = %d", name, n)
+		}
+	}
+	so := out.Share
+	if so == nil {
+		t.Fatalf("no share outcome in the report: %+v", out)
+	}
+	settled := so.Accepted + so.AcceptedUnconfirmed + so.Rejected + so.ArchivedAtLimit + so.EndedUnobserved
+	if settled != out.InputRecords || out.InputRecords < out.Acked {
+		t.Fatalf("outcomes add up to %d of %d records (%d acknowledged): %+v", settled, out.InputRecords, out.Acked, *so)
+	}
+	if out.Acked < 5000 || so.DeliveryLimit != 4 || so.Accepted == 0 || so.Rejected == 0 || so.ArchivedAtLimit == 0 ||
+		so.Redelivered == 0 || out.FaultsInjected < 5 {
+		t.Fatalf("the run did too little to mean anything: %+v %+v", out, *so)
+	}
+	if limit := duration + drain + 10*time.Second; took > limit {
+		t.Fatalf("run took %s, over --duration + --drain + 10s = %s", took, limit)
+	}
+}
+
 func TestVerifySetupErrorsExitTwo(t *testing.T) {
 	for _, args := range [][]string{
 		{"--mode", "sometimes"},
 		{"--faults", "meteor"},
 		{"--producer", "acks"},
 		{"--consumer", "commit=txn", "--mode", "at-least-once"},
+		{"--mode", "share", "--producer", "transactional=true"},
+		{"--mode", "share", "--consumer", "commit=after"},
 	} {
 		_, code, stderr, _ := runVerify(t, args...)
 		if code != 2 {

@@ -26,6 +26,8 @@ func Forbidden(m Mode) []string {
 	case ExactlyOnce:
 		return []string{AnomalyLost, AnomalyDuplicates, AnomalyAbortedReads, AnomalyOrderViolations,
 			AnomalyInconsistentOffsets, AnomalyNonMonotonicPolls, AnomalyPollSkips}
+	case Share:
+		return []string{AnomalyLost, AnomalyOverDelivered, AnomalyAcceptedTwice, AnomalyInconsistentOffsets}
 	}
 	return []string{AnomalyInconsistentOffsets}
 }
@@ -39,6 +41,9 @@ type CheckOptions struct {
 	OutTopic string
 	// Promise is the guarantee to hold the history to.
 	Promise Mode
+	// DeliveryLimit is the share group's delivery-count limit (share
+	// mode; default: the run event's delivery.count.limit, else 5).
+	DeliveryLimit int32
 }
 
 // Result is what Check found. Counts are distinct input values unless said
@@ -59,7 +64,9 @@ type Result struct {
 	// Polled counts records the pipeline's polls returned (with repeats).
 	Polled int `json:"polled"`
 	// Lost counts acknowledged writes missing from the input log, and
-	// input values the group committed past that never reached the output.
+	// input values the group committed past that never reached the output
+	// (share mode: records the share group settled with nothing in the
+	// history to explain how; see ShareOutcome).
 	Lost int `json:"lost"`
 	// LostWrites is the part of Lost the broker lost: acknowledged writes
 	// missing from the input log itself.
@@ -87,6 +94,13 @@ type Result struct {
 	// PollSkips counts polls that jumped over a record the final reader
 	// found, with no rebalance or rewind in between.
 	PollSkips int `json:"poll_skips"`
+	// OverDelivered counts share-mode records delivered over the limit,
+	// twice with one delivery count, or after a confirmed ACCEPT/REJECT.
+	OverDelivered int `json:"over_delivered"`
+	// AcceptedTwice counts share-mode records with two confirmed ACCEPTs.
+	AcceptedTwice int `json:"accepted_twice"`
+	// Share is what became of each record in share mode.
+	Share *ShareOutcome `json:"share,omitempty"`
 	// Violations names the forbidden anomalies that occurred.
 	Violations []string `json:"violations"`
 	// Inconclusive is true when values are Unseen under a promise that
@@ -116,6 +130,10 @@ func (r *Result) Count(anomaly string) int {
 		return r.NonMonotonicPolls
 	case AnomalyPollSkips:
 		return r.PollSkips
+	case AnomalyOverDelivered:
+		return r.OverDelivered
+	case AnomalyAcceptedTwice:
+		return r.AcceptedTwice
 	}
 	return 0
 }
@@ -154,6 +172,8 @@ var checks = []check{
 }
 
 // Check finds the anomalies in h and judges them against the promise.
+// Share mode has its own checks (checkShare); the others run every check
+// and judge only the anomalies their promise forbids.
 //
 // The final reader's events (EvFinal) are the ground truth for what each
 // log holds; acknowledgements, transaction outcomes, polls and the group's
@@ -163,8 +183,12 @@ func Check(h History, opts CheckOptions) Result {
 	opts = runOptions(h, opts)
 	ix := buildIndex(h, opts.InTopic, opts.OutTopic)
 	res := Result{Mode: opts.Promise}
-	for _, c := range checks {
-		c(ix, &res)
+	if opts.Promise == Share {
+		checkShare(ix, buildShareIndex(h, opts.InTopic), opts.DeliveryLimit, &res)
+	} else {
+		for _, c := range checks {
+			c(ix, &res)
+		}
 	}
 	res.judge()
 	return res

@@ -21,6 +21,12 @@
 //   - non-monotonic polls and poll skips: a consumer going backwards, or
 //     skipping a visible record, without a rebalance or rewind in between.
 //
+// In share mode (Share) the pipeline slots are share-group consumers that
+// ACCEPT, RELEASE or REJECT each delivery, and the checker settles every
+// input record instead: accepted once or archived, never lost, never
+// delivered past the delivery-count limit or after a confirmed ACCEPT or
+// REJECT (see ShareOutcome).
+//
 // Every value written is unique, so these checks need no model of the
 // application: they compare what was acknowledged, what was read and what
 // the log finally holds. The broker is a black box reached over TCP; this

@@ -10,8 +10,9 @@ import (
 
 // drain ends the workload within cfg.Drain after durEnd: producers stop
 // (transactional slots that died get a fence-only instance), the group is
-// awaited until it has committed past the last input record, and the
-// pipeline stops. It says whether the pipeline caught up, and to what.
+// awaited until it has committed past the last input record (share mode:
+// until its start offsets reach the end of the input), and the pipeline
+// stops. It says whether the pipeline caught up, and to what.
 func (r *runner) drain(ctx context.Context, durEnd time.Time) (bool, map[int32]int64) {
 	at := func(f float64) time.Time { return durEnd.Add(time.Duration(f * float64(r.cfg.Drain))) }
 	r.logf("workload ended; draining")
@@ -19,7 +20,11 @@ func (r *runner) drain(ctx context.Context, durEnd time.Time) (bool, map[int32]i
 	if r.profile.Producer.Transactional {
 		r.fenceDeadProducers(at(0.35))
 	}
-	drained, target, err := r.waitCaughtUp(ctx, at(0.75))
+	wait := r.waitCaughtUp
+	if r.share() {
+		wait = r.waitShareSettled
+	}
+	drained, target, err := wait(ctx, at(0.75))
 	if err != nil {
 		r.logf("drain: %v", err)
 	}

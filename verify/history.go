@@ -70,6 +70,30 @@ const (
 	// EvGroupOffsets holds the pipeline group's committed offsets at the
 	// end of the run (Commits).
 	EvGroupOffsets EventType = "group-offsets"
+	// EvSharePoll is what one share-group poll returned for one partition:
+	// Offsets and Values in order, Counts the delivery count the broker
+	// gave each record.
+	EvSharePoll EventType = "share-poll"
+	// EvShareAck is the acknowledgements a share consumer is about to send
+	// for one partition (Offsets, Counts, Acks: AckAccept, AckRelease or
+	// AckReject), written out before they are sent, so a consumer killed
+	// while sending them leaves this trace.
+	EvShareAck EventType = "share-ack"
+	// EvShareAckResult is the answer to the same instance's latest
+	// EvShareAck of Partition: OK when the broker confirmed every
+	// acknowledgement, else Error (whether they took effect is unknown).
+	EvShareAckResult EventType = "share-ack-result"
+	// EvShareOffsets holds the share group's share-partition start offsets
+	// at the end of the run (Commits): every record below one has reached
+	// a final state (acknowledged or archived).
+	EvShareOffsets EventType = "share-offsets"
+)
+
+// Share acknowledgement types, as EvShareAck records them.
+const (
+	AckAccept  = "accept"
+	AckRelease = "release"
+	AckReject  = "reject"
 )
 
 // Event is one line of a history.
@@ -94,6 +118,10 @@ type Event struct {
 	// Values are record values: parallel to Offsets, or a transaction's
 	// values (Offsets empty).
 	Values []string `json:"values,omitempty"`
+	// Counts are the delivery counts of Offsets (share polls and acks).
+	Counts []int32 `json:"counts,omitempty"`
+	// Acks are the acknowledgement types of Offsets (EvShareAck).
+	Acks []string `json:"acks,omitempty"`
 	// ReadCommitted marks a poll made with isolation level read_committed.
 	ReadCommitted bool `json:"rc,omitempty"`
 	// Txn numbers a producer's transactions (1, 2, ...); 0 outside one.

@@ -1,6 +1,10 @@
 package verify
 
-import "sort"
+import (
+	"sort"
+	"strconv"
+	"strings"
+)
 
 // loc is where a record sits in a log.
 type loc struct {
@@ -85,10 +89,23 @@ func runOptions(h History, opts CheckOptions) CheckOptions {
 		if opts.Promise == "" {
 			opts.Promise = Mode(e.Detail)
 		}
+		for _, v := range e.Values {
+			if n, ok := strings.CutPrefix(v, shareLimitKey+"="); ok && opts.DeliveryLimit == 0 {
+				if l, err := strconv.Atoi(n); err == nil {
+					opts.DeliveryLimit = int32(l)
+				}
+			}
+		}
 		break
+	}
+	if opts.DeliveryLimit <= 0 {
+		opts.DeliveryLimit = 5 // Kafka's default
 	}
 	return opts
 }
+
+// shareLimitKey names the delivery-count limit in the run event's values.
+const shareLimitKey = "delivery.count.limit"
 
 // buildIndex makes the one pass over h that every anomaly check needs.
 func buildIndex(h History, in, out string) *index {
@@ -153,6 +170,12 @@ func buildIndex(h History, in, out string) *index {
 				}
 			}
 			ix.consumer = append(ix.consumer, e)
+		case EvSharePoll:
+			for i, o := range e.Offsets {
+				if i < len(e.Values) {
+					seen(loc{e.Topic, e.Partition, o}, e.Values[i])
+				}
+			}
 		case EvAssign, EvRevoke, EvLost, EvReset, EvStart:
 			ix.consumer = append(ix.consumer, e)
 		case EvFinal:

@@ -23,9 +23,15 @@ const (
 	// consumers, the pipeline's offsets committed inside its transaction.
 	// Nothing lost, duplicated, aborted-visible or reordered.
 	ExactlyOnce Mode = "exactly-once"
+	// Share: idempotent producers and share-group (KIP-932) consumers that
+	// ACCEPT, RELEASE or REJECT each record at random. Every acknowledged
+	// record ends accepted once or archived, none is delivered more than
+	// the delivery-count limit (see ShareOutcome and docs/GUARANTEES.md).
+	Share Mode = "share"
 )
 
-// Modes lists the modes from weakest to strongest.
+// Modes lists the three delivery guarantees from weakest to strongest
+// (what --mode all runs); Share is a mode of its own.
 var Modes = []Mode{AtMostOnce, AtLeastOnce, ExactlyOnce}
 
 // ParseMode accepts a mode's name or a short alias (amo, alo, eos).
@@ -37,8 +43,10 @@ func ParseMode(s string) (Mode, error) {
 		return AtLeastOnce, nil
 	case "exactly-once", "eos", "exactly_once":
 		return ExactlyOnce, nil
+	case "share", "share-group", "kip-932":
+		return Share, nil
 	}
-	return "", fmt.Errorf("unknown mode %q (want at-most-once, at-least-once or exactly-once)", s)
+	return "", fmt.Errorf("unknown mode %q (want at-most-once, at-least-once, exactly-once or share)", s)
 }
 
 // Commit strategies of the pipeline (ConsumerProfile.Commit).
@@ -55,6 +63,9 @@ const (
 	CommitTxn = "txn"
 	// CommitNone never commits.
 	CommitNone = "none"
+	// CommitShare acknowledges each record to the share group (ACCEPT,
+	// RELEASE or REJECT): there are no offsets to commit.
+	CommitShare = "share"
 )
 
 // ProducerProfile is how producers (and the pipeline's output producer) are
@@ -94,6 +105,12 @@ type ConsumerProfile struct {
 	// GroupProtocol is "classic" (JoinGroup/SyncGroup, the default) or
 	// "consumer" (KIP-848 heartbeats and server-side assignment).
 	GroupProtocol string `json:"group_protocol,omitempty"`
+	// ReleaseFraction and RejectFraction are the shares of deliveries a
+	// share consumer RELEASEs and REJECTs (CommitShare); it ACCEPTs the
+	// rest. Each choice is a function of the seed, the value and its
+	// delivery count, so a run's choices are reproducible.
+	ReleaseFraction float64 `json:"release_fraction,omitempty"`
+	RejectFraction  float64 `json:"reject_fraction,omitempty"`
 }
 
 // Profile is a whole client configuration.
@@ -118,6 +135,12 @@ func DefaultProfile(m Mode) Profile {
 	case AtLeastOnce:
 		p.Producer.Acks, p.Producer.Retries = "all", -1
 		p.Consumer.Commit = CommitAfter
+	case Share:
+		// Idempotent, so every value is in the input log once and each
+		// record's fate is the share group's alone.
+		p.Producer.Acks, p.Producer.Retries, p.Producer.Idempotent = "all", -1, true
+		p.Consumer.Commit = CommitShare
+		p.Consumer.ReleaseFraction, p.Consumer.RejectFraction = 0.25, 0.05
 	default:
 		p.Producer.Acks, p.Producer.Retries = "all", -1
 		p.Producer.Idempotent, p.Producer.Transactional = true, true
@@ -131,7 +154,8 @@ func DefaultProfile(m Mode) Profile {
 var (
 	ProducerKeys = []string{"acks", "retries", "enable.idempotence", "transactional",
 		"max.in.flight.requests.per.connection", "linger.ms", "abort.fraction", "transaction.records"}
-	ConsumerKeys = []string{"commit", "enable.auto.commit", "auto.commit.interval.ms", "isolation.level", "max.poll.records", "group.protocol"}
+	ConsumerKeys = []string{"commit", "enable.auto.commit", "auto.commit.interval.ms", "isolation.level", "max.poll.records", "group.protocol",
+		"share.release.fraction", "share.reject.fraction"}
 )
 
 // SetProducer applies one producer override (Kafka's key names where they
@@ -222,6 +246,9 @@ func (p *Profile) SetConsumer(key, value string) error {
 	case "commit":
 		switch value {
 		case CommitBefore, CommitAfter, CommitAuto, CommitTxn, CommitNone:
+			if p.Consumer.Commit == CommitShare {
+				return bad(fmt.Errorf("share consumers acknowledge records instead of committing offsets"))
+			}
 			p.Consumer.Commit = value
 		default:
 			return bad(fmt.Errorf("want before, after, auto, txn or none"))
@@ -257,6 +284,16 @@ func (p *Profile) SetConsumer(key, value string) error {
 			return bad(fmt.Errorf("want a positive number"))
 		}
 		p.Consumer.MaxPollRecords = n
+	case "share.release.fraction", "share.reject.fraction":
+		f, err := strconv.ParseFloat(value, 64)
+		if err != nil || f < 0 || f > 1 {
+			return bad(fmt.Errorf("want a fraction between 0 and 1"))
+		}
+		if key == "share.release.fraction" {
+			p.Consumer.ReleaseFraction = f
+		} else {
+			p.Consumer.RejectFraction = f
+		}
 	case "group.protocol":
 		switch value {
 		case "classic":
@@ -306,6 +343,10 @@ func (p Profile) Validate() error {
 		return fmt.Errorf("commit=txn needs a transactional producer")
 	case p.Producer.Idempotent && p.Producer.MaxInFlight > 5:
 		return fmt.Errorf("enable.idempotence=true needs max.in.flight.requests.per.connection <= 5")
+	case p.Consumer.Commit == CommitShare && p.Producer.Transactional:
+		return fmt.Errorf("share mode checks plain (idempotent or not) producers; transactional=true is not supported there")
+	case p.Consumer.ReleaseFraction+p.Consumer.RejectFraction > 1:
+		return fmt.Errorf("share.release.fraction + share.reject.fraction must not exceed 1")
 	}
 	return nil
 }
@@ -322,6 +363,11 @@ func (p Profile) String() string {
 	}
 	if p.Consumer.GroupProtocol != "" {
 		kv["group.protocol"] = p.Consumer.GroupProtocol
+	}
+	if p.Consumer.Commit == CommitShare {
+		delete(kv, "isolation.level")
+		kv["share.release.fraction"] = strconv.FormatFloat(p.Consumer.ReleaseFraction, 'g', -1, 64)
+		kv["share.reject.fraction"] = strconv.FormatFloat(p.Consumer.RejectFraction, 'g', -1, 64)
 	}
 	keys := make([]string, 0, len(kv))
 	for k := range kv {

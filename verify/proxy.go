@@ -37,6 +37,7 @@ type Proxy struct {
 	closed    bool
 	rng       *rand.Rand
 	drop      float64
+	drops     []ProxyDrop
 	delay     time.Duration
 	wg        sync.WaitGroup
 
@@ -125,6 +126,13 @@ func (p *Proxy) Reset() int {
 	}
 	p.resets.Add(int64(len(cs)))
 	return len(cs)
+}
+
+// Drops returns every response dropped so far, in order.
+func (p *Proxy) Drops() []ProxyDrop {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]ProxyDrop(nil), p.drops...)
 }
 
 // Stats returns counters.
@@ -332,6 +340,9 @@ func (p *Proxy) serve(client net.Conn, upstream string) {
 		p.mu.Unlock()
 		if drop {
 			p.dropped.Add(1)
+			p.mu.Lock()
+			p.drops = append(p.drops, ProxyDrop{At: time.Now(), Key: in.key})
+			p.mu.Unlock()
 			break
 		}
 		if hold > 0 {
@@ -348,7 +359,22 @@ func (p *Proxy) serve(client net.Conn, upstream string) {
 
 // writeKeys are the requests whose lost response makes a client unsure
 // whether its write happened.
-var writeKeys = map[int16]bool{0: true, 8: true, 22: true, 24: true, 25: true, 26: true, 28: true}
+// ShareAcknowledge (79) is one: a lost answer leaves its ACCEPTs unknown.
+// ShareFetch is not, though it acquires: its answer is the delivery itself,
+// and a lost one would only strand records until their locks expire.
+var writeKeys = map[int16]bool{0: true, 8: true, 22: true, 24: true, 25: true, 26: true, 28: true, 79: true}
+
+// FaultDroppedResponse is the Detail of the EvFault events a run writes for
+// the responses its proxy dropped (Proc "proxy", Value the request key).
+const FaultDroppedResponse = "dropped-response"
+
+// ProxyDrop is one response the proxy dropped.
+type ProxyDrop struct {
+	// At is when it was dropped.
+	At time.Time
+	// Key is the request's API key.
+	Key int16
+}
 
 // parseRequest reads the header of a request (without its size prefix) and
 // says whether a response will come: everything but acks=0 Produce.

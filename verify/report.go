@@ -22,7 +22,7 @@ func WriteTable(w io.Writer, reps []*Report) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "mode\tacked\tdelivered\tlost\tduplicates\taborted reads\treordered\tother\tthroughput/s\tfaults\tguarantee\t")
 	for _, r := range reps {
-		other := r.InconsistentOffsets + r.NonMonotonicPolls + r.PollSkips
+		other := r.InconsistentOffsets + r.NonMonotonicPolls + r.PollSkips + r.OverDelivered + r.AcceptedTwice
 		verdict := "held"
 		if len(r.Violations) > 0 {
 			verdict = "VIOLATED"
@@ -40,14 +40,21 @@ func WriteTable(w io.Writer, reps []*Report) error {
 		if !r.OK {
 			lines = append(lines, fmt.Sprintf("%s promise broken: %s", r.Mode, strings.Join(r.Violations, ", ")))
 		}
-		if r.Unseen > 0 {
+		if so := r.Share; so != nil {
+			lines = append(lines, fmt.Sprintf("%s: %d records (delivery limit %d, %d deliveries, %d redelivered): %d accepted, %d accepted without an answer, %d rejected, %d archived at the limit, %d ended after deliveries nobody saw; %d lost, %d over-delivered, %d accepted twice",
+				r.Mode, r.InputRecords, so.DeliveryLimit, so.Deliveries, so.Redelivered, so.Accepted, so.AcceptedUnconfirmed,
+				so.Rejected, so.ArchivedAtLimit, so.EndedUnobserved, r.Lost, r.OverDelivered, r.AcceptedTwice))
+			if r.Unseen > 0 {
+				lines = append(lines, fmt.Sprintf("%s: %d records were not settled when the drain ended (unseen)", r.Mode, r.Unseen))
+			}
+		} else if r.Unseen > 0 {
 			lines = append(lines, fmt.Sprintf("%s: %d values never reached the output and the group never committed past them (unseen: the pipeline did not catch up)", r.Mode, r.Unseen))
 		}
 		if other := r.InconsistentOffsets + r.NonMonotonicPolls + r.PollSkips; other > 0 {
 			lines = append(lines, fmt.Sprintf("%s: other = %d inconsistent offsets, %d non-monotonic polls, %d poll skips",
 				r.Mode, r.InconsistentOffsets, r.NonMonotonicPolls, r.PollSkips))
 		}
-		for _, a := range append(Forbidden(ExactlyOnce), "unseen") {
+		for _, a := range append(Forbidden(ExactlyOnce), AnomalyOverDelivered, AnomalyAcceptedTwice, exampleUnseen, exampleUnobserved) {
 			for _, ex := range r.Examples[a] {
 				lines = append(lines, fmt.Sprintf("  %s: %s", a, ex))
 			}

@@ -162,6 +162,8 @@ type runner struct {
 	admin    *kgo.Client
 	rec      *Recorder
 	logw     io.Writer
+	// shareLimit is the broker's delivery-count limit (share mode).
+	shareLimit int32
 
 	mu sync.Mutex
 	// The supervisor's: every slot, and every instance ever started.
@@ -303,7 +305,11 @@ func (r *runner) run(ctx context.Context) (*Report, error) {
 
 	if cfg.Managed {
 		r.logf("starting a broker: %v", cfg.ServeCommand)
-		if r.broker, err = managed.Start(cfg.ServeCommand, cfg.Env, r.dir, managedConfig); err != nil {
+		brokerConfig := managedConfig
+		if r.share() {
+			brokerConfig = append(append([]string(nil), managedConfig...), shareManagedConfig...)
+		}
+		if r.broker, err = managed.Start(cfg.ServeCommand, cfg.Env, r.dir, brokerConfig); err != nil {
 			return nil, &SetupError{err}
 		}
 		r.upstream = []string{r.broker.Addr()}
@@ -333,8 +339,14 @@ func (r *runner) run(ctx context.Context) (*Report, error) {
 	if err := r.createTopics(ctx); err != nil {
 		return nil, &SetupError{err}
 	}
-	r.rec.Record(Event{Type: EvRun, Topic: r.in, Detail: string(cfg.Mode),
-		Values: []string{r.out, fmt.Sprintf("seed=%d", cfg.Seed), "profile: " + r.profile.String()}})
+	runValues := []string{r.out, fmt.Sprintf("seed=%d", cfg.Seed), "profile: " + r.profile.String()}
+	if r.share() {
+		if err := r.setupShare(ctx); err != nil {
+			return nil, &SetupError{err}
+		}
+		runValues = append(runValues, fmt.Sprintf("%s=%d", shareLimitKey, r.shareLimit))
+	}
+	r.rec.Record(Event{Type: EvRun, Topic: r.in, Detail: string(cfg.Mode), Values: runValues})
 
 	schedule := NewSchedule(ScheduleOptions{Seed: cfg.Seed, Duration: cfg.Duration, Kinds: cfg.Faults,
 		Producers: cfg.Producers, Pipelines: cfg.Pipelines})
@@ -405,19 +417,30 @@ func (r *runner) run(ctx context.Context) (*Report, error) {
 			r.rec.Record(e)
 		}
 	}
-	offs, err := kadm.NewClient(r.admin).FetchOffsets(fctx, r.group)
-	if err != nil {
-		return nil, setupErr("fetching the group's offsets: %v", err)
-	}
-	ge := Event{Type: EvGroupOffsets, Commits: map[string]map[int32]int64{r.in: {}}}
-	offs.Each(func(o kadm.OffsetResponse) {
-		if o.Topic == r.in && o.Err == nil {
-			ge.Commits[r.in][o.Partition] = o.At
+	var ge Event
+	if r.share() {
+		if ge, err = r.shareFinal(fctx); err != nil {
+			return nil, &SetupError{err}
 		}
-	})
+	} else {
+		offs, err := kadm.NewClient(r.admin).FetchOffsets(fctx, r.group)
+		if err != nil {
+			return nil, setupErr("fetching the group's offsets: %v", err)
+		}
+		ge = Event{Type: EvGroupOffsets, Commits: map[string]map[int32]int64{r.in: {}}}
+		offs.Each(func(o kadm.OffsetResponse) {
+			if o.Topic == r.in && o.Err == nil {
+				ge.Commits[r.in][o.Partition] = o.At
+			}
+		})
+	}
 	r.rec.Record(ge)
 	if !drained {
-		notes = append(notes, fmt.Sprintf("the pipeline had not caught up when the drain ended (target %v, committed %v)", target, ge.Commits[r.in]))
+		what := "the pipeline had not caught up"
+		if r.share() {
+			what = "the share group had not settled every record"
+		}
+		notes = append(notes, fmt.Sprintf("%s when the drain ended (target %v, reached %v)", what, target, ge.Commits[r.in]))
 	}
 	recClosed = true
 	if err := r.rec.Close(); err != nil {
@@ -432,7 +455,7 @@ func (r *runner) run(ctx context.Context) (*Report, error) {
 		WriteHistory(f, h)
 		f.Close()
 	}
-	res := Check(h, CheckOptions{InTopic: r.in, OutTopic: r.out, Promise: cfg.Mode})
+	res := Check(h, CheckOptions{InTopic: r.in, OutTopic: r.out, Promise: cfg.Mode, DeliveryLimit: r.shareLimit})
 	rep := &Report{
 		Result: res, Seed: cfg.Seed, Profile: r.profile.String(), Faults: cfg.Faults, Schedule: schedule,
 		FaultsInjected: r.faults, DurationSeconds: cfg.Duration.Seconds(),

@@ -103,6 +103,10 @@ const (
 	RoleProducer = "producer"
 	// RolePipeline consumes the input, writes the output and commits.
 	RolePipeline = "pipeline"
+	// RoleShare is what a pipeline slot runs in share mode: a share-group
+	// consumer that acknowledges every record it gets (ACCEPT, RELEASE or
+	// REJECT) and writes no output.
+	RoleShare = "share"
 )
 
 // Fault is one scheduled fault.

@@ -36,6 +36,10 @@ func (r *runner) spec(s *slot, proc string) WorkerSpec {
 		if r.cfg.Rate > 0 {
 			sp.Rate = r.cfg.Rate / float64(r.cfg.Producers)
 		}
+	} else if r.profile.Consumer.Commit == CommitShare {
+		// Share groups have no static membership: each instance is a
+		// new member.
+		sp.Role = RoleShare
 	} else if r.cfg.StaticMembership && s.name[0] == 'c' {
 		sp.InstanceID = r.runID + "-" + s.name
 	}

@@ -24,7 +24,7 @@ import (
 // WorkerSpec is everything a worker process needs. The orchestrator passes
 // it as JSON (the hidden `exactly verify worker --spec` command).
 type WorkerSpec struct {
-	// Role is RoleProducer or RolePipeline.
+	// Role is RoleProducer, RolePipeline or RoleShare.
 	Role string `json:"role"`
 	// Proc is this instance's unique name ("p0.2"); every value it writes
 	// starts with it.
@@ -40,7 +40,8 @@ type WorkerSpec struct {
 	OutTopic string `json:"out_topic"`
 	// Partitions is the partition count of both topics.
 	Partitions int32 `json:"partitions"`
-	// Group is the pipeline's consumer group.
+	// Group is the pipeline's consumer group (the share group in share
+	// mode).
 	Group string `json:"group,omitempty"`
 	// TransactionalID is the slot's transactional id: a restarted or
 	// replacement instance reuses it and so fences its predecessor.
@@ -187,6 +188,8 @@ func RunWorker(ctx context.Context, spec WorkerSpec, ctl io.Reader, status io.Wr
 		err = runProducer(ctx, spec, c, rec, &cnt)
 	case RolePipeline:
 		err = runPipeline(ctx, spec, c, rec, &cnt)
+	case RoleShare:
+		err = runShareConsumer(ctx, spec, c, rec, &cnt)
 	default:
 		err = fmt.Errorf("unknown worker role %q", spec.Role)
 	}
