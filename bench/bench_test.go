@@ -48,6 +48,11 @@ func TestRunEveryMode(t *testing.T) {
 		if r.Mode == Transactional && (r.Commits == 0 || r.Aborts != 0) {
 			t.Errorf("transactional run: %d commits, %d aborts", r.Commits, r.Aborts)
 		}
+		// An in-process broker has no process of its own to measure;
+		// the client (this process) always has one.
+		if r.BrokerCPU != nil || r.ClientCPU == nil {
+			t.Errorf("%s round %d: broker CPU %+v (want not measured), client CPU %+v", r.Mode, r.Round, r.BrokerCPU, r.ClientCPU)
+		}
 	}
 	for _, m := range Modes {
 		if len(rounds[m]) != 2 {
