@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 
 	"github.com/exactly/exactly/internal/chart"
 	"gonum.org/v1/plot"
@@ -103,6 +104,7 @@ func (rep *Report) WriteChart(path string) error {
 	p.X.Min, p.X.Max = -0.5, float64(len(groups))-0.5
 	p.Legend.Top = true
 	p.Y.Min = 0
+	p.Y.Tick.Marker = plainTicks{}
 	// Room above the tallest whisker for its label and the legend.
 	p.Y.Max = max(top*1.2, 1)
 	width, height := chartSize(len(groups), len(targets))
@@ -134,4 +136,18 @@ func (wh whiskers) Plot(c draw.Canvas, p *plot.Plot) {
 
 func (wh whiskers) DataRange() (xmin, xmax, ymin, ymax float64) {
 	return 0, float64(len(wh.highs) - 1), 0, slices.Max(wh.highs)
+}
+
+// plainTicks are gonum's default ticks labelled as plain numbers ("250"
+// rather than "250.00", which the default gives a range like 0–777).
+type plainTicks struct{}
+
+func (plainTicks) Ticks(min, max float64) []plot.Tick {
+	ticks := plot.DefaultTicks{}.Ticks(min, max)
+	for i := range ticks {
+		if ticks[i].Label != "" {
+			ticks[i].Label = strconv.FormatFloat(ticks[i].Value, 'f', -1, 64)
+		}
+	}
+	return ticks
 }

@@ -59,7 +59,7 @@ func (rep *Report) WriteText(w io.Writer) error {
 		fmt.Fprintf(w, "\nfailed runs:\n%s\n", strings.Join(failed, "\n"))
 	}
 	fmt.Fprintln(w, "\nLatency is from Produce to the acknowledgement of the record's batch (not to the commit), including time queued in the client's buffer.")
-	fmt.Fprintln(w, "CPU s/GB: CPU seconds (user+system) of the broker process and of this client per 10^9 bytes of values produced or read, over the whole run; - where the broker is not a process this benchmark started.")
+	fmt.Fprintln(w, "CPU s/GB: CPU seconds (user+system) of the broker process and of this client per 10^9 bytes of values produced or read, over the whole run; - where the broker's process is not known (a --bootstrap target).")
 	return nil
 }
 
