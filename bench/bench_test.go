@@ -359,3 +359,39 @@ func TestRunWhileCleaning(t *testing.T) {
 		}
 	}
 }
+
+// TestRunPrefillFailureFailsOnlyItsRows: a target that refuses
+// transactions (here: a transaction.max.timeout.ms below the client's
+// transaction timeout) cannot be prefilled; its consume and transactional
+// rows fail with the reason and the rest of the benchmark still runs.
+func TestRunPrefillFailureFailsOnlyItsRows(t *testing.T) {
+	br := exactly.NewTestBroker(t, exactly.Options{DataDir: t.TempDir(),
+		Config: map[string]string{"transaction.max.timeout.ms": "1000"}})
+	cfg := smallConfig(br.Addr())
+	cfg.Rounds, cfg.Modes = 1, []string{Idempotent, Transactional, ReadCommitted}
+	rep, err := Run(context.Background(), cfg)
+	if err != nil {
+		t.Fatalf("the benchmark stopped: %v", err)
+	}
+	for _, r := range rep.Results {
+		switch r.Mode {
+		case Idempotent:
+			if r.Err != "" || r.Records == 0 {
+				t.Errorf("idempotent: %+v", r)
+			}
+		case ReadCommitted:
+			if !strings.Contains(r.Err, "prefilling the consume topic") || !strings.Contains(r.Err, "INVALID_TRANSACTION_TIMEOUT") {
+				t.Errorf("read-committed: error %q, want the prefill's", r.Err)
+			}
+		case Transactional:
+			if r.Err == "" {
+				t.Errorf("transactional ran: %+v", r)
+			}
+		}
+	}
+	var buf bytes.Buffer
+	rep.WriteText(&buf)
+	if !strings.Contains(buf.String(), "embedded  read-committed  failed") {
+		t.Errorf("the table does not show the failed row:\n%s", buf.String())
+	}
+}
