@@ -34,7 +34,7 @@ func cpuPerGB(spent time.Duration, bytes int64) *CPU {
 // this one, the benchmark client, at the start of a run; stop reads them
 // again and fills in the result. A process whose time cannot be read
 // (not Linux, no PID, a process that died) leaves its field nil: the
-// report says "not measured" rather than zero.
+// report prints "-" rather than zero.
 type cpuMeter struct {
 	pid                int
 	broker, client     time.Duration
