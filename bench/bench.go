@@ -52,6 +52,10 @@ type Target struct {
 	// Config.WhileCleaning to report what the log cleaner did; empty
 	// means not measured. A managed broker gets its own.
 	MetricsURL string
+	// PID is the target's broker process on this machine, whose CPU time
+	// is read from /proc before and after each run (Result.BrokerCPU); 0
+	// means not measured. Managed and kfake targets get their child's.
+	PID int
 }
 
 // clientOpts are the target's seed brokers and connection options,
@@ -93,8 +97,20 @@ type Config struct {
 	// ServeCommand is argv for the broker (default: this binary and
 	// "serve").
 	ServeCommand []string
-	// Dir holds the managed broker's data; empty means a temporary
-	// directory, removed afterwards.
+	// KFake adds a target named "kfake": franz-go's kfake fake cluster
+	// (one broker, its log in memory) in a child process started with
+	// KFakeCommand, so a comparison with it needs no setup.
+	KFake bool
+	// KFakeDurable adds a target named "kfake-durable": kfake persisting
+	// to a data directory under Dir with an fsync per written batch.
+	KFakeDurable bool
+	// KFakeCommand is argv for a kfake broker (default: this binary and
+	// "kfake", the hidden `exactly kfake`); "--durable" is added for
+	// KFakeDurable.
+	KFakeCommand []string
+	// Dir holds the managed broker's data (and kfake's, under kfake/ and
+	// kfake-durable/); empty means a temporary directory, removed
+	// afterwards.
 	Dir string
 	// Modes to measure; empty means all.
 	Modes []string
@@ -209,17 +225,30 @@ func (c *Config) defaults() error {
 	if c.Log == nil {
 		c.Log = func(string, ...any) {}
 	}
-	if !c.Managed && len(c.Targets) == 0 {
+	if !c.Managed && !c.KFake && !c.KFakeDurable && len(c.Targets) == 0 {
 		return errors.New("nothing to measure: give a target (--bootstrap) or a managed broker")
 	}
+	var err error
 	if c.Managed && len(c.ServeCommand) == 0 {
-		exe, err := os.Executable()
-		if err != nil {
-			return fmt.Errorf("finding this binary to start a broker with: %w", err)
+		if c.ServeCommand, err = thisBinary("serve"); err != nil {
+			return err
 		}
-		c.ServeCommand = []string{exe, "serve"}
+	}
+	if (c.KFake || c.KFakeDurable) && len(c.KFakeCommand) == 0 {
+		if c.KFakeCommand, err = thisBinary("kfake"); err != nil {
+			return err
+		}
 	}
 	return nil
+}
+
+// thisBinary is argv for a subcommand of this executable.
+func thisBinary(subcommand string) ([]string, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, fmt.Errorf("finding this binary to start a broker with: %w", err)
+	}
+	return []string{exe, subcommand}, nil
 }
 
 // Result is one run: one mode on one target in one round.
@@ -256,7 +285,14 @@ type Result struct {
 	// Config.WhileCleaning and a Target.MetricsURL; nil otherwise): the
 	// runs without the background writer show what was left to clean.
 	Cleaner *CleanerActivity `json:"cleaner,omitempty"`
-	Err     string           `json:"error,omitempty"`
+	// BrokerCPU is what the target's process (Target.PID) spent during
+	// the run, ClientCPU what this process, the benchmark client, spent:
+	// the whole run, topic creation and warm-up included (and, while
+	// cleaning, the background writer's and the cleaner's work). nil: not
+	// measured (no PID, not Linux, or the run failed).
+	BrokerCPU *CPU   `json:"broker_cpu,omitempty"`
+	ClientCPU *CPU   `json:"client_cpu,omitempty"`
+	Err       string `json:"error,omitempty"`
 }
 
 // Summary is one mode on one target over all rounds: medians, and the
@@ -273,6 +309,10 @@ type Summary struct {
 	RecordsPerSec float64       `json:"median_records_per_s"`
 	P50           time.Duration `json:"median_p50_ns"`
 	P99           time.Duration `json:"median_p99_ns"`
+	// BrokerCPUPerGB and ClientCPUPerGB are the medians of the runs'
+	// CPU.PerGB; nil where no run measured it.
+	BrokerCPUPerGB *float64 `json:"median_broker_cpu_s_per_gb,omitempty"`
+	ClientCPUPerGB *float64 `json:"median_client_cpu_s_per_gb,omitempty"`
 }
 
 // Comparison is the per-round median ratio of two modes on one target.
@@ -311,6 +351,14 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		return nil, err
 	}
 	targets := append([]Target(nil), cfg.Targets...)
+	if cfg.KFake || cfg.KFakeDurable {
+		kfakes, stop, err := startKFakes(cfg)
+		if err != nil {
+			return nil, err
+		}
+		defer stop()
+		targets = append(kfakes, targets...)
+	}
 	if cfg.Managed {
 		dir, temp := cfg.Dir, false
 		if dir == "" {
@@ -345,7 +393,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 				return nil, err
 			}
 		}
-		targets = append([]Target{{Name: "exactly", Bootstrap: []string{br.Addr()}, MetricsURL: metricsURL}}, targets...)
+		targets = append([]Target{{Name: "exactly", Bootstrap: []string{br.Addr()}, MetricsURL: metricsURL, PID: br.PID()}}, targets...)
 	}
 	rep := &Report{Settings: settings(cfg)}
 	value := make([]byte, cfg.RecordSize)
@@ -359,17 +407,26 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		targetID[t.Name] = runID + "-t" + strconv.Itoa(i)
 	}
 
-	// The consume modes read one prefilled topic per target.
+	// The consume modes read one prefilled topic per target. A target
+	// that cannot be prefilled (one without transactions) fails its
+	// consume runs, with the reason, and the others go on.
 	consumeTopics := map[string]*prefilled{}
+	prefillErrs := map[string]string{}
 	if slices.ContainsFunc(cfg.Modes, isConsume) {
 		for _, t := range targets {
 			cfg.Log("%s: prefilling %d MiB for the consume modes", t.Name, cfg.ConsumeBytes>>20)
-			p, err := prefill(ctx, cfg, t, "exactly-bench-consume-"+targetID[t.Name], value)
+			topic := "exactly-bench-consume-" + targetID[t.Name]
+			defer deleteTopic(t, topic)
+			p, err := prefill(ctx, cfg, t, topic, value)
 			if err != nil {
-				return nil, fmt.Errorf("%s: prefilling the consume topic: %w", t.Name, err)
+				if ctx.Err() != nil {
+					return nil, ctx.Err()
+				}
+				prefillErrs[t.Name] = fmt.Sprintf("prefilling the consume topic: %v", err)
+				cfg.Log("%s: %s", t.Name, prefillErrs[t.Name])
+				continue
 			}
 			consumeTopics[t.Name] = p
-			defer deleteTopic(t, p.topic)
 		}
 	}
 
@@ -398,11 +455,15 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 					return nil, err
 				}
 				var res Result
-				if isConsume(j.mode) {
+				cpu := startCPU(j.t)
+				if e := prefillErrs[j.t.Name]; isConsume(j.mode) && e != "" {
+					res = Result{Err: e}
+				} else if isConsume(j.mode) {
 					res = consumeRun(ctx, cfg, j.t, j.mode, consumeTopics[j.t.Name])
 				} else {
 					res = measuredProduceRun(ctx, cfg, j.t, j.mode, round, cleaning, targetID[j.t.Name], value)
 				}
+				cpu.stop(&res)
 				res.Target, res.Mode, res.Round = j.t.Name, j.mode, round
 				label := j.mode
 				if cleaning {
@@ -411,7 +472,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 				if res.Err != "" {
 					cfg.Log("round %d %s %s: %s", round+1, j.t.Name, label, res.Err)
 				} else {
-					cfg.Log("round %d %s %s: %.1f MB/s%s", round+1, j.t.Name, label, res.MBps, res.Cleaner.logString())
+					cfg.Log("round %d %s %s: %.1f MB/s%s%s", round+1, j.t.Name, label, res.MBps, res.BrokerCPU.logString(), res.Cleaner.logString())
 				}
 				rep.Results = append(rep.Results, res)
 			}
@@ -563,6 +624,8 @@ func (rep *Report) summary(target, mode string, cleaning bool) (s Summary, ok bo
 		p50 = append(p50, float64(r.P50))
 		p99 = append(p99, float64(r.P99))
 	}
+	s.BrokerCPUPerGB = medianCPU(rep.Results, target, mode, cleaning, func(r Result) *CPU { return r.BrokerCPU })
+	s.ClientCPUPerGB = medianCPU(rep.Results, target, mode, cleaning, func(r Result) *CPU { return r.ClientCPU })
 	if len(mbps) > 0 {
 		s.MBps, s.RecordsPerSec = median(mbps), median(rps)
 		s.MinMBps, s.MaxMBps = slices.Min(mbps), slices.Max(mbps)

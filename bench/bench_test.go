@@ -48,6 +48,11 @@ func TestRunEveryMode(t *testing.T) {
 		if r.Mode == Transactional && (r.Commits == 0 || r.Aborts != 0) {
 			t.Errorf("transactional run: %d commits, %d aborts", r.Commits, r.Aborts)
 		}
+		// An in-process broker has no process of its own to measure;
+		// the client (this process) always has one.
+		if r.BrokerCPU != nil || r.ClientCPU == nil {
+			t.Errorf("%s round %d: broker CPU %+v (want not measured), client CPU %+v", r.Mode, r.Round, r.BrokerCPU, r.ClientCPU)
+		}
 	}
 	for _, m := range Modes {
 		if len(rounds[m]) != 2 {
@@ -352,5 +357,41 @@ func TestRunWhileCleaning(t *testing.T) {
 		if !strings.Contains(buf.String(), want) {
 			t.Errorf("report lacks %q:\n%s", want, buf.String())
 		}
+	}
+}
+
+// TestRunPrefillFailureFailsOnlyItsRows: a target that refuses
+// transactions (here: a transaction.max.timeout.ms below the client's
+// transaction timeout) cannot be prefilled; its consume and transactional
+// rows fail with the reason and the rest of the benchmark still runs.
+func TestRunPrefillFailureFailsOnlyItsRows(t *testing.T) {
+	br := exactly.NewTestBroker(t, exactly.Options{DataDir: t.TempDir(),
+		Config: map[string]string{"transaction.max.timeout.ms": "1000"}})
+	cfg := smallConfig(br.Addr())
+	cfg.Rounds, cfg.Modes = 1, []string{Idempotent, Transactional, ReadCommitted}
+	rep, err := Run(context.Background(), cfg)
+	if err != nil {
+		t.Fatalf("the benchmark stopped: %v", err)
+	}
+	for _, r := range rep.Results {
+		switch r.Mode {
+		case Idempotent:
+			if r.Err != "" || r.Records == 0 {
+				t.Errorf("idempotent: %+v", r)
+			}
+		case ReadCommitted:
+			if !strings.Contains(r.Err, "prefilling the consume topic") || !strings.Contains(r.Err, "INVALID_TRANSACTION_TIMEOUT") {
+				t.Errorf("read-committed: error %q, want the prefill's", r.Err)
+			}
+		case Transactional:
+			if r.Err == "" {
+				t.Errorf("transactional ran: %+v", r)
+			}
+		}
+	}
+	var buf bytes.Buffer
+	rep.WriteText(&buf)
+	if !strings.Contains(buf.String(), "embedded  read-committed  failed") {
+		t.Errorf("the table does not show the failed row:\n%s", buf.String())
 	}
 }

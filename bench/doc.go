@@ -37,4 +37,12 @@
 // alone in the same round: what log compaction costs producers of other
 // topics, with the log cleaner's bytes read and rewritten taken from the
 // target's metrics (Target.MetricsURL) so the report shows it ran.
+//
+// Config.KFake and Config.KFakeDurable add franz-go's kfake (in memory, or
+// with a data directory and an fsync per written batch) as targets, each
+// a child process like the managed broker. For every target with a
+// process on this machine (Target.PID: the managed broker and kfake), the
+// broker's CPU time is read from /proc before and after each run and
+// reported per GB moved, next to the benchmark client's own.
+// Report.WriteChart draws the summaries as a PNG or SVG.
 package bench

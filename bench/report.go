@@ -13,14 +13,14 @@ import (
 func (rep *Report) WriteText(w io.Writer) error {
 	fmt.Fprintf(w, "exactly bench: %s\n\n", rep.Settings)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "target\tmode\tMB/s\t(min–max)\trecords/s\tp50\tp99\truns")
+	fmt.Fprintln(tw, "target\tmode\tMB/s\t(min–max)\trecords/s\tp50\tp99\tbroker CPU s/GB\tclient CPU s/GB\truns")
 	for _, s := range rep.Summaries {
 		mode := s.Mode
 		if s.WhileCleaning {
 			mode += " while cleaning"
 		}
 		if s.Runs == s.Failed {
-			fmt.Fprintf(tw, "%s\t%s\tfailed\t\t\t\t\t%d\n", s.Target, mode, s.Runs)
+			fmt.Fprintf(tw, "%s\t%s\tfailed\t\t\t\t\t\t\t%d\n", s.Target, mode, s.Runs)
 			continue
 		}
 		p50, p99 := "-", "-"
@@ -31,8 +31,9 @@ func (rep *Report) WriteText(w io.Writer) error {
 		if s.Failed > 0 {
 			runs = fmt.Sprintf("%d (%d failed)", s.Runs, s.Failed)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%.1f\t(%.1f–%.1f)\t%.0f\t%s\t%s\t%s\n",
-			s.Target, mode, s.MBps, s.MinMBps, s.MaxMBps, s.RecordsPerSec, p50, p99, runs)
+		fmt.Fprintf(tw, "%s\t%s\t%.1f\t(%.1f–%.1f)\t%.0f\t%s\t%s\t%s\t%s\t%s\n",
+			s.Target, mode, s.MBps, s.MinMBps, s.MaxMBps, s.RecordsPerSec, p50, p99,
+			cpuString(s.BrokerCPUPerGB), cpuString(s.ClientCPUPerGB), runs)
 	}
 	if err := tw.Flush(); err != nil {
 		return err
@@ -58,7 +59,16 @@ func (rep *Report) WriteText(w io.Writer) error {
 		fmt.Fprintf(w, "\nfailed runs:\n%s\n", strings.Join(failed, "\n"))
 	}
 	fmt.Fprintln(w, "\nLatency is from Produce to the acknowledgement of the record's batch (not to the commit), including time queued in the client's buffer.")
+	fmt.Fprintln(w, "CPU s/GB: CPU seconds (user+system) of the broker process and of this client per 10^9 bytes of values produced or read, over the whole run; - where the broker's process is not known (a --bootstrap target).")
 	return nil
+}
+
+// cpuString is a summary's CPU seconds per GB, or "-" if not measured.
+func cpuString(perGB *float64) string {
+	if perGB == nil {
+		return "-"
+	}
+	return fmt.Sprintf("%.2f", *perGB)
 }
 
 // cleanerString says what the background writer wrote and what the

@@ -3,7 +3,10 @@ package e2e
 import (
 	"bytes"
 	"encoding/json"
+	"image/png"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"testing"
 )
 
@@ -41,5 +44,50 @@ func TestBenchCommandManaged(t *testing.T) {
 	}
 	if len(seen) != 3 || len(rep.Comparisons) != 1 {
 		t.Errorf("modes %v, comparisons %+v", seen, rep.Comparisons)
+	}
+}
+
+// `exactly bench --kfake --report` measures the managed broker and kfake
+// (each its own process, so each run has the broker's CPU) and draws the
+// chart.
+func TestBenchCommandKFakeReport(t *testing.T) {
+	chart := filepath.Join(t.TempDir(), "bench.png")
+	cmd := exec.Command(exactlyBinary(t), "bench", "--kfake", "--json", "-q", "--modes", "idempotent",
+		"--duration", "300ms", "--rounds", "1", "--max-buffered-records", "4096", "--report", chart)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("%v\nstdout:\n%s\nstderr:\n%s", err, stdout.Bytes(), stderr.Bytes())
+	}
+	var rep struct {
+		Results []struct {
+			Target    string `json:"target"`
+			Err       string `json:"error"`
+			BrokerCPU *struct {
+				Seconds float64 `json:"seconds"`
+				PerGB   float64 `json:"s_per_gb"`
+			} `json:"broker_cpu"`
+		} `json:"results"`
+	}
+	if err := json.Unmarshal(stdout.Bytes(), &rep); err != nil {
+		t.Fatalf("not JSON: %v\n%s", err, stdout.Bytes())
+	}
+	targets := map[string]bool{}
+	for _, r := range rep.Results {
+		targets[r.Target] = true
+		if r.Err != "" || r.BrokerCPU == nil || r.BrokerCPU.Seconds <= 0 || r.BrokerCPU.PerGB <= 0 {
+			t.Errorf("%s: error %q, broker CPU %+v", r.Target, r.Err, r.BrokerCPU)
+		}
+	}
+	if !targets["exactly"] || !targets["kfake"] || len(targets) != 2 {
+		t.Errorf("targets %v, want exactly and kfake", targets)
+	}
+	f, err := os.Open(chart)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := png.Decode(f); err != nil {
+		t.Errorf("the chart is not a PNG: %v", err)
 	}
 }

@@ -4,15 +4,14 @@ import (
 	"fmt"
 	"image/color"
 	"io"
-	"os"
 	"strings"
 	"text/tabwriter"
 
+	"github.com/exactly/exactly/internal/chart"
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/plotter"
 	"gonum.org/v1/plot/vg"
 	"gonum.org/v1/plot/vg/draw"
-	"gonum.org/v1/plot/vg/vgimg"
 )
 
 // WriteTable prints the comparison table: one row per run with its
@@ -77,17 +76,9 @@ func WriteTable(w io.Writer, reps []*Report) error {
 	return nil
 }
 
-var chartColors = []color.Color{
-	color.RGBA{R: 0xd6, G: 0x27, B: 0x28, A: 0xff},
-	color.RGBA{R: 0xff, G: 0x7f, B: 0x0e, A: 0xff},
-	color.RGBA{R: 0x94, G: 0x67, B: 0xbd, A: 0xff},
-	color.RGBA{R: 0x1f, G: 0x77, B: 0xb4, A: 0xff},
-	color.RGBA{R: 0x2c, G: 0xa0, B: 0x2c, A: 0xff},
-}
-
-// WriteChart draws the runs to a PNG: anomaly counts per mode as grouped
-// bars on top, acknowledged records per second over time below with the
-// fault schedule marked.
+// WriteChart draws the runs to a PNG (SVG if path ends in .svg): anomaly
+// counts per mode as grouped bars on top, acknowledged records per second
+// over time below with the fault schedule marked.
 func WriteChart(path string, reps []*Report) error {
 	if len(reps) == 0 {
 		return fmt.Errorf("no runs to chart")
@@ -124,25 +115,20 @@ func WriteChart(path string, reps []*Report) error {
 		if err != nil {
 			return err
 		}
-		b.Color = chartColors[i]
+		b.Color = chart.Color(i)
 		b.LineStyle.Width = 0
-		b.Offset = vg.Length(i-len(series)/2)*w + w/2
+		b.Offset = chart.BarOffset(i, len(series), w)
 		bars.Add(b)
 		bars.Legend.Add(s.name, b)
 		// Print each count above its bar, zeros included: a zero is
 		// the point for the modes that promise it.
-		var xyl plotter.XYLabels
+		texts := make([]string, len(vals))
 		for j, v := range vals {
-			xyl.XYs = append(xyl.XYs, plotter.XY{X: float64(j), Y: v})
-			xyl.Labels = append(xyl.Labels, fmt.Sprint(int(v)))
+			texts[j] = fmt.Sprint(int(v))
 		}
-		lb, err := plotter.NewLabels(xyl)
+		lb, err := chart.Labels(vals, texts, b.Offset)
 		if err != nil {
 			return err
-		}
-		lb.Offset = vg.Point{X: b.Offset - w/4, Y: vg.Points(2)}
-		for k := range lb.TextStyle {
-			lb.TextStyle[k].Font.Size = vg.Points(8)
 		}
 		bars.Add(lb)
 	}
@@ -168,9 +154,9 @@ func WriteChart(path string, reps []*Report) error {
 		if err != nil {
 			return err
 		}
-		l.Color = chartColors[3+i%2]
+		l.Color = chart.Color(3 + i%2)
 		if i == 0 {
-			l.Color = chartColors[0]
+			l.Color = chart.Color(0)
 		}
 		l.Width = vg.Points(1.5)
 		line.Add(l)
@@ -189,20 +175,11 @@ func WriteChart(path string, reps []*Report) error {
 	line.Legend.Top = true
 	line.Y.Min = 0
 
-	img := vgimg.New(vg.Points(720), vg.Points(640))
-	dc := draw.New(img)
-	tiles := draw.Tiles{Rows: 2, Cols: 1, PadTop: vg.Points(8), PadBottom: vg.Points(8),
-		PadLeft: vg.Points(8), PadRight: vg.Points(8), PadY: vg.Points(16)}
-	cs := plot.Align([][]*plot.Plot{{bars}, {line}}, tiles, dc)
-	bars.Draw(cs[0][0])
-	line.Draw(cs[1][0])
-	f, err := os.Create(path)
-	if err != nil {
-		return err
-	}
-	if _, err := (vgimg.PngCanvas{Canvas: img}).WriteTo(f); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
+	return chart.Save(path, vg.Points(720), vg.Points(640), func(dc draw.Canvas) {
+		tiles := draw.Tiles{Rows: 2, Cols: 1, PadTop: vg.Points(8), PadBottom: vg.Points(8),
+			PadLeft: vg.Points(8), PadRight: vg.Points(8), PadY: vg.Points(16)}
+		cs := plot.Align([][]*plot.Plot{{bars}, {line}}, tiles, dc)
+		bars.Draw(cs[0][0])
+		line.Draw(cs[1][0])
+	})
 }

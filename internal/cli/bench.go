@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"runtime/debug"
 	"strings"
 	"syscall"
@@ -23,6 +24,8 @@ type benchFlags struct {
 	topicConfigs         []string
 	metricsURLs          []string
 	managed, asJSON      bool
+	kfake, kfakeDurable  bool
+	report               string
 	whileCleaning        bool
 	cleaningRate         float64
 	quiet                bool
@@ -84,6 +87,23 @@ topic, --topic-config name/key=value on one named target's only: two
 --bootstrap targets naming the same broker with different compression.type
 compare the two in the same interleaved rounds.
 
+--kfake adds franz-go's kfake fake cluster as a target named "kfake" (one
+broker, its log in memory), --kfake-durable one named "kfake-durable" (kfake
+persisting to a data directory with an fsync per written batch). Each runs
+as a child process of its own (the hidden "exactly kfake"), like the
+managed broker, so the same table compares them with no setup; they do not
+replace the managed broker, which runs as usual when there is no
+--bootstrap.
+
+For the managed broker and kfake (the processes bench started), the table
+gives the broker's CPU seconds per GB of values produced or read
+("broker CPU s/GB", from /proc/<pid>/stat before and after each run, the
+median over rounds), and the same for this client process. Runs on other
+targets show "-".
+
+--report file.png (or .svg) draws the table as a chart: MB/s per mode and
+target, the median with min–max whiskers over the rounds.
+
 --while-cleaning measures what log compaction costs producers of other
 topics: each produce mode runs twice per round, alone and while a
 background client writes --cleaning-rate keyed overwrites per second (1000
@@ -113,6 +133,7 @@ throughput).`,
     --target-config sasl_ssl=client.properties
   exactly bench --bootstrap zstd=127.0.0.1:9092 --bootstrap producer=127.0.0.1:9092 \
     --topic-config zstd/compression.type=zstd --modes idempotent
+  exactly bench --kfake --kfake-durable --modes idempotent,transactional,read-committed --report bench.png
   exactly bench --while-cleaning --modes idempotent,transactional --rounds 5
   exactly bench --bootstrap local=127.0.0.1:9092 --metrics-url local=http://127.0.0.1:9308/metrics \
     --while-cleaning --modes idempotent`,
@@ -131,6 +152,10 @@ throughput).`,
 	fl.StringArrayVar(&f.metricsURLs, "metrics-url", nil,
 		"name=http://host:port/metrics: a --bootstrap target's Prometheus endpoint, read for its cleaner's counters (repeatable)")
 	fl.BoolVar(&f.managed, "managed", false, "also measure a broker started here (the default when no --bootstrap is given)")
+	fl.BoolVar(&f.kfake, "kfake", false, `also measure franz-go's kfake (one broker, in memory) started here, as target "kfake"`)
+	fl.BoolVar(&f.kfakeDurable, "kfake-durable", false,
+		`also measure kfake persisting to a data directory with an fsync per write, as target "kfake-durable"`)
+	fl.StringVar(&f.report, "report", "", "also draw a chart of throughput per mode and target to this PNG (or .svg) file")
 	fl.StringVar(&f.modes, "modes", strings.Join(bench.Modes, ","), "modes to measure, comma-separated")
 	fl.DurationVar(&f.duration, "duration", 5*time.Second, "length of each produce run")
 	fl.IntVar(&f.rounds, "rounds", 3, "how many times each mode runs on each target")
@@ -157,7 +182,11 @@ func runBench(cmd *cobra.Command, f *benchFlags) error {
 		Duration: f.duration, Rounds: f.rounds, RecordSize: f.recordSize, Partitions: f.partitions,
 		ReplicationFactor: f.replication, Producers: f.producers, TxnInterval: f.txn, Linger: f.linger,
 		MaxBufferedRecords: f.buffered, Rate: f.rate, ConsumeBytes: f.consumeMiB << 20, AbortEvery: f.abortEvery,
-		WhileCleaning: f.whileCleaning, CleaningRate: f.cleaningRate,
+		WhileCleaning: f.whileCleaning, CleaningRate: f.cleaningRate, KFake: f.kfake, KFakeDurable: f.kfakeDurable,
+	}
+	// A long benchmark must not end in a chart nobody can open.
+	if ext := strings.ToLower(filepath.Ext(f.report)); f.report != "" && ext != ".png" && ext != ".svg" {
+		return fmt.Errorf("--report %s: want a .png or .svg file", f.report)
 	}
 	for _, m := range strings.Split(f.modes, ",") {
 		if m = strings.TrimSpace(m); m != "" {
@@ -253,6 +282,11 @@ func runBench(cmd *cobra.Command, f *benchFlags) error {
 		}
 	} else if err := rep.WriteText(out); err != nil {
 		return err
+	}
+	if f.report != "" {
+		if err := rep.WriteChart(f.report); err != nil {
+			return fmt.Errorf("drawing %s: %w", f.report, err)
+		}
 	}
 	if rep.Failed() {
 		return &ExitError{Code: 1}

@@ -22,6 +22,7 @@ func TestBenchRejectsBadFlags(t *testing.T) {
 		"--bootstrap a=127.0.0.1:1 --metrics-url a":                            "want name=http://host:port/metrics",
 		"--bootstrap a=127.0.0.1:1 --while-cleaning --modes read-committed":    "needs a produce mode",
 		"--while-cleaning --cleaning-rate 0":                                   "--cleaning-rate must be positive",
+		"--kfake --report bench.jpg":                                           "want a .png or .svg file",
 	} {
 		cmd := BenchCommand()
 		var out, errb bytes.Buffer

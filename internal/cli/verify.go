@@ -140,7 +140,7 @@ ended: the pipeline did not catch up).`,
 	fs.Float64Var(&f.rate, "rate", 1000, "records per second across all producers (-1: unlimited)")
 	fs.BoolVar(&f.dynamic, "dynamic-membership", false, "pipeline workers join without group.instance.id")
 	fs.BoolVar(&f.asJSON, "json", false, "print one JSON object instead of the table")
-	fs.StringVar(&f.report, "report", "", "draw a chart of the results to this PNG file")
+	fs.StringVar(&f.report, "report", "", "draw a chart of the results to this PNG (or .svg) file")
 	fs.StringVar(&f.dir, "dir", "", "keep histories, logs and broker data here (default: a temporary directory, kept only on failure)")
 	fs.BoolVar(&f.keep, "keep", false, "keep the temporary directory")
 	fs.BoolVar(&f.verbose, "verbose", false, "log the run (faults, restarts) to stderr")

@@ -1,8 +1,9 @@
 // Package managed runs `exactly serve` as a child process for the tools that
-// need a broker of their own (verify, bench): a real process on a real data
-// directory, which can be killed with SIGKILL and started again on the same
-// data, and which shares no Go runtime (heap, garbage collector, scheduler)
-// with the client being measured.
+// need a broker of their own (verify, bench; bench also starts `exactly
+// kfake`, which takes the same flags, through it): a real process on a real
+// data directory, which can be killed with SIGKILL and started again on the
+// same data, and which shares no Go runtime (heap, garbage collector,
+// scheduler) with the client being measured.
 package managed
 
 import (
