@@ -3,7 +3,9 @@ package share
 import (
 	"context"
 	"encoding/binary"
+	"fmt"
 	"log/slog"
+	"sync"
 	"testing"
 	"time"
 
@@ -63,17 +65,27 @@ type node struct {
 	data  *partition.Partition
 	state *partition.Partition
 	c     *Coordinator
+	// source, if set, is what the coordinator reads t-0 through.
+	source Source
 }
 
 func startNode(t *testing.T, fsys vfs.FS, limit int) *node {
 	t.Helper()
+	return startNodeWith(t, fsys, testConfig(limit))
+}
+
+func startNodeWith(t *testing.T, fsys vfs.FS, cfg Config) *node {
+	t.Helper()
 	n := &node{data: openPart(t, fsys, "t"), state: openPart(t, fsys, StateTopic)}
-	c, err := Start(Options{Config: testConfig(limit), Log: n.state, Topics: oneTopic{},
+	c, err := Start(Options{Config: cfg, Log: n.state, Topics: oneTopic{},
 		Partition: func(topic string, _ int32) Source {
-			if topic == "t" {
-				return n.data
+			switch {
+			case topic != "t":
+				return nil
+			case n.source != nil:
+				return n.source
 			}
-			return nil
+			return n.data
 		}})
 	if err != nil {
 		t.Fatal(err)
@@ -109,30 +121,40 @@ var lim = Limits{MaxBytes: 1 << 20, PartitionMaxBytes: 1 << 20, MaxWait: time.Se
 // fetch opens a session for member and returns its acquired ranges.
 func (n *node) fetch(t *testing.T, member string, epoch int32) []AcquiredRange {
 	t.Helper()
+	out, err := n.fetchWait(member, epoch, 0, lim)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// fetchWait is fetch as a long poll of up to wait within l; it returns
+// errors rather than failing, so other goroutines may call it.
+func (n *node) fetchWait(member string, epoch int32, wait time.Duration, l Limits) ([]AcquiredRange, error) {
 	req := kmsg.NewPtrShareFetchRequest()
 	req.Version = 2
 	req.GroupID, req.MemberID, req.ShareSessionEpoch = kmsg.StringPtr("g"), kmsg.StringPtr(member), epoch
-	req.MaxRecords, req.MaxWaitMillis = 1000, 0
+	req.MaxRecords, req.MaxWaitMillis = 1000, int32(wait/time.Millisecond)
 	rt := kmsg.NewShareFetchRequestTopic()
 	rt.TopicID = topicID
 	rt.Partitions = append(rt.Partitions, kmsg.NewShareFetchRequestTopicPartition())
 	req.Topics = append(req.Topics, rt)
-	resp := n.c.Fetch(context.Background(), req, lim)
+	resp := n.c.Fetch(context.Background(), req, l)
 	if resp.ErrorCode != 0 {
-		t.Fatalf("ShareFetch: %v", kerr.ErrorForCode(resp.ErrorCode))
+		return nil, fmt.Errorf("ShareFetch: %w", kerr.ErrorForCode(resp.ErrorCode))
 	}
 	var out []AcquiredRange
 	for _, rt := range resp.Topics {
 		for _, rp := range rt.Partitions {
 			if rp.ErrorCode != 0 {
-				t.Fatalf("ShareFetch partition: %v", kerr.ErrorForCode(rp.ErrorCode))
+				return nil, fmt.Errorf("ShareFetch partition: %w", kerr.ErrorForCode(rp.ErrorCode))
 			}
 			for _, a := range rp.AcquiredRecords {
 				out = append(out, AcquiredRange{a.FirstOffset, a.LastOffset, a.DeliveryCount})
 			}
 		}
 	}
-	return out
+	return out, nil
 }
 
 func (n *node) ack(t *testing.T, member string, epoch int32, first, last int64, typ int8) int16 {
@@ -407,5 +429,107 @@ func TestCompactionKeepsState(t *testing.T) {
 	}
 	if cfg := n.c.DescribeGroupConfigs("g", []string{"share.auto.offset.reset"}); len(cfg) != 1 || cfg[0].Value != "earliest" || cfg[0].IsDefault {
 		t.Fatalf("group config after compaction: %+v", cfg)
+	}
+}
+
+// TestFullWindowWakesOnAcknowledge: a fetch waiting because the window is
+// at group.share.partition.max.record.locks gets records as soon as an
+// acknowledgement frees locks, not when its long poll ends.
+func TestFullWindowWakesOnAcknowledge(t *testing.T) {
+	cfg := testConfig(5)
+	cfg.MaxRecordLocks = 10
+	n := startNodeWith(t, vfs.NewMem(), cfg)
+	n.earliest(t)
+	n.produce(t, "0", "1", "2", "3", "4", "5", "6", "7", "8", "9")
+	n.produce(t, "10", "11", "12", "13", "14", "15", "16", "17", "18", "19")
+	if got := n.fetch(t, "a", 0); len(got) != 1 || got[0].First != 0 || got[0].Last != 9 {
+		t.Fatalf("a acquired %v, want 0-9 (the window's 10 locks)", got)
+	}
+	long := Limits{MaxBytes: 1 << 20, PartitionMaxBytes: 1 << 20, MaxWait: 20 * time.Second}
+	type answer struct {
+		got  []AcquiredRange
+		err  error
+		took time.Duration
+	}
+	done := make(chan answer, 1)
+	go func() {
+		start := time.Now()
+		got, err := n.fetchWait("b", 0, 20*time.Second, long)
+		done <- answer{got, err, time.Since(start)}
+	}()
+	time.Sleep(200 * time.Millisecond) // b is waiting on the full window
+	select {
+	case a := <-done:
+		t.Fatalf("b's fetch answered while the window was full: %+v", a)
+	default:
+	}
+	if code := n.ack(t, "a", 1, 0, 9, AckAccept); code != 0 {
+		t.Fatal(kerr.ErrorForCode(code))
+	}
+	a := <-done
+	if a.err != nil || len(a.got) != 1 || a.got[0].First != 10 || a.got[0].Last != 19 {
+		t.Fatalf("b got %v (%v), want 10-19", a.got, a.err)
+	}
+	if a.took > 5*time.Second {
+		t.Errorf("b's fetch took %v: the acknowledgement did not wake it", a.took)
+	}
+}
+
+// gatedSource holds the first Read until gate closes, so a test can let
+// another fetch acquire between a fetch's read and its acquisition.
+type gatedSource struct {
+	*partition.Partition
+	reading chan struct{} // closed when the first Read started
+	gate    chan struct{}
+	once    sync.Once
+}
+
+func (g *gatedSource) Read(offset int64, maxBytes int, readCommitted bool) ([]byte, error) {
+	first := false
+	g.once.Do(func() { first = true })
+	data, err := g.Partition.Read(offset, maxBytes, readCommitted)
+	if first {
+		close(g.reading)
+		<-g.gate
+	}
+	return data, err
+}
+
+// TestOvertakenFetchReadsAgain: a fetch whose read was acquired by another
+// member before it could acquire it reads again at once and gets the
+// records after them, rather than waiting out its long poll for an
+// append that will not come.
+func TestOvertakenFetchReadsAgain(t *testing.T) {
+	n := startNode(t, vfs.NewMem(), 5)
+	n.earliest(t)
+	n.produce(t, "0", "1", "2", "3", "4")
+	n.produce(t, "5", "6", "7", "8", "9")
+	gs := &gatedSource{Partition: n.data, reading: make(chan struct{}), gate: make(chan struct{})}
+	n.source = gs
+	// One batch per read, so b's read holds only the batch a takes.
+	small := Limits{MaxBytes: 1 << 20, PartitionMaxBytes: 1, MaxWait: 20 * time.Second}
+	type answer struct {
+		got  []AcquiredRange
+		err  error
+		took time.Duration
+	}
+	done := make(chan answer, 1)
+	go func() {
+		start := time.Now()
+		got, err := n.fetchWait("b", 0, 20*time.Second, small)
+		done <- answer{got, err, time.Since(start)}
+	}()
+	<-gs.reading
+	got, err := n.fetchWait("a", 0, 0, small)
+	if err != nil || len(got) != 1 || got[0].First != 0 || got[0].Last != 4 {
+		t.Fatalf("a acquired %v (%v), want 0-4", got, err)
+	}
+	close(gs.gate)
+	a := <-done
+	if a.err != nil || len(a.got) != 1 || a.got[0].First != 5 || a.got[0].Last != 9 {
+		t.Fatalf("b got %v (%v), want 5-9", a.got, a.err)
+	}
+	if a.took > 5*time.Second {
+		t.Errorf("b's fetch took %v: it waited instead of reading again", a.took)
 	}
 }

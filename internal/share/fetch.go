@@ -131,6 +131,10 @@ func (c *Coordinator) ackLocked(pk partitionKey, member string, batches []ackBat
 	}
 	var code int16
 	renew := now.Add(c.lockDurationLocked(pk.Group))
+	// A window at group.share.partition.max.record.locks leaves fetches
+	// waiting; acknowledgements that shrink it must wake them, as
+	// releases do.
+	full := p.InFlight() >= c.cfg.MaxRecordLocks
 	released := false
 	for _, b := range batches {
 		if err := p.Acknowledge(member, b.first, b.last, b.types, c.cfg.DeliveryCountLimit, renew); err != nil {
@@ -147,7 +151,7 @@ func (c *Coordinator) ackLocked(pk partitionKey, member string, batches []ackBat
 			released = true
 		}
 	}
-	if released {
+	if released || (full && p.InFlight() < c.cfg.MaxRecordLocks) {
 		c.wakeLocked()
 	}
 	return code
@@ -296,13 +300,19 @@ func (c *Coordinator) Fetch(ctx context.Context, req *kmsg.ShareFetchRequest, li
 		c.mu.Lock()
 		avail := c.avail
 		c.mu.Unlock()
-		got, watch, ferr := c.acquireAll(grp, member, fetchFrom, maxRecords, budget, lim, part)
+		got, overtaken, watch, ferr := c.acquireAll(grp, member, fetchFrom, maxRecords, budget, lim, part)
 		if ferr != nil {
 			resp.ErrorCode = kerr.CoordinatorNotAvailable.Code
 			return c.finishFetch(resp, parts, order)
 		}
 		if got || hasAcks || !time.Now().Before(deadline) || ctx.Err() != nil {
 			return c.finishFetch(resp, parts, order)
+		}
+		if overtaken {
+			// Other members took what this fetch read; the records
+			// after them are already in the log, so no append will
+			// wake this fetch for them.
+			continue
 		}
 		wake := make(chan struct{}, 1)
 		var stops []func()
@@ -343,10 +353,9 @@ func (c *Coordinator) finishFetch(resp *kmsg.ShareFetchResponse, parts map[tidp]
 
 // acquireAll acquires records from the session's partitions within the
 // record and byte budgets, makes the acquisitions durable, and reports
-// whether anything was acquired and which partitions to watch.
-func (c *Coordinator) acquireAll(grp, member string, from []tidp, maxRecords, budget int, lim Limits, part func(tidp) *kmsg.ShareFetchResponseTopicPartition) (bool, []Source, error) {
-	var watch []Source
-	got := false
+// whether anything was acquired, whether a partition was overtaken (see
+// acquireOne) and which partitions to watch.
+func (c *Coordinator) acquireAll(grp, member string, from []tidp, maxRecords, budget int, lim Limits, part func(tidp) *kmsg.ShareFetchResponseTopicPartition) (got, overtaken bool, watch []Source, err error) {
 	dirty := map[partitionKey]bool{}
 	for _, id := range from {
 		if maxRecords <= 0 || budget <= 0 {
@@ -362,7 +371,8 @@ func (c *Coordinator) acquireAll(grp, member string, from []tidp, maxRecords, bu
 		}
 		watch = append(watch, src)
 		pk := partitionKey{grp, id.id, id.p}
-		data, ranges, err := c.acquireOne(pk, member, src, maxRecords, min(budget, lim.PartitionMaxBytes), dirty)
+		data, ranges, passed, err := c.acquireOne(pk, member, src, maxRecords, min(budget, lim.PartitionMaxBytes), dirty)
+		overtaken = overtaken || passed
 		if err != nil {
 			rp := part(id)
 			rp.ErrorCode = kerr.KafkaStorageError.Code
@@ -388,13 +398,17 @@ func (c *Coordinator) acquireAll(grp, member string, from []tidp, maxRecords, bu
 	if err == nil {
 		err = c.durable(end)
 	}
-	return got, watch, err
+	return got, overtaken, watch, err
 }
 
 // acquireOne acquires from one share partition: Available records in the
 // window first (redeliveries), then new records past SPEO. The log is read
 // outside the lock; acquisition re-checks every offset's state under it.
-func (c *Coordinator) acquireOne(pk partitionKey, member string, src Source, maxRecords, maxBytes int, dirty map[partitionKey]bool) ([]byte, []AcquiredRange, error) {
+// overtaken reports that nothing was acquired because other members took
+// (or settled) what was read meanwhile and the next acquirable offset lies
+// past the read's start, with lock room left: reading again may find
+// records.
+func (c *Coordinator) acquireOne(pk partitionKey, member string, src Source, maxRecords, maxBytes int, dirty map[partitionKey]bool) (out []byte, ranges []AcquiredRange, overtaken bool, err error) {
 	c.mu.Lock()
 	now := c.now()
 	p := c.parts[pk]
@@ -418,7 +432,7 @@ func (c *Coordinator) acquireOne(pk partitionKey, member string, src Source, max
 	start := p.NextAvailable()
 	if start >= p.SPEO() && p.InFlight() >= c.cfg.MaxRecordLocks {
 		c.mu.Unlock()
-		return nil, nil, nil
+		return nil, nil, false, nil
 	}
 	c.mu.Unlock()
 
@@ -432,10 +446,10 @@ func (c *Coordinator) acquireOne(pk partitionKey, member string, src Source, max
 			dirty[pk] = true
 		}
 		c.mu.Unlock()
-		return nil, nil, nil
+		return nil, nil, false, nil
 	}
 	if err != nil || len(data) == 0 {
-		return nil, nil, err
+		return nil, nil, false, err
 	}
 	var aborted []abortedRange
 	if readCommitted {
@@ -449,12 +463,11 @@ func (c *Coordinator) acquireOne(pk partitionKey, member string, src Source, max
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.parts[pk] != p {
-		return nil, nil, nil // deleted or reset meanwhile
+		return nil, nil, false, nil // deleted or reset meanwhile
 	}
 	lockUntil := c.now().Add(c.lockDurationLocked(pk.Group))
 	acq := p.Acquire(member, lockUntil, maxRecords, c.cfg.MaxRecordLocks, c.cfg.DeliveryCountLimit)
 	speo := p.SPEO()
-	var out []byte
 	rec.Split(data, func(h rec.Header, batch []byte) error {
 		if acq.left <= 0 {
 			return errStop
@@ -484,7 +497,11 @@ func (c *Coordinator) acquireOne(pk partitionKey, member string, src Source, max
 	if len(acq.Ranges) > 0 || p.SPEO() != speo {
 		dirty[pk] = true
 	}
-	return out, acq.Ranges, nil
+	if len(acq.Ranges) == 0 {
+		next := p.NextAvailable()
+		overtaken = next > start && !(next >= p.SPEO() && p.InFlight() >= c.cfg.MaxRecordLocks)
+	}
+	return out, acq.Ranges, overtaken, nil
 }
 
 var errStop = errors.New("stop")
