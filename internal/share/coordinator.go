@@ -82,6 +82,9 @@ type Coordinator struct {
 	avail chan struct{}
 	// sinceSnapshot counts records appended since the last snapshot.
 	sinceSnapshot int
+	// collected are the events of partitions collected so far (Metrics,
+	// dropPartLocked): the counters' values less what partitions hold.
+	collected events
 
 	// compactMu serializes snapshots; never taken inside mu.
 	compactMu sync.Mutex
@@ -233,7 +236,7 @@ func (c *Coordinator) dropDeletedTopicsLocked() int64 {
 	dirty := map[partitionKey]bool{}
 	for k := range c.parts {
 		if _, ok := c.opts.Topics.TopicByID(k.TopicID); !ok {
-			delete(c.parts, k)
+			c.dropPartLocked(k)
 			dirty[k] = true
 		}
 	}

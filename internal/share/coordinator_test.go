@@ -533,3 +533,33 @@ func TestOvertakenFetchReadsAgain(t *testing.T) {
 		t.Errorf("b's fetch took %v: it waited instead of reading again", a.took)
 	}
 }
+
+// TestMetricsOutliveDeletedState: counters are totals since start, so
+// deleting a group's share-partition state does not take its counts back;
+// its in-flight records disappear with it.
+func TestMetricsOutliveDeletedState(t *testing.T) {
+	n := startNode(t, vfs.NewMem(), 5)
+	n.earliest(t)
+	n.produce(t, "0", "1", "2")
+	if got := n.fetch(t, "a", 0); len(got) != 1 || got[0].Last != 2 {
+		t.Fatalf("acquired %v", got)
+	}
+	if code := n.ack(t, "a", 1, 0, 0, AckAccept); code != 0 {
+		t.Fatal(kerr.ErrorForCode(code))
+	}
+	st, groups := n.c.Metrics()
+	if st.Acquired != 3 || st.Accepted != 1 || len(groups) != 1 || groups[0].Group != "g" || groups[0].Acquired != 2 {
+		t.Fatalf("before deleting: %+v %+v", st, groups)
+	}
+	// The member's session must end before the group can go.
+	if code := n.ack(t, "a", -1, 1, 2, AckRelease); code != 0 {
+		t.Fatal(kerr.ErrorForCode(code))
+	}
+	if code := n.c.DeleteGroup("g"); code != 0 {
+		t.Fatal(kerr.ErrorForCode(code))
+	}
+	st, groups = n.c.Metrics()
+	if st.Acquired != 3 || st.Accepted != 1 || st.Released != 2 || len(groups) != 0 {
+		t.Fatalf("after deleting: %+v %+v", st, groups)
+	}
+}
