@@ -76,6 +76,9 @@ type Coordinator struct {
 	configs  map[string]map[string]string // group → share.* overrides
 	parts    map[partitionKey]*Partition
 	sessions map[sessionKey]*session
+	// fetching holds the share partitions a fetch is acquiring from, each
+	// with a channel closed when it is done (acquireOne).
+	fetching map[partitionKey]chan struct{}
 	failed   error
 	// avail is closed (and replaced) whenever records become Available
 	// by release or expiry, waking long polls.
@@ -104,6 +107,7 @@ func Start(opts Options) (*Coordinator, error) {
 		configs:  map[string]map[string]string{},
 		parts:    map[partitionKey]*Partition{},
 		sessions: map[sessionKey]*session{},
+		fetching: map[partitionKey]chan struct{}{},
 		avail:    make(chan struct{}),
 		quit:     make(chan struct{}),
 		done:     make(chan struct{}),

@@ -475,8 +475,8 @@ func TestFullWindowWakesOnAcknowledge(t *testing.T) {
 	}
 }
 
-// gatedSource holds the first Read until gate closes, so a test can let
-// another fetch acquire between a fetch's read and its acquisition.
+// gatedSource holds the first Read until gate closes, so a test can start
+// another fetch while one is reading.
 type gatedSource struct {
 	*partition.Partition
 	reading chan struct{} // closed when the first Read started
@@ -495,42 +495,84 @@ func (g *gatedSource) Read(offset int64, maxBytes int, readCommitted bool) ([]by
 	return data, err
 }
 
-// TestOvertakenFetchReadsAgain: a fetch whose read was acquired by another
-// member before it could acquire it reads again at once and gets the
-// records after them, rather than waiting out its long poll for an
-// append that will not come.
-func TestOvertakenFetchReadsAgain(t *testing.T) {
+type fetchAnswer struct {
+	got  []AcquiredRange
+	err  error
+	took time.Duration
+}
+
+// goFetch runs fetchWait in a goroutine.
+func (n *node) goFetch(member string, wait time.Duration, l Limits) <-chan fetchAnswer {
+	done := make(chan fetchAnswer, 1)
+	go func() {
+		start := time.Now()
+		got, err := n.fetchWait(member, 0, wait, l)
+		done <- fetchAnswer{got, err, time.Since(start)}
+	}()
+	return done
+}
+
+// TestConcurrentFetchesTakeTurns: fetches of one share partition read and
+// acquire one at a time. A fetch arriving while another reads waits for
+// its turn and then gets the records after the other's, rather than
+// reading the same records, acquiring none and waiting out its long poll
+// for an append that will not come.
+func TestConcurrentFetchesTakeTurns(t *testing.T) {
 	n := startNode(t, vfs.NewMem(), 5)
 	n.earliest(t)
 	n.produce(t, "0", "1", "2", "3", "4")
 	n.produce(t, "5", "6", "7", "8", "9")
 	gs := &gatedSource{Partition: n.data, reading: make(chan struct{}), gate: make(chan struct{})}
 	n.source = gs
-	// One batch per read, so b's read holds only the batch a takes.
+	// One batch per read.
 	small := Limits{MaxBytes: 1 << 20, PartitionMaxBytes: 1, MaxWait: 20 * time.Second}
-	type answer struct {
-		got  []AcquiredRange
-		err  error
-		took time.Duration
-	}
-	done := make(chan answer, 1)
-	go func() {
-		start := time.Now()
-		got, err := n.fetchWait("b", 0, 20*time.Second, small)
-		done <- answer{got, err, time.Since(start)}
-	}()
+	a := n.goFetch("a", 20*time.Second, small)
 	<-gs.reading
-	got, err := n.fetchWait("a", 0, 0, small)
-	if err != nil || len(got) != 1 || got[0].First != 0 || got[0].Last != 4 {
-		t.Fatalf("a acquired %v (%v), want 0-4", got, err)
+	b := n.goFetch("b", 20*time.Second, small)
+	time.Sleep(100 * time.Millisecond) // b is waiting for its turn
+	select {
+	case got := <-b:
+		t.Fatalf("b's fetch answered while a was reading: %+v", got)
+	default:
 	}
 	close(gs.gate)
-	a := <-done
-	if a.err != nil || len(a.got) != 1 || a.got[0].First != 5 || a.got[0].Last != 9 {
-		t.Fatalf("b got %v (%v), want 5-9", a.got, a.err)
+	for name, want := range map[string]struct {
+		ch          <-chan fetchAnswer
+		first, last int64
+	}{"a": {a, 0, 4}, "b": {b, 5, 9}} {
+		got := <-want.ch
+		if got.err != nil || len(got.got) != 1 || got.got[0].First != want.first || got.got[0].Last != want.last {
+			t.Fatalf("%s got %v (%v), want %d-%d", name, got.got, got.err, want.first, want.last)
+		}
+		if got.took > 5*time.Second {
+			t.Errorf("%s's fetch took %v", name, got.took)
+		}
 	}
-	if a.took > 5*time.Second {
-		t.Errorf("b's fetch took %v: it waited instead of reading again", a.took)
+}
+
+// TestFetchReadsPastRecordsNeverDelivered: a read that holds only an
+// aborted transaction and its marker (read_committed) archives them and
+// reads on in the same fetch: the committed record after them is already
+// in the log, so no append would wake the fetch for it.
+func TestFetchReadsPastRecordsNeverDelivered(t *testing.T) {
+	n := startNode(t, vfs.NewMem(), 5)
+	n.earliest(t)
+	rc := "read_committed"
+	if err := n.c.AlterGroupConfigs("g", []ConfigOp{{Name: "share.isolation.level", Value: &rc}}, false, false); err != nil {
+		t.Fatal(err)
+	}
+	n.appendTxn(t, 7, "x", "y") // 0-1, aborted below
+	if err := n.data.WriteTxnMarker(7, 0, false, 0); err != nil {
+		t.Fatal(err) // 2
+	}
+	n.produce(t, "b") // 3
+	small := Limits{MaxBytes: 1 << 20, PartitionMaxBytes: 1, MaxWait: 20 * time.Second}
+	got := <-n.goFetch("m", 20*time.Second, small)
+	if got.err != nil || len(got.got) != 1 || got.got[0] != (AcquiredRange{3, 3, 1}) {
+		t.Fatalf("acquired %v (%v), want 3", got.got, got.err)
+	}
+	if got.took > 5*time.Second {
+		t.Errorf("the fetch took %v: it waited after archiving the aborted records", got.took)
 	}
 }
 
@@ -561,5 +603,37 @@ func TestMetricsOutliveDeletedState(t *testing.T) {
 	st, groups = n.c.Metrics()
 	if st.Acquired != 3 || st.Accepted != 1 || st.Released != 2 || len(groups) != 0 {
 		t.Fatalf("after deleting: %+v %+v", st, groups)
+	}
+}
+
+// TestFetchHoldingRecordsInFullWindowAnswersSoon: a member's fetch that
+// finds the window full while the member itself holds records there is
+// answered after a short hold, not at the end of its long poll: clients
+// send their acknowledgements with their next fetch, and only
+// acknowledgements free the window. A member that holds nothing waits.
+func TestFetchHoldingRecordsInFullWindowAnswersSoon(t *testing.T) {
+	cfg := testConfig(5)
+	cfg.MaxRecordLocks = 10
+	n := startNodeWith(t, vfs.NewMem(), cfg)
+	n.earliest(t)
+	n.produce(t, "0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10")
+	if got := n.fetch(t, "a", 0); len(got) != 1 || got[0].Last != 9 {
+		t.Fatalf("a acquired %v, want 0-9", got)
+	}
+	long := Limits{MaxBytes: 1 << 20, PartitionMaxBytes: 1 << 20, MaxWait: 20 * time.Second}
+	start := time.Now()
+	got, err := n.fetchWait("a", 1, 20*time.Second, long)
+	if err != nil || len(got) != 0 {
+		t.Fatalf("a's second fetch: %v %v, want nothing", got, err)
+	}
+	if took := time.Since(start); took > 5*time.Second {
+		t.Errorf("a's fetch took %v while a held the full window", took)
+	}
+	start = time.Now()
+	if got, err := n.fetchWait("b", 0, time.Second, long); err != nil || len(got) != 0 {
+		t.Fatalf("b's fetch: %v %v, want nothing", got, err)
+	}
+	if took := time.Since(start); took < 900*time.Millisecond {
+		t.Errorf("b, holding nothing, waited only %v of its 1 s long poll", took)
 	}
 }

@@ -132,9 +132,13 @@ func (c *Coordinator) ackLocked(pk partitionKey, member string, batches []ackBat
 	var code int16
 	renew := now.Add(c.lockDurationLocked(pk.Group))
 	// A window at group.share.partition.max.record.locks leaves fetches
-	// waiting; acknowledgements that shrink it must wake them, as
-	// releases do.
-	full := p.InFlight() >= c.cfg.MaxRecordLocks
+	// waiting. Members' own next fetches carry their acknowledgements and
+	// take the room those free; waiters are woken only once the window
+	// drained to half, as when members stop fetching. Waking them for
+	// every freed chunk made acquisitions small, and each acquisition is
+	// an fsync: 16 consumers on one partition read 4× slower.
+	half := c.cfg.MaxRecordLocks / 2
+	above := p.InFlight() > half
 	released := false
 	for _, b := range batches {
 		if err := p.Acknowledge(member, b.first, b.last, b.types, c.cfg.DeliveryCountLimit, renew); err != nil {
@@ -151,7 +155,7 @@ func (c *Coordinator) ackLocked(pk partitionKey, member string, batches []ackBat
 			released = true
 		}
 	}
-	if released || (full && p.InFlight() < c.cfg.MaxRecordLocks) {
+	if released || (above && p.InFlight() <= half) {
 		c.wakeLocked()
 	}
 	return code
@@ -300,19 +304,23 @@ func (c *Coordinator) Fetch(ctx context.Context, req *kmsg.ShareFetchRequest, li
 		c.mu.Lock()
 		avail := c.avail
 		c.mu.Unlock()
-		got, overtaken, watch, ferr := c.acquireAll(grp, member, fetchFrom, maxRecords, budget, lim, part)
+		got, busy, watch, ferr := c.acquireAll(grp, member, fetchFrom, maxRecords, budget, lim, part)
 		if ferr != nil {
 			resp.ErrorCode = kerr.CoordinatorNotAvailable.Code
 			return c.finishFetch(resp, parts, order)
 		}
-		if got || hasAcks || !time.Now().Before(deadline) || ctx.Err() != nil {
+		// A fetch carrying acknowledgements answers without long-polling,
+		// but still waits for its turn at a partition another fetch was
+		// acquiring from (a moment: one read and acquisition).
+		if got || (hasAcks && busy == nil) || !time.Now().Before(deadline) || ctx.Err() != nil {
 			return c.finishFetch(resp, parts, order)
 		}
-		if overtaken {
-			// Other members took what this fetch read; the records
-			// after them are already in the log, so no append will
-			// wake this fetch for them.
-			continue
+		if held := time.Now().Add(fullWindowHold); held.Before(deadline) && busy == nil && c.holdsInFullWindow(grp, member, fetchFrom) {
+			// Only acknowledgements free a full window, and this
+			// member's own may be waiting for this answer: clients
+			// send them with their next fetch. Hold it only briefly,
+			// so a client that fetches again at once does not spin.
+			deadline = held
 		}
 		wake := make(chan struct{}, 1)
 		var stops []func()
@@ -323,6 +331,7 @@ func (c *Coordinator) Fetch(ctx context.Context, req *kmsg.ShareFetchRequest, li
 		select {
 		case <-wake:
 		case <-avail:
+		case <-busy:
 		case <-timer.C:
 		case <-ctx.Done():
 		case <-c.quit:
@@ -333,6 +342,25 @@ func (c *Coordinator) Fetch(ctx context.Context, req *kmsg.ShareFetchRequest, li
 			stop()
 		}
 	}
+}
+
+// fullWindowHold bounds the long poll of a fetch whose member holds
+// records in a full window (see Fetch).
+const fullWindowHold = 10 * time.Millisecond
+
+// holdsInFullWindow reports whether member holds acquired records in a
+// share partition of from whose window is at
+// group.share.partition.max.record.locks.
+func (c *Coordinator) holdsInFullWindow(grp, member string, from []tidp) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, id := range from {
+		p := c.parts[partitionKey{grp, id.id, id.p}]
+		if p != nil && p.InFlight() >= c.cfg.MaxRecordLocks && p.Holds(member) {
+			return true
+		}
+	}
+	return false
 }
 
 func (c *Coordinator) finishFetch(resp *kmsg.ShareFetchResponse, parts map[tidp]*kmsg.ShareFetchResponseTopicPartition, order []tidp) *kmsg.ShareFetchResponse {
@@ -353,9 +381,10 @@ func (c *Coordinator) finishFetch(resp *kmsg.ShareFetchResponse, parts map[tidp]
 
 // acquireAll acquires records from the session's partitions within the
 // record and byte budgets, makes the acquisitions durable, and reports
-// whether anything was acquired, whether a partition was overtaken (see
-// acquireOne) and which partitions to watch.
-func (c *Coordinator) acquireAll(grp, member string, from []tidp, maxRecords, budget int, lim Limits, part func(tidp) *kmsg.ShareFetchResponseTopicPartition) (got, overtaken bool, watch []Source, err error) {
+// whether anything was acquired, a partition's turn to wait for when
+// another fetch was acquiring from it (nil if none), and which partitions
+// to watch.
+func (c *Coordinator) acquireAll(grp, member string, from []tidp, maxRecords, budget int, lim Limits, part func(tidp) *kmsg.ShareFetchResponseTopicPartition) (got bool, busy <-chan struct{}, watch []Source, err error) {
 	dirty := map[partitionKey]bool{}
 	for _, id := range from {
 		if maxRecords <= 0 || budget <= 0 {
@@ -371,8 +400,10 @@ func (c *Coordinator) acquireAll(grp, member string, from []tidp, maxRecords, bu
 		}
 		watch = append(watch, src)
 		pk := partitionKey{grp, id.id, id.p}
-		data, ranges, passed, err := c.acquireOne(pk, member, src, maxRecords, min(budget, lim.PartitionMaxBytes), dirty)
-		overtaken = overtaken || passed
+		data, ranges, turn, err := c.acquireOne(pk, member, src, maxRecords, min(budget, lim.PartitionMaxBytes), dirty)
+		if turn != nil && busy == nil {
+			busy = turn
+		}
 		if err != nil {
 			rp := part(id)
 			rp.ErrorCode = kerr.KafkaStorageError.Code
@@ -398,17 +429,53 @@ func (c *Coordinator) acquireAll(grp, member string, from []tidp, maxRecords, bu
 	if err == nil {
 		err = c.durable(end)
 	}
-	return got, overtaken, watch, err
+	return got, busy, watch, err
 }
 
-// acquireOne acquires from one share partition: Available records in the
+// acquireOne acquires from one share partition, one fetch at a time
+// (Kafka's share-partition fetch lock): fetches that read the same records
+// at once would all but one acquire nothing, and find nothing new to wake
+// them. A fetch that finds another acquiring gets busy, closed when that
+// one is done.
+func (c *Coordinator) acquireOne(pk partitionKey, member string, src Source, maxRecords, maxBytes int, dirty map[partitionKey]bool) (out []byte, ranges []AcquiredRange, busy <-chan struct{}, err error) {
+	c.mu.Lock()
+	if turn := c.fetching[pk]; turn != nil {
+		c.mu.Unlock()
+		return nil, nil, turn, nil
+	}
+	turn := make(chan struct{})
+	c.fetching[pk] = turn
+	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		delete(c.fetching, pk)
+		c.mu.Unlock()
+		close(turn)
+	}()
+	out, ranges, err = c.acquireTurn(pk, member, src, maxRecords, maxBytes, dirty)
+	return out, ranges, nil, err
+}
+
+// acquireTurn is acquireOne's turn: reads until it acquires something or a
+// read moves the window no further. A read that held only records never
+// delivered (control records, aborted transactions under read_committed)
+// archives them and reads on: no append would wake a fetch for the
+// records after them.
+func (c *Coordinator) acquireTurn(pk partitionKey, member string, src Source, maxRecords, maxBytes int, dirty map[partitionKey]bool) ([]byte, []AcquiredRange, error) {
+	for {
+		out, ranges, skipped, err := c.acquirePass(pk, member, src, maxRecords, maxBytes, dirty)
+		if err != nil || len(ranges) > 0 || !skipped {
+			return out, ranges, err
+		}
+	}
+}
+
+// acquirePass is one read and acquisition: Available records in the
 // window first (redeliveries), then new records past SPEO. The log is read
-// outside the lock; acquisition re-checks every offset's state under it.
-// overtaken reports that nothing was acquired because other members took
-// (or settled) what was read meanwhile and the next acquirable offset lies
-// past the read's start, with lock room left: reading again may find
-// records.
-func (c *Coordinator) acquireOne(pk partitionKey, member string, src Source, maxRecords, maxBytes int, dirty map[partitionKey]bool) (out []byte, ranges []AcquiredRange, overtaken bool, err error) {
+// outside the lock; acquisition re-checks every offset's state under it
+// (members' acknowledgements, expiries and resets go on meanwhile).
+// skipped reports that the window grew by records never delivered.
+func (c *Coordinator) acquirePass(pk partitionKey, member string, src Source, maxRecords, maxBytes int, dirty map[partitionKey]bool) (_ []byte, _ []AcquiredRange, skipped bool, _ error) {
 	c.mu.Lock()
 	now := c.now()
 	p := c.parts[pk]
@@ -468,6 +535,7 @@ func (c *Coordinator) acquireOne(pk partitionKey, member string, src Source, max
 	lockUntil := c.now().Add(c.lockDurationLocked(pk.Group))
 	acq := p.Acquire(member, lockUntil, maxRecords, c.cfg.MaxRecordLocks, c.cfg.DeliveryCountLimit)
 	speo := p.SPEO()
+	var out []byte
 	rec.Split(data, func(h rec.Header, batch []byte) error {
 		if acq.left <= 0 {
 			return errStop
@@ -497,11 +565,7 @@ func (c *Coordinator) acquireOne(pk partitionKey, member string, src Source, max
 	if len(acq.Ranges) > 0 || p.SPEO() != speo {
 		dirty[pk] = true
 	}
-	if len(acq.Ranges) == 0 {
-		next := p.NextAvailable()
-		overtaken = next > start && !(next >= p.SPEO() && p.InFlight() >= c.cfg.MaxRecordLocks)
-	}
-	return out, acq.Ranges, overtaken, nil
+	return out, acq.Ranges, p.SPEO() != speo && len(acq.Ranges) == 0, nil
 }
 
 var errStop = errors.New("stop")

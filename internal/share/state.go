@@ -174,6 +174,16 @@ func (p *Partition) release(r *inflight, limit int) {
 	}
 }
 
+// Holds reports whether member holds an acquired record in the window.
+func (p *Partition) Holds(member string) bool {
+	for _, r := range p.recs {
+		if r.state == Acquired && r.member == member {
+			return true
+		}
+	}
+	return false
+}
+
 // NextAvailable returns the lowest offset that an acquisition could hand
 // out: an Available record in the window, else SPEO.
 func (p *Partition) NextAvailable() int64 {
