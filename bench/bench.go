@@ -29,9 +29,16 @@ const (
 )
 
 // Modes lists every mode in the order reports show them.
-var Modes = []string{AtMostOnce, AtLeastOnce, Idempotent, IdempotentFlush, Transactional, ReadUncommitted, ReadCommitted}
+var Modes = []string{AtMostOnce, AtLeastOnce, Idempotent, IdempotentFlush, Transactional, ReadUncommitted, ReadCommitted,
+	Share1, Share4, Share16, ClassicGroup}
 
-func isConsume(mode string) bool { return mode == ReadUncommitted || mode == ReadCommitted }
+// isConsume reports whether mode reads a prefilled topic (no produce
+// latency, no background writer).
+func isConsume(mode string) bool {
+	return mode == ReadUncommitted || mode == ReadCommitted || isGroupConsume(mode)
+}
+
+func isIsolationConsume(mode string) bool { return mode == ReadUncommitted || mode == ReadCommitted }
 
 // Target is one cluster to measure.
 type Target struct {
@@ -281,6 +288,19 @@ type Result struct {
 	// got acknowledged meanwhile.
 	WhileCleaning   bool  `json:"while_cleaning,omitempty"`
 	BackgroundBytes int64 `json:"background_bytes,omitempty"`
+	// Consumers is the number of group members in a group mode's run.
+	Consumers int `json:"consumers,omitempty"`
+	// Redelivered counts deliveries, in a group mode's run, of records
+	// already delivered in that run (a share record whose lock expired or
+	// that was released; a classic partition that moved before its
+	// commit); Records counts each record once.
+	Redelivered int64 `json:"redelivered,omitempty"`
+	// Settled is, for a group mode, how many records the group durably
+	// finished by the end of the run: the share-partition start offsets
+	// (share groups: every record before it acknowledged), or the
+	// committed offsets (classic group). A run where it falls short of the
+	// topic fails.
+	Settled int64 `json:"settled,omitempty"`
 	// Cleaner is what the target's log cleaner did during the run (with
 	// Config.WhileCleaning and a Target.MetricsURL; nil otherwise): the
 	// runs without the background writer show what was left to clean.
@@ -412,7 +432,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	// consume runs, with the reason, and the others go on.
 	consumeTopics := map[string]*prefilled{}
 	prefillErrs := map[string]string{}
-	if slices.ContainsFunc(cfg.Modes, isConsume) {
+	if slices.ContainsFunc(cfg.Modes, isIsolationConsume) {
 		for _, t := range targets {
 			cfg.Log("%s: prefilling %d MiB for the consume modes", t.Name, cfg.ConsumeBytes>>20)
 			topic := "exactly-bench-consume-" + targetID[t.Name]
@@ -427,6 +447,31 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 				continue
 			}
 			consumeTopics[t.Name] = p
+		}
+	}
+	// The share modes read one single-partition topic per target, the
+	// classic group one of cfg.Partitions partitions.
+	shareTopics, classicTopics := map[string]*plainTopic{}, map[string]*plainTopic{}
+	for _, want := range []struct {
+		modes      func(string) bool
+		kind       string
+		partitions int32
+		into       map[string]*plainTopic
+	}{
+		{func(m string) bool { return shareConsumers(m) > 0 }, "share", 1, shareTopics},
+		{func(m string) bool { return m == ClassicGroup }, "classic", cfg.Partitions, classicTopics},
+	} {
+		if !slices.ContainsFunc(cfg.Modes, want.modes) {
+			continue
+		}
+		for _, t := range targets {
+			cfg.Log("%s: prefilling %d MiB in %d partition(s) for the %s group mode(s)", t.Name, cfg.ConsumeBytes>>20, want.partitions, want.kind)
+			p, err := prefillPlain(ctx, cfg, t, "exactly-bench-"+want.kind+"-"+targetID[t.Name], want.partitions, value)
+			if err != nil {
+				return nil, fmt.Errorf("%s: prefilling the %s topic: %w", t.Name, want.kind, err)
+			}
+			want.into[t.Name] = p
+			defer deleteTopic(t, p.topic)
 		}
 	}
 
@@ -456,11 +501,18 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 				}
 				var res Result
 				cpu := startCPU(j.t)
-				if e := prefillErrs[j.t.Name]; isConsume(j.mode) && e != "" {
-					res = Result{Err: e}
-				} else if isConsume(j.mode) {
+				switch {
+				case shareConsumers(j.mode) > 0:
+					group := fmt.Sprintf("exactly-bench-%s-%s-%d", targetID[j.t.Name], j.mode, round)
+					res = groupConsumeRun(ctx, cfg, j.t, j.mode, group, shareTopics[j.t.Name])
+				case j.mode == ClassicGroup:
+					group := fmt.Sprintf("exactly-bench-%s-%s-%d", targetID[j.t.Name], j.mode, round)
+					res = groupConsumeRun(ctx, cfg, j.t, j.mode, group, classicTopics[j.t.Name])
+				case isIsolationConsume(j.mode) && prefillErrs[j.t.Name] != "":
+					res = Result{Err: prefillErrs[j.t.Name]}
+				case isConsume(j.mode):
 					res = consumeRun(ctx, cfg, j.t, j.mode, consumeTopics[j.t.Name])
-				} else {
+				default:
 					res = measuredProduceRun(ctx, cfg, j.t, j.mode, round, cleaning, targetID[j.t.Name], value)
 				}
 				cpu.stop(&res)
@@ -472,7 +524,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 				if res.Err != "" {
 					cfg.Log("round %d %s %s: %s", round+1, j.t.Name, label, res.Err)
 				} else {
-					cfg.Log("round %d %s %s: %.1f MB/s%s%s", round+1, j.t.Name, label, res.MBps, res.BrokerCPU.logString(), res.Cleaner.logString())
+					cfg.Log("round %d %s %s: %.1f MB/s%s%s%s", round+1, j.t.Name, label, res.MBps, res.BrokerCPU.logString(), res.Cleaner.logString(), res.redeliveredString())
 				}
 				rep.Results = append(rep.Results, res)
 			}
@@ -549,11 +601,21 @@ func settings(cfg Config) string {
 		s += fmt.Sprintf(", produce modes also while writing %.0f keyed records/s to a compacted topic (%d keys, %s B segments, min.cleanable.dirty.ratio=0.01)",
 			cfg.CleaningRate, cleaningKeys, cleaningSegmentBytes)
 	}
-	if slices.ContainsFunc(cfg.Modes, isConsume) {
+	if slices.ContainsFunc(cfg.Modes, isIsolationConsume) {
 		s += fmt.Sprintf(", consume modes read %d MiB", cfg.ConsumeBytes>>20)
 		if cfg.AbortEvery > 0 {
 			s += fmt.Sprintf(" (every %d. transaction aborted)", cfg.AbortEvery)
 		}
+	}
+	if slices.ContainsFunc(cfg.Modes, func(m string) bool { return shareConsumers(m) > 0 }) {
+		s += fmt.Sprintf(", share-N: N share consumers read %d MiB from 1 partition, ACCEPTing every record", cfg.ConsumeBytes>>20)
+	}
+	if slices.Contains(cfg.Modes, ClassicGroup) {
+		s += fmt.Sprintf(", classic-group: %d consumers of a classic group read %d MiB from %d partitions, committing after every poll",
+			cfg.Partitions, cfg.ConsumeBytes>>20, cfg.Partitions)
+	}
+	if slices.ContainsFunc(cfg.Modes, isGroupConsume) {
+		s += " (group modes: timed from the moment every consumer has its assignment)"
 	}
 	return s
 }
@@ -578,7 +640,8 @@ func (rep *Report) summarize(targets []Target, modes []string) {
 			}
 		}
 	}
-	for _, pair := range [][2]string{{Transactional, Idempotent}, {Transactional, IdempotentFlush}, {IdempotentFlush, Idempotent}, {ReadCommitted, ReadUncommitted}} {
+	for _, pair := range [][2]string{{Transactional, Idempotent}, {Transactional, IdempotentFlush}, {IdempotentFlush, Idempotent}, {ReadCommitted, ReadUncommitted},
+		{Share1, ClassicGroup}, {Share4, ClassicGroup}, {Share16, ClassicGroup}} {
 		for _, t := range targets {
 			var ratios []float64
 			for _, a := range rep.Results {
@@ -682,6 +745,12 @@ func median(v []float64) float64 {
 }
 
 func createTopic(ctx context.Context, cfg Config, t Target, topic string) error {
+	return createTopicWith(ctx, cfg, t, topic, cfg.Partitions)
+}
+
+// createTopicWith creates topic with the given partitions and the
+// configured topic configs.
+func createTopicWith(ctx context.Context, cfg Config, t Target, topic string, partitions int32) error {
 	cl, err := kgo.NewClient(t.clientOpts()...)
 	if err != nil {
 		return err
@@ -693,7 +762,7 @@ func createTopic(ctx context.Context, cfg Config, t Target, topic string) error 
 			configs[k] = &v
 		}
 	}
-	resp, err := kadm.NewClient(cl).CreateTopic(ctx, cfg.Partitions, cfg.ReplicationFactor, configs, topic)
+	resp, err := kadm.NewClient(cl).CreateTopic(ctx, partitions, cfg.ReplicationFactor, configs, topic)
 	if err != nil {
 		return err
 	}

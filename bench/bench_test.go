@@ -59,7 +59,7 @@ func TestRunEveryMode(t *testing.T) {
 			t.Errorf("%s ran in rounds %v, want both", m, rounds[m])
 		}
 	}
-	if len(rep.Summaries) != len(Modes) || len(rep.Comparisons) != 4 {
+	if len(rep.Summaries) != len(Modes) || len(rep.Comparisons) != 7 {
 		t.Fatalf("%d summaries and %d comparisons", len(rep.Summaries), len(rep.Comparisons))
 	}
 	var buf bytes.Buffer
@@ -394,4 +394,54 @@ func TestRunPrefillFailureFailsOnlyItsRows(t *testing.T) {
 	if !strings.Contains(buf.String(), "embedded  read-committed  failed") {
 		t.Errorf("the table does not show the failed row:\n%s", buf.String())
 	}
+}
+
+// TestGroupModesConsumeEveryRecordOnce: the share modes (1, 4 and 16
+// consumers on one partition) and the classic group hand out every
+// prefilled record exactly once per run, the groups finish every record
+// durably (the share-partition start offset, the committed offsets, at
+// the end), and the report compares each share mode with the classic
+// group.
+func TestGroupModesConsumeEveryRecordOnce(t *testing.T) {
+	br := exactly.NewTestBroker(t, exactly.Options{DataDir: t.TempDir()})
+	cfg := smallConfig(br.Addr())
+	cfg.Modes = []string{Share1, Share4, Share16, ClassicGroup}
+	rep, err := Run(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	if err := rep.WriteText(&buf); err != nil {
+		t.Fatal(err)
+	}
+	if rep.Failed() {
+		t.Fatalf("a run failed:\n%s", buf.String())
+	}
+	want := cfg.ConsumeBytes / 1024 // smallConfig's records are 1 KiB
+	runs := map[string]int{}
+	for _, r := range rep.Results {
+		runs[r.Mode]++
+		consumers := shareConsumers(r.Mode)
+		if r.Mode == ClassicGroup {
+			consumers = int(cfg.Partitions)
+		}
+		if r.Records != want || r.Settled != want || r.Redelivered != 0 || r.Consumers != consumers {
+			t.Errorf("%s round %d: %d records delivered, %d redelivered, %d settled by %d consumers; want each of %d once, all settled, by %d",
+				r.Mode, r.Round, r.Records, r.Redelivered, r.Settled, r.Consumers, want, consumers)
+		}
+		if r.MBps <= 0 || r.Bytes != want*1024 {
+			t.Errorf("%s round %d measured %v MB/s over %d bytes", r.Mode, r.Round, r.MBps, r.Bytes)
+		}
+	}
+	for _, m := range cfg.Modes {
+		if runs[m] != cfg.Rounds {
+			t.Errorf("%s ran %d times, want %d", m, runs[m], cfg.Rounds)
+		}
+	}
+	for _, want := range []string{"share-1 vs classic-group", "share-4 vs classic-group", "share-16 vs classic-group", "embedded  share-16"} {
+		if !strings.Contains(buf.String(), want) {
+			t.Errorf("report lacks %q:\n%s", want, buf.String())
+		}
+	}
+	t.Logf("\n%s", buf.String())
 }

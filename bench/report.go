@@ -58,7 +58,22 @@ func (rep *Report) WriteText(w io.Writer) error {
 	if len(failed) > 0 {
 		fmt.Fprintf(w, "\nfailed runs:\n%s\n", strings.Join(failed, "\n"))
 	}
-	fmt.Fprintln(w, "\nLatency is from Produce to the acknowledgement of the record's batch (not to the commit), including time queued in the client's buffer.")
+	var again []string
+	for _, r := range rep.Results {
+		if r.Redelivered > 0 {
+			again = append(again, fmt.Sprintf("  round %d %s %s: %d extra deliveries of its %d records", r.Round+1, r.Target, r.Mode, r.Redelivered, r.Records))
+		}
+	}
+	if len(again) > 0 {
+		fmt.Fprintf(w, "\nredeliveries (counted once in the throughput):\n%s\n", strings.Join(again, "\n"))
+	}
+	produced := false
+	for _, s := range rep.Summaries {
+		produced = produced || !isConsume(s.Mode)
+	}
+	if produced {
+		fmt.Fprintln(w, "\nLatency is from Produce to the acknowledgement of the record's batch (not to the commit), including time queued in the client's buffer.")
+	}
 	fmt.Fprintln(w, "CPU s/GB: CPU seconds (user+system) of the broker process and of this client per 10^9 bytes of values produced or read, over the whole run; - where the broker's process is not known (a --bootstrap target).")
 	return nil
 }
@@ -80,6 +95,15 @@ func (c Comparison) cleanerString() string {
 	}
 	return s + fmt.Sprintf(", the cleaner read %.1f MB and rewrote %.1f MB in %d passes (%.1f MB rewritten in the runs alone)",
 		float64(c.Cleaner.BytesRead)/1e6, float64(c.Cleaner.BytesWritten)/1e6, c.Cleaner.Runs, float64(c.CleanerQuiet.BytesWritten)/1e6)
+}
+
+// redeliveredString is a progress line's note of records a group mode's
+// consumers got more than once.
+func (r Result) redeliveredString() string {
+	if r.Redelivered == 0 {
+		return ""
+	}
+	return fmt.Sprintf(", %d records redelivered", r.Redelivered)
 }
 
 // logString is a progress line's note of what the cleaner did in a run.

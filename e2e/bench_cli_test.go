@@ -91,3 +91,53 @@ func TestBenchCommandKFakeReport(t *testing.T) {
 		t.Errorf("the chart is not a PNG: %v", err)
 	}
 }
+
+// `exactly bench` with the group modes: every share mode and the classic
+// group read every record of the prefilled topics exactly once, the
+// groups finish them all durably, and the report compares each share mode
+// with the classic group.
+func TestBenchCommandShareModes(t *testing.T) {
+	cmd := exec.Command(exactlyBinary(t), "bench", "--json", "-q", "--modes", "share-1,share-4,share-16,classic-group",
+		"--rounds", "1", "--consume-mib", "2", "--partitions", "3")
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("%v\nstdout:\n%s\nstderr:\n%s", err, stdout.Bytes(), stderr.Bytes())
+	}
+	var rep struct {
+		Results []struct {
+			Mode        string `json:"mode"`
+			Records     int64  `json:"records"`
+			Redelivered int64  `json:"redelivered"`
+			Settled     int64  `json:"settled"`
+			Consumers   int    `json:"consumers"`
+			Err         string `json:"error"`
+		} `json:"results"`
+		Comparisons []struct {
+			Mode, Against string
+		} `json:"comparisons"`
+	}
+	if err := json.Unmarshal(stdout.Bytes(), &rep); err != nil {
+		t.Fatalf("not JSON: %v\n%s", err, stdout.Bytes())
+	}
+	consumers := map[string]int{"share-1": 1, "share-4": 4, "share-16": 16, "classic-group": 3}
+	const records = 2 << 10 // 2 MiB of 1 KiB values
+	for _, r := range rep.Results {
+		if r.Err != "" || r.Records != records || r.Settled != records || r.Redelivered != 0 || r.Consumers != consumers[r.Mode] {
+			t.Errorf("%+v: want %d records each delivered once and settled, by %d consumers", r, records, consumers[r.Mode])
+		}
+		delete(consumers, r.Mode)
+	}
+	if len(consumers) != 0 {
+		t.Errorf("modes without a result: %v", consumers)
+	}
+	against := map[string]string{}
+	for _, c := range rep.Comparisons {
+		against[c.Mode] = c.Against
+	}
+	for _, m := range []string{"share-1", "share-4", "share-16"} {
+		if against[m] != "classic-group" {
+			t.Errorf("no %s vs classic-group comparison: %+v", m, rep.Comparisons)
+		}
+	}
+}

@@ -119,11 +119,13 @@ func (b *Broker) startGroups() error {
 		return err
 	}
 	if b.cfg.Registry != nil {
-		if err := b.cfg.Registry.Register(&groupCollector{b: b}); err != nil {
-			var are prometheus.AlreadyRegisteredError
-			if !errors.As(err, &are) {
-				coord.Close()
-				return err
+		for _, c := range []prometheus.Collector{&groupCollector{b: b}, &shareCollector{b: b}} {
+			if err := b.cfg.Registry.Register(c); err != nil {
+				var are prometheus.AlreadyRegisteredError
+				if !errors.As(err, &are) {
+					b.stopGroups()
+					return err
+				}
 			}
 		}
 	}

@@ -20,6 +20,7 @@ import (
 	"github.com/exactly/exactly/internal/partition"
 	"github.com/exactly/exactly/internal/server"
 	"github.com/exactly/exactly/internal/share"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
@@ -234,3 +235,58 @@ func (b *Broker) describeGroupConfigs(name string, names []string) []kmsg.Descri
 // shareReply answers from the connection's writer (long polls and fsync
 // waits never block Handle).
 func shareReply(fn func() kmsg.Response) server.Reply { return server.Reply{Wait: fn} }
+
+// Share-group metrics. The counters follow Kafka's share-group-metrics
+// (record-acknowledgement by ack-type) and SharePartitionMetrics
+// (acquisition lock timeouts), summed over the broker's share partitions;
+// the in-flight gauge is per group (at most group.share.max.groups).
+var (
+	descShareAcquired = prometheus.NewDesc("kafka_server_share_group_metrics_records_acquired_total",
+		"Records handed out by ShareFetch, every delivery counted.", nil, nil)
+	descShareRedelivered = prometheus.NewDesc("kafka_server_share_group_metrics_records_redelivered_total",
+		"Records handed out again (delivery count above 1): released, or their acquisition lock expired, or their member left.", nil, nil)
+	descShareAcks = prometheus.NewDesc("kafka_server_share_group_metrics_record_acknowledgement_total",
+		"Records acknowledged, per acknowledgement type (accept, release, reject, renew).", []string{"ack_type"}, nil)
+	descShareLockTimeouts = prometheus.NewDesc("kafka_server_share_group_metrics_acquisition_lock_timeout_total",
+		"Acquisitions whose lock expired before an acknowledgement (the record was made available again, or archived at the limit).", nil, nil)
+	descShareArchived = prometheus.NewDesc("kafka_server_share_group_metrics_records_archived_total",
+		"Records archived at group.share.delivery.count.limit (released or expired after their last allowed delivery); rejected records are counted as acknowledgements.", nil, nil)
+	descShareInFlight = prometheus.NewDesc("kafka_sharegroup_in_flight_records",
+		"A share group's records between share-partition start and end offsets, per state (available, acquired, acknowledged, archived).",
+		[]string{"sharegroup", "state"}, nil)
+)
+
+// shareCollector reports the share coordinator's counters and in-flight
+// records at scrape time.
+type shareCollector struct{ b *Broker }
+
+// Describe implements prometheus.Collector.
+func (c *shareCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descShareAcquired, descShareRedelivered, descShareAcks, descShareLockTimeouts, descShareArchived, descShareInFlight} {
+		ch <- d
+	}
+}
+
+// Collect implements prometheus.Collector.
+func (c *shareCollector) Collect(ch chan<- prometheus.Metric) {
+	if c.b.share == nil {
+		return
+	}
+	st, groups := c.b.share.Metrics()
+	counter := func(d *prometheus.Desc, v int64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
+	}
+	counter(descShareAcquired, st.Acquired)
+	counter(descShareRedelivered, st.Redelivered)
+	counter(descShareAcks, st.Accepted, "accept")
+	counter(descShareAcks, st.Released, "release")
+	counter(descShareAcks, st.Rejected, "reject")
+	counter(descShareAcks, st.Renewed, "renew")
+	counter(descShareLockTimeouts, st.LockExpired)
+	counter(descShareArchived, st.Archived)
+	for _, g := range groups {
+		for state, n := range map[string]int{"available": g.Available, "acquired": g.Acquired, "acknowledged": g.Acknowledged, "archived": g.Archived} {
+			ch <- prometheus.MustNewConstMetric(descShareInFlight, prometheus.GaugeValue, float64(n), g.Group, state)
+		}
+	}
+}

@@ -64,6 +64,19 @@ latency:
   read-uncommitted  read a prefilled transactional topic to its end (every
                     --abort-every-th transaction aborted)
   read-committed    the same topic with isolation_level=read_committed
+  share-1, share-4, share-16
+                    1, 4 or 16 consumers of a share group (KIP-932) read a
+                    prefilled 1-partition topic to its end, ACCEPTing every
+                    record
+  classic-group     one consumer per partition (--partitions of them) in a
+                    classic consumer group read a prefilled topic to its
+                    end, committing after every poll
+
+The group modes use a fresh group per run (deleted afterwards) and start
+the clock once every consumer has its assignment; a run fails unless every
+record was delivered and the group finished it durably (the share-partition
+start offset, or the committed offsets, at the end). Records delivered twice
+are counted once and listed under the table.
 
 Each round runs every mode on every target once, in a rotating order, so a
 drift in the machine does not favour one mode. The cost of exactly-once is
@@ -71,7 +84,9 @@ printed as comparisons, each the median of the per-round ratios:
 transactional vs idempotent (the whole cost on the produce path), split into
 idempotent-flush vs idempotent (the client draining its pipeline at every
 commit) and transactional vs idempotent-flush (the transaction itself), and
-read-committed vs read-uncommitted.
+read-committed vs read-uncommitted. Each share mode is compared with the
+classic group: what reading one partition with N share consumers costs
+against spreading the records over partitions.
 
 With no --bootstrap, an exactly broker is started on a temporary directory
 (a separate process, on the real disk). --bootstrap may be repeated, as
@@ -128,6 +143,7 @@ record, and at the default the client's collections showed up as broker
 throughput).`,
 		Example: `  exactly bench
   exactly bench --modes idempotent,transactional --rounds 5
+  exactly bench --modes share-1,share-4,share-16,classic-group --consume-mib 128
   exactly bench --managed --bootstrap kafka=10.0.0.5:9092 --replication-factor 3
   exactly bench --bootstrap plaintext=127.0.0.1:9092 --bootstrap sasl_ssl=127.0.0.1:9093 \
     --target-config sasl_ssl=client.properties
@@ -167,7 +183,7 @@ throughput).`,
 	fl.DurationVar(&f.linger, "linger", time.Millisecond, "producer linger")
 	fl.IntVar(&f.buffered, "max-buffered-records", 1<<16, "records each producer may buffer")
 	fl.Float64Var(&f.rate, "rate", 0, "records per second per producer (0: as fast as possible)")
-	fl.Int64Var(&f.consumeMiB, "consume-mib", 512, "MiB of values in the topic the consume modes read")
+	fl.Int64Var(&f.consumeMiB, "consume-mib", 512, "MiB of values in each topic the consume and group modes read")
 	fl.IntVar(&f.abortEvery, "abort-every", 10, "abort every n-th transaction of the consume topic (0: none)")
 	fl.StringVar(&f.dir, "dir", "", "data directory for the managed broker (default: temporary, removed)")
 	fl.BoolVar(&f.asJSON, "json", false, "print the report as JSON")

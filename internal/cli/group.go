@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/twmb/franz-go/pkg/kadm"
@@ -313,19 +314,44 @@ type resetSpec struct {
 	toOffsetSet      bool
 	shiftBy          int64
 	shiftBySet       bool
+	toDatetime       string
+	at               time.Time // toDatetime, parsed by validate
 }
 
-func (s resetSpec) validate() error {
+func (s *resetSpec) validate() error {
 	n := 0
-	for _, b := range []bool{s.earliest, s.latest, s.toOffsetSet, s.shiftBySet} {
+	for _, b := range []bool{s.earliest, s.latest, s.toOffsetSet, s.shiftBySet, s.toDatetime != ""} {
 		if b {
 			n++
 		}
 	}
 	if n != 1 {
-		return errors.New("give exactly one of --to-earliest, --to-latest, --to-offset, --shift-by")
+		return errors.New("give exactly one of --to-earliest, --to-latest, --to-offset, --shift-by, --to-datetime")
+	}
+	if s.toDatetime != "" {
+		at, err := parseResetTime(s.toDatetime)
+		if err != nil {
+			return err
+		}
+		s.at = at
 	}
 	return nil
+}
+
+// parseResetTime reads --to-datetime: RFC 3339, or Kafka's
+// YYYY-MM-DDTHH:mm:SS[.sss] (local time) with an optional zone.
+func parseResetTime(v string) (time.Time, error) {
+	for _, layout := range []string{time.RFC3339Nano, "2006-01-02T15:04:05.000Z0700", "2006-01-02T15:04:05Z0700"} {
+		if t, err := time.Parse(layout, v); err == nil {
+			return t, nil
+		}
+	}
+	for _, layout := range []string{"2006-01-02T15:04:05.000", "2006-01-02T15:04:05"} {
+		if t, err := time.ParseInLocation(layout, v, time.Local); err == nil {
+			return t, nil
+		}
+	}
+	return time.Time{}, fmt.Errorf("--to-datetime %q: want YYYY-MM-DDTHH:mm:SS[.sss] with an optional zone (Z, +01:00), e.g. 2026-12-05T09:30:00Z", v)
 }
 
 func groupResetCommand(f *adminFlags) *cobra.Command {
@@ -334,15 +360,24 @@ func groupResetCommand(f *adminFlags) *cobra.Command {
 		topics        []string
 		allTopics     bool
 		execute, dryR bool
+		shareGroup    bool
 		spec          resetSpec
 	)
 	cmd := &cobra.Command{
-		Use:   "reset-offsets --group GROUP (--topic TOPIC[:P,P...] | --all-topics) (--to-earliest | --to-latest | --to-offset N | --shift-by N) [--execute]",
-		Short: "Reset a group's committed offsets (a dry run unless --execute)",
+		Use:   "reset-offsets --group GROUP (--topic TOPIC[:P,P...] | --all-topics) (--to-earliest | --to-latest | --to-offset N | --shift-by N | --to-datetime T) [--execute]",
+		Short: "Reset a group's committed offsets, or a share group's start offsets (a dry run unless --execute)",
 		Long: `Reset the committed offsets of an inactive group (no members) for the given
 topics, or for every topic it has offsets for with --all-topics. A topic may be
 narrowed to some partitions with TOPIC:0,2. Offsets outside a partition's log
-are clamped to its start or end. Without --execute only the plan is printed.`,
+are clamped to its start or end. Without --execute only the plan is printed.
+
+For a share group (KIP-932; found by name, or named with --share, which also
+resets a share group that does not exist yet) the share-partition start
+offset is set instead (AlterShareGroupOffsets): every record from it on is
+delivered again, and the in-flight state of each partition reset is dropped.
+The group must have no members (Kafka's rule; the broker answers
+NON_EMPTY_GROUP otherwise); --all-topics means every partition the share
+group has state for, and --shift-by moves the current start offset.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			spec.toOffsetSet = cmd.Flags().Changed("to-offset")
@@ -372,22 +407,39 @@ are clamped to its start or end. Without --execute only the plan is printed.`,
 				}
 			}
 			return f.withAdmin(cmd, func(ctx context.Context, _ *kgo.Client, adm *kadm.Client) error {
-				plan, err := planReset(ctx, adm, group, wanted, allTopics, spec)
+				if !shareGroup {
+					listed, err := adm.ListGroupsByType(ctx, []string{"share"})
+					if err != nil {
+						return requestError("listing share groups", f.bootstrap, err)
+					}
+					_, shareGroup = listed[group]
+				}
+				plan := planReset
+				if shareGroup {
+					plan = planShareReset
+				}
+				offsets, err := plan(ctx, adm, group, wanted, allTopics, spec)
 				if err != nil {
 					return err
 				}
 				out := cmd.OutOrStdout()
 				tw := tabwriter.NewWriter(out, 0, 8, 2, ' ', 0)
 				fmt.Fprintln(tw, "GROUP\tTOPIC\tPARTITION\tNEW-OFFSET")
-				for _, o := range plan.Sorted() {
+				for _, o := range offsets.Sorted() {
 					fmt.Fprintf(tw, "%s\t%s\t%d\t%d\n", group, o.Topic, o.Partition, o.At)
 				}
 				tw.Flush()
-				if !execute {
+				switch {
+				case !execute && shareGroup:
+					fmt.Fprintln(out, "\nDry run: nothing changed (add --execute to set these share-partition start offsets).")
+					return nil
+				case !execute:
 					fmt.Fprintln(out, "\nDry run: nothing changed (add --execute to commit these offsets).")
 					return nil
+				case shareGroup:
+					return executeShareReset(ctx, out, adm, group, offsets, f.bootstrap)
 				}
-				resps, err := adm.CommitOffsets(ctx, group, plan)
+				resps, err := adm.CommitOffsets(ctx, group, offsets)
 				if err != nil {
 					return requestError("committing offsets", f.bootstrap, err)
 				}
@@ -397,22 +449,50 @@ are clamped to its start or end. Without --execute only the plan is printed.`,
 					}
 					return fmt.Errorf("committing offsets for group %q: %w", group, err)
 				}
-				fmt.Fprintf(out, "Committed %d offsets for group %s.\n", len(plan.Sorted()), group)
+				fmt.Fprintf(out, "Committed %d offsets for group %s.\n", len(offsets.Sorted()), group)
 				return nil
 			})
 		},
 	}
 	fl := cmd.Flags()
-	fl.StringVar(&group, "group", "", "the consumer group")
+	fl.StringVar(&group, "group", "", "the consumer or share group")
 	fl.StringArrayVar(&topics, "topic", nil, "topic to reset, optionally TOPIC:P,P,... for some partitions (repeatable)")
-	fl.BoolVar(&allTopics, "all-topics", false, "every topic the group has committed offsets for")
+	fl.BoolVar(&allTopics, "all-topics", false, "every topic the group has committed offsets (share group: state) for")
 	fl.BoolVar(&spec.earliest, "to-earliest", false, "reset to each partition's log start offset")
 	fl.BoolVar(&spec.latest, "to-latest", false, "reset to each partition's log end offset")
 	fl.Int64Var(&spec.toOffset, "to-offset", 0, "reset to this offset (clamped to the log)")
-	fl.Int64Var(&spec.shiftBy, "shift-by", 0, "move the committed offset by N (negative: back), clamped to the log")
+	fl.Int64Var(&spec.shiftBy, "shift-by", 0, "move the committed (share group: start) offset by N (negative: back), clamped to the log")
+	fl.StringVar(&spec.toDatetime, "to-datetime", "", "reset to the first record at or after this time (YYYY-MM-DDTHH:mm:SS[.sss], optional zone); the log end if none")
+	fl.BoolVar(&shareGroup, "share", false, "treat GROUP as a share group even if it does not exist yet")
 	fl.BoolVar(&execute, "execute", false, "commit the new offsets (default: only print them)")
 	fl.BoolVar(&dryR, "dry-run", false, "only print the new offsets (the default)")
 	return cmd
+}
+
+// executeShareReset sets the planned share-partition start offsets.
+func executeShareReset(ctx context.Context, out io.Writer, adm *kadm.Client, group string, plan kadm.Offsets, bootstrap string) error {
+	resps, err := adm.AlterShareGroupOffsets(ctx, group, plan)
+	switch {
+	case errors.Is(err, kerr.NonEmptyGroup):
+		return fmt.Errorf("share group %q has members again (the broker answered NON_EMPTY_GROUP); nothing was reset: stop its consumers first", group)
+	case err != nil:
+		return requestError("setting share-partition start offsets", bootstrap, err)
+	}
+	var failed []string
+	for _, o := range plan.Sorted() {
+		err, ok := resps.Lookup(o.Topic, o.Partition)
+		switch {
+		case !ok:
+			failed = append(failed, fmt.Sprintf("%s/%d: no answer", o.Topic, o.Partition))
+		case err != nil:
+			failed = append(failed, fmt.Sprintf("%s/%d: %v", o.Topic, o.Partition, err))
+		}
+	}
+	if len(failed) > 0 {
+		return fmt.Errorf("resetting share group %q: %s", group, strings.Join(failed, "; "))
+	}
+	fmt.Fprintf(out, "Set %d share-partition start offsets for share group %s.\n", len(plan.Sorted()), group)
+	return nil
 }
 
 // parseTopicPartitions parses TOPIC or TOPIC:P,P,... (nil partitions: all).
@@ -452,9 +532,6 @@ func planReset(ctx context.Context, adm *kadm.Client, group string, wanted map[s
 	if allTopics {
 		committed.Each(func(o kadm.OffsetResponse) {
 			if o.Err == nil && o.At >= 0 {
-				if _, ok := wanted[o.Topic]; !ok {
-					wanted[o.Topic] = []int32{}
-				}
 				wanted[o.Topic] = append(wanted[o.Topic], o.Partition)
 			}
 		})
@@ -462,6 +539,60 @@ func planReset(ctx context.Context, adm *kadm.Client, group string, wanted map[s
 			return nil, fmt.Errorf("group %q has no committed offsets to reset", group)
 		}
 	}
+	return planOffsets(ctx, adm, wanted, spec, func(t string, p int32) (int64, error) {
+		c, ok := committed.Lookup(t, p)
+		if !ok || c.At < 0 {
+			return 0, fmt.Errorf("cannot shift %s/%d: the group has no committed offset there", t, p)
+		}
+		return c.At, nil
+	})
+}
+
+// planShareReset computes new share-partition start offsets, refusing
+// while the share group has members (the broker would too: only an
+// empty share group's offsets may be altered).
+func planShareReset(ctx context.Context, adm *kadm.Client, group string, wanted map[string][]int32, allTopics bool, spec resetSpec) (kadm.Offsets, error) {
+	described, err := adm.DescribeShareGroups(ctx, group)
+	if err != nil {
+		return nil, fmt.Errorf("describing share group %q: %w", group, err)
+	}
+	if g, ok := described[group]; ok && g.Err == nil && len(g.Members) > 0 {
+		return nil, fmt.Errorf("share group %q has %d members (state %s): offsets can only be reset while it is empty; stop its consumers first",
+			group, len(g.Members), g.GroupState)
+	}
+	current, err := adm.DescribeShareGroupOffsets(ctx, group)
+	if err == nil {
+		err = current[group].Err
+	}
+	if err != nil && !errors.Is(err, kerr.GroupIDNotFound) {
+		return nil, fmt.Errorf("describing the start offsets of share group %q: %w", group, err)
+	}
+	spso := current[group].Offsets
+	if allTopics {
+		for t, ps := range spso {
+			for p, o := range ps {
+				if o.Err == nil && o.StartOffset >= 0 {
+					wanted[t] = append(wanted[t], p)
+				}
+			}
+		}
+		if len(wanted) == 0 {
+			return nil, fmt.Errorf("share group %q has no share-partition state to reset", group)
+		}
+	}
+	return planOffsets(ctx, adm, wanted, spec, func(t string, p int32) (int64, error) {
+		o, ok := spso.Lookup(t, p)
+		if !ok || o.Err != nil || o.StartOffset < 0 {
+			return 0, fmt.Errorf("cannot shift %s/%d: the share group has no start offset there", t, p)
+		}
+		return o.StartOffset, nil
+	})
+}
+
+// planOffsets computes the new offset of every wanted partition (a nil
+// list: all of the topic's), clamped to the log; current is the group's
+// position, for --shift-by.
+func planOffsets(ctx context.Context, adm *kadm.Client, wanted map[string][]int32, spec resetSpec, current func(string, int32) (int64, error)) (kadm.Offsets, error) {
 	names := make([]string, 0, len(wanted))
 	for t := range wanted {
 		names = append(names, t)
@@ -474,6 +605,12 @@ func planReset(ctx context.Context, adm *kadm.Client, group string, wanted map[s
 	ends, err := adm.ListEndOffsets(ctx, names...)
 	if err != nil {
 		return nil, fmt.Errorf("listing end offsets: %w", err)
+	}
+	var byTime kadm.ListedOffsets
+	if spec.toDatetime != "" {
+		if byTime, err = adm.ListOffsetsAfterMilli(ctx, spec.at.UnixMilli(), names...); err != nil {
+			return nil, fmt.Errorf("listing offsets by time: %w", err)
+		}
 	}
 	var plan kadm.Offsets
 	for _, t := range names {
@@ -505,11 +642,20 @@ func planReset(ctx context.Context, adm *kadm.Client, group string, wanted map[s
 			case spec.toOffsetSet:
 				at = spec.toOffset
 			case spec.shiftBySet:
-				c, ok := committed.Lookup(t, p)
-				if !ok || c.At < 0 {
-					return nil, fmt.Errorf("cannot shift %s/%d: the group has no committed offset there", t, p)
+				c, err := current(t, p)
+				if err != nil {
+					return nil, err
 				}
-				at = c.At + spec.shiftBy
+				at = c + spec.shiftBy
+			case spec.toDatetime != "":
+				o, ok := byTime.Lookup(t, p)
+				if !ok || o.Err != nil {
+					return nil, fmt.Errorf("listing the offset of %s/%d at %s: %v", t, p, spec.toDatetime, o.Err)
+				}
+				at = o.Offset
+				if at < 0 { // no record at or after the time
+					at = e.Offset
+				}
 			}
 			at = min(max(at, s.Offset), e.Offset)
 			plan.Add(kadm.Offset{Topic: t, Partition: p, At: at, LeaderEpoch: -1})

@@ -3,6 +3,8 @@ package cli
 import (
 	"bytes"
 	"context"
+	"errors"
+	"fmt"
 	"regexp"
 	"strings"
 	"testing"
@@ -245,5 +247,166 @@ func TestGroupShareCommands(t *testing.T) {
 	// group (which has none).
 	if out := mustGroupCLI(t, "group", "describe", "--all-groups", "-b", addr); !strings.Contains(out, "classic-g") || strings.Contains(out, "share-g") {
 		t.Fatalf("group describe --all-groups:\n%s", out)
+	}
+}
+
+// shareConsume reads n records of topic with a share consumer of group,
+// ACCEPTing each and waiting until the acknowledgements are answered; it
+// returns the client (still a member) and the offsets it got, in order.
+func shareConsume(t *testing.T, addr, group, topic string, n int) (*kgo.Client, []int64) {
+	t.Helper()
+	ackErrs := make(chan error, 100)
+	cl, err := kgo.NewClient(kgo.SeedBrokers(addr), kgo.ShareGroup(group), kgo.ConsumeTopics(topic),
+		kgo.ShareAckCallback(func(_ *kgo.Client, rs kgo.ShareAckResults) {
+			if err := rs.Error(); err != nil {
+				ackErrs <- err
+			}
+		}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cl.Close)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	var offsets []int64
+	for len(offsets) < n {
+		fs := cl.PollFetches(ctx)
+		if ctx.Err() != nil {
+			t.Fatalf("share consumer got %d of %d records", len(offsets), n)
+		}
+		if err := fs.Err(); err != nil {
+			t.Fatal(err)
+		}
+		fs.EachRecord(func(r *kgo.Record) { offsets = append(offsets, r.Offset) })
+		cl.MarkAcks(kgo.AckAccept)
+	}
+	if err := cl.FlushAcks(ctx); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-ackErrs:
+		t.Fatalf("acknowledgement refused: %v", err)
+	default:
+	}
+	return cl, offsets
+}
+
+// startOffset is a share group's share-partition start offset of topic's
+// partition 0 (-1: none).
+func startOffset(t *testing.T, adm *kadm.Client, group, topic string) int64 {
+	t.Helper()
+	d, err := adm.DescribeShareGroupOffsets(context.Background(), group)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o, ok := d[group].Offsets.Lookup(topic, 0)
+	if !ok {
+		return -1
+	}
+	return o.StartOffset
+}
+
+// TestGroupResetShareOffsets: reset-offsets on a share group sets the
+// share-partition start offset: a share consumer that accepted everything
+// gets every record again after --to-earliest. It refuses while the group
+// has members, as the broker does (NON_EMPTY_GROUP).
+func TestGroupResetShareOffsets(t *testing.T) {
+	b := exactly.NewTestBroker(t, exactly.Options{})
+	addr := b.Addr()
+	mustGroupCLI(t, "topic", "create", "tasks", "-b", addr, "--partitions", "1", "--replication-factor", "1")
+	cl, err := kgo.NewClient(kgo.SeedBrokers(addr), kgo.DefaultProduceTopic("tasks"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	// Five records an hour old, five from now: --to-datetime lands between.
+	old, now := time.Now().Add(-time.Hour), time.Now()
+	for i := range 10 {
+		ts := old
+		if i >= 5 {
+			ts = now
+		}
+		if err := cl.ProduceSync(ctx, &kgo.Record{Value: []byte{byte('a' + i)}, Timestamp: ts}).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// The share group does not exist yet: --share creates its state.
+	out := mustGroupCLI(t, "group", "reset-offsets", "-b", addr, "--share", "--group", "workers", "--topic", "tasks", "--to-earliest", "--execute")
+	if !strings.Contains(out, "Set 1 share-partition start offsets for share group workers.") || startOffset(t, adm, "workers", "tasks") != 0 {
+		t.Fatalf("creating the share group at the earliest offset:\n%s", out)
+	}
+	first, got := shareConsume(t, addr, "workers", "tasks", 10)
+	if fmt.Sprint(got) != "[0 1 2 3 4 5 6 7 8 9]" {
+		t.Fatalf("first consumer got offsets %v", got)
+	}
+	if so := startOffset(t, adm, "workers", "tasks"); so != 10 {
+		t.Fatalf("start offset %d after every record was accepted, want 10", so)
+	}
+
+	// While the consumer is a member, both the command and the broker
+	// refuse.
+	r := groupCLI(t, "group", "reset-offsets", "-b", addr, "--group", "workers", "--topic", "tasks", "--to-earliest", "--execute")
+	if r.err == nil || !strings.Contains(r.err.Error(), "has 1 members") {
+		t.Fatalf("reset of a share group with a member: %v\n%s", r.err, r.stdout)
+	}
+	if _, err := adm.AlterShareGroupOffsets(ctx, "workers", kadm.Offsets{"tasks": {0: {Topic: "tasks", At: 0}}}); !errors.Is(err, kerr.NonEmptyGroup) {
+		t.Fatalf("AlterShareGroupOffsets with a member: %v, want NON_EMPTY_GROUP", err)
+	}
+	waitEmpty := func() {
+		for {
+			d, err := adm.DescribeShareGroups(ctx, "workers")
+			if err == nil && len(d["workers"].Members) == 0 {
+				return
+			}
+			if ctx.Err() != nil {
+				t.Fatal("the closed consumer is still a member")
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	first.Close()
+	waitEmpty()
+
+	// A dry run changes nothing; the reset finds the share group by name.
+	out = mustGroupCLI(t, "group", "reset-offsets", "-b", addr, "--group", "workers", "--topic", "tasks", "--to-earliest")
+	if rs := rows(out); !strings.Contains(out, "Dry run") || len(rs) < 2 || strings.Join(rs[1], " ") != "workers tasks 0 0" {
+		t.Fatalf("dry run:\n%s", out)
+	}
+	if so := startOffset(t, adm, "workers", "tasks"); so != 10 {
+		t.Fatalf("start offset %d after a dry run, want 10", so)
+	}
+	mustGroupCLI(t, "group", "reset-offsets", "-b", addr, "--group", "workers", "--topic", "tasks", "--to-earliest", "--execute")
+	if so := startOffset(t, adm, "workers", "tasks"); so != 0 {
+		t.Fatalf("start offset %d after --to-earliest, want 0", so)
+	}
+	second, got := shareConsume(t, addr, "workers", "tasks", 10)
+	if fmt.Sprint(got) != "[0 1 2 3 4 5 6 7 8 9]" {
+		t.Fatalf("after --to-earliest the consumer got offsets %v, want every record again", got)
+	}
+	second.Close()
+	waitEmpty()
+
+	for _, c := range []struct {
+		args []string
+		want int64
+	}{
+		{[]string{"--topic", "tasks", "--to-datetime", now.Add(-time.Minute).UTC().Format(time.RFC3339)}, 5},
+		{[]string{"--topic", "tasks:0", "--shift-by", "-2"}, 3},
+		{[]string{"--all-topics", "--to-offset", "100"}, 10},
+		{[]string{"--all-topics", "--to-offset", "4"}, 4},
+		{[]string{"--topic", "tasks", "--to-latest"}, 10},
+	} {
+		args := append([]string{"group", "reset-offsets", "-b", addr, "--group", "workers", "--execute"}, c.args...)
+		mustGroupCLI(t, args...)
+		if so := startOffset(t, adm, "workers", "tasks"); so != c.want {
+			t.Fatalf("%v: start offset %d, want %d", c.args, so, c.want)
+		}
+	}
+	if r := groupCLI(t, "group", "reset-offsets", "-b", addr, "--group", "workers", "--topic", "tasks", "--to-datetime", "yesterday"); r.err == nil {
+		t.Fatal("an unparsable --to-datetime was accepted")
 	}
 }

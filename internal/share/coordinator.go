@@ -76,12 +76,18 @@ type Coordinator struct {
 	configs  map[string]map[string]string // group → share.* overrides
 	parts    map[partitionKey]*Partition
 	sessions map[sessionKey]*session
+	// fetching holds the share partitions a fetch is acquiring from, each
+	// with a channel closed when it is done (acquireOne).
+	fetching map[partitionKey]chan struct{}
 	failed   error
 	// avail is closed (and replaced) whenever records become Available
 	// by release or expiry, waking long polls.
 	avail chan struct{}
 	// sinceSnapshot counts records appended since the last snapshot.
 	sinceSnapshot int
+	// collected are the events of partitions collected so far (Metrics,
+	// dropPartLocked): the counters' values less what partitions hold.
+	collected events
 
 	// compactMu serializes snapshots; never taken inside mu.
 	compactMu sync.Mutex
@@ -101,6 +107,7 @@ func Start(opts Options) (*Coordinator, error) {
 		configs:  map[string]map[string]string{},
 		parts:    map[partitionKey]*Partition{},
 		sessions: map[sessionKey]*session{},
+		fetching: map[partitionKey]chan struct{}{},
 		avail:    make(chan struct{}),
 		quit:     make(chan struct{}),
 		done:     make(chan struct{}),
@@ -233,7 +240,7 @@ func (c *Coordinator) dropDeletedTopicsLocked() int64 {
 	dirty := map[partitionKey]bool{}
 	for k := range c.parts {
 		if _, ok := c.opts.Topics.TopicByID(k.TopicID); !ok {
-			delete(c.parts, k)
+			c.dropPartLocked(k)
 			dirty[k] = true
 		}
 	}

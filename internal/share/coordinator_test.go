@@ -3,7 +3,9 @@ package share
 import (
 	"context"
 	"encoding/binary"
+	"fmt"
 	"log/slog"
+	"sync"
 	"testing"
 	"time"
 
@@ -63,17 +65,27 @@ type node struct {
 	data  *partition.Partition
 	state *partition.Partition
 	c     *Coordinator
+	// source, if set, is what the coordinator reads t-0 through.
+	source Source
 }
 
 func startNode(t *testing.T, fsys vfs.FS, limit int) *node {
 	t.Helper()
+	return startNodeWith(t, fsys, testConfig(limit))
+}
+
+func startNodeWith(t *testing.T, fsys vfs.FS, cfg Config) *node {
+	t.Helper()
 	n := &node{data: openPart(t, fsys, "t"), state: openPart(t, fsys, StateTopic)}
-	c, err := Start(Options{Config: testConfig(limit), Log: n.state, Topics: oneTopic{},
+	c, err := Start(Options{Config: cfg, Log: n.state, Topics: oneTopic{},
 		Partition: func(topic string, _ int32) Source {
-			if topic == "t" {
-				return n.data
+			switch {
+			case topic != "t":
+				return nil
+			case n.source != nil:
+				return n.source
 			}
-			return nil
+			return n.data
 		}})
 	if err != nil {
 		t.Fatal(err)
@@ -109,30 +121,40 @@ var lim = Limits{MaxBytes: 1 << 20, PartitionMaxBytes: 1 << 20, MaxWait: time.Se
 // fetch opens a session for member and returns its acquired ranges.
 func (n *node) fetch(t *testing.T, member string, epoch int32) []AcquiredRange {
 	t.Helper()
+	out, err := n.fetchWait(member, epoch, 0, lim)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// fetchWait is fetch as a long poll of up to wait within l; it returns
+// errors rather than failing, so other goroutines may call it.
+func (n *node) fetchWait(member string, epoch int32, wait time.Duration, l Limits) ([]AcquiredRange, error) {
 	req := kmsg.NewPtrShareFetchRequest()
 	req.Version = 2
 	req.GroupID, req.MemberID, req.ShareSessionEpoch = kmsg.StringPtr("g"), kmsg.StringPtr(member), epoch
-	req.MaxRecords, req.MaxWaitMillis = 1000, 0
+	req.MaxRecords, req.MaxWaitMillis = 1000, int32(wait/time.Millisecond)
 	rt := kmsg.NewShareFetchRequestTopic()
 	rt.TopicID = topicID
 	rt.Partitions = append(rt.Partitions, kmsg.NewShareFetchRequestTopicPartition())
 	req.Topics = append(req.Topics, rt)
-	resp := n.c.Fetch(context.Background(), req, lim)
+	resp := n.c.Fetch(context.Background(), req, l)
 	if resp.ErrorCode != 0 {
-		t.Fatalf("ShareFetch: %v", kerr.ErrorForCode(resp.ErrorCode))
+		return nil, fmt.Errorf("ShareFetch: %w", kerr.ErrorForCode(resp.ErrorCode))
 	}
 	var out []AcquiredRange
 	for _, rt := range resp.Topics {
 		for _, rp := range rt.Partitions {
 			if rp.ErrorCode != 0 {
-				t.Fatalf("ShareFetch partition: %v", kerr.ErrorForCode(rp.ErrorCode))
+				return nil, fmt.Errorf("ShareFetch partition: %w", kerr.ErrorForCode(rp.ErrorCode))
 			}
 			for _, a := range rp.AcquiredRecords {
 				out = append(out, AcquiredRange{a.FirstOffset, a.LastOffset, a.DeliveryCount})
 			}
 		}
 	}
-	return out
+	return out, nil
 }
 
 func (n *node) ack(t *testing.T, member string, epoch int32, first, last int64, typ int8) int16 {
@@ -407,5 +429,211 @@ func TestCompactionKeepsState(t *testing.T) {
 	}
 	if cfg := n.c.DescribeGroupConfigs("g", []string{"share.auto.offset.reset"}); len(cfg) != 1 || cfg[0].Value != "earliest" || cfg[0].IsDefault {
 		t.Fatalf("group config after compaction: %+v", cfg)
+	}
+}
+
+// TestFullWindowWakesOnAcknowledge: a fetch waiting because the window is
+// at group.share.partition.max.record.locks gets records as soon as an
+// acknowledgement frees locks, not when its long poll ends.
+func TestFullWindowWakesOnAcknowledge(t *testing.T) {
+	cfg := testConfig(5)
+	cfg.MaxRecordLocks = 10
+	n := startNodeWith(t, vfs.NewMem(), cfg)
+	n.earliest(t)
+	n.produce(t, "0", "1", "2", "3", "4", "5", "6", "7", "8", "9")
+	n.produce(t, "10", "11", "12", "13", "14", "15", "16", "17", "18", "19")
+	if got := n.fetch(t, "a", 0); len(got) != 1 || got[0].First != 0 || got[0].Last != 9 {
+		t.Fatalf("a acquired %v, want 0-9 (the window's 10 locks)", got)
+	}
+	long := Limits{MaxBytes: 1 << 20, PartitionMaxBytes: 1 << 20, MaxWait: 20 * time.Second}
+	type answer struct {
+		got  []AcquiredRange
+		err  error
+		took time.Duration
+	}
+	done := make(chan answer, 1)
+	go func() {
+		start := time.Now()
+		got, err := n.fetchWait("b", 0, 20*time.Second, long)
+		done <- answer{got, err, time.Since(start)}
+	}()
+	time.Sleep(200 * time.Millisecond) // b is waiting on the full window
+	select {
+	case a := <-done:
+		t.Fatalf("b's fetch answered while the window was full: %+v", a)
+	default:
+	}
+	if code := n.ack(t, "a", 1, 0, 9, AckAccept); code != 0 {
+		t.Fatal(kerr.ErrorForCode(code))
+	}
+	a := <-done
+	if a.err != nil || len(a.got) != 1 || a.got[0].First != 10 || a.got[0].Last != 19 {
+		t.Fatalf("b got %v (%v), want 10-19", a.got, a.err)
+	}
+	if a.took > 5*time.Second {
+		t.Errorf("b's fetch took %v: the acknowledgement did not wake it", a.took)
+	}
+}
+
+// gatedSource holds the first Read until gate closes, so a test can start
+// another fetch while one is reading.
+type gatedSource struct {
+	*partition.Partition
+	reading chan struct{} // closed when the first Read started
+	gate    chan struct{}
+	once    sync.Once
+}
+
+func (g *gatedSource) Read(offset int64, maxBytes int, readCommitted bool) ([]byte, error) {
+	first := false
+	g.once.Do(func() { first = true })
+	data, err := g.Partition.Read(offset, maxBytes, readCommitted)
+	if first {
+		close(g.reading)
+		<-g.gate
+	}
+	return data, err
+}
+
+type fetchAnswer struct {
+	got  []AcquiredRange
+	err  error
+	took time.Duration
+}
+
+// goFetch runs fetchWait in a goroutine.
+func (n *node) goFetch(member string, wait time.Duration, l Limits) <-chan fetchAnswer {
+	done := make(chan fetchAnswer, 1)
+	go func() {
+		start := time.Now()
+		got, err := n.fetchWait(member, 0, wait, l)
+		done <- fetchAnswer{got, err, time.Since(start)}
+	}()
+	return done
+}
+
+// TestConcurrentFetchesTakeTurns: fetches of one share partition read and
+// acquire one at a time. A fetch arriving while another reads waits for
+// its turn and then gets the records after the other's, rather than
+// reading the same records, acquiring none and waiting out its long poll
+// for an append that will not come.
+func TestConcurrentFetchesTakeTurns(t *testing.T) {
+	n := startNode(t, vfs.NewMem(), 5)
+	n.earliest(t)
+	n.produce(t, "0", "1", "2", "3", "4")
+	n.produce(t, "5", "6", "7", "8", "9")
+	gs := &gatedSource{Partition: n.data, reading: make(chan struct{}), gate: make(chan struct{})}
+	n.source = gs
+	// One batch per read.
+	small := Limits{MaxBytes: 1 << 20, PartitionMaxBytes: 1, MaxWait: 20 * time.Second}
+	a := n.goFetch("a", 20*time.Second, small)
+	<-gs.reading
+	b := n.goFetch("b", 20*time.Second, small)
+	time.Sleep(100 * time.Millisecond) // b is waiting for its turn
+	select {
+	case got := <-b:
+		t.Fatalf("b's fetch answered while a was reading: %+v", got)
+	default:
+	}
+	close(gs.gate)
+	for name, want := range map[string]struct {
+		ch          <-chan fetchAnswer
+		first, last int64
+	}{"a": {a, 0, 4}, "b": {b, 5, 9}} {
+		got := <-want.ch
+		if got.err != nil || len(got.got) != 1 || got.got[0].First != want.first || got.got[0].Last != want.last {
+			t.Fatalf("%s got %v (%v), want %d-%d", name, got.got, got.err, want.first, want.last)
+		}
+		if got.took > 5*time.Second {
+			t.Errorf("%s's fetch took %v", name, got.took)
+		}
+	}
+}
+
+// TestFetchReadsPastRecordsNeverDelivered: a read that holds only an
+// aborted transaction and its marker (read_committed) archives them and
+// reads on in the same fetch: the committed record after them is already
+// in the log, so no append would wake the fetch for it.
+func TestFetchReadsPastRecordsNeverDelivered(t *testing.T) {
+	n := startNode(t, vfs.NewMem(), 5)
+	n.earliest(t)
+	rc := "read_committed"
+	if err := n.c.AlterGroupConfigs("g", []ConfigOp{{Name: "share.isolation.level", Value: &rc}}, false, false); err != nil {
+		t.Fatal(err)
+	}
+	n.appendTxn(t, 7, "x", "y") // 0-1, aborted below
+	if err := n.data.WriteTxnMarker(7, 0, false, 0); err != nil {
+		t.Fatal(err) // 2
+	}
+	n.produce(t, "b") // 3
+	small := Limits{MaxBytes: 1 << 20, PartitionMaxBytes: 1, MaxWait: 20 * time.Second}
+	got := <-n.goFetch("m", 20*time.Second, small)
+	if got.err != nil || len(got.got) != 1 || got.got[0] != (AcquiredRange{3, 3, 1}) {
+		t.Fatalf("acquired %v (%v), want 3", got.got, got.err)
+	}
+	if got.took > 5*time.Second {
+		t.Errorf("the fetch took %v: it waited after archiving the aborted records", got.took)
+	}
+}
+
+// TestMetricsOutliveDeletedState: counters are totals since start, so
+// deleting a group's share-partition state does not take its counts back;
+// its in-flight records disappear with it.
+func TestMetricsOutliveDeletedState(t *testing.T) {
+	n := startNode(t, vfs.NewMem(), 5)
+	n.earliest(t)
+	n.produce(t, "0", "1", "2")
+	if got := n.fetch(t, "a", 0); len(got) != 1 || got[0].Last != 2 {
+		t.Fatalf("acquired %v", got)
+	}
+	if code := n.ack(t, "a", 1, 0, 0, AckAccept); code != 0 {
+		t.Fatal(kerr.ErrorForCode(code))
+	}
+	st, groups := n.c.Metrics()
+	if st.Acquired != 3 || st.Accepted != 1 || len(groups) != 1 || groups[0].Group != "g" || groups[0].Acquired != 2 {
+		t.Fatalf("before deleting: %+v %+v", st, groups)
+	}
+	// The member's session must end before the group can go.
+	if code := n.ack(t, "a", -1, 1, 2, AckRelease); code != 0 {
+		t.Fatal(kerr.ErrorForCode(code))
+	}
+	if code := n.c.DeleteGroup("g"); code != 0 {
+		t.Fatal(kerr.ErrorForCode(code))
+	}
+	st, groups = n.c.Metrics()
+	if st.Acquired != 3 || st.Accepted != 1 || st.Released != 2 || len(groups) != 0 {
+		t.Fatalf("after deleting: %+v %+v", st, groups)
+	}
+}
+
+// TestFetchHoldingRecordsInFullWindowAnswersSoon: a member's fetch that
+// finds the window full while the member itself holds records there is
+// answered after a short hold, not at the end of its long poll: clients
+// send their acknowledgements with their next fetch, and only
+// acknowledgements free the window. A member that holds nothing waits.
+func TestFetchHoldingRecordsInFullWindowAnswersSoon(t *testing.T) {
+	cfg := testConfig(5)
+	cfg.MaxRecordLocks = 10
+	n := startNodeWith(t, vfs.NewMem(), cfg)
+	n.earliest(t)
+	n.produce(t, "0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10")
+	if got := n.fetch(t, "a", 0); len(got) != 1 || got[0].Last != 9 {
+		t.Fatalf("a acquired %v, want 0-9", got)
+	}
+	long := Limits{MaxBytes: 1 << 20, PartitionMaxBytes: 1 << 20, MaxWait: 20 * time.Second}
+	start := time.Now()
+	got, err := n.fetchWait("a", 1, 20*time.Second, long)
+	if err != nil || len(got) != 0 {
+		t.Fatalf("a's second fetch: %v %v, want nothing", got, err)
+	}
+	if took := time.Since(start); took > 5*time.Second {
+		t.Errorf("a's fetch took %v while a held the full window", took)
+	}
+	start = time.Now()
+	if got, err := n.fetchWait("b", 0, time.Second, long); err != nil || len(got) != 0 {
+		t.Fatalf("b's fetch: %v %v, want nothing", got, err)
+	}
+	if took := time.Since(start); took < 900*time.Millisecond {
+		t.Errorf("b, holding nothing, waited only %v of its 1 s long poll", took)
 	}
 }

@@ -131,6 +131,14 @@ func (c *Coordinator) ackLocked(pk partitionKey, member string, batches []ackBat
 	}
 	var code int16
 	renew := now.Add(c.lockDurationLocked(pk.Group))
+	// A window at group.share.partition.max.record.locks leaves fetches
+	// waiting. Members' own next fetches carry their acknowledgements and
+	// take the room those free; waiters are woken only once the window
+	// drained to half, as when members stop fetching. Waking them for
+	// every freed chunk made acquisitions small, and each acquisition is
+	// an fsync: 16 consumers on one partition read 4× slower.
+	half := c.cfg.MaxRecordLocks / 2
+	above := p.InFlight() > half
 	released := false
 	for _, b := range batches {
 		if err := p.Acknowledge(member, b.first, b.last, b.types, c.cfg.DeliveryCountLimit, renew); err != nil {
@@ -147,7 +155,7 @@ func (c *Coordinator) ackLocked(pk partitionKey, member string, batches []ackBat
 			released = true
 		}
 	}
-	if released {
+	if released || (above && p.InFlight() <= half) {
 		c.wakeLocked()
 	}
 	return code
@@ -296,13 +304,23 @@ func (c *Coordinator) Fetch(ctx context.Context, req *kmsg.ShareFetchRequest, li
 		c.mu.Lock()
 		avail := c.avail
 		c.mu.Unlock()
-		got, watch, ferr := c.acquireAll(grp, member, fetchFrom, maxRecords, budget, lim, part)
+		got, busy, watch, ferr := c.acquireAll(grp, member, fetchFrom, maxRecords, budget, lim, part)
 		if ferr != nil {
 			resp.ErrorCode = kerr.CoordinatorNotAvailable.Code
 			return c.finishFetch(resp, parts, order)
 		}
-		if got || hasAcks || !time.Now().Before(deadline) || ctx.Err() != nil {
+		// A fetch carrying acknowledgements answers without long-polling,
+		// but still waits for its turn at a partition another fetch was
+		// acquiring from (a moment: one read and acquisition).
+		if got || (hasAcks && busy == nil) || !time.Now().Before(deadline) || ctx.Err() != nil {
 			return c.finishFetch(resp, parts, order)
+		}
+		if held := time.Now().Add(fullWindowHold); held.Before(deadline) && busy == nil && c.holdsInFullWindow(grp, member, fetchFrom) {
+			// Only acknowledgements free a full window, and this
+			// member's own may be waiting for this answer: clients
+			// send them with their next fetch. Hold it only briefly,
+			// so a client that fetches again at once does not spin.
+			deadline = held
 		}
 		wake := make(chan struct{}, 1)
 		var stops []func()
@@ -313,6 +331,7 @@ func (c *Coordinator) Fetch(ctx context.Context, req *kmsg.ShareFetchRequest, li
 		select {
 		case <-wake:
 		case <-avail:
+		case <-busy:
 		case <-timer.C:
 		case <-ctx.Done():
 		case <-c.quit:
@@ -323,6 +342,25 @@ func (c *Coordinator) Fetch(ctx context.Context, req *kmsg.ShareFetchRequest, li
 			stop()
 		}
 	}
+}
+
+// fullWindowHold bounds the long poll of a fetch whose member holds
+// records in a full window (see Fetch).
+const fullWindowHold = 10 * time.Millisecond
+
+// holdsInFullWindow reports whether member holds acquired records in a
+// share partition of from whose window is at
+// group.share.partition.max.record.locks.
+func (c *Coordinator) holdsInFullWindow(grp, member string, from []tidp) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, id := range from {
+		p := c.parts[partitionKey{grp, id.id, id.p}]
+		if p != nil && p.InFlight() >= c.cfg.MaxRecordLocks && p.Holds(member) {
+			return true
+		}
+	}
+	return false
 }
 
 func (c *Coordinator) finishFetch(resp *kmsg.ShareFetchResponse, parts map[tidp]*kmsg.ShareFetchResponseTopicPartition, order []tidp) *kmsg.ShareFetchResponse {
@@ -343,10 +381,10 @@ func (c *Coordinator) finishFetch(resp *kmsg.ShareFetchResponse, parts map[tidp]
 
 // acquireAll acquires records from the session's partitions within the
 // record and byte budgets, makes the acquisitions durable, and reports
-// whether anything was acquired and which partitions to watch.
-func (c *Coordinator) acquireAll(grp, member string, from []tidp, maxRecords, budget int, lim Limits, part func(tidp) *kmsg.ShareFetchResponseTopicPartition) (bool, []Source, error) {
-	var watch []Source
-	got := false
+// whether anything was acquired, a partition's turn to wait for when
+// another fetch was acquiring from it (nil if none), and which partitions
+// to watch.
+func (c *Coordinator) acquireAll(grp, member string, from []tidp, maxRecords, budget int, lim Limits, part func(tidp) *kmsg.ShareFetchResponseTopicPartition) (got bool, busy <-chan struct{}, watch []Source, err error) {
 	dirty := map[partitionKey]bool{}
 	for _, id := range from {
 		if maxRecords <= 0 || budget <= 0 {
@@ -362,7 +400,10 @@ func (c *Coordinator) acquireAll(grp, member string, from []tidp, maxRecords, bu
 		}
 		watch = append(watch, src)
 		pk := partitionKey{grp, id.id, id.p}
-		data, ranges, err := c.acquireOne(pk, member, src, maxRecords, min(budget, lim.PartitionMaxBytes), dirty)
+		data, ranges, turn, err := c.acquireOne(pk, member, src, maxRecords, min(budget, lim.PartitionMaxBytes), dirty)
+		if turn != nil && busy == nil {
+			busy = turn
+		}
 		if err != nil {
 			rp := part(id)
 			rp.ErrorCode = kerr.KafkaStorageError.Code
@@ -388,13 +429,53 @@ func (c *Coordinator) acquireAll(grp, member string, from []tidp, maxRecords, bu
 	if err == nil {
 		err = c.durable(end)
 	}
-	return got, watch, err
+	return got, busy, watch, err
 }
 
-// acquireOne acquires from one share partition: Available records in the
+// acquireOne acquires from one share partition, one fetch at a time
+// (Kafka's share-partition fetch lock): fetches that read the same records
+// at once would all but one acquire nothing, and find nothing new to wake
+// them. A fetch that finds another acquiring gets busy, closed when that
+// one is done.
+func (c *Coordinator) acquireOne(pk partitionKey, member string, src Source, maxRecords, maxBytes int, dirty map[partitionKey]bool) (out []byte, ranges []AcquiredRange, busy <-chan struct{}, err error) {
+	c.mu.Lock()
+	if turn := c.fetching[pk]; turn != nil {
+		c.mu.Unlock()
+		return nil, nil, turn, nil
+	}
+	turn := make(chan struct{})
+	c.fetching[pk] = turn
+	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		delete(c.fetching, pk)
+		c.mu.Unlock()
+		close(turn)
+	}()
+	out, ranges, err = c.acquireTurn(pk, member, src, maxRecords, maxBytes, dirty)
+	return out, ranges, nil, err
+}
+
+// acquireTurn is acquireOne's turn: reads until it acquires something or a
+// read moves the window no further. A read that held only records never
+// delivered (control records, aborted transactions under read_committed)
+// archives them and reads on: no append would wake a fetch for the
+// records after them.
+func (c *Coordinator) acquireTurn(pk partitionKey, member string, src Source, maxRecords, maxBytes int, dirty map[partitionKey]bool) ([]byte, []AcquiredRange, error) {
+	for {
+		out, ranges, skipped, err := c.acquirePass(pk, member, src, maxRecords, maxBytes, dirty)
+		if err != nil || len(ranges) > 0 || !skipped {
+			return out, ranges, err
+		}
+	}
+}
+
+// acquirePass is one read and acquisition: Available records in the
 // window first (redeliveries), then new records past SPEO. The log is read
-// outside the lock; acquisition re-checks every offset's state under it.
-func (c *Coordinator) acquireOne(pk partitionKey, member string, src Source, maxRecords, maxBytes int, dirty map[partitionKey]bool) ([]byte, []AcquiredRange, error) {
+// outside the lock; acquisition re-checks every offset's state under it
+// (members' acknowledgements, expiries and resets go on meanwhile).
+// skipped reports that the window grew by records never delivered.
+func (c *Coordinator) acquirePass(pk partitionKey, member string, src Source, maxRecords, maxBytes int, dirty map[partitionKey]bool) (_ []byte, _ []AcquiredRange, skipped bool, _ error) {
 	c.mu.Lock()
 	now := c.now()
 	p := c.parts[pk]
@@ -418,7 +499,7 @@ func (c *Coordinator) acquireOne(pk partitionKey, member string, src Source, max
 	start := p.NextAvailable()
 	if start >= p.SPEO() && p.InFlight() >= c.cfg.MaxRecordLocks {
 		c.mu.Unlock()
-		return nil, nil, nil
+		return nil, nil, false, nil
 	}
 	c.mu.Unlock()
 
@@ -432,10 +513,10 @@ func (c *Coordinator) acquireOne(pk partitionKey, member string, src Source, max
 			dirty[pk] = true
 		}
 		c.mu.Unlock()
-		return nil, nil, nil
+		return nil, nil, false, nil
 	}
 	if err != nil || len(data) == 0 {
-		return nil, nil, err
+		return nil, nil, false, err
 	}
 	var aborted []abortedRange
 	if readCommitted {
@@ -449,7 +530,7 @@ func (c *Coordinator) acquireOne(pk partitionKey, member string, src Source, max
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.parts[pk] != p {
-		return nil, nil, nil // deleted or reset meanwhile
+		return nil, nil, false, nil // deleted or reset meanwhile
 	}
 	lockUntil := c.now().Add(c.lockDurationLocked(pk.Group))
 	acq := p.Acquire(member, lockUntil, maxRecords, c.cfg.MaxRecordLocks, c.cfg.DeliveryCountLimit)
@@ -484,7 +565,7 @@ func (c *Coordinator) acquireOne(pk partitionKey, member string, src Source, max
 	if len(acq.Ranges) > 0 || p.SPEO() != speo {
 		dirty[pk] = true
 	}
-	return out, acq.Ranges, nil
+	return out, acq.Ranges, p.SPEO() != speo && len(acq.Ranges) == 0, nil
 }
 
 var errStop = errors.New("stop")

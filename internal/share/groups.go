@@ -420,7 +420,7 @@ func (c *Coordinator) DeleteGroup(name string) int16 {
 	dirty := map[partitionKey]bool{}
 	for k := range c.parts {
 		if k.Group == name {
-			delete(c.parts, k)
+			c.dropPartLocked(k)
 			dirty[k] = true
 		}
 	}

@@ -235,7 +235,7 @@ func (c *Coordinator) DeleteOffsets(req *kmsg.DeleteShareGroupOffsetsRequest, de
 			rt.TopicID = info.ID
 			for k := range c.parts {
 				if k.Group == req.GroupID && k.TopicID == info.ID {
-					delete(c.parts, k)
+					c.dropPartLocked(k)
 					dirty[k] = true
 				}
 			}

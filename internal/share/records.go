@@ -178,6 +178,7 @@ func decodeRecord(key, value []byte, limit int) (decoded, error) {
 			}
 		}
 		p.advance()
+		p.ev = events{} // a replay's releases are not live transitions
 		d.window = p
 		return d, nil
 	}

@@ -47,6 +47,28 @@ type Partition struct {
 	Initialized bool
 	SPSO        int64
 	recs        []inflight // recs[i] is offset SPSO+i
+	// ev counts what happened to the records until the coordinator
+	// collects it (metrics); it is never persisted.
+	ev events
+}
+
+// events are counts of record transitions, for metrics.
+type events struct {
+	acquired    int64               // acquisitions (deliveries)
+	redelivered int64               // acquisitions with a delivery count above 1
+	acked       [AckRenew + 1]int64 // acknowledged records by type (gaps not counted)
+	lockExpired int64               // acquisitions whose lock expired
+	archived    int64               // records archived at the delivery-count limit
+}
+
+func (e *events) add(o events) {
+	e.acquired += o.acquired
+	e.redelivered += o.redelivered
+	for i := range e.acked {
+		e.acked[i] += o.acked[i]
+	}
+	e.lockExpired += o.lockExpired
+	e.archived += o.archived
 }
 
 // SPEO is the share-partition end offset: the first offset never acquired.
@@ -114,6 +136,7 @@ func (p *Partition) Expire(now time.Time, limit int) bool {
 	for i := range p.recs {
 		r := &p.recs[i]
 		if r.state == Acquired && !now.Before(r.deadline) {
+			p.ev.lockExpired++
 			p.release(r, limit)
 			changed = true
 		}
@@ -145,9 +168,20 @@ func (p *Partition) release(r *inflight, limit int) {
 	r.member, r.deadline = "", time.Time{}
 	if int(r.count) >= limit {
 		r.state = Archived
+		p.ev.archived++
 	} else {
 		r.state = Available
 	}
+}
+
+// Holds reports whether member holds an acquired record in the window.
+func (p *Partition) Holds(member string) bool {
+	for _, r := range p.recs {
+		if r.state == Acquired && r.member == member {
+			return true
+		}
+	}
+	return false
 }
 
 // NextAvailable returns the lowest offset that an acquisition could hand
@@ -221,6 +255,10 @@ func (a *Acquirer) Offer(off int64) bool {
 	}
 	r.state, r.member, r.deadline = Acquired, a.member, a.deadline
 	r.count++
+	p.ev.acquired++
+	if r.count > 1 {
+		p.ev.redelivered++
+	}
 	a.left--
 	if n := len(a.Ranges); n > 0 && a.Ranges[n-1].Last == off-1 && a.Ranges[n-1].Count == r.count {
 		a.Ranges[n-1].Last = off
@@ -295,6 +333,9 @@ func (p *Partition) Acknowledge(member string, first, last int64, types []int8, 
 	}
 	for off := lo; off <= hi; off++ {
 		r := &p.recs[off-p.SPSO]
+		if t := typeAt(off); t != AckGap {
+			p.ev.acked[t]++
+		}
 		switch typeAt(off) {
 		case AckGap:
 			if r.state == Acquired && r.member == member {
