@@ -94,6 +94,15 @@ func ParseTarget(s string) (Target, error) {
 	return Target{Name: name, Bootstrap: seeds}, nil
 }
 
+// Baseline is a broker build to measure beside the managed broker.
+type Baseline struct {
+	// Name labels its rows.
+	Name string
+	// ServeCommand is argv that serves it, like Config.ServeCommand
+	// (e.g. an older exactly binary and "serve").
+	ServeCommand []string
+}
+
 // Config is one benchmark: every mode on every target, Rounds times.
 type Config struct {
 	// Targets are the clusters to measure side by side.
@@ -104,6 +113,11 @@ type Config struct {
 	// ServeCommand is argv for the broker (default: this binary and
 	// "serve").
 	ServeCommand []string
+	// Baselines are other builds of the broker, each started like the
+	// managed one (its own temporary data directory) and measured as a
+	// target of its own: a change's effect on MB/s and broker CPU per GB
+	// in the same interleaved rounds.
+	Baselines []Baseline
 	// KFake adds a target named "kfake": franz-go's kfake fake cluster
 	// (one broker, its log in memory) in a child process started with
 	// KFakeCommand, so a comparison with it needs no setup.
@@ -232,7 +246,12 @@ func (c *Config) defaults() error {
 	if c.Log == nil {
 		c.Log = func(string, ...any) {}
 	}
-	if !c.Managed && !c.KFake && !c.KFakeDurable && len(c.Targets) == 0 {
+	for _, b := range c.Baselines {
+		if b.Name == "" || b.Name == "exactly" || len(b.ServeCommand) == 0 {
+			return fmt.Errorf("baseline %q: want a name other than exactly and a command", b.Name)
+		}
+	}
+	if !c.Managed && !c.KFake && !c.KFakeDurable && len(c.Targets) == 0 && len(c.Baselines) == 0 {
 		return errors.New("nothing to measure: give a target (--bootstrap) or a managed broker")
 	}
 	var err error
@@ -363,6 +382,51 @@ type Report struct {
 	Comparisons []Comparison `json:"comparisons"`
 }
 
+// startManaged starts `serve` from argv on dir (a temporary directory,
+// removed at stop, when empty) as the target name.
+func startManaged(ctx context.Context, cfg Config, name string, argv []string, dir string) (Target, func(), error) {
+	temp := false
+	if dir == "" {
+		d, err := os.MkdirTemp("", "exactly-bench-")
+		if err != nil {
+			return Target{}, nil, err
+		}
+		dir, temp = d, true
+	}
+	removeTemp := func() {
+		if temp {
+			os.RemoveAll(dir)
+		}
+	}
+	config, metricsURL := []string(nil), ""
+	if cfg.WhileCleaning {
+		addr, err := freeAddr()
+		if err != nil {
+			removeTemp()
+			return Target{}, nil, err
+		}
+		argv = append(slices.Clone(argv), "--metrics-listen", addr)
+		config = []string{"log.cleaner.backoff.ms=" + CleanerBackoff}
+		metricsURL = "http://" + addr + "/metrics"
+	}
+	br, err := managed.Start(argv, nil, dir, config)
+	if err != nil {
+		removeTemp()
+		return Target{}, nil, err
+	}
+	stop := func() {
+		br.Stop(10 * time.Second)
+		removeTemp()
+	}
+	if metricsURL != "" {
+		if err := awaitMetrics(ctx, metricsURL); err != nil {
+			stop()
+			return Target{}, nil, err
+		}
+	}
+	return Target{Name: name, Bootstrap: []string{br.Addr()}, MetricsURL: metricsURL, PID: br.PID()}, stop, nil
+}
+
 // Run measures every mode on every target, Rounds times, interleaved. A run
 // that fails is reported (Result.Err) and left out of the medians; Run
 // returns an error only when the benchmark cannot start.
@@ -379,41 +443,24 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		defer stop()
 		targets = append(kfakes, targets...)
 	}
+	// Baselines go after the managed broker, so the table lists "exactly"
+	// first and each older build beneath it.
+	for i := len(cfg.Baselines) - 1; i >= 0; i-- {
+		b := cfg.Baselines[i]
+		t, stop, err := startManaged(ctx, cfg, b.Name, b.ServeCommand, "")
+		if err != nil {
+			return nil, fmt.Errorf("baseline %s: %w", b.Name, err)
+		}
+		defer stop()
+		targets = append([]Target{t}, targets...)
+	}
 	if cfg.Managed {
-		dir, temp := cfg.Dir, false
-		if dir == "" {
-			d, err := os.MkdirTemp("", "exactly-bench-")
-			if err != nil {
-				return nil, err
-			}
-			dir, temp = d, true
-		}
-		argv, config, metricsURL := cfg.ServeCommand, []string(nil), ""
-		if cfg.WhileCleaning {
-			addr, err := freeAddr()
-			if err != nil {
-				return nil, err
-			}
-			argv = append(slices.Clone(argv), "--metrics-listen", addr)
-			config = []string{"log.cleaner.backoff.ms=" + CleanerBackoff}
-			metricsURL = "http://" + addr + "/metrics"
-		}
-		br, err := managed.Start(argv, nil, dir, config)
+		t, stop, err := startManaged(ctx, cfg, "exactly", cfg.ServeCommand, cfg.Dir)
 		if err != nil {
 			return nil, err
 		}
-		defer func() {
-			br.Stop(10 * time.Second)
-			if temp {
-				os.RemoveAll(dir)
-			}
-		}()
-		if metricsURL != "" {
-			if err := awaitMetrics(ctx, metricsURL); err != nil {
-				return nil, err
-			}
-		}
-		targets = append([]Target{{Name: "exactly", Bootstrap: []string{br.Addr()}, MetricsURL: metricsURL, PID: br.PID()}}, targets...)
+		defer stop()
+		targets = append([]Target{t}, targets...)
 	}
 	rep := &Report{Settings: settings(cfg)}
 	value := make([]byte, cfg.RecordSize)

@@ -10,7 +10,8 @@ import (
 	"github.com/exactly/exactly/internal/testenv"
 )
 
-// TestRunChildBrokers: the managed exactly broker, kfake in memory and
+// TestRunChildBrokers: the managed exactly broker, a baseline build (here
+// the same binary), kfake in memory and
 // kfake with a data directory and an fsync per write, each a child
 // process, are measured side by side in the modes exactly-once is made of;
 // every run succeeds, and every run reads the broker process's CPU time,
@@ -21,6 +22,7 @@ func TestRunChildBrokers(t *testing.T) {
 	cfg := Config{
 		Managed: true, KFake: true, KFakeDurable: true,
 		ServeCommand: []string{bin, "serve"}, KFakeCommand: []string{bin, "kfake"}, Dir: dir,
+		Baselines: []Baseline{{Name: "baseline", ServeCommand: []string{bin, "serve"}}},
 		Modes:    []string{Idempotent, Transactional, ReadCommitted},
 		Duration: 500 * time.Millisecond, Rounds: 1, Partitions: 3, MaxBufferedRecords: 4096,
 		ConsumeBytes: 4 << 20, TxnInterval: 50 * time.Millisecond, AbortEvery: 10,
@@ -51,7 +53,7 @@ func TestRunChildBrokers(t *testing.T) {
 			t.Errorf("%s %s: %v s/GB for %v s and %d bytes", r.Target, r.Mode, r.BrokerCPU.PerGB, r.BrokerCPU.Seconds, r.Bytes)
 		}
 	}
-	for _, target := range []string{"exactly", KFakeTarget, KFakeDurableTarget} {
+	for _, target := range []string{"exactly", "baseline", KFakeTarget, KFakeDurableTarget} {
 		if runs[target] != len(cfg.Modes) {
 			t.Errorf("%s ran %d times, want %d", target, runs[target], len(cfg.Modes))
 		}

@@ -23,6 +23,7 @@ type benchFlags struct {
 	targetConfigs        []string
 	topicConfigs         []string
 	metricsURLs          []string
+	baselines            []string
 	managed, asJSON      bool
 	kfake, kfakeDurable  bool
 	report               string
@@ -116,6 +117,11 @@ gives the broker's CPU seconds per GB of values produced or read
 median over rounds), and the same for this client process. Runs on other
 targets show "-".
 
+--baseline name=/path/to/exactly adds another build of the broker (say, the
+binary of the previous release or of main before a change), started and
+measured exactly like the managed one, so a change's effect on MB/s and on
+broker CPU per GB shows in the same interleaved rounds.
+
 --report file.png (or .svg) draws the table as a chart: MB/s per mode and
 target, the median with min–max whiskers over the rounds.
 
@@ -168,6 +174,8 @@ throughput).`,
 	fl.StringArrayVar(&f.metricsURLs, "metrics-url", nil,
 		"name=http://host:port/metrics: a --bootstrap target's Prometheus endpoint, read for its cleaner's counters (repeatable)")
 	fl.BoolVar(&f.managed, "managed", false, "also measure a broker started here (the default when no --bootstrap is given)")
+	fl.StringArrayVar(&f.baselines, "baseline", nil,
+		"name=/path/to/exactly: also measure another build of the broker, started here like the managed one (repeatable)")
 	fl.BoolVar(&f.kfake, "kfake", false, `also measure franz-go's kfake (one broker, in memory) started here, as target "kfake"`)
 	fl.BoolVar(&f.kfakeDurable, "kfake-durable", false,
 		`also measure kfake persisting to a data directory with an fsync per write, as target "kfake-durable"`)
@@ -199,6 +207,13 @@ func runBench(cmd *cobra.Command, f *benchFlags) error {
 		ReplicationFactor: f.replication, Producers: f.producers, TxnInterval: f.txn, Linger: f.linger,
 		MaxBufferedRecords: f.buffered, Rate: f.rate, ConsumeBytes: f.consumeMiB << 20, AbortEvery: f.abortEvery,
 		WhileCleaning: f.whileCleaning, CleaningRate: f.cleaningRate, KFake: f.kfake, KFakeDurable: f.kfakeDurable,
+	}
+	for _, b := range f.baselines {
+		name, bin, ok := strings.Cut(b, "=")
+		if !ok || name == "" || bin == "" {
+			return fmt.Errorf("--baseline %q: want name=/path/to/exactly", b)
+		}
+		cfg.Baselines = append(cfg.Baselines, bench.Baseline{Name: name, ServeCommand: []string{bin, "serve"}})
 	}
 	// A long benchmark must not end in a chart nobody can open.
 	if ext := strings.ToLower(filepath.Ext(f.report)); f.report != "" && ext != ".png" && ext != ".svg" {
