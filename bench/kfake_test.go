@@ -23,8 +23,8 @@ func TestRunChildBrokers(t *testing.T) {
 		Managed: true, KFake: true, KFakeDurable: true,
 		ServeCommand: []string{bin, "serve"}, KFakeCommand: []string{bin, "kfake"}, Dir: dir,
 		Baselines: []Baseline{{Name: "baseline", ServeCommand: []string{bin, "serve"}}},
-		Modes:    []string{Idempotent, Transactional, ReadCommitted},
-		Duration: 500 * time.Millisecond, Rounds: 1, Partitions: 3, MaxBufferedRecords: 4096,
+		Modes:     []string{Idempotent, Transactional, ReadCommitted},
+		Duration:  500 * time.Millisecond, Rounds: 1, Partitions: 3, MaxBufferedRecords: 4096,
 		ConsumeBytes: 4 << 20, TxnInterval: 50 * time.Millisecond, AbortEvery: 10,
 		Log: t.Logf,
 	}
