@@ -374,12 +374,28 @@ type Comparison struct {
 	Rounds int     `json:"rounds"`
 }
 
+// TargetComparison is one mode on two targets, round by round: the
+// first target (the managed broker when there is one) against another.
+type TargetComparison struct {
+	Mode    string `json:"mode"`
+	Target  string `json:"target"`
+	Against string `json:"against"`
+	// Ratio is the median over rounds of Target's MB/s / Against's.
+	Ratio float64 `json:"ratio"`
+	// CPURatio is the median over rounds of Target's broker CPU per GB /
+	// Against's; nil unless both brokers' CPU was measured.
+	CPURatio *float64 `json:"cpu_ratio,omitempty"`
+	Rounds   int      `json:"rounds"`
+}
+
 // Report is a whole benchmark.
 type Report struct {
 	Settings    string       `json:"settings"`
 	Results     []Result     `json:"results"`
 	Summaries   []Summary    `json:"summaries"`
 	Comparisons []Comparison `json:"comparisons"`
+	// TargetComparisons pair the first target with each other one.
+	TargetComparisons []TargetComparison `json:"target_comparisons,omitempty"`
 }
 
 // startManaged starts `serve` from argv on dir (a temporary directory,
@@ -713,6 +729,45 @@ func (rep *Report) summarize(targets []Target, modes []string) {
 			}
 		}
 	}
+	if len(targets) > 1 {
+		for _, m := range modes {
+			for _, other := range targets[1:] {
+				if c, ok := rep.targetComparison(m, targets[0].Name, other.Name); ok {
+					rep.TargetComparisons = append(rep.TargetComparisons, c)
+				}
+			}
+		}
+	}
+}
+
+// targetComparison pairs the rounds of mode on target a and target b
+// (runs alone, not while cleaning); ok is false when no round has both.
+func (rep *Report) targetComparison(mode, a, b string) (TargetComparison, bool) {
+	c := TargetComparison{Mode: mode, Target: a, Against: b}
+	var ratios, cpu []float64
+	for _, x := range rep.Results {
+		if x.Target != a || x.Mode != mode || x.Err != "" || x.WhileCleaning || x.MBps <= 0 {
+			continue
+		}
+		for _, y := range rep.Results {
+			if y.Target != b || y.Mode != mode || y.Round != x.Round || y.Err != "" || y.WhileCleaning || y.MBps <= 0 {
+				continue
+			}
+			ratios = append(ratios, x.MBps/y.MBps)
+			if x.BrokerCPU != nil && y.BrokerCPU != nil && y.BrokerCPU.PerGB > 0 {
+				cpu = append(cpu, x.BrokerCPU.PerGB/y.BrokerCPU.PerGB)
+			}
+		}
+	}
+	if len(ratios) == 0 {
+		return c, false
+	}
+	c.Ratio, c.Rounds = median(ratios), len(ratios)
+	if len(cpu) == len(ratios) {
+		r := median(cpu)
+		c.CPURatio = &r
+	}
+	return c, true
 }
 
 // summary is one mode on one target, with or without the background

@@ -58,6 +58,19 @@ func TestRunChildBrokers(t *testing.T) {
 			t.Errorf("%s ran %d times, want %d", target, runs[target], len(cfg.Modes))
 		}
 	}
+	// exactly against each other target, every mode, CPU included.
+	if len(rep.TargetComparisons) != 3*len(cfg.Modes) {
+		t.Errorf("%d target comparisons, want %d:\n%s", len(rep.TargetComparisons), 3*len(cfg.Modes), buf.String())
+	}
+	for _, c := range rep.TargetComparisons {
+		// A 4 MiB read may take less CPU than one clock tick: no ratio.
+		if c.Target != "exactly" || c.Ratio <= 0 || c.CPURatio == nil && !isConsume(c.Mode) || c.Rounds != 1 {
+			t.Errorf("comparison %+v", c)
+		}
+	}
+	if !strings.Contains(buf.String(), "exactly vs kfake, read-committed: MB/s ") {
+		t.Errorf("the report does not compare exactly with kfake:\n%s", buf.String())
+	}
 	for _, s := range rep.Summaries {
 		if s.BrokerCPUPerGB == nil || s.ClientCPUPerGB == nil {
 			t.Errorf("%s %s: no CPU in the summary", s.Target, s.Mode)

@@ -49,6 +49,16 @@ func (rep *Report) WriteText(w io.Writer) error {
 			fmt.Fprintf(w, "%s: %s vs %s: %+.1f%% (median of %d paired rounds)\n", c.Target, c.Mode, c.Against, c.Change*100, c.Rounds)
 		}
 	}
+	if len(rep.TargetComparisons) > 0 {
+		fmt.Fprintln(w)
+		for _, c := range rep.TargetComparisons {
+			cpu := ""
+			if c.CPURatio != nil {
+				cpu = fmt.Sprintf(", broker CPU per GB %.2f×", *c.CPURatio)
+			}
+			fmt.Fprintf(w, "%s vs %s, %s: MB/s %.2f×%s (median of %d paired rounds)\n", c.Target, c.Against, c.Mode, c.Ratio, cpu, c.Rounds)
+		}
+	}
 	var failed []string
 	for _, r := range rep.Results {
 		if r.Err != "" {
