@@ -37,7 +37,7 @@ func TestOutboxRelayHA(t *testing.T) {
 
 // relayLogWait waits until the log at path contains want after offset
 // from, failing if proc exits or a minute passes.
-func relayLogWait(t *testing.T, path string, from int, want string, proc *relayProc) {
+func relayLogWait(t *testing.T, path string, from int, want string, proc *childProc) {
 	t.Helper()
 	deadline := time.Now().Add(time.Minute)
 	for {
@@ -71,7 +71,7 @@ func outboxRelayHA(t *testing.T, mode string) {
 	if _, err := db.Exec("CREATE SCHEMA " + schema); err != nil {
 		t.Fatalf("PostgreSQL at %s: %v\n%s", testenv.PostgresDSN(), err, testenv.PostgresHint)
 	}
-	var procs []*relayProc
+	var procs []*childProc
 	t.Cleanup(func() {
 		for _, p := range procs {
 			p.kill()
@@ -148,7 +148,7 @@ func outboxRelayHA(t *testing.T, mode string) {
 		args = append(args, "--cdc", "--slot", schema)
 	}
 	const active, standby = " -> " + "ha.", "standby, waiting"
-	start := func(path string) *relayProc {
+	start := func(path string) *childProc {
 		p := startRelay(t, path, args...)
 		procs = append(procs, p)
 		return p
@@ -184,7 +184,7 @@ func outboxRelayHA(t *testing.T, mode string) {
 	want := tableRows(t, db, table)
 	bLog := func() string { l, _ := os.ReadFile(logB); return string(l) }
 	waitPublished(t, broker.addr, []string{topic}, len(want), b, bLog)
-	for _, p := range []*relayProc{b, a2} {
+	for _, p := range []*childProc{b, a2} {
 		p.cmd.Process.Signal(syscall.SIGTERM)
 		<-p.done
 	}
