@@ -1,10 +1,12 @@
 package e2e
 
 import (
+	"io"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -131,6 +133,9 @@ func exampleBinary(t *testing.T, name string) string {
 type childProc struct {
 	cmd     *exec.Cmd
 	logPath string
+	// logFrom is the log's size when this process started: what it
+	// wrote comes after.
+	logFrom int
 	done    chan struct{}
 	err     error
 }
@@ -143,13 +148,17 @@ func startChild(t *testing.T, logPath, bin string, args ...string) *childProc {
 	if err != nil {
 		t.Fatal(err)
 	}
+	from, err := logf.Seek(0, io.SeekEnd)
+	if err != nil {
+		t.Fatal(err)
+	}
 	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		logf.Close()
 		t.Fatal(err)
 	}
-	p := &childProc{cmd: cmd, logPath: logPath, done: make(chan struct{})}
+	p := &childProc{cmd: cmd, logPath: logPath, logFrom: int(from), done: make(chan struct{})}
 	go func() { p.err = cmd.Wait(); logf.Close(); close(p.done) }()
 	t.Cleanup(p.kill)
 	return p
@@ -168,6 +177,28 @@ func (p *childProc) exited() bool {
 		return true
 	default:
 		return false
+	}
+}
+
+// logWait waits until the log at path contains want after offset from,
+// failing if proc exits or a minute passes.
+func logWait(t *testing.T, path string, from int, want string, proc *childProc) {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for {
+		b, _ := os.ReadFile(path)
+		if len(b) >= from && strings.Contains(string(b[from:]), want) {
+			return
+		}
+		select {
+		case <-proc.done:
+			t.Fatalf("process exited (%v) before logging %q:\n%s", proc.err, want, b)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("process did not log %q within a minute:\n%s", want, b)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
 

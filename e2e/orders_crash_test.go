@@ -226,7 +226,11 @@ func ordersPipelineSIGKILL(t *testing.T, mode string) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
+	// Stop them once up: before that, SIGTERM kills a process that has not
+	// set up its handler yet, or interrupts the relay's start.
+	logWait(t, consumerLog, consumer.logFrom, "consuming ", consumer)
 	stopChild(t, consumer, "consumer")
+	logWait(t, relayLog, relay.logFrom, " -> ", relay)
 	stopChild(t, relay, "relay")
 	redelivered := strings.Count("\n"+readFile(consumerLog), "\nduplicate ")
 
@@ -249,6 +253,7 @@ func ordersPipelineSIGKILL(t *testing.T, mode string) {
 				n, len(committed), time.Since(lastChange).Round(time.Second), tailFile(replayLog))
 		}
 	}
+	logWait(t, replayLog, replay.logFrom, "consuming ", replay)
 	stopChild(t, replay, "replaying consumer")
 	if n := strings.Count("\n"+readFile(replayLog), "\nbooked "); n != 0 {
 		t.Errorf("the replaying consumer booked %d events again", n)
