@@ -32,7 +32,9 @@ import (
 // snapshot the snapshot's own visibility is the probe, and its unpublished
 // rows are added. After a (re)start from an LSN checkpoint nothing is known
 // until the relay passes its first probe's L: the lag is then reported as
-// unknown rather than guessed.
+// unknown rather than guessed. A transaction the stream delivered before a
+// probe's snapshot saw it commit (a commit still waiting for a synchronous
+// standby) counts as unpublished until a newer probe is promoted.
 type lagRows struct {
 	mu sync.Mutex
 	// active is the newest probe the relay has passed; pending the one it
