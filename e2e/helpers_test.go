@@ -1,10 +1,13 @@
 package e2e
 
 import (
+	"io"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -95,4 +98,136 @@ func (p *proc) stop(t *testing.T) {
 		p.kill()
 		t.Fatal("broker did not exit within 30s of SIGTERM")
 	}
+}
+
+var (
+	examplesMu    sync.Mutex
+	examplesBuilt = map[string]string{}
+)
+
+// exampleBinary builds examples/<name> once per test run and returns its
+// path.
+func exampleBinary(t *testing.T, name string) string {
+	t.Helper()
+	testenv.SkipShort(t, "subprocess test of an example")
+	examplesMu.Lock()
+	defer examplesMu.Unlock()
+	if path, ok := examplesBuilt[name]; ok {
+		return path
+	}
+	dir, err := os.MkdirTemp("", "exactly-e2e-"+name+"-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, name)
+	out, err := exec.Command("go", "build", "-o", path, "github.com/exactly/exactly/examples/"+name).CombinedOutput()
+	if err != nil {
+		t.Fatalf("go build examples/%s: %v\n%s", name, err, out)
+	}
+	examplesBuilt[name] = path
+	return path
+}
+
+// childProc is a subprocess that a test kills and restarts (a relay, a
+// consumer), logging to a file; done closes once it exited, with err set.
+type childProc struct {
+	cmd     *exec.Cmd
+	logPath string
+	// logFrom is the log's size when this process started: what it
+	// wrote comes after.
+	logFrom int
+	done    chan struct{}
+	err     error
+}
+
+// startChild runs bin with args, appending its output to logPath. The
+// process is SIGKILLed at the end of the test if still running.
+func startChild(t *testing.T, logPath, bin string, args ...string) *childProc {
+	t.Helper()
+	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	from, err := logf.Seek(0, io.SeekEnd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, args...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		t.Fatal(err)
+	}
+	p := &childProc{cmd: cmd, logPath: logPath, logFrom: int(from), done: make(chan struct{})}
+	go func() { p.err = cmd.Wait(); logf.Close(); close(p.done) }()
+	t.Cleanup(p.kill)
+	return p
+}
+
+// kill sends SIGKILL and waits for the process to exit.
+func (p *childProc) kill() {
+	p.cmd.Process.Signal(syscall.SIGKILL)
+	<-p.done
+}
+
+// exited reports whether the process has ended.
+func (p *childProc) exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// logWait waits until the log at path contains want after offset from,
+// failing if proc exits or a minute passes.
+func logWait(t *testing.T, path string, from int, want string, proc *childProc) {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for {
+		b, _ := os.ReadFile(path)
+		if len(b) >= from && strings.Contains(string(b[from:]), want) {
+			return
+		}
+		select {
+		case <-proc.done:
+			t.Fatalf("process exited (%v) before logging %q:\n%s", proc.err, want, b)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("process did not log %q within a minute:\n%s", want, b)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// stopChild sends SIGTERM and waits up to 30s for a clean exit.
+func stopChild(t *testing.T, p *childProc, what string) {
+	t.Helper()
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+		if p.err != nil {
+			t.Fatalf("%s exited with %v after SIGTERM:\n%s", what, p.err, tailFile(p.logPath))
+		}
+	case <-time.After(30 * time.Second):
+		p.kill()
+		t.Fatalf("%s did not stop within 30s of SIGTERM:\n%s", what, tailFile(p.logPath))
+	}
+}
+
+// readFile returns a log file's contents ("" if it cannot be read).
+func readFile(path string) string {
+	b, _ := os.ReadFile(path)
+	return string(b)
+}
+
+// tailFile returns the last 4000 bytes of a log file.
+func tailFile(path string) string {
+	b, _ := os.ReadFile(path)
+	if len(b) > 4000 {
+		b = b[len(b)-4000:]
+	}
+	return string(b)
 }

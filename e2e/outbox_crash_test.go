@@ -31,32 +31,10 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
-// relayProc is one `exactly outbox relay` subprocess.
-type relayProc struct {
-	cmd  *exec.Cmd
-	done chan struct{}
-	err  error
-}
-
-func startRelay(t *testing.T, logPath string, args ...string) *relayProc {
+// startRelay runs `exactly outbox relay` with args, logging to logPath.
+func startRelay(t *testing.T, logPath string, args ...string) *childProc {
 	t.Helper()
-	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(exactlyBinary(t), append([]string{"outbox", "relay"}, args...)...)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	p := &relayProc{cmd: cmd, done: make(chan struct{})}
-	go func() { p.err = cmd.Wait(); logf.Close(); close(p.done) }()
-	return p
-}
-
-func (p *relayProc) kill() {
-	p.cmd.Process.Signal(syscall.SIGKILL)
-	<-p.done
+	return startChild(t, logPath, exactlyBinary(t), append([]string{"outbox", "relay"}, args...)...)
 }
 
 // TestOutboxRelaySIGKILL: after `exactly outbox init`, 40 concurrent writer
@@ -129,7 +107,7 @@ func outboxRelaySIGKILL(t *testing.T, mode string) {
 	if _, err := db.Exec("CREATE SCHEMA " + schema); err != nil {
 		t.Fatalf("PostgreSQL at %s: %v\n%s", testenv.PostgresDSN(), err, testenv.PostgresHint)
 	}
-	var relay *relayProc
+	var relay *childProc
 	t.Cleanup(func() {
 		if relay != nil {
 			relay.kill()

@@ -35,28 +35,6 @@ func TestOutboxRelayHA(t *testing.T) {
 	}
 }
 
-// relayLogWait waits until the log at path contains want after offset
-// from, failing if proc exits or a minute passes.
-func relayLogWait(t *testing.T, path string, from int, want string, proc *relayProc) {
-	t.Helper()
-	deadline := time.Now().Add(time.Minute)
-	for {
-		b, _ := os.ReadFile(path)
-		if len(b) >= from && strings.Contains(string(b[from:]), want) {
-			return
-		}
-		select {
-		case <-proc.done:
-			t.Fatalf("relay exited (%v) before logging %q:\n%s", proc.err, want, b)
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("relay did not log %q within a minute:\n%s", want, b)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 func outboxRelayHA(t *testing.T, mode string) {
 	const writers, aggregates = 3, 8
 	ctx := context.Background()
@@ -71,7 +49,7 @@ func outboxRelayHA(t *testing.T, mode string) {
 	if _, err := db.Exec("CREATE SCHEMA " + schema); err != nil {
 		t.Fatalf("PostgreSQL at %s: %v\n%s", testenv.PostgresDSN(), err, testenv.PostgresHint)
 	}
-	var procs []*relayProc
+	var procs []*childProc
 	t.Cleanup(func() {
 		for _, p := range procs {
 			p.kill()
@@ -148,16 +126,16 @@ func outboxRelayHA(t *testing.T, mode string) {
 		args = append(args, "--cdc", "--slot", schema)
 	}
 	const active, standby = " -> " + "ha.", "standby, waiting"
-	start := func(path string) *relayProc {
+	start := func(path string) *childProc {
 		p := startRelay(t, path, args...)
 		procs = append(procs, p)
 		return p
 	}
 	size := func(path string) int { b, _ := os.ReadFile(path); return len(b) }
 	a := start(logA)
-	relayLogWait(t, logA, 0, active, a)
+	logWait(t, logA, 0, active, a)
 	b := start(logB)
-	relayLogWait(t, logB, 0, standby, b)
+	logWait(t, logB, 0, standby, b)
 	time.Sleep(2 * time.Second)
 	if bl, _ := os.ReadFile(logB); strings.Contains(string(bl), active) {
 		t.Fatalf("the standby started relaying while the active one runs:\n%s", bl)
@@ -165,12 +143,12 @@ func outboxRelayHA(t *testing.T, mode string) {
 
 	killed := time.Now()
 	a.kill()
-	relayLogWait(t, logB, 0, active, b)
+	logWait(t, logB, 0, active, b)
 	takeover := time.Since(killed)
 
 	from := size(logA)
 	a2 := start(logA)
-	relayLogWait(t, logA, from, standby, a2)
+	logWait(t, logA, from, standby, a2)
 	time.Sleep(2 * time.Second)
 	if al, _ := os.ReadFile(logA); strings.Contains(string(al[from:]), active) {
 		t.Fatalf("the restarted instance took over from a live active one (turn-taking):\n%s", al[from:])
@@ -184,7 +162,7 @@ func outboxRelayHA(t *testing.T, mode string) {
 	want := tableRows(t, db, table)
 	bLog := func() string { l, _ := os.ReadFile(logB); return string(l) }
 	waitPublished(t, broker.addr, []string{topic}, len(want), b, bLog)
-	for _, p := range []*relayProc{b, a2} {
+	for _, p := range []*childProc{b, a2} {
 		p.cmd.Process.Signal(syscall.SIGTERM)
 		<-p.done
 	}

@@ -66,7 +66,7 @@ func TestOutboxCDCSnapshotSIGKILL(t *testing.T) {
 	if _, err := db.Exec("CREATE SCHEMA " + schema); err != nil {
 		t.Fatalf("PostgreSQL at %s: %v\n%s", testenv.PostgresDSN(), err, testenv.PostgresHint)
 	}
-	var relay *relayProc
+	var relay *childProc
 	t.Cleanup(func() {
 		if relay != nil {
 			relay.kill()
@@ -243,7 +243,7 @@ func tableRows(t *testing.T, db *sql.DB, table string) map[string]outboxRow {
 
 // waitPublished waits until the topics hold at least n committed records,
 // failing if the relay exits or 3 minutes pass.
-func waitPublished(t *testing.T, addr string, topics []string, n int, relay *relayProc, relayLog func() string) {
+func waitPublished(t *testing.T, addr string, topics []string, n int, relay *childProc, relayLog func() string) {
 	t.Helper()
 	deadline := time.Now().Add(3 * time.Minute)
 	cl, err := kgo.NewClient(kgo.SeedBrokers(addr))

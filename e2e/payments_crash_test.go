@@ -17,7 +17,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -25,33 +24,6 @@ import (
 	"github.com/exactly/exactly/internal/testenv"
 	_ "github.com/jackc/pgx/v5/stdlib"
 )
-
-var (
-	paymentsOnce sync.Once
-	paymentsPath string
-	paymentsErr  error
-)
-
-// paymentsBinary builds examples/payments once per test run.
-func paymentsBinary(t *testing.T) string {
-	t.Helper()
-	paymentsOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "exactly-e2e-payments-")
-		if err != nil {
-			paymentsErr = err
-			return
-		}
-		paymentsPath = filepath.Join(dir, "payments")
-		out, err := exec.Command("go", "build", "-o", paymentsPath, "github.com/exactly/exactly/examples/payments").CombinedOutput()
-		if err != nil {
-			paymentsErr = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	if paymentsErr != nil {
-		t.Fatal(paymentsErr)
-	}
-	return paymentsPath
-}
 
 // transfer mirrors the example's record value; the test decodes it itself
 // so its expectations do not come from the code under test.
@@ -106,7 +78,7 @@ func TestPaymentsSinkSurvivesSIGKILL(t *testing.T) {
 
 	addr := freePort(t)
 	startBroker(t, t.TempDir(), addr)
-	bin := paymentsBinary(t)
+	bin := exampleBinary(t, "payments")
 	common := []string{"--bootstrap", addr, "--schema", schema, "--dsn", testenv.PostgresDSN(), "--topic", topic}
 	logDir := t.TempDir()
 
@@ -354,12 +326,4 @@ func checkPaymentsConsistent(t *testing.T, db *sql.DB, schema string, committed 
 		}
 		t.Fatalf("database inconsistent (final=%v):\n%s", final, strings.Join(errs, "\n"))
 	}
-}
-
-func tailFile(path string) string {
-	b, _ := os.ReadFile(path)
-	if len(b) > 4000 {
-		b = b[len(b)-4000:]
-	}
-	return string(b)
 }

@@ -11,6 +11,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -91,6 +92,17 @@ type cdcHooks struct {
 	// crashWhileStreaming makes the stream fail, as a crash would, at the
 	// next event of a transaction being streamed into Kafka.
 	crashWhileStreaming bool
+	// holdPublish, read-locked before every Kafka commit of events, holds
+	// the relay back while a test write-locks it.
+	holdPublish *sync.RWMutex
+}
+
+// waitHold waits while a test holds publishing back.
+func (h *cdcHooks) waitHold() {
+	if h.holdPublish != nil {
+		h.holdPublish.RLock()
+		h.holdPublish.RUnlock()
+	}
 }
 
 // CDCRelay publishes outbox rows to Kafka exactly once from PostgreSQL's
@@ -146,7 +158,9 @@ type CDCRelay struct {
 	rels         map[uint32]*pglogrepl.RelationMessage
 	inTxn        bool
 	cur          []*kgo.Record // the open transaction's events
+	curTxid      uint64        // the open transaction's xid (its rows' txid)
 	pending      []*kgo.Record // committed, not yet in Kafka
+	pendingTxns  []txnRows     // the transactions of pending
 	pendingEnd   pglogrepl.LSN // end LSN of the last pending transaction; 0: none
 	pendingSince time.Time
 	idle         pglogrepl.LSN // confirmable without a Kafka commit (no events before it)
@@ -173,6 +187,9 @@ type CDCRelay struct {
 	// Stream-side inputs of behindSince.
 	curCommit, pendingCommit, lastPendingCommit, lastHandled time.Time
 	caughtUp                                                 bool
+
+	// lag counts committed rows not yet published (LagRows).
+	lag lagRows
 
 	published atomic.Int64 // events committed to Kafka by this relay
 	batches   atomic.Int64 // Kafka transactions with events
@@ -359,18 +376,32 @@ func (r *CDCRelay) start(ctx context.Context) error {
 	}
 	r.checkpoint.Store(uint64(ckpt))
 	r.rels = map[uint32]*pglogrepl.RelationMessage{}
-	r.inTxn, r.cur, r.pending, r.pendingEnd, r.idle = false, nil, nil, 0, 0
+	r.inTxn, r.cur, r.pending, r.pendingTxns, r.pendingEnd, r.idle = false, nil, nil, nil, 0, 0
 	r.streaming, r.skipTxn = false, false
 	r.caughtUp = false
 	r.noteBehind()
 	if r.snap != nil {
-		// Run publishes the snapshot, then starts replication.
+		// Run publishes the snapshot, then starts replication. The
+		// snapshot's visibility is the first lag probe.
 		r.snapTotal.Store(-1)
+		var initial *lagProbe
+		snap, err1 := parsePgSnapshot(r.snap.Snapshot)
+		lsn, err2 := pglogrepl.ParseLSN(r.snap.LSN)
+		if err1 == nil && err2 == nil {
+			initial = &lagProbe{snap: snap, lsn: lsn, initial: true}
+		}
+		r.lag.reset(initial)
 		return nil
 	}
+	r.lag.reset(nil)
 	if err := r.startReplication(ctx, ckpt); err != nil {
 		r.k.close()
 		return err
+	}
+	// The first lag probe, once the slot exists: the relay knows its lag
+	// in rows as soon as it has caught up with this moment.
+	if err := r.takeProbe(ctx); err != nil {
+		r.log.Warn("outbox CDC relay: lag probe failed; LagRows unknown until the next", "relay", r.cfg.Name, "err", err)
 	}
 	return nil
 }
@@ -686,7 +717,7 @@ func (r *CDCRelay) handleWAL(ctx context.Context, data []byte) error {
 	case *pglogrepl.RelationMessage:
 		r.rels[m.RelationID] = m
 	case *pglogrepl.BeginMessage:
-		r.inTxn, r.cur = true, nil
+		r.inTxn, r.cur, r.curTxid = true, nil, 0
 		r.curCommit, r.caughtUp = m.CommitTime, false
 		// Already published iff it committed before the checkpoint: the
 		// checkpoint is a transaction's end (or the snapshot's consistent
@@ -705,10 +736,11 @@ func (r *CDCRelay) handleWAL(ctx context.Context, data []byte) error {
 		if r.skipTxn {
 			return nil
 		}
-		rec, err := r.decodeInsert(rel, m.Tuple)
+		rec, txid, err := r.decodeInsert(rel, m.Tuple)
 		if err != nil {
 			return err
 		}
+		r.curTxid = txid
 		if r.streaming {
 			if r.cfg.hooks.crashWhileStreaming {
 				_ = r.k.cl.Flush(ctx)
@@ -750,6 +782,7 @@ func (r *CDCRelay) handleWAL(ctx context.Context, data []byte) error {
 			}
 			r.lastPendingCommit = m.CommitTime
 			r.pending = append(r.pending, cur...)
+			r.pendingTxns = append(r.pendingTxns, txnRows{txid: r.curTxid, rows: int64(len(cur))})
 			r.pendingEnd = end
 			if len(r.pending) >= r.cfg.BatchSize {
 				return r.flush(ctx)
@@ -785,9 +818,11 @@ func (r *CDCRelay) startStreaming(ctx context.Context) error {
 // commitStreamed commits a streamed transaction with its end LSN as the
 // checkpoint, then confirms it to PostgreSQL.
 func (r *CDCRelay) commitStreamed(ctx context.Context, end pglogrepl.LSN) error {
+	r.cfg.hooks.waitHold()
 	if err := r.k.commit(ctx, []byte(end.String())); err != nil {
 		return err
 	}
+	r.lag.published([]txnRows{{txid: r.curTxid, rows: int64(r.streamedEvents)}})
 	r.streaming = false
 	r.checkpoint.Store(uint64(end))
 	r.lastHandled = r.curCommit
@@ -806,9 +841,12 @@ var errCrashWhileStreaming = errors.New("outbox: simulated crash while streaming
 // Kafka transaction, then confirms the checkpoint to PostgreSQL.
 func (r *CDCRelay) flush(ctx context.Context) error {
 	end := r.pendingEnd
+	r.cfg.hooks.waitHold()
 	if err := r.k.publish(ctx, r.pending, []byte(end.String())); err != nil {
 		return err
 	}
+	r.lag.published(r.pendingTxns)
+	r.pendingTxns = nil
 	r.checkpoint.Store(uint64(end))
 	r.published.Add(int64(len(r.pending)))
 	r.batches.Add(1)
@@ -833,10 +871,10 @@ func (r *CDCRelay) sendStatus(ctx context.Context) error {
 }
 
 // decodeInsert turns an INSERT into the outbox table (text format
-// columns) into its Kafka record.
-func (r *CDCRelay) decodeInsert(rel *pglogrepl.RelationMessage, t *pglogrepl.TupleData) (*kgo.Record, error) {
+// columns) into its Kafka record, and returns the row's txid too.
+func (r *CDCRelay) decodeInsert(rel *pglogrepl.RelationMessage, t *pglogrepl.TupleData) (rec *kgo.Record, txid uint64, err error) {
 	if t == nil || len(t.Columns) != len(rel.Columns) {
-		return nil, fmt.Errorf("outbox: insert into %s.%s: tuple does not match its relation", rel.Namespace, rel.RelationName)
+		return nil, 0, fmt.Errorf("outbox: insert into %s.%s: tuple does not match its relation", rel.Namespace, rel.RelationName)
 	}
 	var e Event
 	var id string
@@ -847,7 +885,7 @@ func (r *CDCRelay) decodeInsert(rel *pglogrepl.RelationMessage, t *pglogrepl.Tup
 			continue
 		case pglogrepl.TupleDataTypeText:
 		default:
-			return nil, fmt.Errorf("outbox: column %s: unexpected tuple data kind %q", name, c.DataType)
+			return nil, 0, fmt.Errorf("outbox: column %s: unexpected tuple data kind %q", name, c.DataType)
 		}
 		switch name {
 		case "id":
@@ -866,25 +904,29 @@ func (r *CDCRelay) decodeInsert(rel *pglogrepl.RelationMessage, t *pglogrepl.Tup
 			}
 			p, err := decodeBytea(c.Data)
 			if err != nil {
-				return nil, fmt.Errorf("outbox: row %s payload: %w", id, err)
+				return nil, 0, fmt.Errorf("outbox: row %s payload: %w", id, err)
 			}
 			e.Payload = p
 		case "aggregateversion":
 			v, err := strconv.ParseInt(string(c.Data), 10, 64)
 			if err != nil {
-				return nil, fmt.Errorf("outbox: row %s aggregateversion: %w", id, err)
+				return nil, 0, fmt.Errorf("outbox: row %s aggregateversion: %w", id, err)
 			}
 			e.Version = v
+		case "txid":
+			if txid, err = strconv.ParseUint(string(c.Data), 10, 64); err != nil {
+				return nil, 0, fmt.Errorf("outbox: row %s txid: %w", id, err)
+			}
 		case "headers":
 			if err := json.Unmarshal(c.Data, &e.Headers); err != nil {
-				return nil, fmt.Errorf("outbox: row %s headers: %w", id, err)
+				return nil, 0, fmt.Errorf("outbox: row %s headers: %w", id, err)
 			}
 		}
 	}
 	if id == "" || e.AggregateType == "" || e.AggregateID == "" || e.Type == "" {
-		return nil, fmt.Errorf("outbox: insert into %s.%s lacks id, aggregatetype, aggregateid or type", rel.Namespace, rel.RelationName)
+		return nil, 0, fmt.Errorf("outbox: insert into %s.%s lacks id, aggregatetype, aggregateid or type", rel.Namespace, rel.RelationName)
 	}
-	return eventRecord(r.cfg.Topic, &e, id), nil
+	return eventRecord(r.cfg.Topic, &e, id), txid, nil
 }
 
 // byteaOID is bytea's type oid; a payload column of another type (jsonb)

@@ -15,6 +15,7 @@ import (
 	"github.com/exactly/exactly"
 	"github.com/exactly/exactly/internal/testenv"
 	"github.com/jackc/pgx/v5"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
@@ -806,4 +807,176 @@ func TestNormalizeSnapshot(t *testing.T) {
 			t.Errorf("%q accepted", bad)
 		}
 	}
+}
+
+// LagRows counts committed rows not yet in Kafka. Held back from the
+// start, the relay's lag is the initial snapshot's 50 rows, then rises by
+// exactly what each later commit adds while an open transaction's rows do
+// not count; the collector reports it as exactly_outbox_lag_rows. Released,
+// it returns to 0. After a restart with rows written meanwhile it is
+// unknown until the relay has caught up, then 0; held back while
+// streaming (transactions received and buffered, later ones still in
+// WAL), it rises again and returns to 0.
+func TestCDCRelayLagRows(t *testing.T) {
+	requireLogical(t)
+	ctx := context.Background()
+	b := exactly.NewTestBroker(t)
+	db, tbl, schema := pgTable(t)
+	slot := "exactly_test_" + schema
+	dropSlotAtCleanup(t, db, slot)
+	// agg prefixes the aggregate ids: writers of one aggregate wait for
+	// each other.
+	insert := func(tx *sql.Tx, agg string, n int) {
+		t.Helper()
+		for i := range n {
+			if err := tbl.Write(ctx, tx, &Event{AggregateType: "lag", AggregateID: fmt.Sprint(agg, i%4), Type: "T", Payload: []byte("x")}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	write := func(n int) {
+		t.Helper()
+		tx, err := db.Begin()
+		if err != nil {
+			t.Fatal(err)
+		}
+		insert(tx, "a", n)
+		if err := tx.Commit(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range 5 {
+		write(10) // the initial snapshot's
+	}
+	var hold sync.RWMutex
+	cfg := CDCConfig{DSN: testenv.PostgresDSN(), Table: tbl, Name: "test-" + schema, Slot: slot, BatchSize: 20,
+		StatusInterval: 200 * time.Millisecond, CheckpointTopic: "checkpoints-" + schema, Kafka: []kgo.Opt{kgo.SeedBrokers(b.Addr())}}
+	cfg.hooks.holdPublish = &hold
+	held := false
+	run := func(r *CDCRelay) (stop func()) {
+		runCtx, cancel := context.WithCancel(ctx)
+		done := make(chan error, 1)
+		go func() { done <- r.Run(runCtx) }()
+		return func() { cancel(); <-done }
+	}
+	// waitRows waits until LagRows is known and want. Held back, the lag
+	// only rises towards want, so a known value above it fails at once.
+	waitRows := func(r *CDCRelay, want int64, what string) {
+		t.Helper()
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			n, known, err := r.LagRows(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if known && n == want {
+				return
+			}
+			if known && n > want && held {
+				t.Fatalf("%s: lag %d rows, want %d", what, n, want)
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: lag %d rows (known %v) after 30 s, want %d", what, n, known, want)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+
+	// caughtUp waits, without asking LagRows, until the relay published
+	// want rows in all, then asks once: the probe that call promotes was
+	// taken while the relay was held, before some of the rows committed,
+	// so only the rows counted as published bring the lag to 0.
+	caughtUp := func(r *CDCRelay, want int64, what string) {
+		t.Helper()
+		for deadline := time.Now().Add(30 * time.Second); r.Published() < want; time.Sleep(20 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: published %d rows after 30 s, want %d", what, r.Published(), want)
+			}
+		}
+		if r.Published() != want {
+			t.Fatalf("%s: published %d rows, want %d", what, r.Published(), want)
+		}
+		if n, known, err := r.LagRows(ctx); err != nil || !known || n != 0 {
+			t.Fatalf("%s: all %d rows published, but LagRows %d (known %v, %v)", what, want, n, known, err)
+		}
+	}
+
+	hold.Lock()
+	held = true
+	release := func() {
+		if held {
+			held = false
+			hold.Unlock()
+		}
+	}
+	defer release() // before stopping: a held relay does not see its context end
+	r, err := NewCDCRelay(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := run(r)
+	waitRows(r, 50, "held in the snapshot")
+	write(7)
+	waitRows(r, 57, "held, 7 rows committed after the slot")
+	open, err := db.Begin()
+	if err != nil {
+		t.Fatal(err)
+	}
+	insert(open, "open", 5)
+	write(3)
+	waitRows(r, 60, "held, 3 more rows committed beside an open transaction's 5")
+	if err := open.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	waitRows(r, 65, "held, the open transaction committed")
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(r.Collector())
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var series []float64
+	for _, mf := range mfs {
+		if mf.GetName() == "exactly_outbox_lag_rows" {
+			for _, m := range mf.GetMetric() {
+				series = append(series, m.GetGauge().GetValue())
+			}
+		}
+	}
+	if len(series) != 1 || series[0] != 65 {
+		t.Fatalf("exactly_outbox_lag_rows series %v, want one of 65", series)
+	}
+	release()
+	caughtUp(r, 65, "released")
+	stop()
+	r.Close()
+
+	// Restarted after 4 rows were committed with no relay running: unknown
+	// until caught up, then 0.
+	write(4)
+	if r, err = NewCDCRelay(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if n, known, err := r.LagRows(ctx); err != nil || known {
+		t.Fatalf("restarted behind PostgreSQL: LagRows %d, known %v, %v; want unknown", n, known, err)
+	}
+	stop = run(r)
+	defer stop()
+	waitRows(r, 0, "restarted and caught up")
+	if r.Published() != 4 {
+		t.Fatalf("restarted relay published %d rows, want 4", r.Published())
+	}
+
+	// Held while streaming: received transactions wait in memory, later
+	// ones in WAL; all count.
+	hold.Lock()
+	held = true
+	write(6)
+	waitRows(r, 6, "held while streaming")
+	write(2)
+	write(1)
+	waitRows(r, 9, "held while streaming, 3 rows more")
+	release()
+	caughtUp(r, 13, "released while streaming")
 }

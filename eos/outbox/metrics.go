@@ -13,7 +13,7 @@ var (
 	labels          = []string{"relay", "mode"}
 	descPublished   = prometheus.NewDesc("exactly_outbox_published_total", "Events committed to Kafka by this relay process.", labels, nil)
 	descBatches     = prometheus.NewDesc("exactly_outbox_batches_total", "Kafka transactions with events committed by this relay process.", labels, nil)
-	descLagRows     = prometheus.NewDesc("exactly_outbox_lag_rows", "Committed outbox rows not yet published (polling).", labels, nil)
+	descLagRows     = prometheus.NewDesc("exactly_outbox_lag_rows", "Committed outbox rows not yet published. CDC: absent after a start until the relay has caught up with where PostgreSQL was then (see CDCRelay.LagRows).", labels, nil)
 	descLagSeconds  = prometheus.NewDesc("exactly_outbox_lag_seconds", "Polling: age of the oldest committed row not yet published, from its created_at. CDC: now minus the commit time of the oldest transaction received and not yet published (see CDCRelay.LagSeconds).", labels, nil)
 	descHeldRows    = prometheus.NewDesc("exactly_outbox_horizon_held_back_rows", "Committed rows the xmin horizon still holds back (polling).", labels, nil)
 	descHeldSeconds = prometheus.NewDesc("exactly_outbox_horizon_held_back_seconds", "Age of the oldest committed row the horizon holds back (polling).", labels, nil)
@@ -72,11 +72,11 @@ func (r *Relay) Collector() prometheus.Collector {
 }
 
 // Collector exposes the CDC relay's progress as Prometheus metrics
-// (published, batches, lag in WAL bytes and in seconds, initial snapshot
-// progress).
+// (published, batches, lag in rows, WAL bytes and seconds, initial
+// snapshot progress).
 func (r *CDCRelay) Collector() prometheus.Collector {
 	return &relayCollector{name: r.cfg.Name, mode: "cdc",
-		descs: []*prometheus.Desc{descPublished, descBatches, descLagBytes, descLagSeconds, descSnapDone, descSnapTotal},
+		descs: []*prometheus.Desc{descPublished, descBatches, descLagRows, descLagBytes, descLagSeconds, descSnapDone, descSnapTotal},
 		collect: func(ctx context.Context, emit func(*prometheus.Desc, prometheus.ValueType, float64)) {
 			emit(descPublished, prometheus.CounterValue, float64(r.published.Load()))
 			emit(descBatches, prometheus.CounterValue, float64(r.batches.Load()))
@@ -88,6 +88,9 @@ func (r *CDCRelay) Collector() prometheus.Collector {
 			}
 			if secs, err := r.LagSeconds(ctx); err == nil {
 				emit(descLagSeconds, prometheus.GaugeValue, secs)
+			}
+			if rows, known, err := r.LagRows(ctx); err == nil && known {
+				emit(descLagRows, prometheus.GaugeValue, float64(rows))
 			}
 		},
 	}

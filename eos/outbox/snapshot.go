@@ -178,6 +178,7 @@ func (r *CDCRelay) runSnapshot(ctx context.Context) error {
 			break
 		}
 		ckpt, _ := json.Marshal(&next)
+		r.cfg.hooks.waitHold()
 		if err := r.k.publish(ctx, recs, ckpt); err != nil {
 			return err
 		}

@@ -7,7 +7,6 @@ import (
 	"fmt"
 
 	"github.com/exactly/exactly/eos/dedup"
-	"github.com/exactly/exactly/eos/outbox"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
@@ -62,7 +61,7 @@ func (l *ledger) apply(ctx context.Context, rec *kgo.Record, ev orderPlaced) (bo
 // without its offsets would, applies every event of placed, and reports
 // how many the dedup claims skipped.
 func (l *ledger) replay(ctx context.Context, bootstrap string, placed map[string]bool) (dups int, err error) {
-	cl, err := kgo.NewClient(kgo.SeedBrokers(bootstrap), kgo.ConsumeTopics(outbox.DefaultTopic(&outbox.Event{AggregateType: "order"})),
+	cl, err := kgo.NewClient(kgo.SeedBrokers(bootstrap), kgo.ConsumeTopics(ordersTopic),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchIsolationLevel(kgo.ReadCommitted()))
 	if err != nil {
 		return 0, err

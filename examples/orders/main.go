@@ -13,15 +13,21 @@
 // claiming the event's outbox id (eos/dedup) in the same PostgreSQL
 // transaction, so a replay after a consumer crash changes nothing.
 //
-// It runs against an embedded exactly broker (exactly.Start) unless
-// --bootstrap names a Kafka-compatible cluster; see README.md.
+//	orders [flags]          the demo: writers, relay and consumer in one
+//	                        process, against an embedded exactly broker
+//	                        unless --bootstrap names a cluster
+//	orders init             create the tables
+//	orders place            the writers: place orders, some declined
+//	orders consume          the consumer: book events into the ledger
+//	                        until stopped (or --until N entries)
+//
+// As separate processes the relay is `exactly outbox relay --table
+// <schema>.outbox`. See README.md.
 package main
 
 import (
 	"context"
-	"crypto/rand"
 	"database/sql"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -29,10 +35,8 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"os/exec"
 	"os/signal"
 	"regexp"
-	"strings"
 	"syscall"
 	"time"
 
@@ -46,6 +50,9 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := run(ctx, os.Args[1:], os.Stdout); err != nil {
+		if ctx.Err() != nil && errors.Is(err, context.Canceled) {
+			return // interrupted: a clean stop
+		}
 		fmt.Fprintln(os.Stderr, "orders:", err)
 		os.Exit(1)
 	}
@@ -57,44 +64,115 @@ type options struct {
 	orders, declineEvery   int
 	psqlOrders             int
 	psql                   string
+	pause                  time.Duration
 	cdc, cleanup           bool
 	timeout                time.Duration
-}
-
-// orderPlaced is the event payload.
-type orderPlaced struct {
-	OrderID     string `json:"order_id"`
-	Customer    string `json:"customer"`
-	AmountCents int64  `json:"amount_cents"`
+	consumer               consumer
 }
 
 var schemaRE = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,40}$`)
 
-func run(ctx context.Context, args []string, out io.Writer) error {
-	var o options
-	fs := flag.NewFlagSet("orders", flag.ContinueOnError)
-	fs.SetOutput(out)
+// commonFlags are the flags every command takes.
+func (o *options) commonFlags(fs *flag.FlagSet) {
 	defaultDSN := os.Getenv("EXACTLY_TEST_POSTGRES")
 	if defaultDSN == "" {
 		defaultDSN = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
 	}
 	fs.StringVar(&o.dsn, "dsn", defaultDSN, "PostgreSQL connection string")
-	fs.StringVar(&o.bootstrap, "bootstrap", "", "Kafka bootstrap host:port; empty: start an embedded exactly broker")
-	fs.StringVar(&o.schema, "schema", "orders_demo", "PostgreSQL schema holding the orders and outbox tables")
-	fs.IntVar(&o.orders, "orders", 6, "how many orders to place")
+	fs.StringVar(&o.schema, "schema", "orders_demo", "PostgreSQL schema holding the orders, outbox and ledger tables")
+}
+
+// writerFlags are the flags of the writers (demo and place).
+func (o *options) writerFlags(fs *flag.FlagSet, orders int, pause time.Duration) {
+	fs.IntVar(&o.orders, "orders", orders, "how many orders the Go writer places")
 	fs.IntVar(&o.psqlOrders, "psql-orders", 2, "orders placed by a psql process with plain SQL, beside the Go writer (0: none)")
 	fs.StringVar(&o.psql, "psql", "psql", "the psql program for --psql-orders")
-	fs.IntVar(&o.declineEvery, "decline-every", 3, "roll back every Nth order after writing it and its event (0: never)")
-	fs.BoolVar(&o.cdc, "cdc", false, "relay through logical replication (needs wal_level=logical) instead of polling")
-	fs.BoolVar(&o.cleanup, "cleanup", false, "drop the schema (and the CDC slot and publication) at exit")
-	fs.DurationVar(&o.timeout, "timeout", 60*time.Second, "give up waiting for the events after this long")
+	fs.IntVar(&o.declineEvery, "decline-every", 3, "roll back every Nth order of each writer after writing it and its event (0: never)")
+	fs.DurationVar(&o.pause, "pause", pause, "each writer's pause between two orders")
+}
+
+func (o *options) writers() writers {
+	return writers{goOrders: o.orders, psqlOrders: o.psqlOrders, declineEvery: o.declineEvery, psql: o.psql, dsn: o.dsn, pause: o.pause}
+}
+
+func run(ctx context.Context, args []string, out io.Writer) error {
+	var o options
+	cmd := "demo"
+	if len(args) > 0 && len(args[0]) > 0 && args[0][0] != '-' {
+		cmd, args = args[0], args[1:]
+	}
+	fs := flag.NewFlagSet("orders "+cmd, flag.ContinueOnError)
+	fs.SetOutput(out)
+	o.commonFlags(fs)
+	switch cmd {
+	case "demo":
+		o.writerFlags(fs, 6, 0)
+		fs.StringVar(&o.bootstrap, "bootstrap", "", "Kafka bootstrap host:port; empty: start an embedded exactly broker")
+		fs.BoolVar(&o.cdc, "cdc", false, "relay through logical replication (needs wal_level=logical) instead of polling")
+		fs.BoolVar(&o.cleanup, "cleanup", false, "drop the schema (and the CDC slot and publication) at exit")
+		fs.DurationVar(&o.timeout, "timeout", 60*time.Second, "give up waiting for the events after this long")
+	case "init":
+	case "place":
+		o.writerFlags(fs, 100, 20*time.Millisecond)
+	case "consume":
+		fs.StringVar(&o.consumer.bootstrap, "bootstrap", "127.0.0.1:9092", "Kafka bootstrap host:port")
+		fs.StringVar(&o.consumer.group, "group", "", "consumer group (default orders-ledger-<schema>)")
+		fs.StringVar(&o.consumer.instanceID, "instance-id", "", "static group membership id: a restart takes the place of the killed process at once")
+		fs.IntVar(&o.consumer.until, "until", 0, "exit once the ledger holds this many entries (0: run until stopped)")
+		fs.DurationVar(&o.consumer.commitInterval, "commit-interval", 5*time.Second, "how often to commit the Kafka offsets of booked events")
+	default:
+		return fmt.Errorf("unknown command %q: use init, place, consume, or flags alone for the demo", cmd)
+	}
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
 	if !schemaRE.MatchString(o.schema) {
 		return fmt.Errorf("--schema %q: use a-z, 0-9 and _", o.schema)
 	}
+	db, err := sql.Open("pgx", o.dsn)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	switch cmd {
+	case "init":
+		if _, err := setupTables(ctx, db, o.schema); err != nil {
+			return fmt.Errorf("PostgreSQL at %s: %w", o.dsn, err)
+		}
+		if _, err := newLedger(ctx, db, o.schema); err != nil {
+			return err
+		}
+		fmt.Fprintf(out, "tables ready in schema %s; relay them with: exactly outbox relay --dsn DSN --table %s.outbox --bootstrap HOST:PORT\n", o.schema, o.schema)
+		return nil
+	case "place":
+		tbl, err := setupTables(ctx, db, o.schema)
+		if err != nil {
+			return fmt.Errorf("PostgreSQL at %s: %w", o.dsn, err)
+		}
+		p, err := placeOrders(ctx, db, tbl, o.schema, o.writers(), out)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(out, "%d orders placed, %d declined\n", len(p.orders), len(p.declined))
+		return nil
+	case "consume":
+		if o.consumer.commitInterval <= 0 {
+			return errors.New("--commit-interval must be positive")
+		}
+		if o.consumer.group == "" {
+			o.consumer.group = "orders-ledger-" + o.schema
+		}
+		return o.consumer.run(ctx, db, o.schema, out)
+	}
+	return demo(ctx, db, o, out)
+}
 
+// demo runs writers, relay and consumer in one process and checks the
+// outcome: every placed order published and booked once, no declined one.
+func demo(ctx context.Context, db *sql.DB, o options, out io.Writer) error {
 	// Kafka: an embedded broker unless told otherwise.
 	bootstrap := o.bootstrap
 	if bootstrap == "" {
@@ -108,22 +186,9 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	}
 
 	// PostgreSQL: the business table and the outbox, side by side.
-	db, err := sql.Open("pgx", o.dsn)
+	tbl, err := setupTables(ctx, db, o.schema)
 	if err != nil {
-		return err
-	}
-	defer db.Close()
-	if _, err := db.ExecContext(ctx, `CREATE SCHEMA IF NOT EXISTS `+o.schema); err != nil {
 		return fmt.Errorf("PostgreSQL at %s: %w", o.dsn, err)
-	}
-	if _, err := db.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS `+o.schema+`.orders (
-		id text PRIMARY KEY, customer text NOT NULL, amount_cents bigint NOT NULL,
-		created_at timestamptz NOT NULL DEFAULT now())`); err != nil {
-		return err
-	}
-	tbl := outbox.Table{Name: o.schema + ".outbox"}
-	if err := tbl.Init(ctx, db); err != nil {
-		return err
 	}
 	name := "orders-" + o.schema
 	slot := outbox.DefaultSlot(name)
@@ -181,49 +246,14 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		relay.Close()
 	}()
 
-	// Place the orders: order row + event in one transaction.
-	placed := map[string]bool{}
-	declined := map[string]bool{}
-	for i := 1; i <= o.orders; i++ {
-		var b [4]byte
-		_, _ = rand.Read(b[:])
-		ev := orderPlaced{OrderID: "o-" + hex.EncodeToString(b[:]), Customer: fmt.Sprint("customer-", i%3), AmountCents: int64(1000 * i)}
-		decline := o.declineEvery > 0 && i%o.declineEvery == 0
-		if err := placeOrder(ctx, db, tbl, o.schema, ev, decline); err != nil {
-			return err
-		}
-		if decline {
-			declined[ev.OrderID] = true
-			fmt.Fprintf(out, "declined %s: transaction rolled back, neither the order nor its event exists\n", ev.OrderID)
-		} else {
-			placed[ev.OrderID] = true
-			fmt.Fprintf(out, "placed %s for %s (%d cents)\n", ev.OrderID, ev.Customer, ev.AmountCents)
-		}
+	// Place the orders: order row + event in one transaction, from the Go
+	// service and from psql (another language's writer: plain SQL, no
+	// library).
+	p, err := placeOrders(ctx, db, tbl, o.schema, o.writers(), out)
+	if err != nil {
+		return err
 	}
-
-	// Another language's writer: plain SQL in one transaction, no library.
-	if o.psqlOrders > 0 {
-		var script strings.Builder
-		for i := 1; i <= o.psqlOrders; i++ {
-			var b [4]byte
-			_, _ = rand.Read(b[:])
-			ev := orderPlaced{OrderID: "o-" + hex.EncodeToString(b[:]), Customer: "customer-psql", AmountCents: int64(500 * i)}
-			payload, _ := json.Marshal(ev)
-			fmt.Fprintf(&script, `BEGIN;
-INSERT INTO %[1]s.orders (id, customer, amount_cents) VALUES ('%[2]s', '%[3]s', %[4]d);
-INSERT INTO %[1]s.outbox (id, aggregatetype, aggregateid, type, payload)
-	VALUES (gen_random_uuid(), 'order', '%[2]s', 'OrderPlaced', convert_to('%[5]s', 'UTF8'));
-COMMIT;
-`, o.schema, ev.OrderID, ev.Customer, ev.AmountCents, payload)
-			placed[ev.OrderID] = true
-			fmt.Fprintf(out, "placed %s for %s (%d cents) with psql\n", ev.OrderID, ev.Customer, ev.AmountCents)
-		}
-		cmd := exec.CommandContext(ctx, o.psql, "-X", "-q", "-v", "ON_ERROR_STOP=1", o.dsn)
-		cmd.Stdin = strings.NewReader(script.String())
-		if b, err := cmd.CombinedOutput(); err != nil {
-			return fmt.Errorf("psql writer: %w\n%s", err, b)
-		}
-	}
+	placed, declined := p.orders, p.declined
 
 	// Read what the relay published, as a downstream service would:
 	// read_committed, each event applied to the ledger at most once.
@@ -231,7 +261,7 @@ COMMIT;
 	if err != nil {
 		return err
 	}
-	cl, err := kgo.NewClient(kgo.SeedBrokers(bootstrap), kgo.ConsumeTopics(outbox.DefaultTopic(&outbox.Event{AggregateType: "order"})),
+	cl, err := kgo.NewClient(kgo.SeedBrokers(bootstrap), kgo.ConsumeTopics(ordersTopic),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchIsolationLevel(kgo.ReadCommitted()))
 	if err != nil {
 		return err
@@ -282,35 +312,6 @@ COMMIT;
 	fmt.Fprintf(out, "ledger: %d entries, %d cents; replay after a consumer crash: %d duplicates skipped\n", entries, total, dups)
 	if entries != len(placed) {
 		return fmt.Errorf("ledger has %d entries for %d placed orders", entries, len(placed))
-	}
-	return nil
-}
-
-// placeOrder writes the order and its event in one transaction and commits
-// it, or rolls it back when decline is set (a payment check failing after
-// both writes, say).
-func placeOrder(ctx context.Context, db *sql.DB, tbl outbox.Table, schema string, ev orderPlaced, decline bool) error {
-	tx, err := db.BeginTx(ctx, nil)
-	if err != nil {
-		return err
-	}
-	defer tx.Rollback() // no-op after Commit
-	if _, err := tx.ExecContext(ctx, `INSERT INTO `+schema+`.orders (id, customer, amount_cents) VALUES ($1, $2, $3)`,
-		ev.OrderID, ev.Customer, ev.AmountCents); err != nil {
-		return err
-	}
-	payload, _ := json.Marshal(ev)
-	// Write is a plain INSERT: the table's trigger numbers the event within
-	// its aggregate, so only writers of the same order wait for each other.
-	if err := tbl.Write(ctx, tx, &outbox.Event{AggregateType: "order", AggregateID: ev.OrderID, Type: "OrderPlaced",
-		Payload: payload, Headers: map[string]string{"customer": ev.Customer}}); err != nil {
-		return err
-	}
-	if decline {
-		return tx.Rollback()
-	}
-	if err := tx.Commit(); err != nil {
-		return errors.Join(errors.New("committing the order"), err)
 	}
 	return nil
 }

@@ -165,6 +165,8 @@ func TestOutboxRelayCommand(t *testing.T) {
 				t.Fatalf("no metrics line:\n%s", out.String())
 			}
 			wantMetric := fmt.Sprintf(`exactly_outbox_published_total{mode=%q,relay=%q} 10`, mode, schema)
+			// Both relays report their lag in rows: none once all is published.
+			wantLagRows := fmt.Sprintf(`exactly_outbox_lag_rows{mode=%q,relay=%q} 0`, mode, schema)
 			for deadline := time.Now().Add(10 * time.Second); ; {
 				resp, err := http.Get(m[1])
 				if err != nil {
@@ -172,7 +174,7 @@ func TestOutboxRelayCommand(t *testing.T) {
 				}
 				body, _ := io.ReadAll(resp.Body)
 				resp.Body.Close()
-				if strings.Contains(string(body), wantMetric) {
+				if strings.Contains(string(body), wantMetric) && strings.Contains(string(body), wantLagRows) {
 					// Both relays report lag in seconds too.
 					if lagSeconds := fmt.Sprintf(`exactly_outbox_lag_seconds{mode=%q,relay=%q} `, mode, schema); !strings.Contains(string(body), lagSeconds) {
 						t.Fatalf("metrics lack %s:\n%s", lagSeconds, body)
@@ -180,7 +182,7 @@ func TestOutboxRelayCommand(t *testing.T) {
 					break
 				}
 				if time.Now().After(deadline) {
-					t.Fatalf("metrics lack %s:\n%s", wantMetric, body)
+					t.Fatalf("metrics lack %s or %s:\n%s", wantMetric, wantLagRows, body)
 				}
 				time.Sleep(100 * time.Millisecond)
 			}
