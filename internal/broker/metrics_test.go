@@ -1,14 +1,12 @@
 package broker
 
 import (
-	"context"
 	"io"
 	"log/slog"
 	"testing"
 	"time"
 
 	"github.com/exactly/exactly/internal/record"
-	"github.com/exactly/exactly/internal/server"
 	"github.com/exactly/exactly/internal/vfs"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -133,19 +131,10 @@ func errorsCounted(t *testing.T, reg *prometheus.Registry, request, errName stri
 // and an error in a deferred answer all show in the error metric.
 func TestEveryAPIsErrorsAreCounted(t *testing.T) {
 	reg := prometheus.NewRegistry()
-	b, err := New(Config{FS: vfs.NewMem(), DataDir: "/data", AdvertisedHost: "127.0.0.1", AdvertisedPort: 9092,
-		Registry: reg, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
+	b := memBroker(t, nil, reg)
 	handle := func(req kmsg.Request) kmsg.Response {
 		req.SetVersion(apis[req.Key()].hi)
-		reply := b.Handle(context.Background(), &server.Request{Msg: req, Header: server.Header{APIKey: req.Key(), APIVersion: req.GetVersion()}})
-		if reply.Wait != nil {
-			return reply.Wait()
-		}
-		return reply.Response
+		return handleDirect(b, req)
 	}
 
 	hb := kmsg.NewPtrHeartbeatRequest()

@@ -1,13 +1,8 @@
 package broker
 
 import (
-	"context"
-	"io"
-	"log/slog"
 	"testing"
 
-	"github.com/exactly/exactly/internal/server"
-	"github.com/exactly/exactly/internal/vfs"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
@@ -17,22 +12,11 @@ import (
 // (KIP-1043); ShareGroupDescribe is the API that describes it. The group
 // is not created or changed by being asked about.
 func TestDescribeGroupsOfShareGroup(t *testing.T) {
-	b, err := New(Config{FS: vfs.NewMem(), DataDir: "/data", AdvertisedHost: "127.0.0.1", AdvertisedPort: 9092,
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
+	b := memBroker(t, nil, nil)
 	if _, err := b.createTopic("m", 1, nil); err != nil {
 		t.Fatal(err)
 	}
-	handle := func(req kmsg.Request) kmsg.Response {
-		reply := b.Handle(context.Background(), &server.Request{Msg: req, Header: server.Header{APIKey: req.Key(), APIVersion: req.GetVersion()}})
-		if reply.Wait != nil {
-			return reply.Wait()
-		}
-		return reply.Response
-	}
+	handle := func(req kmsg.Request) kmsg.Response { return handleDirect(b, req) }
 	alter := kmsg.NewPtrAlterShareGroupOffsetsRequest()
 	alter.GroupID = "workers"
 	alter.Topics = []kmsg.AlterShareGroupOffsetsRequestTopic{{Topic: "m", Partitions: []kmsg.AlterShareGroupOffsetsRequestTopicPartition{{Partition: 0, StartOffset: 0}}}}

@@ -1,16 +1,11 @@
 package broker
 
 import (
-	"context"
-	"io"
-	"log/slog"
 	"testing"
 	"time"
 
 	"github.com/exactly/exactly/internal/record"
-	"github.com/exactly/exactly/internal/server"
 	"github.com/exactly/exactly/internal/testenv"
-	"github.com/exactly/exactly/internal/vfs"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -54,14 +49,8 @@ func series(t *testing.T, reg *prometheus.Registry, name string, want map[string
 // records by state.
 func TestShareGroupMetrics(t *testing.T) {
 	reg := prometheus.NewRegistry()
-	b, err := New(Config{FS: vfs.NewMem(), DataDir: "/data", AdvertisedHost: "127.0.0.1", AdvertisedPort: 9092, Registry: reg,
-		Static: map[string]string{"group.share.delivery.count.limit": "2", "group.share.min.record.lock.duration.ms": "1000",
-			"group.share.record.lock.duration.ms": "1000"},
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
+	b := memBroker(t, map[string]string{"group.share.delivery.count.limit": "2", "group.share.min.record.lock.duration.ms": "1000",
+		"group.share.record.lock.duration.ms": "1000"}, reg)
 	if _, err := b.createTopic("m", 1, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -78,13 +67,7 @@ func TestShareGroupMetrics(t *testing.T) {
 		t.Fatal(err)
 	}
 	topic, _ := b.catalog.Topic("m")
-	handle := func(req kmsg.Request) kmsg.Response {
-		reply := b.Handle(context.Background(), &server.Request{Msg: req, Header: server.Header{APIKey: req.Key(), APIVersion: req.GetVersion()}})
-		if reply.Wait != nil {
-			return reply.Wait()
-		}
-		return reply.Response
-	}
+	handle := func(req kmsg.Request) kmsg.Response { return handleDirect(b, req) }
 	// The group, reading from offset 0.
 	alter := kmsg.NewPtrAlterShareGroupOffsetsRequest()
 	alter.GroupID = "workers"

@@ -107,18 +107,7 @@ func TestCorruptionInClosedSegment(t *testing.T) {
 	name := filepath.Join("/p", segmentName(seg.BaseOffset, logSuffix))
 	flipByte(t, fsys, name, seg.Size/2)
 	// The damaged batch is the one holding the middle byte.
-	var damaged int64
-	pos := int64(0)
-	for i, b := range want.batches {
-		if want.bases[i] < seg.BaseOffset || want.bases[i] >= seg.NextOffset {
-			continue
-		}
-		if pos+int64(len(b)) > seg.Size/2 {
-			damaged = want.bases[i]
-			break
-		}
-		pos += int64(len(b))
-	}
+	damaged := want.baseAt(seg.BaseOffset, seg.NextOffset, seg.Size/2)
 
 	// Indexes intact: the segment is not scanned at open; a read finds it.
 	l = mustOpen(t, fsys, "/p", smallConfig())

@@ -111,18 +111,7 @@ func TestReadSpansFindsCorruption(t *testing.T) {
 	seg := segs[1]
 	name := filepath.Join("/p", segmentName(seg.BaseOffset, logSuffix))
 	flipByte(t, fsys, name, seg.Size/2)
-	var damaged int64
-	pos := int64(0)
-	for i, b := range want.batches {
-		if want.bases[i] < seg.BaseOffset || want.bases[i] >= seg.NextOffset {
-			continue
-		}
-		if pos+int64(len(b)) > seg.Size/2 {
-			damaged = want.bases[i]
-			break
-		}
-		pos += int64(len(b))
-	}
+	damaged := want.baseAt(seg.BaseOffset, seg.NextOffset, seg.Size/2)
 
 	l = mustOpen(t, fsys, "/p", cfg)
 	defer l.Close()

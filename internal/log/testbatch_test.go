@@ -64,6 +64,22 @@ type appended struct {
 	batches [][]byte
 }
 
+// baseAt is the base offset of the batch holding byte pos of the segment
+// whose batches are those based in [from, to).
+func (a *appended) baseAt(from, to, pos int64) int64 {
+	at := int64(0)
+	for i, b := range a.batches {
+		if a.bases[i] < from || a.bases[i] >= to {
+			continue
+		}
+		if at+int64(len(b)) > pos {
+			return a.bases[i]
+		}
+		at += int64(len(b))
+	}
+	return -1
+}
+
 func (a *appended) add(base int64, b []byte) {
 	a.bases = append(a.bases, base)
 	a.batches = append(a.batches, bytes.Clone(b))
