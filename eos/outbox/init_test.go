@@ -152,8 +152,7 @@ func TestRelayHorizonAndAggregateOrder(t *testing.T) {
 	if err := old.Commit(ctx); err != nil {
 		t.Fatal(err)
 	}
-	for publish() > 0 {
-	}
+	drain(t, ctx, r)
 	got := readAll(t, b.Addr(), "outbox.event.order", 3)
 	var z []string
 	for _, recs := range got {

@@ -42,6 +42,54 @@ func pgTable(t testing.TB) (*sql.DB, Table, string) {
 	return db, tbl, schema
 }
 
+// visibleWait bounds how long a test waits for committed rows to pass the
+// relay's horizon: any transaction open anywhere in the PostgreSQL cluster
+// holds it back (by design), and other test packages share the cluster.
+const visibleWait = 30 * time.Second
+
+// publishVisible is PublishBatch retried while it publishes nothing: the
+// rows a test just committed may be held back a moment by another test's
+// open transaction. It returns the first non-empty batch's count, or 0
+// after visibleWait.
+func publishVisible(t *testing.T, ctx context.Context, r *Relay) (int, error) {
+	t.Helper()
+	deadline := time.Now().Add(visibleWait)
+	for {
+		n, err := r.PublishBatch(ctx)
+		if n > 0 || err != nil || time.Now().After(deadline) {
+			return n, err
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// drain publishes until no committed row is left behind the relay's
+// position (LagRows 0), waiting out a horizon held back by other tests.
+func drain(t *testing.T, ctx context.Context, r *Relay) {
+	t.Helper()
+	deadline := time.Now().Add(visibleWait)
+	for {
+		n, err := r.PublishBatch(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n > 0 {
+			continue
+		}
+		st, err := r.Stats(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.LagRows == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d committed rows still unpublished after %v: %+v", st.LagRows, visibleWait, st)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 func TestWriteCommitsWithTransaction(t *testing.T) {
 	ctx := context.Background()
 	db, tbl, _ := pgTable(t)
@@ -225,15 +273,7 @@ func TestRelayExactlyOnceAcrossCrashes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for {
-		n, err := r.PublishBatch(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if n == 0 {
-			break
-		}
-	}
+	drain(t, ctx, r)
 	r.Close()
 
 	// Expected: committed rows in aggregate version (= commit) order.

@@ -39,7 +39,7 @@ func TestRelayDeletePublished(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n, err := r.PublishBatch(ctx); n != 4 || err != nil {
+	if n, err := publishVisible(t, ctx, r); n != 4 || err != nil {
 		t.Fatalf("PublishBatch = %d, %v", n, err)
 	}
 	if n, err := r.DeletePublished(ctx); n != 4 || err != nil || count() != 6 {
@@ -52,7 +52,7 @@ func TestRelayDeletePublished(t *testing.T) {
 	}
 	// A batch whose transaction never commits must not be deleted.
 	r.k.crashBeforeCommit = true
-	if _, err := r.PublishBatch(ctx); err == nil {
+	if _, err := publishVisible(t, ctx, r); err == nil {
 		t.Fatal("simulated crash did not fail")
 	}
 	if n, err := r.DeletePublished(ctx); n != 0 || err != nil || count() != 6 {
@@ -112,7 +112,7 @@ func TestRelayCheckpointSearchBounded(t *testing.T) {
 	if r.k.scanned != 0 {
 		t.Errorf("first start on an empty topic scanned %d offsets", r.k.scanned)
 	}
-	if n, err := r.PublishBatch(ctx); n != 3 || err != nil {
+	if n, err := publishVisible(t, ctx, r); n != 3 || err != nil {
 		t.Fatalf("PublishBatch = %d, %v", n, err)
 	}
 	pos := r.Position()
@@ -218,7 +218,7 @@ func TestCheckpointTopicCompacted(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		if n, err := r.PublishBatch(ctx); n != 1 || err != nil {
+		if n, err := publishVisible(t, ctx, r); n != 1 || err != nil {
 			t.Fatalf("round %d: PublishBatch = %d, %v", round, n, err)
 		}
 		last = r.Position()
