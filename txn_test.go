@@ -485,8 +485,11 @@ func TestTxnKcatInterrupted(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	cmd.Process.Signal(syscall.SIGINT)
-	if err := cmd.Wait(); err == nil {
-		t.Fatalf("kcat exited 0 after SIGINT; output: %s", out.String())
+	// kcat aborts on SIGINT and usually exits non-zero; when its abort
+	// completes at once it may exit 0, but it says so. Either way it must
+	// not have committed: the broker-side checks below are the point.
+	if err := cmd.Wait(); err == nil && !strings.Contains(out.String(), "Aborting transaction due to termination signal") {
+		t.Fatalf("kcat exited 0 after SIGINT without aborting; output: %s", out.String())
 	}
 	if st := describeTxn(t, b.Addr(), "kcat-intr"); st.State != "Ongoing" && st.State != "PrepareAbort" && st.State != "CompleteAbort" {
 		t.Fatalf("interrupted kcat's transaction is %s", st.State)
