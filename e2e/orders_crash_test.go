@@ -77,11 +77,7 @@ func ordersPipelineSIGKILL(t *testing.T, mode string) {
 		t.Fatalf("PostgreSQL at %s: %v\n%s", dsn, err, testenv.PostgresHint)
 	}
 	schema := testenv.RandName("e2e_orders_")
-	t.Cleanup(func() {
-		dropSlot(db, schema)
-		db.Exec("DROP SCHEMA IF EXISTS " + schema + " CASCADE")
-		db.Close()
-	})
+	dropOutboxAtEnd(t, db, schema)
 	if mode == "cdc" {
 		requireLogical(t, db)
 	}

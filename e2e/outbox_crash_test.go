@@ -7,9 +7,7 @@ package e2e
 
 import (
 	"context"
-	"crypto/rand"
 	"database/sql"
-	"encoding/hex"
 	"fmt"
 	"io"
 	mrand "math/rand/v2"
@@ -101,20 +99,12 @@ func outboxRelaySIGKILL(t *testing.T, mode string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var nonce [6]byte
-	_, _ = rand.Read(nonce[:])
-	schema := "e2e_outbox_" + hex.EncodeToString(nonce[:])
-	if _, err := db.Exec("CREATE SCHEMA " + schema); err != nil {
-		t.Fatalf("PostgreSQL at %s: %v\n%s", testenv.PostgresDSN(), err, testenv.PostgresHint)
-	}
+	schema := outboxSchema(t, db, "e2e_outbox_")
 	var relay *childProc
 	t.Cleanup(func() {
 		if relay != nil {
 			relay.kill()
 		}
-		dropSlot(db, schema)
-		db.Exec("DROP SCHEMA " + schema + " CASCADE")
-		db.Close()
 	})
 	if mode == "cdc" {
 		requireLogical(t, db)
@@ -354,6 +344,46 @@ func requireLogical(t *testing.T, db *sql.DB) {
 		t.Fatalf("PostgreSQL wal_level=%s; the CDC relay needs logical. .ci/run sets it; by hand: "+
 			`psql -h 127.0.0.1 -U postgres -c "ALTER SYSTEM SET wal_level = logical" and restart PostgreSQL`, level)
 	}
+}
+
+// outboxSchema creates a schema named prefix and a random suffix, and
+// drops it (with its replication slot) and closes db when the test ends.
+func outboxSchema(t *testing.T, db *sql.DB, prefix string) string {
+	t.Helper()
+	schema := testenv.RandName(prefix)
+	if _, err := db.Exec("CREATE SCHEMA " + schema); err != nil {
+		t.Fatalf("PostgreSQL at %s: %v\n%s", testenv.PostgresDSN(), err, testenv.PostgresHint)
+	}
+	dropOutboxAtEnd(t, db, schema)
+	return schema
+}
+
+// dropOutboxAtEnd drops schema and its replication slot and closes db
+// when the test ends, after the cleanups registered later (the relays
+// that use them).
+func dropOutboxAtEnd(t *testing.T, db *sql.DB, schema string) {
+	t.Cleanup(func() {
+		dropSlot(db, schema)
+		db.Exec("DROP SCHEMA IF EXISTS " + schema + " CASCADE")
+		db.Close()
+	})
+}
+
+// insertOutboxRows inserts one outbox row of type typ per aggregate in
+// aggs (agg-N), in one transaction, as a writer in any language would.
+func insertOutboxRows(ctx context.Context, db *sql.DB, table, typ string, aggs []int) error {
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	for _, a := range aggs {
+		if _, err := tx.Exec(`INSERT INTO `+table+` (id, aggregatetype, aggregateid, type, payload)
+			VALUES (gen_random_uuid(), 'order', $1, $2, 'x')`, fmt.Sprint("agg-", a), typ); err != nil {
+			tx.Rollback()
+			return err
+		}
+	}
+	return tx.Commit()
 }
 
 // dropSlot drops a test's replication slot and publication (both named

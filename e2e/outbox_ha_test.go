@@ -5,10 +5,7 @@ package e2e
 
 import (
 	"context"
-	"crypto/rand"
 	"database/sql"
-	"encoding/hex"
-	"fmt"
 	mrand "math/rand/v2"
 	"os"
 	"path/filepath"
@@ -43,20 +40,12 @@ func outboxRelayHA(t *testing.T, mode string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var nonce [6]byte
-	_, _ = rand.Read(nonce[:])
-	schema := "e2e_ha_" + hex.EncodeToString(nonce[:])
-	if _, err := db.Exec("CREATE SCHEMA " + schema); err != nil {
-		t.Fatalf("PostgreSQL at %s: %v\n%s", testenv.PostgresDSN(), err, testenv.PostgresHint)
-	}
+	schema := outboxSchema(t, db, "e2e_ha_")
 	var procs []*childProc
 	t.Cleanup(func() {
 		for _, p := range procs {
 			p.kill()
 		}
-		dropSlot(db, schema)
-		db.Exec("DROP SCHEMA " + schema + " CASCADE")
-		db.Close()
 	})
 	if mode == "cdc" {
 		requireLogical(t, db)
@@ -94,20 +83,7 @@ func outboxRelayHA(t *testing.T, mode string) {
 				}
 				aggs := []int{rng.IntN(aggregates), rng.IntN(aggregates)}
 				slices.Sort(aggs)
-				tx, err := db.BeginTx(ctx, nil)
-				if err != nil {
-					writeErr <- err
-					return
-				}
-				for _, a := range aggs {
-					if _, err := tx.Exec(`INSERT INTO `+table+` (id, aggregatetype, aggregateid, type, payload)
-						VALUES (gen_random_uuid(), 'order', $1, 'T', 'x')`, fmt.Sprint("agg-", a)); err != nil {
-						tx.Rollback()
-						writeErr <- err
-						return
-					}
-				}
-				if err := tx.Commit(); err != nil {
+				if err := insertOutboxRows(ctx, db, table, "T", aggs); err != nil {
 					writeErr <- err
 					return
 				}

@@ -6,9 +6,7 @@ package e2e
 
 import (
 	"context"
-	"crypto/rand"
 	"database/sql"
-	"encoding/hex"
 	"fmt"
 	mrand "math/rand/v2"
 	"os"
@@ -60,20 +58,12 @@ func TestOutboxCDCSnapshotSIGKILL(t *testing.T) {
 		t.Fatal(err)
 	}
 	db.SetMaxOpenConns(writers + 4)
-	var nonce [6]byte
-	_, _ = rand.Read(nonce[:])
-	schema := "e2e_snap_" + hex.EncodeToString(nonce[:])
-	if _, err := db.Exec("CREATE SCHEMA " + schema); err != nil {
-		t.Fatalf("PostgreSQL at %s: %v\n%s", testenv.PostgresDSN(), err, testenv.PostgresHint)
-	}
+	schema := outboxSchema(t, db, "e2e_snap_")
 	var relay *childProc
 	t.Cleanup(func() {
 		if relay != nil {
 			relay.kill()
 		}
-		dropSlot(db, schema)
-		db.Exec("DROP SCHEMA " + schema + " CASCADE")
-		db.Close()
 	})
 	requireLogical(t, db)
 	table := schema + ".outbox"
@@ -119,20 +109,7 @@ func TestOutboxCDCSnapshotSIGKILL(t *testing.T) {
 					aggs[k] = rng.IntN(aggregates)
 				}
 				slices.Sort(aggs)
-				tx, err := db.BeginTx(ctx, nil)
-				if err != nil {
-					writeErr <- err
-					return
-				}
-				for _, a := range aggs {
-					if _, err := tx.Exec(`INSERT INTO `+table+` (id, aggregatetype, aggregateid, type, payload)
-						VALUES (gen_random_uuid(), 'order', $1, 'New', 'x')`, fmt.Sprint("agg-", a)); err != nil {
-						tx.Rollback()
-						writeErr <- err
-						return
-					}
-				}
-				if err := tx.Commit(); err != nil {
+				if err := insertOutboxRows(ctx, db, table, "New", aggs); err != nil {
 					writeErr <- err
 					return
 				}
