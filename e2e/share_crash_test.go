@@ -4,10 +4,11 @@ package e2e
 // (ACCEPT, RELEASE, REJECT at random) while the broker is killed three
 // times. The promise checked: no answered acknowledgement is lost (an
 // accepted or rejected record is never delivered again), no record is
-// delivered more than group.share.delivery.count.limit times and each
-// delivery of a record counts higher than the one before (delivery counts
-// are durable before they are handed out), and in the end every record is
-// settled: accepted, rejected, or archived at the limit.
+// delivered more than group.share.delivery.count.limit times, no delivery
+// count of a record repeats and a delivery counts higher than every one
+// answered before it was asked for (delivery counts are durable before
+// they are handed out), and in the end every record is settled: accepted,
+// rejected, or archived at the limit.
 
 import (
 	"context"
@@ -30,31 +31,74 @@ type shareRec struct {
 }
 
 // shareLedger is what the consumers saw and were answered.
+//
+// Workers record what they saw after their requests return, so the
+// ledger's order is not the broker's: a worker may record a delivery late,
+// after a restart made the record Available again and another worker got
+// it with a higher count. Deliveries are therefore ordered only where the
+// order is certain: an answer received before another request was sent
+// came first at the broker.
 type shareLedger struct {
 	mu         sync.Mutex
-	lastCount  map[shareRec]int16 // highest delivery count seen
-	settled    map[shareRec]string
+	deliveries map[shareRec][]shareDelivery
+	settled    map[shareRec]shareSettle
 	maybeAcked map[shareRec]bool // ACCEPT/REJECT sent, answer lost with the broker
 	// lostFetches counts ShareFetch requests without an answer: the
 	// broker may have made their acquisitions durable (a delivery the
 	// consumers never saw, which still counts towards the limit).
 	lostFetches int
-	violations  []string
+	// unordered counts pairs of deliveries of one record whose requests
+	// overlapped in time, so that only their counts say which came first.
+	unordered  int
+	violations []string
 }
 
-func (l *shareLedger) delivered(r shareRec, count int16, limit int16) {
+// shareDelivery is one delivery of a record: its count and when the
+// ShareFetch that brought it was sent and answered.
+type shareDelivery struct {
+	count      int16
+	sent, recv time.Time
+}
+
+// shareSettle is an answered ACCEPT or REJECT.
+type shareSettle struct {
+	how  string
+	sent time.Time // when the acknowledgement was sent
+}
+
+func (l *shareLedger) delivered(r shareRec, d shareDelivery, limit int16) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if how, ok := l.settled[r]; ok {
-		l.violations = append(l.violations, fmt.Sprintf("%v delivered (count %d) after its %s was answered", r, count, how))
+	if s, ok := l.settled[r]; ok && s.sent.Before(d.sent) {
+		// The answered acknowledgement was sent before this fetch: it
+		// was applied before the fetch acquired anything.
+		l.violations = append(l.violations, fmt.Sprintf("%v delivered (count %d) after its %s was answered", r, d.count, s.how))
 	}
-	if count > limit {
-		l.violations = append(l.violations, fmt.Sprintf("%v delivered with count %d past the limit %d", r, count, limit))
+	if d.count > limit {
+		l.violations = append(l.violations, fmt.Sprintf("%v delivered with count %d past the limit %d", r, d.count, limit))
 	}
-	if prev := l.lastCount[r]; count <= prev {
-		l.violations = append(l.violations, fmt.Sprintf("%v delivered with count %d after count %d", r, count, prev))
+	for _, prev := range l.deliveries[r] {
+		switch {
+		case prev.count == d.count:
+			l.violations = append(l.violations, fmt.Sprintf("%v delivered twice with count %d", r, d.count))
+		case prev.recv.Before(d.sent) && d.count < prev.count:
+			l.violations = append(l.violations, fmt.Sprintf("%v delivered with count %d after count %d", r, d.count, prev.count))
+		case d.recv.Before(prev.sent) && prev.count < d.count:
+			l.violations = append(l.violations, fmt.Sprintf("%v delivered with count %d after count %d", r, prev.count, d.count))
+		case !prev.recv.Before(d.sent) && !d.recv.Before(prev.sent):
+			l.unordered++
+		}
 	}
-	l.lastCount[r] = count
+	l.deliveries[r] = append(l.deliveries[r], d)
+}
+
+// maxCount is the highest delivery count r was seen with.
+func (l *shareLedger) maxCount(r shareRec) int16 {
+	var m int16
+	for _, d := range l.deliveries[r] {
+		m = max(m, d.count)
+	}
+	return m
 }
 
 func TestShareAcksSurviveSIGKILL(t *testing.T) {
@@ -113,7 +157,7 @@ func TestShareAcksSurviveSIGKILL(t *testing.T) {
 		}
 	}
 
-	l := &shareLedger{lastCount: map[shareRec]int16{}, settled: map[shareRec]string{}, maybeAcked: map[shareRec]bool{}}
+	l := &shareLedger{deliveries: map[shareRec][]shareDelivery{}, settled: map[shareRec]shareSettle{}, maybeAcked: map[shareRec]bool{}}
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	for w := range workers {
@@ -160,11 +204,11 @@ func TestShareAcksSurviveSIGKILL(t *testing.T) {
 		for off := int64(0); off < ends[part]; off++ {
 			r := shareRec{part, off}
 			switch {
-			case l.settled[r] != "":
-				counts[l.settled[r]]++
+			case l.settled[r].how != "":
+				counts[l.settled[r].how]++
 			case l.maybeAcked[r]:
 				counts["acknowledged, answer lost in a crash"]++
-			case l.lastCount[r] == limit:
+			case l.maxCount(r) == limit:
 				counts["archived at the limit"]++
 			default:
 				unseen = append(unseen, r)
@@ -179,7 +223,7 @@ func TestShareAcksSurviveSIGKILL(t *testing.T) {
 		t.Errorf("%d records settled without an acknowledgement or a delivery at the limit, more than %d lost ShareFetch answers explain: %v",
 			len(unseen), l.lostFetches, unseen)
 	}
-	t.Logf("fates: %v (ShareFetch answers lost: %d)", counts, l.lostFetches)
+	t.Logf("fates: %v (ShareFetch answers lost: %d; redeliveries ordered only by their counts: %d)", counts, l.lostFetches, l.unordered)
 
 	// The state log check-data reads offline decodes as replay does.
 	p.stop(t)
@@ -266,7 +310,9 @@ func shareWorker(ctx context.Context, node *kgo.Broker, member, group string, to
 		if epoch == 0 {
 			fr.Topics = append(fr.Topics, ft)
 		}
+		sent := time.Now()
 		resp, err := fr.RequestWith(rctx, node)
+		recv := time.Now()
 		cancel()
 		if err != nil {
 			l.mu.Lock()
@@ -302,7 +348,7 @@ func shareWorker(ctx context.Context, node *kgo.Broker, member, group string, to
 				for _, a := range rp.AcquiredRecords {
 					for off := a.FirstOffset; off <= a.LastOffset; off++ {
 						r := shareRec{rp.Partition, off}
-						l.delivered(r, a.DeliveryCount, limit)
+						l.delivered(r, shareDelivery{a.DeliveryCount, sent, recv}, limit)
 						typ, how := int8(1), "accept"
 						switch x := rng.Intn(10); {
 						case x < 3:
@@ -332,6 +378,7 @@ func shareWorker(ctx context.Context, node *kgo.Broker, member, group string, to
 		ack.Topics = append(ack.Topics, at)
 		ack.ShareSessionEpoch = epoch
 		actx, acancel := context.WithTimeout(ctx, 5*time.Second)
+		ackSent := time.Now()
 		aresp, err := ack.RequestWith(actx, node)
 		acancel()
 		if err != nil || aresp.ErrorCode != 0 {
@@ -347,7 +394,7 @@ func shareWorker(ctx context.Context, node *kgo.Broker, member, group string, to
 				}
 				for _, pr := range pending[rp.Partition] {
 					if pr.how != "release" {
-						l.settled[pr.r] = pr.how
+						l.settled[pr.r] = shareSettle{pr.how, ackSent}
 					}
 				}
 			}
