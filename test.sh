@@ -115,6 +115,7 @@ fuzz ./internal/share FuzzDecodeRecord 350000
 fuzz ./internal/producerstate FuzzDecode 600000
 fuzz ./internal/group FuzzDecodeRecord 350000
 fuzz ./internal/txn FuzzDecodeBatches 400000
+fuzz ./internal/cluster FuzzDecodeCommand 200000
 
 echo "== conformance: franz-go's integration tests against exactly serve"
 compat/kgo/suite.sh

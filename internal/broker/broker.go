@@ -257,7 +257,7 @@ func (b *Broker) finishDeletions(only string) error {
 				b.log.Info("removed partition directory of a deleted topic", "dir", dir)
 			}
 		}
-		if err := b.catalog.DeletionDone(t.ID); err != nil {
+		if err := b.catalog.DeletionDone(t.ID, b.cfg.NodeID); err != nil {
 			return err
 		}
 	}

@@ -57,6 +57,13 @@ type Topic struct {
 	Configs    map[string]string `json:"configs,omitempty"`
 	// Internal marks broker-owned topics (offsets, transactions).
 	Internal bool `json:"internal,omitempty"`
+	// Replicas lists each partition's replicas by node id, the first
+	// being the preferred leader; nil on a single node, where this node
+	// holds every partition.
+	Replicas [][]int32 `json:"replicas,omitempty"`
+	// Pending, for a deleted topic in a cluster, lists the nodes that
+	// may still hold its directories.
+	Pending []int32 `json:"pending,omitempty"`
 }
 
 type catalogFile struct {
@@ -76,6 +83,9 @@ type catalogFile struct {
 	ScramCredentials map[string]map[string]ScramCredential `json:"scram_credentials,omitempty"`
 	// ACLs are the bindings CreateAcls stored (absent in older catalogs).
 	ACLs []acl.Binding `json:"acls,omitempty"`
+	// Brokers are the registered brokers of a cluster (absent on a
+	// single node).
+	Brokers []*Broker `json:"brokers,omitempty"`
 	// Deleting lists deleted topics whose partition directories may still
 	// exist: a topic moves here from Topics in the same write that deletes
 	// it, and leaves once its directories are gone. Only directories these
@@ -116,16 +126,15 @@ type Catalog struct {
 	dir    string
 	static map[string]string
 
-	mu        sync.RWMutex // guards the fields below; writers also hold it across the file rewrite
-	clusterID string
-	byName    map[string]*Topic
-	byID      map[TopicID]*Topic
-	dynamic   map[string]string
-	groupGens int32
-	quotas    []ClientQuota
-	scram     map[string]map[string]ScramCredential
-	acls      *acl.Index
-	deleting  []*Topic
+	// mu guards st; writers also hold it across the file rewrite, so
+	// the file's order is the order of changes.
+	mu sync.RWMutex
+	st *state
+	// propose is set in a cluster (Replicate): changes go through the
+	// metadata quorum instead of the file.
+	propose Proposer
+	// changed is closed at the next change (Changed); nil until asked.
+	changed chan struct{}
 }
 
 const catalogName = "cluster.json"
@@ -133,14 +142,14 @@ const catalogName = "cluster.json"
 // OpenCatalog loads (or creates) the catalog in dir. static holds the broker
 // configs from server.properties and --set, already validated.
 func OpenCatalog(fsys vfs.FS, dir string, static map[string]string) (*Catalog, error) {
-	c := &Catalog{fs: fsys, dir: dir, static: static, byName: map[string]*Topic{}, byID: map[TopicID]*Topic{}, dynamic: map[string]string{}}
+	c := &Catalog{fs: fsys, dir: dir, static: static}
 	if err := vfs.MkdirAllDurable(fsys, dir); err != nil {
 		return nil, err
 	}
 	err := c.load()
 	if errors.Is(err, os.ErrNotExist) {
-		c.clusterID = newClusterID()
-		if err := c.persistLocked(); err != nil {
+		c.st = newState(newClusterID())
+		if err := c.persist(c.st); err != nil {
 			return nil, err
 		}
 		return c, nil
@@ -154,7 +163,7 @@ func OpenCatalog(fsys vfs.FS, dir string, static map[string]string) (*Catalog, e
 // ReadCatalog loads the catalog in dir for an offline tool: nothing is
 // created or written.
 func ReadCatalog(fsys vfs.FS, dir string) (*Catalog, error) {
-	c := &Catalog{fs: fsys, dir: dir, byName: map[string]*Topic{}, byID: map[TopicID]*Topic{}, dynamic: map[string]string{}}
+	c := &Catalog{fs: fsys, dir: dir}
 	if err := c.load(); err != nil {
 		return nil, err
 	}
@@ -177,32 +186,46 @@ func (c *Catalog) load() error {
 	if _, err := f.ReadAt(buf, 0); err != nil && !errors.Is(err, io.EOF) {
 		return err
 	}
-	var cf catalogFile
-	if err := json.Unmarshal(buf, &cf); err != nil {
+	st, err := decodeState(buf)
+	if err != nil {
 		return fmt.Errorf("reading %s: %w", filepath.Join(dir, catalogName), err)
 	}
-	if cf.Version > catalogVersion {
-		return fmt.Errorf("%w: %s has format version %d, newer than this binary reads (up to %d): run the exactly version that wrote it, or a newer one",
-			ErrDataDir, filepath.Join(dir, catalogName), cf.Version, catalogVersion)
+	c.st = st
+	return nil
+}
+
+// decodeState parses the catalog's file form (cluster.json, and the
+// metadata quorum's snapshots).
+func decodeState(buf []byte) (*state, error) {
+	var cf catalogFile
+	if err := json.Unmarshal(buf, &cf); err != nil {
+		return nil, err
 	}
-	c.deleting = cf.Deleting
-	c.clusterID = cf.ClusterID
-	c.groupGens = cf.GroupGenerations
-	c.quotas = cf.ClientQuotas
-	c.scram = cf.ScramCredentials
-	c.acls = acl.NewIndex(cf.ACLs)
+	if cf.Version > catalogVersion {
+		return nil, fmt.Errorf("%w: format version %d, newer than this binary reads (up to %d): run the exactly version that wrote it, or a newer one",
+			ErrDataDir, cf.Version, catalogVersion)
+	}
+	st := newState(cf.ClusterID)
+	st.deleting = cf.Deleting
+	st.groupGens = cf.GroupGenerations
+	st.quotas = cf.ClientQuotas
+	st.scram = cf.ScramCredentials
+	st.acls = acl.NewIndex(cf.ACLs)
+	for _, b := range cf.Brokers {
+		st.brokers[b.ID] = b
+	}
 	for _, t := range cf.Topics {
-		c.byName[t.Name] = t
-		c.byID[t.ID] = t
+		st.byName[t.Name] = t
+		st.byID[t.ID] = t
 	}
 	for k, v := range cf.BrokerConfigs {
 		// A key that was dynamic in an older version but is read-only
 		// now is dropped: the operator's static value applies again.
 		if d, ok := brokerConfigIndex[k]; ok && d.Dynamic {
-			c.dynamic[k] = v
+			st.dynamic[k] = v
 		}
 	}
-	return nil
+	return st, nil
 }
 
 func newClusterID() string {
@@ -219,26 +242,66 @@ func newTopicID() TopicID {
 	return id
 }
 
-// persistLocked rewrites the catalog file atomically. c.mu must be held.
-func (c *Catalog) persistLocked() error {
-	cf := catalogFile{Version: catalogVersion, ClusterID: c.clusterID, BrokerConfigs: c.dynamic, GroupGenerations: c.groupGens,
-		ClientQuotas: c.quotas, ScramCredentials: c.scram, ACLs: c.acls.Bindings(), Deleting: c.deleting}
-	for _, t := range c.byName {
+// encode is the state's file form.
+func (s *state) encode() ([]byte, error) {
+	cf := catalogFile{Version: catalogVersion, ClusterID: s.clusterID, BrokerConfigs: s.dynamic, GroupGenerations: s.groupGens,
+		ClientQuotas: s.quotas, ScramCredentials: s.scram, ACLs: s.acls.Bindings(), Deleting: s.deleting}
+	for _, t := range s.byName {
 		cf.Topics = append(cf.Topics, t)
 	}
 	sort.Slice(cf.Topics, func(i, j int) bool { return cf.Topics[i].Name < cf.Topics[j].Name })
-	data, err := json.MarshalIndent(cf, "", "  ")
+	for _, b := range s.brokers {
+		cf.Brokers = append(cf.Brokers, b)
+	}
+	sort.Slice(cf.Brokers, func(i, j int) bool { return cf.Brokers[i].ID < cf.Brokers[j].ID })
+	return json.MarshalIndent(cf, "", "  ")
+}
+
+// persist rewrites the catalog file atomically with st.
+func (c *Catalog) persist(st *state) error {
+	data, err := st.encode()
 	if err != nil {
 		return err
 	}
 	return vfs.WriteFileAtomic(c.fs, filepath.Join(c.dir, catalogName), data)
 }
 
+// commit applies cmd and makes the result durable: the catalog changes
+// only if both succeed.
+func (c *Catalog) commit(cmd Command) (any, error) {
+	c.mu.Lock()
+	if c.propose != nil {
+		c.mu.Unlock()
+		return c.proposeCommand(cmd)
+	}
+	defer c.mu.Unlock()
+	next := c.st.clone()
+	res, err := next.apply(cmd)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.persist(next); err != nil {
+		return nil, err
+	}
+	c.st = next
+	c.changedLocked()
+	return res, nil
+}
+
+// commitTopic is commit of a command whose result is a topic.
+func (c *Catalog) commitTopic(cmd Command) (*Topic, error) {
+	res, err := c.commit(cmd)
+	if err != nil {
+		return nil, err
+	}
+	return res.(*Topic), nil
+}
+
 // ClusterID is the cluster's stable ID, created on first start.
 func (c *Catalog) ClusterID() string {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
-	return c.clusterID
+	return c.st.clusterID
 }
 
 // ValidateTopicName checks Kafka's topic naming rules.
@@ -266,7 +329,7 @@ func collisionKey(name string) string { return strings.ReplaceAll(name, ".", "_"
 // Topic returns the topic named name.
 func (c *Catalog) Topic(name string) (*Topic, bool) {
 	c.mu.RLock()
-	t, ok := c.byName[name]
+	t, ok := c.st.byName[name]
 	c.mu.RUnlock()
 	return t, ok
 }
@@ -274,7 +337,7 @@ func (c *Catalog) Topic(name string) (*Topic, bool) {
 // TopicByID returns the topic with the given ID.
 func (c *Catalog) TopicByID(id TopicID) (*Topic, bool) {
 	c.mu.RLock()
-	t, ok := c.byID[id]
+	t, ok := c.st.byID[id]
 	c.mu.RUnlock()
 	return t, ok
 }
@@ -282,8 +345,8 @@ func (c *Catalog) TopicByID(id TopicID) (*Topic, bool) {
 // Topics returns all topics sorted by name.
 func (c *Catalog) Topics() []*Topic {
 	c.mu.RLock()
-	out := make([]*Topic, 0, len(c.byName))
-	for _, t := range c.byName {
+	out := make([]*Topic, 0, len(c.st.byName))
+	for _, t := range c.st.byName {
 		out = append(out, t)
 	}
 	c.mu.RUnlock()
@@ -299,8 +362,8 @@ func (c *Catalog) ValidateNewTopic(name string, partitions int32, configs map[st
 	if partitions < 1 {
 		return fmt.Errorf("%w: %d (must be at least 1)", ErrInvalidPartitions, partitions)
 	}
-	if partitions > 100000 {
-		return fmt.Errorf("%w: %d is more than this broker allows (100000)", ErrInvalidPartitions, partitions)
+	if partitions > maxPartitions {
+		return fmt.Errorf("%w: %d is more than this broker allows (%d)", ErrInvalidPartitions, partitions, maxPartitions)
 	}
 	for k, v := range configs {
 		if err := ValidateTopicConfig(k, v); err != nil {
@@ -309,97 +372,58 @@ func (c *Catalog) ValidateNewTopic(name string, partitions int32, configs map[st
 	}
 	c.mu.RLock()
 	defer c.mu.RUnlock()
-	if _, ok := c.byName[name]; ok {
+	if _, ok := c.st.byName[name]; ok {
 		return fmt.Errorf("%w: %q", ErrTopicExists, name)
 	}
-	key := collisionKey(name)
-	for other := range c.byName {
-		if collisionKey(other) == key {
-			return fmt.Errorf("%w: %q collides with existing topic %q ('.' and '_' are interchangeable in metric names)", ErrInvalidTopic, name, other)
-		}
+	if other, ok := c.st.collision(name); ok {
+		return fmt.Errorf("%w: %q collides with existing topic %q ('.' and '_' are interchangeable in metric names)", ErrInvalidTopic, name, other)
 	}
 	return nil
 }
+
+// maxPartitions bounds a topic's partition count.
+const maxPartitions = 100000
 
 // CreateTopic adds a topic durably and returns it.
 func (c *Catalog) CreateTopic(name string, partitions int32, configs map[string]string, internal bool) (*Topic, error) {
 	if err := c.ValidateNewTopic(name, partitions, configs); err != nil {
 		return nil, err
 	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if _, ok := c.byName[name]; ok {
-		return nil, fmt.Errorf("%w: %q", ErrTopicExists, name)
-	}
-	t := &Topic{Name: name, ID: newTopicID(), Partitions: partitions, Configs: cloneMap(configs), Internal: internal}
-	c.byName[name] = t
-	c.byID[t.ID] = t
-	if err := c.persistLocked(); err != nil {
-		delete(c.byName, name)
-		delete(c.byID, t.ID)
-		return nil, err
-	}
-	return t, nil
+	return c.commitTopic(Command{Op: OpCreateTopic, Topic: &Topic{Name: name, ID: newTopicID(), Partitions: partitions, Configs: configs, Internal: internal}})
 }
 
-// DeleteTopic removes a topic durably and returns what it was.
+// DeleteTopic removes a topic durably and returns what it was. It stays
+// listed by Deleting until DeletionDone.
 func (c *Catalog) DeleteTopic(name string) (*Topic, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	t, ok := c.byName[name]
-	if !ok {
-		return nil, fmt.Errorf("%w: %q", ErrUnknownTopic, name)
-	}
-	delete(c.byName, name)
-	delete(c.byID, t.ID)
-	oldDeleting := c.deleting
-	c.deleting = append(slices.Clip(c.deleting), t)
-	if err := c.persistLocked(); err != nil {
-		c.byName[name] = t
-		c.byID[t.ID] = t
-		c.deleting = oldDeleting
-		return nil, err
-	}
-	return t, nil
+	return c.commitTopic(Command{Op: OpDeleteTopic, Name: name})
 }
 
 // Deleting returns the deleted topics whose directories may still exist.
 func (c *Catalog) Deleting() []*Topic {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
-	return slices.Clone(c.deleting)
+	return slices.Clone(c.st.deleting)
 }
 
-// DeletionDone durably forgets a deleted topic once its directories are
-// gone.
-func (c *Catalog) DeletionDone(id TopicID) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	i := slices.IndexFunc(c.deleting, func(t *Topic) bool { return t.ID == id })
-	if i < 0 {
+// DeletionDone durably records that node deleted its directories of a
+// deleted topic; the topic is forgotten once no node may hold any (on a
+// single node, at once).
+func (c *Catalog) DeletionDone(id TopicID, node int32) error {
+	c.mu.RLock()
+	known := slices.ContainsFunc(c.st.deleting, func(t *Topic) bool {
+		return t.ID == id && (len(t.Pending) == 0 || slices.Contains(t.Pending, node))
+	})
+	c.mu.RUnlock()
+	if !known {
 		return nil
 	}
-	old := c.deleting
-	c.deleting = slices.Delete(slices.Clone(c.deleting), i, i+1)
-	if err := c.persistLocked(); err != nil {
-		c.deleting = old
-		return err
-	}
-	return nil
+	_, err := c.commit(Command{Op: OpDeletionDone, ID: id, BrokerID: node})
+	return err
 }
 
 // SetPartitions raises a topic's partition count.
 func (c *Catalog) SetPartitions(name string, count int32) (*Topic, error) {
-	return c.update(name, func(t *Topic) error {
-		if count <= t.Partitions {
-			return fmt.Errorf("%w: topic %q has %d partitions; the new count %d must be larger", ErrInvalidPartitions, name, t.Partitions, count)
-		}
-		if count > 100000 {
-			return fmt.Errorf("%w: %d is more than this broker allows (100000)", ErrInvalidPartitions, count)
-		}
-		t.Partitions = count
-		return nil
-	})
+	return c.commitTopic(Command{Op: OpSetPartitions, Name: name, Partitions: count})
 }
 
 // SetTopicConfigs replaces a topic's config overrides.
@@ -409,32 +433,7 @@ func (c *Catalog) SetTopicConfigs(name string, configs map[string]string) (*Topi
 			return nil, fmt.Errorf("%w: %v", ErrInvalidConfig, err)
 		}
 	}
-	return c.update(name, func(t *Topic) error {
-		t.Configs = cloneMap(configs)
-		return nil
-	})
-}
-
-func (c *Catalog) update(name string, fn func(*Topic) error) (*Topic, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	old, ok := c.byName[name]
-	if !ok {
-		return nil, fmt.Errorf("%w: %q", ErrUnknownTopic, name)
-	}
-	nt := *old
-	nt.Configs = cloneMap(old.Configs)
-	if err := fn(&nt); err != nil {
-		return nil, err
-	}
-	c.byName[name] = &nt
-	c.byID[nt.ID] = &nt
-	if err := c.persistLocked(); err != nil {
-		c.byName[name] = old
-		c.byID[old.ID] = old
-		return nil, err
-	}
-	return &nt, nil
+	return c.commitTopic(Command{Op: OpSetTopicConfigs, Name: name, Configs: configs})
 }
 
 func cloneMap(m map[string]string) map[string]string {
@@ -452,7 +451,7 @@ func cloneMap(m map[string]string) map[string]string {
 // (server.properties / --set), then the built-in default.
 func (c *Catalog) BrokerConfig(key string) (string, ConfigSource) {
 	c.mu.RLock()
-	v, ok := c.dynamic[key]
+	v, ok := c.st.dynamic[key]
 	c.mu.RUnlock()
 	if ok {
 		return v, SourceDynamicDefaultBroker
@@ -502,7 +501,7 @@ func derivedStatic(static map[string]string, key string) (string, bool) {
 func (c *Catalog) BrokerDynamic() map[string]string {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
-	return cloneMap(c.dynamic)
+	return cloneMap(c.st.dynamic)
 }
 
 // SetBrokerDynamic replaces the dynamic broker overrides durably.
@@ -519,18 +518,8 @@ func (c *Catalog) SetBrokerDynamic(m map[string]string) error {
 			return fmt.Errorf("%w: %v", ErrInvalidConfig, err)
 		}
 	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	old := c.dynamic
-	c.dynamic = cloneMap(m)
-	if c.dynamic == nil {
-		c.dynamic = map[string]string{}
-	}
-	if err := c.persistLocked(); err != nil {
-		c.dynamic = old
-		return err
-	}
-	return nil
+	_, err := c.commit(Command{Op: OpSetBrokerConfigs, Configs: m})
+	return err
 }
 
 // TopicConfig resolves a topic key: topic override, then the broker key that
@@ -556,24 +545,17 @@ func (c *Catalog) TopicConfig(t *Topic, key string) (string, ConfigSource) {
 func (c *Catalog) GroupGenerationsReserved() int32 {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
-	return c.groupGens
+	return c.st.groupGens
 }
 
 // ReserveGroupGenerations durably records that group generations up to
 // upto may be handed out, so a restarted coordinator starts above them.
 func (c *Catalog) ReserveGroupGenerations(upto int32) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if upto <= c.groupGens {
+	if upto <= c.GroupGenerationsReserved() {
 		return nil
 	}
-	old := c.groupGens
-	c.groupGens = upto
-	if err := c.persistLocked(); err != nil {
-		c.groupGens = old
-		return err
-	}
-	return nil
+	_, err := c.commit(Command{Op: OpReserveGroupGenerations, GroupGenerations: upto})
+	return err
 }
 
 // ClientQuotas returns the stored client quotas. The slice is shared: the
@@ -581,21 +563,14 @@ func (c *Catalog) ReserveGroupGenerations(upto int32) error {
 func (c *Catalog) ClientQuotas() []ClientQuota {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
-	return c.quotas
+	return c.st.quotas
 }
 
 // SetClientQuotas replaces the stored client quotas durably. The catalog
 // keeps q; the caller must not modify it afterwards.
 func (c *Catalog) SetClientQuotas(q []ClientQuota) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	old := c.quotas
-	c.quotas = q
-	if err := c.persistLocked(); err != nil {
-		c.quotas = old
-		return err
-	}
-	return nil
+	_, err := c.commit(Command{Op: OpSetClientQuotas, ClientQuotas: q})
+	return err
 }
 
 // ScramCredential returns a user's stored credential for a SCRAM
@@ -603,7 +578,7 @@ func (c *Catalog) SetClientQuotas(q []ClientQuota) error {
 func (c *Catalog) ScramCredential(user, mechanism string) (ScramCredential, bool) {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
-	cr, ok := c.scram[user][mechanism]
+	cr, ok := c.st.scram[user][mechanism]
 	return cr, ok
 }
 
@@ -612,21 +587,14 @@ func (c *Catalog) ScramCredential(user, mechanism string) (ScramCredential, bool
 func (c *Catalog) ScramCredentials() map[string]map[string]ScramCredential {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
-	return c.scram
+	return c.st.scram
 }
 
 // SetScramCredentials replaces the stored SCRAM credentials durably. The
 // catalog keeps m; the caller must not modify it afterwards.
 func (c *Catalog) SetScramCredentials(m map[string]map[string]ScramCredential) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	old := c.scram
-	c.scram = m
-	if err := c.persistLocked(); err != nil {
-		c.scram = old
-		return err
-	}
-	return nil
+	_, err := c.commit(Command{Op: OpSetScramCredentials, ScramCredentials: m})
+	return err
 }
 
 // ACLs returns the stored ACL bindings. The slice is shared: the caller
@@ -640,19 +608,12 @@ func (c *Catalog) ACLs() []acl.Binding {
 func (c *Catalog) ACLIndex() *acl.Index {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
-	return c.acls
+	return c.st.acls
 }
 
 // SetACLs replaces the stored ACL bindings durably. The catalog keeps
 // bs; the caller must not modify it afterwards.
 func (c *Catalog) SetACLs(bs []acl.Binding) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	old := c.acls
-	c.acls = acl.NewIndex(bs)
-	if err := c.persistLocked(); err != nil {
-		c.acls = old
-		return err
-	}
-	return nil
+	_, err := c.commit(Command{Op: OpSetACLs, ACLs: bs})
+	return err
 }
