@@ -128,17 +128,27 @@ func Start(opts Options) (*Broker, error) {
 		out.cleanupTemp()
 		return nil, err
 	}
+	allLns := lns
 	closeAll := func() {
-		for _, l := range lns {
+		for _, l := range allLns {
 			l.Net.Close()
 		}
 		out.cleanupTemp()
 	}
-	advertised, err := advertisedListeners(opts, static, lns)
+	clusterCfg, clientLns, err := clusterConfig(static, lns)
 	if err != nil {
 		closeAll()
 		return nil, err
 	}
+	advertised, err := advertisedListeners(opts, static, clientLns)
+	if err != nil {
+		closeAll()
+		return nil, err
+	}
+	if clusterCfg != nil {
+		clusterCfg.Listeners = registeredListeners(clientLns, advertised)
+	}
+	lns = clientLns
 	if out.tls, err = loadTLS(static, lns); err != nil {
 		closeAll()
 		return nil, err
@@ -159,7 +169,7 @@ func Start(opts Options) (*Broker, error) {
 	b, err := broker.New(broker.Config{
 		FS: vfs.OS(), DataDir: dataDir, NodeID: nodeID,
 		AdvertisedHost: advertised[lns[0].Name].Host, AdvertisedPort: advertised[lns[0].Name].Port,
-		Advertised: advertised, Static: static, Logger: logger, Registry: reg,
+		Advertised: advertised, Static: static, Logger: logger, Registry: reg, Cluster: clusterCfg,
 	})
 	if err != nil {
 		closeAll()

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/exactly/exactly/internal/broker"
@@ -17,7 +18,7 @@ import (
 // openListeners listens on every entry of `listeners` (or on Options.Listen,
 // its one-PLAINTEXT-listener shorthand).
 func openListeners(opts Options, static map[string]string) ([]server.Listener, error) {
-	protos, err := security.ParseProtocolMap(static["listener.security.protocol.map"])
+	protos, err := protocolMap(static)
 	if err != nil {
 		return nil, err
 	}
@@ -58,13 +59,47 @@ func openListeners(opts Options, static map[string]string) ([]server.Listener, e
 	return out, nil
 }
 
+// protocolMap is listener.security.protocol.map, in which the controller
+// listeners of a cluster (controller.listener.names) are PLAINTEXT unless
+// it names them, as in Kafka.
+func protocolMap(static map[string]string) (map[string]security.Protocol, error) {
+	protos, err := security.ParseProtocolMap(static["listener.security.protocol.map"])
+	if err != nil {
+		return nil, err
+	}
+	if static["controller.quorum.voters"] != "" {
+		for _, name := range controllerListenerNames(static) {
+			if _, ok := protos[name]; !ok {
+				protos[name] = security.Plaintext
+			}
+		}
+	}
+	return protos, nil
+}
+
+// controllerListenerNames is controller.listener.names (default
+// CONTROLLER), upper case.
+func controllerListenerNames(static map[string]string) []string {
+	v, ok := static["controller.listener.names"]
+	if !ok {
+		v = "CONTROLLER"
+	}
+	var out []string
+	for _, n := range strings.Split(v, ",") {
+		if n = strings.ToUpper(strings.TrimSpace(n)); n != "" {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
 // advertisedListeners is the address each listener's clients are told:
 // its entry in advertised.listeners, else Options.Advertise for the first
 // listener, else the address it listens on.
 func advertisedListeners(opts Options, static map[string]string, lns []server.Listener) (map[string]broker.Endpoint, error) {
 	given := map[string]string{}
 	if v := static["advertised.listeners"]; v != "" {
-		protos, err := security.ParseProtocolMap(static["listener.security.protocol.map"])
+		protos, err := protocolMap(static)
 		if err != nil {
 			return nil, err
 		}

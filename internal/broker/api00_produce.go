@@ -123,7 +123,7 @@ func (b *Broker) handleProduce(ctx context.Context, r *server.Request) server.Re
 			case topicDenied:
 				sp.ErrorCode = kerr.TopicAuthorizationFailed.Code
 			case p == nil:
-				sp.ErrorCode = kerr.UnknownTopicOrPartition.Code
+				sp.ErrorCode = b.absentCode(rt.Topic, rp.Partition)
 			default:
 				pb, err := b.prepareProduced(ctx, t, p, rp.Records, req.TransactionID, req.Version)
 				if err != nil {

@@ -178,6 +178,8 @@ func (b *Broker) fetchOnce(req *kmsg.FetchRequest, limits fetchLimits) (*fetchRe
 				sp.ErrorCode = kerr.TopicAuthorizationFailed.Code
 			case p == nil && req.Version >= 13 && !known:
 				sp.ErrorCode = kerr.UnknownTopicID.Code
+			case p == nil && known:
+				sp.ErrorCode = b.absentCode(t.Name, rp.Partition)
 			case p == nil:
 				sp.ErrorCode = kerr.UnknownTopicOrPartition.Code
 			case rp.CurrentLeaderEpoch > 0:

@@ -40,7 +40,7 @@ func (b *Broker) handleListOffsets(_ context.Context, r *server.Request) server.
 			case !allowed:
 				sp.ErrorCode = kerr.TopicAuthorizationFailed.Code
 			case p == nil:
-				sp.ErrorCode = kerr.UnknownTopicOrPartition.Code
+				sp.ErrorCode = b.absentCode(rt.Topic, rp.Partition)
 			case p.Err() != nil:
 				// Offline (an I/O failure or corruption): its offsets
 				// cannot be vouched for.

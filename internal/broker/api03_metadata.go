@@ -2,8 +2,11 @@ package broker
 
 // Metadata (key 3), versions 0-12.
 //
-// One broker (this node) leads every partition, with itself as the only
-// replica and ISR member; leader epoch is always 0. Topics may be named or
+// A single node leads every partition, with itself as the only replica and
+// ISR member; in a cluster every unfenced broker is listed and each
+// partition names its replicas, its leader (the first replica, -1 with
+// LEADER_NOT_AVAILABLE while that broker is fenced), the ISR (the leader)
+// and offline replicas (cluster.go). Leader epoch is always 0. Topics may be named or
 // (v10+) identified by topic ID. A request for an unknown topic creates it
 // when auto.create.topics.enable is true and the request allows it (v4+
 // AllowAutoTopicCreation; always for v0-v3), with num.partitions partitions,
@@ -40,10 +43,10 @@ const authorizedOpsUnknown = -2147483648
 func (b *Broker) handleMetadata(_ context.Context, r *server.Request) server.Reply {
 	req := r.Msg.(*kmsg.MetadataRequest)
 	resp := req.ResponseKind().(*kmsg.MetadataResponse)
-	resp.Brokers = []kmsg.MetadataResponseBroker{b.brokerEntry(r)}
+	resp.Brokers = b.metadataBrokers(r)
 	cid := b.ClusterID()
 	resp.ClusterID = &cid
-	resp.ControllerID = b.cfg.NodeID
+	resp.ControllerID = b.controllerID()
 
 	all := req.Topics == nil || (req.Version == 0 && len(req.Topics) == 0)
 	if all {
@@ -139,10 +142,8 @@ func (b *Broker) topicMetadata(t *cluster.Topic) kmsg.MetadataResponseTopic {
 	for i := int32(0); i < t.Partitions; i++ {
 		mp := kmsg.NewMetadataResponseTopicPartition()
 		mp.Partition = i
-		mp.Leader = b.cfg.NodeID
 		mp.LeaderEpoch = 0
-		mp.Replicas = []int32{b.cfg.NodeID}
-		mp.ISR = []int32{b.cfg.NodeID}
+		b.partitionMetadata(t, i, &mp)
 		mt.Partitions = append(mt.Partitions, mp)
 	}
 	return mt

@@ -35,7 +35,7 @@ func (b *Broker) handleDeleteRecords(_ context.Context, r *server.Request) serve
 			if !allowed {
 				sp.ErrorCode = kerr.TopicAuthorizationFailed.Code
 			} else if t, ok := b.catalog.Topic(rt.Topic); p == nil || !ok {
-				sp.ErrorCode = kerr.UnknownTopicOrPartition.Code
+				sp.ErrorCode = b.absentCode(rt.Topic, rp.Partition)
 			} else if err := refuseInternal(t); err != nil {
 				sp.ErrorCode = errorCode(err)
 			} else if policy, _ := b.catalog.TopicConfig(t, "cleanup.policy"); !cluster.PolicyDeletes(policy) {

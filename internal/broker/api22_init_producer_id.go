@@ -32,6 +32,18 @@ func (b *Broker) handleInitProducerID(_ context.Context, r *server.Request) serv
 	req := r.Msg.(*kmsg.InitProducerIDRequest)
 	resp := req.ResponseKind().(*kmsg.InitProducerIDResponse)
 	resp.ProducerID, resp.ProducerEpoch = -1, -1
+	if b.txn == nil {
+		// A cluster node without the transaction coordinator: an
+		// idempotent producer (clusterGate sent transactional ones to
+		// the coordinator) gets an id of this node's reserved block.
+		id, err := b.idempotentPID()
+		if err != nil {
+			resp.ErrorCode = kerr.CoordinatorNotAvailable.Code
+			return immediate(resp)
+		}
+		resp.ProducerID, resp.ProducerEpoch = id, 0
+		return immediate(resp)
+	}
 	res, wait := b.txn.d.InitProducerID(txn.InitRequest{
 		TxnID: req.TransactionalID, TimeoutMs: req.TransactionTimeoutMillis,
 		ProducerID: req.ProducerID, ProducerEpoch: req.ProducerEpoch,

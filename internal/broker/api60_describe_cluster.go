@@ -2,8 +2,10 @@ package broker
 
 // DescribeCluster (key 60), versions 0-1.
 //
-// One broker, which is also the controller. v1 EndpointType 2 (controller)
-// is answered like 1 (broker): the same node serves both.
+// The brokers Metadata lists (this one, or every unfenced broker of the
+// cluster) and the controller (the metadata quorum's leader). v1
+// EndpointType 2 (controller) is answered like 1 (broker): every node
+// serves both.
 
 import (
 	"context"
@@ -18,12 +20,13 @@ func (b *Broker) handleDescribeCluster(_ context.Context, r *server.Request) ser
 	req := r.Msg.(*kmsg.DescribeClusterRequest)
 	resp := req.ResponseKind().(*kmsg.DescribeClusterResponse)
 	resp.ClusterID = b.ClusterID()
-	resp.ControllerID = b.cfg.NodeID
+	resp.ControllerID = b.controllerID()
 	resp.EndpointType = req.EndpointType
 	resp.ClusterAuthorizedOperations = authorizedOpsUnknown
-	br := kmsg.NewDescribeClusterResponseBroker()
-	br.NodeID = b.cfg.NodeID
-	br.Host, br.Port = b.advertised(r)
-	resp.Brokers = []kmsg.DescribeClusterResponseBroker{br}
+	for _, mb := range b.metadataBrokers(r) {
+		br := kmsg.NewDescribeClusterResponseBroker()
+		br.NodeID, br.Host, br.Port, br.Rack = mb.NodeID, mb.Host, mb.Port, mb.Rack
+		resp.Brokers = append(resp.Brokers, br)
+	}
 	return immediate(resp)
 }

@@ -38,7 +38,7 @@ func (b *Broker) handleDescribeProducers(_ context.Context, r *server.Request) s
 				continue
 			}
 			if p == nil {
-				rp.ErrorCode = kerr.UnknownTopicOrPartition.Code
+				rp.ErrorCode = b.absentCode(t.Topic, idx)
 				rt.Partitions = append(rt.Partitions, rp)
 				continue
 			}

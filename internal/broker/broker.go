@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -55,6 +56,9 @@ type Config struct {
 	Logger *slog.Logger
 	// Registry receives the broker's metrics; nil for none.
 	Registry prometheus.Registerer
+	// Cluster makes the broker one node of a cluster; nil is a single
+	// node (cluster.go).
+	Cluster *ClusterConfig
 }
 
 // Endpoint is an advertised host and port.
@@ -123,6 +127,10 @@ type Broker struct {
 
 	// authz is the authorization setup (authz.go).
 	authz *authzConfig
+
+	// node is this broker's part in a cluster (cluster.go); nil on a
+	// single node.
+	node *nodeState
 }
 
 // New opens the catalog and every partition (recovering logs as needed).
@@ -152,18 +160,47 @@ func New(cfg Config) (*Broker, error) {
 
 // open starts the broker on a locked data directory.
 func open(cfg Config, dd *cluster.DataDir) (*Broker, error) {
-	cat, err := cluster.OpenCatalog(cfg.FS, cfg.DataDir, cfg.Static)
-	if err != nil {
-		return nil, fmt.Errorf("opening catalog in %s: %w", cfg.DataDir, err)
-	}
-	if err := dd.Claim(cat.ClusterID(), cfg.NodeID); err != nil {
-		return nil, err
+	var cat *cluster.Catalog
+	var node *nodeState
+	var err error
+	if cfg.Cluster != nil {
+		if cat, node, err = startNode(cfg, dd); err != nil {
+			return nil, err
+		}
+	} else {
+		cat, err = cluster.OpenCatalog(cfg.FS, cfg.DataDir, cfg.Static)
+		if err != nil {
+			return nil, fmt.Errorf("opening catalog in %s: %w", cfg.DataDir, err)
+		}
+		if err := dd.Claim(cat.ClusterID(), cfg.NodeID); err != nil {
+			return nil, err
+		}
 	}
 	if dd.Adopted {
 		cfg.Logger.Info("adopted a data directory written before meta.properties existed", "dir", cfg.DataDir)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	b := &Broker{cfg: cfg, log: cfg.Logger, dataDir: dd, catalog: cat, parts: map[string][]*partition.Partition{}, ctx: ctx, cancel: cancel}
+	b := &Broker{cfg: cfg, log: cfg.Logger, dataDir: dd, catalog: cat, parts: map[string][]*partition.Partition{}, ctx: ctx, cancel: cancel, node: node}
+	if node != nil {
+		cat.OnHeartbeat(b.heardHeartbeat)
+		if err := b.register(); err != nil {
+			cancel()
+			node.quorum.Close()
+			return nil, err
+		}
+	}
+	b, err = b.start()
+	if err != nil && node != nil {
+		node.quorum.Close()
+	}
+	return b, err
+}
+
+// start recovers the partitions and starts the coordinators and the
+// background work of a broker whose catalog is open.
+func (b *Broker) start() (*Broker, error) {
+	cfg, cat, cancel := b.cfg, b.catalog, b.cancel
+	var err error
 	b.cleaner = newLogCleaner(b)
 	b.metrics = newMetrics(b, cfg.Registry)
 	b.startAuthz()
@@ -183,6 +220,9 @@ func open(cfg Config, dd *cluster.DataDir) (*Broker, error) {
 	for _, t := range cat.Topics() {
 		ps := make([]*partition.Partition, t.Partitions)
 		for i := range ps {
+			if !b.holds(t, int32(i)) {
+				continue
+			}
 			p, err := b.openPartition(t, int32(i))
 			if err != nil {
 				b.closePartitions()
@@ -220,6 +260,12 @@ func open(cfg Config, dd *cluster.DataDir) (*Broker, error) {
 	go b.every("log.retention.check.interval.ms", b.ApplyRetention)
 	go b.every("producer.id.expiration.check.interval.ms", b.ExpireProducers)
 	go b.every("log.flush.offset.checkpoint.interval.ms", b.checkpointRecoveryPoints)
+	if b.clustered() {
+		b.bg.Add(3)
+		go b.reconcileLoop()
+		go b.heartbeatLoop()
+		go b.controllerLoop()
+	}
 	return b, nil
 }
 
@@ -334,7 +380,11 @@ func (b *Broker) allPartitions() []*partition.Partition {
 	defer b.partsMu.RUnlock()
 	var all []*partition.Partition
 	for _, ps := range b.parts {
-		all = append(all, ps...)
+		for _, p := range ps {
+			if p != nil { // held by another node of the cluster
+				all = append(all, p)
+			}
+		}
 	}
 	return all
 }
@@ -438,11 +488,16 @@ func (b *Broker) partition(topic string, index int32) *partition.Partition {
 	return ps[index]
 }
 
-// partitions returns a topic's open partitions.
+// partitions returns a topic's open partitions (in a cluster, those this
+// node holds).
 func (b *Broker) partitions(topic string) []*partition.Partition {
 	b.partsMu.RLock()
 	defer b.partsMu.RUnlock()
-	return b.parts[topic]
+	ps := b.parts[topic]
+	if !slices.Contains(ps, nil) {
+		return ps
+	}
+	return slices.DeleteFunc(slices.Clone(ps), func(p *partition.Partition) bool { return p == nil })
 }
 
 // createTopic creates and opens a topic. adminMu must not be held.
@@ -454,6 +509,20 @@ func (b *Broker) createTopic(name string, partitions int32, configs map[string]s
 	}
 	if err := b.checkPartitionLimit(partitions); err != nil {
 		return nil, err
+	}
+	if b.clustered() {
+		// The catalog places the partitions; every node holding one
+		// opens it when it applies the change (this one at once).
+		replicas, err := b.placeNew(partitions)
+		if err != nil {
+			return nil, err
+		}
+		t, err := b.catalog.CreateTopicOn(name, partitions, configs, false, replicas)
+		if err != nil {
+			return nil, err
+		}
+		b.log.Info("created topic", "topic", name, "partitions", partitions, "configs", configs, "replicas", replicas)
+		return t, b.reconcileLocked()
 	}
 	if err := b.checkNewDirs(name, 0, partitions); err != nil {
 		return nil, err
@@ -495,6 +564,9 @@ func (b *Broker) deleteTopic(name string) error {
 	b.partsMu.Unlock()
 	var firstErr error
 	for _, p := range ps {
+		if p == nil {
+			continue // held by another node, which deletes it
+		}
 		if _, err := p.Delete(); err != nil && firstErr == nil {
 			firstErr = err
 		}
@@ -505,7 +577,9 @@ func (b *Broker) deleteTopic(name string) error {
 		firstErr = b.finishDeletions(name)
 	}
 	b.metrics.forgetTopic(name)
-	if err := b.groups.DropDeletedTopicsNow(); err != nil {
+	if b.groups == nil {
+		// The group coordinator runs on another node of the cluster.
+	} else if err := b.groups.DropDeletedTopicsNow(); err != nil {
 		b.log.Warn("dropping committed offsets of a deleted topic", "topic", name, "err", err)
 	}
 	b.log.Info("deleted topic", "topic", name, "partitions", t.Partitions)
@@ -542,7 +616,11 @@ func (b *Broker) checkPartitionLimit(n int32) error {
 	b.partsMu.RLock()
 	held := int64(0)
 	for _, ps := range b.parts {
-		held += int64(len(ps))
+		for _, p := range ps {
+			if p != nil {
+				held++
+			}
+		}
 	}
 	b.partsMu.RUnlock()
 	if held+int64(n) > limit {
@@ -561,8 +639,18 @@ func (b *Broker) addPartitions(name string, count int32) error {
 		return fmt.Errorf("%w: %q", cluster.ErrUnknownTopic, name)
 	}
 	if count <= old.Partitions {
-		_, err := b.catalog.SetPartitions(name, count) // produces the descriptive error
+		_, err := b.catalog.SetPartitions(name, count, nil) // produces the descriptive error
 		return err
+	}
+	if b.clustered() {
+		replicas, err := b.placeNew(count - old.Partitions)
+		if err != nil {
+			return err
+		}
+		if _, err := b.catalog.SetPartitions(name, count, replicas); err != nil {
+			return err
+		}
+		return b.reconcileLocked()
 	}
 	if err := b.checkPartitionLimit(count - old.Partitions); err != nil {
 		return err
@@ -570,7 +658,7 @@ func (b *Broker) addPartitions(name string, count int32) error {
 	if err := b.checkNewDirs(name, old.Partitions, count); err != nil {
 		return err
 	}
-	t, err := b.catalog.SetPartitions(name, count)
+	t, err := b.catalog.SetPartitions(name, count, nil)
 	if err != nil {
 		return err
 	}
@@ -659,6 +747,9 @@ func (b *Broker) Close() error {
 	err := b.closePartitions()
 	// Closing fsynced every healthy log to its end.
 	err = errors.Join(err, b.writeRecoveryPoints(all))
+	if b.node != nil {
+		err = errors.Join(err, b.node.quorum.Close())
+	}
 	// Last: the next broker on this directory may start once every file
 	// in it is closed.
 	return errors.Join(err, b.dataDir.Close())
@@ -710,6 +801,8 @@ func (b *Broker) Handle(ctx context.Context, r *server.Request) server.Reply {
 	start := time.Now()
 	var reply server.Reply
 	if refusal := b.gateRequest(r); refusal != nil {
+		reply = immediate(refusal)
+	} else if refusal := b.clusterGate(r); refusal != nil {
 		reply = immediate(refusal)
 	} else if p := b.splitDenied(r); p != nil {
 		reply = b.handlePartial(ctx, r, p)

@@ -86,6 +86,11 @@ func (b *Broker) offsetsPartition() (*partition.Partition, error) {
 // coordinator.
 func (b *Broker) startGroups() error {
 	p, err := b.offsetsPartition()
+	if errors.Is(err, errNotHere) {
+		// Another node of the cluster coordinates groups (and, with
+		// them, share groups).
+		return nil
+	}
 	if err != nil {
 		return err
 	}
@@ -137,7 +142,9 @@ func (b *Broker) startGroups() error {
 // COORDINATOR_NOT_AVAILABLE.
 func (b *Broker) stopGroups() {
 	b.stopShare()
-	b.groups.Close()
+	if b.groups != nil {
+		b.groups.Close()
+	}
 }
 
 // clientHost formats the peer the way Kafka's tools show it ("/1.2.3.4").

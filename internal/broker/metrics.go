@@ -236,6 +236,9 @@ func (c *logCollector) Collect(ch chan<- prometheus.Metric) {
 	defer func() { ch <- prometheus.MustNewConstMetric(descOffline, prometheus.GaugeValue, float64(offline)) }()
 	for topic, ps := range c.b.parts {
 		for _, p := range ps {
+			if p == nil {
+				continue // held by another node
+			}
 			if p.Err() != nil {
 				offline++
 			}

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/exactly/exactly/internal/acl"
+	"github.com/exactly/exactly/internal/cluster"
 	"github.com/exactly/exactly/internal/group"
 	"github.com/exactly/exactly/internal/partition"
 	"github.com/exactly/exactly/internal/server"
@@ -40,7 +41,26 @@ func (b *Broker) internalPartition(name string, configs map[string]string) (*par
 		if p := b.partition(name, 0); p != nil {
 			return p, nil
 		}
+		if !b.holds(t, 0) {
+			return nil, errNotHere
+		}
 		return nil, fmt.Errorf("%s has no partition 0", name)
+	}
+	if b.clustered() {
+		home := b.coordinatorsNode()
+		if home != b.cfg.NodeID {
+			return nil, errNotHere
+		}
+		if _, err := b.catalog.CreateTopicOn(name, 1, configs, true, [][]int32{{home}}); err != nil && !errors.Is(err, cluster.ErrTopicExists) {
+			return nil, fmt.Errorf("creating %s: %w", name, err)
+		}
+		if err := b.reconcileLocked(); err != nil {
+			return nil, err
+		}
+		if p := b.partition(name, 0); p != nil {
+			return p, nil
+		}
+		return nil, errNotHere
 	}
 	if err := b.checkNewDirs(name, 0, 1); err != nil {
 		return nil, err
@@ -82,6 +102,9 @@ func (b *Broker) shareConfig() share.Config {
 func (b *Broker) startShare() error {
 	segment, _ := b.catalog.BrokerConfig("offsets.topic.segment.bytes")
 	p, err := b.internalPartition(share.StateTopic, map[string]string{"retention.ms": "-1", "retention.bytes": "-1", "segment.bytes": segment})
+	if errors.Is(err, errNotHere) {
+		return nil // another node of the cluster coordinates share groups
+	}
 	if err != nil {
 		return err
 	}
@@ -146,7 +169,7 @@ func (b *Broker) groupDenied(r *server.Request, op acl.Operation, g string) bool
 // listShareGroups adds the share groups to a ListGroups answer, with its
 // state and type filters.
 func (b *Broker) listShareGroups(req *kmsg.ListGroupsRequest, resp *kmsg.ListGroupsResponse) {
-	if resp.ErrorCode != 0 {
+	if resp.ErrorCode != 0 || b.share == nil {
 		return
 	}
 	if len(req.TypesFilter) > 0 && !containsFold(req.TypesFilter, "share") {
@@ -174,6 +197,9 @@ func containsFold(xs []string, x string) bool {
 // deleteShareGroups answers DeleteGroups for the groups the group
 // coordinator does not know but the share coordinator does.
 func (b *Broker) deleteShareGroups(resp *kmsg.DeleteGroupsResponse) {
+	if b.share == nil {
+		return
+	}
 	for i := range resp.Groups {
 		g := &resp.Groups[i]
 		if g.ErrorCode == kerr.GroupIDNotFound.Code && b.share.HasGroup(g.Group) {
@@ -219,6 +245,9 @@ func groupConfigErr(err error) error {
 // describeGroupConfigs lists a GROUP resource's configs.
 func (b *Broker) describeGroupConfigs(name string, names []string) []kmsg.DescribeConfigsResponseResourceConfig {
 	var out []kmsg.DescribeConfigsResponseResourceConfig
+	if b.share == nil {
+		return out
+	}
 	for _, e := range b.share.DescribeGroupConfigs(name, names) {
 		c := kmsg.NewDescribeConfigsResponseResourceConfig()
 		c.Name, c.Value = e.Name, kmsg.StringPtr(e.Value)

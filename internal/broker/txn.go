@@ -77,6 +77,9 @@ const txnSweepInterval = 10 * time.Second
 // interrupted between its decision and its markers.
 func (b *Broker) startTxn() error {
 	p, err := b.openTxnStateTopic()
+	if errors.Is(err, errNotHere) {
+		return nil // another node of the cluster coordinates transactions
+	}
 	if err != nil {
 		return fmt.Errorf("transaction coordinator: %w", err)
 	}
@@ -112,6 +115,9 @@ func (b *Broker) startTxn() error {
 // stopTxn stops timers and marker writers; transactions still ending
 // finish after the next start.
 func (b *Broker) stopTxn() {
+	if b.txn == nil {
+		return // run by another node of the cluster
+	}
 	// A stopped driver answers COORDINATOR_NOT_AVAILABLE to whatever
 	// still reaches it.
 	close(b.txn.stop)
@@ -120,26 +126,7 @@ func (b *Broker) stopTxn() {
 }
 
 func (b *Broker) openTxnStateTopic() (*partition.Partition, error) {
-	b.adminMu.Lock()
-	defer b.adminMu.Unlock()
-	if p := b.partition(txnStateTopic, 0); p != nil {
-		return p, nil
-	}
-	if err := b.checkNewDirs(txnStateTopic, 0, 1); err != nil {
-		return nil, err
-	}
-	t, err := b.catalog.CreateTopic(txnStateTopic, 1, txnStateConfigs, true)
-	if err != nil {
-		return nil, err
-	}
-	p, err := b.openPartition(t, 0)
-	if err != nil {
-		return nil, err
-	}
-	b.partsMu.Lock()
-	b.parts[txnStateTopic] = []*partition.Partition{p}
-	b.partsMu.Unlock()
-	return p, nil
+	return b.internalPartition(txnStateTopic, txnStateConfigs)
 }
 
 // txnFailpointEnv names a coordinator stage at which the broker kills

@@ -169,3 +169,18 @@ func (c *Catalog) FenceBroker(id int32, epoch int64, fence bool) error {
 	_, err := c.commit(Command{Op: op, BrokerID: id, BrokerEpoch: epoch})
 	return err
 }
+
+// ClusterProducerIDBase is where the producer-id blocks reserved for nodes
+// start: the transaction coordinator's own ids count up from 1 and never
+// get there.
+const ClusterProducerIDBase = 1 << 50
+
+// AllocateProducerIDs reserves count producer ids for node and returns
+// the first; no id is reserved twice.
+func (c *Catalog) AllocateProducerIDs(node int32, count int64) (int64, error) {
+	res, err := c.commit(Command{Op: OpAllocateProducerIDs, BrokerID: node, Count: count})
+	if err != nil {
+		return -1, err
+	}
+	return res.(int64), nil
+}

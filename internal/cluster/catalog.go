@@ -86,6 +86,9 @@ type catalogFile struct {
 	// Brokers are the registered brokers of a cluster (absent on a
 	// single node).
 	Brokers []*Broker `json:"brokers,omitempty"`
+	// NextProducerID is the first producer id not reserved for a node
+	// (absent on a single node).
+	NextProducerID int64 `json:"next_producer_id,omitempty"`
 	// Deleting lists deleted topics whose partition directories may still
 	// exist: a topic moves here from Topics in the same write that deletes
 	// it, and leaves once its directories are gone. Only directories these
@@ -135,6 +138,8 @@ type Catalog struct {
 	propose Proposer
 	// changed is closed at the next change (Changed); nil until asked.
 	changed chan struct{}
+	// heard is told of applied broker heartbeats (OnHeartbeat).
+	heard func(id int32, epoch int64)
 }
 
 const catalogName = "cluster.json"
@@ -211,6 +216,7 @@ func decodeState(buf []byte) (*state, error) {
 	st.quotas = cf.ClientQuotas
 	st.scram = cf.ScramCredentials
 	st.acls = acl.NewIndex(cf.ACLs)
+	st.nextProducerID = cf.NextProducerID
 	for _, b := range cf.Brokers {
 		st.brokers[b.ID] = b
 	}
@@ -227,6 +233,10 @@ func decodeState(buf []byte) (*state, error) {
 	}
 	return st, nil
 }
+
+// NewClusterID is a fresh random cluster id (Kafka's form: 16 bytes,
+// URL-safe base64).
+func NewClusterID() string { return newClusterID() }
 
 func newClusterID() string {
 	var b [16]byte
@@ -245,7 +255,8 @@ func newTopicID() TopicID {
 // encode is the state's file form.
 func (s *state) encode() ([]byte, error) {
 	cf := catalogFile{Version: catalogVersion, ClusterID: s.clusterID, BrokerConfigs: s.dynamic, GroupGenerations: s.groupGens,
-		ClientQuotas: s.quotas, ScramCredentials: s.scram, ACLs: s.acls.Bindings(), Deleting: s.deleting}
+		ClientQuotas: s.quotas, ScramCredentials: s.scram, ACLs: s.acls.Bindings(), Deleting: s.deleting,
+		NextProducerID: s.nextProducerID}
 	for _, t := range s.byName {
 		cf.Topics = append(cf.Topics, t)
 	}
@@ -386,10 +397,16 @@ const maxPartitions = 100000
 
 // CreateTopic adds a topic durably and returns it.
 func (c *Catalog) CreateTopic(name string, partitions int32, configs map[string]string, internal bool) (*Topic, error) {
+	return c.CreateTopicOn(name, partitions, configs, internal, nil)
+}
+
+// CreateTopicOn is CreateTopic in a cluster: replicas lists each
+// partition's replicas (see Place).
+func (c *Catalog) CreateTopicOn(name string, partitions int32, configs map[string]string, internal bool, replicas [][]int32) (*Topic, error) {
 	if err := c.ValidateNewTopic(name, partitions, configs); err != nil {
 		return nil, err
 	}
-	return c.commitTopic(Command{Op: OpCreateTopic, Topic: &Topic{Name: name, ID: newTopicID(), Partitions: partitions, Configs: configs, Internal: internal}})
+	return c.commitTopic(Command{Op: OpCreateTopic, Topic: &Topic{Name: name, ID: newTopicID(), Partitions: partitions, Configs: configs, Internal: internal, Replicas: replicas}})
 }
 
 // DeleteTopic removes a topic durably and returns what it was. It stays
@@ -421,9 +438,10 @@ func (c *Catalog) DeletionDone(id TopicID, node int32) error {
 	return err
 }
 
-// SetPartitions raises a topic's partition count.
-func (c *Catalog) SetPartitions(name string, count int32) (*Topic, error) {
-	return c.commitTopic(Command{Op: OpSetPartitions, Name: name, Partitions: count})
+// SetPartitions raises a topic's partition count; in a cluster, replicas
+// lists the new partitions' replicas.
+func (c *Catalog) SetPartitions(name string, count int32, replicas [][]int32) (*Topic, error) {
+	return c.commitTopic(Command{Op: OpSetPartitions, Name: name, Partitions: count, Replicas: replicas})
 }
 
 // SetTopicConfigs replaces a topic's config overrides.

@@ -39,6 +39,14 @@ const (
 	OpRegisterBroker          Op = "register-broker"
 	OpFenceBroker             Op = "fence-broker"
 	OpUnfenceBroker           Op = "unfence-broker"
+	// OpInitCluster sets the cluster id once: the first one committed
+	// stands.
+	OpInitCluster Op = "init-cluster"
+	// OpBrokerHeartbeat changes nothing; the controller notes when it
+	// applied one (Catalog.OnHeartbeat) to tell live brokers from dead.
+	OpBrokerHeartbeat Op = "broker-heartbeat"
+	// OpAllocateProducerIDs reserves a block of producer ids for a node.
+	OpAllocateProducerIDs Op = "allocate-producer-ids"
 )
 
 // Command is one change to the catalog. Op says which fields it uses.
@@ -61,6 +69,10 @@ type Command struct {
 	Broker      *Broker `json:"broker,omitempty"`
 	BrokerID    int32   `json:"broker_id,omitempty"`
 	BrokerEpoch int64   `json:"broker_epoch,omitempty"`
+	// Count is allocate-producer-ids' block size.
+	Count int64 `json:"count,omitempty"`
+	// ClusterID is init-cluster's id.
+	ClusterID string `json:"cluster_id,omitempty"`
 	// Configs are set-topic-configs' overrides or set-broker-configs'
 	// dynamic broker keys (replacing the previous ones).
 	Configs map[string]string `json:"configs,omitempty"`
@@ -98,7 +110,7 @@ func DecodeCommand(data []byte) (Command, error) {
 		if cmd.Broker == nil {
 			return cmd, fmt.Errorf("%w: register-broker without a registration", errBadCommand)
 		}
-	case OpFenceBroker, OpUnfenceBroker, OpDeleteTopic, OpDeletionDone, OpSetPartitions, OpSetTopicConfigs, OpSetBrokerConfigs,
+	case OpAllocateProducerIDs, OpInitCluster, OpBrokerHeartbeat, OpFenceBroker, OpUnfenceBroker, OpDeleteTopic, OpDeletionDone, OpSetPartitions, OpSetTopicConfigs, OpSetBrokerConfigs,
 		OpReserveGroupGenerations, OpSetClientQuotas, OpSetScramCredentials, OpSetACLs:
 	default:
 		return cmd, fmt.Errorf("%w: unknown op %q", errBadCommand, cmd.Op)
@@ -122,6 +134,9 @@ type state struct {
 	acls      *acl.Index
 	deleting  []*Topic
 	brokers   map[int32]*Broker
+	// nextProducerID is the first producer id not yet reserved for a
+	// node (allocate-producer-ids).
+	nextProducerID int64
 }
 
 func newState(clusterID string) *state {
@@ -240,6 +255,26 @@ func (s *state) apply(cmd Command) (any, error) {
 		return nil, nil
 	case OpSetACLs:
 		s.acls = acl.NewIndex(cmd.ACLs)
+		return nil, nil
+	case OpAllocateProducerIDs:
+		if cmd.Count < 1 || cmd.Count > 1<<20 {
+			return nil, fmt.Errorf("%w: a block of %d producer ids", errBadCommand, cmd.Count)
+		}
+		first := max(s.nextProducerID, ClusterProducerIDBase)
+		s.nextProducerID = first + cmd.Count
+		return first, nil
+	case OpInitCluster:
+		if s.clusterID == "" {
+			if cmd.ClusterID == "" {
+				return nil, fmt.Errorf("%w: empty cluster id", errBadCommand)
+			}
+			s.clusterID = cmd.ClusterID
+		}
+		return s.clusterID, nil
+	case OpBrokerHeartbeat:
+		if b, ok := s.brokers[cmd.BrokerID]; !ok || b.Epoch != cmd.BrokerEpoch {
+			return nil, fmt.Errorf("%w: broker %d epoch %d", ErrStaleBrokerEpoch, cmd.BrokerID, cmd.BrokerEpoch)
+		}
 		return nil, nil
 	case OpRegisterBroker:
 		if cmd.Broker.ID < 0 {

@@ -368,6 +368,15 @@ var brokerConfigDefs = []BrokerConfigDef{
 	// exactly's own: producers one partition's state keeps (Kafka has no
 	// bound); see docs/DESIGN.md, Limits and hostile input.
 	{Name: "producer.id.max.per.partition", Type: TypeInt, Default: "10000", validate: intMin(1)},
+	// A cluster (docs/DESIGN.md, "Cluster"): KRaft's keys, read at start.
+	// controller.quorum.voters empty is a single node, as always.
+	{Name: "process.roles", Type: TypeList, Default: "broker,controller", validate: processRoles},
+	{Name: "controller.quorum.voters", Type: TypeList, Default: "", validate: quorumVoters},
+	{Name: "controller.listener.names", Type: TypeList, Default: "CONTROLLER"},
+	{Name: "inter.broker.listener.name", Type: TypeString, Default: ""},
+	{Name: "controller.quorum.election.timeout.ms", Type: TypeInt, Default: "1000", validate: intRange(100, 60000)},
+	{Name: "broker.heartbeat.interval.ms", Type: TypeInt, Default: "2000", validate: intRange(10, 60000)},
+	{Name: "broker.session.timeout.ms", Type: TypeInt, Default: "9000", validate: intRange(100, 600000)},
 	// Listeners and security (docs/DESIGN.md, "Security"); read at start.
 	{Name: "listeners", Type: TypeString, Default: "PLAINTEXT://127.0.0.1:9092"},
 	{Name: "advertised.listeners", Type: TypeString, Default: ""},
@@ -537,3 +546,7 @@ func Int32(v string, def int32) int32 {
 	}
 	return int32(n)
 }
+
+// BrokerConfigDefault is a broker key's built-in default ("" for an
+// unknown key).
+func BrokerConfigDefault(key string) string { return brokerConfigIndex[key].Default }

@@ -33,6 +33,9 @@ const (
 	MetaName = "meta.properties"
 	// RecoveryPointsName holds each partition's recovery point.
 	RecoveryPointsName = "recovery-point-offset-checkpoint"
+	// MetadataDirName holds a cluster node's metadata quorum log (Kafka
+	// names its metadata log directory the same way).
+	MetadataDirName = "__cluster_metadata-0"
 )
 
 // ErrDataDir is wrapped by every refusal of OpenDataDir.
@@ -181,20 +184,32 @@ func (d *DataDir) Claim(clusterID string, nodeID int32) error {
 	p := filepath.Join(d.path, MetaName)
 	if d.meta != nil {
 		if got := d.meta["cluster.id"]; got != clusterID {
-			return fmt.Errorf("%w: %s says cluster.id=%s but %s says %s: the catalog comes from another directory",
-				ErrDataDir, p, got, filepath.Join(d.path, catalogName), clusterID)
+			return fmt.Errorf("%w: %s says cluster.id=%s but the cluster's metadata says %s: this directory belongs to another cluster",
+				ErrDataDir, p, got, clusterID)
 		}
-		return nil
+		if d.meta["directory.id"] != "" {
+			return nil
+		}
 	}
-	data := fmt.Sprintf("#Written by exactly: this directory's owner. Do not edit.\nversion=1\ncluster.id=%s\nnode.id=%d\nexactly.format.version=%d\n",
-		clusterID, nodeID, FormatVersion)
+	// directory.id tells this directory's incarnation from one that
+	// replaced it under the same node id (Kafka's meta.properties key).
+	dirID := newClusterID()
+	data := fmt.Sprintf("#Written by exactly: this directory's owner. Do not edit.\nversion=1\ncluster.id=%s\nnode.id=%d\ndirectory.id=%s\nexactly.format.version=%d\n",
+		clusterID, nodeID, dirID, FormatVersion)
 	if err := vfs.WriteFileAtomic(d.fs, p, []byte(data)); err != nil {
 		return fmt.Errorf("writing %s: %w", p, err)
 	}
 	d.meta = map[string]string{"version": "1", "cluster.id": clusterID, "node.id": strconv.Itoa(int(nodeID)),
-		"exactly.format.version": strconv.Itoa(FormatVersion)}
+		"directory.id": dirID, "exactly.format.version": strconv.Itoa(FormatVersion)}
 	return nil
 }
+
+// ClusterID is the cluster id meta.properties names ("" before the first
+// start).
+func (d *DataDir) ClusterID() string { return d.meta["cluster.id"] }
+
+// DirectoryID is this directory's incarnation id (set by Claim).
+func (d *DataDir) DirectoryID() string { return d.meta["directory.id"] }
 
 // Path is the directory.
 func (d *DataDir) Path() string { return d.path }
@@ -208,7 +223,7 @@ func (d *DataDir) Close() error { return d.lock.Close() }
 func IsDataDirFile(name string) bool {
 	name = strings.TrimSuffix(name, ".tmp")
 	switch name {
-	case LockName, MetaName, RecoveryPointsName, catalogName:
+	case LockName, MetaName, RecoveryPointsName, catalogName, MetadataDirName:
 		return true
 	}
 	return false

@@ -83,12 +83,49 @@ func (c *Catalog) Apply(_ uint64, data []byte) any {
 	res, err := next.apply(cmd)
 	if err == nil {
 		c.st = next
-		c.changedLocked()
+		if cmd.Op != OpBrokerHeartbeat {
+			c.changedLocked()
+		}
 	} else {
 		res = nil // not a typed nil: the proposer type-asserts results
 	}
+	heard := c.heard
 	c.mu.Unlock()
+	if err == nil && cmd.Op == OpBrokerHeartbeat && heard != nil {
+		heard(cmd.BrokerID, cmd.BrokerEpoch)
+	}
 	return applied{res: res, err: err}
+}
+
+// OnHeartbeat sets the function told of every applied broker heartbeat
+// (the controller's liveness clock).
+func (c *Catalog) OnHeartbeat(fn func(id int32, epoch int64)) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.heard = fn
+}
+
+// Heartbeat records that broker id (of its registration epoch) is alive.
+func (c *Catalog) Heartbeat(id int32, epoch int64) error {
+	_, err := c.commit(Command{Op: OpBrokerHeartbeat, BrokerID: id, BrokerEpoch: epoch})
+	return err
+}
+
+// InitCluster sets the cluster id unless one is set, and returns the one
+// that stands.
+func (c *Catalog) InitCluster(id string) (string, error) {
+	res, err := c.commit(Command{Op: OpInitCluster, ClusterID: id})
+	if err != nil {
+		return "", err
+	}
+	return res.(string), nil
+}
+
+// NewReplica is an empty catalog for a cluster node: its content comes
+// from the metadata quorum (Restore, Apply) and its changes go through
+// propose.
+func NewReplica(static map[string]string, propose Proposer) *Catalog {
+	return &Catalog{static: static, st: newState(""), propose: propose}
 }
 
 // Snapshot is the catalog's file form.

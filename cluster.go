@@ -1,0 +1,92 @@
+package exactly
+
+// Starting a node of a cluster: KRaft's keys (docs/DESIGN.md, "Cluster").
+
+import (
+	"fmt"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/exactly/exactly/internal/broker"
+	"github.com/exactly/exactly/internal/cluster"
+	"github.com/exactly/exactly/internal/server"
+)
+
+// clusterConfig reads the cluster keys. Without controller.quorum.voters
+// the broker is a single node (nil, and the listeners unchanged);
+// otherwise the controller listener is taken out of lns for the metadata
+// quorum and the client listeners are returned.
+func clusterConfig(static map[string]string, lns []server.Listener) (*broker.ClusterConfig, []server.Listener, error) {
+	voters, err := cluster.ParseVoters(static["controller.quorum.voters"])
+	if err != nil {
+		return nil, nil, err
+	}
+	if len(voters) == 0 {
+		return nil, lns, nil
+	}
+	id, err := strconv.Atoi(static["node.id"])
+	if err != nil || id < 1 {
+		return nil, nil, fmt.Errorf("a cluster node needs node.id set to a positive integer (got %q): controller.quorum.voters names the nodes by it", static["node.id"])
+	}
+	roles, err := cluster.ParseRoles(defaulted(static, "process.roles"))
+	if err != nil {
+		return nil, nil, err
+	}
+	if !roles.Broker || !roles.Controller {
+		return nil, nil, fmt.Errorf("process.roles=%s: every node of an exactly cluster is broker and controller for now (process.roles=broker,controller, the default)", static["process.roles"])
+	}
+	if !slices.ContainsFunc(voters, func(v cluster.Voter) bool { return v.ID == int32(id) }) {
+		return nil, nil, fmt.Errorf("node.id=%d is not in controller.quorum.voters=%s: a controller must be a voter", id, static["controller.quorum.voters"])
+	}
+	names := controllerListenerNames(static)
+	cc := &broker.ClusterConfig{
+		Voters:            voters,
+		ElectionTimeout:   msKey(static, "controller.quorum.election.timeout.ms"),
+		HeartbeatInterval: msKey(static, "broker.heartbeat.interval.ms"),
+		SessionTimeout:    msKey(static, "broker.session.timeout.ms"),
+	}
+	var clients []server.Listener
+	for _, l := range lns {
+		if slices.Contains(names, l.Name) {
+			if cc.Controller != nil {
+				return nil, nil, fmt.Errorf("listeners has more than one controller listener (%s): give one", l.Name)
+			}
+			cc.Controller = l.Net
+			continue
+		}
+		clients = append(clients, l)
+	}
+	if cc.Controller == nil {
+		return nil, nil, fmt.Errorf("no listener named in controller.listener.names=%s: add one to listeners, e.g. CONTROLLER://host:port, at this node's address in controller.quorum.voters", defaulted(static, "controller.listener.names"))
+	}
+	if len(clients) == 0 {
+		return nil, nil, fmt.Errorf("listeners has only the controller listener: add one for clients, e.g. PLAINTEXT://host:port")
+	}
+	if cc.SessionTimeout <= cc.HeartbeatInterval {
+		return nil, nil, fmt.Errorf("broker.session.timeout.ms (%v) must be longer than broker.heartbeat.interval.ms (%v)", cc.SessionTimeout, cc.HeartbeatInterval)
+	}
+	return cc, clients, nil
+}
+
+// registeredListeners are the advertised client listeners a node
+// registers, in listener order.
+func registeredListeners(lns []server.Listener, advertised map[string]broker.Endpoint) []cluster.Endpoint {
+	var out []cluster.Endpoint
+	for _, l := range lns {
+		a := advertised[l.Name]
+		out = append(out, cluster.Endpoint{Name: l.Name, Host: a.Host, Port: a.Port, SecurityProtocol: string(l.Protocol)})
+	}
+	return out
+}
+
+func defaulted(static map[string]string, key string) string {
+	if v, ok := static[key]; ok {
+		return v
+	}
+	return cluster.BrokerConfigDefault(key)
+}
+
+func msKey(static map[string]string, key string) time.Duration {
+	return time.Duration(cluster.Int64(defaulted(static, key), 0)) * time.Millisecond
+}
