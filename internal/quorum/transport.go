@@ -405,6 +405,14 @@ func (t *transport) sendLoop(p *peer) {
 		p.mu.Unlock()
 		c, h, err := t.dialPeer(ctx, addr)
 		if err == nil {
+			// A peer removed while dialing must not be admitted: its
+			// remembered directory id may already be forgotten, and
+			// what is queued for it was meant for the removed
+			// incarnation (a stale commit index would crash the new one).
+			if stopped(p) {
+				c.Close()
+				return
+			}
 			if h.NodeID != p.id {
 				err = fmt.Errorf("%s is node %d, not %d", addr, h.NodeID, p.id)
 			} else {
@@ -413,6 +421,9 @@ func (t *transport) sendLoop(p *peer) {
 			if err != nil {
 				c.Close()
 				t.logRefusal(p.id, "refused raft peer", err)
+			} else if stopped(p) {
+				c.Close()
+				return
 			}
 		}
 		if err != nil {
@@ -438,6 +449,15 @@ func (t *transport) sendLoop(p *peer) {
 			return
 		}
 		t.report(transportReport{to: p.id, unreachable: true})
+	}
+}
+
+func stopped(p *peer) bool {
+	select {
+	case <-p.stop:
+		return true
+	default:
+		return false
 	}
 }
 
@@ -469,6 +489,9 @@ func (t *transport) writeLoop(ctx context.Context, p *peer, c net.Conn) {
 	var buf []byte
 	for {
 		var m *pb.Message
+		if stopped(p) || ctx.Err() != nil {
+			return
+		}
 		select {
 		case <-ctx.Done():
 			return
