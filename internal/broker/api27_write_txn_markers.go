@@ -28,6 +28,7 @@ package broker
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 
@@ -55,7 +56,11 @@ func (b *Broker) handleWriteTxnMarkers(_ context.Context, r *server.Request) ser
 				for _, idx := range t.Partitions {
 					rp := kmsg.NewWriteTxnMarkersResponseMarkerTopicPartition()
 					rp.Partition = idx
-					if err := b.writeRequestedMarker(t.Topic, idx, &m); err != nil {
+					write := b.writeRequestedMarker
+					if b.fromPeer(r) {
+						write = b.writePeerMarker
+					}
+					if err := write(t.Topic, idx, &m); err != nil {
 						rp.ErrorCode = errorCode(err)
 						b.log.Warn("WriteTxnMarkers failed", "topic", t.Topic, "partition", idx, "producer_id", m.ProducerID, "err", err)
 					} else {
@@ -70,6 +75,18 @@ func (b *Broker) handleWriteTxnMarkers(_ context.Context, r *server.Request) ser
 		}
 		return resp
 	}}
+}
+
+// writePeerMarker writes the marker of a transaction coordinator on
+// another node of the cluster to a partition this node holds, as the
+// coordinator writes its own (txn.go).
+func (b *Broker) writePeerMarker(topic string, idx int32, m *kmsg.WriteTxnMarkersRequestMarker) error {
+	p := b.partition(topic, idx)
+	err := b.writeLocalMarker(p, txn.TopicPartition{Topic: topic, Partition: idx}, m.ProducerID, m.ProducerEpoch, m.Committed, m.CoordinatorEpoch)
+	if errors.Is(err, txn.ErrPartitionGone) {
+		return &kerrError{kerr.NotLeaderForPartition, fmt.Sprintf("%s-%d is not held here", topic, idx)}
+	}
+	return err
 }
 
 // writeRequestedMarker writes one marker a client asked for, if it ends a

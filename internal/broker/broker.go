@@ -287,8 +287,15 @@ func (b *Broker) partitionDir(topic string, index int32) string {
 // marker names the deleted topic (or it is empty): the broker deletes
 // only what it created.
 func (b *Broker) finishDeletions(only string) error {
+	// A topic deleted while a reconcile ran is gone from the catalog with
+	// its partitions still open here: the next reconcile closes them,
+	// and only then may their directories go.
+	open := map[partition.TopicID]bool{}
+	for _, p := range b.allPartitions() {
+		open[p.TopicID()] = true
+	}
 	for _, t := range b.catalog.Deleting() {
-		if only != "" && t.Name != only {
+		if (only != "" && t.Name != only) || open[partition.TopicID(t.ID)] {
 			continue
 		}
 		for i := int32(0); i < t.Partitions; i++ {
@@ -748,6 +755,7 @@ func (b *Broker) Close() error {
 	// Closing fsynced every healthy log to its end.
 	err = errors.Join(err, b.writeRecoveryPoints(all))
 	if b.node != nil {
+		b.closePeers()
 		err = errors.Join(err, b.node.quorum.Close())
 	}
 	// Last: the next broker on this directory may start once every file

@@ -79,6 +79,9 @@ type nodeState struct {
 	// idempotent producers when the transaction coordinator is elsewhere.
 	pidMu           sync.Mutex
 	pidNext, pidEnd int64
+
+	// peers are the clients to the other nodes (interbroker.go).
+	peers peers
 }
 
 type heardAt struct {

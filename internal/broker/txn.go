@@ -232,6 +232,15 @@ type brokerMarkers struct{ b *Broker }
 
 func (m brokerMarkers) WriteTxnMarker(tp txn.TopicPartition, pid int64, epoch int16, commit bool, coordinatorEpoch int32) error {
 	p := m.b.partition(tp.Topic, tp.Partition)
+	if p == nil && m.b.clustered() {
+		return m.b.writeRemoteMarker(tp, pid, epoch, commit, coordinatorEpoch)
+	}
+	return m.b.writeLocalMarker(p, tp, pid, epoch, commit, coordinatorEpoch)
+}
+
+// writeLocalMarker writes a coordinator's marker to a partition this node
+// holds (p nil: none, the partition is gone).
+func (b *Broker) writeLocalMarker(p *partition.Partition, tp txn.TopicPartition, pid int64, epoch int16, commit bool, coordinatorEpoch int32) error {
 	if p == nil {
 		return txn.ErrPartitionGone
 	}
@@ -240,7 +249,7 @@ func (m brokerMarkers) WriteTxnMarker(tp txn.TopicPartition, pid int64, epoch in
 		// The partition already saw a newer epoch of this producer, so this
 		// transaction ended there long ago (a marker re-sent after a
 		// restart): retrying could never succeed and is not needed.
-		m.b.log.Warn("transaction marker older than the partition's producer epoch; skipped",
+		b.log.Warn("transaction marker older than the partition's producer epoch; skipped",
 			"topic", tp.Topic, "partition", tp.Partition, "producer_id", pid, "epoch", epoch, "err", err)
 		return nil
 	}

@@ -31,6 +31,11 @@ import (
 // TRANSACTIONS (the transaction is ending), COORDINATOR_NOT_AVAILABLE.
 func (b *Broker) checkTransactionalProduce(txnID string, pid int64, epoch int16, topic string, partition int32, implicitAdd bool) (wait func() error, err error) {
 	tc := b.txn
+	if tc == nil && b.clustered() {
+		return func() error {
+			return b.checkRemoteTransactionalProduce(txnID, pid, epoch, topic, partition, implicitAdd)
+		}, nil
+	}
 	if tc == nil {
 		return nil, &kerrError{kerr.CoordinatorNotAvailable, "the transaction coordinator is not running"}
 	}
