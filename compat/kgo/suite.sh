@@ -10,9 +10,10 @@
 # a SCRAM-SHA-256 user, then the share-group tests (KIP-932: TestShareGroup, TestShareGroupETL,
 # TestShareGroupAckOnClose, TestShareGroupOffsetsAdmin, TestConsumeRegexShareSkipsInternal), which
 # must each PASS: franz-go skips them against a broker without ShareFetch/ShareAcknowledge v2, and a
-# skip fails this variant. Each variant gets a fresh broker.
+# skip fails this variant; then the produce/consume, group and transaction tests against a
+# three-node cluster (RF 1 topics spread over the nodes). Each variant gets fresh brokers.
 #
-# usage: compat/kgo/suite.sh [TEST_REGEX | scram | share]   (scram/share: only that variant)
+# usage: compat/kgo/suite.sh [TEST_REGEX | scram | share | cluster]   (scram/share/cluster: only that variant)
 #   env: RECORDS (records per ETL test, default 20000), KGO_PORT (default 19092),
 #        TIMEOUT (per variant, default 20m), KGO_LOG_LEVEL (franz-go's, default none)
 # Exit status: non-zero if any variant fails.
@@ -60,6 +61,34 @@ stop_broker() {
   kill "$broker_pid" 2>/dev/null || true
   wait "$broker_pid" 2>/dev/null || true
   broker_pid=
+  for pid in "${node_pids[@]}"; do
+    kill "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  done
+  node_pids=()
+}
+
+# start_cluster: three nodes (node.id 1-3) on $port, $port+1, $port+2, each a broker and a
+# controller of the metadata quorum (controller listeners on $port+100..102), as the README's
+# three-node example starts them.
+node_pids=()
+start_cluster() {
+  local voters="1@127.0.0.1:$((port + 100)),2@127.0.0.1:$((port + 101)),3@127.0.0.1:$((port + 102))"
+  for i in 1 2 3; do
+    rm -rf "$work/node$i"
+    "$work/exactly" serve --data-dir "$work/node$i" --log-level warn --set "node.id=$i" \
+      --set "listeners=PLAINTEXT://127.0.0.1:$((port + i - 1)),CONTROLLER://127.0.0.1:$((port + 99 + i))" \
+      --set controller.listener.names=CONTROLLER --set "controller.quorum.voters=$voters" &
+    node_pids+=($!)
+  done
+  for i in 1 2 3; do
+    local p=$((port + i - 1)) up=
+    for _ in $(seq 300); do
+      (echo >"/dev/tcp/127.0.0.1/$p") 2>/dev/null && { up=1; break; }
+      sleep 0.1
+    done
+    [ -n "$up" ] || { echo "compat/kgo: cluster node $i did not listen on 127.0.0.1:$p" >&2; exit 2; }
+  done
 }
 
 failed=0
@@ -67,13 +96,20 @@ failed=0
 # serve arguments in the array broker_args, if set).
 broker_args=()
 require_pass=()
+cluster=
 run() {
   local name=$1 regex=$2
   shift 2
   echo "== franz-go $name: $regex"
-  start_broker "${broker_args[@]}"
+  local seeds="127.0.0.1:$port"
+  if [ -n "$cluster" ]; then
+    start_cluster
+    seeds="127.0.0.1:$port,127.0.0.1:$((port + 1)),127.0.0.1:$((port + 2))"
+  else
+    start_broker "${broker_args[@]}"
+  fi
   local out="$work/$name.log" status=0
-  (cd "$work/franz-go" && env "$@" KGO_SEEDS="127.0.0.1:$port" KGO_TEST_RF=1 \
+  (cd "$work/franz-go" && env "$@" KGO_SEEDS="$seeds" KGO_TEST_RF=1 \
     KGO_TEST_RECORDS="${RECORDS:-20000}" KGO_LOG_LEVEL="${KGO_LOG_LEVEL:-none}" \
     go test -count=1 -timeout "${TIMEOUT:-20m}" -run "$regex" -v ./pkg/kgo) >"$out" 2>&1 || status=$?
   # The verbose log is long; show each test's verdict and any failure lines.
@@ -105,9 +141,21 @@ run_share() {
   require_pass=()
 }
 
+# run_cluster: the produce/consume, group and transaction tests against three nodes, every
+# topic's partitions spread over them (replication factor 1).
+run_cluster() {
+  cluster=1
+  run cluster "$default_tests"
+  cluster=
+}
+
 case "${1:-}" in
 scram)
   run_scram
+  exit "$failed"
+  ;;
+cluster)
+  run_cluster
   exit "$failed"
   ;;
 share)
@@ -121,5 +169,6 @@ if [ -z "${1:-}" ]; then
   run chaos '^TestTxnEtl$' KGO_TEST_CHAOS=1
   run_scram
   run_share
+  run_cluster
 fi
 exit "$failed"
