@@ -17,12 +17,15 @@ import (
 // the broker is a single node (nil, and the listeners unchanged);
 // otherwise the controller listener is taken out of lns for the metadata
 // quorum and the client listeners are returned.
-func clusterConfig(static map[string]string, lns []server.Listener) (*broker.ClusterConfig, []server.Listener, error) {
+func clusterConfig(static map[string]string, lns []server.Listener, join bool) (*broker.ClusterConfig, []server.Listener, error) {
 	voters, err := cluster.ParseVoters(static["controller.quorum.voters"])
 	if err != nil {
 		return nil, nil, err
 	}
 	if len(voters) == 0 {
+		if join {
+			return nil, nil, fmt.Errorf("joining a cluster needs controller.quorum.voters: the voters to reach")
+		}
 		return nil, lns, nil
 	}
 	id, err := strconv.Atoi(static["node.id"])
@@ -36,8 +39,8 @@ func clusterConfig(static map[string]string, lns []server.Listener) (*broker.Clu
 	if !roles.Broker || !roles.Controller {
 		return nil, nil, fmt.Errorf("process.roles=%s: every node of an exactly cluster is broker and controller for now (process.roles=broker,controller, the default)", static["process.roles"])
 	}
-	if !slices.ContainsFunc(voters, func(v cluster.Voter) bool { return v.ID == int32(id) }) {
-		return nil, nil, fmt.Errorf("node.id=%d is not in controller.quorum.voters=%s: a controller must be a voter", id, static["controller.quorum.voters"])
+	if !join && !slices.ContainsFunc(voters, func(v cluster.Voter) bool { return v.ID == int32(id) }) {
+		return nil, nil, fmt.Errorf("node.id=%d is not in controller.quorum.voters=%s: a controller must be a voter (a new one starts with --join and is added with exactly cluster add-voter)", id, static["controller.quorum.voters"])
 	}
 	names := controllerListenerNames(static)
 	cc := &broker.ClusterConfig{
@@ -45,6 +48,7 @@ func clusterConfig(static map[string]string, lns []server.Listener) (*broker.Clu
 		ElectionTimeout:   msKey(static, "controller.quorum.election.timeout.ms"),
 		HeartbeatInterval: msKey(static, "broker.heartbeat.interval.ms"),
 		SessionTimeout:    msKey(static, "broker.session.timeout.ms"),
+		Join:              join,
 	}
 	var clients []server.Listener
 	for _, l := range lns {

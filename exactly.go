@@ -66,6 +66,10 @@ type Options struct {
 	// ShutdownGrace bounds how long Close waits for in-flight requests
 	// (default 10s).
 	ShutdownGrace time.Duration
+	// JoinQuorum starts a cluster node whose metadata storage is empty
+	// without bootstrapping the quorum: it waits to be added as a voter
+	// (`exactly cluster add-voter`). `exactly serve --join`.
+	JoinQuorum bool
 }
 
 // ScramUser is one SCRAM credential to create at start.
@@ -135,7 +139,7 @@ func Start(opts Options) (*Broker, error) {
 		}
 		out.cleanupTemp()
 	}
-	clusterCfg, clientLns, err := clusterConfig(static, lns)
+	clusterCfg, clientLns, err := clusterConfig(static, lns, opts.JoinQuorum)
 	if err != nil {
 		closeAll()
 		return nil, err

@@ -17,7 +17,7 @@ func main() {
 		Short:         "A durable Kafka-compatible broker and tools that make delivery guarantees provable",
 		SilenceErrors: true,
 	}
-	root.AddCommand(serveCommand(), cli.TopicCommand(), cli.QuotaCommand(), cli.ProduceCommand(), cli.ConsumeCommand(), cli.GroupCommand(), cli.TxnCommand(), cli.VerifyCommand(), cli.BenchCommand(), cli.KFakeCommand(), cli.OutboxCommand(), cli.UserCommand(), cli.ACLCommand(), cli.CheckDataCommand())
+	root.AddCommand(serveCommand(), cli.TopicCommand(), cli.QuotaCommand(), cli.ProduceCommand(), cli.ConsumeCommand(), cli.GroupCommand(), cli.TxnCommand(), cli.VerifyCommand(), cli.BenchCommand(), cli.KFakeCommand(), cli.OutboxCommand(), cli.UserCommand(), cli.ACLCommand(), cli.CheckDataCommand(), cli.ClusterCommand(), cli.FormatCommand())
 	if err := root.Execute(); err != nil {
 		// A command that needs a particular exit status (verify: 1 for a
 		// violated guarantee, 2 for a setup error) says so.

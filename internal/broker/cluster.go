@@ -59,6 +59,10 @@ type ClusterConfig struct {
 	// Listeners are this broker's advertised client listeners, registered
 	// so that every node can name them in its answers.
 	Listeners []cluster.Endpoint
+	// Join starts a node with empty metadata storage without bootstrapping
+	// the quorum: it waits to be added (AddRaftVoter) and learns the log
+	// from the leader. A new node, or one whose disk was wiped.
+	Join bool
 }
 
 // nodeState is what a cluster node keeps beside the catalog.
@@ -675,6 +679,7 @@ func startNode(cfg Config, dd *cluster.DataDir) (*cluster.Catalog, *nodeState, e
 		Listener:        cfg.Cluster.Controller,
 		ClusterID:       clusterID,
 		ElectionTimeout: cfg.Cluster.ElectionTimeout,
+		Join:            cfg.Cluster.Join,
 		Logger:          cfg.Logger.With("component", "metadata-quorum"),
 		SM:              cat,
 	})

@@ -228,3 +228,24 @@ func IsDataDirFile(name string) bool {
 	}
 	return false
 }
+
+// Format prepares an empty (or missing) data directory for node nodeID of
+// cluster clusterID, as Kafka's storage format does: meta.properties with
+// both ids and a fresh directory.id. A directory formatted already for the
+// same cluster and node is left as it is; anything else is refused.
+func Format(fsys vfs.FS, dir, clusterID string, nodeID int32) error {
+	if clusterID == "" || strings.ContainsAny(clusterID, "\n\r=") {
+		return fmt.Errorf("cluster id %q: want a non-empty id without '=' or line breaks", clusterID)
+	}
+	d, err := OpenDataDir(fsys, dir, nodeID)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	if d.meta != nil || d.Adopted {
+		if got := d.ClusterID(); got != clusterID {
+			return fmt.Errorf("%w: %s is formatted already (cluster.id=%s); refusing to change its cluster", ErrDataDir, dir, got)
+		}
+	}
+	return d.Claim(clusterID, nodeID)
+}
