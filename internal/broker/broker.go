@@ -261,6 +261,11 @@ func (b *Broker) start() (*Broker, error) {
 	go b.every("producer.id.expiration.check.interval.ms", b.ExpireProducers)
 	go b.every("log.flush.offset.checkpoint.interval.ms", b.checkpointRecoveryPoints)
 	if b.clustered() {
+		if cfg.Registry != nil {
+			if err := cfg.Registry.Register(&clusterCollector{b: b}); err != nil {
+				b.log.Warn("metadata quorum metrics not registered", "err", err)
+			}
+		}
 		b.bg.Add(3)
 		go b.reconcileLoop()
 		go b.heartbeatLoop()

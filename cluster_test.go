@@ -1,0 +1,304 @@
+package exactly_test
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/exactly/exactly"
+	"github.com/exactly/exactly/internal/testenv"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+// inProcessCluster is three nodes of one cluster in this process, each
+// with its own data directory and ports.
+type inProcessCluster struct {
+	t       *testing.T
+	dirs    []string
+	clients []string // each node's PLAINTEXT address
+	ctrls   []string // each node's CONTROLLER address
+	nodes   []*exactly.Broker
+}
+
+func startInProcessCluster(t *testing.T) *inProcessCluster {
+	c := &inProcessCluster{t: t}
+	var voters []string
+	for i := range 3 {
+		c.dirs = append(c.dirs, filepath.Join(t.TempDir(), fmt.Sprintf("node%d", i+1)))
+		c.clients = append(c.clients, testenv.FreeAddr(t))
+		c.ctrls = append(c.ctrls, testenv.FreeAddr(t))
+		voters = append(voters, fmt.Sprintf("%d@%s", i+1, c.ctrls[i]))
+	}
+	c.nodes = make([]*exactly.Broker, 3)
+	// Each node waits for a quorum in Start: start them together.
+	var wg sync.WaitGroup
+	for i := range 3 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c.nodes[i] = c.start(i, strings.Join(voters, ","))
+		}()
+	}
+	wg.Wait()
+	t.Cleanup(func() {
+		for _, n := range c.nodes {
+			if n != nil {
+				n.Close()
+			}
+		}
+	})
+	return c
+}
+
+func (c *inProcessCluster) start(i int, voters string) *exactly.Broker {
+	b, err := exactly.Start(exactly.Options{DataDir: c.dirs[i], Config: map[string]string{
+		"node.id":                      fmt.Sprint(i + 1),
+		"listeners":                    "PLAINTEXT://" + c.clients[i] + ",CONTROLLER://" + c.ctrls[i],
+		"controller.listener.names":    "CONTROLLER",
+		"controller.quorum.voters":     voters,
+		"broker.heartbeat.interval.ms": "200",
+		"broker.session.timeout.ms":    "2000",
+	}})
+	if err != nil {
+		c.t.Errorf("starting node %d: %v", i+1, err)
+		return nil
+	}
+	return b
+}
+
+func (c *inProcessCluster) voters() string {
+	var vs []string
+	for i, a := range c.ctrls {
+		vs = append(vs, fmt.Sprintf("%d@%s", i+1, a))
+	}
+	return strings.Join(vs, ",")
+}
+
+// client is a client that knows node i only (it learns the others from
+// Metadata).
+func (c *inProcessCluster) client(i int, opts ...kgo.Opt) *kgo.Client {
+	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(c.clients[i])}, opts...)...)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	c.t.Cleanup(cl.Close)
+	return cl
+}
+
+// metadataOf is node i's own answer to Metadata (all topics).
+func (c *inProcessCluster) metadataOf(ctx context.Context, i int) (*kmsg.MetadataResponse, error) {
+	cl := c.client(i)
+	req := kmsg.NewPtrMetadataRequest()
+	seeds := cl.SeedBrokers()
+	return req.RequestWith(ctx, seeds[0])
+}
+
+// layout summarizes an answer: brokers, controller, each topic's
+// partition leaders.
+func layout(m *kmsg.MetadataResponse) string {
+	var ids []int32
+	for _, b := range m.Brokers {
+		ids = append(ids, b.NodeID)
+	}
+	slices.Sort(ids)
+	s := fmt.Sprintf("brokers=%v", ids)
+	var topics []string
+	for _, t := range m.Topics {
+		var leaders []int32
+		for _, p := range t.Partitions {
+			leaders = append(leaders, p.Leader)
+		}
+		topics = append(topics, fmt.Sprintf("%s:%v", *t.Topic, leaders))
+	}
+	slices.Sort(topics)
+	return s + " " + strings.Join(topics, " ")
+}
+
+// converged waits until every running node answers Metadata alike and
+// returns that answer's layout.
+func (c *inProcessCluster) converged(ctx context.Context, running ...int) string {
+	c.t.Helper()
+	var last []string
+	for ctx.Err() == nil {
+		last = last[:0]
+		for _, i := range running {
+			m, err := c.metadataOf(ctx, i)
+			if err != nil {
+				last = append(last, err.Error())
+				continue
+			}
+			last = append(last, layout(m))
+		}
+		if len(last) > 0 && !strings.Contains(last[0], "-1") && slices.Equal(slices.Compact(slices.Clone(last)), last[:1]) {
+			return last[0]
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	c.t.Fatalf("the nodes' metadata did not converge: %q", last)
+	return ""
+}
+
+// TestClusterInProcess: three nodes in one process form a cluster; a
+// topic created through one node is listed alike by all, its partitions
+// spread over them; records produced through one node are consumed
+// through another; a node closed and started again from its directory
+// rejoins, and the controller moves when its node stops.
+func TestClusterInProcess(t *testing.T) {
+	c := startInProcessCluster(t)
+	if t.Failed() {
+		t.FailNow()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+
+	if _, err := kadm.NewClient(c.client(1)).CreateTopic(ctx, 6, 1, nil, "spread"); err != nil {
+		t.Fatal(err)
+	}
+	got := c.converged(ctx, 0, 1, 2)
+	if !strings.HasPrefix(got, "brokers=[1 2 3] ") {
+		t.Fatalf("metadata %q does not list the three brokers", got)
+	}
+	m, err := c.metadataOf(ctx, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaders := map[int32]bool{}
+	for _, tp := range m.Topics {
+		if *tp.Topic != "spread" {
+			continue
+		}
+		for _, p := range tp.Partitions {
+			leaders[p.Leader] = true
+			if !slices.Equal(p.Replicas, []int32{p.Leader}) || !slices.Equal(p.ISR, []int32{p.Leader}) {
+				t.Errorf("partition %d: leader %d, replicas %v, ISR %v", p.Partition, p.Leader, p.Replicas, p.ISR)
+			}
+		}
+	}
+	if len(leaders) != 3 {
+		t.Errorf("six partitions led by %v: want every node to lead some", leaders)
+	}
+	if cid := c.nodes[0].ClusterID(); cid == "" || cid != c.nodes[1].ClusterID() || cid != c.nodes[2].ClusterID() {
+		t.Errorf("cluster ids differ: %q %q %q", c.nodes[0].ClusterID(), c.nodes[1].ClusterID(), c.nodes[2].ClusterID())
+	}
+
+	// Produce through node 1, consume through node 3.
+	prod := c.client(0, kgo.DefaultProduceTopic("spread"))
+	const n = 600
+	for i := range n {
+		prod.Produce(ctx, &kgo.Record{Value: []byte(fmt.Sprint(i))}, func(_ *kgo.Record, err error) {
+			if err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	if err := prod.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	cons := c.client(2, kgo.ConsumeTopics("spread"), kgo.ConsumerGroup("g"), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	seen := map[string]bool{}
+	for len(seen) < n && ctx.Err() == nil {
+		fs := cons.PollFetches(ctx)
+		fs.EachError(func(_ string, _ int32, err error) { t.Logf("fetch: %v", err) })
+		fs.EachRecord(func(r *kgo.Record) { seen[string(r.Value)] = true })
+	}
+	if len(seen) != n {
+		t.Fatalf("consumed %d distinct records through node 3, want %d", len(seen), n)
+	}
+
+	// Stop the controller's node: another takes over; start it again
+	// from its directory: it rejoins and every node agrees.
+	ctrl := m.ControllerID
+	if ctrl < 1 || ctrl > 3 {
+		t.Fatalf("controller %d", ctrl)
+	}
+	i := int(ctrl - 1)
+	if err := c.nodes[i].Close(); err != nil {
+		t.Fatal(err)
+	}
+	c.nodes[i] = nil
+	other := (i + 1) % 3
+	for ctx.Err() == nil {
+		m, err := c.metadataOf(ctx, other)
+		if err == nil && m.ControllerID > 0 && m.ControllerID != ctrl {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if ctx.Err() != nil {
+		t.Fatal("the controller did not move off the stopped node")
+	}
+	c.nodes[i] = c.start(i, c.voters())
+	if c.nodes[i] == nil {
+		t.FailNow()
+	}
+	if after := c.converged(ctx, 0, 1, 2); after != got {
+		t.Errorf("after the restart the nodes agree on %q, before on %q", after, got)
+	}
+
+	// The quorum as DescribeQuorum tells it: three voters, a leader.
+	req := kmsg.NewPtrDescribeQuorumRequest()
+	rt := kmsg.NewDescribeQuorumRequestTopic()
+	rt.Topic = "__cluster_metadata"
+	rt.Partitions = []kmsg.DescribeQuorumRequestTopicPartition{kmsg.NewDescribeQuorumRequestTopicPartition()}
+	req.Topics = append(req.Topics, rt)
+	resp, err := req.RequestWith(ctx, c.client(0).SeedBrokers()[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := resp.Topics[0].Partitions[0]
+	if p.ErrorCode != 0 || p.LeaderID < 1 || len(p.CurrentVoters) != 3 || p.HighWatermark <= 0 {
+		t.Errorf("DescribeQuorum: %+v", p)
+	}
+}
+
+// TestDescribeQuorumOnASingleNode: a single node has no quorum to describe.
+func TestDescribeQuorumOnASingleNode(t *testing.T) {
+	b := exactly.NewTestBroker(t)
+	cl, err := kgo.NewClient(kgo.SeedBrokers(b.Addr()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	req := kmsg.NewPtrDescribeQuorumRequest()
+	rt := kmsg.NewDescribeQuorumRequestTopic()
+	rt.Topic = "__cluster_metadata"
+	rt.Partitions = []kmsg.DescribeQuorumRequestTopicPartition{kmsg.NewDescribeQuorumRequestTopicPartition()}
+	req.Topics = append(req.Topics, rt)
+	resp, err := req.RequestWith(context.Background(), cl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code := resp.Topics[0].Partitions[0].ErrorCode; code != kerr.UnknownTopicOrPartition.Code {
+		t.Errorf("error %d, want UNKNOWN_TOPIC_OR_PARTITION", code)
+	}
+}
+
+// TestClusterConfigRefusals: the cluster keys are checked at start.
+func TestClusterConfigRefusals(t *testing.T) {
+	ctrl, client := testenv.FreeAddr(t), testenv.FreeAddr(t)
+	for name, cfg := range map[string]map[string]string{
+		"no node.id": {"controller.quorum.voters": "1@" + ctrl, "listeners": "PLAINTEXT://" + client + ",CONTROLLER://" + ctrl},
+		"not a voter": {"node.id": "2", "controller.quorum.voters": "1@" + ctrl,
+			"listeners": "PLAINTEXT://" + client + ",CONTROLLER://" + ctrl},
+		"no controller listener": {"node.id": "1", "controller.quorum.voters": "1@" + ctrl, "listeners": "PLAINTEXT://" + client},
+		"broker role only": {"node.id": "1", "process.roles": "broker", "controller.quorum.voters": "1@" + ctrl,
+			"listeners": "PLAINTEXT://" + client + ",CONTROLLER://" + ctrl},
+		"bad voters": {"node.id": "1", "controller.quorum.voters": "1@nowhere", "listeners": "PLAINTEXT://" + client + ",CONTROLLER://" + ctrl},
+	} {
+		b, err := exactly.Start(exactly.Options{DataDir: t.TempDir(), Config: cfg})
+		if err == nil {
+			b.Close()
+			t.Errorf("%s: started", name)
+			continue
+		}
+		t.Logf("%s: %v", name, err)
+	}
+}
