@@ -17,14 +17,14 @@ import (
 // the broker is a single node (nil, and the listeners unchanged);
 // otherwise the controller listener is taken out of lns for the metadata
 // quorum and the client listeners are returned.
-func clusterConfig(static map[string]string, lns []server.Listener, join bool) (*broker.ClusterConfig, []server.Listener, error) {
+func clusterConfig(static map[string]string, lns []server.Listener, join, adopt bool) (*broker.ClusterConfig, []server.Listener, error) {
 	voters, err := cluster.ParseVoters(static["controller.quorum.voters"])
 	if err != nil {
 		return nil, nil, err
 	}
 	if len(voters) == 0 {
-		if join {
-			return nil, nil, fmt.Errorf("joining a cluster needs controller.quorum.voters: the voters to reach")
+		if join || adopt {
+			return nil, nil, fmt.Errorf("joining or founding a cluster needs controller.quorum.voters")
 		}
 		return nil, lns, nil
 	}
@@ -49,6 +49,7 @@ func clusterConfig(static map[string]string, lns []server.Listener, join bool) (
 		HeartbeatInterval: msKey(static, "broker.heartbeat.interval.ms"),
 		SessionTimeout:    msKey(static, "broker.session.timeout.ms"),
 		Join:              join,
+		Adopt:             adopt,
 	}
 	var clients []server.Listener
 	for _, l := range lns {

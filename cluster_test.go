@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/exactly/exactly"
+	"github.com/exactly/exactly/internal/cluster"
+	"github.com/exactly/exactly/internal/vfs"
 	"github.com/exactly/exactly/internal/testenv"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -29,22 +31,37 @@ type inProcessCluster struct {
 }
 
 func startInProcessCluster(t *testing.T) *inProcessCluster {
+	c := newInProcessCluster(t)
+	c.startAll(nil)
+	return c
+}
+
+// newInProcessCluster chooses the nodes' directories and ports.
+func newInProcessCluster(t *testing.T) *inProcessCluster {
 	c := &inProcessCluster{t: t}
-	var voters []string
 	for i := range 3 {
 		c.dirs = append(c.dirs, filepath.Join(t.TempDir(), fmt.Sprintf("node%d", i+1)))
 		c.clients = append(c.clients, testenv.FreeAddr(t))
 		c.ctrls = append(c.ctrls, testenv.FreeAddr(t))
-		voters = append(voters, fmt.Sprintf("%d@%s", i+1, c.ctrls[i]))
 	}
+	return c
+}
+
+// startAll starts the three nodes together (each waits for a quorum in
+// Start), with opts[i] for node i if given.
+func (c *inProcessCluster) startAll(opts []exactly.Options) {
+	t := c.t
 	c.nodes = make([]*exactly.Broker, 3)
-	// Each node waits for a quorum in Start: start them together.
 	var wg sync.WaitGroup
 	for i := range 3 {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			c.nodes[i] = c.start(i, strings.Join(voters, ","))
+			var o exactly.Options
+			if i < len(opts) {
+				o = opts[i]
+			}
+			c.nodes[i] = c.startWith(i, c.voters(), o)
 		}()
 	}
 	wg.Wait()
@@ -55,11 +72,15 @@ func startInProcessCluster(t *testing.T) *inProcessCluster {
 			}
 		}
 	})
-	return c
 }
 
 func (c *inProcessCluster) start(i int, voters string) *exactly.Broker {
-	b, err := exactly.Start(exactly.Options{DataDir: c.dirs[i], Config: map[string]string{
+	return c.startWith(i, voters, exactly.Options{})
+}
+
+func (c *inProcessCluster) startWith(i int, voters string, opts exactly.Options) *exactly.Broker {
+	opts.DataDir = c.dirs[i]
+	b, err := exactly.Start(exactly.Options{DataDir: opts.DataDir, AdoptSingleNode: opts.AdoptSingleNode, Config: map[string]string{
 		"node.id":                      fmt.Sprint(i + 1),
 		"listeners":                    "PLAINTEXT://" + c.clients[i] + ",CONTROLLER://" + c.ctrls[i],
 		"controller.listener.names":    "CONTROLLER",
@@ -300,5 +321,51 @@ func TestClusterConfigRefusals(t *testing.T) {
 			continue
 		}
 		t.Logf("%s: %v", name, err)
+	}
+}
+
+// TestClusterAdoptsSingleNode: a single node's directory becomes node 1
+// of a new cluster (serve --adopt; the other nodes formatted with its
+// cluster id): its topics and records are the cluster's, and every node
+// lists them.
+func TestClusterAdoptsSingleNode(t *testing.T) {
+	c := newInProcessCluster(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	single, err := exactly.Start(exactly.Options{DataDir: c.dirs[0], Listen: c.clients[0]})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl := c.client(0, kgo.DefaultProduceTopic("kept"), kgo.AllowAutoTopicCreation())
+	for i := range 50 {
+		if err := cl.ProduceSync(ctx, &kgo.Record{Value: []byte(fmt.Sprint(i))}).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cl.Close()
+	clusterID := single.ClusterID()
+	if err := single.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i < 3; i++ {
+		if err := cluster.Format(vfs.OS(), c.dirs[i], clusterID, int32(i+1)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.startAll([]exactly.Options{{AdoptSingleNode: true}})
+	if t.Failed() {
+		t.FailNow()
+	}
+	for i, n := range c.nodes {
+		if n.ClusterID() != clusterID {
+			t.Errorf("node %d is in cluster %q, want the single node's %q", i+1, n.ClusterID(), clusterID)
+		}
+	}
+	if got := c.converged(ctx, 0, 1, 2); !strings.Contains(got, "kept:[1]") {
+		t.Errorf("the nodes agree on %q: want the single node's topic on node 1", got)
+	}
+	recs := testenv.ReadToEnd(t, c.clients[2], "kept", true)
+	if n := len(testenv.Flatten(recs)); n != 50 {
+		t.Errorf("read %d records of the adopted topic through node 3, want 50", n)
 	}
 }

@@ -70,6 +70,10 @@ type Options struct {
 	// without bootstrapping the quorum: it waits to be added as a voter
 	// (`exactly cluster add-voter`). `exactly serve --join`.
 	JoinQuorum bool
+	// AdoptSingleNode makes the data directory's single-node topics the
+	// new cluster's: `exactly serve --adopt`, once, on the voter with the
+	// lowest node id (docs/DESIGN.md, "Cluster").
+	AdoptSingleNode bool
 }
 
 // ScramUser is one SCRAM credential to create at start.
@@ -139,7 +143,7 @@ func Start(opts Options) (*Broker, error) {
 		}
 		out.cleanupTemp()
 	}
-	clusterCfg, clientLns, err := clusterConfig(static, lns, opts.JoinQuorum)
+	clusterCfg, clientLns, err := clusterConfig(static, lns, opts.JoinQuorum, opts.AdoptSingleNode)
 	if err != nil {
 		closeAll()
 		return nil, err

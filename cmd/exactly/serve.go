@@ -36,7 +36,7 @@ func serveCommand() *cobra.Command {
 	var (
 		dataDir, listen, advertise, configFile, metricsListen, logLevel string
 		sets, addScram                                                  []string
-		join                                                            bool
+		join, adopt                                                     bool
 	)
 	cmd := &cobra.Command{
 		Use:   "serve",
@@ -112,7 +112,7 @@ GiB.`,
 			}
 			b, err := exactly.Start(exactly.Options{
 				DataDir: cfg["log.dirs"], Listen: listen, Advertise: advertise,
-				Config: cfg, MetricsListen: metricsListen, Logger: logger, ScramUsers: scram, JoinQuorum: join,
+				Config: cfg, MetricsListen: metricsListen, Logger: logger, ScramUsers: scram, JoinQuorum: join, AdoptSingleNode: adopt,
 			})
 			if err != nil {
 				return err
@@ -139,6 +139,7 @@ GiB.`,
 	f.StringVar(&metricsListen, "metrics-listen", "", "serve Prometheus metrics on this address; without a host (:9308) on loopback only")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	f.BoolVar(&join, "join", false, "a cluster node with empty metadata storage (new, or its disk wiped) waits to be added with 'exactly cluster add-voter' instead of bootstrapping the quorum")
+	f.BoolVar(&adopt, "adopt", false, "grow a single node into a cluster: its topics become the new cluster's (once, on the voter with the lowest node.id; format the other nodes with its cluster id)")
 	f.StringArrayVar(&addScram, "add-scram", nil, "create a SCRAM credential before serving, e.g. 'SCRAM-SHA-256=[name=admin,password=admin-secret]' (optional iterations=N; repeatable; replaces a credential whose password differs)")
 	return cmd
 }

@@ -146,7 +146,11 @@ func New(cfg Config) (*Broker, error) {
 			return nil, err
 		}
 	}
-	dd, err := cluster.OpenDataDir(cfg.FS, cfg.DataDir, cfg.NodeID)
+	openDir := cluster.OpenDataDir
+	if cfg.Cluster != nil && cfg.Cluster.Adopt {
+		openDir = cluster.OpenDataDirAdopting
+	}
+	dd, err := openDir(cfg.FS, cfg.DataDir, cfg.NodeID)
 	if err != nil {
 		return nil, err
 	}
@@ -183,7 +187,11 @@ func open(cfg Config, dd *cluster.DataDir) (*Broker, error) {
 	b := &Broker{cfg: cfg, log: cfg.Logger, dataDir: dd, catalog: cat, parts: map[string][]*partition.Partition{}, ctx: ctx, cancel: cancel, node: node}
 	if node != nil {
 		cat.OnHeartbeat(b.heardHeartbeat)
-		if err := b.register(); err != nil {
+		err := b.register()
+		if err == nil && cfg.Cluster.Adopt {
+			err = b.adopt()
+		}
+		if err != nil {
 			cancel()
 			node.quorum.Close()
 			return nil, err

@@ -63,6 +63,10 @@ type ClusterConfig struct {
 	// the quorum: it waits to be added (AddRaftVoter) and learns the log
 	// from the leader. A new node, or one whose disk was wiped.
 	Join bool
+	// Adopt makes the single-node catalog of the data directory the new
+	// cluster's (growing a single node into a cluster): the node must be
+	// the voter with the lowest id, and the cluster have no topics yet.
+	Adopt bool
 }
 
 // nodeState is what a cluster node keeps beside the catalog.
@@ -649,6 +653,16 @@ func (b *Broker) idempotentPID() (int64, error) {
 // machine and waits until this node has a leader to talk to, has the
 // cluster's id and is registered.
 func startNode(cfg Config, dd *cluster.DataDir) (*cluster.Catalog, *nodeState, error) {
+	single := cluster.SingleNodeCatalog(cfg.FS, cfg.DataDir)
+	lowest := slices.MinFunc(cfg.Cluster.Voters, func(x, y cluster.Voter) int { return int(x.ID - y.ID) }).ID
+	switch {
+	case single && !cfg.Cluster.Adopt:
+		return nil, nil, fmt.Errorf("%w: %s holds a single node's catalog (cluster.json); to make its topics the new cluster's, start this node once with --adopt", cluster.ErrDataDir, cfg.DataDir)
+	case cfg.Cluster.Adopt && !single:
+		return nil, nil, fmt.Errorf("--adopt: %s holds no single-node catalog (cluster.json) to adopt", cfg.DataDir)
+	case cfg.Cluster.Adopt && cfg.NodeID != lowest:
+		return nil, nil, fmt.Errorf("--adopt: a single node becomes the voter with the lowest id (node %d here), which holds the coordinators; this is node %d", lowest, cfg.NodeID)
+	}
 	ns := &nodeState{heard: map[int32]heardAt{}}
 	var qmu sync.Mutex
 	var q *quorum.Node
@@ -728,4 +742,21 @@ func voterList(vs []cluster.Voter) string {
 		s += strconv.Itoa(int(v.ID)) + "@" + v.Addr
 	}
 	return s
+}
+
+// adopt makes this directory's single-node catalog the cluster's (once:
+// the file is renamed after) — see ClusterConfig.Adopt.
+func (b *Broker) adopt() error {
+	single, err := cluster.ReadCatalog(b.cfg.FS, b.cfg.DataDir)
+	if err != nil {
+		return fmt.Errorf("--adopt: reading the single node's catalog: %w", err)
+	}
+	if err := b.catalog.Adopt(single, b.cfg.NodeID); err != nil && !errors.Is(err, cluster.ErrAdopted) {
+		return fmt.Errorf("--adopt: %w", err)
+	}
+	if err := cluster.MarkAdopted(b.cfg.FS, b.cfg.DataDir); err != nil {
+		return fmt.Errorf("--adopt: the catalog is the cluster's, but renaming cluster.json failed: %w", err)
+	}
+	b.log.Info("the single node's topics are the cluster's now", "topics", len(single.Topics()), "node_id", b.cfg.NodeID)
+	return nil
 }

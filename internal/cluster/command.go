@@ -47,6 +47,10 @@ const (
 	OpBrokerHeartbeat Op = "broker-heartbeat"
 	// OpAllocateProducerIDs reserves a block of producer ids for a node.
 	OpAllocateProducerIDs Op = "allocate-producer-ids"
+	// OpAdopt makes a single node's catalog the cluster's, its
+	// partitions on that node (BrokerID): growing a single node into a
+	// cluster.
+	OpAdopt Op = "adopt"
 )
 
 // Command is one change to the catalog. Op says which fields it uses.
@@ -71,6 +75,8 @@ type Command struct {
 	BrokerEpoch int64   `json:"broker_epoch,omitempty"`
 	// Count is allocate-producer-ids' block size.
 	Count int64 `json:"count,omitempty"`
+	// Catalog is adopt's single-node catalog, in its file form.
+	Catalog json.RawMessage `json:"catalog,omitempty"`
 	// ClusterID is init-cluster's id.
 	ClusterID string `json:"cluster_id,omitempty"`
 	// Configs are set-topic-configs' overrides or set-broker-configs'
@@ -110,7 +116,7 @@ func DecodeCommand(data []byte) (Command, error) {
 		if cmd.Broker == nil {
 			return cmd, fmt.Errorf("%w: register-broker without a registration", errBadCommand)
 		}
-	case OpAllocateProducerIDs, OpInitCluster, OpBrokerHeartbeat, OpFenceBroker, OpUnfenceBroker, OpDeleteTopic, OpDeletionDone, OpSetPartitions, OpSetTopicConfigs, OpSetBrokerConfigs,
+	case OpAdopt, OpAllocateProducerIDs, OpInitCluster, OpBrokerHeartbeat, OpFenceBroker, OpUnfenceBroker, OpDeleteTopic, OpDeletionDone, OpSetPartitions, OpSetTopicConfigs, OpSetBrokerConfigs,
 		OpReserveGroupGenerations, OpSetClientQuotas, OpSetScramCredentials, OpSetACLs:
 	default:
 		return cmd, fmt.Errorf("%w: unknown op %q", errBadCommand, cmd.Op)
@@ -256,6 +262,8 @@ func (s *state) apply(cmd Command) (any, error) {
 	case OpSetACLs:
 		s.acls = acl.NewIndex(cmd.ACLs)
 		return nil, nil
+	case OpAdopt:
+		return nil, s.adopt(cmd.Catalog, cmd.BrokerID)
 	case OpAllocateProducerIDs:
 		if cmd.Count < 1 || cmd.Count > 1<<20 {
 			return nil, fmt.Errorf("%w: a block of %d producer ids", errBadCommand, cmd.Count)
@@ -321,4 +329,48 @@ func (s *state) collision(name string) (string, bool) {
 		}
 	}
 	return "", false
+}
+
+// ErrAdopted is an adoption the cluster already made: every topic of the
+// single node's catalog is the cluster's, with the same id.
+var ErrAdopted = errors.New("the single node's catalog is the cluster's already")
+
+// adopt makes a single node's catalog the cluster's: its topics (each
+// partition on node), deleted topics, configs, quotas, credentials, ACLs
+// and group generation reservation. Only into a cluster without topics.
+func (s *state) adopt(data []byte, node int32) error {
+	single, err := decodeState(data)
+	if err != nil {
+		return fmt.Errorf("%w: adopt: %v", errBadCommand, err)
+	}
+	if _, ok := s.brokers[node]; !ok {
+		return fmt.Errorf("adopting node %d's catalog: it is not a registered broker", node)
+	}
+	if len(s.byName) > 0 {
+		for _, t := range single.byName {
+			if have, ok := s.byID[t.ID]; !ok || have.Name != t.Name {
+				return fmt.Errorf("adopting node %d's catalog: the cluster has topics of its own already (%d); a single node joins only a cluster without topics", node, len(s.byName))
+			}
+		}
+		return ErrAdopted
+	}
+	for _, t := range single.byName {
+		nt := *t
+		nt.Replicas = make([][]int32, t.Partitions)
+		for i := range nt.Replicas {
+			nt.Replicas[i] = []int32{node}
+		}
+		s.byName[nt.Name], s.byID[nt.ID] = &nt, &nt
+	}
+	for _, t := range single.deleting {
+		nt := *t
+		nt.Pending = []int32{node}
+		s.deleting = append(s.deleting, &nt)
+	}
+	s.dynamic = single.dynamic
+	s.quotas = single.quotas
+	s.scram = single.scram
+	s.acls = single.acls
+	s.groupGens = max(s.groupGens, single.groupGens)
+	return nil
 }

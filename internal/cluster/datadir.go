@@ -89,6 +89,36 @@ func OpenDataDir(fsys vfs.FS, dir string, nodeID int32) (*DataDir, error) {
 	return d, nil
 }
 
+// OpenDataDirAdopting is OpenDataDir for a single node's directory about
+// to become node nodeID of a new cluster (`exactly serve --adopt`): its
+// meta.properties may name another node id (a single node is usually
+// node 0), which is rewritten — nothing else in a single node's
+// directory records it.
+func OpenDataDirAdopting(fsys vfs.FS, dir string, nodeID int32) (*DataDir, error) {
+	d, err := LockDataDir(fsys, dir)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := fsys.Stat(filepath.Join(dir, catalogName)); err != nil {
+		d.Close()
+		return nil, fmt.Errorf("%w: %s holds no single-node catalog (%s) to adopt", ErrDataDir, dir, catalogName)
+	}
+	if d.meta == nil {
+		d.Adopted = true
+		return d, nil
+	}
+	if d.meta["node.id"] != strconv.Itoa(int(nodeID)) {
+		// Claim writes meta.properties again with the new node id.
+		delete(d.meta, "directory.id")
+		cid := d.meta["cluster.id"]
+		if err := d.rewrite(cid, nodeID); err != nil {
+			d.Close()
+			return nil, err
+		}
+	}
+	return d, nil
+}
+
 // checkOwner refuses a directory without meta.properties unless it is empty
 // (but for files of a first start that crashed) or holds cluster.json
 // (written before meta.properties existed: adopted is true).
@@ -191,6 +221,13 @@ func (d *DataDir) Claim(clusterID string, nodeID int32) error {
 			return nil
 		}
 	}
+	return d.rewrite(clusterID, nodeID)
+}
+
+// rewrite writes meta.properties for clusterID and nodeID with a fresh
+// directory.id.
+func (d *DataDir) rewrite(clusterID string, nodeID int32) error {
+	p := filepath.Join(d.path, MetaName)
 	// directory.id tells this directory's incarnation from one that
 	// replaced it under the same node id (Kafka's meta.properties key).
 	dirID := newClusterID()
@@ -223,7 +260,7 @@ func (d *DataDir) Close() error { return d.lock.Close() }
 func IsDataDirFile(name string) bool {
 	name = strings.TrimSuffix(name, ".tmp")
 	switch name {
-	case LockName, MetaName, RecoveryPointsName, catalogName, MetadataDirName:
+	case LockName, MetaName, RecoveryPointsName, catalogName, MetadataDirName, AdoptedName:
 		return true
 	}
 	return false

@@ -12,7 +12,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"time"
+
+	"github.com/exactly/exactly/internal/vfs"
 )
 
 // Proposer hands an encoded command to the metadata quorum and returns
@@ -163,4 +166,34 @@ func (c *Catalog) changedLocked() {
 		close(c.changed)
 		c.changed = nil
 	}
+}
+
+// Adopt makes the single-node catalog in dir the cluster's, its
+// partitions on node (see OpAdopt); ErrAdopted if that happened before.
+func (c *Catalog) Adopt(single *Catalog, node int32) error {
+	data, err := single.Snapshot()
+	if err != nil {
+		return err
+	}
+	_, err = c.commit(Command{Op: OpAdopt, Catalog: data, BrokerID: node})
+	return err
+}
+
+// AdoptedName is what an adopted single-node catalog file is renamed to:
+// kept, never read again.
+const AdoptedName = catalogName + ".adopted"
+
+// SingleNodeCatalog reports whether dir holds a single node's catalog
+// (cluster.json) not adopted yet.
+func SingleNodeCatalog(fsys vfs.FS, dir string) bool {
+	_, err := fsys.Stat(filepath.Join(dir, catalogName))
+	return err == nil
+}
+
+// MarkAdopted renames the adopted catalog file out of the way.
+func MarkAdopted(fsys vfs.FS, dir string) error {
+	if err := fsys.Rename(filepath.Join(dir, catalogName), filepath.Join(dir, AdoptedName)); err != nil {
+		return err
+	}
+	return fsys.SyncDir(dir)
 }
