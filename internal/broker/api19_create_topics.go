@@ -3,9 +3,12 @@ package broker
 // CreateTopics (key 19), versions 2-7.
 //
 // NumPartitions -1 means num.partitions; ReplicationFactor -1 means 1, and
-// anything but 1 is INVALID_REPLICATION_FACTOR (one broker). A manual
-// replica assignment must place every partition on this node alone
-// (INVALID_REPLICA_ASSIGNMENT otherwise) and then fixes the partition count.
+// anything but 1 is INVALID_REPLICATION_FACTOR (one broker; in a cluster,
+// partitions are not replicated yet). A manual replica assignment must
+// place every partition on this node alone — in a cluster, on one
+// registered broker each — (INVALID_REPLICA_ASSIGNMENT otherwise) and then
+// fixes the partition count. In a cluster, partitions without an
+// assignment are spread over the unfenced brokers (cluster.go).
 // Configs are validated against the known topic keys (INVALID_CONFIG with a
 // message naming the key). ValidateOnly checks without creating. v5+ returns
 // the resulting configs, v7 the topic ID. Names: INVALID_TOPIC_EXCEPTION;
@@ -46,6 +49,7 @@ func (b *Broker) handleCreateTopics(_ context.Context, r *server.Request) server
 				return &kerrError{kerr.InvalidRequest, fmt.Sprintf("topic %q appears more than once in the request", rt.Topic)}
 			}
 			partitions := rt.NumPartitions
+			var replicas [][]int32
 			if len(rt.ReplicaAssignment) > 0 {
 				if rt.NumPartitions != -1 || rt.ReplicationFactor != -1 {
 					return &kerrError{kerr.InvalidRequest, "both a replica assignment and a partition count or replication factor were given"}
@@ -53,6 +57,16 @@ func (b *Broker) handleCreateTopics(_ context.Context, r *server.Request) server
 				for i, a := range rt.ReplicaAssignment {
 					if a.Partition != int32(i) {
 						return &kerrError{kerr.InvalidReplicaAssignment, "replica assignment partitions must be 0..n-1 in order"}
+					}
+					if b.clustered() {
+						if len(a.Replicas) != 1 {
+							return &kerrError{kerr.InvalidReplicaAssignment, fmt.Sprintf("partition %d has %d replicas: partitions are not replicated yet, each gets one broker", i, len(a.Replicas))}
+						}
+						if _, ok := b.catalog.Broker(a.Replicas[0]); !ok {
+							return &kerrError{kerr.InvalidReplicaAssignment, fmt.Sprintf("partition %d is assigned to broker %d, which is not registered", i, a.Replicas[0])}
+						}
+						replicas = append(replicas, []int32{a.Replicas[0]})
+						continue
 					}
 					if len(a.Replicas) != 1 || a.Replicas[0] != b.cfg.NodeID {
 						return &kerrError{kerr.InvalidReplicaAssignment, fmt.Sprintf("partition %d must be assigned to broker %d alone (single-node cluster)", i, b.cfg.NodeID)}
@@ -64,6 +78,9 @@ func (b *Broker) handleCreateTopics(_ context.Context, r *server.Request) server
 				partitions = int32(b.brokerInt("num.partitions"))
 			}
 			if rt.ReplicationFactor != -1 && rt.ReplicationFactor != 1 {
+				if b.clustered() {
+					return &kerrError{kerr.InvalidReplicationFactor, fmt.Sprintf("replication factor %d: this cluster does not replicate partitions yet, so only 1 is served", rt.ReplicationFactor)}
+				}
 				return &kerrError{kerr.InvalidReplicationFactor, fmt.Sprintf("replication factor %d is larger than the number of available brokers (1)", rt.ReplicationFactor)}
 			}
 			configs := map[string]string{}
@@ -76,7 +93,7 @@ func (b *Broker) handleCreateTopics(_ context.Context, r *server.Request) server
 			if req.ValidateOnly {
 				return b.catalog.ValidateNewTopic(rt.Topic, partitions, configs)
 			}
-			t, err := b.createTopic(rt.Topic, partitions, configs)
+			t, err := b.createTopicOn(rt.Topic, partitions, configs, replicas)
 			if err != nil {
 				return err
 			}

@@ -522,6 +522,13 @@ func (b *Broker) partitions(topic string) []*partition.Partition {
 
 // createTopic creates and opens a topic. adminMu must not be held.
 func (b *Broker) createTopic(name string, partitions int32, configs map[string]string) (*cluster.Topic, error) {
+	return b.createTopicOn(name, partitions, configs, nil)
+}
+
+// createTopicOn is createTopic with the partitions' replicas chosen by
+// the request (CreateTopics' replica assignment, in a cluster); nil
+// places them.
+func (b *Broker) createTopicOn(name string, partitions int32, configs map[string]string, replicas [][]int32) (*cluster.Topic, error) {
 	b.adminMu.Lock()
 	defer b.adminMu.Unlock()
 	if err := b.catalog.ValidateNewTopic(name, partitions, configs); err != nil {
@@ -533,9 +540,11 @@ func (b *Broker) createTopic(name string, partitions int32, configs map[string]s
 	if b.clustered() {
 		// The catalog places the partitions; every node holding one
 		// opens it when it applies the change (this one at once).
-		replicas, err := b.placeNew(partitions)
-		if err != nil {
-			return nil, err
+		if replicas == nil {
+			var err error
+			if replicas, err = b.placeNew(partitions); err != nil {
+				return nil, err
+			}
 		}
 		t, err := b.catalog.CreateTopicOn(name, partitions, configs, false, replicas)
 		if err != nil {
