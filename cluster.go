@@ -6,10 +6,12 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/exactly/exactly/internal/broker"
 	"github.com/exactly/exactly/internal/cluster"
+	"github.com/exactly/exactly/internal/security"
 	"github.com/exactly/exactly/internal/server"
 )
 
@@ -67,6 +69,15 @@ func clusterConfig(static map[string]string, lns []server.Listener, join, adopt 
 	}
 	if len(clients) == 0 {
 		return nil, nil, fmt.Errorf("listeners has only the controller listener: add one for clients, e.g. PLAINTEXT://host:port")
+	}
+	if name := strings.ToUpper(static["inter.broker.listener.name"]); name != "" {
+		if !slices.ContainsFunc(clients, func(l server.Listener) bool { return l.Name == name }) {
+			return nil, nil, fmt.Errorf("inter.broker.listener.name=%s is not one of this node's client listeners", name)
+		}
+		if l := clients[slices.IndexFunc(clients, func(l server.Listener) bool { return l.Name == name })]; l.Protocol != security.Plaintext {
+			return nil, nil, fmt.Errorf("inter.broker.listener.name=%s is %s: requests between nodes are PLAINTEXT only for now", name, l.Protocol)
+		}
+		cc.InterBrokerListener = name
 	}
 	if cc.SessionTimeout <= cc.HeartbeatInterval {
 		return nil, nil, fmt.Errorf("broker.session.timeout.ms (%v) must be longer than broker.heartbeat.interval.ms (%v)", cc.SessionTimeout, cc.HeartbeatInterval)

@@ -59,6 +59,10 @@ type ClusterConfig struct {
 	// Listeners are this broker's advertised client listeners, registered
 	// so that every node can name them in its answers.
 	Listeners []cluster.Endpoint
+	// InterBrokerListener is inter.broker.listener.name: the listener of
+	// the other nodes this node's requests to them use ("" : each node's
+	// first).
+	InterBrokerListener string
 	// Join starts a node with empty metadata storage without bootstrapping
 	// the quorum: it waits to be added (AddRaftVoter) and learns the log
 	// from the leader. A new node, or one whose disk was wiped.

@@ -5,18 +5,21 @@ package broker
 // check of a transactional produce with a coordinator elsewhere. They go
 // over the Kafka protocol to the other node's first registered listener,
 // as Kafka's brokers talk to each other, with a client id that marks them
-// as a node's (peerClientID).
+// as a node's (peerClientID). inter.broker.listener.name picks another
+// listener.
 
 import (
 	"context"
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/exactly/exactly/internal/cluster"
 	"github.com/exactly/exactly/internal/server"
 	"github.com/exactly/exactly/internal/txn"
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -61,6 +64,13 @@ func (b *Broker) peer(id int32) (*kgo.Broker, error) {
 		return nil, fmt.Errorf("node %d is fenced", id)
 	}
 	e := br.Listeners[0]
+	if name := b.cfg.Cluster.InterBrokerListener; name != "" {
+		i := slices.IndexFunc(br.Listeners, func(e cluster.Endpoint) bool { return e.Name == name })
+		if i < 0 {
+			return nil, fmt.Errorf("node %d has no listener %s (inter.broker.listener.name)", id, name)
+		}
+		e = br.Listeners[i]
+	}
 	addr := net.JoinHostPort(e.Host, strconv.Itoa(int(e.Port)))
 	ps := &b.node.peers
 	ps.mu.Lock()
