@@ -22,7 +22,7 @@ type result struct {
 // binary does.
 func newRoot() *cobra.Command {
 	root := &cobra.Command{Use: "exactly", SilenceErrors: true, SilenceUsage: true}
-	root.AddCommand(TopicCommand(), ProduceCommand(), ConsumeCommand(), UserCommand(), ACLCommand())
+	root.AddCommand(TopicCommand(), ProduceCommand(), ConsumeCommand(), UserCommand(), ACLCommand(), ClusterCommand(), FormatCommand())
 	return root
 }
 
