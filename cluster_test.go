@@ -234,6 +234,10 @@ func TestClusterInProcess(t *testing.T) {
 		t.Fatalf("consumed %d distinct records through node 3, want %d", len(seen), n)
 	}
 
+	// A partition sent to a node that does not hold it: NOT_LEADER_OR_
+	// FOLLOWER naming the leader and its address (KIP-951).
+	checkLeaderHints(ctx, t, c, m)
+
 	// Stop the controller's node: another takes over; start it again
 	// from its directory: it rejoins and every node agrees.
 	ctrl := m.ControllerID
@@ -367,5 +371,62 @@ func TestClusterAdoptsSingleNode(t *testing.T) {
 	recs := testenv.ReadToEnd(t, c.clients[2], "kept", true)
 	if n := len(testenv.Flatten(recs)); n != 50 {
 		t.Errorf("read %d records of the adopted topic through node 3, want 50", n)
+	}
+}
+
+// checkLeaderHints sends Produce v11 and Fetch v16 for a partition of
+// "spread" to a node that does not lead it.
+func checkLeaderHints(ctx context.Context, t *testing.T, c *inProcessCluster, m *kmsg.MetadataResponse) {
+	t.Helper()
+	var part, leader int32 = -1, -1
+	var topicID [16]byte
+	for _, tp := range m.Topics {
+		if *tp.Topic == "spread" {
+			part, leader, topicID = tp.Partitions[0].Partition, tp.Partitions[0].Leader, tp.TopicID
+		}
+	}
+	wrong := int(leader) % 3 // node index of another node: leader ids are 1..3
+	to := c.client(wrong).SeedBrokers()[0]
+	wantAddr := c.clients[leader-1]
+
+	prod := kmsg.NewPtrProduceRequest()
+	prod.Version, prod.Acks, prod.TimeoutMillis = 11, -1, 5000
+	pt := kmsg.NewProduceRequestTopic()
+	pt.Topic = "spread"
+	pp := kmsg.NewProduceRequestTopicPartition()
+	pp.Partition = part
+	pp.Records = testenv.RecordsBatch(0, kmsg.Record{Value: []byte("x")})
+	pt.Partitions = append(pt.Partitions, pp)
+	prod.Topics = append(prod.Topics, pt)
+	presp, err := prod.RequestWith(ctx, to)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sp := presp.Topics[0].Partitions[0]
+	if sp.ErrorCode != kerr.NotLeaderForPartition.Code || sp.CurrentLeader.LeaderID != leader {
+		t.Errorf("produce to node %d: error %d, current leader %d; want NOT_LEADER_OR_FOLLOWER naming %d", wrong+1, sp.ErrorCode, sp.CurrentLeader.LeaderID, leader)
+	}
+	if len(presp.Brokers) != 1 || fmt.Sprintf("%s:%d", presp.Brokers[0].Host, presp.Brokers[0].Port) != wantAddr {
+		t.Errorf("produce: node endpoints %+v, want %d at %s", presp.Brokers, leader, wantAddr)
+	}
+
+	fetch := kmsg.NewPtrFetchRequest()
+	fetch.Version, fetch.MaxBytes = 16, 1<<20
+	ft := kmsg.NewFetchRequestTopic()
+	ft.TopicID = topicID
+	fp := kmsg.NewFetchRequestTopicPartition()
+	fp.Partition, fp.PartitionMaxBytes, fp.CurrentLeaderEpoch = part, 1<<20, -1
+	ft.Partitions = append(ft.Partitions, fp)
+	fetch.Topics = append(fetch.Topics, ft)
+	fresp, err := fetch.RequestWith(ctx, to)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fpr := fresp.Topics[0].Partitions[0]
+	if fpr.ErrorCode != kerr.NotLeaderForPartition.Code || fpr.CurrentLeader.LeaderID != leader {
+		t.Errorf("fetch from node %d: error %d, current leader %d; want NOT_LEADER_OR_FOLLOWER naming %d", wrong+1, fpr.ErrorCode, fpr.CurrentLeader.LeaderID, leader)
+	}
+	if len(fresp.Brokers) != 1 || fresp.Brokers[0].NodeID != leader {
+		t.Errorf("fetch: node endpoints %+v, want %d", fresp.Brokers, leader)
 	}
 }

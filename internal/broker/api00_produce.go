@@ -39,6 +39,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -124,6 +125,12 @@ func (b *Broker) handleProduce(ctx context.Context, r *server.Request) server.Re
 				sp.ErrorCode = kerr.TopicAuthorizationFailed.Code
 			case p == nil:
 				sp.ErrorCode = b.absentCode(rt.Topic, rp.Partition)
+				if h, ok := b.leaderHint(r, rt.Topic, rp.Partition); ok {
+					sp.CurrentLeader.LeaderID, sp.CurrentLeader.LeaderEpoch = h.NodeID, 0
+					if !slices.ContainsFunc(resp.Brokers, func(e kmsg.ProduceResponseBroker) bool { return e.NodeID == h.NodeID }) {
+						resp.Brokers = append(resp.Brokers, kmsg.ProduceResponseBroker{NodeID: h.NodeID, Host: h.Host, Port: h.Port})
+					}
+				}
 			default:
 				pb, err := b.prepareProduced(ctx, t, p, rp.Records, req.TransactionID, req.Version)
 				if err != nil {

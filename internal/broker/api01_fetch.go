@@ -32,6 +32,7 @@ package broker
 
 import (
 	"context"
+	"slices"
 	"time"
 
 	"github.com/exactly/exactly/internal/acl"
@@ -58,6 +59,9 @@ type fetchLimits struct {
 	// denied are the request's topics (by index) the principal may not
 	// READ, decided once before the long poll.
 	denied map[int]bool
+	// req is the request, for the leader hints of partitions held
+	// elsewhere (the listener it came in on).
+	req *server.Request
 }
 
 func (b *Broker) fetchLimits() fetchLimits {
@@ -77,6 +81,7 @@ func (b *Broker) handleFetch(ctx context.Context, r *server.Request) server.Repl
 	}
 	b.fetchQuotaCap(r, req)
 	limits := b.fetchLimits()
+	limits.req = r
 	for ti, rt := range req.Topics {
 		name := rt.Topic
 		if req.Version >= 13 {
@@ -180,6 +185,12 @@ func (b *Broker) fetchOnce(req *kmsg.FetchRequest, limits fetchLimits) (*fetchRe
 				sp.ErrorCode = kerr.UnknownTopicID.Code
 			case p == nil && known:
 				sp.ErrorCode = b.absentCode(t.Name, rp.Partition)
+				if h, ok := b.leaderHint(limits.req, t.Name, rp.Partition); ok && req.Version >= 12 {
+					sp.CurrentLeader.LeaderID, sp.CurrentLeader.LeaderEpoch = h.NodeID, 0
+					if req.Version >= 16 && !slices.ContainsFunc(resp.Brokers, func(e kmsg.FetchResponseBroker) bool { return e.NodeID == h.NodeID }) {
+						resp.Brokers = append(resp.Brokers, kmsg.FetchResponseBroker{NodeID: h.NodeID, Host: h.Host, Port: h.Port})
+					}
+				}
 			case p == nil:
 				sp.ErrorCode = kerr.UnknownTopicOrPartition.Code
 			case rp.CurrentLeaderEpoch > 0:

@@ -764,3 +764,28 @@ func (b *Broker) adopt() error {
 	b.log.Info("the single node's topics are the cluster's now", "topics", len(single.Topics()), "node_id", b.cfg.NodeID)
 	return nil
 }
+
+// leaderHint is where a partition this node does not serve is led (KIP-951:
+// Produce v10+ and Fetch v12+ name the new leader, and the broker's
+// address, beside NOT_LEADER_OR_FOLLOWER, so the client need not refresh
+// its metadata); ok is false when there is no leader to name.
+func (b *Broker) leaderHint(r *server.Request, topic string, index int32) (kmsg.MetadataResponseBroker, bool) {
+	var out kmsg.MetadataResponseBroker
+	if !b.clustered() {
+		return out, false
+	}
+	t, ok := b.catalog.Topic(topic)
+	if !ok || index < 0 || index >= t.Partitions {
+		return out, false
+	}
+	id := b.leaderOf(t, index)
+	if id < 0 || id == b.cfg.NodeID {
+		return out, false
+	}
+	host, port, ok := b.endpointOf(r, id)
+	if !ok {
+		return out, false
+	}
+	out.NodeID, out.Host, out.Port = id, host, port
+	return out, true
+}
