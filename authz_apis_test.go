@@ -667,6 +667,15 @@ func TestAuthorizationEveryAPIKey(t *testing.T) {
 				r.Upsertions = append(r.Upsertions, u)
 				return r
 			}},
+		{key: 55, name: "DescribeQuorum", want: kerr.ClusterAuthorizationFailed, grant: []*kadm.ACLBuilder{allow().Clusters().Operations(kadm.OpDescribe)},
+			req: func() kmsg.Request {
+				r := kmsg.NewPtrDescribeQuorumRequest()
+				rt := kmsg.NewDescribeQuorumRequestTopic()
+				rt.Topic = "__cluster_metadata"
+				rt.Partitions = []kmsg.DescribeQuorumRequestTopicPartition{kmsg.NewDescribeQuorumRequestTopicPartition()}
+				r.Topics = append(r.Topics, rt)
+				return r
+			}},
 		{key: 60, name: "DescribeCluster", noAuthz: "Kafka answers every principal (only the authorized-operations field depends on ACLs)",
 			req: func() kmsg.Request { return kmsg.NewPtrDescribeClusterRequest() }},
 		{key: 61, name: "DescribeProducers", want: kerr.TopicAuthorizationFailed, grant: []*kadm.ACLBuilder{allow().Topics("producers").Operations(kadm.OpRead)},
@@ -749,6 +758,19 @@ func TestAuthorizationEveryAPIKey(t *testing.T) {
 				rp.AcknowledgementBatches = []kmsg.ShareAcknowledgeRequestTopicPartitionAcknowledgementBatch{{FirstOffset: 0, LastOffset: 0, AcknowledgeTypes: []int8{1}}}
 				rt.Partitions = append(rt.Partitions, rp)
 				r.Topics = append(r.Topics, rt)
+				return r
+			}},
+		{key: 80, name: "AddRaftVoter", want: kerr.ClusterAuthorizationFailed, grant: []*kadm.ACLBuilder{allow().Clusters().Operations(kadm.OpAlter)},
+			req: func() kmsg.Request {
+				r := kmsg.NewPtrAddRaftVoterRequest()
+				r.VoterID = 4
+				r.Listeners = []kmsg.AddRaftVoterRequestListener{{Name: "CONTROLLER", Host: "127.0.0.1", Port: 1}}
+				return r
+			}},
+		{key: 81, name: "RemoveRaftVoter", want: kerr.ClusterAuthorizationFailed, grant: []*kadm.ACLBuilder{allow().Clusters().Operations(kadm.OpAlter)},
+			req: func() kmsg.Request {
+				r := kmsg.NewPtrRemoveRaftVoterRequest()
+				r.VoterID = 4
 				return r
 			}},
 		{key: 90, name: "DescribeShareGroupOffsets", want: kerr.GroupAuthorizationFailed,
