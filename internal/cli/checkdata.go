@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -54,12 +55,15 @@ point comes down to the new end. Copy the data directory first.`,
 
 // checker runs one check-data.
 type checker struct {
-	fs      vfs.FS
-	dir     string
-	out     io.Writer
-	cat     *cluster.Catalog
-	rps     log.RecoveryPoints
-	damaged int
+	fs  vfs.FS
+	dir string
+	out io.Writer
+	// parts are the partitions to check: the catalog's on a single node,
+	// the directories this node holds in a cluster.
+	parts     []partRef
+	clusterID string
+	rps       log.RecoveryPoints
+	damaged   int
 }
 
 func (c *checker) run(truncate string) error {
@@ -68,8 +72,26 @@ func (c *checker) run(truncate string) error {
 		return &ExitError{Code: 2, Err: err}
 	}
 	defer dd.Close()
-	if c.cat, err = cluster.ReadCatalog(c.fs, c.dir); err != nil {
-		return &ExitError{Code: 2, Err: err}
+	if cluster.SingleNodeCatalog(c.fs, c.dir) {
+		cat, err := cluster.ReadCatalog(c.fs, c.dir)
+		if err != nil {
+			return &ExitError{Code: 2, Err: err}
+		}
+		c.clusterID = cat.ClusterID()
+		for _, t := range cat.Topics() {
+			for i := range t.Partitions {
+				c.parts = append(c.parts, partRef{topic: t.Name, id: t.ID, index: i})
+			}
+		}
+	} else {
+		// A cluster node: its catalog lives in the metadata quorum's log
+		// (whose records the node checks when it starts), and it holds
+		// only some partitions: those are its directories, each named
+		// topic-N and identified by its marker.
+		c.clusterID = dd.ClusterID()
+		if c.parts, err = heldPartitions(c.fs, c.dir); err != nil {
+			return &ExitError{Code: 2, Err: err}
+		}
 	}
 	rpPath := filepath.Join(c.dir, cluster.RecoveryPointsName)
 	if c.rps, err = log.ReadRecoveryPoints(c.fs, rpPath); err != nil {
@@ -78,12 +100,10 @@ func (c *checker) run(truncate string) error {
 	if truncate != "" {
 		return c.truncate(truncate, rpPath)
 	}
-	fmt.Fprintf(c.out, "checking %s (cluster %s, format version %d)\n", c.dir, c.cat.ClusterID(), cluster.FormatVersion)
-	for _, t := range c.cat.Topics() {
-		for i := int32(0); i < t.Partitions; i++ {
-			if err := c.checkPartition(t, i); err != nil {
-				return &ExitError{Code: 2, Err: err}
-			}
+	fmt.Fprintf(c.out, "checking %s (cluster %s, format version %d)\n", c.dir, c.clusterID, cluster.FormatVersion)
+	for _, p := range c.parts {
+		if err := c.checkPartition(p); err != nil {
+			return &ExitError{Code: 2, Err: err}
 		}
 	}
 	if c.damaged > 0 {
@@ -94,14 +114,49 @@ func (c *checker) run(truncate string) error {
 	return nil
 }
 
-func (c *checker) key(t *cluster.Topic, i int32) log.PartitionKey {
-	return log.PartitionKey{Topic: t.Name, Partition: i, TopicID: t.ID}
+// partRef is one partition to check.
+type partRef struct {
+	topic string
+	id    cluster.TopicID
+	index int32
 }
 
-func (c *checker) checkPartition(t *cluster.Topic, i int32) error {
-	name := t.Name + "-" + strconv.Itoa(int(i))
-	rp := c.rps[c.key(t, i)]
-	rep, err := partition.Check(c.fs, filepath.Join(c.dir, name), partition.TopicID(t.ID), rp, recordCheck(t.Name))
+func (p partRef) name() string { return p.topic + "-" + strconv.Itoa(int(p.index)) }
+
+func (p partRef) key() log.PartitionKey {
+	return log.PartitionKey{Topic: p.topic, Partition: p.index, TopicID: p.id}
+}
+
+// heldPartitions lists the partition directories of a cluster node's data
+// directory: every entry named topic-N with a partition marker.
+func heldPartitions(fsys vfs.FS, dir string) ([]partRef, error) {
+	names, err := fsys.ReadDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	var out []partRef
+	for _, name := range names {
+		i := strings.LastIndexByte(name, '-')
+		if i <= 0 || cluster.IsDataDirFile(name) {
+			continue
+		}
+		n, err := strconv.Atoi(name[i+1:])
+		if err != nil || n < 0 {
+			continue
+		}
+		id, ok, err := partition.ReadMarker(fsys, filepath.Join(dir, name))
+		if err != nil || !ok {
+			continue // not a partition exactly created
+		}
+		out = append(out, partRef{topic: name[:i], id: cluster.TopicID(id), index: int32(n)})
+	}
+	return out, nil
+}
+
+func (c *checker) checkPartition(p partRef) error {
+	name := p.name()
+	rp := c.rps[p.key()]
+	rep, err := partition.Check(c.fs, filepath.Join(c.dir, name), partition.TopicID(p.id), rp, recordCheck(p.topic))
 	if err != nil {
 		c.damaged++
 		fmt.Fprintf(c.out, "%s: DAMAGED: %v\n", name, err)
@@ -173,11 +228,11 @@ func (c *checker) truncate(tp, rpPath string) error {
 	if i <= 0 || err != nil {
 		return &ExitError{Code: 2, Err: fmt.Errorf("--truncate-corrupt %q: want TOPIC-PARTITION", tp)}
 	}
-	t, ok := c.cat.Topic(tp[:i])
-	if !ok || idx < 0 || int32(idx) >= t.Partitions {
+	j := slices.IndexFunc(c.parts, func(p partRef) bool { return p.topic == tp[:i] && p.index == int32(idx) })
+	if j < 0 {
 		return &ExitError{Code: 2, Err: fmt.Errorf("--truncate-corrupt %q: no such partition in %s", tp, c.dir)}
 	}
-	k := c.key(t, int32(idx))
+	k := c.parts[j].key()
 	end, err := partition.TruncateCorrupt(c.fs, filepath.Join(c.dir, tp), c.rps[k])
 	if err != nil {
 		return &ExitError{Code: 2, Err: err}
