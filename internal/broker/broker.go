@@ -311,8 +311,14 @@ func (b *Broker) finishDeletions(only string) error {
 		if (only != "" && t.Name != only) || open[partition.TopicID(t.ID)] {
 			continue
 		}
+		if len(t.Pending) > 0 && !slices.Contains(t.Pending, b.cfg.NodeID) {
+			continue // done here; other nodes of the cluster are not
+		}
 		for i := int32(0); i < t.Partitions; i++ {
 			dir := b.partitionDir(t.Name, i)
+			if _, err := b.cfg.FS.Stat(dir); errors.Is(err, fs.ErrNotExist) {
+				continue
+			}
 			gone, err := partition.RemoveDir(b.cfg.FS, dir, partition.TopicID(t.ID))
 			if err != nil {
 				return fmt.Errorf("removing %s of deleted topic %s: %w", dir, t.Name, err)

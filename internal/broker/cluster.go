@@ -502,6 +502,22 @@ func (b *Broker) reconcileLocked() error {
 			}
 			ps[i], opened = p, true
 		}
+		if opened {
+			if cur, ok := b.catalog.TopicByID(t.ID); !ok || cur.Name != t.Name {
+				// Deleted while this pass opened it: this node may have
+				// reported its deletion done already, so nothing would
+				// remove what was just created. Remove it now.
+				for i, p := range ps {
+					if p == nil || slices.Contains(have, p) {
+						continue
+					}
+					if _, err := p.Delete(); err != nil {
+						errs = append(errs, fmt.Errorf("removing %s-%d of a topic deleted meanwhile: %w", t.Name, i, err))
+					}
+				}
+				continue
+			}
+		}
 		if opened || len(have) != len(ps) {
 			b.partsMu.Lock()
 			b.parts[t.Name] = ps

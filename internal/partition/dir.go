@@ -76,12 +76,24 @@ func claimDir(fsys vfs.FS, dir string, id TopicID) error {
 		}
 		return nil
 	}
-	data := "version: 0\ntopic_id: " + base64.RawURLEncoding.EncodeToString(id[:]) + "\n"
-	return vfs.WriteFileAtomic(fsys, filepath.Join(dir, MarkerName), []byte(data))
+	return vfs.WriteFileAtomic(fsys, filepath.Join(dir, MarkerName), []byte(markerFor(id)))
+}
+
+// markerFor is the marker's content for topic id.
+func markerFor(id TopicID) string {
+	return "version: 0\ntopic_id: " + base64.RawURLEncoding.EncodeToString(id[:]) + "\n"
+}
+
+// tornMarker reports whether dir's marker.tmp is (a prefix of) the marker
+// of topic id: claimDir was writing it when the process died.
+func tornMarker(fsys vfs.FS, dir string, id TopicID) bool {
+	b, err := vfs.ReadFile(fsys, filepath.Join(dir, MarkerName+".tmp"), 4<<10)
+	return err == nil && strings.HasPrefix(markerFor(id), string(b))
 }
 
 // RemoveDir deletes the partition directory dir if topic id created it
-// (its marker says so) or it is empty, and reports whether it did; any
+// (its marker says so, or it holds only that marker half-written) or it is
+// empty, and reports whether it did; any
 // other directory is left exactly as it is. The marker goes last, so a
 // crash midway leaves a directory still recognisably ours.
 func RemoveDir(fsys vfs.FS, dir string, id TopicID) (bool, error) {
@@ -91,6 +103,14 @@ func RemoveDir(fsys vfs.FS, dir string, id TopicID) (bool, error) {
 	}
 	if err != nil {
 		return false, err
+	}
+	if len(names) == 1 && names[0] == MarkerName+".tmp" && tornMarker(fsys, dir, id) {
+		// Killed while claiming it: the marker was being written for
+		// this topic and is not yet in place.
+		if err := fsys.Remove(filepath.Join(dir, names[0])); err != nil {
+			return false, err
+		}
+		names = nil
 	}
 	if len(names) > 0 {
 		got, ok, err := ReadMarker(fsys, dir)
