@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -230,4 +231,58 @@ func tailFile(path string) string {
 		b = b[len(b)-4000:]
 	}
 	return string(b)
+}
+
+// clusterNode is one node of a test cluster: its client and controller
+// addresses, its data directory and the `exactly serve` arguments that
+// restart it on the same data.
+type clusterNode struct {
+	id   int32
+	addr string
+	dir  string
+	args []string
+	// p is the running process (the last one started).
+	p *proc
+	// logs are the log files of every process started for this node, in
+	// order: each start logs to a file of its own.
+	logs []string
+}
+
+// startClusterNode starts node n (again) from its data directory and
+// waits until its client listener accepts connections.
+func startClusterNode(t *testing.T, n *clusterNode) {
+	t.Helper()
+	n.p = startServe(t, n.addr, n.args...)
+	n.logs = append(n.logs, n.p.log.Name())
+}
+
+// startCluster starts three nodes of one cluster, each broker and
+// controller, on free ports with a data directory each; sets are extra
+// `--set key=value` arguments for every node. The nodes start in turn
+// without waiting for each other: a node's listener is open before its
+// quorum has a leader.
+func startCluster(t *testing.T, sets ...string) []*clusterNode {
+	t.Helper()
+	nodes := make([]*clusterNode, 3)
+	ctrl := make([]string, len(nodes))
+	var voters []string
+	for i := range nodes {
+		nodes[i] = &clusterNode{id: int32(i + 1), addr: freePort(t), dir: t.TempDir()}
+		ctrl[i] = freePort(t)
+		voters = append(voters, fmt.Sprintf("%d@%s", i+1, ctrl[i]))
+	}
+	for i, n := range nodes {
+		n.args = []string{"--data-dir", n.dir, "--log-level", "info",
+			"--set", fmt.Sprintf("node.id=%d", n.id),
+			"--set", fmt.Sprintf("listeners=PLAINTEXT://%s,CONTROLLER://%s", n.addr, ctrl[i]),
+			"--set", "controller.listener.names=CONTROLLER",
+			"--set", "controller.quorum.voters=" + strings.Join(voters, ",")}
+		for _, s := range sets {
+			n.args = append(n.args, "--set", s)
+		}
+	}
+	for _, n := range nodes {
+		startClusterNode(t, n)
+	}
+	return nodes
 }
