@@ -552,14 +552,10 @@ func TestClusterConvergesUnderSIGKILL(t *testing.T) {
 // TestClusterRemovesTornPartitionDir: a node SIGKILLed while it creates
 // a partition directory can leave it holding only the marker's temporary
 // file (the marker is written to partition.metadata.tmp, then renamed).
-// When that topic is deleted, the node must still remove the directory.
-//
-// It fails today: the broker leaves the directory alone ("not created
-// for the deleted topic of that name": partition.RemoveDir recognises only
-// a renamed marker), records its deletion as done all the same, and keeps
-// the directory for good, reported at each start as an entry it did not
-// create. TestClusterConvergesUnderSIGKILL met this state from real
-// kills; this test builds it directly: the node is killed after its
+// When that topic is deleted, the node must still remove the directory
+// (it once left it for good: partition.RemoveDir recognised only a
+// renamed marker). TestClusterConvergesUnderSIGKILL met this state from
+// real kills; this test builds it directly: the node is killed after its
 // partition is created, and its directory is put back in the state such
 // a kill leaves (the marker's content, not yet renamed, and nothing else).
 func TestClusterRemovesTornPartitionDir(t *testing.T) {
@@ -676,7 +672,7 @@ func checkPartitionDirs(t *testing.T, nodes []*clusterNode, view clusterView, li
 	}
 	deadline := time.Now().Add(limit)
 	for {
-		var extra, torn []leftover
+		var extra []leftover
 		var missing []string
 		for _, n := range nodes {
 			got, err := partitionDirs(n.dir)
@@ -686,8 +682,6 @@ func checkPartitionDirs(t *testing.T, nodes []*clusterNode, view clusterView, li
 			for d := range got {
 				switch {
 				case want[n.id][d]:
-				case tornAtCreation(filepath.Join(n.dir, d)):
-					torn = append(torn, leftover{n, d})
 				default:
 					extra = append(extra, leftover{n, d})
 				}
@@ -699,10 +693,6 @@ func checkPartitionDirs(t *testing.T, nodes []*clusterNode, view clusterView, li
 			}
 		}
 		if len(extra) == 0 && len(missing) == 0 {
-			for _, l := range torn {
-				t.Logf("KNOWN BROKER BUG (TestClusterRemovesTornPartitionDir): node %d keeps %s, a partition directory SIGKILLed while it was created (only %s)%s",
-					l.n.id, l.dir, partition.MarkerName+".tmp", dirEvidence(l.n, l.dir))
-			}
 			return
 		}
 		if time.Now().After(deadline) {
@@ -718,9 +708,7 @@ func checkPartitionDirs(t *testing.T, nodes []*clusterNode, view clusterView, li
 
 // tornAtCreation reports whether a partition directory holds nothing but
 // an unrenamed marker: what a SIGKILL in the middle of creating it
-// leaves. The broker does not remove such a directory when its topic is
-// deleted (TestClusterRemovesTornPartitionDir fails until it does), so
-// the churn test reports these apart instead of failing on them.
+// leaves.
 func tornAtCreation(dir string) bool {
 	entries, err := os.ReadDir(dir)
 	return err == nil && len(entries) == 1 && entries[0].Name() == partition.MarkerName+".tmp"
