@@ -37,6 +37,18 @@ type Config struct {
 	// waits to be added with AddVoter and learns the log from the leader.
 	// Voters then only give the existing voters' addresses.
 	Join bool
+	// Learner makes this node a non-voting member (Kafka's broker-only
+	// node, process.roles=broker): it receives and applies the log like a
+	// voter but never votes, never campaigns and never counts in a quorum.
+	// With empty storage it does not bootstrap; it asks the voters in
+	// Voters to admit it (the leader adds it as a learner) until it is a
+	// member. It must not be among the Voters. It is never promoted by
+	// this package.
+	Learner bool
+	// Address is where peers dial this node, sent by a learner asking to
+	// be admitted; empty means the Listener's address, which must then not
+	// be a wildcard address.
+	Address string
 	// FS and Dir hold the raft storage (e.g. the data dir's
 	// __cluster_metadata directory).
 	FS  vfs.FS
@@ -83,7 +95,17 @@ func (c *Config) validate() error {
 	case len(c.ClusterID) == 0 || len(c.ClusterID) > maxClusterIDBytes:
 		return fmt.Errorf("quorum: ClusterID must be 1 to %d bytes", maxClusterIDBytes)
 	}
-	if !c.Join {
+	if c.Learner {
+		if _, ok := c.Voters[c.NodeID]; ok {
+			return fmt.Errorf("quorum: learner %d is among the voters", c.NodeID)
+		}
+		if c.Address == "" {
+			c.Address = c.Listener.Addr().String()
+		}
+		if err := checkPeerAddr(c.Address); err != nil {
+			return fmt.Errorf("quorum: learner Address: %w (set Address to where peers reach this node)", err)
+		}
+	} else if !c.Join {
 		if _, ok := c.Voters[c.NodeID]; !ok {
 			return fmt.Errorf("quorum: node %d is not among the voters and Join is not set", c.NodeID)
 		}

@@ -9,6 +9,10 @@
 // sends and applies committed entries to the caller's StateMachine. The
 // protocol itself is etcd raft's; nothing here decides votes or commits.
 //
+// Nodes that only follow the log (Kafka's broker-only nodes) run as raft
+// learners: Config.Learner, admitted by the leader when they ask in the
+// handshake, or explicitly with Node.AddLearner.
+//
 // See docs/DESIGN.md, "Metadata quorum (internal/quorum)", for the on-disk
 // format, the transport framing, the identity rules and the limits.
 package quorum

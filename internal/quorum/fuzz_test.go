@@ -51,8 +51,9 @@ func FuzzWALRecord(f *testing.F) {
 }
 
 // FuzzTransportFrame feeds arbitrary bytes to a connection's reader: frames
-// bounded before allocation, handshakes, raft messages and the checks on
-// them must never panic.
+// bounded before allocation, handshakes (a learner's admission request
+// included), raft messages and the checks on them must never panic, and an
+// accepted handshake re-encodes to what it decoded from.
 func FuzzTransportFrame(f *testing.F) {
 	h := hello{ClusterID: "c", NodeID: 2, DirectoryID: DirectoryID{1, 2, 3}}
 	m, _ := proto.Marshal(&pb.Message{Type: pb.MsgApp.Enum(), From: new(uint64(2)), To: new(uint64(1)),
@@ -62,6 +63,9 @@ func FuzzTransportFrame(f *testing.F) {
 	f.Add(stream[:7])
 	f.Add([]byte{0x7f, 0xff, 0xff, 0xff, 3})
 	f.Add(appendFrame(nil, frameHello, []byte("EXQR\x01")))
+	lh := hello{ClusterID: "c", NodeID: 4, DirectoryID: DirectoryID{4}, LearnerAddr: "127.0.0.1:9093"}
+	f.Add(appendFrame(nil, frameHello, lh.encode()))
+	f.Add(appendFrame(nil, frameHello, []byte("EXQR\x02")))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		r := bytes.NewReader(b)
 		for {
@@ -77,6 +81,12 @@ func FuzzTransportFrame(f *testing.F) {
 				if h, err := decodeHello(payload); err == nil {
 					if again, err := decodeHello(h.encode()); err != nil || again != h {
 						t.Fatalf("hello %+v does not round-trip: %+v, %v", h, again, err)
+					}
+					if !bytes.Equal(h.encode(), payload) {
+						t.Fatalf("hello %+v re-encodes to other bytes", h)
+					}
+					if h.LearnerAddr != "" && checkPeerAddr(h.LearnerAddr) != nil {
+						t.Fatalf("hello accepted learner address %q", h.LearnerAddr)
 					}
 				}
 			case frameMessage:

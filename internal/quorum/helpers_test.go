@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"slices"
 	"strings"
@@ -90,13 +91,23 @@ type testCluster struct {
 	sms             map[uint64]*listSM
 	logs            map[uint64]*logBuf
 	snapshotEntries uint64
+	// learners are the nodes started with Config.Learner, by id, with
+	// their addresses (they are not in voters).
+	learners map[uint64]string
 }
 
 func newTestCluster(t *testing.T, size int, snapshotEntries uint64) *testCluster {
+	return newTestClusterWithout(t, size, snapshotEntries, 0)
+}
+
+// newTestClusterWithout configures size voters but does not start node
+// absent (0: start all); its address is a listener that never answers.
+func newTestClusterWithout(t *testing.T, size int, snapshotEntries uint64, absent uint64) *testCluster {
 	t.Helper()
 	c := &testCluster{
 		t: t, voters: map[uint64]string{}, dirs: map[uint64]string{}, nodes: map[uint64]*Node{},
 		sms: map[uint64]*listSM{}, logs: map[uint64]*logBuf{}, snapshotEntries: snapshotEntries,
+		learners: map[uint64]string{},
 	}
 	lns := map[uint64]net.Listener{}
 	for id := uint64(1); id <= uint64(size); id++ {
@@ -109,6 +120,10 @@ func newTestCluster(t *testing.T, size int, snapshotEntries uint64) *testCluster
 		c.dirs[id] = t.TempDir()
 	}
 	for id, ln := range lns {
+		if id == absent {
+			t.Cleanup(func() { ln.Close() })
+			continue
+		}
 		c.start(id, ln)
 	}
 	t.Cleanup(func() {
@@ -119,6 +134,26 @@ func newTestCluster(t *testing.T, size int, snapshotEntries uint64) *testCluster
 	return c
 }
 
+// addLearnerNode starts node id as a learner on a fresh directory, with
+// empty storage: nobody adds it, it asks to be admitted.
+func (c *testCluster) addLearnerNode(id uint64) {
+	c.t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	c.learners[id] = ln.Addr().String()
+	c.dirs[id] = c.t.TempDir()
+	c.start(id, ln)
+}
+
+func (c *testCluster) addr(id uint64) string {
+	if a, ok := c.learners[id]; ok {
+		return a
+	}
+	return c.voters[id]
+}
+
 // start starts node id on its directory; ln may be nil to listen again on
 // the node's address.
 func (c *testCluster) start(id uint64, ln net.Listener) {
@@ -127,7 +162,7 @@ func (c *testCluster) start(id uint64, ln net.Listener) {
 	if ln == nil {
 		deadline := time.Now().Add(waitFor)
 		for {
-			ln, err = net.Listen("tcp", c.voters[id])
+			ln, err = net.Listen("tcp", c.addr(id))
 			if err == nil || time.Now().After(deadline) {
 				break
 			}
@@ -139,8 +174,14 @@ func (c *testCluster) start(id uint64, ln net.Listener) {
 	}
 	sm := &listSM{}
 	lb := &logBuf{}
+	voters := c.voters
+	_, learner := c.learners[id]
+	if learner {
+		voters = maps.Clone(voters)
+		delete(voters, id)
+	}
 	n, err := Start(Config{
-		NodeID: id, Voters: c.voters, FS: vfs.OS(), Dir: c.dirs[id], Listener: ln,
+		NodeID: id, Voters: voters, Learner: learner, FS: vfs.OS(), Dir: c.dirs[id], Listener: ln,
 		ClusterID: "test-cluster", ElectionTimeout: testElection, SnapshotEntries: c.snapshotEntries,
 		Logger: slog.New(slog.NewTextHandler(lb, &slog.HandlerOptions{Level: slog.LevelInfo})),
 		SM:     sm,
@@ -166,7 +207,10 @@ func (c *testCluster) leader() uint64 {
 	var lead uint64
 	c.eventually("a leader all running nodes agree on", func() bool {
 		lead = 0
-		for _, n := range c.nodes {
+		for id, n := range c.nodes {
+			if _, ok := c.learners[id]; ok {
+				continue
+			}
 			s := n.Status()
 			if s.Leader == 0 || (lead != 0 && s.Leader != lead) {
 				return false
@@ -202,10 +246,16 @@ func (c *testCluster) propose(id uint64, data string) {
 // at least want of them.
 func (c *testCluster) converged(want int) []string {
 	c.t.Helper()
+	return c.convergedOn(want, slices.Collect(maps.Keys(c.nodes))...)
+}
+
+// convergedOn is converged for the running nodes ids only.
+func (c *testCluster) convergedOn(want int, ids ...uint64) []string {
+	c.t.Helper()
 	var ref []string
-	c.eventually(fmt.Sprintf("all nodes applied the same %d+ entries", want), func() bool {
+	c.eventually(fmt.Sprintf("nodes %v applied the same %d+ entries", ids, want), func() bool {
 		ref = nil
-		for id := range c.nodes {
+		for _, id := range ids {
 			l := c.sms[id].list()
 			if len(l) < want {
 				return false

@@ -24,6 +24,12 @@ const (
 	maxFrameBytes = maxSnapshotFileBytes + 1<<20
 	// maxClusterIDBytes bounds the cluster id in the handshake.
 	maxClusterIDBytes = 255
+	// maxAddrBytes bounds the learner address in the handshake.
+	maxAddrBytes = 255
+	// maxLearners bounds the learners a leader admits on request, so that
+	// peers inventing node ids cannot grow the membership without end
+	// (AddLearner, called explicitly, is not bound).
+	maxLearners = 64
 	// maxRejectReasonBytes bounds the reason of a refused handshake.
 	maxRejectReasonBytes = 512
 	// maxMetaFileBytes bounds the small JSON files of a storage directory

@@ -53,6 +53,16 @@ type Node struct {
 	closeOnce sync.Once
 	closeErr  error
 
+	// member says the membership this node follows is not empty: a
+	// learner stops asking to be admitted once it is set.
+	member atomic.Bool
+	// bgCtx ends the background work (admission requests and the
+	// leader's admissions) at Close.
+	bgCtx    context.Context
+	bgCancel context.CancelFunc
+	bgWG     sync.WaitGroup
+	admit    admissions
+
 	// Owned by the run goroutine.
 	confState *pb.ConfState
 	members   map[uint64]member
@@ -95,7 +105,9 @@ func Start(cfg Config) (*Node, error) {
 		waiters: map[uint64]chan result{},
 		leaderc: make(chan struct{}),
 		members: map[uint64]member{},
+		admit:   admissions{inflight: map[uint64]bool{}, tried: map[uint64]time.Time{}},
 	}
+	n.bgCtx, n.bgCancel = context.WithCancel(context.Background())
 	// Request ids start at a random point so that a restarted node never
 	// mistakes an old entry of its own for a new proposal.
 	var seed [8]byte
@@ -103,7 +115,7 @@ func Start(cfg Config) (*Node, error) {
 	n.reqSeq.Store(binary.BigEndian.Uint64(seed[:]) >> 1)
 
 	n.tr = newTransport(hello{ClusterID: cfg.ClusterID, NodeID: cfg.NodeID, DirectoryID: st.dirID},
-		cfg.Listener, st.peers, log, n.deliver, n.addReport)
+		cfg.Listener, st.peers, log, n.deliver, n.addReport, n.handleAdmission)
 	for id, addr := range cfg.Voters {
 		n.tr.setPeer(id, addr)
 	}
@@ -141,7 +153,7 @@ func Start(cfg Config) (*Node, error) {
 		st.close()
 		return nil, err
 	}
-	if st.empty && !cfg.Join {
+	if st.empty && !cfg.Join && !cfg.Learner {
 		ids := slices.Sorted(func(yield func(uint64) bool) {
 			for id := range cfg.Voters {
 				if !yield(id) {
@@ -165,6 +177,10 @@ func Start(cfg Config) (*Node, error) {
 	n.publishStatus()
 	n.tr.start()
 	go n.run(tick)
+	if cfg.Learner && st.empty {
+		n.bgWG.Add(1)
+		go n.askAdmission()
+	}
 	return n, nil
 }
 
@@ -406,6 +422,9 @@ func (n *Node) maybeSnapshot() error {
 
 func (n *Node) publishStatus() {
 	bs := n.rn.BasicStatus()
+	if len(n.confState.GetVoters())+len(n.confState.GetLearners()) > 0 {
+		n.member.Store(true)
+	}
 	s := Status{
 		NodeID:        n.cfg.NodeID,
 		DirectoryID:   n.st.dirID.String(),
@@ -425,10 +444,28 @@ func (n *Node) publishStatus() {
 			match[id] = pr.Match
 		})
 	}
-	for _, id := range n.confState.GetVoters() {
+	s.Voters = n.memberStatus(n.confState.GetVoters(), match, last)
+	s.Learners = n.memberStatus(n.confState.GetLearners(), match, last)
+	if slices.ContainsFunc(s.Learners, func(v VoterStatus) bool { return v.ID == n.cfg.NodeID }) {
+		s.Role = RoleLearner
+	}
+	n.statusMu.Lock()
+	if s.Leader != n.status.Leader {
+		close(n.leaderc)
+		n.leaderc = make(chan struct{})
+	}
+	n.status = s
+	n.statusMu.Unlock()
+}
+
+// memberStatus describes the members ids, sorted by id; match is the
+// leader's progress (nil elsewhere), last its last index.
+func (n *Node) memberStatus(ids []uint64, match map[uint64]uint64, last uint64) []VoterStatus {
+	var out []VoterStatus
+	for _, id := range ids {
 		v := VoterStatus{ID: id, Address: n.members[id].Addr}
 		if id == n.cfg.NodeID {
-			v.DirectoryID = s.DirectoryID
+			v.DirectoryID = n.st.dirID.String()
 		} else if d, ok := n.st.peers.get(id); ok {
 			v.DirectoryID = d.String()
 		}
@@ -438,16 +475,10 @@ func (n *Node) publishStatus() {
 				v.Lag = last - m
 			}
 		}
-		s.Voters = append(s.Voters, v)
+		out = append(out, v)
 	}
-	slices.SortFunc(s.Voters, func(a, b VoterStatus) int { return cmpUint(a.ID, b.ID) })
-	n.statusMu.Lock()
-	if s.Leader != n.status.Leader {
-		close(n.leaderc)
-		n.leaderc = make(chan struct{})
-	}
-	n.status = s
-	n.statusMu.Unlock()
+	slices.SortFunc(out, func(a, b VoterStatus) int { return cmpUint(a.ID, b.ID) })
+	return out
 }
 
 func cmpUint(a, b uint64) int {
@@ -521,7 +552,7 @@ func (n *Node) closedErr() error {
 
 // Propose replicates data and returns the StateMachine's Apply result once
 // the entry is committed and applied on this node. It works on followers
-// too (raft forwards the proposal to the leader). An error means the entry
+// and learners too (raft forwards the proposal to the leader). An error means the entry
 // was not proposed (no leader known, node closed) or that ctx ended first,
 // in which case the entry may still be applied later: proposals that must
 // not apply twice carry their own idempotence key.
@@ -549,11 +580,18 @@ func (n *Node) AddVoter(ctx context.Context, id uint64, addr string) error {
 	return n.changeConf(ctx, pb.ConfChangeAddNode, id, confContext{Addr: addr, Dir: dir.String()})
 }
 
-// RemoveVoter removes node id from the voters and returns once the change
-// is applied here. Its remembered directory id is forgotten.
+// RemoveVoter removes node id from the membership, voter or learner; it
+// is RemoveMember under the name Kafka's RemoveRaftVoter suggests.
 func (n *Node) RemoveVoter(ctx context.Context, id uint64) error {
+	return n.RemoveMember(ctx, id)
+}
+
+// RemoveMember removes node id, a voter or a learner, from the membership
+// and returns once the change is applied here. Its remembered directory id
+// is forgotten, so a node that lost its disk may then be admitted again.
+func (n *Node) RemoveMember(ctx context.Context, id uint64) error {
 	if id == 0 {
-		return errors.New("quorum: RemoveVoter needs a node id")
+		return errors.New("quorum: RemoveMember needs a node id")
 	}
 	return n.changeConf(ctx, pb.ConfChangeRemoveNode, id, confContext{})
 }
@@ -576,6 +614,7 @@ func (n *Node) Status() Status {
 	defer n.statusMu.Unlock()
 	s := n.status
 	s.Voters = slices.Clone(s.Voters)
+	s.Learners = slices.Clone(s.Learners)
 	return s
 }
 
@@ -609,6 +648,11 @@ func (n *Node) Close() error {
 	n.closeOnce.Do(func() {
 		close(n.stopc)
 		<-n.done
+		n.admit.mu.Lock()
+		n.admit.closing = true
+		n.admit.mu.Unlock()
+		n.bgCancel()
+		n.bgWG.Wait()
 		n.tr.close()
 		n.closeErr = n.st.close()
 	})

@@ -9,6 +9,10 @@ const (
 	RoleCandidate    Role = "candidate"
 	RolePreCandidate Role = "pre-candidate"
 	RoleLeader       Role = "leader"
+	// RoleLearner is a node that is a learner in the membership: it
+	// follows the log without voting. A learner not yet admitted is a
+	// follower.
+	RoleLearner Role = "learner"
 )
 
 // Status is a point-in-time view of a node, for metrics and operators.
@@ -30,15 +34,17 @@ type Status struct {
 	LeaderChanges uint64
 	// Voters are the current voters, by node id.
 	Voters []VoterStatus
+	// Learners are the current learners (non-voting members), by node id.
+	Learners []VoterStatus
 }
 
-// VoterStatus is one voter as this node sees it.
+// VoterStatus is one member (voter or learner) as this node sees it.
 type VoterStatus struct {
 	ID      uint64
 	Address string
 	// DirectoryID is the remembered directory id, empty if not yet seen.
 	DirectoryID string
-	// Match is the highest index known replicated on the voter; only the
+	// Match is the highest index known replicated on the member; only the
 	// leader knows it (0 elsewhere). Lag is the leader's last index minus
 	// Match.
 	Match uint64

@@ -32,8 +32,10 @@ const (
 	readIdleTimeout   = 10 * time.Second
 	backoffMin        = 50 * time.Millisecond
 	backoffMax        = time.Second
-	// refusalLogEvery rate-limits the log line of a refused peer.
+	// refusalLogEvery rate-limits the log line of a refused peer;
+	// maxRefusalKeys bounds the node ids it remembers.
 	refusalLogEvery = time.Minute
+	maxRefusalKeys  = 1024
 )
 
 // transportReport is what the transport tells raft about sends.
@@ -56,16 +58,26 @@ type transport struct {
 	deliver func(*pb.Message)
 	// report tells the node about a send; it must not block.
 	report func(transportReport)
+	// admission is told of a handshake asking to admit its speaker as a
+	// learner; it must not block. An error refuses the handshake.
+	admission func(hello) error
 
 	mu       sync.Mutex
 	peers    map[uint64]*peer
 	inbound  map[net.Conn]struct{}
-	refused  map[uint64]time.Time // last refusal logged, per node id
+	refused  map[refusal]time.Time // last refusal logged, per node id and kind
 	closed   bool
 	stopc    chan struct{}
 	wg       sync.WaitGroup
 	dialer   net.Dialer
 	snapSent func(uint64) // test hook: a snapshot was sent to this peer
+}
+
+// refusal keys the rate limit of refusal logs: one line per node id and
+// message a minute.
+type refusal struct {
+	node uint64
+	msg  string
 }
 
 type peer struct {
@@ -78,10 +90,10 @@ type peer struct {
 	conn net.Conn // the current connection, closed to force a redial
 }
 
-func newTransport(self hello, ln net.Listener, dirs *peerDirs, log *slog.Logger, deliver func(*pb.Message), report func(transportReport)) *transport {
+func newTransport(self hello, ln net.Listener, dirs *peerDirs, log *slog.Logger, deliver func(*pb.Message), report func(transportReport), admission func(hello) error) *transport {
 	return &transport{
-		self: self, ln: ln, peersDirs: dirs, log: log, deliver: deliver, report: report,
-		peers: map[uint64]*peer{}, inbound: map[net.Conn]struct{}{}, refused: map[uint64]time.Time{},
+		self: self, ln: ln, peersDirs: dirs, log: log, deliver: deliver, report: report, admission: admission,
+		peers: map[uint64]*peer{}, inbound: map[net.Conn]struct{}{}, refused: map[refusal]time.Time{},
 		stopc: make(chan struct{}),
 	}
 }
@@ -190,16 +202,29 @@ func (t *transport) close() {
 	t.wg.Wait()
 }
 
-// logRefusal logs a refused peer at most once per refusalLogEvery.
+// logRefusal logs a refused peer at most once per refusalLogEvery for each
+// node id and message.
 func (t *transport) logRefusal(node uint64, msg string, err error) {
+	key := refusal{node, msg}
 	t.mu.Lock()
-	last, seen := t.refused[node]
+	last, seen := t.refused[key]
 	now := time.Now()
 	if seen && now.Sub(last) < refusalLogEvery {
 		t.mu.Unlock()
 		return
 	}
-	t.refused[node] = now
+	if len(t.refused) >= maxRefusalKeys {
+		// Node ids come from the network: forget old entries rather than
+		// grow without bound.
+		for k, at := range t.refused {
+			if now.Sub(at) >= refusalLogEvery {
+				delete(t.refused, k)
+			}
+		}
+	}
+	if len(t.refused) < maxRefusalKeys {
+		t.refused[key] = now
+	}
 	t.mu.Unlock()
 	t.log.Warn(msg, "peer", node, "err", err)
 }
@@ -270,8 +295,15 @@ func (t *transport) serveConn(c net.Conn) {
 		c.Write(appendFrame(nil, frameReject, []byte(err.Error())))
 		return
 	}
-	if err := t.checkPeer(h); err != nil {
+	err = t.checkPeer(h)
+	if err != nil {
 		t.logRefusal(h.NodeID, "refused raft connection", err)
+	} else if h.LearnerAddr != "" {
+		if err = t.admission(h); err != nil {
+			t.logRefusal(h.NodeID, "refused learner admission", err)
+		}
+	}
+	if err != nil {
 		reason := err.Error()
 		if len(reason) > maxRejectReasonBytes {
 			reason = reason[:maxRejectReasonBytes]
@@ -280,6 +312,11 @@ func (t *transport) serveConn(c net.Conn) {
 		return
 	}
 	if _, err := c.Write(appendFrame(nil, frameHello, t.self.encode())); err != nil {
+		return
+	}
+	if h.LearnerAddr != "" {
+		// An admission request is the whole conversation: raft messages
+		// travel on the learner's ordinary connections.
 		return
 	}
 	for {
@@ -334,6 +371,27 @@ func checkInbound(m *pb.Message, from, to uint64) error {
 // dialPeer connects to addr and runs the dialer's side of the handshake,
 // returning the acceptor's hello. It does not apply the identity rules.
 func (t *transport) dialPeer(ctx context.Context, addr string) (net.Conn, hello, error) {
+	return t.dialAs(ctx, addr, t.self)
+}
+
+// requestAdmission asks the node at addr to admit this node as a learner
+// listening on learnerAddr. A nil error says only that the request was
+// heard: the leader decides, the others ignore it.
+func (t *transport) requestAdmission(ctx context.Context, addr, learnerAddr string) error {
+	self := t.self
+	self.LearnerAddr = learnerAddr
+	c, h, err := t.dialAs(ctx, addr, self)
+	if err != nil {
+		return err
+	}
+	c.Close()
+	if h.ClusterID != t.self.ClusterID {
+		return fmt.Errorf("%s is in cluster %q, not %q", addr, h.ClusterID, t.self.ClusterID)
+	}
+	return nil
+}
+
+func (t *transport) dialAs(ctx context.Context, addr string, self hello) (net.Conn, hello, error) {
 	dctx, cancel := context.WithTimeout(ctx, dialTimeout)
 	defer cancel()
 	c, err := t.dialer.DialContext(dctx, "tcp", addr)
@@ -341,7 +399,7 @@ func (t *transport) dialPeer(ctx context.Context, addr string) (net.Conn, hello,
 		return nil, hello{}, err
 	}
 	c.SetDeadline(time.Now().Add(handshakeTimeout))
-	if _, err := c.Write(appendFrame(nil, frameHello, t.self.encode())); err != nil {
+	if _, err := c.Write(appendFrame(nil, frameHello, self.encode())); err != nil {
 		c.Close()
 		return nil, hello{}, err
 	}
