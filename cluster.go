@@ -38,10 +38,15 @@ func clusterConfig(static map[string]string, lns []server.Listener, join, adopt 
 	if err != nil {
 		return nil, nil, err
 	}
-	if !roles.Broker || !roles.Controller {
-		return nil, nil, fmt.Errorf("process.roles=%s: every node of an exactly cluster is broker and controller for now (process.roles=broker,controller, the default)", static["process.roles"])
+	if !roles.Broker {
+		return nil, nil, fmt.Errorf("process.roles=%s: a controller-only node is not supported yet; give broker,controller (the default) or broker", static["process.roles"])
 	}
-	if !join && !slices.ContainsFunc(voters, func(v cluster.Voter) bool { return v.ID == int32(id) }) {
+	voter := slices.ContainsFunc(voters, func(v cluster.Voter) bool { return v.ID == int32(id) })
+	learner := !roles.Controller
+	if learner && voter {
+		return nil, nil, fmt.Errorf("node.id=%d is in controller.quorum.voters but process.roles=broker: a voter is a controller", id)
+	}
+	if !learner && !join && !voter {
 		return nil, nil, fmt.Errorf("node.id=%d is not in controller.quorum.voters=%s: a controller must be a voter (a new one starts with --join and is added with exactly cluster add-voter)", id, static["controller.quorum.voters"])
 	}
 	names := controllerListenerNames(static)
@@ -52,6 +57,7 @@ func clusterConfig(static map[string]string, lns []server.Listener, join, adopt 
 		SessionTimeout:    msKey(static, "broker.session.timeout.ms"),
 		Join:              join,
 		Adopt:             adopt,
+		Learner:           learner,
 	}
 	var clients []server.Listener
 	for _, l := range lns {
@@ -63,6 +69,9 @@ func clusterConfig(static map[string]string, lns []server.Listener, join, adopt 
 			continue
 		}
 		clients = append(clients, l)
+	}
+	if cc.Controller == nil && learner {
+		return nil, nil, fmt.Errorf("a broker-only node (process.roles=broker) also needs a listener named in controller.listener.names=%s: the quorum's leader sends it the metadata log there (e.g. CONTROLLER://host:port)", defaulted(static, "controller.listener.names"))
 	}
 	if cc.Controller == nil {
 		return nil, nil, fmt.Errorf("no listener named in controller.listener.names=%s: add one to listeners, e.g. CONTROLLER://host:port, at this node's address in controller.quorum.voters", defaulted(static, "controller.listener.names"))

@@ -314,8 +314,12 @@ func TestClusterConfigRefusals(t *testing.T) {
 		"not a voter": {"node.id": "2", "controller.quorum.voters": "1@" + ctrl,
 			"listeners": "PLAINTEXT://" + client + ",CONTROLLER://" + ctrl},
 		"no controller listener": {"node.id": "1", "controller.quorum.voters": "1@" + ctrl, "listeners": "PLAINTEXT://" + client},
-		"broker role only": {"node.id": "1", "process.roles": "broker", "controller.quorum.voters": "1@" + ctrl,
+		"broker role of a voter": {"node.id": "1", "process.roles": "broker", "controller.quorum.voters": "1@" + ctrl,
 			"listeners": "PLAINTEXT://" + client + ",CONTROLLER://" + ctrl},
+		"controller role only": {"node.id": "1", "process.roles": "controller", "controller.quorum.voters": "1@" + ctrl,
+			"listeners": "PLAINTEXT://" + client + ",CONTROLLER://" + ctrl},
+		"broker-only without a controller listener": {"node.id": "2", "process.roles": "broker", "controller.quorum.voters": "1@" + ctrl,
+			"listeners": "PLAINTEXT://" + client},
 		"bad voters": {"node.id": "1", "controller.quorum.voters": "1@nowhere", "listeners": "PLAINTEXT://" + client + ",CONTROLLER://" + ctrl},
 	} {
 		b, err := exactly.Start(exactly.Options{DataDir: t.TempDir(), Config: cfg})
@@ -428,5 +432,94 @@ func checkLeaderHints(ctx context.Context, t *testing.T, c *inProcessCluster, m 
 	}
 	if len(fresp.Brokers) != 1 || fresp.Brokers[0].NodeID != leader {
 		t.Errorf("fetch: node endpoints %+v, want %d", fresp.Brokers, leader)
+	}
+}
+
+// TestClusterBrokerOnlyNode: a fourth node with process.roles=broker
+// follows the metadata log without voting (admitted on its own as a
+// raft learner): it is listed as a broker, leads partitions of a topic
+// created after it joined, serves them, and DescribeQuorum shows it as an
+// observer, not a voter.
+func TestClusterBrokerOnlyNode(t *testing.T) {
+	c := startInProcessCluster(t)
+	if t.Failed() {
+		t.FailNow()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	dir := filepath.Join(t.TempDir(), "node4")
+	addr, ctrl := testenv.FreeAddr(t), testenv.FreeAddr(t)
+	b4, err := exactly.Start(exactly.Options{DataDir: dir, Config: map[string]string{
+		"node.id":                      "4",
+		"process.roles":                "broker",
+		"listeners":                    "PLAINTEXT://" + addr + ",CONTROLLER://" + ctrl,
+		"controller.listener.names":    "CONTROLLER",
+		"controller.quorum.voters":     c.voters(),
+		"broker.heartbeat.interval.ms": "200",
+		"broker.session.timeout.ms":    "2000",
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b4.Close()
+	c.clients = append(c.clients, addr)
+	c.nodes = append(c.nodes, b4)
+	if b4.ClusterID() != c.nodes[0].ClusterID() {
+		t.Errorf("node 4 is in cluster %q, the voters in %q", b4.ClusterID(), c.nodes[0].ClusterID())
+	}
+	if _, err := kadm.NewClient(c.client(3)).CreateTopic(ctx, 8, 1, nil, "four"); err != nil {
+		t.Fatal(err)
+	}
+	got := c.converged(ctx, 0, 1, 2, 3)
+	if !strings.HasPrefix(got, "brokers=[1 2 3 4] ") {
+		t.Fatalf("metadata %q does not list the four brokers", got)
+	}
+	m, err := c.metadataOf(ctx, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	led := 0
+	for _, tp := range m.Topics {
+		if *tp.Topic == "four" {
+			for _, p := range tp.Partitions {
+				if p.Leader == 4 {
+					led++
+				}
+			}
+		}
+	}
+	if led == 0 {
+		t.Errorf("node 4 leads none of the 8 partitions of a topic created after it joined: %s", got)
+	}
+	prod := c.client(3, kgo.DefaultProduceTopic("four"))
+	for i := range 200 {
+		if err := prod.ProduceSync(ctx, &kgo.Record{Value: []byte(fmt.Sprint(i))}).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := len(testenv.Flatten(testenv.ReadToEnd(t, c.clients[0], "four", true))); n != 200 {
+		t.Errorf("read %d records through node 1, want 200", n)
+	}
+	req := kmsg.NewPtrDescribeQuorumRequest()
+	rt := kmsg.NewDescribeQuorumRequestTopic()
+	rt.Topic = "__cluster_metadata"
+	rt.Partitions = []kmsg.DescribeQuorumRequestTopicPartition{kmsg.NewDescribeQuorumRequestTopicPartition()}
+	req.Topics = append(req.Topics, rt)
+	controller := c.client(3)
+	resp, err := req.RequestWith(ctx, controller.Broker(int(m.ControllerID)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := resp.Topics[0].Partitions[0]
+	var voters, observers []int32
+	for _, v := range p.CurrentVoters {
+		voters = append(voters, v.ReplicaID)
+	}
+	for _, o := range p.Observers {
+		observers = append(observers, o.ReplicaID)
+	}
+	slices.Sort(voters)
+	if !slices.Equal(voters, []int32{1, 2, 3}) || !slices.Equal(observers, []int32{4}) {
+		t.Errorf("DescribeQuorum from the controller: voters %v, observers %v; want [1 2 3] and [4]", voters, observers)
 	}
 }

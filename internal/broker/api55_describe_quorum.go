@@ -12,8 +12,8 @@ package broker
 // and the voters' client listeners. A single node has no quorum: the
 // partition answers UNKNOWN_TOPIC_OR_PARTITION. DESCRIBE on the cluster
 // is required (CLUSTER_AUTHORIZATION_FAILED).
-// Gaps: no observers (every node is a voter); the last-fetch and
-// caught-up timestamps (v1) are -1.
+// Broker-only nodes (raft learners) are the observers. Gaps: the
+// last-fetch and caught-up timestamps (v1) are -1.
 
 import (
 	"context"
@@ -89,5 +89,18 @@ func (b *Broker) describeQuorum(p *kmsg.DescribeQuorumResponseTopicPartition) {
 		}
 		rs.LastFetchTimestamp, rs.LastCaughtUpTimestamp = -1, -1
 		p.CurrentVoters = append(p.CurrentVoters, rs)
+	}
+	for _, l := range st.Learners {
+		rs := kmsg.NewDescribeQuorumResponseTopicPartitionReplicaState()
+		rs.ReplicaID = int32(l.ID)
+		if raw, err := hex.DecodeString(l.DirectoryID); err == nil && len(raw) == 16 {
+			copy(rs.ReplicaDirectoryID[:], raw)
+		}
+		rs.LogEndOffset = -1
+		if leader {
+			rs.LogEndOffset = int64(l.Match)
+		}
+		rs.LastFetchTimestamp, rs.LastCaughtUpTimestamp = -1, -1
+		p.Observers = append(p.Observers, rs)
 	}
 }

@@ -67,6 +67,10 @@ type ClusterConfig struct {
 	// the quorum: it waits to be added (AddRaftVoter) and learns the log
 	// from the leader. A new node, or one whose disk was wiped.
 	Join bool
+	// Learner makes a broker-only node (process.roles=broker): it follows
+	// the metadata log as a non-voting member of the quorum, admitted on
+	// its own request, and is never counted in a quorum.
+	Learner bool
 	// Adopt makes the single-node catalog of the data directory the new
 	// cluster's (growing a single node into a cluster): the node must be
 	// the voter with the lowest id, and the cluster have no topics yet.
@@ -714,6 +718,7 @@ func startNode(cfg Config, dd *cluster.DataDir) (*cluster.Catalog, *nodeState, e
 		ClusterID:       clusterID,
 		ElectionTimeout: cfg.Cluster.ElectionTimeout,
 		Join:            cfg.Cluster.Join,
+		Learner:         cfg.Cluster.Learner,
 		Logger:          cfg.Logger.With("component", "metadata-quorum"),
 		SM:              cat,
 	})

@@ -109,7 +109,7 @@ func describeQuorum(ctx context.Context, cl *kgo.Client, adm *kadm.Client) (*kms
 func clusterStatusCommand(f *adminFlags) *cobra.Command {
 	return &cobra.Command{
 		Use:   "status",
-		Short: "Show the metadata quorum: leader, term, commit index and each voter's lag",
+		Short: "Show the metadata quorum: leader, term, commit index, each voter's and observer's lag",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return f.withAdmin(cmd, func(ctx context.Context, cl *kgo.Client, adm *kadm.Client) error {
@@ -136,6 +136,18 @@ func clusterStatusCommand(f *adminFlags) *cobra.Command {
 						dir = hex.EncodeToString(v.ReplicaDirectoryID[:])
 					}
 					row(tw, v.ReplicaID, dir, leo, lag, status)
+				}
+				for _, o := range p.Observers {
+					leo, lag := "-", "-"
+					if o.LogEndOffset >= 0 {
+						leo = strconv.FormatInt(o.LogEndOffset, 10)
+						lag = strconv.FormatInt(max(p.HighWatermark-o.LogEndOffset, 0), 10)
+					}
+					dir := "-"
+					if o.ReplicaDirectoryID != ([16]byte{}) {
+						dir = hex.EncodeToString(o.ReplicaDirectoryID[:])
+					}
+					row(tw, o.ReplicaID, dir, leo, lag, "Observer")
 				}
 				return tw.Flush()
 			})
