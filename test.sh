@@ -116,6 +116,9 @@ fuzz ./internal/producerstate FuzzDecode 600000
 fuzz ./internal/group FuzzDecodeRecord 350000
 fuzz ./internal/txn FuzzDecodeBatches 400000
 fuzz ./internal/cluster FuzzDecodeCommand 200000
+fuzz ./internal/quorum FuzzWALRecord 250000
+fuzz ./internal/quorum FuzzTransportFrame 300000
+fuzz ./internal/quorum FuzzSnapshotDecode 250000
 
 echo "== conformance: franz-go's integration tests against exactly serve"
 compat/kgo/suite.sh
