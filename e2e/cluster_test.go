@@ -189,6 +189,20 @@ func waitConverged(t *testing.T, nodes []*clusterNode, probes []*kgo.Client, lim
 	}
 }
 
+// startServingCluster starts three nodes (startCluster), dumps their logs
+// if the test fails, and waits until each serves; probes[i] is a client
+// of node i alone.
+func startServingCluster(t *testing.T, sets ...string) ([]*clusterNode, []*kgo.Client) {
+	t.Helper()
+	nodes := startCluster(t, sets...)
+	dumpLogsOnFailure(t, nodes)
+	probes := nodeClients(t, nodes)
+	for i, n := range nodes {
+		waitServing(t, n, probes[i])
+	}
+	return nodes, probes
+}
+
 // waitServing waits (up to a minute) until node n answers Metadata naming
 // a controller, and returns that answer.
 func waitServing(t *testing.T, n *clusterNode, probe *kgo.Client) clusterView {
@@ -455,14 +469,9 @@ func churnTopics(w int, nodes []*clusterNode, cls []*kgo.Client, l *topicLedger,
 func TestClusterConvergesUnderSIGKILL(t *testing.T) {
 	testenv.SkipShort(t, "subprocess test of a three-node cluster")
 	t.Parallel() // owns its nodes
-	nodes := startCluster(t,
+	nodes, probes := startServingCluster(t,
 		fmt.Sprintf("controller.quorum.election.timeout.ms=%d", clusterElectionTimeout.Milliseconds()),
 		"broker.session.timeout.ms=3000", "broker.heartbeat.interval.ms=500")
-	dumpLogsOnFailure(t, nodes)
-	probes := nodeClients(t, nodes)
-	for i, n := range nodes {
-		waitServing(t, n, probes[i])
-	}
 
 	l := &topicLedger{ops: map[string][]topicOp{}}
 	stop := make(chan struct{})
@@ -561,14 +570,9 @@ func TestClusterConvergesUnderSIGKILL(t *testing.T) {
 func TestClusterRemovesTornPartitionDir(t *testing.T) {
 	testenv.SkipShort(t, "subprocess test of a three-node cluster")
 	t.Parallel() // owns its nodes
-	nodes := startCluster(t,
+	nodes, probes := startServingCluster(t,
 		fmt.Sprintf("controller.quorum.election.timeout.ms=%d", clusterElectionTimeout.Milliseconds()),
 		"broker.session.timeout.ms=3000", "broker.heartbeat.interval.ms=500")
-	dumpLogsOnFailure(t, nodes)
-	probes := nodeClients(t, nodes)
-	for i, n := range nodes {
-		waitServing(t, n, probes[i])
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	const topic = "torn"
@@ -766,12 +770,7 @@ func TestClusterKcatListsBrokers(t *testing.T) {
 	testenv.RequireTool(t, "kcat", "apt-get install -y kcat")
 	kcat, _ := exec.LookPath("kcat")
 	t.Parallel() // owns its nodes
-	nodes := startCluster(t)
-	dumpLogsOnFailure(t, nodes)
-	probes := nodeClients(t, nodes)
-	for i, n := range nodes {
-		waitServing(t, n, probes[i])
-	}
+	nodes, probes := startServingCluster(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if _, err := kadm.NewClient(probes[0]).CreateTopic(ctx, 6, 1, nil, "kc"); err != nil {
@@ -838,14 +837,9 @@ func TestClusterProduceConsumeAcrossNodes(t *testing.T) {
 	testenv.SkipShort(t, "subprocess test of a three-node cluster")
 	t.Parallel() // owns its nodes
 	const session = 3 * time.Second
-	nodes := startCluster(t,
+	nodes, probes := startServingCluster(t,
 		fmt.Sprintf("controller.quorum.election.timeout.ms=%d", clusterElectionTimeout.Milliseconds()),
 		fmt.Sprintf("broker.session.timeout.ms=%d", session.Milliseconds()), "broker.heartbeat.interval.ms=500")
-	dumpLogsOnFailure(t, nodes)
-	probes := nodeClients(t, nodes)
-	for i, n := range nodes {
-		waitServing(t, n, probes[i])
-	}
 	const topic, partitions, records = "across", 6, 3000
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()

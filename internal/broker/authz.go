@@ -175,18 +175,7 @@ func (b *Broker) gateRequest(r *server.Request) kmsg.Response {
 			code = kerr.GroupAuthorizationFailed.Code
 		}
 		if code != 0 {
-			resp := req.ResponseKind().(*kmsg.TxnOffsetCommitResponse)
-			for _, t := range req.Topics {
-				rt := kmsg.NewTxnOffsetCommitResponseTopic()
-				rt.Topic = t.Topic
-				for _, p := range t.Partitions {
-					rp := kmsg.NewTxnOffsetCommitResponseTopicPartition()
-					rp.Partition, rp.ErrorCode = p.Partition, code
-					rt.Partitions = append(rt.Partitions, rp)
-				}
-				resp.Topics = append(resp.Topics, rt)
-			}
-			return resp
+			return txnOffsetCommitError(req, code)
 		}
 	case *kmsg.WriteTxnMarkersRequest:
 		// ALTER on the cluster also lets an operator write markers (Kafka's

@@ -390,6 +390,8 @@ func addPartitionsError(req *kmsg.AddPartitionsToTxnRequest, code int16) kmsg.Re
 	return resp
 }
 
+// txnOffsetCommitError answers every partition of a TxnOffsetCommit with
+// code.
 func txnOffsetCommitError(req *kmsg.TxnOffsetCommitRequest, code int16) kmsg.Response {
 	resp := req.ResponseKind().(*kmsg.TxnOffsetCommitResponse)
 	for _, t := range req.Topics {

@@ -121,33 +121,27 @@ func clusterStatusCommand(f *adminFlags) *cobra.Command {
 				out := cmd.OutOrStdout()
 				fmt.Fprintf(out, "LeaderId: %s\nLeaderEpoch: %d\nHighWatermark: %d\n", nodeName(p.LeaderID), p.LeaderEpoch, p.HighWatermark)
 				tw := newTable(out, "NodeId", "DirectoryId", "LogEndOffset", "Lag", "Status")
-				for _, v := range p.CurrentVoters {
+				replica := func(r kmsg.DescribeQuorumResponseTopicPartitionReplicaState, status string) {
 					leo, lag := "-", "-"
-					if v.LogEndOffset >= 0 {
-						leo = strconv.FormatInt(v.LogEndOffset, 10)
-						lag = strconv.FormatInt(max(p.HighWatermark-v.LogEndOffset, 0), 10)
+					if r.LogEndOffset >= 0 { // only the leader knows it
+						leo = strconv.FormatInt(r.LogEndOffset, 10)
+						lag = strconv.FormatInt(max(p.HighWatermark-r.LogEndOffset, 0), 10)
 					}
+					dir := "-"
+					if r.ReplicaDirectoryID != ([16]byte{}) {
+						dir = hex.EncodeToString(r.ReplicaDirectoryID[:])
+					}
+					row(tw, r.ReplicaID, dir, leo, lag, status)
+				}
+				for _, v := range p.CurrentVoters {
 					status := "Follower"
 					if v.ReplicaID == p.LeaderID {
 						status = "Leader"
 					}
-					dir := "-"
-					if v.ReplicaDirectoryID != ([16]byte{}) {
-						dir = hex.EncodeToString(v.ReplicaDirectoryID[:])
-					}
-					row(tw, v.ReplicaID, dir, leo, lag, status)
+					replica(v, status)
 				}
 				for _, o := range p.Observers {
-					leo, lag := "-", "-"
-					if o.LogEndOffset >= 0 {
-						leo = strconv.FormatInt(o.LogEndOffset, 10)
-						lag = strconv.FormatInt(max(p.HighWatermark-o.LogEndOffset, 0), 10)
-					}
-					dir := "-"
-					if o.ReplicaDirectoryID != ([16]byte{}) {
-						dir = hex.EncodeToString(o.ReplicaDirectoryID[:])
-					}
-					row(tw, o.ReplicaID, dir, leo, lag, "Observer")
+					replica(o, "Observer")
 				}
 				return tw.Flush()
 			})
