@@ -12,8 +12,8 @@ import (
 
 	"github.com/exactly/exactly"
 	"github.com/exactly/exactly/internal/cluster"
-	"github.com/exactly/exactly/internal/vfs"
 	"github.com/exactly/exactly/internal/testenv"
+	"github.com/exactly/exactly/internal/vfs"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
