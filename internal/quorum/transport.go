@@ -237,6 +237,23 @@ func (t *transport) checkPeer(h hello) error {
 	if h.NodeID == t.self.NodeID {
 		return fmt.Errorf("peer claims this node's id %d", h.NodeID)
 	}
+	t.mu.Lock()
+	_, member := t.peers[h.NodeID]
+	t.mu.Unlock()
+	if !member {
+		// Only members' directory ids are remembered (durably): anyone
+		// who can reach the listener could otherwise fill peers.json
+		// with made-up node ids until the node no longer restarts. A
+		// learner asking to be admitted is checked against what is
+		// remembered, and its directory recorded when it is admitted.
+		if h.LearnerAddr == "" {
+			return fmt.Errorf("node %d is not a member of this quorum", h.NodeID)
+		}
+		if known, ok := t.peersDirs.get(h.NodeID); ok && known != h.DirectoryID {
+			return fmt.Errorf("node %d presents directory %s, remembered %s: %w", h.NodeID, h.DirectoryID, known, errWrongDirectory)
+		}
+		return nil
+	}
 	return t.peersDirs.admit(h.NodeID, h.DirectoryID)
 }
 
