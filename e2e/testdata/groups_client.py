@@ -8,7 +8,7 @@ Debian's python3-kafka 2.0.2 lives). One JSON request on stdin:
    "batch": n,                 # max_poll_records
    "limit": n,                 # stop after processing this many records
    "crash": null | "before_commit" | "before_processing" | "after_processing",
-   "idle_ms": ms,              # stop after this long without a record
+   "idle_ms": ms,              # stop after this long assigned without a record
    "auto_commit_interval_ms": ms}
 
 Modes are the consumer patterns of docs/GUARANTEES.md:
@@ -62,9 +62,15 @@ def main():
     idle = req.get("idle_ms", 3000) / 1000.0
     processed = 0
     last = time.time()
-    while processed < limit and time.time() - last < idle:
+    give_up = last + 60
+    while processed < limit and time.time() - last < idle and time.time() < give_up:
         batches = consumer.poll(timeout_ms=200)
         records = [r for rs in batches.values() for r in rs]
+        if not consumer.assignment():
+            # Idle counts from the assignment: joining waits for the
+            # rebalance, which waits out a crashed member's session.
+            last = time.time()
+            continue
         if not records:
             continue
         last = time.time()
