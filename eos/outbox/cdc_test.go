@@ -90,12 +90,8 @@ func runFor(r *CDCRelay, d time.Duration) error {
 // transaction: every committed row is published exactly once, no
 // rolled-back row is, and each aggregate's events arrive in commit order.
 func TestCDCRelayExactlyOnceAcrossCrashes(t *testing.T) {
-	requireLogical(t)
 	ctx := context.Background()
-	b := exactly.NewTestBroker(t)
-	db, tbl, schema := pgTable(t)
-	slot := "exactly_test_" + schema
-	dropSlotAtCleanup(t, db, slot)
+	b, db, tbl, schema, slot := cdcFixture(t)
 	topic := "outbox.event.order"
 	createTopic(t, b.Addr(), topic, 3)
 	cfg := CDCConfig{DSN: testenv.PostgresDSN(), Table: tbl, Name: "test-" + schema, Slot: slot, BatchSize: 10,
@@ -283,12 +279,8 @@ func TestCDCRelayExactlyOnceAcrossCrashes(t *testing.T) {
 // resends the published transactions; the relay must skip exactly those,
 // and confirm the checkpoint so PostgreSQL stops resending.
 func TestCDCRelaySkipsResentTransactions(t *testing.T) {
-	requireLogical(t)
 	ctx := context.Background()
-	b := exactly.NewTestBroker(t)
-	db, tbl, schema := pgTable(t)
-	slot := "exactly_test_" + schema
-	dropSlotAtCleanup(t, db, slot)
+	b, db, tbl, schema, slot := cdcFixture(t)
 	cfg := CDCConfig{DSN: testenv.PostgresDSN(), Table: tbl, Name: "test-" + schema, Slot: slot, BatchSize: 1000,
 		CheckpointTopic: "checkpoints-" + schema, Kafka: []kgo.Opt{kgo.SeedBrokers(b.Addr())}}
 	cfg.hooks.crashAfterCommit = true
@@ -359,12 +351,8 @@ func TestCDCRelaySkipsResentTransactions(t *testing.T) {
 // Payload bytes, null payloads and row headers survive the text decoding
 // of the replication stream; both bytea output formats decode.
 func TestCDCRelayDecodesRows(t *testing.T) {
-	requireLogical(t)
 	ctx := context.Background()
-	b := exactly.NewTestBroker(t)
-	db, tbl, schema := pgTable(t)
-	slot := "exactly_test_" + schema
-	dropSlotAtCleanup(t, db, slot)
+	b, db, tbl, schema, slot := cdcFixture(t)
 	r, err := NewCDCRelay(ctx, CDCConfig{DSN: testenv.PostgresDSN(), Table: tbl, Name: "test-" + schema, Slot: slot,
 		CheckpointTopic: "checkpoints-" + schema, Kafka: []kgo.Opt{kgo.SeedBrokers(b.Addr())},
 		Topic: func(e *Event) string { return "decode-" + e.AggregateType }})
@@ -434,12 +422,8 @@ func TestCDCRelayDecodesRows(t *testing.T) {
 // An idle relay confirms keepalive positions, so the WAL it pins (Lag)
 // drops back near zero after a burst it was not running for.
 func TestCDCRelayLag(t *testing.T) {
-	requireLogical(t)
 	ctx := context.Background()
-	b := exactly.NewTestBroker(t)
-	db, tbl, schema := pgTable(t)
-	slot := "exactly_test_" + schema
-	dropSlotAtCleanup(t, db, slot)
+	b, db, tbl, schema, slot := cdcFixture(t)
 	cfg := CDCConfig{DSN: testenv.PostgresDSN(), Table: tbl, Name: "test-" + schema, Slot: slot,
 		CheckpointTopic: "checkpoints-" + schema, Kafka: []kgo.Opt{kgo.SeedBrokers(b.Addr())}}
 	r, err := NewCDCRelay(ctx, cfg)
@@ -495,12 +479,8 @@ func TestCDCRelayLag(t *testing.T) {
 // 1 s after 1.5 s, and once it is published and the stream is idle the lag
 // returns to 0 and stays there (it does not grow with idle time).
 func TestCDCRelayLagSeconds(t *testing.T) {
-	requireLogical(t)
 	ctx := context.Background()
-	b := exactly.NewTestBroker(t)
-	db, tbl, schema := pgTable(t)
-	slot := "exactly_test_" + schema
-	dropSlotAtCleanup(t, db, slot)
+	b, db, tbl, schema, slot := cdcFixture(t)
 	r, err := NewCDCRelay(ctx, CDCConfig{DSN: testenv.PostgresDSN(), Table: tbl, Name: "test-" + schema, Slot: slot,
 		CheckpointTopic: "checkpoints-" + schema, Kafka: []kgo.Opt{kgo.SeedBrokers(b.Addr())},
 		BatchSize: 1000, BatchWait: 3 * time.Second, StatusInterval: 200 * time.Millisecond})
@@ -596,12 +576,8 @@ func TestCDCRelaySetupErrors(t *testing.T) {
 // relay publishes it whole, exactly once, in order, between the
 // transactions committed before and after it.
 func TestCDCRelayStreamsLargeTransactionInBoundedMemory(t *testing.T) {
-	requireLogical(t)
 	ctx := context.Background()
-	b := exactly.NewTestBroker(t)
-	db, tbl, schema := pgTable(t)
-	slot := "exactly_test_" + schema
-	dropSlotAtCleanup(t, db, slot)
+	b, db, tbl, schema, slot := cdcFixture(t)
 	topic := "outbox.event.big"
 	createTopic(t, b.Addr(), topic, 1)
 	cfg := CDCConfig{DSN: testenv.PostgresDSN(), Table: tbl, Name: "test-" + schema, Slot: slot, BatchSize: 500, MaxTxnBuffer: 10,
@@ -675,12 +651,8 @@ func TestCDCRelayStreamsLargeTransactionInBoundedMemory(t *testing.T) {
 // order across the snapshot/stream boundary. With no_data, older rows are
 // not published.
 func TestCDCRelayInitialSnapshotResumes(t *testing.T) {
-	requireLogical(t)
 	ctx := context.Background()
-	b := exactly.NewTestBroker(t)
-	db, tbl, schema := pgTable(t)
-	slot := "exactly_test_" + schema
-	dropSlotAtCleanup(t, db, slot)
+	b, db, tbl, schema, slot := cdcFixture(t)
 	topic := "outbox.event.snap"
 	createTopic(t, b.Addr(), topic, 2)
 	write := func(from, to int) {
@@ -818,12 +790,8 @@ func TestNormalizeSnapshot(t *testing.T) {
 // streaming (transactions received and buffered, later ones still in
 // WAL), it rises again and returns to 0.
 func TestCDCRelayLagRows(t *testing.T) {
-	requireLogical(t)
 	ctx := context.Background()
-	b := exactly.NewTestBroker(t)
-	db, tbl, schema := pgTable(t)
-	slot := "exactly_test_" + schema
-	dropSlotAtCleanup(t, db, slot)
+	b, db, tbl, schema, slot := cdcFixture(t)
 	// agg prefixes the aggregate ids: writers of one aggregate wait for
 	// each other.
 	insert := func(tx *sql.Tx, agg string, n int) {
@@ -979,4 +947,17 @@ func TestCDCRelayLagRows(t *testing.T) {
 	waitRows(r, 9, "held while streaming, 3 rows more")
 	release()
 	caughtUp(r, 13, "released while streaming")
+}
+
+// cdcFixture is how a CDC relay test starts: logical replication
+// required, a broker, a fresh outbox table (in its own schema) and a
+// replication slot named after that schema, dropped when the test ends.
+func cdcFixture(t *testing.T) (b *exactly.Broker, db *sql.DB, tbl Table, schema, slot string) {
+	t.Helper()
+	requireLogical(t)
+	b = exactly.NewTestBroker(t)
+	db, tbl, schema = pgTable(t)
+	slot = "exactly_test_" + schema
+	dropSlotAtCleanup(t, db, slot)
+	return b, db, tbl, schema, slot
 }
