@@ -20,6 +20,9 @@ const (
 	frameReject    byte = 2
 	frameMessage   byte = 3
 	frameKeepalive byte = 4
+	// frameGroupMessage carries a partition group's raft message (see
+	// grouptransport.go).
+	frameGroupMessage byte = 5
 
 	helloMagic   = "EXQR"
 	helloVersion = 1

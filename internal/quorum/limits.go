@@ -22,6 +22,14 @@ const (
 	// maxFrameBytes bounds one transport frame: a raft message carrying a
 	// snapshot, or a batch of entries (raft's MaxSizePerMsg plus one entry).
 	maxFrameBytes = maxSnapshotFileBytes + 1<<20
+	// MaxGroupEntryBytes bounds the data of one partition group entry: a
+	// record batch of a replicated partition (max.message.bytes above it
+	// is refused for such topics) plus its envelope.
+	MaxGroupEntryBytes = 8 << 20
+	// maxGroupEntryBytes bounds one encoded partition group entry.
+	maxGroupEntryBytes = MaxGroupEntryBytes + proposalHeader + 4<<10
+	// maxGroupWALRecordBytes bounds one WAL record of a partition group.
+	maxGroupWALRecordBytes = maxGroupEntryBytes + 1<<10
 	// maxClusterIDBytes bounds the cluster id in the handshake.
 	maxClusterIDBytes = 255
 	// maxAddrBytes bounds the learner address in the handshake.

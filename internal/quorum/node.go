@@ -63,6 +63,10 @@ type Node struct {
 	bgWG     sync.WaitGroup
 	admit    admissions
 
+	// groups are the partition groups open on this node (StartGroup).
+	groupsMu sync.Mutex
+	groups   map[GroupID]*Group
+
 	// Owned by the run goroutine.
 	confState *pb.ConfState
 	members   map[uint64]member
@@ -105,6 +109,7 @@ func Start(cfg Config) (*Node, error) {
 		waiters: map[uint64]chan result{},
 		leaderc: make(chan struct{}),
 		members: map[uint64]member{},
+		groups:  map[GroupID]*Group{},
 		admit:   admissions{inflight: map[uint64]bool{}, tried: map[uint64]time.Time{}},
 	}
 	n.bgCtx, n.bgCancel = context.WithCancel(context.Background())
@@ -116,6 +121,7 @@ func Start(cfg Config) (*Node, error) {
 
 	n.tr = newTransport(hello{ClusterID: cfg.ClusterID, NodeID: cfg.NodeID, DirectoryID: st.dirID},
 		cfg.Listener, st.peers, log, n.deliver, n.addReport, n.handleAdmission)
+	n.tr.groups = n
 	for id, addr := range cfg.Voters {
 		n.tr.setPeer(id, addr)
 	}
@@ -646,6 +652,15 @@ func (n *Node) WaitLeader(ctx context.Context) (uint64, error) {
 // and the storage. Pending calls return ErrClosed.
 func (n *Node) Close() error {
 	n.closeOnce.Do(func() {
+		n.groupsMu.Lock()
+		groups := make([]*Group, 0, len(n.groups))
+		for _, g := range n.groups {
+			groups = append(groups, g)
+		}
+		n.groupsMu.Unlock()
+		for _, g := range groups {
+			g.Close()
+		}
 		close(n.stopc)
 		<-n.done
 		n.admit.mu.Lock()

@@ -40,6 +40,12 @@ type diskStorage struct {
 // storageOptions are the knobs tests turn; zero values are the defaults.
 type storageOptions struct {
 	segmentBytes int64
+	// maxRecord bounds a WAL record (default maxWALRecordBytes).
+	maxRecord int
+	// group opens a partition group's storage: no directory identity and
+	// no remembered peers (the metadata quorum's handshake covers the
+	// connection).
+	group bool
 }
 
 // openStorage opens (creating if needed) the raft storage in dir: it takes
@@ -69,11 +75,13 @@ func openStorage(fsys vfs.FS, dir, clusterID string, nodeID uint64, opts storage
 		_, _, isSnap := parseSnapshotName(n)
 		hasState = hasState || isSeg || isSnap
 	}
-	if s.dirID, err = loadOrCreateMeta(fsys, dir, clusterID, nodeID, hasState); err != nil {
-		return nil, err
-	}
-	if s.peers, err = loadPeerDirs(fsys, dir); err != nil {
-		return nil, err
+	if !opts.group {
+		if s.dirID, err = loadOrCreateMeta(fsys, dir, clusterID, nodeID, hasState); err != nil {
+			return nil, err
+		}
+		if s.peers, err = loadPeerDirs(fsys, dir); err != nil {
+			return nil, err
+		}
 	}
 	snap, err := loadNewestSnapshot(fsys, dir)
 	if err != nil {
@@ -85,7 +93,7 @@ func openStorage(fsys vfs.FS, dir, clusterID string, nodeID uint64, opts storage
 			return nil, err
 		}
 	}
-	w, rep, err := openWAL(fsys, dir, s.snapIndex, opts.segmentBytes, log)
+	w, rep, err := openWAL(fsys, dir, s.snapIndex, opts, log)
 	if err != nil {
 		return nil, err
 	}

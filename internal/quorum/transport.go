@@ -40,6 +40,7 @@ const (
 
 // transportReport is what the transport tells raft about sends.
 type transportReport struct {
+	group       GroupID // 0: the metadata quorum
 	to          uint64
 	snapshot    bool // a MsgSnap was sent (ok) or lost (!ok)
 	ok          bool
@@ -61,6 +62,9 @@ type transport struct {
 	// admission is told of a handshake asking to admit its speaker as a
 	// learner; it must not block. An error refuses the handshake.
 	admission func(hello) error
+	// groups routes partition groups' messages and reports (see Group);
+	// nil drops them.
+	groups groupRouter
 
 	mu       sync.Mutex
 	peers    map[uint64]*peer
@@ -83,7 +87,10 @@ type refusal struct {
 type peer struct {
 	id    uint64
 	queue chan *pb.Message
-	stop  chan struct{}
+	// gqueue holds partition groups' messages apart from the metadata
+	// quorum's, so a burst of data never crowds out metadata heartbeats.
+	gqueue chan groupMessage
+	stop   chan struct{}
 
 	mu   sync.Mutex
 	addr string
@@ -125,7 +132,8 @@ func (t *transport) setPeer(id uint64, addr string) {
 		p.mu.Unlock()
 		return
 	}
-	p := &peer{id: id, addr: addr, queue: make(chan *pb.Message, sendQueueLen), stop: make(chan struct{})}
+	p := &peer{id: id, addr: addr, queue: make(chan *pb.Message, sendQueueLen),
+		gqueue: make(chan groupMessage, groupSendQueueLen), stop: make(chan struct{})}
 	t.peers[id] = p
 	t.wg.Add(1)
 	go t.sendLoop(p)
@@ -345,6 +353,11 @@ func (t *transport) serveConn(c net.Conn) {
 		switch kind {
 		case frameKeepalive:
 			continue
+		case frameGroupMessage:
+			if !t.receiveGroup(h.NodeID, payload) {
+				return
+			}
+			continue
 		case frameMessage:
 		default:
 			t.log.Warn("unexpected raft frame, closing", "peer", h.NodeID, "kind", kind)
@@ -369,6 +382,20 @@ func checkInbound(m *pb.Message, from, to uint64) error {
 	if m.GetFrom() != from || m.GetTo() != to {
 		return fmt.Errorf("message from %d to %d on the connection of %d to %d", m.GetFrom(), m.GetTo(), from, to)
 	}
+	if err := checkMessageType(m); err != nil {
+		return err
+	}
+	for _, e := range m.GetEntries() {
+		if len(e.GetData()) > maxEntryBytes {
+			return fmt.Errorf("entry %d of %d bytes exceeds the %d limit", e.GetIndex(), len(e.GetData()), maxEntryBytes)
+		}
+	}
+	return nil
+}
+
+// checkMessageType refuses local-only message types and messages carrying
+// responses: neither may come from the network.
+func checkMessageType(m *pb.Message) error {
 	switch m.GetType() {
 	case pb.MsgHup, pb.MsgBeat, pb.MsgUnreachable, pb.MsgSnapStatus, pb.MsgCheckQuorum,
 		pb.MsgStorageAppend, pb.MsgStorageAppendResp, pb.MsgStorageApply, pb.MsgStorageApplyResp:
@@ -376,11 +403,6 @@ func checkInbound(m *pb.Message, from, to uint64) error {
 	}
 	if len(m.GetResponses()) > 0 {
 		return errors.New("message with responses from the network")
-	}
-	for _, e := range m.GetEntries() {
-		if len(e.GetData()) > maxEntryBytes {
-			return fmt.Errorf("entry %d of %d bytes exceeds the %d limit", e.GetIndex(), len(e.GetData()), maxEntryBytes)
-		}
 	}
 	return nil
 }
@@ -548,6 +570,9 @@ func (t *transport) drainUnreachable(p *peer) {
 				t.report(transportReport{to: p.id, snapshot: true})
 			}
 			continue
+		case gm := <-p.gqueue:
+			t.groupLost(p.id, gm)
+			continue
 		default:
 		}
 		break
@@ -563,7 +588,6 @@ func (t *transport) writeLoop(ctx context.Context, p *peer, c net.Conn) {
 	w := bufio.NewWriterSize(c, 64<<10)
 	var buf []byte
 	for {
-		var m *pb.Message
 		if stopped(p) || ctx.Err() != nil {
 			return
 		}
@@ -576,20 +600,30 @@ func (t *transport) writeLoop(ctx context.Context, p *peer, c net.Conn) {
 				return
 			}
 			continue
-		case m = <-p.queue:
-		}
-		// Write what is queued behind m too, then flush once.
-		for {
-			ok := t.writeMessage(w, c, m, &buf)
-			if !ok {
+		case m := <-p.queue:
+			if !t.writeMessage(w, c, m, &buf) {
 				return
 			}
-			select {
-			case m = <-p.queue:
-				continue
-			default:
+		case gm := <-p.gqueue:
+			if !t.writeGroupMessage(w, c, gm, &buf) {
+				return
 			}
-			break
+		}
+		// Write what is queued behind too, metadata first, then flush
+		// once.
+		for more := true; more; {
+			select {
+			case m := <-p.queue:
+				if !t.writeMessage(w, c, m, &buf) {
+					return
+				}
+			case gm := <-p.gqueue:
+				if !t.writeGroupMessage(w, c, gm, &buf) {
+					return
+				}
+			default:
+				more = false
+			}
 		}
 		c.SetWriteDeadline(time.Now().Add(writeTimeout))
 		if err := w.Flush(); err != nil {

@@ -42,6 +42,8 @@ type wal struct {
 	dir          string
 	log          *slog.Logger
 	segmentBytes int64
+	// maxRecord bounds one record's payload, on write and on replay.
+	maxRecord int
 
 	segs   []segment
 	f      vfs.File // the last segment, open for append
@@ -79,11 +81,14 @@ type walReplay struct {
 // snapIndex, and opens the last segment for appending. A torn record at the
 // end of the last segment is truncated; any other bad record is an error
 // naming the file and offset.
-func openWAL(fsys vfs.FS, dir string, snapIndex uint64, segmentBytes int64, log *slog.Logger) (*wal, walReplay, error) {
-	if segmentBytes <= 0 {
-		segmentBytes = defaultSegmentBytes
+func openWAL(fsys vfs.FS, dir string, snapIndex uint64, opts storageOptions, log *slog.Logger) (*wal, walReplay, error) {
+	w := &wal{fs: fsys, dir: dir, log: log, segmentBytes: opts.segmentBytes, maxRecord: opts.maxRecord}
+	if w.segmentBytes <= 0 {
+		w.segmentBytes = defaultSegmentBytes
 	}
-	w := &wal{fs: fsys, dir: dir, log: log, segmentBytes: segmentBytes}
+	if w.maxRecord <= 0 {
+		w.maxRecord = maxWALRecordBytes
+	}
 	names, err := fsys.ReadDir(dir)
 	if err != nil {
 		return nil, walReplay{}, err
@@ -186,7 +191,7 @@ func (w *wal) replaySegment(seg *segment, isLast bool, fn func(typ byte, payload
 	}
 	var off int64
 	for off < size {
-		typ, payload, n, bad, err := readRecord(f, off, size, maxWALRecordBytes)
+		typ, payload, n, bad, err := readRecord(f, off, size, w.maxRecord)
 		if err != nil {
 			return fmt.Errorf("%s at offset %d: %w", seg.path, off, err)
 		}
@@ -294,8 +299,8 @@ func (w *wal) saveLocked(snap *pb.SnapshotMetadata, hs *pb.HardState, ents []*pb
 		if err != nil {
 			return err
 		}
-		if len(b) > maxWALRecordBytes {
-			return fmt.Errorf("entry %d is %d bytes, more than the %d limit", e.GetIndex(), len(b), maxWALRecordBytes)
+		if len(b) > w.maxRecord {
+			return fmt.Errorf("entry %d is %d bytes, more than the %d limit", e.GetIndex(), len(b), w.maxRecord)
 		}
 		w.buf = appendRecord(w.buf, recEntry, b)
 		seg.maxIndex = max(seg.maxIndex, e.GetIndex())
