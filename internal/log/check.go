@@ -59,6 +59,25 @@ func Check(fsys vfs.FS, dir string, recoveryPoint int64, visit func(h *record.He
 	if _, err := readStartCheckpoint(fsys, dir); err != nil {
 		rep.Damage = append(rep.Damage, &CorruptionError{File: filepath.Join(dir, checkpointName), Offset: -1, Reason: err.Error()})
 	}
+	// A truncation is judged as Open judges it (see truncate.go): a
+	// recovery point that may predate it counts up to what it kept, and
+	// an interrupted one removes segments first.
+	trunc, err := readTruncationFile(fsys, dir)
+	switch {
+	case errors.Is(err, errNewerFormat):
+		rep.Damage = append(rep.Damage, &CorruptionError{File: filepath.Join(dir, truncationName), Offset: -1, Reason: err.Error()})
+	case err != nil:
+		rep.Notes = append(rep.Notes, fmt.Sprintf("%s: %v; the next start ignores it", filepath.Join(dir, truncationName), err))
+	}
+	recoveryPoint = trunc.trustedRecoveryPoint(recoveryPoint)
+	if trunc != nil && trunc.pending() {
+		rep.Notes = append(rep.Notes, fmt.Sprintf("%s: an interrupted %s %d; the next start completes it",
+			filepath.Join(dir, truncationName), trunc.state, trunc.offset))
+		bases = slices.DeleteFunc(bases, func(b int64) bool { return trunc.state == truncPendingReset || b > trunc.offset })
+		if len(bases) == 0 {
+			rep.Start, rep.End = trunc.offset, trunc.offset
+		}
+	}
 	if len(bases) > 0 {
 		rep.Start, rep.End = bases[0], bases[0]
 	}
@@ -197,6 +216,23 @@ func entriesAtBatches(stored []offsetEntry, s *segment) bool {
 	return true
 }
 
+// readTruncationFile parses the truncation file of dir, if present (nil
+// if not).
+func readTruncationFile(fsys vfs.FS, dir string) (*truncation, error) {
+	b, err := vfs.ReadFile(fsys, filepath.Join(dir, truncationName), 4<<10)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	t, err := parseTruncation(b)
+	if err != nil {
+		return nil, err
+	}
+	return &t, nil
+}
+
 // readStartCheckpoint parses start-offset.checkpoint, if present (-1 if
 // not).
 func readStartCheckpoint(fsys vfs.FS, dir string) (int64, error) {
@@ -258,6 +294,14 @@ func TruncateCorrupt(fsys vfs.FS, dir string, recoveryPoint int64) (int64, error
 	}
 	if cerr := f.Close(); err == nil {
 		err = cerr
+	}
+	if err == nil {
+		// The new end becomes the recovery point: a truncation's record
+		// of older ones has nothing left to excuse.
+		err = fsys.Remove(filepath.Join(dir, truncationName))
+		if errors.Is(err, fs.ErrNotExist) {
+			err = nil
+		}
 	}
 	if err == nil {
 		err = fsys.SyncDir(dir)

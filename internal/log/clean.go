@@ -198,6 +198,10 @@ func (l *Log) Clean(opt CleanOptions) (CleanStats, error) {
 	if opt.MaxRecordsBytes <= 0 {
 		opt.MaxRecordsBytes = record.MaxDecompressedBytes
 	}
+	// A truncation under way or from here on may remove or cut what the
+	// pass reads: then the pass swaps nothing in and does not advance its
+	// position (an odd gen never matches again).
+	gen := l.truncations.Load()
 	cands := l.cleanableSegments(opt.UpTo, opt.NowMs, opt.MinCompactionLagMs)
 	var held []*segment
 	defer func() {
@@ -230,7 +234,7 @@ func (l *Log) Clean(opt CleanOptions) (CleanStats, error) {
 			rewrite = append(rewrite, s)
 		}
 	}
-	w := &cleanWalk{opt: &opt, end: end, txnKept: map[int64]bool{}, st: &st}
+	w := &cleanWalk{opt: &opt, end: end, txnKept: map[int64]bool{}, st: &st, gen: gen}
 	segBytes := l.Config().SegmentBytes
 	for i := 0; i < len(rewrite); {
 		j, size := i+1, rewrite[i].size.Load()
@@ -252,10 +256,12 @@ func (l *Log) Clean(opt CleanOptions) (CleanStats, error) {
 		st.Segments += j - i
 		i = j
 	}
-	if err := l.setFirstDirty(end); err != nil {
-		return st, err
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.truncations.Load() != gen {
+		return st, nil
 	}
-	return st, nil
+	return st, l.setFirstDirty(end)
 }
 
 // cleanErr classifies a cleaning failure: corruption takes the log
@@ -269,6 +275,7 @@ func (l *Log) cleanErr(err error) error {
 }
 
 // setFirstDirty records the cleaner's position, durably when it moved.
+// Called with mu held, so that no truncation comes between.
 func (l *Log) setFirstDirty(off int64) error {
 	if off <= l.firstDirty.Load() {
 		return nil
@@ -483,6 +490,8 @@ type cleanWalk struct {
 	// only once the group is swapped in (the records of their
 	// transactions are gone from what readers see only then).
 	unlisted []AbortMarker
+	// gen is Log.truncations when the pass began.
+	gen int64
 }
 
 // filter returns what of batch b goes into the cleaned segment: b itself,
@@ -689,12 +698,13 @@ func (l *Log) cleanGroup(group []*segment, w *cleanWalk) error {
 		abandon()
 		return l.fail(fmt.Errorf("sync %s: %w", tmp, err))
 	}
-	return l.swapGroup(group, ns, tmp, end)
+	return l.swapGroup(group, ns, tmp, end, w.gen)
 }
 
 // swapGroup replaces group by ns on disk and in the segment list, under
-// mu so that retention, DeleteRecords and Close see one or the other.
-func (l *Log) swapGroup(group []*segment, ns *segment, tmp string, end int64) error {
+// mu so that retention, DeleteRecords, truncations and Close see one or
+// the other. A truncation since the pass began (gen) abandons it.
+func (l *Log) swapGroup(group []*segment, ns *segment, tmp string, end, gen int64) error {
 	l.mu.Lock()
 	k := -1
 	for i, s := range l.segs {
@@ -703,7 +713,7 @@ func (l *Log) swapGroup(group []*segment, ns *segment, tmp string, end int64) er
 			break
 		}
 	}
-	ok := !l.closed && l.Err() == nil && k >= 0 && k+len(group) < len(l.segs)
+	ok := !l.closed && l.Err() == nil && k >= 0 && k+len(group) < len(l.segs) && l.truncations.Load() == gen
 	for j := 0; ok && j < len(group); j++ {
 		ok = l.segs[k+j] == group[j]
 	}

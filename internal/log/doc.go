@@ -39,8 +39,16 @@
 //     fsync before DeleteRecordsBefore returns. The start offset is
 //     max(checkpoint, first segment's base offset); retention deletes whole
 //     segments only, so the offset it implies needs no checkpoint.
-//   - *.tmp: files being written (index files, the checkpoint) before an
-//     atomic rename; stray ones are removed by Open.
+//   - truncation.checkpoint: written by TruncateTo and ResetTo, as
+//     "v1 <state> <offset> <kept> <ceiling>\n" (atomically). While the state
+//     is truncate-to or reset-to the operation is decided but maybe not
+//     done, and Open completes it; once it is truncated, the file tells
+//     Open that a recovery point up to ceiling may predate the truncation
+//     (see truncate.go), until a recovery point at or below the log end
+//     lets Open remove it.
+//   - *.tmp: files being written (index files, the checkpoints, a segment
+//     rewritten by TruncateTo) before an atomic rename; stray ones are
+//     removed by Open.
 //
 // Index files are written for a segment when it is rolled, and for the
 // active segment on Close (Open still scans the last segment). In memory, every segment keeps its sparse indexes
@@ -61,20 +69,22 @@
 //
 // Any failed write, fsync, truncate, rename or file creation on the write
 // path takes the log offline: the error is sticky and every later Append,
-// Sync, Read, DeleteRecordsBefore and ApplyRetention returns an error
-// wrapping ErrLogOffline, because after a failed fsync the kernel may have
-// dropped dirty pages and retrying could report data durable that is not.
+// Sync, Read, DeleteRecordsBefore, ApplyRetention, TruncateTo and ResetTo
+// returns an error wrapping ErrLogOffline, because after a failed fsync the
+// kernel may have dropped dirty pages and retrying could report data
+// durable that is not.
 // Reopening the log (after the operator fixed the disk) recovers from what is
 // on disk.
 //
 // # Recovery
 //
-// Open lists the directory, removes *.tmp files and index files without a
-// segment, and then for each segment, oldest first: closed segments whose two
-// index files are present, CRC-valid, describe the segment's current size and
-// agree with the batch headers after the last index entry are loaded from
-// them; other segments, and always the last one, are scanned
-// batch by batch (header, length and CRC-32C), stopping at the first short,
+// Open first finishes an interrupted cleaning swap and removes what an
+// interrupted truncation removes, lists the directory, removes *.tmp files
+// and index files without a segment, and then for each segment, oldest
+// first: closed segments whose two index files are present, CRC-valid,
+// describe the segment's current size and agree with the batch headers
+// after the last index entry are loaded from them; other segments, and
+// always the last one, are scanned batch by batch (header, length and CRC-32C), stopping at the first short,
 // corrupt or non-contiguous batch (its base offset must be the previous
 // batch's last offset + 1, the first must equal the segment's base); the file
 // is truncated there and fsynced, the indexes are rebuilt, and one warning is
@@ -84,7 +94,8 @@
 // start offset is max(checkpoint, first segment base); if a crash lost data
 // below a checkpointed start offset the log restarts empty at that offset.
 // Finally the last segment and the directory are fsynced, so that everything
-// Open recovered is durable and DurableOffset equals NextOffset.
+// Open recovered is durable and DurableOffset equals NextOffset, and an
+// interrupted truncation runs again on the recovered log.
 //
 // # Compaction
 //

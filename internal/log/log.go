@@ -95,7 +95,7 @@ type Log struct {
 	logger *slog.Logger
 	now    func() time.Time // replaced in tests
 
-	mu     sync.Mutex // serializes appends, rolls, retention, close
+	mu     sync.Mutex // serializes appends, rolls, retention, truncation, close
 	cfg    Config
 	segs   []*segment // never mutated in place once published
 	closed bool
@@ -110,8 +110,9 @@ type Log struct {
 	isShut  atomic.Bool
 	// corruption is the damage that took the log offline, if that is why.
 	corruption atomic.Pointer[CorruptionError]
-	// recoveryPoint is what Open was told is durable (see OpenAt).
-	recoveryPoint int64
+	// recoveryPoint is what Open was told is durable (see OpenAt), as
+	// far as Open trusts it (see truncate.go); a truncation lowers it.
+	recoveryPoint atomic.Int64
 
 	syncMu sync.Mutex // serializes fsyncs: the group commit lock
 
@@ -123,6 +124,13 @@ type Log struct {
 	// firstDirty is the cleaner's position: everything below was cleaned
 	// with a key map that covered it (see clean.go).
 	firstDirty atomic.Int64
+	// truncations is raised (under mu) when a TruncateTo or ResetTo
+	// begins and when it ends, so it is odd during one: a cleaning that
+	// saw another value when it began must not swap in what it read.
+	truncations atomic.Int64
+	// truncCeiling is the ceiling of the truncation file, -1 without one
+	// (see truncate.go). Under mu.
+	truncCeiling int64
 }
 
 // Open opens the log in dir, creating the directory if missing and
@@ -145,13 +153,14 @@ func OpenAt(fsys vfs.FS, dir string, cfg Config, logger *slog.Logger, recoveryPo
 		logger = slog.New(slog.DiscardHandler)
 	}
 	l := &Log{
-		fs:            fsys,
-		dir:           dir,
-		logger:        logger.With("log", dir),
-		now:           time.Now,
-		cfg:           cfg.normalized(),
-		recoveryPoint: recoveryPoint,
+		fs:           fsys,
+		dir:          dir,
+		logger:       logger.With("log", dir),
+		now:          time.Now,
+		cfg:          cfg.normalized(),
+		truncCeiling: -1,
 	}
+	l.recoveryPoint.Store(recoveryPoint)
 	if err := vfs.MkdirAllDurable(l.fs, l.dir); err != nil {
 		return nil, err
 	}
@@ -398,7 +407,7 @@ func (l *Log) Sync(upto int64) error {
 // fsynced, for storing durably: the durable offset, or, for a log that
 // opened corrupt, the recovery point it was opened with (which must not
 // be lost, or the damage would pass for a torn tail next time).
-func (l *Log) RecoveryPoint() int64 { return max(l.recoveryPoint, l.durable.Load()) }
+func (l *Log) RecoveryPoint() int64 { return max(l.recoveryPoint.Load(), l.durable.Load()) }
 
 // DurableOffset returns the offset below which everything is fsynced. On a
 // single node this is the high watermark: consumers may read below it.

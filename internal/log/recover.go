@@ -27,6 +27,27 @@ func (l *Log) recover() error {
 	if err := l.readCleanerCheckpoint(); err != nil {
 		return err
 	}
+	// Likewise a truncation: what it removes goes before anything is
+	// read, and a recovery point that may predate it is not held
+	// against the log (see truncate.go).
+	trunc, err := l.readTruncation()
+	if err != nil {
+		return err
+	}
+	storedRP := l.recoveryPoint.Load()
+	if trunc != nil {
+		l.truncCeiling = trunc.ceiling
+		if trusted := trunc.trustedRecoveryPoint(storedRP); trusted != storedRP {
+			l.logger.Info("the recovery point may predate a truncation: holding the log only to what it kept",
+				"recovery_point", storedRP, "truncated_to", trunc.offset, "kept", trunc.kept)
+			l.recoveryPoint.Store(trusted)
+		}
+		if trunc.pending() {
+			if err := l.prepareTruncationReplay(trunc); err != nil {
+				return err
+			}
+		}
+	}
 	names, err := l.fs.ReadDir(l.dir)
 	if err != nil {
 		return err
@@ -137,10 +158,10 @@ func (l *Log) recover() error {
 	if err := dropEmptyTail(true); err != nil {
 		return err
 	}
-	if len(l.segs) > 0 && l.active().next.Load() < l.recoveryPoint {
+	if rp := l.recoveryPoint.Load(); len(l.segs) > 0 && l.active().next.Load() < rp {
 		last := l.active()
 		return l.openCorrupt(&CorruptionError{File: last.path, Pos: last.size.Load(), Offset: last.next.Load(),
-			Reason: fmt.Sprintf("the log ends at offset %d, below its recovery point %d: fsynced data is missing", last.next.Load(), l.recoveryPoint)})
+			Reason: fmt.Sprintf("the log ends at offset %d, below its recovery point %d: fsynced data is missing", last.next.Load(), rp)})
 	}
 
 	start := int64(0)
@@ -181,7 +202,7 @@ func (l *Log) recover() error {
 	l.next.Store(act.next.Load())
 	l.durable.Store(act.next.Load())
 	l.publish()
-	return nil
+	return l.finishTruncation(trunc, storedRP)
 }
 
 func (l *Log) openSegment(base int64) (*segment, error) {
@@ -344,7 +365,7 @@ func (l *Log) scan(s *segment, last bool) error {
 	if err != nil || d == nil {
 		return err
 	}
-	if !last || d.Offset < l.recoveryPoint {
+	if !last || d.Offset < l.recoveryPoint.Load() {
 		return d
 	}
 	size, err := s.f.Size()
@@ -352,7 +373,7 @@ func (l *Log) scan(s *segment, last bool) error {
 		return err
 	}
 	l.logger.Warn("truncating torn tail", "segment", s.path, "from", size, "to", d.Pos, "next_offset", d.Offset,
-		"recovery_point", l.recoveryPoint, "reason", d.Reason)
+		"recovery_point", l.recoveryPoint.Load(), "reason", d.Reason)
 	if err := s.f.Truncate(d.Pos); err != nil {
 		return err
 	}
@@ -368,12 +389,17 @@ func walk(s *segment, indexInterval int) (*CorruptionError, error) {
 
 // walkBatches is walk calling visit with every good batch, in order.
 func walkBatches(s *segment, indexInterval int, visit func(h *record.Header, batch []byte)) (*CorruptionError, error) {
-	s.reset()
-	s.scanned = true
 	size, err := s.f.Size()
 	if err != nil {
 		return nil, err
 	}
+	return walkPrefix(s, size, indexInterval, visit)
+}
+
+// walkPrefix is walkBatches over the first size bytes of the file only.
+func walkPrefix(s *segment, size int64, indexInterval int, visit func(h *record.Header, batch []byte)) (*CorruptionError, error) {
+	s.reset()
+	s.scanned = true
 	r := reader{f: s.f, size: size, min: scanChunk}
 	pos, expect := int64(0), s.base
 	damage := func(reason string) (*CorruptionError, error) {

@@ -140,6 +140,21 @@ func (s *segment) reset() {
 	s.lastIndexPos, s.lastTimePos, s.rollStart = 0, 0, -1
 }
 
+// adopt takes over the state of t, rebuilt over a prefix of the same
+// batches (a cut). The size drops first, so that no reader goes past the
+// cut through the indexes it replaces. Appender state: under Log.mu.
+func (s *segment) adopt(t *segment) {
+	s.size.Store(t.size.Load())
+	s.next.Store(t.next.Load())
+	s.maxTs.Store(t.maxTs.Load())
+	s.verified.Store(t.verified.Load())
+	idx, tidx := t.indexes()
+	s.mu.Lock()
+	s.index, s.tindex = idx, tidx
+	s.mu.Unlock()
+	s.lastIndexPos, s.lastTimePos, s.rollStart, s.scanned = t.lastIndexPos, t.lastTimePos, t.rollStart, t.scanned
+}
+
 // track accounts for a batch of n bytes with header h just written at pos.
 func (s *segment) track(h *record.Header, pos int64, n int, interval int) {
 	rel := uint32(h.BaseOffset - s.base)

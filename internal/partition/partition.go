@@ -44,9 +44,13 @@ type Partition struct {
 	state         *producerstate.State
 	limits        ProducerLimits
 	sinceSnapshot int64
-	// markers counts the markers written per producer since start: the
-	// verification guard (see TxnGuard).
+	// stateErr: a truncation could not rebuild the state; appends are
+	// refused.
+	stateErr error
+	// markers counts the markers written per producer since start, and
+	// cuts the truncations: the verification guard (see TxnGuard).
 	markers map[int64]uint64
+	cuts    uint64
 	snapMu  sync.Mutex // one snapshot writer at a time
 
 	// Published copies of state for readers that must not take mu.
@@ -186,18 +190,23 @@ const noGuard = ^uint64(0)
 // TxnGuard returns a token to take before verifying a transactional batch
 // with the coordinator and to pass to AppendGuarded: if a marker for the
 // producer lands in between (its transaction ended while the batch was in
-// flight), a batch that would open a transaction is refused instead of
+// flight), or a truncation (which may have removed the transaction's
+// start), a batch that would open a transaction is refused instead of
 // starting one the coordinator does not know about.
 func (p *Partition) TxnGuard(producerID int64) uint64 {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.markers[producerID]
+	return p.markers[producerID] + p.cuts
 }
 
 // AppendGuarded is Append with the verification guard from TxnGuard.
 func (p *Partition) AppendGuarded(batch []byte, h record.Header, guard uint64) (AppendResult, error) {
 	p.mu.Lock()
-	if guard != noGuard && h.IsTransactional() && p.state.OpenTxn(h.ProducerID) < 0 && p.markers[h.ProducerID] != guard {
+	if p.stateErr != nil {
+		p.mu.Unlock()
+		return AppendResult{}, p.stateErr
+	}
+	if guard != noGuard && h.IsTransactional() && p.state.OpenTxn(h.ProducerID) < 0 && p.markers[h.ProducerID]+p.cuts != guard {
 		p.mu.Unlock()
 		return AppendResult{}, fmt.Errorf("%w: producer %d's transaction ended while this batch was being verified", producerstate.ErrInvalidTxnState, h.ProducerID)
 	}
@@ -307,7 +316,20 @@ func (p *Partition) advanceHW(to int64) {
 			break
 		}
 	}
+	// to may have been read before a truncation lowered the durable
+	// offset (and the HW with it): the HW never stays above it.
+	p.lowerHW(p.log.DurableOffset())
 	p.notify()
+}
+
+// lowerHW brings the HW down to at most to.
+func (p *Partition) lowerHW(to int64) {
+	for {
+		cur := p.hw.Load()
+		if cur <= to || p.hw.CompareAndSwap(cur, to) {
+			return
+		}
+	}
 }
 
 func (p *Partition) notify() {

@@ -65,6 +65,7 @@ func (p *Partition) snapshots() ([]int64, error) {
 
 // loadState rebuilds producer state: the newest readable snapshot that the
 // log still covers, then a replay of every batch header after it.
+// Snapshots above the log end are deleted first.
 func (p *Partition) loadState() error {
 	p.state = producerstate.New()
 	p.state.SetLimits(p.limits.Limits)
@@ -73,9 +74,17 @@ func (p *Partition) loadState() error {
 	if err != nil {
 		return err
 	}
+	removed := false
 	for _, off := range offs {
 		if off > p.log.NextOffset() {
-			continue // written before a tail that did not survive; cannot be trusted
+			// Written before a tail that is gone (lost in a crash, or
+			// truncated): it describes batches the log no longer has,
+			// and would pass for valid once the log grows past it.
+			if err := p.fs.Remove(filepath.Join(p.dir, snapshotName(off))); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				return err
+			}
+			removed = true
+			continue
 		}
 		data, err := p.readFile(snapshotName(off))
 		if err != nil {
@@ -95,6 +104,11 @@ func (p *Partition) loadState() error {
 			from = off
 		}
 		break
+	}
+	if removed {
+		if err := p.fs.SyncDir(p.dir); err != nil {
+			return err
+		}
 	}
 	end := p.log.NextOffset()
 	for off := from; off < end; {
@@ -275,6 +289,10 @@ func (p *Partition) writeMarker(producerID int64, producerEpoch int16, commit bo
 		return err
 	}
 	p.mu.Lock()
+	if p.stateErr != nil {
+		p.mu.Unlock()
+		return p.stateErr
+	}
 	if firstOffset != anyTxn {
 		if open := p.state.OpenTxn(producerID); open < 0 || open != firstOffset {
 			p.mu.Unlock()
@@ -360,4 +378,62 @@ func (p *Partition) ProducerCount() int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.state.Len()
+}
+
+// TruncateTo removes every batch at or above offset from the partition's
+// log (see log.Log.TruncateTo: offset must be a batch boundary, else
+// nothing changes) and rebuilds the producer state to match, as Open
+// builds it: producer snapshots above the new end are deleted, then the
+// newest one left is loaded and the log replayed after it. The LSO and
+// aborted index are republished and the HW comes down to the new end if it
+// was above. A producer's batches above offset may then be appended again
+// (their sequence numbers are expected again), while a retry of a batch
+// below offset is still a duplicate.
+//
+// It is for a replicated partition cutting its log back to what its
+// quorum committed. The caller must not append concurrently; the
+// partition's append lock is held throughout anyway, so appends wait. If
+// the producer state cannot be rebuilt, the error wraps ErrOffline and the
+// partition refuses appends until reopened.
+func (p *Partition) TruncateTo(offset int64) error {
+	return p.cut(func() error { return p.log.TruncateTo(offset) })
+}
+
+// ResetTo empties the partition's log and starts it at start (see
+// log.Log.ResetTo), for a follower whose log lies entirely behind its
+// leader's, then rebuilds the producer state as TruncateTo does: what
+// snapshots at or below start recorded is kept, which is right when the
+// discarded log was a prefix of the one being followed. The HW becomes
+// start. As for TruncateTo, the caller must not append concurrently.
+func (p *Partition) ResetTo(start int64) error {
+	return p.cut(func() error { return p.log.ResetTo(start) })
+}
+
+// cut runs a truncation of the log and brings the partition's state in
+// line with what is left.
+func (p *Partition) cut(truncate func() error) error {
+	// snapMu: a snapshot of the old log must not be written once those
+	// above the cut are gone.
+	p.snapMu.Lock()
+	defer p.snapMu.Unlock()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.stateErr != nil {
+		return p.stateErr
+	}
+	if err := truncate(); err != nil {
+		return p.storageErr(err)
+	}
+	// A batch verified before may belong to a transaction the cut
+	// removed, or ended by a marker that is gone.
+	p.cuts++
+	p.sinceSnapshot = 0
+	p.lowerHW(p.log.NextOffset())
+	// Never below the start either (a reset beyond the old end).
+	p.advanceHW(p.log.StartOffset())
+	if err := p.loadState(); err != nil {
+		p.stateErr = fmt.Errorf("%w: rebuilding the producer state of %s-%d after a truncation: %v", ErrOffline, p.Topic, p.Index, err)
+		return p.stateErr
+	}
+	return nil
 }
