@@ -3,6 +3,7 @@ package exactly_test
 import (
 	"context"
 	"fmt"
+	"maps"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -28,6 +29,8 @@ type inProcessCluster struct {
 	clients []string // each node's PLAINTEXT address
 	ctrls   []string // each node's CONTROLLER address
 	nodes   []*exactly.Broker
+	// conf adds to (or overrides) every node's configuration.
+	conf map[string]string
 }
 
 func startInProcessCluster(t *testing.T) *inProcessCluster {
@@ -80,14 +83,16 @@ func (c *inProcessCluster) start(i int, voters string) *exactly.Broker {
 
 func (c *inProcessCluster) startWith(i int, voters string, opts exactly.Options) *exactly.Broker {
 	opts.DataDir = c.dirs[i]
-	b, err := exactly.Start(exactly.Options{DataDir: opts.DataDir, AdoptSingleNode: opts.AdoptSingleNode, Config: map[string]string{
+	conf := map[string]string{
 		"node.id":                      fmt.Sprint(i + 1),
 		"listeners":                    "PLAINTEXT://" + c.clients[i] + ",CONTROLLER://" + c.ctrls[i],
 		"controller.listener.names":    "CONTROLLER",
 		"controller.quorum.voters":     voters,
 		"broker.heartbeat.interval.ms": "200",
 		"broker.session.timeout.ms":    "2000",
-	}})
+	}
+	maps.Copy(conf, c.conf)
+	b, err := exactly.Start(exactly.Options{DataDir: opts.DataDir, AdoptSingleNode: opts.AdoptSingleNode, Config: conf})
 	if err != nil {
 		c.t.Errorf("starting node %d: %v", i+1, err)
 		return nil

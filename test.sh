@@ -119,6 +119,7 @@ fuzz ./internal/cluster FuzzDecodeCommand 200000
 fuzz ./internal/quorum FuzzWALRecord 250000
 fuzz ./internal/quorum FuzzTransportFrame 300000
 fuzz ./internal/quorum FuzzSnapshotDecode 250000
+fuzz ./internal/replica FuzzDecodeEntry 400000
 
 echo "== conformance: franz-go's integration tests against exactly serve"
 compat/kgo/suite.sh

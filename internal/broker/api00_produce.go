@@ -46,7 +46,9 @@ import (
 	"github.com/exactly/exactly/internal/acl"
 	"github.com/exactly/exactly/internal/cluster"
 	"github.com/exactly/exactly/internal/partition"
+	"github.com/exactly/exactly/internal/quorum"
 	"github.com/exactly/exactly/internal/record"
+	"github.com/exactly/exactly/internal/replica"
 	"github.com/exactly/exactly/internal/server"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -58,6 +60,9 @@ type pendingAppend struct {
 	p    *partition.Partition
 	resp *kmsg.ProduceResponseTopicPartition
 	upto int64
+	// replicated, for a replicated partition, waits for the batch to be
+	// committed and applied (instead of fsynced).
+	replicated func(context.Context) (partition.AppendResult, error)
 }
 
 // preparedBatch is one partition's batch, validated and (if
@@ -77,6 +82,9 @@ type preparedBatch struct {
 	// then: the log has copied the bytes).
 	recoded  *record.Recoded
 	received int // the batch's size as produced, for bytes-in
+	// replicated is set by appendPrepared for a replicated partition:
+	// the batch was proposed, and this waits for where it landed.
+	replicated func(context.Context) (partition.AppendResult, error)
 }
 
 // handleProduce works in three passes so that a request spanning several
@@ -126,7 +134,7 @@ func (b *Broker) handleProduce(ctx context.Context, r *server.Request) server.Re
 			case p == nil:
 				sp.ErrorCode = b.absentCode(rt.Topic, rp.Partition)
 				if h, ok := b.leaderHint(r, rt.Topic, rp.Partition); ok {
-					sp.CurrentLeader.LeaderID, sp.CurrentLeader.LeaderEpoch = h.NodeID, 0
+					sp.CurrentLeader.LeaderID, sp.CurrentLeader.LeaderEpoch = h.NodeID, b.hintEpoch(t, rp.Partition)
 					if !slices.ContainsFunc(resp.Brokers, func(e kmsg.ProduceResponseBroker) bool { return e.NodeID == h.NodeID }) {
 						resp.Brokers = append(resp.Brokers, kmsg.ProduceResponseBroker{NodeID: h.NodeID, Host: h.Host, Port: h.Port})
 					}
@@ -158,9 +166,14 @@ func (b *Broker) handleProduce(ctx context.Context, r *server.Request) server.Re
 		if pb.p == nil {
 			continue
 		}
-		res, err := b.appendPrepared(pb)
+		res, err := b.appendPrepared(ctx, pb, req.Acks)
 		if err != nil {
 			b.produceFailed(pb.t.Name, pb.resp, err)
+			continue
+		}
+		if pb.replicated != nil {
+			pb.resp.LogAppendTime = pb.logAppendTime
+			waits = append(waits, pendingAppend{p: pb.p, resp: pb.resp, replicated: pb.replicated})
 			continue
 		}
 		pb.resp.BaseOffset = res.BaseOffset
@@ -171,15 +184,30 @@ func (b *Broker) handleProduce(ctx context.Context, r *server.Request) server.Re
 	if req.Acks == 0 {
 		b.metrics.countErrors(0, resp) // no answer goes out to count them on
 		for _, w := range waits {
-			w.p.SyncSoon()
+			if w.replicated == nil {
+				w.p.SyncSoon()
+			}
 		}
 		return server.Reply{}
 	}
 	if len(waits) == 0 {
 		return immediate(resp)
 	}
+	timeout := time.Duration(max(req.TimeoutMillis, 1)) * time.Millisecond
 	return server.Reply{Wait: func() kmsg.Response {
 		wait := func(w pendingAppend) {
+			if w.replicated != nil {
+				wctx, cancel := context.WithTimeout(ctx, timeout)
+				res, err := w.replicated(wctx)
+				cancel()
+				if err != nil {
+					b.produceFailed(w.p.Topic, w.resp, notLeader(err))
+					return
+				}
+				w.resp.BaseOffset = res.BaseOffset
+				w.resp.LogStartOffset = w.p.LogStartOffset()
+				return
+			}
 			if err := w.p.WaitDurable(w.upto); err != nil {
 				b.log.Error("fsync failed; partition offline", "topic", w.p.Topic, "partition", w.p.Index, "err", err)
 				w.resp.ErrorCode = kerr.KafkaStorageError.Code
@@ -300,8 +328,9 @@ func (b *Broker) prepareProduced(ctx context.Context, t *cluster.Topic, p *parti
 // memory at a time, so memory is bounded either way; this bounds the CPU.
 const decompressedRatio = 8
 
-// appendPrepared stamps and appends a prepared batch.
-func (b *Broker) appendPrepared(pb *preparedBatch) (partition.AppendResult, error) {
+// appendPrepared stamps and appends a prepared batch; a replicated
+// partition's is proposed to its group instead (pb.replicated waits).
+func (b *Broker) appendPrepared(ctx context.Context, pb *preparedBatch, acks int16) (partition.AppendResult, error) {
 	t, h, batch := pb.t, pb.h, pb.batch
 	nowMs := time.Now().UnixMilli()
 	if tsType, _ := b.catalog.TopicConfig(t, "message.timestamp.type"); tsType == "LogAppendTime" {
@@ -317,6 +346,9 @@ func (b *Broker) appendPrepared(pb *preparedBatch) (partition.AppendResult, erro
 			return partition.AppendResult{}, &kerrError{kerr.InvalidTimestamp, fmt.Sprintf("timestamp %d is more than message.timestamp.after.max.ms=%d in the future", h.MaxTimestamp, after)}
 		}
 	}
+	if r := b.replicaOf(pb.p); r != nil {
+		return partition.AppendResult{}, b.proposeProduced(ctx, r, pb, acks, nowMs)
+	}
 	record.SetLeaderEpoch(batch, 0)
 	res, err := pb.p.AppendGuarded(batch, h, pb.guard)
 	if err != nil {
@@ -328,6 +360,29 @@ func (b *Broker) appendPrepared(pb *preparedBatch) (partition.AppendResult, erro
 	b.metrics.messagesIn.WithLabelValues(t.Name).Add(float64(h.NumRecords))
 	b.metrics.bytesIn.WithLabelValues(t.Name).Add(float64(pb.received))
 	return res, nil
+}
+
+// proposeProduced proposes a prepared batch to its partition's group:
+// acks=all first needs min.insync.replicas replicas in sync
+// (NOT_ENOUGH_REPLICAS otherwise, before anything is written).
+func (b *Broker) proposeProduced(ctx context.Context, r *replica.Replica, pb *preparedBatch, acks int16, nowMs int64) error {
+	if len(pb.batch) > quorum.MaxGroupEntryBytes-1024 {
+		return &kerrError{kerr.MessageTooLarge, fmt.Sprintf("batch of %d bytes exceeds what a replicated partition's entry holds (%d)", len(pb.batch), quorum.MaxGroupEntryBytes-1024)}
+	}
+	if acks == -1 {
+		minISR := b.topicInt(pb.t, "min.insync.replicas")
+		if isr := len(r.Status().InSync); int64(isr) < minISR {
+			return &kerrError{kerr.NotEnoughReplicas, fmt.Sprintf("%d replicas in sync, min.insync.replicas=%d", isr, minISR)}
+		}
+	}
+	wait, err := r.ProposeBatch(ctx, pb.batch, r.LeaderEpoch(), nowMs)
+	if err != nil {
+		return notLeader(err)
+	}
+	b.metrics.messagesIn.WithLabelValues(pb.t.Name).Add(float64(pb.h.NumRecords))
+	b.metrics.bytesIn.WithLabelValues(pb.t.Name).Add(float64(pb.received))
+	pb.replicated = wait
+	return nil
 }
 
 // compressionCodecs maps compression.type values to the codec batches are

@@ -150,6 +150,7 @@ func (b *Broker) longPoll(ctx context.Context, req *kmsg.FetchRequest, limits fe
 func (b *Broker) fetchOnce(req *kmsg.FetchRequest, limits fetchLimits) (*fetchResponse, bool, []*partition.Partition) {
 	resp := &fetchResponse{FetchResponse: req.ResponseKind().(*kmsg.FetchResponse)}
 	readCommitted := req.IsolationLevel == 1
+	replicaFetch := b.replicaFetch(limits, req)
 	budget := min(max(int(req.MaxBytes), 0), limits.total)
 	total := 0
 	errored := false
@@ -175,7 +176,9 @@ func (b *Broker) fetchOnce(req *kmsg.FetchRequest, limits fetchLimits) (*fetchRe
 			// Never null: librdkafka rejects a -1 record set size.
 			sp.RecordBatches = []byte{}
 			var p *partition.Partition
-			if known {
+			if known && replicaFetch {
+				p = b.localPartition(t.Name, rp.Partition)
+			} else if known {
 				p = b.partition(t.Name, rp.Partition)
 			}
 			switch {
@@ -186,15 +189,15 @@ func (b *Broker) fetchOnce(req *kmsg.FetchRequest, limits fetchLimits) (*fetchRe
 			case p == nil && known:
 				sp.ErrorCode = b.absentCode(t.Name, rp.Partition)
 				if h, ok := b.leaderHint(limits.req, t.Name, rp.Partition); ok && req.Version >= 12 {
-					sp.CurrentLeader.LeaderID, sp.CurrentLeader.LeaderEpoch = h.NodeID, 0
+					sp.CurrentLeader.LeaderID, sp.CurrentLeader.LeaderEpoch = h.NodeID, b.hintEpoch(t, rp.Partition)
 					if req.Version >= 16 && !slices.ContainsFunc(resp.Brokers, func(e kmsg.FetchResponseBroker) bool { return e.NodeID == h.NodeID }) {
 						resp.Brokers = append(resp.Brokers, kmsg.FetchResponseBroker{NodeID: h.NodeID, Host: h.Host, Port: h.Port})
 					}
 				}
 			case p == nil:
 				sp.ErrorCode = kerr.UnknownTopicOrPartition.Code
-			case rp.CurrentLeaderEpoch > 0:
-				sp.ErrorCode = kerr.UnknownLeaderEpoch.Code
+			case !replicaFetch && b.epochError(p, rp.CurrentLeaderEpoch) != 0:
+				sp.ErrorCode = b.epochError(p, rp.CurrentLeaderEpoch)
 			default:
 				sp.HighWatermark = p.HighWatermark()
 				sp.LastStableOffset = p.LastStableOffset()

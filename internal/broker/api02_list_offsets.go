@@ -45,10 +45,10 @@ func (b *Broker) handleListOffsets(_ context.Context, r *server.Request) server.
 				// Offline (an I/O failure or corruption): its offsets
 				// cannot be vouched for.
 				sp.ErrorCode = kerr.KafkaStorageError.Code
-			case rp.CurrentLeaderEpoch > 0:
-				sp.ErrorCode = kerr.UnknownLeaderEpoch.Code
+			case b.epochError(p, rp.CurrentLeaderEpoch) != 0:
+				sp.ErrorCode = b.epochError(p, rp.CurrentLeaderEpoch)
 			default:
-				sp.LeaderEpoch = 0
+				sp.LeaderEpoch = b.leaderEpochOf(p)
 				sp.Offset, sp.Timestamp, sp.ErrorCode = b.listOffset(p, rp.Timestamp, req.IsolationLevel == 1)
 			}
 			st.Partitions = append(st.Partitions, sp)

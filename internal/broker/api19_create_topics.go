@@ -21,6 +21,7 @@ package broker
 import (
 	"context"
 	"fmt"
+	"slices"
 
 	"github.com/exactly/exactly/internal/acl"
 	"github.com/exactly/exactly/internal/server"
@@ -59,13 +60,18 @@ func (b *Broker) handleCreateTopics(_ context.Context, r *server.Request) server
 						return &kerrError{kerr.InvalidReplicaAssignment, "replica assignment partitions must be 0..n-1 in order"}
 					}
 					if b.clustered() {
-						if len(a.Replicas) != 1 {
-							return &kerrError{kerr.InvalidReplicaAssignment, fmt.Sprintf("partition %d has %d replicas: partitions are not replicated yet, each gets one broker", i, len(a.Replicas))}
+						if len(a.Replicas) == 0 || len(a.Replicas) > 1 && len(a.Replicas) != len(rt.ReplicaAssignment[0].Replicas) {
+							return &kerrError{kerr.InvalidReplicaAssignment, fmt.Sprintf("partition %d has %d replicas: every partition needs the same number, at least one", i, len(a.Replicas))}
 						}
-						if _, ok := b.catalog.Broker(a.Replicas[0]); !ok {
-							return &kerrError{kerr.InvalidReplicaAssignment, fmt.Sprintf("partition %d is assigned to broker %d, which is not registered", i, a.Replicas[0])}
+						for j, id := range a.Replicas {
+							if _, ok := b.catalog.Broker(id); !ok {
+								return &kerrError{kerr.InvalidReplicaAssignment, fmt.Sprintf("partition %d is assigned to broker %d, which is not registered", i, id)}
+							}
+							if slices.Contains(a.Replicas[:j], id) {
+								return &kerrError{kerr.InvalidReplicaAssignment, fmt.Sprintf("partition %d names broker %d twice", i, id)}
+							}
 						}
-						replicas = append(replicas, []int32{a.Replicas[0]})
+						replicas = append(replicas, slices.Clone(a.Replicas))
 						continue
 					}
 					if len(a.Replicas) != 1 || a.Replicas[0] != b.cfg.NodeID {
@@ -77,11 +83,15 @@ func (b *Broker) handleCreateTopics(_ context.Context, r *server.Request) server
 			if partitions == -1 {
 				partitions = int32(b.brokerInt("num.partitions"))
 			}
-			if rt.ReplicationFactor != -1 && rt.ReplicationFactor != 1 {
-				if b.clustered() {
-					return &kerrError{kerr.InvalidReplicationFactor, fmt.Sprintf("replication factor %d: this cluster does not replicate partitions yet, so only 1 is served", rt.ReplicationFactor)}
-				}
-				return &kerrError{kerr.InvalidReplicationFactor, fmt.Sprintf("replication factor %d is larger than the number of available brokers (1)", rt.ReplicationFactor)}
+			rf := int32(rt.ReplicationFactor)
+			if rf == -1 {
+				rf = int32(b.brokerInt("default.replication.factor"))
+			}
+			if rf < 1 {
+				return &kerrError{kerr.InvalidReplicationFactor, fmt.Sprintf("replication factor %d: it must be at least 1", rt.ReplicationFactor)}
+			}
+			if !b.clustered() && rf != 1 {
+				return &kerrError{kerr.InvalidReplicationFactor, fmt.Sprintf("replication factor %d is larger than the number of available brokers (1)", rf)}
 			}
 			configs := map[string]string{}
 			for _, c := range rt.Configs {
@@ -93,7 +103,7 @@ func (b *Broker) handleCreateTopics(_ context.Context, r *server.Request) server
 			if req.ValidateOnly {
 				return b.catalog.ValidateNewTopic(rt.Topic, partitions, configs)
 			}
-			t, err := b.createTopicOn(rt.Topic, partitions, configs, replicas)
+			t, err := b.createTopicOn(rt.Topic, partitions, rf, configs, replicas)
 			if err != nil {
 				return err
 			}

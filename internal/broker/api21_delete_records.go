@@ -40,7 +40,7 @@ func (b *Broker) handleDeleteRecords(_ context.Context, r *server.Request) serve
 				sp.ErrorCode = errorCode(err)
 			} else if policy, _ := b.catalog.TopicConfig(t, "cleanup.policy"); !cluster.PolicyDeletes(policy) {
 				sp.ErrorCode = kerr.PolicyViolation.Code
-			} else if lw, err := p.DeleteRecordsBefore(rp.Offset); err != nil {
+			} else if lw, err := b.deleteRecords(p, rp.Offset); err != nil {
 				sp.ErrorCode = errorCode(err)
 			} else {
 				sp.LowWatermark = lw

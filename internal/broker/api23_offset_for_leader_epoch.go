@@ -2,10 +2,14 @@ package broker
 
 // OffsetForLeaderEpoch (key 23), versions 2-4.
 //
-// The only leader epoch a partition ever has here is 0, so epoch 0 ends at
-// the log end offset; a later requested epoch is unknown (-1/-1, as Kafka
-// answers for an epoch beyond the leader's). CurrentLeaderEpoch above 0 is
-// UNKNOWN_LEADER_EPOCH. Clients use this to detect log truncation.
+// An unreplicated partition's only leader epoch is 0; a replicated one's
+// is its raft group's term. Every epoch up to the current one ends at the
+// log end offset (a replicated log holds only committed entries, never
+// truncated by a later leader); a later requested epoch is unknown
+// (-1/-1, as Kafka answers for an epoch beyond the leader's). A
+// CurrentLeaderEpoch other than the served one is FENCED_LEADER_EPOCH
+// (older) or UNKNOWN_LEADER_EPOCH (newer). Clients use this to detect log
+// truncation.
 
 import (
 	"context"
@@ -35,10 +39,14 @@ func (b *Broker) handleOffsetForLeaderEpoch(_ context.Context, r *server.Request
 				sp.ErrorCode = kerr.TopicAuthorizationFailed.Code
 			case p == nil:
 				sp.ErrorCode = b.absentCode(rt.Topic, rp.Partition)
-			case rp.CurrentLeaderEpoch > 0:
-				sp.ErrorCode = kerr.UnknownLeaderEpoch.Code
-			case rp.LeaderEpoch <= 0:
-				sp.LeaderEpoch, sp.EndOffset = 0, p.LogEndOffset()
+			case b.epochError(p, rp.CurrentLeaderEpoch) != 0:
+				sp.ErrorCode = b.epochError(p, rp.CurrentLeaderEpoch)
+			case rp.LeaderEpoch <= b.leaderEpochOf(p):
+				// A replicated partition's log holds only committed
+				// entries, which no later leader truncates: for any epoch
+				// up to the current one, nothing a consumer read below the
+				// log end diverged (see DESIGN.md, "Replication").
+				sp.LeaderEpoch, sp.EndOffset = max(rp.LeaderEpoch, 0), p.LogEndOffset()
 			}
 			st.Partitions = append(st.Partitions, sp)
 		}

@@ -116,7 +116,7 @@ func (b *Broker) writeRequestedMarker(topic string, idx int32, m *kmsg.WriteTxnM
 	// membership is durable before its first batch is appended, so a
 	// transaction open at first was either listed above or is not the
 	// coordinator's.)
-	return p.WriteTxnMarkerIfOpen(m.ProducerID, m.ProducerEpoch, m.Committed, m.CoordinatorEpoch, first)
+	return b.writeMarker(p, m.ProducerID, m.ProducerEpoch, m.Committed, m.CoordinatorEpoch, first)
 }
 
 // txnRunsOn reports whether the transaction coordinator runs a

@@ -25,6 +25,7 @@ import (
 	"github.com/exactly/exactly/internal/partition"
 	"github.com/exactly/exactly/internal/producerstate"
 	"github.com/exactly/exactly/internal/quota"
+	"github.com/exactly/exactly/internal/replica"
 	"github.com/exactly/exactly/internal/server"
 	"github.com/exactly/exactly/internal/share"
 	"github.com/exactly/exactly/internal/vfs"
@@ -93,6 +94,12 @@ type Broker struct {
 
 	partsMu sync.RWMutex
 	parts   map[string][]*partition.Partition // topic name → partitions by index
+
+	// repMu guards replicas: the raft replica of each open partition
+	// that has more than one replica (replication.go). Taken after
+	// partsMu, never before.
+	repMu    sync.RWMutex
+	replicas map[*partition.Partition]*replica.Replica
 
 	// storedRPs are the recovery points read at start, handed to the
 	// partitions as they open.
@@ -184,7 +191,7 @@ func open(cfg Config, dd *cluster.DataDir) (*Broker, error) {
 		cfg.Logger.Info("adopted a data directory written before meta.properties existed", "dir", cfg.DataDir)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	b := &Broker{cfg: cfg, log: cfg.Logger, dataDir: dd, catalog: cat, parts: map[string][]*partition.Partition{}, ctx: ctx, cancel: cancel, node: node}
+	b := &Broker{cfg: cfg, log: cfg.Logger, dataDir: dd, catalog: cat, parts: map[string][]*partition.Partition{}, replicas: map[*partition.Partition]*replica.Replica{}, ctx: ctx, cancel: cancel, node: node}
 	if node != nil {
 		cat.OnHeartbeat(b.heardHeartbeat)
 		err := b.register()
@@ -274,10 +281,11 @@ func (b *Broker) start() (*Broker, error) {
 				b.log.Warn("metadata quorum metrics not registered", "err", err)
 			}
 		}
-		b.bg.Add(3)
+		b.bg.Add(4)
 		go b.reconcileLoop()
 		go b.heartbeatLoop()
 		go b.controllerLoop()
+		go b.reportLeadershipLoop()
 	}
 	return b, nil
 }
@@ -502,9 +510,19 @@ func (b *Broker) brokerInt(key string) int64 {
 	return cluster.Int64(v, 0)
 }
 
-// partition returns an open partition, or nil if the topic or index is
-// unknown.
+// partition returns an open partition this node serves clients from, or
+// nil if the topic or index is unknown, or the partition is held
+// elsewhere, or this node is a follower of its replicated partition.
 func (b *Broker) partition(topic string, index int32) *partition.Partition {
+	p := b.localPartition(topic, index)
+	if r := b.replicaOf(p); r != nil && !r.Leading() {
+		return nil
+	}
+	return p
+}
+
+// localPartition returns an open partition held here, leader or follower.
+func (b *Broker) localPartition(topic string, index int32) *partition.Partition {
 	b.partsMu.RLock()
 	ps := b.parts[topic]
 	b.partsMu.RUnlock()
@@ -526,15 +544,20 @@ func (b *Broker) partitions(topic string) []*partition.Partition {
 	return slices.DeleteFunc(slices.Clone(ps), func(p *partition.Partition) bool { return p == nil })
 }
 
-// createTopic creates and opens a topic. adminMu must not be held.
+// createTopic creates and opens a topic with the default replication
+// factor. adminMu must not be held.
 func (b *Broker) createTopic(name string, partitions int32, configs map[string]string) (*cluster.Topic, error) {
-	return b.createTopicOn(name, partitions, configs, nil)
+	rf := int32(1)
+	if b.clustered() {
+		rf = int32(b.brokerInt("default.replication.factor"))
+	}
+	return b.createTopicOn(name, partitions, rf, configs, nil)
 }
 
 // createTopicOn is createTopic with the partitions' replicas chosen by
 // the request (CreateTopics' replica assignment, in a cluster); nil
 // places them.
-func (b *Broker) createTopicOn(name string, partitions int32, configs map[string]string, replicas [][]int32) (*cluster.Topic, error) {
+func (b *Broker) createTopicOn(name string, partitions, rf int32, configs map[string]string, replicas [][]int32) (*cluster.Topic, error) {
 	b.adminMu.Lock()
 	defer b.adminMu.Unlock()
 	if err := b.catalog.ValidateNewTopic(name, partitions, configs); err != nil {
@@ -548,7 +571,7 @@ func (b *Broker) createTopicOn(name string, partitions int32, configs map[string
 		// opens it when it applies the change (this one at once).
 		if replicas == nil {
 			var err error
-			if replicas, err = b.placeNew(partitions); err != nil {
+			if replicas, err = b.placeNew(partitions, rf); err != nil {
 				return nil, err
 			}
 		}
@@ -678,7 +701,11 @@ func (b *Broker) addPartitions(name string, count int32) error {
 		return err
 	}
 	if b.clustered() {
-		replicas, err := b.placeNew(count - old.Partitions)
+		rf := int32(1)
+		if len(old.Replicas) > 0 {
+			rf = int32(len(old.Replicas[0]))
+		}
+		replicas, err := b.placeNew(count-old.Partitions, rf)
 		if err != nil {
 			return err
 		}
@@ -750,7 +777,13 @@ func (b *Broker) every(intervalKey string, fn func(now time.Time)) {
 // ExpireProducers forgets, on every partition, producers idle longer than
 // producer.id.expiration.ms without an open transaction.
 func (b *Broker) ExpireProducers(now time.Time) {
+	if b.clustered() {
+		b.expireReplicated()
+	}
 	for _, p := range b.allPartitions() {
+		if b.replicaOf(p) != nil {
+			continue // expired through its group, at the same point on every replica
+		}
 		if _, err := p.ExpireProducers(now.UnixMilli()); err != nil {
 			b.log.Error("snapshot after expiring producers failed", "topic", p.Topic, "partition", p.Index, "err", err)
 		}
@@ -774,6 +807,11 @@ func (b *Broker) ApplyRetention(now time.Time) {
 // Close stops background work and fsyncs and closes every partition. The
 // server must have been closed first so no request is in flight.
 func (b *Broker) Close() error {
+	if b.clustered() {
+		// A controlled shutdown: the partitions this node leads get a new
+		// leader now rather than after an election timeout.
+		b.transferLeaderships(2 * b.cfg.Cluster.ElectionTimeout)
+	}
 	b.stopTxn() // before the groups: completing a transaction may write group offsets
 	b.stopGroups()
 	b.cancel()
@@ -799,6 +837,9 @@ func (b *Broker) closePartitions() error {
 		for _, p := range ps {
 			if p == nil {
 				continue
+			}
+			if err := b.closeReplica(p); err != nil {
+				errs = append(errs, err)
 			}
 			if err := p.Close(); err != nil {
 				errs = append(errs, err)

@@ -118,6 +118,10 @@ func (b *Broker) leaderOf(t *cluster.Topic, p int32) int32 {
 	if p < 0 || int(p) >= len(t.Replicas) || len(t.Replicas[p]) == 0 {
 		return -1
 	}
+	if len(t.Replicas[p]) > 1 {
+		id, _, _ := b.publishedLeader(t, p)
+		return id
+	}
 	id := t.Replicas[p][0]
 	if br, ok := b.catalog.Broker(id); !ok || br.Fenced {
 		return -1
@@ -228,10 +232,16 @@ func (b *Broker) partitionMetadata(t *cluster.Topic, i int32, mp *kmsg.MetadataR
 	if int(i) < len(t.Replicas) {
 		mp.Replicas = slices.Clone(t.Replicas[i])
 	}
+	var isr []int32
+	if replicated(t, i) {
+		var epoch int32
+		mp.Leader, epoch, isr = b.publishedLeader(t, i)
+		mp.LeaderEpoch = max(epoch, 0)
+	}
 	for _, id := range mp.Replicas {
 		if br, ok := b.catalog.Broker(id); !ok || br.Fenced {
 			mp.OfflineReplicas = append(mp.OfflineReplicas, id)
-		} else if id == mp.Leader {
+		} else if id == mp.Leader || slices.Contains(isr, id) {
 			mp.ISR = append(mp.ISR, id)
 		}
 	}
@@ -432,11 +442,11 @@ func shareOffsetsError(req kmsg.Request, code int16) kmsg.Response {
 // placeNew chooses the replicas of n new partitions (replication factor
 // 1) over the unfenced brokers, starting at a random one so that topics
 // spread; nil on a single node.
-func (b *Broker) placeNew(n int32) ([][]int32, error) {
+func (b *Broker) placeNew(n, rf int32) ([][]int32, error) {
 	if !b.clustered() {
 		return nil, nil
 	}
-	return cluster.Place(b.catalog.Brokers(), n, 1, rand.IntN(1<<16))
+	return cluster.Place(b.catalog.Brokers(), n, rf, rand.IntN(1<<16))
 }
 
 // coordinatorsNode is where the coordinators' internal topics live: the
@@ -482,6 +492,9 @@ func (b *Broker) reconcileLocked() error {
 	b.partsMu.Unlock()
 	var errs []error
 	for _, p := range stale {
+		if err := b.closeReplica(p); err != nil {
+			errs = append(errs, err)
+		}
 		if err := p.Close(); err != nil {
 			errs = append(errs, err)
 		}
@@ -502,6 +515,11 @@ func (b *Broker) reconcileLocked() error {
 				continue
 			}
 			p, err := b.openPartition(t, int32(i))
+			if err == nil && replicated(t, int32(i)) {
+				if err = b.openReplica(t, int32(i), p); err != nil {
+					p.Close()
+				}
+			}
 			if err != nil {
 				errs = append(errs, fmt.Errorf("opening %s-%d: %w", t.Name, i, err))
 				continue
@@ -516,6 +534,9 @@ func (b *Broker) reconcileLocked() error {
 				for i, p := range ps {
 					if p == nil || slices.Contains(have, p) {
 						continue
+					}
+					if err := b.closeReplica(p); err != nil {
+						errs = append(errs, err)
 					}
 					if _, err := p.Delete(); err != nil {
 						errs = append(errs, fmt.Errorf("removing %s-%d of a topic deleted meanwhile: %w", t.Name, i, err))

@@ -37,6 +37,8 @@ func errorCode(err error) int16 {
 		return kerr.UnknownTopicOrPartition.Code
 	case errors.Is(err, cluster.ErrInvalidTopic):
 		return kerr.InvalidTopicException.Code
+	case errors.Is(err, cluster.ErrInvalidReplicationFactor):
+		return kerr.InvalidReplicationFactor.Code
 	case errors.Is(err, cluster.ErrInvalidPartitions):
 		return kerr.InvalidPartitions.Code
 	case errors.Is(err, errPartitionLimit):

@@ -214,7 +214,7 @@ func (b *Broker) sweepHanging() {
 				if next[k] < 2 {
 					continue
 				}
-				err := p.WriteTxnMarker(pr.ID, pr.Epoch, false, pr.CoordinatorEpoch)
+				err := b.writeMarker(p, pr.ID, pr.Epoch, false, pr.CoordinatorEpoch, -1)
 				b.log.Warn("aborted a hanging transaction the coordinator does not run", "topic", t.Name, "partition", p.Index,
 					"producer_id", pr.ID, "epoch", pr.Epoch, "first_offset", pr.TxnFirstOffset, "err", err)
 				if err == nil {
@@ -244,7 +244,7 @@ func (b *Broker) writeLocalMarker(p *partition.Partition, tp txn.TopicPartition,
 	if p == nil {
 		return txn.ErrPartitionGone
 	}
-	err := p.WriteTxnMarker(pid, epoch, commit, coordinatorEpoch)
+	err := b.writeMarker(p, pid, epoch, commit, coordinatorEpoch, -1)
 	if errors.Is(err, producerstate.ErrInvalidEpoch) {
 		// The partition already saw a newer epoch of this producer, so this
 		// transaction ended there long ago (a marker re-sent after a

@@ -64,6 +64,10 @@ type Topic struct {
 	// Pending, for a deleted topic in a cluster, lists the nodes that
 	// may still hold its directories.
 	Pending []int32 `json:"pending,omitempty"`
+	// Leaders are the replicated partitions' published leaderships, by
+	// partition (shorter than Partitions, or zero entries, where none was
+	// reported).
+	Leaders []PartitionLeader `json:"leaders,omitempty"`
 }
 
 type catalogFile struct {

@@ -88,6 +88,8 @@ type Command struct {
 	ClientQuotas     []ClientQuota                         `json:"client_quotas,omitempty"`
 	ScramCredentials map[string]map[string]ScramCredential `json:"scram_credentials,omitempty"`
 	ACLs             []acl.Binding                         `json:"acls,omitempty"`
+	// Leaders are set-leaders' reports.
+	Leaders []LeaderReport `json:"leaders,omitempty"`
 }
 
 // maxCommandBytes bounds a command read back from a replicated log: the
@@ -117,7 +119,7 @@ func DecodeCommand(data []byte) (Command, error) {
 			return cmd, fmt.Errorf("%w: register-broker without a registration", errBadCommand)
 		}
 	case OpAdopt, OpAllocateProducerIDs, OpInitCluster, OpBrokerHeartbeat, OpFenceBroker, OpUnfenceBroker, OpDeleteTopic, OpDeletionDone, OpSetPartitions, OpSetTopicConfigs, OpSetBrokerConfigs,
-		OpReserveGroupGenerations, OpSetClientQuotas, OpSetScramCredentials, OpSetACLs:
+		OpReserveGroupGenerations, OpSetClientQuotas, OpSetScramCredentials, OpSetACLs, OpSetLeaders:
 	default:
 		return cmd, fmt.Errorf("%w: unknown op %q", errBadCommand, cmd.Op)
 	}
@@ -279,6 +281,8 @@ func (s *state) apply(cmd Command) (any, error) {
 			s.clusterID = cmd.ClusterID
 		}
 		return s.clusterID, nil
+	case OpSetLeaders:
+		return nil, s.setLeaders(cmd.Leaders)
 	case OpBrokerHeartbeat:
 		if b, ok := s.brokers[cmd.BrokerID]; !ok || b.Epoch != cmd.BrokerEpoch {
 			return nil, fmt.Errorf("%w: broker %d epoch %d", ErrStaleBrokerEpoch, cmd.BrokerID, cmd.BrokerEpoch)

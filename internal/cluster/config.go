@@ -214,7 +214,7 @@ var topicConfigDefs = []ConfigDef{
 	{Name: "index.interval.bytes", Type: TypeInt, Default: "4096", BrokerKey: "log.index.interval.bytes", Effective: true, validate: intMin(0)},
 	{Name: "flush.messages", Type: TypeLong, Default: "9223372036854775807", BrokerKey: "log.flush.interval.messages", Effective: false, validate: longMin(1)},
 	{Name: "flush.ms", Type: TypeLong, Default: "9223372036854775807", BrokerKey: "log.flush.interval.ms", Effective: false, validate: longMin(0)},
-	{Name: "min.insync.replicas", Type: TypeInt, Default: "1", BrokerKey: "min.insync.replicas", Effective: false, validate: intMin(1)},
+	{Name: "min.insync.replicas", Type: TypeInt, Default: "1", BrokerKey: "min.insync.replicas", Effective: true, validate: intMin(1)},
 	{Name: "unclean.leader.election.enable", Type: TypeBoolean, Default: "false", BrokerKey: "unclean.leader.election.enable", Effective: false, validate: boolean},
 	{Name: "segment.index.bytes", Type: TypeInt, Default: "10485760", BrokerKey: "log.index.size.max.bytes", Effective: false, validate: intMin(4)},
 	{Name: "segment.jitter.ms", Type: TypeLong, Default: "0", BrokerKey: "log.roll.jitter.ms", Effective: false, validate: longMin(0)},
@@ -285,7 +285,16 @@ var brokerConfigDefs = []BrokerConfigDef{
 	{Name: "broker.id", Type: TypeInt, Default: "0", validate: intMin(0)},
 	{Name: "log.dirs", Type: TypeString, Default: "./data"},
 	{Name: "num.partitions", Type: TypeInt, Default: "1", validate: intMin(1)},
-	{Name: "default.replication.factor", Type: TypeShort, Default: "1", validate: oneOf("1")},
+	{Name: "default.replication.factor", Type: TypeShort, Default: "1", validate: intRange(1, 32767)},
+	// Replication (docs/DESIGN.md, "Replication"): a follower whose
+	// replicated index has not reached the leader's last index of this
+	// long ago leaves the ISR.
+	{Name: "replica.lag.time.max.ms", Type: TypeLong, Default: "30000", validate: longMin(1)},
+	// Preferred leaders (the first replica): a leader hands over to an
+	// in-sync preferred replica at once for an empty partition, else at
+	// the next check.
+	{Name: "auto.leader.rebalance.enable", Type: TypeBoolean, Default: "true", validate: boolean},
+	{Name: "leader.imbalance.check.interval.seconds", Type: TypeLong, Default: "300", validate: longMin(1)},
 	{Name: "auto.create.topics.enable", Type: TypeBoolean, Default: "true", validate: boolean},
 	// exactly's own: topics Metadata may auto-create per minute (burst
 	// included); Kafka has no bound.

@@ -202,26 +202,30 @@ func (p *Partition) TxnGuard(producerID int64) uint64 {
 // AppendGuarded is Append with the verification guard from TxnGuard.
 func (p *Partition) AppendGuarded(batch []byte, h record.Header, guard uint64) (AppendResult, error) {
 	p.mu.Lock()
-	if p.stateErr != nil {
-		p.mu.Unlock()
-		return AppendResult{}, p.stateErr
-	}
 	if guard != noGuard && h.IsTransactional() && p.state.OpenTxn(h.ProducerID) < 0 && p.markers[h.ProducerID]+p.cuts != guard {
 		p.mu.Unlock()
 		return AppendResult{}, fmt.Errorf("%w: producer %d's transaction ended while this batch was being verified", producerstate.ErrInvalidTxnState, h.ProducerID)
 	}
-	dup, err := p.state.Check(&h, time.Now().UnixMilli())
+	res, err := p.appendLocked(batch, h, time.Now().UnixMilli())
+	p.mu.Unlock()
+	return res, err
+}
+
+// appendLocked checks the batch against the producer state at nowMs and
+// appends it unless it is a duplicate; p.mu is held.
+func (p *Partition) appendLocked(batch []byte, h record.Header, nowMs int64) (AppendResult, error) {
+	if p.stateErr != nil {
+		return AppendResult{}, p.stateErr
+	}
+	dup, err := p.state.Check(&h, nowMs)
 	if err != nil {
-		p.mu.Unlock()
 		return AppendResult{}, err
 	}
 	if dup != nil {
-		p.mu.Unlock()
 		return AppendResult{BaseOffset: dup.BaseOffset, LastOffset: dup.LastOffset, Duplicate: true}, nil
 	}
 	base, err := p.log.Append(batch)
 	if err != nil {
-		p.mu.Unlock()
 		return AppendResult{}, p.storageErr(err)
 	}
 	h.BaseOffset = base
@@ -232,12 +236,8 @@ func (p *Partition) AppendGuarded(batch []byte, h record.Header, guard uint64) (
 		}
 	}
 	p.sinceSnapshot += int64(len(batch))
-	snap := p.sinceSnapshot >= snapshotEvery
-	if snap {
+	if p.sinceSnapshot >= snapshotEvery {
 		p.sinceSnapshot = 0
-	}
-	p.mu.Unlock()
-	if snap {
 		p.goBackground(func() {
 			if err := p.takeSnapshot(); err != nil {
 				p.logr.Error("producer state snapshot failed", "topic", p.Topic, "partition", p.Index, "err", err)

@@ -283,30 +283,38 @@ func (p *Partition) WriteTxnMarkerIfOpen(producerID int64, producerEpoch int16, 
 const anyTxn = -2
 
 func (p *Partition) writeMarker(producerID int64, producerEpoch int16, commit bool, coordinatorEpoch int32, firstOffset int64) error {
-	batch := controlBatch(producerID, producerEpoch, commit, coordinatorEpoch, time.Now().UnixMilli())
-	h, err := record.Parse(batch)
+	p.mu.Lock()
+	base, err := p.markerLocked(producerID, producerEpoch, commit, coordinatorEpoch, firstOffset, time.Now().UnixMilli(), 0)
+	p.mu.Unlock()
 	if err != nil {
 		return err
 	}
-	p.mu.Lock()
+	return p.WaitDurable(base + 1)
+}
+
+// markerLocked checks and appends a marker stamped nowMs and leaderEpoch
+// and returns its offset; p.mu is held.
+func (p *Partition) markerLocked(producerID int64, producerEpoch int16, commit bool, coordinatorEpoch int32, firstOffset int64, nowMs int64, leaderEpoch int32) (int64, error) {
+	batch := controlBatch(producerID, producerEpoch, commit, coordinatorEpoch, nowMs)
+	record.SetLeaderEpoch(batch, leaderEpoch)
+	h, err := record.Parse(batch)
+	if err != nil {
+		return 0, err
+	}
 	if p.stateErr != nil {
-		p.mu.Unlock()
-		return p.stateErr
+		return 0, p.stateErr
 	}
 	if firstOffset != anyTxn {
 		if open := p.state.OpenTxn(producerID); open < 0 || open != firstOffset {
-			p.mu.Unlock()
-			return fmt.Errorf("%w: producer %d has no open transaction starting at %d on %s-%d", producerstate.ErrInvalidTxnState, producerID, firstOffset, p.Topic, p.Index)
+			return 0, fmt.Errorf("%w: producer %d has no open transaction starting at %d on %s-%d", producerstate.ErrInvalidTxnState, producerID, firstOffset, p.Topic, p.Index)
 		}
 	}
 	if epoch, ok := p.state.Epoch(producerID); ok && producerEpoch < epoch {
-		p.mu.Unlock()
-		return fmt.Errorf("%w: marker epoch %d is older than producer %d's epoch %d", producerstate.ErrInvalidEpoch, producerEpoch, producerID, epoch)
+		return 0, fmt.Errorf("%w: marker epoch %d is older than producer %d's epoch %d", producerstate.ErrInvalidEpoch, producerEpoch, producerID, epoch)
 	}
 	base, err := p.log.Append(batch)
 	if err != nil {
-		p.mu.Unlock()
-		return p.storageErr(err)
+		return 0, p.storageErr(err)
 	}
 	h.BaseOffset = base
 	ctype := int16(0)
@@ -316,8 +324,7 @@ func (p *Partition) writeMarker(producerID int64, producerEpoch int16, commit bo
 	p.limits.forgotten(p.state.Apply(&h, ctype, coordinatorEpoch))
 	p.markers[producerID]++
 	p.publishLocked()
-	p.mu.Unlock()
-	return p.WaitDurable(base + 1)
+	return base, nil
 }
 
 // OpenTxn is the first offset of the producer's open transaction, or -1.

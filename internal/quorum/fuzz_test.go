@@ -66,6 +66,7 @@ func FuzzTransportFrame(f *testing.F) {
 	lh := hello{ClusterID: "c", NodeID: 4, DirectoryID: DirectoryID{4}, LearnerAddr: "127.0.0.1:9093"}
 	f.Add(appendFrame(nil, frameHello, lh.encode()))
 	f.Add(appendFrame(nil, frameHello, []byte("EXQR\x02")))
+	f.Add(appendFrame(nil, frameGroupMessage, append([]byte{0, 0, 0, 0, 0, 0, 0, 9}, m...)))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		r := bytes.NewReader(b)
 		for {
@@ -93,6 +94,13 @@ func FuzzTransportFrame(f *testing.F) {
 				msg := &pb.Message{}
 				if proto.Unmarshal(payload, msg) == nil {
 					checkInbound(msg, 2, 1)
+				}
+			case frameGroupMessage:
+				if g, msg, err := decodeGroupMessage(payload); err == nil {
+					if g == 0 {
+						t.Fatalf("group frame for group 0 decoded")
+					}
+					checkGroupInbound(msg, 2, 1)
 				}
 			}
 		}

@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"slices"
 	"sync"
@@ -125,6 +126,10 @@ type Group struct {
 	status   GroupStatus
 	failErr  error
 	changec  chan struct{} // closed and replaced when leader or term change
+	// leading and term mirror status for the hot paths (every produce
+	// and fetch asks).
+	leading atomic.Bool
+	term    atomic.Uint64
 
 	closeOnce sync.Once
 	closeErr  error
@@ -266,6 +271,26 @@ func (n *Node) StartGroup(cfg GroupConfig) (*Group, error) {
 	g.publishStatus(time.Now())
 	go g.run(cfg.ElectionTimeout / electionTicks)
 	return g, nil
+}
+
+// HasGroupState reports whether dir holds a partition group's raft state
+// (a WAL segment or a snapshot).
+func HasGroupState(fsys vfs.FS, dir string) (bool, error) {
+	names, err := fsys.ReadDir(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	for _, n := range names {
+		_, isSeg := parseSegmentName(n)
+		_, _, isSnap := parseSnapshotName(n)
+		if isSeg || isSnap {
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 // addGroup registers g for the transport's deliveries.
@@ -522,8 +547,16 @@ func (g *Group) publishStatus(now time.Time) {
 		g.changec = make(chan struct{})
 	}
 	g.status = s
+	g.leading.Store(s.Role == RoleLeader)
+	g.term.Store(s.Term)
 	g.statusMu.Unlock()
 }
+
+// Leading reports whether this replica is the group's leader.
+func (g *Group) Leading() bool { return g.leading.Load() }
+
+// Term is the group's current term as this replica knows it.
+func (g *Group) Term() uint64 { return g.term.Load() }
 
 // inSync samples the leader's last index and returns the replicas whose
 // replicated index reached the last index of LagMax ago (Kafka's ISR rule:
@@ -599,10 +632,22 @@ func (g *Group) failWaiters(err error) {
 // (ErrNotLeader elsewhere). An error after the proposal left (ctx ended,
 // leadership lost) means the entry may or may not be applied.
 func (g *Group) Propose(ctx context.Context, data []byte) (any, error) {
+	wait, err := g.ProposeAsync(ctx, data)
+	if err != nil {
+		return nil, err
+	}
+	return wait(ctx)
+}
+
+// ProposeAsync hands data to the group and returns at once with a function
+// that waits for its Apply result: entries proposed one after another by
+// one caller are applied in that order, so a connection's pipelined
+// requests keep their order without waiting for each other.
+func (g *Group) ProposeAsync(ctx context.Context, data []byte) (func(context.Context) (any, error), error) {
 	if len(data) > MaxGroupEntryBytes {
 		return nil, fmt.Errorf("quorum: entry of %d bytes exceeds the %d limit", len(data), MaxGroupEntryBytes)
 	}
-	if g.Status().Role != RoleLeader {
+	if !g.Leading() {
 		return nil, ErrNotLeader
 	}
 	req := g.reqSeq.Add(1)
@@ -610,27 +655,32 @@ func (g *Group) Propose(ctx context.Context, data []byte) (any, error) {
 	g.waitMu.Lock()
 	g.waiters[req] = ch
 	g.waitMu.Unlock()
-	defer func() {
+	forget := func() {
 		g.waitMu.Lock()
 		delete(g.waiters, req)
 		g.waitMu.Unlock()
-	}()
+	}
 	p := proposal{req: req, data: encodeProposal(g.node.cfg.NodeID, req, data)}
 	select {
 	case g.propc <- p:
 	case <-ctx.Done():
+		forget()
 		return nil, ctx.Err()
 	case <-g.done:
+		forget()
 		return nil, g.closedErr()
 	}
-	select {
-	case r := <-ch:
-		return r.val, r.err
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	case <-g.done:
-		return nil, g.closedErr()
-	}
+	return func(ctx context.Context) (any, error) {
+		defer forget()
+		select {
+		case r := <-ch:
+			return r.val, r.err
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-g.done:
+			return nil, g.closedErr()
+		}
+	}, nil
 }
 
 // TransferLeadership asks the group to hand its leadership to replica to

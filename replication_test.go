@@ -1,0 +1,233 @@
+package exactly_test
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/exactly/exactly/internal/testenv"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+// replicatedLayout waits until every running node's Metadata names a
+// leader with every replica in sync for each partition of topic, and
+// returns the leaders by partition.
+func (c *inProcessCluster) replicatedLayout(ctx context.Context, topic string, partitions, inSync int, running ...int) []int32 {
+	c.t.Helper()
+	var leaders []int32
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		ok := true
+		leaders = make([]int32, partitions)
+		for _, i := range running {
+			m, err := c.metadataOf(ctx, i)
+			if err != nil {
+				ok = false
+				break
+			}
+			for _, mt := range m.Topics {
+				if mt.Topic == nil || *mt.Topic != topic {
+					continue
+				}
+				if len(mt.Partitions) != partitions {
+					ok = false
+				}
+				for _, mp := range mt.Partitions {
+					if mp.ErrorCode != 0 || mp.Leader < 0 || len(mp.ISR) < inSync || mp.LeaderEpoch < 1 ||
+						(leaders[mp.Partition] != 0 && leaders[mp.Partition] != mp.Leader) {
+						ok = false
+						continue
+					}
+					leaders[mp.Partition] = mp.Leader
+				}
+			}
+		}
+		if ok && !slices.Contains(leaders, 0) {
+			return leaders
+		}
+		if time.Now().After(deadline) {
+			c.t.Fatalf("no leader with %d replicas in sync for every partition of %s (leaders %v)", inSync, topic, leaders)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// produceNumbered produces values from..to-1 (as decimal strings) with an
+// idempotent acks=all producer, spreading them over the partitions, and
+// returns the acknowledged ones.
+func produceNumbered(ctx context.Context, t *testing.T, cl *kgo.Client, topic string, from, to int) []int {
+	t.Helper()
+	var acked []int
+	results := make(chan int, to-from)
+	for v := from; v < to; v++ {
+		cl.Produce(ctx, &kgo.Record{Topic: topic, Value: []byte(strconv.Itoa(v))}, func(r *kgo.Record, err error) {
+			if err != nil {
+				t.Errorf("value %s not acknowledged: %v", r.Value, err)
+				results <- -1
+				return
+			}
+			n, _ := strconv.Atoi(string(r.Value))
+			results <- n
+		})
+	}
+	for range to - from {
+		if v := <-results; v >= 0 {
+			acked = append(acked, v)
+		}
+	}
+	return acked
+}
+
+// consumeAll reads every record of topic from the start until want values
+// were seen (or a minute passed) and returns the values with their
+// offsets by partition.
+func consumeAll(ctx context.Context, t *testing.T, c *inProcessCluster, seed int, topic string, want int) (map[int]int, map[int32][]int64) {
+	t.Helper()
+	cl := c.client(seed, kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()))
+	seen := map[int]int{}
+	offsets := map[int32][]int64{}
+	total := 0
+	deadline := time.Now().Add(time.Minute)
+	for total < want && time.Now().Before(deadline) {
+		fctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		fs := cl.PollFetches(fctx)
+		cancel()
+		for _, fe := range fs.Errors() {
+			if fe.Err != context.DeadlineExceeded {
+				t.Logf("fetch %s-%d: %v", fe.Topic, fe.Partition, fe.Err)
+			}
+		}
+		fs.EachRecord(func(r *kgo.Record) {
+			n, _ := strconv.Atoi(string(r.Value))
+			seen[n]++
+			offsets[r.Partition] = append(offsets[r.Partition], r.Offset)
+			total++
+		})
+	}
+	return seen, offsets
+}
+
+// TestReplicatedPartitionsSurviveLosingTheirLeader is replication's core
+// promise on three in-process nodes: with replication factor 3, every
+// record an idempotent acks=all producer had acknowledged is there once,
+// at contiguous offsets, after the node leading a partition stopped and
+// came back, and the producer kept writing meanwhile.
+func TestReplicatedPartitionsSurviveLosingTheirLeader(t *testing.T) {
+	c := startInProcessCluster(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	const topic = "replicated"
+	adm := kadm.NewClient(c.client(0))
+	resp, err := adm.CreateTopic(ctx, 3, 3, map[string]*string{"min.insync.replicas": kadm.StringPtr("2")}, topic)
+	if err != nil || resp.Err != nil {
+		t.Fatalf("create topic: %v %v", err, resp.Err)
+	}
+	leaders := c.replicatedLayout(ctx, topic, 3, 3, 0, 1, 2)
+	t.Logf("leaders by partition: %v", leaders)
+
+	prod := c.client(1, kgo.DefaultProduceTopic(topic), kgo.RequiredAcks(kgo.AllISRAcks()),
+		kgo.RecordPartitioner(kgo.RoundRobinPartitioner()), kgo.RecordRetries(1000),
+		kgo.RetryTimeout(time.Minute))
+	acked := produceNumbered(ctx, t, prod, topic, 0, 300)
+
+	// Stop partition 0's leader (never the producer's seed) while
+	// writing, then bring it back.
+	victim := int(leaders[0]) - 1
+	if victim == 1 {
+		victim = int(leaders[1]) - 1
+	}
+	done := make(chan []int)
+	go func() { done <- produceNumbered(ctx, t, prod, topic, 300, 900) }()
+	time.Sleep(50 * time.Millisecond)
+	if err := c.nodes[victim].Close(); err != nil {
+		t.Fatalf("closing node %d: %v", victim+1, err)
+	}
+	acked = append(acked, <-done...)
+	running := slices.DeleteFunc([]int{0, 1, 2}, func(i int) bool { return i == victim })
+	c.replicatedLayout(ctx, topic, 3, 2, running...)
+	acked = append(acked, produceNumbered(ctx, t, prod, topic, 900, 1200)...)
+	c.nodes[victim] = c.start(victim, c.voters())
+	c.replicatedLayout(ctx, topic, 3, 3, 0, 1, 2)
+	acked = append(acked, produceNumbered(ctx, t, prod, topic, 1200, 1500)...)
+	if len(acked) != 1500 {
+		t.Fatalf("%d of 1500 records acknowledged", len(acked))
+	}
+
+	seen, offsets := consumeAll(ctx, t, c, 2, topic, 1500)
+	for p, offs := range offsets {
+		t.Logf("partition %d: %d records read", p, len(offs))
+	}
+	for _, v := range acked {
+		if seen[v] != 1 {
+			t.Errorf("acknowledged value %d read %d times", v, seen[v])
+		}
+	}
+	for p, offs := range offsets {
+		for i := 1; i < len(offs); i++ {
+			if offs[i] != offs[i-1]+1 {
+				t.Errorf("partition %d: offset %d follows %d", p, offs[i], offs[i-1])
+				break
+			}
+		}
+	}
+}
+
+// TestReplicatedTopicRefusals: a replication factor above the brokers is
+// INVALID_REPLICATION_FACTOR, and acks=all with fewer replicas in sync
+// than min.insync.replicas is NOT_ENOUGH_REPLICAS.
+func TestReplicatedTopicRefusals(t *testing.T) {
+	c := newInProcessCluster(t)
+	c.conf = map[string]string{"replica.lag.time.max.ms": "1000"}
+	c.startAll(nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	adm := kadm.NewClient(c.client(0))
+	resp, _ := adm.CreateTopic(ctx, 1, 4, nil, "too-many")
+	if !errors.Is(resp.Err, kerr.InvalidReplicationFactor) {
+		t.Fatalf("RF 4 on 3 brokers: %v", resp.Err)
+	}
+	resp, err := adm.CreateTopic(ctx, 1, 3, map[string]*string{"min.insync.replicas": kadm.StringPtr("3")}, "strict")
+	if err != nil || resp.Err != nil {
+		t.Fatalf("create: %v %v", err, resp.Err)
+	}
+	leaders := c.replicatedLayout(ctx, "strict", 1, 3, 0, 1, 2)
+	other := (int(leaders[0]) % 3) // a node that is not the leader
+	if err := c.nodes[other].Close(); err != nil {
+		t.Fatal(err)
+	}
+	c.nodes[other] = nil
+	lead := int(leaders[0]) - 1
+	cl := c.client(lead)
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		req := kmsg.NewPtrProduceRequest()
+		req.Acks = -1
+		req.TimeoutMillis = 5000
+		rt := kmsg.NewProduceRequestTopic()
+		rt.Topic = "strict"
+		rp := kmsg.NewProduceRequestTopicPartition()
+		rp.Partition = 0
+		rp.Records = testenv.Batch("v")
+		rt.Partitions = append(rt.Partitions, rp)
+		req.Topics = append(req.Topics, rt)
+		pr, err := req.RequestWith(ctx, cl)
+		if err != nil {
+			t.Fatal(err)
+		}
+		code := pr.Topics[0].Partitions[0].ErrorCode
+		if code == kerr.NotEnoughReplicas.Code {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("produce with one replica out of sync answered %v, want NOT_ENOUGH_REPLICAS", kerr.ErrorForCode(code))
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+}
