@@ -230,9 +230,15 @@ func dumpLogsOnFailure(t *testing.T, nodes []*clusterNode) {
 		if !t.Failed() {
 			return
 		}
+		keep := os.Getenv("EXACTLY_KEEP_LOGS") // a directory to copy whole logs to
 		for _, n := range nodes {
 			for i, path := range n.logs {
 				t.Logf("node %d, process %d (%s):\n%s", n.id, i+1, path, tailFile(path))
+				if keep != "" {
+					if b, err := os.ReadFile(path); err == nil {
+						os.WriteFile(filepath.Join(keep, fmt.Sprintf("%s-node%d-%d.log", t.Name(), n.id, i+1)), b, 0o644)
+					}
+				}
 			}
 		}
 	})

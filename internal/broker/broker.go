@@ -239,6 +239,12 @@ func (b *Broker) start() (*Broker, error) {
 				continue
 			}
 			p, err := b.openPartition(t, int32(i))
+			if err == nil && b.clustered() && replicated(t, int32(i)) {
+				if err = b.openReplica(t, int32(i), p); err != nil {
+					p.Close()
+					err = fmt.Errorf("opening the replica of %s-%d: %w", t.Name, i, err)
+				}
+			}
 			if err != nil {
 				b.closePartitions()
 				cancel()
