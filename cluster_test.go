@@ -528,3 +528,32 @@ func TestClusterBrokerOnlyNode(t *testing.T) {
 		t.Errorf("DescribeQuorum from the controller: voters %v, observers %v; want [1 2 3] and [4]", voters, observers)
 	}
 }
+
+// TestClusterRestartedBrokerStaysUnfenced: a node that restarts registers
+// again, and the controller counts the registration as a heartbeat. It
+// used to judge the new registration by the old one's last heartbeat and
+// fence it at once, so a replication factor 3 topic could not be placed
+// for a heartbeat interval or two after any restart.
+func TestClusterRestartedBrokerStaysUnfenced(t *testing.T) {
+	c := startInProcessCluster(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	c.converged(ctx, 0, 1, 2)
+	time.Sleep(3 * time.Second) // the controller has led longer than a session (2 s)
+	if err := c.nodes[2].Close(); err != nil {
+		t.Fatal(err)
+	}
+	c.nodes[2] = c.start(2, c.voters())
+	cl := c.client(0)
+	deadline := time.Now().Add(3 * time.Second)
+	for time.Now().Before(deadline) {
+		m, err := kmsg.NewPtrMetadataRequest().RequestWith(ctx, cl.SeedBrokers()[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.ContainsFunc(m.Brokers, func(b kmsg.MetadataResponseBroker) bool { return b.NodeID == 3 }) {
+			t.Fatalf("node 3 is fenced %v after its restart registered it", time.Until(deadline)-3*time.Second)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

@@ -63,6 +63,21 @@ type Target struct {
 	// is read from /proc before and after each run (Result.BrokerCPU); 0
 	// means not measured. Managed and kfake targets get their child's.
 	PID int
+	// PIDs are more processes of the target (the other nodes of a managed
+	// cluster), their CPU time added to PID's.
+	PIDs []int
+	// ReplicationFactor of this target's benchmark topics, over
+	// Config.ReplicationFactor (0: that one): two targets naming one
+	// cluster measure RF 3 beside RF 1 in the same interleaved rounds.
+	ReplicationFactor int16
+}
+
+// replicationFactor is the replication factor of t's benchmark topics.
+func (t Target) replicationFactor(cfg Config) int16 {
+	if t.ReplicationFactor != 0 {
+		return t.ReplicationFactor
+	}
+	return cfg.ReplicationFactor
 }
 
 // clientOpts are the target's seed brokers and connection options,
@@ -146,6 +161,11 @@ type Config struct {
 	// ReplicationFactor of each benchmark topic; 0 or -1 means the
 	// cluster's default.
 	ReplicationFactor int16
+	// Brokers > 1 makes the managed broker a cluster of that many nodes
+	// (each a broker and a controller), measured as two targets:
+	// "exactly-rf1" (topics of replication factor 1) and "exactly-rfN"
+	// (replication factor Brokers).
+	Brokers int
 	// Producers is the number of concurrent producer clients (default 1).
 	Producers int
 	// TxnInterval is how often transactional producers commit (default
@@ -443,6 +463,38 @@ func startManaged(ctx context.Context, cfg Config, name string, argv []string, d
 	return Target{Name: name, Bootstrap: []string{br.Addr()}, MetricsURL: metricsURL, PID: br.PID()}, stop, nil
 }
 
+// startManagedCluster starts cfg.Brokers nodes of one cluster and returns
+// it as two targets: topics of replication factor 1, and of Brokers.
+func startManagedCluster(cfg Config) ([]Target, func(), error) {
+	dir, temp := cfg.Dir, false
+	if dir == "" {
+		d, err := os.MkdirTemp("", "exactly-bench-")
+		if err != nil {
+			return nil, nil, err
+		}
+		dir, temp = d, true
+	}
+	c, err := managed.StartCluster(cfg.ServeCommand, nil, dir, cfg.Brokers, nil)
+	if err != nil {
+		if temp {
+			os.RemoveAll(dir)
+		}
+		return nil, nil, err
+	}
+	stop := func() {
+		c.Stop(10 * time.Second)
+		if temp {
+			os.RemoveAll(dir)
+		}
+	}
+	pids := c.PIDs()
+	t := Target{Bootstrap: c.Addrs(), PID: pids[0], PIDs: pids[1:]}
+	rf1, rfN := t, t
+	rf1.Name, rf1.ReplicationFactor = "exactly-rf1", 1
+	rfN.Name, rfN.ReplicationFactor = fmt.Sprintf("exactly-rf%d", cfg.Brokers), int16(cfg.Brokers)
+	return []Target{rf1, rfN}, stop, nil
+}
+
 // Run measures every mode on every target, Rounds times, interleaved. A run
 // that fails is reported (Result.Err) and left out of the medians; Run
 // returns an error only when the benchmark cannot start.
@@ -470,7 +522,14 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		defer stop()
 		targets = append([]Target{t}, targets...)
 	}
-	if cfg.Managed {
+	if cfg.Managed && cfg.Brokers > 1 {
+		ts, stop, err := startManagedCluster(cfg)
+		if err != nil {
+			return nil, err
+		}
+		defer stop()
+		targets = append(ts, targets...)
+	} else if cfg.Managed {
 		t, stop, err := startManaged(ctx, cfg, "exactly", cfg.ServeCommand, cfg.Dir)
 		if err != nil {
 			return nil, err
@@ -864,7 +923,7 @@ func createTopicWith(ctx context.Context, cfg Config, t Target, topic string, pa
 			configs[k] = &v
 		}
 	}
-	resp, err := kadm.NewClient(cl).CreateTopic(ctx, partitions, cfg.ReplicationFactor, configs, topic)
+	resp, err := kadm.NewClient(cl).CreateTopic(ctx, partitions, t.replicationFactor(cfg), configs, topic)
 	if err != nil {
 		return err
 	}

@@ -128,7 +128,7 @@ func startCleaningLoad(ctx context.Context, cfg Config, t Target, topic string, 
 	if err != nil {
 		return nil, err
 	}
-	resp, err := kadm.NewClient(cl).CreateTopic(ctx, 1, cfg.ReplicationFactor, map[string]*string{
+	resp, err := kadm.NewClient(cl).CreateTopic(ctx, 1, t.replicationFactor(cfg), map[string]*string{
 		"cleanup.policy":            kadm.StringPtr("compact"),
 		"segment.bytes":             kadm.StringPtr(cleaningSegmentBytes),
 		"min.cleanable.dirty.ratio": kadm.StringPtr("0.01"),

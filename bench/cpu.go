@@ -36,18 +36,32 @@ func cpuPerGB(spent time.Duration, bytes int64) *CPU {
 // (not Linux, no PID, a process that died) leaves its field nil: the
 // report prints "-" rather than zero.
 type cpuMeter struct {
-	pid                int
+	pids               []int
 	broker, client     time.Duration
 	brokerOK, clientOK bool
 }
 
 func startCPU(t Target) *cpuMeter {
-	m := &cpuMeter{pid: t.PID}
-	if m.pid > 0 {
-		m.broker, m.brokerOK = readCPU(m.pid)
+	m := &cpuMeter{}
+	if t.PID > 0 {
+		m.pids = append([]int{t.PID}, t.PIDs...)
+		m.broker, m.brokerOK = readCPUs(m.pids)
 	}
 	m.client, m.clientOK = readCPU(os.Getpid())
 	return m
+}
+
+// readCPUs sums the CPU time of pids (false if any cannot be read).
+func readCPUs(pids []int) (time.Duration, bool) {
+	var sum time.Duration
+	for _, pid := range pids {
+		d, ok := readCPU(pid)
+		if !ok {
+			return 0, false
+		}
+		sum += d
+	}
+	return sum, true
 }
 
 func (m *cpuMeter) stop(res *Result) {
@@ -55,7 +69,7 @@ func (m *cpuMeter) stop(res *Result) {
 		return
 	}
 	if m.brokerOK {
-		if now, ok := readCPU(m.pid); ok {
+		if now, ok := readCPUs(m.pids); ok {
 			res.BrokerCPU = cpuPerGB(now-m.broker, res.Bytes)
 		}
 	}

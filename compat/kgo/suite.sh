@@ -11,10 +11,15 @@
 # TestShareGroupAckOnClose, TestShareGroupOffsetsAdmin, TestConsumeRegexShareSkipsInternal), which
 # must each PASS: franz-go skips them against a broker without ShareFetch/ShareAcknowledge v2, and a
 # skip fails this variant; then the produce/consume, group and transaction tests against a
-# three-node cluster (RF 1 topics spread over the nodes). Each variant gets fresh brokers.
+# three-node cluster (RF 1 topics spread over the nodes), and again with replication factor 3
+# (KGO_TEST_RF=3), then TestTxnEtl and TestGroupETL at RF 3 while node 3 is SIGKILLed and
+# restarted during the run, then TestTxnEtl with KGO_TEST_CHAOS at RF 3. Each variant gets fresh
+# brokers.
 #
-# usage: compat/kgo/suite.sh [TEST_REGEX | scram | share | cluster]   (scram/share/cluster: only that variant)
+# usage: compat/kgo/suite.sh [TEST_REGEX | scram | share | cluster | replicated]
+#   (scram/share/cluster/replicated: only that variant)
 #   env: RECORDS (records per ETL test, default 20000), KGO_PORT (default 19092),
+#        RESTART_AFTER (seconds into the restart variant node 3 is killed, default 15),
 #        TIMEOUT (per variant, default 20m), KGO_LOG_LEVEL (franz-go's, default none)
 # Exit status: non-zero if any variant fails.
 set -euo pipefail
@@ -28,7 +33,7 @@ port=${KGO_PORT:-19092}
 work=$(mktemp -d)
 broker_pid=
 cleanup() {
-  [ -n "$broker_pid" ] && kill "$broker_pid" 2>/dev/null && wait "$broker_pid" 2>/dev/null
+  stop_broker 2>/dev/null
   chmod -R u+w "$work" 2>/dev/null
   rm -rf "$work"
 }
@@ -57,13 +62,33 @@ start_broker() {
   exit 2
 }
 
+# stop_pid PID: SIGTERM, then SIGKILL after 30s; returns once the process is gone (it may be
+# no child of this shell: a node restarted by the restarter).
+stop_pid() {
+  kill "$1" 2>/dev/null || return 0
+  for _ in $(seq 300); do
+    kill -0 "$1" 2>/dev/null || break
+    sleep 0.1
+  done
+  kill -9 "$1" 2>/dev/null || true
+  wait "$1" 2>/dev/null || true
+  while kill -0 "$1" 2>/dev/null; do sleep 0.1; done
+}
+
 stop_broker() {
-  kill "$broker_pid" 2>/dev/null || true
-  wait "$broker_pid" 2>/dev/null || true
+  [ -n "$broker_pid" ] && stop_pid "$broker_pid"
   broker_pid=
+  if [ -n "$restarter_pid" ]; then
+    kill "$restarter_pid" 2>/dev/null || true
+    wait "$restarter_pid" 2>/dev/null || true
+    restarter_pid=
+  fi
+  if [ -s "$work/restarted.pid" ]; then
+    node_pids+=("$(cat "$work/restarted.pid")")
+    rm -f "$work/restarted.pid"
+  fi
   for pid in "${node_pids[@]}"; do
-    kill "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
+    stop_pid "$pid"
   done
   node_pids=()
 }
@@ -72,14 +97,21 @@ stop_broker() {
 # controller of the metadata quorum (controller listeners on $port+100..102), as the README's
 # three-node example starts them.
 node_pids=()
+# start_node I: node I on its data directory, as start_cluster starts it; its pid in started_pid.
+started_pid=
+start_node() {
+  local i=$1 voters="1@127.0.0.1:$((port + 100)),2@127.0.0.1:$((port + 101)),3@127.0.0.1:$((port + 102))"
+  "$work/exactly" serve --data-dir "$work/node$i" --log-level warn --set "node.id=$i" \
+    --set "listeners=PLAINTEXT://127.0.0.1:$((port + i - 1)),CONTROLLER://127.0.0.1:$((port + 99 + i))" \
+    --set controller.listener.names=CONTROLLER --set "controller.quorum.voters=$voters" \
+    --set "default.replication.factor=${rf:-1}" &
+  started_pid=$!
+}
 start_cluster() {
-  local voters="1@127.0.0.1:$((port + 100)),2@127.0.0.1:$((port + 101)),3@127.0.0.1:$((port + 102))"
   for i in 1 2 3; do
     rm -rf "$work/node$i"
-    "$work/exactly" serve --data-dir "$work/node$i" --log-level warn --set "node.id=$i" \
-      --set "listeners=PLAINTEXT://127.0.0.1:$((port + i - 1)),CONTROLLER://127.0.0.1:$((port + 99 + i))" \
-      --set controller.listener.names=CONTROLLER --set "controller.quorum.voters=$voters" &
-    node_pids+=($!)
+    start_node "$i"
+    node_pids+=("$started_pid")
   done
   for i in 1 2 3; do
     local p=$((port + i - 1)) up=
@@ -97,6 +129,12 @@ failed=0
 broker_args=()
 require_pass=()
 cluster=
+rf=
+# restart_node: in a cluster variant, the node SIGKILLed restart_after seconds into the run and
+# started again on its data (its new pid in $work/restarted.pid, for stop_broker).
+restart_node=
+restart_after=30
+restarter_pid=
 run() {
   local name=$1 regex=$2
   shift 2
@@ -108,8 +146,18 @@ run() {
   else
     start_broker "${broker_args[@]}"
   fi
+  if [ -n "$cluster" ] && [ -n "$restart_node" ]; then
+    local victim=${node_pids[$((restart_node - 1))]}
+    (sleep "$restart_after"
+      kill -9 "$victim" 2>/dev/null || exit 0
+      echo "compat/kgo: SIGKILLed node $restart_node, restarting it" >&2
+      sleep 1
+      start_node "$restart_node"
+      echo "$started_pid" >"$work/restarted.pid") &
+    restarter_pid=$!
+  fi
   local out="$work/$name.log" status=0
-  (cd "$work/franz-go" && env "$@" KGO_SEEDS="$seeds" KGO_TEST_RF=1 \
+  (cd "$work/franz-go" && env "$@" KGO_SEEDS="$seeds" KGO_TEST_RF="${rf:-1}" \
     KGO_TEST_RECORDS="${RECORDS:-20000}" KGO_LOG_LEVEL="${KGO_LOG_LEVEL:-none}" \
     go test -count=1 -timeout "${TIMEOUT:-20m}" -run "$regex" -v ./pkg/kgo) >"$out" 2>&1 || status=$?
   # The verbose log is long; show each test's verdict and any failure lines.
@@ -149,7 +197,24 @@ run_cluster() {
   cluster=
 }
 
+# run_replicated: the same tests against three nodes with replication factor 3; then
+# TestTxnEtl and TestGroupETL while node 3 is SIGKILLed and restarted ($restart_after seconds in);
+# then TestTxnEtl with chaos (random client kills) at RF 3.
+run_replicated() {
+  cluster=1 rf=3
+  run replicated "$default_tests"
+  restart_node=3 restart_after=${RESTART_AFTER:-15}
+  run replicated-restart '^(TestTxnEtl|TestGroupETL)$'
+  restart_node=
+  run replicated-chaos '^TestTxnEtl$' KGO_TEST_CHAOS=1
+  cluster= rf=
+}
+
 case "${1:-}" in
+replicated)
+  run_replicated
+  exit "$failed"
+  ;;
 scram)
   run_scram
   exit "$failed"
@@ -170,5 +235,6 @@ if [ -z "${1:-}" ]; then
   run_scram
   run_share
   run_cluster
+  run_replicated
 fi
 exit "$failed"

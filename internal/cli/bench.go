@@ -34,7 +34,7 @@ type benchFlags struct {
 	duration, txn        time.Duration
 	linger               time.Duration
 	rounds, producers    int
-	abortEvery           int
+	abortEvery, brokers  int
 	recordSize, buffered int
 	partitions           int32
 	replication          int16
@@ -151,6 +151,7 @@ throughput).`,
   exactly bench --modes idempotent,transactional --rounds 5
   exactly bench --modes share-1,share-4,share-16,classic-group --consume-mib 128
   exactly bench --managed --bootstrap kafka=10.0.0.5:9092 --replication-factor 3
+  exactly bench --managed --brokers 3 --modes at-least-once,idempotent,transactional
   exactly bench --bootstrap plaintext=127.0.0.1:9092 --bootstrap sasl_ssl=127.0.0.1:9093 \
     --target-config sasl_ssl=client.properties
   exactly bench --bootstrap zstd=127.0.0.1:9092 --bootstrap producer=127.0.0.1:9092 \
@@ -194,6 +195,8 @@ throughput).`,
 	fl.Int64Var(&f.consumeMiB, "consume-mib", 512, "MiB of values in each topic the consume and group modes read")
 	fl.IntVar(&f.abortEvery, "abort-every", 10, "abort every n-th transaction of the consume topic (0: none)")
 	fl.StringVar(&f.dir, "dir", "", "data directory for the managed broker (default: temporary, removed)")
+	fl.IntVar(&f.brokers, "brokers", 1,
+		`nodes of the managed broker: above 1, a cluster measured as two targets, "exactly-rf1" and "exactly-rfN" (replication factor N)`)
 	fl.BoolVar(&f.asJSON, "json", false, "print the report as JSON")
 	fl.BoolVarP(&f.quiet, "quiet", "q", false, "no progress lines on stderr")
 	f.conn.registerSecurity(fl)
@@ -207,6 +210,7 @@ func runBench(cmd *cobra.Command, f *benchFlags) error {
 		ReplicationFactor: f.replication, Producers: f.producers, TxnInterval: f.txn, Linger: f.linger,
 		MaxBufferedRecords: f.buffered, Rate: f.rate, ConsumeBytes: f.consumeMiB << 20, AbortEvery: f.abortEvery,
 		WhileCleaning: f.whileCleaning, CleaningRate: f.cleaningRate, KFake: f.kfake, KFakeDurable: f.kfakeDurable,
+		Brokers: f.brokers,
 	}
 	for _, b := range f.baselines {
 		name, bin, ok := strings.Cut(b, "=")

@@ -94,14 +94,24 @@ func (c *Catalog) Apply(_ uint64, data []byte) any {
 	}
 	heard := c.heard
 	c.mu.Unlock()
-	if err == nil && cmd.Op == OpBrokerHeartbeat && heard != nil {
-		heard(cmd.BrokerID, cmd.BrokerEpoch)
+	if err == nil && heard != nil {
+		switch cmd.Op {
+		case OpBrokerHeartbeat:
+			heard(cmd.BrokerID, cmd.BrokerEpoch)
+		case OpRegisterBroker:
+			// Registering is a sign of life too: without it the
+			// controller judged a new registration by its
+			// predecessor's last heartbeat and fenced it at once.
+			if b, ok := res.(*Broker); ok {
+				heard(b.ID, b.Epoch)
+			}
+		}
 	}
 	return applied{res: res, err: err}
 }
 
 // OnHeartbeat sets the function told of every applied broker heartbeat
-// (the controller's liveness clock).
+// and registration (the controller's liveness clock).
 func (c *Catalog) OnHeartbeat(fn func(id int32, epoch int64)) {
 	c.mu.Lock()
 	defer c.mu.Unlock()

@@ -26,6 +26,9 @@ type Broker struct {
 	// protocol, if set, is the security protocol of the broker's one
 	// listener (then given as `listeners`, not --listen).
 	protocol string
+	// listeners, if set, is the whole `listeners` value (a cluster node's
+	// client and controller listeners); addr is its client listener.
+	listeners string
 	dataDir  string
 	logPath  string
 
@@ -87,21 +90,33 @@ func (b *Broker) LogPath() string { return b.logPath }
 func (b *Broker) Restart() error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	running, err := b.startLocked()
+	if err != nil || running {
+		return err
+	}
+	return b.awaitLocked()
+}
+
+// startLocked starts the process unless it runs (true); b.mu is held.
+func (b *Broker) startLocked() (bool, error) {
 	if b.cmd != nil {
 		select {
 		case <-b.done:
 		default:
-			return nil // running
+			return true, nil
 		}
 	}
 	logf, err := os.OpenFile(b.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
-		return err
+		return false, err
 	}
 	args := append(append([]string(nil), b.argv[1:]...), "--data-dir", b.dataDir, "--log-level", "warn")
-	if b.protocol != "" {
+	switch {
+	case b.listeners != "":
+		args = append(args, "--set", "listeners="+b.listeners)
+	case b.protocol != "":
 		args = append(args, "--set", "listeners="+b.protocol+"://"+b.addr)
-	} else {
+	default:
 		args = append(args, "--listen", b.addr)
 	}
 	for _, kv := range b.config {
@@ -113,11 +128,18 @@ func (b *Broker) Restart() error {
 	SetDeathSignal(cmd)
 	if err := cmd.Start(); err != nil {
 		logf.Close()
-		return fmt.Errorf("starting the broker: %w", err)
+		return false, fmt.Errorf("starting the broker: %w", err)
 	}
 	done := make(chan struct{})
 	go func() { cmd.Wait(); logf.Close(); close(done) }()
 	b.cmd, b.done = cmd, done
+	return false, nil
+}
+
+// awaitLocked waits until the started process accepts connections; b.mu
+// is held.
+func (b *Broker) awaitLocked() error {
+	cmd, done := b.cmd, b.done
 	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {
 		select {

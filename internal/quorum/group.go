@@ -144,6 +144,9 @@ type Group struct {
 	recent     []entrySize // applied since the last checkpoint, for KeepBytes
 	termStart  uint64      // index of this leader's first entry (0: not leader)
 	samples    []lastSample
+	// campaignAt: a new group's preferred replica campaigns once this
+	// index (its bootstrap membership) is applied; 0 once done.
+	campaignAt uint64
 }
 
 type entrySize struct {
@@ -261,7 +264,9 @@ func (n *Node) StartGroup(cfg GroupConfig) (*Group, error) {
 			return nil, err
 		}
 		if cfg.Campaign {
-			_ = g.rn.Campaign()
+			// Once the bootstrap membership is applied (raft refuses
+			// to campaign before), see run.
+			g.campaignAt = uint64(len(peers))
 		}
 	}
 	if err := n.addGroup(g); err != nil {
@@ -383,7 +388,13 @@ func (g *Group) run(tick time.Duration) {
 				}
 			}
 		}
-		if err := g.handleReady(); err != nil {
+		err := g.handleReady()
+		if err == nil && g.campaignAt != 0 && g.applied >= g.campaignAt {
+			g.campaignAt = 0
+			_ = g.rn.Campaign()
+			err = g.handleReady()
+		}
+		if err != nil {
 			g.log.Error("partition group stopped: storage failed", "err", err)
 			g.statusMu.Lock()
 			g.failErr = err
