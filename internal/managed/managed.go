@@ -29,8 +29,8 @@ type Broker struct {
 	// listeners, if set, is the whole `listeners` value (a cluster node's
 	// client and controller listeners); addr is its client listener.
 	listeners string
-	dataDir  string
-	logPath  string
+	dataDir   string
+	logPath   string
 
 	mu   sync.Mutex
 	cmd  *exec.Cmd
