@@ -24,7 +24,7 @@ import (
 // inProcessCluster is three nodes of one cluster in this process, each
 // with its own data directory and ports.
 type inProcessCluster struct {
-	t       *testing.T
+	t       testing.TB
 	dirs    []string
 	clients []string // each node's PLAINTEXT address
 	ctrls   []string // each node's CONTROLLER address
@@ -40,7 +40,7 @@ func startInProcessCluster(t *testing.T) *inProcessCluster {
 }
 
 // newInProcessCluster chooses the nodes' directories and ports.
-func newInProcessCluster(t *testing.T) *inProcessCluster {
+func newInProcessCluster(t testing.TB) *inProcessCluster {
 	c := &inProcessCluster{t: t}
 	for i := range 3 {
 		c.dirs = append(c.dirs, filepath.Join(t.TempDir(), fmt.Sprintf("node%d", i+1)))
