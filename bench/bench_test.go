@@ -305,17 +305,7 @@ func TestRunWhileCleaning(t *testing.T) {
 	cfg.Targets[0].MetricsURL = "http://" + br.MetricsAddr() + "/metrics"
 	// Long enough for the writer to roll several 1 MiB segments.
 	cfg.Duration, cfg.Modes, cfg.WhileCleaning = time.Second, []string{Idempotent, ReadCommitted}, true
-	rep, err := Run(context.Background(), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var buf bytes.Buffer
-	if err := rep.WriteText(&buf); err != nil {
-		t.Fatal(err)
-	}
-	if rep.Failed() {
-		t.Fatalf("a run failed:\n%s", buf.String())
-	}
+	rep, buf := runOK(t, cfg)
 	var order []string
 	for _, r := range rep.Results {
 		if r.Mode != Idempotent {
@@ -406,17 +396,7 @@ func TestGroupModesConsumeEveryRecordOnce(t *testing.T) {
 	br := exactly.NewTestBroker(t, exactly.Options{DataDir: t.TempDir()})
 	cfg := smallConfig(br.Addr())
 	cfg.Modes = []string{Share1, Share4, Share16, ClassicGroup}
-	rep, err := Run(context.Background(), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var buf bytes.Buffer
-	if err := rep.WriteText(&buf); err != nil {
-		t.Fatal(err)
-	}
-	if rep.Failed() {
-		t.Fatalf("a run failed:\n%s", buf.String())
-	}
+	rep, buf := runOK(t, cfg)
 	want := cfg.ConsumeBytes / 1024 // smallConfig's records are 1 KiB
 	runs := map[string]int{}
 	for _, r := range rep.Results {

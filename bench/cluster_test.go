@@ -9,6 +9,24 @@ import (
 	"github.com/exactly/exactly/internal/testenv"
 )
 
+// runOK runs cfg and fails the test if Run fails or any run failed; it
+// returns the report and its text.
+func runOK(t *testing.T, cfg Config) (*Report, *bytes.Buffer) {
+	t.Helper()
+	rep, err := Run(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	if err := rep.WriteText(&buf); err != nil {
+		t.Fatal(err)
+	}
+	if rep.Failed() {
+		t.Fatalf("a run failed:\n%s", buf.String())
+	}
+	return rep, &buf
+}
+
 // TestRunManagedCluster: --brokers 3 measures one managed cluster as two
 // targets, topics of replication factor 1 and 3, in the same rounds, each
 // run succeeding with the CPU of all three nodes read.
@@ -21,17 +39,7 @@ func TestRunManagedCluster(t *testing.T) {
 		Duration: time.Second, Rounds: 1, Partitions: 3, MaxBufferedRecords: 4096,
 		Log: t.Logf,
 	}
-	rep, err := Run(context.Background(), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var buf bytes.Buffer
-	if err := rep.WriteText(&buf); err != nil {
-		t.Fatal(err)
-	}
-	if rep.Failed() {
-		t.Fatalf("a run failed:\n%s", buf.String())
-	}
+	rep, buf := runOK(t, cfg)
 	runs := map[string]int{}
 	for _, r := range rep.Results {
 		runs[r.Target]++

@@ -1,8 +1,6 @@
 package bench
 
 import (
-	"bytes"
-	"context"
 	"strings"
 	"testing"
 	"time"
@@ -28,17 +26,7 @@ func TestRunChildBrokers(t *testing.T) {
 		ConsumeBytes: 4 << 20, TxnInterval: 50 * time.Millisecond, AbortEvery: 10,
 		Log: t.Logf,
 	}
-	rep, err := Run(context.Background(), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var buf bytes.Buffer
-	if err := rep.WriteText(&buf); err != nil {
-		t.Fatal(err)
-	}
-	if rep.Failed() {
-		t.Fatalf("a run failed:\n%s", buf.String())
-	}
+	rep, buf := runOK(t, cfg)
 	runs := map[string]int{}
 	for _, r := range rep.Results {
 		runs[r.Target]++

@@ -307,19 +307,27 @@ func (p *Partition) stopBackground() {
 }
 
 func (p *Partition) advanceHW(to int64) {
-	for {
-		cur := p.hw.Load()
-		if to <= cur {
-			return
-		}
-		if p.hw.CompareAndSwap(cur, to) {
-			break
-		}
+	if !p.raiseHW(to) {
+		return
 	}
 	// to may have been read before a truncation lowered the durable
 	// offset (and the HW with it): the HW never stays above it.
 	p.lowerHW(p.log.DurableOffset())
 	p.notify()
+}
+
+// raiseHW raises the HW to to unless it is there already; false if it
+// was.
+func (p *Partition) raiseHW(to int64) bool {
+	for {
+		cur := p.hw.Load()
+		if to <= cur {
+			return false
+		}
+		if p.hw.CompareAndSwap(cur, to) {
+			return true
+		}
+	}
 }
 
 // lowerHW brings the HW down to at most to.

@@ -85,15 +85,7 @@ func (p *Partition) AdvanceHW() { p.raiseHWToEnd() }
 // unreplicated logs). Its truncations run on the goroutine that applies,
 // so none races this.
 func (p *Partition) raiseHWToEnd() {
-	to := p.log.NextOffset()
-	for {
-		cur := p.hw.Load()
-		if to <= cur {
-			return
-		}
-		if p.hw.CompareAndSwap(cur, to) {
-			break
-		}
+	if p.raiseHW(p.log.NextOffset()) {
+		p.notify()
 	}
-	p.notify()
 }

@@ -114,9 +114,7 @@ type Group struct {
 	stopc chan struct{}
 	done  chan struct{}
 
-	reportMu sync.Mutex
-	reports  []transportReport
-	reportc  chan struct{}
+	reports reportQueue
 
 	reqSeq  atomic.Uint64
 	waitMu  sync.Mutex
@@ -210,7 +208,7 @@ func (n *Node) StartGroup(cfg GroupConfig) (*Group, error) {
 		xferc:   make(chan uint64, 1),
 		stopc:   make(chan struct{}),
 		done:    make(chan struct{}),
-		reportc: make(chan struct{}, 1),
+		reports: newReportQueue(),
 		waiters: map[uint64]chan result{},
 		changec: make(chan struct{}),
 	}
@@ -336,13 +334,7 @@ func (n *Node) deliverGroup(id GroupID, m *pb.Message) {
 
 func (n *Node) reportGroup(id GroupID, r transportReport) {
 	if g := n.group(id); g != nil {
-		g.reportMu.Lock()
-		g.reports = append(g.reports, r)
-		g.reportMu.Unlock()
-		select {
-		case g.reportc <- struct{}{}:
-		default:
-		}
+		g.reports.add(r)
 	}
 }
 
@@ -372,21 +364,8 @@ func (g *Group) run(tick time.Duration) {
 			}
 		case to := <-g.xferc:
 			g.rn.TransferLeader(to)
-		case <-g.reportc:
-			g.reportMu.Lock()
-			reps := g.reports
-			g.reports = nil
-			g.reportMu.Unlock()
-			for _, r := range reps {
-				switch {
-				case r.snapshot && r.ok:
-					g.rn.ReportSnapshot(r.to, raft.SnapshotFinish)
-				case r.snapshot:
-					g.rn.ReportSnapshot(r.to, raft.SnapshotFailure)
-				case r.unreachable:
-					g.rn.ReportUnreachable(r.to)
-				}
-			}
+		case <-g.reports.ready:
+			g.reports.tell(g.rn)
 		}
 		err := g.handleReady()
 		if err == nil && g.campaignAt != 0 && g.applied >= g.campaignAt {

@@ -37,9 +37,7 @@ type Node struct {
 	stopc chan struct{}
 	done  chan struct{}
 
-	reportMu sync.Mutex
-	reports  []transportReport
-	reportc  chan struct{}
+	reports reportQueue
 
 	reqSeq  atomic.Uint64
 	waitMu  sync.Mutex
@@ -105,7 +103,7 @@ func Start(cfg Config) (*Node, error) {
 		recvc:   make(chan *pb.Message, 4096),
 		stopc:   make(chan struct{}),
 		done:    make(chan struct{}),
-		reportc: make(chan struct{}, 1),
+		reports: newReportQueue(),
 		waiters: map[uint64]chan result{},
 		leaderc: make(chan struct{}),
 		members: map[uint64]member{},
@@ -197,15 +195,7 @@ func (n *Node) deliver(m *pb.Message) {
 	}
 }
 
-func (n *Node) addReport(r transportReport) {
-	n.reportMu.Lock()
-	n.reports = append(n.reports, r)
-	n.reportMu.Unlock()
-	select {
-	case n.reportc <- struct{}{}:
-	default:
-	}
-}
+func (n *Node) addReport(r transportReport) { n.reports.add(r) }
 
 func (n *Node) run(tick time.Duration) {
 	defer close(n.done)
@@ -229,21 +219,8 @@ func (n *Node) run(tick time.Duration) {
 			if err != nil {
 				n.resolve(p.req, result{err: fmt.Errorf("quorum: proposal dropped: %w", err)})
 			}
-		case <-n.reportc:
-			n.reportMu.Lock()
-			reps := n.reports
-			n.reports = nil
-			n.reportMu.Unlock()
-			for _, r := range reps {
-				switch {
-				case r.snapshot && r.ok:
-					n.rn.ReportSnapshot(r.to, raft.SnapshotFinish)
-				case r.snapshot:
-					n.rn.ReportSnapshot(r.to, raft.SnapshotFailure)
-				case r.unreachable:
-					n.rn.ReportUnreachable(r.to)
-				}
-			}
+		case <-n.reports.ready:
+			n.reports.tell(n.rn)
 		}
 		if err := n.handleReady(); err != nil {
 			n.log.Error("raft node stopped: storage failed", "err", err)
