@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/exactly/exactly/internal/testenv"
 )
 
 // verifyOut is the part of `exactly verify --json` these tests read.
@@ -222,4 +224,31 @@ func contains(ss []string, s string) bool {
 		}
 	}
 	return false
+}
+
+// Exactly-once and at-least-once hold on a managed cluster of three nodes
+// (topics of replication factor 3, min.insync.replicas 2) under every
+// fault, the node faults included: SIGKILL of one node, SIGSTOP of one,
+// SIGKILL of all three at once.
+func TestVerifyHoldsOnAReplicatedCluster(t *testing.T) {
+	testenv.SkipShort(t, "a three-node cluster of processes under faults")
+	for _, mode := range []string{"exactly-once", "at-least-once"} {
+		out, code, stderr, _ := runVerify(t, "--brokers", "3", "--mode", mode, "--faults", "all",
+			"--duration", "20s", "--drain", "40s", "--seed", "1")
+		if code != 0 || !out.OK || out.Lost != 0 {
+			t.Fatalf("%s: exit %d: %+v\n%s", mode, code, out, stderr)
+		}
+		kinds := map[string]bool{}
+		for _, f := range out.Schedule {
+			kinds[f.Kind] = true
+		}
+		for _, k := range []string{"broker-kill", "broker-pause", "cluster-kill"} {
+			if !kinds[k] {
+				t.Errorf("%s: no %s in the schedule %+v", mode, k, out.Schedule)
+			}
+		}
+		if out.Acked < 1000 || out.FaultsInjected < 8 {
+			t.Fatalf("%s: the run did too little to mean anything: %+v", mode, out)
+		}
+	}
 }

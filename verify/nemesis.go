@@ -2,10 +2,13 @@ package verify
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"sync"
 	"time"
+
+	"github.com/exactly/exactly/internal/managed"
 )
 
 // runSchedule is the nemesis: it injects the schedule's faults at their
@@ -50,13 +53,40 @@ func (r *runner) inject(ctx context.Context, i int, f Fault) {
 	heal := Event{Type: EvHeal, Proc: "nemesis", Detail: string(f.Kind)}
 	r.logf("fault: %s", f)
 	switch f.Kind {
-	case FaultBrokerKill:
+	case FaultBrokerKill, FaultBrokerPause, FaultClusterKill:
 		r.brokerMu.Lock()
 		defer r.brokerMu.Unlock()
+		var nodes []*managed.Broker
+		switch {
+		case r.cluster == nil:
+			nodes = []*managed.Broker{r.broker}
+		case f.Kind == FaultClusterKill:
+			nodes = r.cluster.Nodes
+		default:
+			nodes = []*managed.Broker{r.cluster.Nodes[max(f.Node, 1)-1]}
+			ev.Value = fmt.Sprintf("node %d", max(f.Node, 1))
+		}
 		r.rec.Record(ev)
-		r.broker.Kill()
+		if f.Kind == FaultBrokerPause {
+			nodes[0].Pause(true)
+			sleepCtx(ctx, f.For)
+			nodes[0].Pause(false)
+			r.rec.Record(heal)
+			return
+		}
+		for _, b := range nodes {
+			b.Kill()
+		}
 		sleepCtx(ctx, f.For)
-		if err := r.broker.Restart(); err != nil {
+		// Together: a node of a cluster listens only once its quorum has
+		// a leader, which needs the others.
+		errs := make([]error, len(nodes))
+		var wg sync.WaitGroup
+		for i, b := range nodes {
+			wg.Go(func() { errs[i] = b.Restart() })
+		}
+		wg.Wait()
+		if err := errors.Join(errs...); err != nil {
 			r.logf("restarting the broker: %v", err)
 			heal.Error = err.Error()
 		}

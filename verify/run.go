@@ -8,6 +8,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -42,6 +43,12 @@ type Config struct {
 	// Managed starts a broker (ServeCommand) on a temporary directory and
 	// enables broker kills. Otherwise Bootstrap names the cluster.
 	Managed bool
+	// Brokers > 1 makes the managed broker a cluster of that many nodes
+	// (each a broker and a controller); the topics then get replication
+	// factor min(Brokers, 3) and min.insync.replicas 2, and broker kills
+	// and pauses hit one node each (ClusterFaults add pauses and
+	// whole-cluster kills).
+	Brokers int
 	// Bootstrap is the external cluster's bootstrap list.
 	Bootstrap []string
 	// Security is how clients reach the external cluster (TLS, SASL); its
@@ -158,6 +165,7 @@ type runner struct {
 	group    string
 	proxy    *Proxy
 	broker   *managed.Broker
+	cluster  *managed.Cluster // instead of broker, with Config.Brokers > 1
 	upstream []string
 	admin    *kgo.Client
 	rec      *Recorder
@@ -244,6 +252,9 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		if f == FaultBrokerKill && !cfg.Managed {
 			return nil, setupErr("fault %s needs a managed broker", f)
 		}
+		if slices.Contains(ClusterFaults, f) && (!cfg.Managed || cfg.Brokers < 2) {
+			return nil, setupErr("fault %s needs a managed cluster (--managed --brokers 3)", f)
+		}
 	}
 	exe, err := os.Executable()
 	if err != nil {
@@ -275,6 +286,9 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	rep, err := r.run(ctx)
 	if r.broker != nil {
 		r.broker.Stop(5 * time.Second)
+	}
+	if r.cluster != nil {
+		r.cluster.Stop(10 * time.Second)
 	}
 	keep := cfg.KeepDir || !temp || err != nil || (rep != nil && !rep.OK)
 	if keep {
@@ -309,10 +323,17 @@ func (r *runner) run(ctx context.Context) (*Report, error) {
 		if r.share() {
 			brokerConfig = append(append([]string(nil), managedConfig...), shareManagedConfig...)
 		}
-		if r.broker, err = managed.Start(cfg.ServeCommand, cfg.Env, r.dir, brokerConfig); err != nil {
-			return nil, &SetupError{err}
+		if cfg.Brokers > 1 {
+			if r.cluster, err = managed.StartCluster(cfg.ServeCommand, cfg.Env, r.dir, cfg.Brokers, brokerConfig); err != nil {
+				return nil, &SetupError{err}
+			}
+			r.upstream = r.cluster.Addrs()
+		} else {
+			if r.broker, err = managed.Start(cfg.ServeCommand, cfg.Env, r.dir, brokerConfig); err != nil {
+				return nil, &SetupError{err}
+			}
+			r.upstream = []string{r.broker.Addr()}
 		}
-		r.upstream = []string{r.broker.Addr()}
 	} else {
 		r.upstream = cfg.Bootstrap
 	}
@@ -349,7 +370,7 @@ func (r *runner) run(ctx context.Context) (*Report, error) {
 	r.rec.Record(Event{Type: EvRun, Topic: r.in, Detail: string(cfg.Mode), Values: runValues})
 
 	schedule := NewSchedule(ScheduleOptions{Seed: cfg.Seed, Duration: cfg.Duration, Kinds: cfg.Faults,
-		Producers: cfg.Producers, Pipelines: cfg.Pipelines})
+		Producers: cfg.Producers, Pipelines: cfg.Pipelines, Brokers: cfg.Brokers})
 	for i := 0; i < cfg.Producers; i++ {
 		r.slots = append(r.slots, &slot{name: fmt.Sprintf("p%d", i), role: RoleProducer})
 	}
@@ -490,12 +511,17 @@ func (r *runner) setPhase(p string) {
 
 func (r *runner) createTopics(ctx context.Context) error {
 	rf := int16(-1)
-	if r.cfg.Managed {
+	var configs map[string]*string
+	switch {
+	case r.cluster != nil:
+		rf = int16(min(r.cfg.Brokers, 3))
+		configs = map[string]*string{"min.insync.replicas": kadm.StringPtr("2")}
+	case r.cfg.Managed:
 		rf = 1
 	}
 	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	resp, err := kadm.NewClient(r.admin).CreateTopics(cctx, r.cfg.Partitions, rf, nil, r.in, r.out)
+	resp, err := kadm.NewClient(r.admin).CreateTopics(cctx, r.cfg.Partitions, rf, configs, r.in, r.out)
 	if err != nil {
 		return fmt.Errorf("creating topics: %w", err)
 	}

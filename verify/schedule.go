@@ -3,6 +3,7 @@ package verify
 import (
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -40,7 +41,19 @@ const (
 	// replacement with the same identity (which fences it, if fencing
 	// exists), then SIGCONTs it.
 	FaultZombie FaultKind = "zombie"
+	// FaultBrokerPause SIGSTOPs one node of a managed cluster and
+	// SIGCONTs it after a while: a node that stops answering without its
+	// connections closing (a long GC pause, a stalled VM).
+	FaultBrokerPause FaultKind = "broker-pause"
+	// FaultClusterKill SIGKILLs every node of a managed cluster at once
+	// and restarts them together: what is acknowledged must survive a
+	// whole-cluster power loss.
+	FaultClusterKill FaultKind = "cluster-kill"
 )
+
+// ClusterFaults are the faults that need a managed cluster of several
+// nodes (a broker kill then hits one node, drawn by the schedule).
+var ClusterFaults = []FaultKind{FaultBrokerPause, FaultClusterKill}
 
 // AllFaults lists every fault; broker kills only with a managed broker.
 func AllFaults(managed bool) []FaultKind {
@@ -61,7 +74,7 @@ func ParseFaults(s string, managed bool) ([]FaultKind, error) {
 		return AllFaults(managed), nil
 	}
 	known := map[FaultKind]bool{}
-	for _, f := range AllFaults(true) {
+	for _, f := range append(AllFaults(true), ClusterFaults...) {
 		known[f] = true
 	}
 	var out []FaultKind
@@ -78,7 +91,7 @@ func ParseFaults(s string, managed bool) ([]FaultKind, error) {
 			}
 			return nil, fmt.Errorf("unknown fault %q (known: %s, all, none)", f, strings.Join(names, ", "))
 		}
-		if f == FaultBrokerKill && !managed {
+		if (f == FaultBrokerKill || slices.Contains(ClusterFaults, f)) && !managed {
 			return nil, fmt.Errorf("fault %s needs --managed (verify can only kill a broker it started)", f)
 		}
 		if !seen[f] {
@@ -122,6 +135,9 @@ type Fault struct {
 	Role string `json:"role,omitempty"`
 	// Target is the index of the slot of that role.
 	Target int `json:"target,omitempty"`
+	// Node is the managed cluster's node a broker kill or pause hits (1
+	// to Brokers); 0 on a single broker.
+	Node int `json:"node,omitempty"`
 	// Phase is PhaseBeforeCommit or PhaseAfterCommit (kills).
 	Phase string `json:"phase,omitempty"`
 	// Probability is the share of write responses dropped (lost-ack).
@@ -136,6 +152,9 @@ func (f Fault) String() string {
 	fmt.Fprintf(&b, "%6.2fs %s", f.At.Seconds(), f.Kind)
 	if f.Role != "" {
 		fmt.Fprintf(&b, " %s#%d", f.Role, f.Target)
+	}
+	if f.Node > 0 {
+		fmt.Fprintf(&b, " node %d", f.Node)
 	}
 	if f.Phase != "" {
 		fmt.Fprintf(&b, " %s", f.Phase)
@@ -163,6 +182,9 @@ type ScheduleOptions struct {
 	Kinds []FaultKind
 	// Producers and Pipelines are the slot counts targets are drawn from.
 	Producers, Pipelines int
+	// Brokers is the managed cluster's node count broker kills and pauses
+	// draw their node from (0 or 1: the one broker).
+	Brokers int
 }
 
 // NewSchedule draws a fault schedule. The same options always give the same
@@ -202,6 +224,13 @@ func NewSchedule(o ScheduleOptions) []Fault {
 		deck = deck[1:]
 		switch f.Kind {
 		case FaultBrokerKill:
+			f.For = ms(300, 1500)
+			if o.Brokers > 1 {
+				f.Node = 1 + pick(o.Brokers)
+			}
+		case FaultBrokerPause:
+			f.For, f.Node = ms(1500, 4000), 1+pick(o.Brokers)
+		case FaultClusterKill:
 			f.For = ms(300, 1500)
 		case FaultLostAck:
 			f.For, f.Probability = ms(1500, 4000), float64(15+rng.IntN(21))/100

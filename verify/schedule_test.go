@@ -157,3 +157,38 @@ func countRole(s []Fault, role string) int {
 	}
 	return n
 }
+
+// TestScheduleDrawsClusterNodes: on a managed cluster a broker kill or
+// pause names a node in 1..Brokers and every node is hit; on one broker
+// the kill names none (and the schedule is what it was before clusters).
+func TestScheduleDrawsClusterNodes(t *testing.T) {
+	kinds := append([]FaultKind{FaultBrokerKill}, ClusterFaults...)
+	hit := map[int]bool{}
+	for _, f := range NewSchedule(ScheduleOptions{Seed: 3, Duration: 5 * time.Minute, Kinds: kinds, Brokers: 3}) {
+		switch f.Kind {
+		case FaultBrokerKill, FaultBrokerPause:
+			if f.Node < 1 || f.Node > 3 {
+				t.Fatalf("%s names node %d", f, f.Node)
+			}
+			hit[f.Node] = true
+		case FaultClusterKill:
+			if f.Node != 0 || f.For <= 0 {
+				t.Fatalf("cluster kill %s", f)
+			}
+		}
+	}
+	if len(hit) != 3 {
+		t.Fatalf("nodes hit: %v", hit)
+	}
+	for _, f := range NewSchedule(ScheduleOptions{Seed: 3, Duration: time.Minute, Kinds: []FaultKind{FaultBrokerKill}}) {
+		if f.Node != 0 {
+			t.Fatalf("single-broker kill names node %d", f.Node)
+		}
+	}
+	if _, err := ParseFaults("broker-pause,cluster-kill", false); err == nil {
+		t.Fatal("cluster faults accepted without a managed broker")
+	}
+	if fs, err := ParseFaults("broker-pause,cluster-kill", true); err != nil || len(fs) != 2 {
+		t.Fatalf("ParseFaults = %v, %v", fs, err)
+	}
+}

@@ -49,6 +49,7 @@ type verifyFlags struct {
 	duration, drain                       time.Duration
 	seed                                  int64
 	managed, asJSON, keep, verbose        bool
+	brokers                               int
 	progress                              string
 	producers, pipelines                  int
 	partitions                            int32
@@ -102,7 +103,11 @@ promise.
 Faults (--faults a,b or all): ` + faultList() + `.
 Clients reach the broker through a proxy that drops or delays responses
 after the broker handled the request and resets connections. broker-kill
-needs --managed, which starts "exactly serve" on a temporary directory.
+needs --managed, which starts "exactly serve" on a temporary directory;
+with --brokers 3 it starts a cluster of three nodes instead, a broker kill
+hits one node, and broker-pause (SIGSTOP then SIGCONT of a node) and
+cluster-kill (SIGKILL of every node at once) join the faults. Inter-node
+network faults are not injected yet.
 
 With --tls*, --sasl-* or --command-config the workers reach a secured
 cluster: the fault proxy dials the brokers with TLS (workers speak to it on
@@ -114,6 +119,7 @@ measured (setup error, or values neither delivered nor lost when the drain
 ended: the pipeline did not catch up).`,
 		Example: `  exactly verify --managed --mode exactly-once --faults all --duration 30s --seed 7
   exactly verify --managed --mode all --report modes.png
+  exactly verify --managed --brokers 3 --mode exactly-once --faults all --duration 60s --seed 1
   exactly verify --managed --mode share --faults all --seed 3
   exactly verify --bootstrap kafka:9092 --mode at-least-once --faults lost-ack,reset --json
   exactly verify --managed --mode exactly-once --producer transactional=false --consumer commit=after`,
@@ -132,6 +138,8 @@ ended: the pipeline did not catch up).`,
 	fs.Int64Var(&f.seed, "seed", 0, "seed for the fault schedule and the workers (0: pick one and print it)")
 	fs.BoolVar(&f.managed, "managed", false, "start and own a broker (exactly serve) on a temporary directory; enables broker-kill")
 	fs.StringVar(&f.bootstrap, "bootstrap", "", "run against this external cluster (host:port,...) instead of a managed broker")
+	fs.IntVar(&f.brokers, "brokers", 1,
+		"with --managed: nodes of the managed cluster (above 1: topics of replication factor min(N,3), min.insync.replicas 2; adds broker-pause and cluster-kill to all)")
 	fs.StringArrayVar(&f.producerKV, "producer", nil, "producer override key=value (repeatable): "+strings.Join(verify.ProducerKeys, ", "))
 	fs.StringArrayVar(&f.consumerKV, "consumer", nil, "consumer override key=value (repeatable): "+strings.Join(verify.ConsumerKeys, ", "))
 	fs.IntVar(&f.producers, "producers", 2, "producer processes")
@@ -153,7 +161,7 @@ ended: the pipeline did not catch up).`,
 
 func faultList() string {
 	var names []string
-	for _, k := range verify.AllFaults(true) {
+	for _, k := range append(verify.AllFaults(true), verify.ClusterFaults...) {
 		names = append(names, string(k))
 	}
 	return strings.Join(names, ", ")
@@ -188,6 +196,12 @@ func runVerify(cmd *cobra.Command, f *verifyFlags) error {
 	if err != nil {
 		return setup(err)
 	}
+	if f.brokers > 1 && !f.managed {
+		return setup(errors.New("--brokers needs --managed (a cluster verify starts itself)"))
+	}
+	if f.brokers > 1 && strings.TrimSpace(f.faults) == "all" {
+		faults = append(faults, verify.ClusterFaults...)
+	}
 	seeds := conn.Bootstrap
 	if f.seed == 0 {
 		f.seed = time.Now().UnixNano()%1_000_000 + 1
@@ -205,7 +219,7 @@ func runVerify(cmd *cobra.Command, f *verifyFlags) error {
 		cfg := verify.DefaultConfig(m)
 		cfg.ProducerOverrides, cfg.ConsumerOverrides = f.producerKV, f.consumerKV
 		cfg.Faults, cfg.Duration, cfg.Drain, cfg.Seed = faults, f.duration, f.drain, f.seed
-		cfg.Managed, cfg.Bootstrap, cfg.Security = f.managed, seeds, conn
+		cfg.Managed, cfg.Bootstrap, cfg.Security, cfg.Brokers = f.managed, seeds, conn, f.brokers
 		cfg.Producers, cfg.Pipelines, cfg.Partitions, cfg.Rate = f.producers, f.pipelines, f.partitions, f.rate
 		cfg.StaticMembership = !f.dynamic
 		cfg.KeepDir = f.keep

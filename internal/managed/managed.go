@@ -171,6 +171,21 @@ func (b *Broker) Kill() {
 	<-b.done
 }
 
+// Pause stops (SIGSTOP) or resumes (SIGCONT) the broker process: it holds
+// its connections open without answering, as a long pause would.
+func (b *Broker) Pause(stop bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.cmd == nil {
+		return
+	}
+	sig := syscall.SIGCONT
+	if stop {
+		sig = syscall.SIGSTOP
+	}
+	b.cmd.Process.Signal(sig)
+}
+
 // Stop shuts the broker down cleanly (SIGTERM), killing it after grace.
 func (b *Broker) Stop(grace time.Duration) {
 	b.mu.Lock()
