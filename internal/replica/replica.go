@@ -204,15 +204,14 @@ func (r *Replica) Apply(index, term uint64, data []byte) any {
 		if err != nil {
 			return BatchResult{Err: err}
 		}
-		batch := e.Batch
-		if h.LeaderEpoch != int32(term) {
-			// Proposed just as the term changed: the entry's term is
-			// the truth. A copy, because the entry's bytes are the
-			// group's.
-			batch = slices.Clone(batch)
-			record.SetLeaderEpoch(batch, int32(term))
-			h.LeaderEpoch = int32(term)
-		}
+		// A copy: the log stamps the base offset into what it appends,
+		// and the entry's bytes are raft's, which its transport may be
+		// sending to a slower follower at this moment. The entry's term
+		// is the leader epoch (the leader stamped its term when
+		// proposing; a proposal made just as the term changed differs).
+		batch := slices.Clone(e.Batch)
+		record.SetLeaderEpoch(batch, int32(term))
+		h.LeaderEpoch = int32(term)
 		res, err := r.p.ApplyBatch(batch, h, e.NowMs)
 		return BatchResult{AppendResult: res, Err: err}
 	case KindMarker:
