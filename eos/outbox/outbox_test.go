@@ -240,9 +240,11 @@ func TestRelayExactlyOnceAcrossCrashes(t *testing.T) {
 		}
 		break
 	}
+	extraRows := 0
 	if zombies == 0 {
 		// On a loaded machine the relay may have kept up with the
 		// writers, so no zombie held rows: give one a row to hold.
+		extraRows = 1
 		tx, err := db.BeginTx(ctx, nil)
 		if err != nil {
 			t.Fatal(err)
@@ -290,8 +292,8 @@ func TestRelayExactlyOnceAcrossCrashes(t *testing.T) {
 		want++
 	}
 	rows.Close()
-	if want != writers*perWriter*4/5 {
-		t.Fatalf("%d committed rows, want %d", want, writers*perWriter*4/5)
+	if want != writers*perWriter*4/5+extraRows {
+		t.Fatalf("%d committed rows, want %d", want, writers*perWriter*4/5+extraRows)
 	}
 
 	got := readAll(t, b.Addr(), topic, want)
