@@ -17,6 +17,7 @@ import (
 
 	"github.com/exactly/exactly/internal/managed"
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
@@ -444,7 +445,13 @@ func (r *runner) run(ctx context.Context) (*Report, error) {
 			return nil, &SetupError{err}
 		}
 	} else {
+		// The group coordinator may be loading after a broker kill that
+		// healed moments ago: retriable errors are waited out until the
+		// final reads' deadline.
 		offs, err := kadm.NewClient(r.admin).FetchOffsets(fctx, r.group)
+		for err != nil && kerr.IsRetriable(err) && sleepCtx(fctx, 500*time.Millisecond) {
+			offs, err = kadm.NewClient(r.admin).FetchOffsets(fctx, r.group)
+		}
 		if err != nil {
 			return nil, setupErr("fetching the group's offsets: %v", err)
 		}

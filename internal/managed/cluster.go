@@ -1,6 +1,7 @@
 package managed
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -8,6 +9,9 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
 // Cluster is several `exactly serve` nodes of one cluster started by this
@@ -77,7 +81,38 @@ func StartCluster(argv, env []string, dir string, n int, config []string) (*Clus
 		c.Stop(time.Second)
 		return nil, err
 	}
+	if err := c.awaitBrokers(60 * time.Second); err != nil {
+		c.Stop(time.Second)
+		return nil, err
+	}
 	return c, nil
+}
+
+// awaitBrokers waits until every node's Metadata lists every node: a node
+// listens once it registered, but another may not have applied that
+// registration yet, and would refuse a topic of replication factor N.
+func (c *Cluster) awaitBrokers(limit time.Duration) error {
+	ctx, cancel := context.WithTimeout(context.Background(), limit)
+	defer cancel()
+	for _, b := range c.Nodes {
+		cl, err := kgo.NewClient(kgo.SeedBrokers(b.Addr()))
+		if err != nil {
+			return err
+		}
+		for {
+			m, err := kmsg.NewPtrMetadataRequest().RequestWith(ctx, cl.SeedBrokers()[0])
+			if err == nil && len(m.Brokers) == len(c.Nodes) {
+				break
+			}
+			if ctx.Err() != nil {
+				cl.Close()
+				return fmt.Errorf("%s does not list all %d nodes within %v (last: %v)", b.Addr(), len(c.Nodes), limit, err)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		cl.Close()
+	}
+	return nil
 }
 
 // Addrs are the nodes' client addresses, by node id.
