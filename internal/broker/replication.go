@@ -157,8 +157,8 @@ func (b *Broker) reportLeadershipLoop() {
 			return
 		case <-t.C:
 		}
-		rebalance := false
-		if b.brokerBool("auto.leader.rebalance.enable") {
+		rebalanceOn, rebalance := b.brokerBool("auto.leader.rebalance.enable"), false
+		if rebalanceOn {
 			every := time.Duration(b.brokerInt("leader.imbalance.check.interval.seconds")) * time.Second
 			if rebalance = time.Since(lastRebalance) >= every; rebalance {
 				lastRebalance = time.Now()
@@ -178,8 +178,8 @@ func (b *Broker) reportLeadershipLoop() {
 			if !ok || partition.TopicID(topic.ID) != p.TopicID() {
 				continue
 			}
-			if pref := topic.Replicas[p.Index][0]; pref != b.cfg.NodeID && slices.Contains(st.InSync, uint64(pref)) &&
-				b.brokerBool("auto.leader.rebalance.enable") && (rebalance || p.LogEndOffset() == 0) {
+			if pref := topic.Replicas[p.Index][0]; rebalanceOn && pref != b.cfg.NodeID && slices.Contains(st.InSync, uint64(pref)) &&
+				(rebalance || p.LogEndOffset() == 0) {
 				// The preferred replica leads when it can: new
 				// partitions spread as placed, and leadership comes
 				// back after a restart.

@@ -44,12 +44,6 @@ func (p *Partition) ApplyMarker(producerID int64, producerEpoch int16, commit bo
 	return err
 }
 
-// ApplyExpiry applies a committed producer expiry: producers idle since
-// before nowMs minus the expiration are forgotten, on every replica alike.
-func (p *Partition) ApplyExpiry(nowMs int64) (int, error) {
-	return p.ExpireProducers(nowMs)
-}
-
 // AppendFetched appends batches copied from another replica's log (a
 // follower catching up from a leader's snapshot): each must start at this
 // log's end, and none is checked against the producer state, which only

@@ -224,7 +224,9 @@ func (r *Replica) Apply(index, term uint64, data []byte) any {
 		}
 		return start
 	case KindExpire:
-		if _, err := r.p.ApplyExpiry(e.NowMs); err != nil {
+		// Producers idle since before the entry's clock minus the
+		// expiration go, on every replica at this same point of the log.
+		if _, err := r.p.ExpireProducers(e.NowMs); err != nil {
 			return err
 		}
 	}
