@@ -227,13 +227,18 @@ func contains(ss []string, s string) bool {
 }
 
 // Exactly-once and at-least-once hold on a managed cluster of three nodes
-// (topics of replication factor 3, min.insync.replicas 2) under every
-// fault, the node faults included: SIGKILL of one node, SIGSTOP of one,
-// SIGKILL of all three at once.
+// (topics of replication factor 3, min.insync.replicas 2) under the
+// faults of a cluster: SIGKILL of one node, SIGSTOP of one, SIGKILL of
+// all three at once, one node cut off from the others, one node's traffic
+// to another dropped, and delays between nodes.
 func TestVerifyHoldsOnAReplicatedCluster(t *testing.T) {
 	testenv.SkipShort(t, "a three-node cluster of processes under faults")
 	for _, mode := range []string{"exactly-once", "at-least-once"} {
-		out, code, stderr, _ := runVerify(t, "--brokers", "3", "--mode", mode, "--faults", "all",
+		// The faults a cluster adds, each at least once (a schedule
+		// draws every kind before it repeats one); the client-side ones
+		// run against one broker elsewhere.
+		clusterFaults := []string{"broker-kill", "broker-pause", "cluster-kill", "partition", "partition-one-way", "node-delay"}
+		out, code, stderr, _ := runVerify(t, "--brokers", "3", "--mode", mode, "--faults", strings.Join(clusterFaults, ","),
 			"--duration", "20s", "--drain", "40s", "--seed", "1")
 		if code != 0 || !out.OK || out.Lost != 0 {
 			t.Fatalf("%s: exit %d: %+v\n%s", mode, code, out, stderr)
@@ -242,12 +247,15 @@ func TestVerifyHoldsOnAReplicatedCluster(t *testing.T) {
 		for _, f := range out.Schedule {
 			kinds[f.Kind] = true
 		}
-		for _, k := range []string{"broker-kill", "broker-pause", "cluster-kill"} {
+		for _, k := range clusterFaults {
 			if !kinds[k] {
 				t.Errorf("%s: no %s in the schedule %+v", mode, k, out.Schedule)
 			}
 		}
-		if out.Acked < 1000 || out.FaultsInjected < 8 {
+		// Partitions stall writes for seconds at a time (a transaction
+		// waits for every partition it touched), so a run acknowledges
+		// a few hundred records, not thousands.
+		if out.Acked < 400 || out.FaultsInjected < 8 {
 			t.Fatalf("%s: the run did too little to mean anything: %+v", mode, out)
 		}
 	}

@@ -91,6 +91,42 @@ func (r *runner) inject(ctx context.Context, i int, f Fault) {
 			heal.Error = err.Error()
 		}
 		r.rec.Record(heal)
+	case FaultPartition, FaultOneWayPartition:
+		if r.links == nil {
+			ev.Error = "no links between nodes"
+			r.rec.Record(ev)
+			return
+		}
+		var mend func()
+		if f.Kind == FaultPartition {
+			ev.Value = fmt.Sprintf("node %d", f.Node)
+			mend = r.links.Isolate(f.Node)
+		} else {
+			ev.Value = fmt.Sprintf("node %d -> node %d", f.Node, f.Peer)
+			mend = r.links.Cut(f.Node, f.Peer)
+		}
+		heal.Value = ev.Value
+		r.rec.Record(ev)
+		sleepCtx(ctx, f.For)
+		mend()
+		r.rec.Record(heal)
+	case FaultNodeDelay:
+		if r.links == nil {
+			ev.Error = "no links between nodes"
+			r.rec.Record(ev)
+			return
+		}
+		r.rec.Record(ev)
+		r.mu.Lock()
+		r.nodeDelayOn[i] = f.Delay
+		r.applyNetLocked()
+		r.mu.Unlock()
+		sleepCtx(ctx, f.For)
+		r.mu.Lock()
+		delete(r.nodeDelayOn, i)
+		r.applyNetLocked()
+		r.mu.Unlock()
+		r.rec.Record(heal)
 	case FaultLostAck, FaultDelay:
 		r.rec.Record(ev)
 		r.mu.Lock()
@@ -197,4 +233,11 @@ func (r *runner) applyNetLocked() {
 	}
 	r.proxy.SetDrop(drop)
 	r.proxy.SetDelay(delay)
+	if r.links != nil {
+		var nodeDelay time.Duration
+		for _, d := range r.nodeDelayOn {
+			nodeDelay = max(nodeDelay, d)
+		}
+		r.links.SetDelay(nodeDelay)
+	}
 }

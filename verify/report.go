@@ -68,6 +68,10 @@ func WriteTable(w io.Writer, reps []*Report) error {
 			fmt.Fprintln(w)
 			fmt.Fprintf(w, "%s (seed %d, %s; proxy dropped %d responses, delayed %d, reset %d connections)\n",
 				r.Mode, r.Seed, r.Profile, r.Proxy.DroppedResponses, r.Proxy.DelayedResponses, r.Proxy.Resets)
+			if r.Links != nil {
+				fmt.Fprintf(w, "%s: links between nodes: %d connections, %d closed by cut heals, %d reads delayed\n",
+					r.Mode, r.Links.Connections, r.Links.CutConnections, r.Links.DelayedChunks)
+			}
 			for _, l := range lines {
 				fmt.Fprintln(w, l)
 			}

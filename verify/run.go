@@ -144,6 +144,9 @@ type Report struct {
 	Drained bool `json:"drained"`
 	// Proxy counts what the fault proxy did.
 	Proxy ProxyStats `json:"proxy"`
+	// Links counts what the links between a managed cluster's nodes did
+	// (nil without a cluster).
+	Links *LinkStats `json:"links,omitempty"`
 	// Timeline holds per-second counts, for charts.
 	Timeline []Sample `json:"timeline,omitempty"`
 	// Dir is where the run's files were kept, if they were.
@@ -167,6 +170,7 @@ type runner struct {
 	proxy    *Proxy
 	broker   *managed.Broker
 	cluster  *managed.Cluster // instead of broker, with Config.Brokers > 1
+	links    *Links           // between the cluster's nodes
 	upstream []string
 	admin    *kgo.Client
 	rec      *Recorder
@@ -185,9 +189,11 @@ type runner struct {
 	lastFault string
 	dropOn    map[int]float64
 	delayOn   map[int]time.Duration
-	phase     string
-	start     time.Time
-	notes     []string
+	// nodeDelayOn are the node-delay windows in force, by fault index.
+	nodeDelayOn map[int]time.Duration
+	phase       string
+	start       time.Time
+	notes       []string
 	// brokerMu serializes broker kills.
 	brokerMu sync.Mutex
 }
@@ -269,7 +275,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	}
 
 	r := &runner{cfg: cfg, profile: profile, logw: cfg.Log, start: time.Now(), phase: "setup",
-		dropOn: map[int]float64{}, delayOn: map[int]time.Duration{}}
+		dropOn: map[int]float64{}, delayOn: map[int]time.Duration{}, nodeDelayOn: map[int]time.Duration{}}
 	temp := cfg.Dir == ""
 	if temp {
 		if r.dir, err = os.MkdirTemp("", "exactly-verify-"); err != nil {
@@ -290,6 +296,9 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	}
 	if r.cluster != nil {
 		r.cluster.Stop(10 * time.Second)
+	}
+	if r.links != nil {
+		r.links.Close()
 	}
 	keep := cfg.KeepDir || !temp || err != nil || (rep != nil && !rep.OK)
 	if keep {
@@ -325,7 +334,11 @@ func (r *runner) run(ctx context.Context) (*Report, error) {
 			brokerConfig = append(append([]string(nil), managedConfig...), shareManagedConfig...)
 		}
 		if cfg.Brokers > 1 {
-			if r.cluster, err = managed.StartCluster(cfg.ServeCommand, cfg.Env, r.dir, cfg.Brokers, brokerConfig); err != nil {
+			// Node-to-node traffic goes through links of the verifier's,
+			// for the network faults between nodes.
+			r.links = NewLinks(cfg.Seed)
+			if r.cluster, err = managed.StartClusterWith(cfg.ServeCommand, cfg.Env, r.dir, cfg.Brokers,
+				managed.ClusterOptions{Config: brokerConfig, Link: r.links.Add}); err != nil {
 				return nil, &SetupError{err}
 			}
 			r.upstream = r.cluster.Addrs()
@@ -487,7 +500,7 @@ func (r *runner) run(ctx context.Context) (*Report, error) {
 	rep := &Report{
 		Result: res, Seed: cfg.Seed, Profile: r.profile.String(), Faults: cfg.Faults, Schedule: schedule,
 		FaultsInjected: r.faults, DurationSeconds: cfg.Duration.Seconds(),
-		ElapsedSeconds: time.Since(r.start).Seconds(), Drained: drained, Proxy: r.proxy.Stats(), Notes: notes,
+		ElapsedSeconds: time.Since(r.start).Seconds(), Drained: drained, Proxy: r.proxy.Stats(), Links: r.linkStats(), Notes: notes,
 	}
 	if rep.Faults == nil {
 		rep.Faults = []FaultKind{}
@@ -620,4 +633,13 @@ func ExitCode(rep *Report, err error) int {
 		return 2 // inconclusive
 	}
 	return 0
+}
+
+// linkStats are the links' counters, nil without a cluster.
+func (r *runner) linkStats() *LinkStats {
+	if r.links == nil {
+		return nil
+	}
+	s := r.links.Stats()
+	return &s
 }

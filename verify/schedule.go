@@ -49,11 +49,22 @@ const (
 	// and restarts them together: what is acknowledged must survive a
 	// whole-cluster power loss.
 	FaultClusterKill FaultKind = "cluster-kill"
+	// FaultPartition cuts one node of a managed cluster off from the
+	// other nodes, both ways, for a while; clients still reach it.
+	FaultPartition FaultKind = "partition"
+	// FaultOneWayPartition cuts what one node sends another, for a
+	// while; what the other sends it still arrives.
+	FaultOneWayPartition FaultKind = "partition-one-way"
+	// FaultNodeDelay holds the traffic between every two nodes for up to
+	// a delay, for a window.
+	FaultNodeDelay FaultKind = "node-delay"
 )
 
 // ClusterFaults are the faults that need a managed cluster of several
-// nodes (a broker kill then hits one node, drawn by the schedule).
-var ClusterFaults = []FaultKind{FaultBrokerPause, FaultClusterKill}
+// nodes (a broker kill then hits one node, drawn by the schedule). The
+// network faults between nodes act on the links every node reaches the
+// others through (Links).
+var ClusterFaults = []FaultKind{FaultBrokerPause, FaultClusterKill, FaultPartition, FaultOneWayPartition, FaultNodeDelay}
 
 // AllFaults lists every fault; broker kills only with a managed broker.
 func AllFaults(managed bool) []FaultKind {
@@ -135,9 +146,12 @@ type Fault struct {
 	Role string `json:"role,omitempty"`
 	// Target is the index of the slot of that role.
 	Target int `json:"target,omitempty"`
-	// Node is the managed cluster's node a broker kill or pause hits (1
-	// to Brokers); 0 on a single broker.
+	// Node is the managed cluster's node a broker kill, pause or
+	// partition hits (1 to Brokers; the sender of a one-way partition);
+	// 0 on a single broker.
 	Node int `json:"node,omitempty"`
+	// Peer is the node a one-way partition keeps Node's traffic from.
+	Peer int `json:"peer,omitempty"`
 	// Phase is PhaseBeforeCommit or PhaseAfterCommit (kills).
 	Phase string `json:"phase,omitempty"`
 	// Probability is the share of write responses dropped (lost-ack).
@@ -155,6 +169,9 @@ func (f Fault) String() string {
 	}
 	if f.Node > 0 {
 		fmt.Fprintf(&b, " node %d", f.Node)
+	}
+	if f.Peer > 0 {
+		fmt.Fprintf(&b, " -> node %d", f.Peer)
 	}
 	if f.Phase != "" {
 		fmt.Fprintf(&b, " %s", f.Phase)
@@ -232,6 +249,17 @@ func NewSchedule(o ScheduleOptions) []Fault {
 			f.For, f.Node = ms(1500, 4000), 1+pick(o.Brokers)
 		case FaultClusterKill:
 			f.For = ms(300, 1500)
+		case FaultPartition:
+			f.For, f.Node = ms(1500, 5000), 1+pick(o.Brokers)
+		case FaultOneWayPartition:
+			f.For, f.Node = ms(1500, 5000), 1+pick(o.Brokers)
+			// Any other node: the draw skips Node.
+			f.Peer = 1 + pick(max(o.Brokers-1, 1))
+			if f.Peer >= f.Node {
+				f.Peer++
+			}
+		case FaultNodeDelay:
+			f.For, f.Delay = ms(1000, 4000), ms(20, 300)
 		case FaultLostAck:
 			f.For, f.Probability = ms(1500, 4000), float64(15+rng.IntN(21))/100
 		case FaultDelay:

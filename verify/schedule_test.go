@@ -158,19 +158,30 @@ func countRole(s []Fault, role string) int {
 	return n
 }
 
-// TestScheduleDrawsClusterNodes: on a managed cluster a broker kill or
-// pause names a node in 1..Brokers and every node is hit; on one broker
+// TestScheduleDrawsClusterNodes: on a managed cluster a broker kill,
+// pause or partition names a node in 1..Brokers and every node is hit, a
+// one-way partition names two different nodes; on one broker
 // the kill names none (and the schedule is what it was before clusters).
 func TestScheduleDrawsClusterNodes(t *testing.T) {
 	kinds := append([]FaultKind{FaultBrokerKill}, ClusterFaults...)
 	hit := map[int]bool{}
-	for _, f := range NewSchedule(ScheduleOptions{Seed: 3, Duration: 5 * time.Minute, Kinds: kinds, Brokers: 3}) {
+	oneWay := map[[2]int]bool{}
+	for _, f := range NewSchedule(ScheduleOptions{Seed: 3, Duration: 10 * time.Minute, Kinds: kinds, Brokers: 3}) {
 		switch f.Kind {
-		case FaultBrokerKill, FaultBrokerPause:
+		case FaultBrokerKill, FaultBrokerPause, FaultPartition:
 			if f.Node < 1 || f.Node > 3 {
 				t.Fatalf("%s names node %d", f, f.Node)
 			}
 			hit[f.Node] = true
+		case FaultOneWayPartition:
+			if f.Node < 1 || f.Node > 3 || f.Peer < 1 || f.Peer > 3 || f.Peer == f.Node || f.For <= 0 {
+				t.Fatalf("one-way partition %s", f)
+			}
+			oneWay[[2]int{f.Node, f.Peer}] = true
+		case FaultNodeDelay:
+			if f.Delay <= 0 || f.For <= 0 {
+				t.Fatalf("node delay %s", f)
+			}
 		case FaultClusterKill:
 			if f.Node != 0 || f.For <= 0 {
 				t.Fatalf("cluster kill %s", f)
@@ -179,6 +190,9 @@ func TestScheduleDrawsClusterNodes(t *testing.T) {
 	}
 	if len(hit) != 3 {
 		t.Fatalf("nodes hit: %v", hit)
+	}
+	if len(oneWay) < 4 { // of the six ordered pairs
+		t.Fatalf("one-way partitions drew only %v", oneWay)
 	}
 	for _, f := range NewSchedule(ScheduleOptions{Seed: 3, Duration: time.Minute, Kinds: []FaultKind{FaultBrokerKill}}) {
 		if f.Node != 0 {

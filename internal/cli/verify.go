@@ -105,9 +105,12 @@ Clients reach the broker through a proxy that drops or delays responses
 after the broker handled the request and resets connections. broker-kill
 needs --managed, which starts "exactly serve" on a temporary directory;
 with --brokers 3 it starts a cluster of three nodes instead, a broker kill
-hits one node, and broker-pause (SIGSTOP then SIGCONT of a node) and
-cluster-kill (SIGKILL of every node at once) join the faults. Inter-node
-network faults are not injected yet.
+hits one node, and the cluster faults join: broker-pause (SIGSTOP then
+SIGCONT of a node), cluster-kill (SIGKILL of every node at once), and
+network faults between nodes, whose traffic to each other goes through
+links of the verifier's: partition (one node cut off from the others,
+both ways), partition-one-way (what one node sends another is dropped)
+and node-delay (node-to-node traffic held up to a delay).
 
 With --tls*, --sasl-* or --command-config the workers reach a secured
 cluster: the fault proxy dials the brokers with TLS (workers speak to it on

@@ -4,12 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/exactly/exactly/internal/cluster"
+	"github.com/exactly/exactly/internal/vfs"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
@@ -21,27 +24,75 @@ type Cluster struct {
 	Nodes []*Broker
 }
 
+// ClusterOptions shape a managed cluster.
+type ClusterOptions struct {
+	// Config ("key=value") goes to every node.
+	Config []string
+	// Link, if set, puts something between every two nodes: before any
+	// node starts it is called for each ordered pair of nodes (from, to:
+	// node ids) and each address of `to` that `from` connects to (its
+	// controller listener for the metadata and partition quorums, its
+	// listener for requests from `from`), and returns the address `from`
+	// is to dial instead, such as a proxy's that forwards to upstream.
+	// Every node's traffic to every other then goes through it, on
+	// ordinary configuration: per-node controller.quorum.voters, and one
+	// listener per peer (NODE<from>) advertised at the returned address,
+	// with inter.broker.listener.name picking a node's own.
+	Link func(from, to int, upstream string) (string, error)
+}
+
 // StartCluster starts n nodes (node.id 1..n) on free loopback ports and
 // returns once every one accepts client connections; config ("key=value")
 // goes to every node.
 func StartCluster(argv, env []string, dir string, n int, config []string) (*Cluster, error) {
+	return StartClusterWith(argv, env, dir, n, ClusterOptions{Config: config})
+}
+
+// StartClusterWith is StartCluster with options.
+func StartClusterWith(argv, env []string, dir string, n int, o ClusterOptions) (*Cluster, error) {
 	if len(argv) == 0 || n < 1 {
 		return nil, fmt.Errorf("a cluster needs a serve command and at least one node")
 	}
 	c := &Cluster{}
+	// The nodes' ports stay bound until every one is drawn and o.Link has
+	// bound its own, so that no two draws return the same port.
+	var held []net.Listener
+	defer func() {
+		for _, ln := range held {
+			ln.Close()
+		}
+	}()
+	reserve := func() (string, error) {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return "", err
+		}
+		held = append(held, ln)
+		return ln.Addr().String(), nil
+	}
 	ctrls := make([]string, n)
-	voters := make([]string, n)
+	// peerLns[to][from] is node to's listener for requests from node from.
+	peerLns := make([][]string, n)
 	for i := range n {
-		addr, err := freeAddr()
+		addr, err := reserve()
 		if err != nil {
 			return nil, err
 		}
-		if ctrls[i], err = freeAddr(); err != nil {
+		if ctrls[i], err = reserve(); err != nil {
 			return nil, err
 		}
-		voters[i] = fmt.Sprintf("%d@%s", i+1, ctrls[i])
+		listeners := "PLAINTEXT://" + addr + ",CONTROLLER://" + ctrls[i]
+		if o.Link != nil {
+			peerLns[i] = make([]string, n)
+			for from := range n {
+				if peerLns[i][from], err = reserve(); err != nil {
+					return nil, err
+				}
+				listeners += fmt.Sprintf(",NODE%d://%s", from+1, peerLns[i][from])
+			}
+		}
 		nodeDir := filepath.Join(dir, fmt.Sprintf("node%d", i+1))
-		b := &Broker{argv: argv, env: env, addr: addr, listeners: "PLAINTEXT://" + addr + ",CONTROLLER://" + ctrls[i],
+		b := &Broker{argv: argv, env: env, addr: addr, listeners: listeners,
 			dataDir: filepath.Join(nodeDir, "broker"), logPath: filepath.Join(nodeDir, "logs", "broker.log")}
 		for _, d := range []string{b.dataDir, filepath.Dir(b.logPath)} {
 			if err := os.MkdirAll(d, 0o755); err != nil {
@@ -50,10 +101,22 @@ func StartCluster(argv, env []string, dir string, n int, config []string) (*Clus
 		}
 		c.Nodes = append(c.Nodes, b)
 	}
-	for i, b := range c.Nodes {
-		b.config = append([]string{fmt.Sprintf("node.id=%d", i+1), "controller.listener.names=CONTROLLER",
-			"controller.quorum.voters=" + strings.Join(voters, ",")}, config...)
+	if o.Link == nil {
+		voters := make([]string, n)
+		for i := range n {
+			voters[i] = fmt.Sprintf("%d@%s", i+1, ctrls[i])
+		}
+		for i, b := range c.Nodes {
+			b.config = append([]string{fmt.Sprintf("node.id=%d", i+1), "controller.listener.names=CONTROLLER",
+				"controller.quorum.voters=" + strings.Join(voters, ",")}, o.Config...)
+		}
+	} else if err := c.interpose(o, ctrls, peerLns); err != nil {
+		return nil, err
 	}
+	for _, ln := range held {
+		ln.Close()
+	}
+	held = nil
 	// Every process first, then the waits: a node listens for clients
 	// only once its quorum has a leader, which needs the others running.
 	for _, b := range c.Nodes {
@@ -86,6 +149,50 @@ func StartCluster(argv, env []string, dir string, n int, config []string) (*Clus
 		return nil, err
 	}
 	return c, nil
+}
+
+// interpose configures every node to reach every other through o.Link.
+// The nodes' voters lists then differ in addresses, so the cluster id
+// cannot be derived from them: every data directory is formatted with one
+// new id instead.
+func (c *Cluster) interpose(o ClusterOptions, ctrls []string, peerLns [][]string) error {
+	n := len(c.Nodes)
+	clusterID := cluster.NewClusterID()
+	protos := []string{"PLAINTEXT:PLAINTEXT", "CONTROLLER:PLAINTEXT"}
+	for i := range n {
+		protos = append(protos, fmt.Sprintf("NODE%d:PLAINTEXT", i+1))
+	}
+	advertised := make([][]string, n) // by node: its NODE<i> listeners' addresses
+	for from, b := range c.Nodes {
+		voters := make([]string, n)
+		for to := range n {
+			addr := ctrls[to]
+			if to != from {
+				var err error
+				if addr, err = o.Link(from+1, to+1, ctrls[to]); err != nil {
+					return err
+				}
+				// Node to's listener for node from, as node from reaches it.
+				adv, err := o.Link(from+1, to+1, peerLns[to][from])
+				if err != nil {
+					return err
+				}
+				advertised[to] = append(advertised[to], fmt.Sprintf("NODE%d://%s", from+1, adv))
+			}
+			voters[to] = fmt.Sprintf("%d@%s", to+1, addr)
+		}
+		if err := cluster.Format(vfs.OS(), b.dataDir, clusterID, int32(from+1)); err != nil {
+			return err
+		}
+		b.config = append([]string{fmt.Sprintf("node.id=%d", from+1), "controller.listener.names=CONTROLLER",
+			"controller.quorum.voters=" + strings.Join(voters, ","),
+			"listener.security.protocol.map=" + strings.Join(protos, ","),
+			fmt.Sprintf("inter.broker.listener.name=NODE%d", from+1)}, o.Config...)
+	}
+	for i, b := range c.Nodes {
+		b.config = append(b.config, "advertised.listeners="+strings.Join(advertised[i], ","))
+	}
+	return nil
 }
 
 // awaitBrokers waits until every node's Metadata lists every node: a node

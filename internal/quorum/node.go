@@ -167,8 +167,10 @@ func Start(cfg Config) (*Node, error) {
 		})
 		peers := make([]raft.Peer, 0, len(ids))
 		for _, id := range ids {
-			// The same bytes on every node: the bootstrap entries must be
-			// identical everywhere, so no directory id here.
+			// No directory id: each node writes these entries itself, and
+			// they should say the same everywhere. The address is this
+			// node's way to the voter, which may differ between nodes
+			// (dialAddr).
 			ctx, _ := json.Marshal(confContext{Addr: cfg.Voters[id]})
 			peers = append(peers, raft.Peer{ID: id, Context: ctx})
 		}
@@ -297,9 +299,22 @@ func (n *Node) restore(snap *pb.Snapshot) error {
 	return nil
 }
 
+// dialAddr is where this node reaches node id: its entry in the
+// configured voters (controller.quorum.voters) if it has one, else the
+// address the quorum recorded. Each node's configuration names its own way
+// to each voter, which need not be the same from every node (a NAT, a
+// proxy between two nodes), while a recorded address comes from whichever
+// node wrote the entry or snapshot.
+func (n *Node) dialAddr(id uint64, recorded string) string {
+	if a, ok := n.cfg.Voters[id]; ok && a != "" {
+		return a
+	}
+	return recorded
+}
+
 func (n *Node) addMember(id uint64, m member) error {
 	n.members[id] = m
-	n.tr.setPeer(id, m.Addr)
+	n.tr.setPeer(id, n.dialAddr(id, m.Addr))
 	if m.Dir == "" {
 		return nil
 	}
