@@ -138,9 +138,18 @@ func layout(m *kmsg.MetadataResponse) string {
 	s := fmt.Sprintf("brokers=%v", ids)
 	var topics []string
 	for _, t := range m.Topics {
-		var leaders []int32
+		var leaders []string
 		for _, p := range t.Partitions {
-			leaders = append(leaders, p.Leader)
+			if len(p.Replicas) > 1 {
+				// Leadership of a replicated partition moves; its
+				// replicas are the layout (once it has a leader).
+				leaders = append(leaders, fmt.Sprintf("replicas%v", slices.Sorted(slices.Values(p.Replicas))))
+				if p.Leader < 0 {
+					leaders = append(leaders, "-1")
+				}
+				continue
+			}
+			leaders = append(leaders, fmt.Sprint(p.Leader))
 		}
 		topics = append(topics, fmt.Sprintf("%s:%v", *t.Topic, leaders))
 	}
@@ -189,6 +198,11 @@ func TestClusterInProcess(t *testing.T) {
 		t.Fatal(err)
 	}
 	got := c.converged(ctx, 0, 1, 2)
+	// The coordinators' topics appear once all three nodes registered.
+	for ctx.Err() == nil && !strings.Contains(got, "__share_group_state") {
+		time.Sleep(50 * time.Millisecond)
+		got = c.converged(ctx, 0, 1, 2)
+	}
 	if !strings.HasPrefix(got, "brokers=[1 2 3] ") {
 		t.Fatalf("metadata %q does not list the three brokers", got)
 	}

@@ -259,3 +259,100 @@ func BenchmarkReplicatedProduce(b *testing.B) {
 		b.Fatal(err)
 	}
 }
+
+// TestCoordinatorsMoveWithLeadership: on three nodes the coordinators'
+// internal topics are replicated, and the coordinators run on their
+// leader. Stopping that node moves them: committed offsets are still
+// there, a transaction begun before the move commits after it, and
+// read_committed readers see exactly its records.
+func TestCoordinatorsMoveWithLeadership(t *testing.T) {
+	c := startInProcessCluster(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	const topic = "moved"
+	adm := kadm.NewClient(c.client(0))
+	if resp, err := adm.CreateTopic(ctx, 1, 3, nil, topic); err != nil || resp.Err != nil {
+		t.Fatalf("create topic: %v %v", err, resp.Err)
+	}
+	c.replicatedLayout(ctx, topic, 1, 3, 0, 1, 2)
+	var home int32
+	for _, name := range []string{"__consumer_offsets", "__transaction_state", "__share_group_state"} {
+		l := c.replicatedLayout(ctx, name, 1, 3, 0, 1, 2)[0]
+		if home != 0 && l != home {
+			// They gather on one node; give them a moment.
+			l = c.replicatedLayout(ctx, name, 1, 3, 0, 1, 2)[0]
+		}
+		home = l
+	}
+	seed := (int(home) % 3) // a node other than the coordinators'
+	t.Logf("coordinators on node %d; clients seeded at node %d", home, seed+1)
+	adm = kadm.NewClient(c.client(seed))
+
+	offsets := kadm.Offsets{}
+	offsets.Add(kadm.Offset{Topic: topic, Partition: 0, At: 42, LeaderEpoch: -1})
+	if resp, err := adm.CommitOffsets(ctx, "g", offsets); err != nil || resp.Error() != nil {
+		t.Fatalf("commit offsets: %v %v", err, resp.Error())
+	}
+
+	prod := c.client(seed, kgo.TransactionalID("moving"), kgo.DefaultProduceTopic(topic),
+		kgo.RequiredAcks(kgo.AllISRAcks()), kgo.RetryTimeout(time.Minute))
+	produceTxn := func(from int) {
+		t.Helper()
+		for i := from; i < from+10; i++ {
+			if err := prod.ProduceSync(ctx, &kgo.Record{Value: []byte(strconv.Itoa(i))}).FirstErr(); err != nil {
+				t.Fatalf("produce %d: %v", i, err)
+			}
+		}
+	}
+	if err := prod.BeginTransaction(); err != nil {
+		t.Fatal(err)
+	}
+	produceTxn(0)
+	if err := prod.EndTransaction(ctx, kgo.TryCommit); err != nil {
+		t.Fatalf("first commit: %v", err)
+	}
+	if err := prod.BeginTransaction(); err != nil {
+		t.Fatal(err)
+	}
+	produceTxn(10)
+
+	// The coordinators' node stops with the transaction open.
+	if err := c.nodes[home-1].Close(); err != nil {
+		t.Fatal(err)
+	}
+	c.nodes[home-1] = nil
+	running := slices.DeleteFunc([]int{0, 1, 2}, func(i int) bool { return i == int(home-1) })
+	moved := home
+	for moved == home && ctx.Err() == nil {
+		time.Sleep(50 * time.Millisecond)
+		moved = c.replicatedLayout(ctx, "__consumer_offsets", 1, 2, running...)[0]
+	}
+	if err := prod.EndTransaction(ctx, kgo.TryCommit); err != nil {
+		t.Fatalf("commit after the coordinators moved to node %d: %v", moved, err)
+	}
+
+	// A new client: this one caches the stopped node as the group's
+	// coordinator and keeps dialing it.
+	fetched, err := kadm.NewClient(c.client(seed)).FetchOffsets(ctx, "g")
+	if err != nil || fetched.Error() != nil {
+		t.Fatalf("fetch offsets after the move: %v %v", err, fetched.Error())
+	}
+	if o, ok := fetched.Lookup(topic, 0); !ok || o.At != 42 {
+		t.Fatalf("committed offset after the move: %+v (found %v), want 42", o, ok)
+	}
+
+	cons := c.client(seed, kgo.ConsumeTopics(topic), kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	seen := map[string]int{}
+	for len(seen) < 20 && ctx.Err() == nil {
+		cons.PollFetches(ctx).EachRecord(func(r *kgo.Record) { seen[string(r.Value)]++ })
+	}
+	for i := range 20 {
+		if n := seen[strconv.Itoa(i)]; n != 1 {
+			t.Errorf("committed value %d read %d times", i, n)
+		}
+	}
+	if len(seen) != 20 {
+		t.Errorf("read %d distinct values, want 20", len(seen))
+	}
+}

@@ -75,8 +75,9 @@ type clusterView struct {
 
 // topicView is one topic of a Metadata answer.
 type topicView struct {
-	id      [16]byte
-	leaders []int32 // by partition
+	id       [16]byte
+	leaders  []int32   // by partition
+	replicas [][]int32 // by partition
 }
 
 // metadataOf asks the node cl is seeded with for the metadata of every
@@ -99,7 +100,7 @@ func metadataOf(ctx context.Context, cl *kgo.Client) (clusterView, error) {
 		if _, ok := v.topics[name]; ok {
 			v.repeated = append(v.repeated, name)
 		}
-		tv := topicView{id: rt.TopicID, leaders: make([]int32, len(rt.Partitions))}
+		tv := topicView{id: rt.TopicID, leaders: make([]int32, len(rt.Partitions)), replicas: make([][]int32, len(rt.Partitions))}
 		seen := make([]bool, len(rt.Partitions))
 		for _, p := range rt.Partitions {
 			if p.Partition < 0 || int(p.Partition) >= len(seen) || seen[p.Partition] {
@@ -107,6 +108,7 @@ func metadataOf(ctx context.Context, cl *kgo.Client) (clusterView, error) {
 			}
 			seen[p.Partition] = true
 			tv.leaders[p.Partition] = p.Leader
+			tv.replicas[p.Partition] = p.Replicas
 		}
 		v.topics[name] = tv
 	}
@@ -661,7 +663,8 @@ func waitControllerMoved(nodes []*clusterNode, probes []*kgo.Client, gone int32,
 
 // checkPartitionDirs waits (up to limit) until every node's data
 // directory holds exactly the directories of the partitions it leads in
-// view, and fails with the difference otherwise.
+// view (it holds a replica of: the coordinators' topics are replicated),
+// and fails with the difference otherwise.
 func checkPartitionDirs(t *testing.T, nodes []*clusterNode, view clusterView, limit time.Duration) {
 	t.Helper()
 	want := map[int32]map[string]bool{}
@@ -670,10 +673,16 @@ func checkPartitionDirs(t *testing.T, nodes []*clusterNode, view clusterView, li
 	}
 	for name, tv := range view.topics {
 		for p, leader := range tv.leaders {
-			if want[leader] == nil {
-				t.Fatalf("%s-%d is led by %d, not a node of the cluster", name, p, leader)
+			holders := []int32{leader}
+			if len(tv.replicas[p]) > 1 {
+				holders = tv.replicas[p]
 			}
-			want[leader][name+"-"+strconv.Itoa(p)] = true
+			for _, h := range holders {
+				if want[h] == nil {
+					t.Fatalf("%s-%d is held by %d, not a node of the cluster", name, p, h)
+				}
+				want[h][name+"-"+strconv.Itoa(p)] = true
+			}
 		}
 	}
 	type leftover struct {

@@ -30,7 +30,7 @@ func (b *Broker) handleFindCoordinator(_ context.Context, r *server.Request) ser
 			if !b.authorized(r, acl.OpDescribe, acl.ResourceGroup, key) {
 				return kerr.GroupAuthorizationFailed.Code, nil
 			}
-			if b.groups != nil && b.groups.Failed() {
+			if b.hosting() && b.coords().groups.Failed() {
 				return kerr.CoordinatorNotAvailable.Code, kmsg.StringPtr("the group coordinator's offsets log is offline")
 			}
 		case 1:

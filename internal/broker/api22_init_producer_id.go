@@ -32,7 +32,7 @@ func (b *Broker) handleInitProducerID(_ context.Context, r *server.Request) serv
 	req := r.Msg.(*kmsg.InitProducerIDRequest)
 	resp := req.ResponseKind().(*kmsg.InitProducerIDResponse)
 	resp.ProducerID, resp.ProducerEpoch = -1, -1
-	if b.txn == nil {
+	if !b.hosting() {
 		// A cluster node without the transaction coordinator: an
 		// idempotent producer (clusterGate sent transactional ones to
 		// the coordinator) gets an id of this node's reserved block.
@@ -44,7 +44,7 @@ func (b *Broker) handleInitProducerID(_ context.Context, r *server.Request) serv
 		resp.ProducerID, resp.ProducerEpoch = id, 0
 		return immediate(resp)
 	}
-	res, wait := b.txn.d.InitProducerID(txn.InitRequest{
+	res, wait := b.coords().txn.d.InitProducerID(txn.InitRequest{
 		TxnID: req.TransactionalID, TimeoutMs: req.TransactionTimeoutMillis,
 		ProducerID: req.ProducerID, ProducerEpoch: req.ProducerEpoch,
 	})

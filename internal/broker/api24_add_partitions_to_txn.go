@@ -91,7 +91,7 @@ func (b *Broker) handleAddPartitionsToTxn(_ context.Context, r *server.Request) 
 		case it.code != 0:
 		default:
 			var w txn.Waiter
-			it.res, w = b.txn.d.Add(txn.AddRequest{TxnID: id, ProducerID: pid, ProducerEpoch: epoch,
+			it.res, w = b.coords().txn.d.Add(txn.AddRequest{TxnID: id, ProducerID: pid, ProducerEpoch: epoch,
 				Partitions: tps, VerifyOnly: verify, TV2: req.Version >= 5})
 			waits = append(waits, w)
 		}

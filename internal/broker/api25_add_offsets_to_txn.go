@@ -32,7 +32,7 @@ func (b *Broker) handleAddOffsetsToTxn(_ context.Context, r *server.Request) ser
 		resp.ErrorCode = kerr.InvalidRequest.Code
 		return immediate(resp)
 	}
-	res, wait := b.txn.d.Add(txn.AddRequest{TxnID: req.TransactionalID, ProducerID: req.ProducerID,
+	res, wait := b.coords().txn.d.Add(txn.AddRequest{TxnID: req.TransactionalID, ProducerID: req.ProducerID,
 		ProducerEpoch: req.ProducerEpoch, Groups: []string{req.Group}})
 	return server.Reply{Wait: func() kmsg.Response {
 		if err := wait(); err != nil {

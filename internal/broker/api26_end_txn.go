@@ -43,7 +43,7 @@ func (b *Broker) handleEndTxn(_ context.Context, r *server.Request) server.Reply
 	resp := req.ResponseKind().(*kmsg.EndTxnResponse)
 	resp.ProducerID, resp.ProducerEpoch = -1, -1
 	start := time.Now()
-	res, wait := b.txn.d.EndTxn(txn.EndRequest{TxnID: req.TransactionalID, ProducerID: req.ProducerID,
+	res, wait := b.coords().txn.d.EndTxn(txn.EndRequest{TxnID: req.TransactionalID, ProducerID: req.ProducerID,
 		ProducerEpoch: req.ProducerEpoch, Commit: req.Commit, TV2: req.Version >= 5})
 	return server.Reply{Wait: func() kmsg.Response {
 		if err := wait(); err != nil {
@@ -55,7 +55,7 @@ func (b *Broker) handleEndTxn(_ context.Context, r *server.Request) server.Reply
 			resp.ProducerID, resp.ProducerEpoch = res.ProducerID, res.ProducerEpoch
 		}
 		if res.Err == nil {
-			b.txn.metrics.endTime.WithLabelValues(resultLabel(req.Commit)).Observe(time.Since(start).Seconds())
+			b.txnMetrics.endTime.WithLabelValues(resultLabel(req.Commit)).Observe(time.Since(start).Seconds())
 		}
 		return resp
 	}}

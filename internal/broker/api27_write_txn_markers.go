@@ -123,10 +123,10 @@ func (b *Broker) writeRequestedMarker(topic string, idx int32, m *kmsg.WriteTxnM
 // transaction of producer pid (as its current or previous producer id)
 // that includes tp.
 func (b *Broker) txnRunsOn(pid int64, tp txn.TopicPartition) (bool, error) {
-	if b.txn == nil {
+	if !b.hosting() {
 		return false, nil // the coordinator runs on another node of the cluster
 	}
-	running, wait := b.txn.d.List(txn.Filter{States: []txn.State{txn.Ongoing, txn.PrepareCommit, txn.PrepareAbort}})
+	running, wait := b.coords().txn.d.List(txn.Filter{States: []txn.State{txn.Ongoing, txn.PrepareCommit, txn.PrepareAbort}})
 	if err := wait(); err != nil {
 		return false, err
 	}

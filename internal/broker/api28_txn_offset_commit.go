@@ -50,7 +50,7 @@ func (b *Broker) handleTxnOffsetCommit(_ context.Context, r *server.Request) ser
 			resp.Topics = append(resp.Topics, rt)
 		}
 	}
-	tc := b.txn
+	tc := b.coords().txn
 	if req.Group == "" {
 		fill(kerr.InvalidGroupID.Code)
 		return immediate(resp)

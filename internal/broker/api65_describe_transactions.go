@@ -33,7 +33,7 @@ func (b *Broker) handleDescribeTransactions(_ context.Context, r *server.Request
 	for i, id := range req.TransactionalIDs {
 		allowed[i] = b.authorized(r, acl.OpDescribe, acl.ResourceTransactionalID, id)
 	}
-	metas, found, wait := b.txn.d.Describe(req.TransactionalIDs)
+	metas, found, wait := b.coords().txn.d.Describe(req.TransactionalIDs)
 	return server.Reply{Wait: func() kmsg.Response {
 		failed := wait() != nil
 		for i, id := range req.TransactionalIDs {

@@ -48,7 +48,7 @@ func (b *Broker) handleListTransactions(_ context.Context, r *server.Request) se
 		}
 		f.Pattern = re
 	}
-	metas, wait := b.txn.d.List(f)
+	metas, wait := b.coords().txn.d.List(f)
 	return server.Reply{Wait: func() kmsg.Response {
 		if err := wait(); err != nil {
 			resp.ErrorCode = kerr.CoordinatorNotAvailable.Code

@@ -45,5 +45,5 @@ func (b *Broker) handleShareGroupHeartbeat(_ context.Context, r *server.Request)
 		}
 	}
 	client := share.Client{ID: r.Header.ClientID, Host: clientHost(r)}
-	return shareReply(func() kmsg.Response { return b.share.Heartbeat(req, client, b.groups.HasGroup) })
+	return shareReply(func() kmsg.Response { c := b.coords(); return c.share.Heartbeat(req, client, c.groups.HasGroup) })
 }

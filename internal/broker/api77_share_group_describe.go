@@ -32,7 +32,7 @@ func (b *Broker) handleShareGroupDescribe(_ context.Context, r *server.Request) 
 	}
 	sub := *req
 	sub.GroupIDs = allowed
-	resp := b.share.Describe(&sub)
+	resp := b.coords().share.Describe(&sub)
 	out := req.ResponseKind().(*kmsg.ShareGroupDescribeResponse)
 	i := 0
 	for _, g := range req.GroupIDs {

@@ -44,5 +44,5 @@ func (b *Broker) handleShareFetch(ctx context.Context, r *server.Request) server
 		return immediate(resp)
 	}
 	lim := b.shareLimits(r)
-	return shareReply(func() kmsg.Response { return b.share.Fetch(ctx, req, lim) })
+	return shareReply(func() kmsg.Response { return b.coords().share.Fetch(ctx, req, lim) })
 }

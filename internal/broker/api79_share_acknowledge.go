@@ -29,5 +29,5 @@ func (b *Broker) handleShareAcknowledge(_ context.Context, r *server.Request) se
 		return immediate(resp)
 	}
 	lim := b.shareLimits(r)
-	return shareReply(func() kmsg.Response { return b.share.Acknowledge(req, lim) })
+	return shareReply(func() kmsg.Response { return b.coords().share.Acknowledge(req, lim) })
 }

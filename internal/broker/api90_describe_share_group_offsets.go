@@ -33,7 +33,7 @@ func (b *Broker) handleDescribeShareGroupOffsets(_ context.Context, r *server.Re
 		}
 		one := *req
 		one.Groups = []kmsg.DescribeShareGroupOffsetsRequestGroup{g}
-		out.Groups = append(out.Groups, b.share.DescribeOffsets(&one, deny).Groups...)
+		out.Groups = append(out.Groups, b.coords().share.DescribeOffsets(&one, deny).Groups...)
 	}
 	return immediate(out)
 }

@@ -27,11 +27,11 @@ func (b *Broker) handleAlterShareGroupOffsets(_ context.Context, r *server.Reque
 		resp.ErrorCode = kerr.GroupAuthorizationFailed.Code
 		return immediate(resp)
 	}
-	if b.groups.HasGroup(req.GroupID) {
+	if b.coords().groups.HasGroup(req.GroupID) {
 		resp := req.ResponseKind().(*kmsg.AlterShareGroupOffsetsResponse)
 		resp.ErrorCode = kerr.GroupIDNotFound.Code
 		return immediate(resp)
 	}
 	deny := b.topicDenied(r, acl.OpRead)
-	return shareReply(func() kmsg.Response { return b.share.AlterOffsets(req, deny) })
+	return shareReply(func() kmsg.Response { return b.coords().share.AlterOffsets(req, deny) })
 }

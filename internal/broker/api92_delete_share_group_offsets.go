@@ -26,5 +26,5 @@ func (b *Broker) handleDeleteShareGroupOffsets(_ context.Context, r *server.Requ
 		return immediate(resp)
 	}
 	deny := b.topicDenied(r, acl.OpRead)
-	return shareReply(func() kmsg.Response { return b.share.DeleteOffsets(req, deny) })
+	return shareReply(func() kmsg.Response { return b.coords().share.DeleteOffsets(req, deny) })
 }

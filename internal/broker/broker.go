@@ -17,17 +17,16 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/exactly/exactly/internal/cluster"
-	"github.com/exactly/exactly/internal/group"
 	"github.com/exactly/exactly/internal/log"
 	"github.com/exactly/exactly/internal/partition"
 	"github.com/exactly/exactly/internal/producerstate"
 	"github.com/exactly/exactly/internal/quota"
 	"github.com/exactly/exactly/internal/replica"
 	"github.com/exactly/exactly/internal/server"
-	"github.com/exactly/exactly/internal/share"
 	"github.com/exactly/exactly/internal/vfs"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -111,15 +110,11 @@ type Broker struct {
 	cancel context.CancelFunc
 	bg     sync.WaitGroup
 
-	// txn is the transaction coordinator (txn.go).
-	txn *txnCoordinator
-
-	// groups is the group coordinator (consumer groups, committed
-	// offsets); see groups.go.
-	groups *group.Coordinator
-
-	// share is the share-group coordinator (KIP-932); see share.go.
-	share *share.Coordinator
+	// coord holds the group, transaction and share coordinators this
+	// node runs or ran last (coordinators.go); txnMetrics outlive them.
+	coord      atomic.Pointer[coordinators]
+	txnMetrics *txnMetrics
+	closing    atomic.Bool // Close began
 
 	// quotas holds the client quotas and their rate trackers (quotas.go);
 	// changes to it and the catalog's copy are made under adminMu.
@@ -254,24 +249,25 @@ func (b *Broker) start() (*Broker, error) {
 		}
 		b.parts[t.Name] = ps
 	}
-	if err := b.startGroups(); err != nil {
+	b.txnMetrics = newTxnMetrics(cfg.Registry)
+	if err := b.registerCoordinatorMetrics(); err != nil {
 		b.closePartitions()
 		cancel()
 		return nil, err
 	}
-	// After the groups: finishing a transaction interrupted by a restart
-	// may complete offsets staged in a group.
-	if err := b.startTxn(); err != nil {
-		b.stopGroups()
-		b.closePartitions()
-		cancel()
-		return nil, err
+	if !b.clustered() {
+		// On a cluster hostCoordinatorsLoop loads them where their
+		// partitions' leader is.
+		if err := b.startLocalCoordinators(); err != nil {
+			b.closePartitions()
+			cancel()
+			return nil, err
+		}
 	}
 	// Everything recovered was fsynced by Open: store it at once, so a
 	// crash soon after start leaves no stale recovery point behind.
 	if err := b.writeRecoveryPoints(b.allPartitions()); err != nil {
-		b.stopTxn()
-		b.stopGroups()
+		b.unloadCoordinators()
 		b.closePartitions()
 		cancel()
 		return nil, err
@@ -287,11 +283,12 @@ func (b *Broker) start() (*Broker, error) {
 				b.log.Warn("metadata quorum metrics not registered", "err", err)
 			}
 		}
-		b.bg.Add(4)
+		b.bg.Add(5)
 		go b.reconcileLoop()
 		go b.heartbeatLoop()
 		go b.controllerLoop()
 		go b.reportLeadershipLoop()
+		go b.hostCoordinatorsLoop()
 	}
 	return b, nil
 }
@@ -641,9 +638,9 @@ func (b *Broker) deleteTopic(name string) error {
 		firstErr = b.finishDeletions(name)
 	}
 	b.metrics.forgetTopic(name)
-	if b.groups == nil {
+	if !b.hosting() {
 		// The group coordinator runs on another node of the cluster.
-	} else if err := b.groups.DropDeletedTopicsNow(); err != nil {
+	} else if err := b.coords().groups.DropDeletedTopicsNow(); err != nil {
 		b.log.Warn("dropping committed offsets of a deleted topic", "topic", name, "err", err)
 	}
 	b.log.Info("deleted topic", "topic", name, "partitions", t.Partitions)
@@ -818,8 +815,8 @@ func (b *Broker) Close() error {
 		// leader now rather than after an election timeout.
 		b.transferLeaderships(2 * b.cfg.Cluster.ElectionTimeout)
 	}
-	b.stopTxn() // before the groups: completing a transaction may write group offsets
-	b.stopGroups()
+	b.closing.Store(true) // no new load by hostCoordinatorsLoop
+	b.unloadCoordinators()
 	b.cancel()
 	b.bg.Wait()
 	all := b.allPartitions()

@@ -275,110 +275,123 @@ func (b *Broker) coordinatorNode(keyType int8) int32 {
 	return b.leaderOf(t, 0)
 }
 
-// clusterGate answers NOT_COORDINATOR for coordinator requests on a node
-// that does not run that coordinator; nil lets the request through.
+// clusterGate answers coordinator requests on a node that does not run
+// the coordinators: NOT_COORDINATOR, or COORDINATOR_LOAD_IN_PROGRESS
+// where they are loading (notHostingCode); nil lets the request through.
 func (b *Broker) clusterGate(r *server.Request) kmsg.Response {
-	if !b.clustered() {
+	if !b.clustered() || b.hosting() {
 		return nil
 	}
+	notHere := b.notHostingCode()
 	switch req := r.Msg.(type) {
 	case *kmsg.JoinGroupRequest, *kmsg.SyncGroupRequest, *kmsg.HeartbeatRequest, *kmsg.LeaveGroupRequest,
 		*kmsg.OffsetCommitRequest, *kmsg.OffsetFetchRequest, *kmsg.OffsetDeleteRequest,
 		*kmsg.ConsumerGroupHeartbeatRequest, *kmsg.ConsumerGroupDescribeRequest, *kmsg.DescribeGroupsRequest:
-		if b.groups == nil {
-			return group.ErrorResponse(req, kerr.NotCoordinator.Code)
+		if !b.hosting() {
+			return group.ErrorResponse(req, notHere)
 		}
 	case *kmsg.ListGroupsRequest:
-		if b.groups == nil {
+		if !b.hosting() {
 			// Each node lists the groups its coordinator runs: none here.
 			return req.ResponseKind()
 		}
 	case *kmsg.DeleteGroupsRequest:
-		if b.groups == nil {
+		if !b.hosting() {
 			resp := req.ResponseKind().(*kmsg.DeleteGroupsResponse)
 			for _, g := range req.Groups {
 				rg := kmsg.NewDeleteGroupsResponseGroup()
-				rg.Group, rg.ErrorCode = g, kerr.NotCoordinator.Code
+				rg.Group, rg.ErrorCode = g, notHere
 				resp.Groups = append(resp.Groups, rg)
 			}
 			return resp
 		}
 	case *kmsg.InitProducerIDRequest:
-		if req.TransactionalID != nil && b.txn == nil {
+		if req.TransactionalID != nil && !b.hosting() {
 			resp := req.ResponseKind().(*kmsg.InitProducerIDResponse)
-			resp.ProducerID, resp.ProducerEpoch, resp.ErrorCode = -1, -1, kerr.NotCoordinator.Code
+			resp.ProducerID, resp.ProducerEpoch, resp.ErrorCode = -1, -1, notHere
 			return resp
 		}
 	case *kmsg.AddPartitionsToTxnRequest:
-		if b.txn == nil {
-			return addPartitionsError(req, kerr.NotCoordinator.Code)
+		if !b.hosting() {
+			return addPartitionsError(req, notHere)
 		}
 	case *kmsg.AddOffsetsToTxnRequest:
-		if b.txn == nil {
+		if !b.hosting() {
 			resp := req.ResponseKind().(*kmsg.AddOffsetsToTxnResponse)
-			resp.ErrorCode = kerr.NotCoordinator.Code
+			resp.ErrorCode = notHere
 			return resp
 		}
 	case *kmsg.EndTxnRequest:
-		if b.txn == nil {
+		if !b.hosting() {
 			resp := req.ResponseKind().(*kmsg.EndTxnResponse)
-			resp.ProducerID, resp.ProducerEpoch, resp.ErrorCode = -1, -1, kerr.NotCoordinator.Code
+			resp.ProducerID, resp.ProducerEpoch, resp.ErrorCode = -1, -1, notHere
 			return resp
 		}
 	case *kmsg.TxnOffsetCommitRequest:
-		if b.groups == nil {
-			return txnOffsetCommitError(req, kerr.NotCoordinator.Code)
+		if !b.hosting() {
+			return txnOffsetCommitError(req, notHere)
 		}
 	case *kmsg.DescribeTransactionsRequest:
-		if b.txn == nil {
+		if !b.hosting() {
 			resp := req.ResponseKind().(*kmsg.DescribeTransactionsResponse)
 			for _, id := range req.TransactionalIDs {
 				s := kmsg.NewDescribeTransactionsResponseTransactionState()
-				s.TransactionalID, s.ErrorCode = id, kerr.NotCoordinator.Code
+				s.TransactionalID, s.ErrorCode = id, notHere
 				s.ProducerID, s.ProducerEpoch = -1, -1
 				resp.TransactionStates = append(resp.TransactionStates, s)
 			}
 			return resp
 		}
 	case *kmsg.ListTransactionsRequest:
-		if b.txn == nil {
+		if !b.hosting() {
 			// Each node lists what its coordinator runs: nothing here.
 			return req.ResponseKind()
 		}
 	case *kmsg.ShareGroupHeartbeatRequest:
-		if b.share == nil {
+		if !b.hosting() {
 			resp := req.ResponseKind().(*kmsg.ShareGroupHeartbeatResponse)
-			resp.ErrorCode = kerr.NotCoordinator.Code
+			resp.ErrorCode = notHere
 			return resp
 		}
 	case *kmsg.ShareGroupDescribeRequest:
-		if b.share == nil {
+		if !b.hosting() {
 			resp := req.ResponseKind().(*kmsg.ShareGroupDescribeResponse)
 			for _, g := range req.GroupIDs {
 				rg := kmsg.NewShareGroupDescribeResponseGroup()
-				rg.GroupID, rg.ErrorCode = g, kerr.NotCoordinator.Code
+				rg.GroupID, rg.ErrorCode = g, notHere
 				resp.Groups = append(resp.Groups, rg)
 			}
 			return resp
 		}
 	case *kmsg.ShareFetchRequest:
-		if b.share == nil {
+		if !b.hosting() {
 			resp := req.ResponseKind().(*kmsg.ShareFetchResponse)
-			resp.ErrorCode = kerr.NotCoordinator.Code
+			resp.ErrorCode = notHere
 			return resp
 		}
 	case *kmsg.ShareAcknowledgeRequest:
-		if b.share == nil {
+		if !b.hosting() {
 			resp := req.ResponseKind().(*kmsg.ShareAcknowledgeResponse)
-			resp.ErrorCode = kerr.NotCoordinator.Code
+			resp.ErrorCode = notHere
 			return resp
 		}
 	case *kmsg.DescribeShareGroupOffsetsRequest, *kmsg.AlterShareGroupOffsetsRequest, *kmsg.DeleteShareGroupOffsetsRequest:
-		if b.share == nil {
-			return shareOffsetsError(req, kerr.NotCoordinator.Code)
+		if !b.hosting() {
+			return shareOffsetsError(req, notHere)
 		}
 	}
 	return nil
+}
+
+// notHostingCode is the error for a coordinator request here while the
+// coordinators are not loaded: COORDINATOR_LOAD_IN_PROGRESS if this node
+// leads the offsets partition (they are about to load: the client waits
+// and retries here), else NOT_COORDINATOR (the client looks again).
+func (b *Broker) notHostingCode() int16 {
+	if r := b.replicaOf(b.localPartition(group.OffsetsTopic, 0)); r != nil && r.Leading() {
+		return kerr.CoordinatorLoadInProgress.Code
+	}
+	return kerr.NotCoordinator.Code
 }
 
 func addPartitionsError(req *kmsg.AddPartitionsToTxnRequest, code int16) kmsg.Response {

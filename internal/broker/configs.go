@@ -262,10 +262,10 @@ func (b *Broker) alterConfigs(resType int8, name string, ops []configOp, replace
 		for i, o := range ops {
 			sops[i] = share.ConfigOp{Name: o.name, Op: o.op, Value: o.value}
 		}
-		if b.share == nil {
+		if !b.hosting() {
 			return &kerrError{kerr.NotCoordinator, "group configs are kept by the node running the group coordinators"}
 		}
-		return groupConfigErr(b.share.AlterGroupConfigs(name, sops, replace, validateOnly))
+		return groupConfigErr(b.coords().share.AlterGroupConfigs(name, sops, replace, validateOnly))
 	default:
 		return &kerrError{kerr.InvalidRequest, fmt.Sprintf("unsupported resource type %d", resType)}
 	}

@@ -15,7 +15,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/base64"
-	"errors"
 	"fmt"
 	"net"
 	"strconv"
@@ -82,18 +81,9 @@ func (b *Broker) offsetsPartition() (*partition.Partition, error) {
 	return b.internalPartition(group.OffsetsTopic, map[string]string{"retention.ms": "-1", "retention.bytes": "-1", "segment.bytes": segment})
 }
 
-// startGroups opens __consumer_offsets, replays it and starts the group
-// coordinator.
-func (b *Broker) startGroups() error {
-	p, err := b.offsetsPartition()
-	if errors.Is(err, errNotHere) {
-		// Another node of the cluster coordinates groups (and, with
-		// them, share groups).
-		return nil
-	}
-	if err != nil {
-		return err
-	}
+// startGroupCoordinator replays __consumer_offsets from log and starts
+// the group coordinator on it.
+func (b *Broker) startGroupCoordinator(log partition.StateLog) (*group.Coordinator, error) {
 	ms := func(key string) time.Duration { return time.Duration(b.brokerInt(key)) * time.Millisecond }
 	cfg := group.Config{
 		MinSessionTimeout:         ms("group.min.session.timeout.ms"),
@@ -109,42 +99,16 @@ func (b *Broker) startGroups() error {
 	}
 	coord, err := group.Start(group.Options{
 		ReserveGenerations:     b.catalog.ReserveGroupGenerations,
-		Partition:              p,
+		Partition:              log,
 		Topics:                 catalogTopics{b.catalog},
 		Config:                 cfg,
 		Logger:                 b.log.With("component", "group-coordinator"),
 		RetentionCheckInterval: ms("offsets.retention.check.interval.ms"),
 	})
 	if err != nil {
-		return fmt.Errorf("starting the group coordinator: %w", err)
+		return nil, fmt.Errorf("starting the group coordinator: %w", err)
 	}
-	b.groups = coord
-	if err := b.startShare(); err != nil {
-		coord.Close()
-		return err
-	}
-	if b.cfg.Registry != nil {
-		for _, c := range []prometheus.Collector{&groupCollector{b: b}, &shareCollector{b: b}} {
-			if err := b.cfg.Registry.Register(c); err != nil {
-				var are prometheus.AlreadyRegisteredError
-				if !errors.As(err, &are) {
-					b.stopGroups()
-					return err
-				}
-			}
-		}
-	}
-	return nil
-}
-
-// stopGroups stops the coordinator after making its appended records
-// durable; parked JoinGroup/SyncGroup requests are answered
-// COORDINATOR_NOT_AVAILABLE.
-func (b *Broker) stopGroups() {
-	b.stopShare()
-	if b.groups != nil {
-		b.groups.Close()
-	}
+	return coord, nil
 }
 
 // clientHost formats the peer the way Kafka's tools show it ("/1.2.3.4").
@@ -170,14 +134,15 @@ func (b *Broker) handleGroupRequest(ctx context.Context, r *server.Request) serv
 		return immediate(refusal)
 	}
 	client := group.Client{ID: r.Header.ClientID, Host: clientHost(r)}
-	ch := b.groups.Submit(client, r.Msg)
+	groups := b.coords().groups
+	ch := groups.Submit(client, r.Msg)
 	req := r.Msg
 	return server.Reply{Wait: func() kmsg.Response {
 		select {
 		case resp := <-ch:
 			return resp
-		case <-b.groups.Done():
-			return b.groups.Await(req, ch)
+		case <-groups.Done():
+			return groups.Await(req, ch)
 		case <-ctx.Done():
 			select {
 			case resp := <-ch:
@@ -215,10 +180,10 @@ func (c *groupCollector) Describe(ch chan<- *prometheus.Desc) {
 // Collect implements prometheus.Collector: offsets are read from the
 // coordinator and high watermarks from the partitions at scrape time.
 func (c *groupCollector) Collect(ch chan<- prometheus.Metric) {
-	coord := c.b.groups
-	if coord == nil {
+	if !c.b.hosting() {
 		return
 	}
+	coord := c.b.coords().groups
 	st := coord.Stats()
 	ch <- prometheus.MustNewConstMetric(descRebalances, prometheus.CounterValue, float64(st.ClassicRebalances), "classic")
 	ch <- prometheus.MustNewConstMetric(descRebalances, prometheus.CounterValue, float64(st.ConsumerEpochBumps), "consumer")

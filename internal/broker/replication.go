@@ -178,7 +178,12 @@ func (b *Broker) reportLeadershipLoop() {
 			if !ok || partition.TopicID(topic.ID) != p.TopicID() {
 				continue
 			}
-			if pref := topic.Replicas[p.Index][0]; rebalanceOn && pref != b.cfg.NodeID && slices.Contains(st.InSync, uint64(pref)) &&
+			if to, follows := b.followCoordinatorLeader(p.Topic, st.InSync); follows {
+				// The coordinators' partitions gather on one node.
+				if to != 0 {
+					r.TransferLeadership(to)
+				}
+			} else if pref := topic.Replicas[p.Index][0]; rebalanceOn && pref != b.cfg.NodeID && slices.Contains(st.InSync, uint64(pref)) &&
 				(rebalance || p.LogEndOffset() == 0) {
 				// The preferred replica leads when it can: new
 				// partitions spread as placed, and leadership comes

@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"github.com/exactly/exactly/internal/acl"
-	"github.com/exactly/exactly/internal/cluster"
 	"github.com/exactly/exactly/internal/group"
 	"github.com/exactly/exactly/internal/partition"
 	"github.com/exactly/exactly/internal/server"
@@ -45,22 +44,6 @@ func (b *Broker) internalPartition(name string, configs map[string]string) (*par
 			return nil, errNotHere
 		}
 		return nil, fmt.Errorf("%s has no partition 0", name)
-	}
-	if b.clustered() {
-		home := b.coordinatorsNode()
-		if home != b.cfg.NodeID {
-			return nil, errNotHere
-		}
-		if _, err := b.catalog.CreateTopicOn(name, 1, configs, true, [][]int32{{home}}); err != nil && !errors.Is(err, cluster.ErrTopicExists) {
-			return nil, fmt.Errorf("creating %s: %w", name, err)
-		}
-		if err := b.reconcileLocked(); err != nil {
-			return nil, err
-		}
-		if p := b.partition(name, 0); p != nil {
-			return p, nil
-		}
-		return nil, errNotHere
 	}
 	if err := b.checkNewDirs(name, 0, 1); err != nil {
 		return nil, err
@@ -97,20 +80,18 @@ func (b *Broker) shareConfig() share.Config {
 	}
 }
 
-// startShare opens __share_group_state, replays it and starts the share
-// coordinator.
-func (b *Broker) startShare() error {
+// shareStatePartition opens (creating on first start) __share_group_state.
+func (b *Broker) shareStatePartition() (*partition.Partition, error) {
 	segment, _ := b.catalog.BrokerConfig("offsets.topic.segment.bytes")
-	p, err := b.internalPartition(share.StateTopic, map[string]string{"retention.ms": "-1", "retention.bytes": "-1", "segment.bytes": segment})
-	if errors.Is(err, errNotHere) {
-		return nil // another node of the cluster coordinates share groups
-	}
-	if err != nil {
-		return err
-	}
+	return b.internalPartition(share.StateTopic, map[string]string{"retention.ms": "-1", "retention.bytes": "-1", "segment.bytes": segment})
+}
+
+// startShareCoordinator replays __share_group_state from log and starts
+// the share coordinator on it.
+func (b *Broker) startShareCoordinator(log partition.StateLog) (*share.Coordinator, error) {
 	c, err := share.Start(share.Options{
 		Config: b.shareConfig(),
-		Log:    p,
+		Log:    log,
 		Topics: catalogTopics{b.catalog},
 		Partition: func(topic string, index int32) share.Source {
 			if p := b.partition(topic, index); p != nil {
@@ -121,16 +102,9 @@ func (b *Broker) startShare() error {
 		Logger: b.log.With("component", "share-coordinator"),
 	})
 	if err != nil {
-		return fmt.Errorf("starting the share coordinator: %w", err)
+		return nil, fmt.Errorf("starting the share coordinator: %w", err)
 	}
-	b.share = c
-	return nil
-}
-
-func (b *Broker) stopShare() {
-	if b.share != nil {
-		b.share.Close()
-	}
+	return c, nil
 }
 
 // shareLimits are ShareFetch's broker bounds for one request.
@@ -169,13 +143,13 @@ func (b *Broker) groupDenied(r *server.Request, op acl.Operation, g string) bool
 // listShareGroups adds the share groups to a ListGroups answer, with its
 // state and type filters.
 func (b *Broker) listShareGroups(req *kmsg.ListGroupsRequest, resp *kmsg.ListGroupsResponse) {
-	if resp.ErrorCode != 0 || b.share == nil {
+	if resp.ErrorCode != 0 || !b.hosting() {
 		return
 	}
 	if len(req.TypesFilter) > 0 && !containsFold(req.TypesFilter, "share") {
 		return
 	}
-	for _, g := range b.share.List() {
+	for _, g := range b.coords().share.List() {
 		if len(req.StatesFilter) > 0 && !containsFold(req.StatesFilter, g.State) {
 			continue
 		}
@@ -197,13 +171,14 @@ func containsFold(xs []string, x string) bool {
 // deleteShareGroups answers DeleteGroups for the groups the group
 // coordinator does not know but the share coordinator does.
 func (b *Broker) deleteShareGroups(resp *kmsg.DeleteGroupsResponse) {
-	if b.share == nil {
+	if !b.hosting() {
 		return
 	}
+	sc := b.coords().share
 	for i := range resp.Groups {
 		g := &resp.Groups[i]
-		if g.ErrorCode == kerr.GroupIDNotFound.Code && b.share.HasGroup(g.Group) {
-			g.ErrorCode = b.share.DeleteGroup(g.Group)
+		if g.ErrorCode == kerr.GroupIDNotFound.Code && sc.HasGroup(g.Group) {
+			g.ErrorCode = sc.DeleteGroup(g.Group)
 		}
 	}
 }
@@ -223,7 +198,7 @@ func (b *Broker) refuseShareName(req kmsg.Request) kmsg.Response {
 	default:
 		return nil
 	}
-	if b.share == nil || !b.share.HasGroup(name) {
+	if !b.hosting() || !b.coords().share.HasGroup(name) {
 		return nil
 	}
 	return group.ErrorResponse(req, kerr.InconsistentGroupProtocol.Code)
@@ -245,10 +220,10 @@ func groupConfigErr(err error) error {
 // describeGroupConfigs lists a GROUP resource's configs.
 func (b *Broker) describeGroupConfigs(name string, names []string) []kmsg.DescribeConfigsResponseResourceConfig {
 	var out []kmsg.DescribeConfigsResponseResourceConfig
-	if b.share == nil {
+	if !b.hosting() {
 		return out
 	}
-	for _, e := range b.share.DescribeGroupConfigs(name, names) {
+	for _, e := range b.coords().share.DescribeGroupConfigs(name, names) {
 		c := kmsg.NewDescribeConfigsResponseResourceConfig()
 		c.Name, c.Value = e.Name, kmsg.StringPtr(e.Value)
 		c.Source = kmsg.ConfigSourceGroupConfig
@@ -298,10 +273,10 @@ func (c *shareCollector) Describe(ch chan<- *prometheus.Desc) {
 
 // Collect implements prometheus.Collector.
 func (c *shareCollector) Collect(ch chan<- prometheus.Metric) {
-	if c.b.share == nil {
+	if !c.b.hosting() {
 		return
 	}
-	st, groups := c.b.share.Metrics()
+	st, groups := c.b.coords().share.Metrics()
 	counter := func(d *prometheus.Desc, v int64, labels ...string) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
 	}

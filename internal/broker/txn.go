@@ -17,6 +17,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/exactly/exactly/internal/group"
 	"github.com/exactly/exactly/internal/partition"
 	"github.com/exactly/exactly/internal/producerstate"
 	"github.com/exactly/exactly/internal/txn"
@@ -72,57 +73,44 @@ type txnCoordinator struct {
 // two intervals.
 const txnSweepInterval = 10 * time.Second
 
-// startTxn opens (creating on first start) __transaction_state, replays it
-// and starts the coordinator, which finishes any transaction a crash
+// startTxnCoordinator replays __transaction_state from log and starts the
+// coordinator, which finishes any transaction a crash or a failover
 // interrupted between its decision and its markers.
-func (b *Broker) startTxn() error {
-	p, err := b.openTxnStateTopic()
-	if errors.Is(err, errNotHere) {
-		return nil // another node of the cluster coordinates transactions
-	}
-	if err != nil {
-		return fmt.Errorf("transaction coordinator: %w", err)
-	}
-	// startGroups runs first: a transaction finished after a restart may
-	// complete offsets staged in a group.
-	tc := &txnCoordinator{metrics: newTxnMetrics(b.cfg.Registry), groups: groupsForTxn{b.groups}}
+func (b *Broker) startTxnCoordinator(log partition.StateLog, groups *group.Coordinator) (*txnCoordinator, error) {
+	tc := &txnCoordinator{metrics: b.txnMetrics, groups: groupsForTxn{groups}}
 	d, err := txn.NewDriver(txn.DriverConfig{
 		Machine: txn.Config{
 			MaxTimeoutMs:   int32(b.brokerInt("transaction.max.timeout.ms")),
 			IDExpirationMs: b.brokerInt("transactional.id.expiration.ms"),
 			PIDBlockSize:   1000,
 		},
-		Log:       p,
+		Log:       log,
 		Markers:   brokerMarkers{b},
-		Offsets:   b.groups,
+		Offsets:   groups,
 		Observer:  tc.metrics,
 		Logger:    b.log.With("component", "txn"),
 		Failpoint: txnFailpoint(b.log),
 	})
 	if err != nil {
-		return fmt.Errorf("transaction coordinator: %w", err)
+		return nil, fmt.Errorf("transaction coordinator: %w", err)
 	}
 	tc.d = d
 	tc.stop = make(chan struct{})
 	tc.suspects = map[hangingKey]int{}
-	b.txn = tc
 	d.Start()
 	tc.sweeping.Add(1)
-	go b.sweepLoop()
-	return nil
+	go b.sweepLoop(tc)
+	return tc, nil
 }
 
-// stopTxn stops timers and marker writers; transactions still ending
-// finish after the next start.
-func (b *Broker) stopTxn() {
-	if b.txn == nil {
-		return // run by another node of the cluster
-	}
+// stopTxnCoordinator stops timers and marker writers; transactions still
+// ending finish when the coordinator next starts, here or elsewhere.
+func (b *Broker) stopTxnCoordinator(tc *txnCoordinator) {
 	// A stopped driver answers COORDINATOR_NOT_AVAILABLE to whatever
 	// still reaches it.
-	close(b.txn.stop)
-	b.txn.sweeping.Wait()
-	b.txn.d.Stop()
+	close(tc.stop)
+	tc.sweeping.Wait()
+	tc.d.Stop()
 }
 
 func (b *Broker) openTxnStateTopic() (*partition.Partition, error) {
@@ -157,16 +145,16 @@ type hangingKey struct {
 	firstOffset int64
 }
 
-func (b *Broker) sweepLoop() {
-	defer b.txn.sweeping.Done()
+func (b *Broker) sweepLoop(tc *txnCoordinator) {
+	defer tc.sweeping.Done()
 	t := time.NewTicker(txnSweepInterval)
 	defer t.Stop()
 	for {
 		select {
-		case <-b.txn.stop:
+		case <-tc.stop:
 			return
 		case <-t.C:
-			b.sweepHanging()
+			b.sweepHanging(tc)
 		}
 	}
 }
@@ -184,8 +172,7 @@ func (b *Broker) sweepLoop() {
 // read_committed reader, so here the coordinator aborts them itself once
 // two consecutive sweeps agree. Internal topics are skipped: their
 // transactional records belong to their own coordinators.
-func (b *Broker) sweepHanging() {
-	tc := b.txn
+func (b *Broker) sweepHanging(tc *txnCoordinator) {
 	tc.sweepMu.Lock()
 	defer tc.sweepMu.Unlock()
 	running, wait := tc.d.List(txn.Filter{States: []txn.State{txn.Ongoing, txn.PrepareCommit, txn.PrepareAbort}})

@@ -72,7 +72,7 @@ func TestSweepAbortsOnlyHangingTransactions(t *testing.T) {
 	appendTxn(0, 424242, 0)
 	// Partition 1: a transaction the coordinator runs.
 	id := "legit"
-	init, w := b.txn.d.InitProducerID(txn.InitRequest{TxnID: &id, TimeoutMs: 60000, ProducerID: -1, ProducerEpoch: -1})
+	init, w := b.coords().txn.d.InitProducerID(txn.InitRequest{TxnID: &id, TimeoutMs: 60000, ProducerID: -1, ProducerEpoch: -1})
 	if err := w(); err != nil || init.Err != nil {
 		t.Fatal(err, init.Err)
 	}
@@ -92,18 +92,18 @@ func TestSweepAbortsOnlyHangingTransactions(t *testing.T) {
 	if !stuck(0) || !stuck(1) {
 		t.Fatal("the transactions should hold both LSOs back")
 	}
-	b.sweepHanging()
+	b.sweepHanging(b.coords().txn)
 	if !stuck(0) {
 		t.Fatal("aborted on the first sighting; a second sweep must confirm")
 	}
-	b.sweepHanging()
+	b.sweepHanging(b.coords().txn)
 	if stuck(0) {
 		t.Fatal("the hanging transaction was not aborted")
 	}
 	if !stuck(1) {
 		t.Fatal("the sweep aborted a transaction the coordinator runs")
 	}
-	b.sweepHanging()
+	b.sweepHanging(b.coords().txn)
 	if !stuck(1) {
 		t.Fatal("the sweep aborted a transaction the coordinator runs")
 	}

@@ -30,7 +30,10 @@ import (
 // INVALID_TXN_STATE (partition not in the transaction), CONCURRENT_
 // TRANSACTIONS (the transaction is ending), COORDINATOR_NOT_AVAILABLE.
 func (b *Broker) checkTransactionalProduce(txnID string, pid int64, epoch int16, topic string, partition int32, implicitAdd bool) (wait func() error, err error) {
-	tc := b.txn
+	var tc *txnCoordinator
+	if b.hosting() {
+		tc = b.coords().txn
+	}
 	if tc == nil && b.clustered() {
 		return func() error {
 			return b.checkRemoteTransactionalProduce(txnID, pid, epoch, topic, partition, implicitAdd)

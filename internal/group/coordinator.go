@@ -23,7 +23,7 @@ var ErrClosed = errors.New("group: coordinator closed")
 type Options struct {
 	// Partition is the opened __consumer_offsets partition. The
 	// Coordinator appends to it and replays it; nothing else may write it.
-	Partition *partition.Partition
+	Partition partition.StateLog
 	// Topics answers topic metadata questions.
 	Topics TopicView
 	// Config is the state machine's configuration.
@@ -62,7 +62,7 @@ const generationMargin = 500
 type Coordinator struct {
 	opts     Options
 	reserved int32 // generations durably reserved (ReserveGenerations)
-	p        *partition.Partition
+	p        partition.StateLog
 	log      *slog.Logger
 
 	events chan func(now time.Time)
@@ -135,7 +135,7 @@ func Start(opts Options) (*Coordinator, error) {
 		return nil, err
 	}
 	if skipped > 0 {
-		opts.Logger.Warn("skipped control batches the group coordinator did not write", "topic", opts.Partition.Topic, "batches", skipped)
+		opts.Logger.Warn("skipped control batches the group coordinator did not write", "topic", OffsetsTopic, "batches", skipped)
 	}
 	c := &Coordinator{
 		opts: opts, p: opts.Partition, log: opts.Logger, m: m,

@@ -54,7 +54,7 @@ func encodeBatch(kvs []KV, ts int64) []byte {
 
 // appendRecords appends kvs in batches of bounded size and returns the
 // offset after the last one.
-func appendRecords(p *partition.Partition, kvs []KV, now time.Time) (int64, error) {
+func appendRecords(p partition.StateLog, kvs []KV, now time.Time) (int64, error) {
 	end := p.LogEndOffset()
 	for len(kvs) > 0 {
 		n, size := 0, 0
@@ -81,7 +81,7 @@ func appendRecords(p *partition.Partition, kvs []KV, now time.Time) (int64, erro
 // returns the records fed and the control batches skipped: the coordinator
 // writes none, so any there were forged by a client (WriteTxnMarkers before
 // it refused internal topics) and carry nothing to replay.
-func replayPartition(p *partition.Partition, fn func(key, value []byte) error) (n, skipped int, err error) {
+func replayPartition(p partition.StateLog, fn func(key, value []byte) error) (n, skipped int, err error) {
 	start, hw := p.LogStartOffset(), p.HighWatermark()
 	for off := start; off < hw; {
 		data, err := p.Read(off, 4<<20, false)
@@ -126,13 +126,13 @@ func replayPartition(p *partition.Partition, fn func(key, value []byte) error) (
 // AppendKVs appends kvs to a coordinator-owned internal log in batches of
 // bounded size (uncompressed, no producer id) and returns the offset after
 // the last; the share coordinator writes __share_group_state this way.
-func AppendKVs(p *partition.Partition, kvs []KV, now time.Time) (int64, error) {
+func AppendKVs(p partition.StateLog, kvs []KV, now time.Time) (int64, error) {
 	return appendRecords(p, kvs, now)
 }
 
 // ReplayLog feeds every durable record of a coordinator-owned internal log
 // to fn in order (control batches skipped and counted, as for
 // __consumer_offsets).
-func ReplayLog(p *partition.Partition, fn func(key, value []byte) error) (n, skipped int, err error) {
+func ReplayLog(p partition.StateLog, fn func(key, value []byte) error) (n, skipped int, err error) {
 	return replayPartition(p, fn)
 }

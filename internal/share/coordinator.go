@@ -49,7 +49,7 @@ type Options struct {
 	Config Config
 	// Log is the __share_group_state partition; nil keeps state in
 	// memory only (tests of the state machine).
-	Log    *partition.Partition
+	Log    partition.StateLog
 	Topics group.TopicView
 	// Partition finds a partition to read; nil when unknown.
 	Partition func(topic string, index int32) Source

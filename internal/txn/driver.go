@@ -52,7 +52,7 @@ type Observer interface {
 type DriverConfig struct {
 	Machine Config
 	// Log is the __transaction_state partition.
-	Log     *partition.Partition
+	Log     partition.StateLog
 	Markers MarkerWriter
 	// Offsets completes staged group offsets; nil skips groups (no group
 	// coordinator).
@@ -86,7 +86,7 @@ type DriverConfig struct {
 type Driver struct {
 	cfg    DriverConfig
 	log    *slog.Logger
-	plog   *partition.Partition
+	plog   partition.StateLog
 	now    func() time.Time
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -319,6 +319,11 @@ func (d *Driver) unavailable() error {
 	}
 	return d.failed
 }
+
+// Failed reports whether a write to the log failed: the driver answers
+// COORDINATOR_NOT_AVAILABLE from then on, and its owner should start a
+// new one (on a replicated log, leadership most likely moved).
+func (d *Driver) Failed() bool { return d.unavailable() != nil }
 
 // InitProducerID serves InitProducerId.
 func (d *Driver) InitProducerID(r InitRequest) (InitResult, Waiter) {
