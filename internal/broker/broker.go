@@ -114,7 +114,10 @@ type Broker struct {
 	// node runs or ran last (coordinators.go); txnMetrics outlive them.
 	coord      atomic.Pointer[coordinators]
 	txnMetrics *txnMetrics
-	closing    atomic.Bool // Close began
+	// coordMu serializes hostCoordinators with Close's unload, so no
+	// load finishes after it; closing is set under it.
+	coordMu sync.Mutex
+	closing bool
 
 	// quotas holds the client quotas and their rate trackers (quotas.go);
 	// changes to it and the catalog's copy are made under adminMu.
@@ -815,8 +818,10 @@ func (b *Broker) Close() error {
 		// leader now rather than after an election timeout.
 		b.transferLeaderships(2 * b.cfg.Cluster.ElectionTimeout)
 	}
-	b.closing.Store(true) // no new load by hostCoordinatorsLoop
+	b.coordMu.Lock()
+	b.closing = true // no load by hostCoordinatorsLoop from now on
 	b.unloadCoordinators()
+	b.coordMu.Unlock()
 	b.cancel()
 	b.bg.Wait()
 	all := b.allPartitions()

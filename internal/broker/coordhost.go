@@ -60,7 +60,9 @@ func (b *Broker) hostCoordinatorsLoop() {
 // hostCoordinators loads or unloads the coordinators to match this node's
 // leaderships.
 func (b *Broker) hostCoordinators() {
-	if b.closing.Load() {
+	b.coordMu.Lock()
+	defer b.coordMu.Unlock()
+	if b.closing {
 		return
 	}
 	rs, ps, epochs, ok := b.coordinatorPartitions()
