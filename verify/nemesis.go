@@ -110,30 +110,21 @@ func (r *runner) inject(ctx context.Context, i int, f Fault) {
 		sleepCtx(ctx, f.For)
 		mend()
 		r.rec.Record(heal)
-	case FaultNodeDelay:
-		if r.links == nil {
+	case FaultLostAck, FaultDelay, FaultNodeDelay:
+		if f.Kind == FaultNodeDelay && r.links == nil {
 			ev.Error = "no links between nodes"
 			r.rec.Record(ev)
 			return
 		}
 		r.rec.Record(ev)
 		r.mu.Lock()
-		r.nodeDelayOn[i] = f.Delay
-		r.applyNetLocked()
-		r.mu.Unlock()
-		sleepCtx(ctx, f.For)
-		r.mu.Lock()
-		delete(r.nodeDelayOn, i)
-		r.applyNetLocked()
-		r.mu.Unlock()
-		r.rec.Record(heal)
-	case FaultLostAck, FaultDelay:
-		r.rec.Record(ev)
-		r.mu.Lock()
-		if f.Kind == FaultLostAck {
+		switch f.Kind {
+		case FaultLostAck:
 			r.dropOn[i] = f.Probability
-		} else {
+		case FaultDelay:
 			r.delayOn[i] = f.Delay
+		default:
+			r.nodeDelayOn[i] = f.Delay
 		}
 		r.applyNetLocked()
 		r.mu.Unlock()
@@ -141,6 +132,7 @@ func (r *runner) inject(ctx context.Context, i int, f Fault) {
 		r.mu.Lock()
 		delete(r.dropOn, i)
 		delete(r.delayOn, i)
+		delete(r.nodeDelayOn, i)
 		r.applyNetLocked()
 		r.mu.Unlock()
 		r.rec.Record(heal)

@@ -259,7 +259,7 @@ func (b *Broker) start() (*Broker, error) {
 		return nil, err
 	}
 	if !b.clustered() {
-		// On a cluster hostCoordinatorsLoop loads them where their
+		// On a cluster hostCoordinatorsPass loads them where their
 		// partitions' leader is.
 		if err := b.startLocalCoordinators(); err != nil {
 			b.closePartitions()
@@ -291,7 +291,7 @@ func (b *Broker) start() (*Broker, error) {
 		go b.heartbeatLoop()
 		go b.controllerLoop()
 		go b.reportLeadershipLoop()
-		go b.hostCoordinatorsLoop()
+		go b.everyInterval(coordHostInterval, b.hostCoordinatorsPass)
 	}
 	return b, nil
 }
@@ -763,11 +763,17 @@ func (b *Broker) applyAllTopicConfigs() {
 // every runs fn at the interval the broker key intervalKey sets (ms) until
 // the broker closes; the caller has done b.bg.Add(1).
 func (b *Broker) every(intervalKey string, fn func(now time.Time)) {
-	defer b.bg.Done()
 	interval := time.Duration(b.brokerInt(intervalKey)) * time.Millisecond
 	if interval <= 0 {
 		interval = 5 * time.Minute
 	}
+	b.everyInterval(interval, fn)
+}
+
+// everyInterval runs fn every interval until the broker closes; it is one
+// of b.bg's goroutines.
+func (b *Broker) everyInterval(interval time.Duration, fn func(now time.Time)) {
+	defer b.bg.Done()
 	tick := time.NewTicker(interval)
 	defer tick.Stop()
 	for {
@@ -819,7 +825,7 @@ func (b *Broker) Close() error {
 		b.transferLeaderships(2 * b.cfg.Cluster.ElectionTimeout)
 	}
 	b.coordMu.Lock()
-	b.closing = true // no load by hostCoordinatorsLoop from now on
+	b.closing = true // no load by hostCoordinatorsPass from now on
 	b.unloadCoordinators()
 	b.coordMu.Unlock()
 	b.cancel()

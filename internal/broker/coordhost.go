@@ -38,23 +38,14 @@ var coordinatorTopics = []string{group.OffsetsTopic, txnStateTopic, share.StateT
 // coordinators (besides every leadership change it sees).
 const coordHostInterval = 100 * time.Millisecond
 
-// hostCoordinatorsLoop creates the internal topics once (on the lowest
-// voter) and loads and unloads the coordinators as leadership moves.
-func (b *Broker) hostCoordinatorsLoop() {
-	defer b.bg.Done()
-	t := time.NewTicker(coordHostInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-b.ctx.Done():
-			return
-		case <-t.C:
-		}
-		if err := b.createCoordinatorTopics(); err != nil && b.ctx.Err() == nil {
-			b.log.Warn("creating the coordinators' internal topics failed; retrying", "err", err)
-		}
-		b.hostCoordinators()
+// hostCoordinatorsPass creates the internal topics once (on the lowest
+// voter) and loads or unloads the coordinators as leadership moved; it
+// runs every coordHostInterval.
+func (b *Broker) hostCoordinatorsPass(time.Time) {
+	if err := b.createCoordinatorTopics(); err != nil && b.ctx.Err() == nil {
+		b.log.Warn("creating the coordinators' internal topics failed; retrying", "err", err)
 	}
+	b.hostCoordinators()
 }
 
 // hostCoordinators loads or unloads the coordinators to match this node's
