@@ -192,7 +192,7 @@ func open(cfg Config, dd *cluster.DataDir) (*Broker, error) {
 	b := &Broker{cfg: cfg, log: cfg.Logger, dataDir: dd, catalog: cat, parts: map[string][]*partition.Partition{}, replicas: map[*partition.Partition]*replica.Replica{}, ctx: ctx, cancel: cancel, node: node}
 	if node != nil {
 		cat.OnHeartbeat(b.heardHeartbeat)
-		err := b.register()
+		err := b.registerAtStart()
 		if err == nil && cfg.Cluster.Adopt {
 			err = b.adopt()
 		}

@@ -621,6 +621,21 @@ func (b *Broker) register() error {
 	return nil
 }
 
+// registerAtStart registers this broker, trying again while the metadata
+// quorum cannot commit (a node cut off or paused, no leader yet), as
+// Kafka's brokers keep trying: a node started into a degraded cluster
+// waits for it rather than exiting.
+func (b *Broker) registerAtStart() error {
+	for {
+		err := b.register()
+		if err == nil || !(errors.Is(err, cluster.ErrNoQuorum) || errors.Is(err, quorum.ErrProposalDropped)) {
+			return err
+		}
+		b.log.Warn("registering with the cluster failed; retrying", "err", err)
+		time.Sleep(time.Second)
+	}
+}
+
 // heardHeartbeat is the catalog's heartbeat hook: the controller's clock.
 func (b *Broker) heardHeartbeat(id int32, epoch int64) {
 	b.node.heardMu.Lock()

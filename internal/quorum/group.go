@@ -29,6 +29,11 @@ import (
 // deduplicated by the state machine).
 var ErrNotLeader = errors.New("quorum: not the partition group's leader")
 
+// ErrProposalDropped wraps a metadata proposal raft dropped (no leader
+// known, a leadership transfer under way): nothing was written, and the
+// same change may be proposed again.
+var ErrProposalDropped = raft.ErrProposalDropped
+
 // GroupStateMachine is a replicated partition: the committed entries of its
 // group applied in order, on every replica. Apply must be deterministic
 // (every input it decides on travels in the entry); the methods are called
@@ -363,7 +368,12 @@ func (g *Group) run(tick time.Duration) {
 				g.resolve(p.req, result{err: err})
 			}
 		case to := <-g.xferc:
-			g.rn.TransferLeader(to)
+			// Only as leader: a follower would forward the request with
+			// the transferee as its sender, which the leader's transport
+			// refuses by closing the connection (checkInbound).
+			if g.rn.BasicStatus().RaftState == raft.StateLeader {
+				g.rn.TransferLeader(to)
+			}
 		case <-g.reports.ready:
 			g.reports.tell(g.rn)
 		}
