@@ -2,6 +2,7 @@ package exactly_test
 
 import (
 	"context"
+	crand "crypto/rand"
 	"errors"
 	"slices"
 	"strconv"
@@ -365,5 +366,63 @@ func TestCoordinatorsMoveWithLeadership(t *testing.T) {
 	}
 	if len(seen) != 20 {
 		t.Errorf("read %d distinct values, want 20", len(seen))
+	}
+}
+
+// TestReplicaRestartsAfterItsLogStartPassedTheCheckpoint: a replica
+// checkpoints every 16 MiB; when DeleteRecords then moves the log start
+// past the checkpoint (as the coordinators' compaction of their own
+// topics does), a restarted node starts that log over at the checkpoint
+// and applies the rest again (it once refused to open the partition).
+func TestReplicaRestartsAfterItsLogStartPassedTheCheckpoint(t *testing.T) {
+	c := startInProcessCluster(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	const topic = "pruned"
+	adm := kadm.NewClient(c.client(0))
+	if resp, err := adm.CreateTopic(ctx, 1, 3, nil, topic); err != nil || resp.Err != nil {
+		t.Fatalf("create topic: %v %v", err, resp.Err)
+	}
+	c.replicatedLayout(ctx, topic, 1, 3, 0, 1, 2)
+	prod := c.client(1, kgo.DefaultProduceTopic(topic), kgo.RequiredAcks(kgo.AllISRAcks()),
+		kgo.ProducerBatchMaxBytes(1<<20))
+	value := make([]byte, 900<<10)
+	crand.Read(value) // incompressible: each entry is 900 KiB
+	produce := func(n int) {
+		for range n {
+			if err := prod.ProduceSync(ctx, &kgo.Record{Value: value}).FirstErr(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	produce(40) // past two 16 MiB checkpoints
+	deleted, err := adm.DeleteRecords(ctx, kadm.Offsets{topic: {0: {Topic: topic, Partition: 0, At: 38, LeaderEpoch: -1}}})
+	if err != nil || deleted.Error() != nil {
+		t.Fatalf("delete records: %v %v", err, deleted.Error())
+	}
+	produce(3)
+
+	for i := range c.nodes {
+		if err := c.nodes[i].Close(); err != nil {
+			t.Fatal(err)
+		}
+		c.nodes[i] = c.start(i, c.voters())
+		if c.nodes[i] == nil {
+			t.FailNow()
+		}
+		c.replicatedLayout(ctx, topic, 1, 3, 0, 1, 2)
+	}
+	starts, err := adm.ListStartOffsets(ctx, topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ends, err := adm.ListEndOffsets(ctx, topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, _ := starts.Lookup(topic, 0)
+	e, _ := ends.Lookup(topic, 0)
+	if s.Offset != 38 || e.Offset != 43 {
+		t.Fatalf("after every node restarted: log start %d, end %d; want 38 and 43", s.Offset, e.Offset)
 	}
 }

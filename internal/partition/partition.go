@@ -40,6 +40,10 @@ type Partition struct {
 	dir     string
 	topicID TopicID
 
+	// replicated: the producer state changes only by applied entries
+	// (MarkReplicated), never by a local clock or the log start.
+	replicated atomic.Bool
+
 	mu            sync.Mutex // serializes appends (order of offsets = order of Append calls)
 	state         *producerstate.State
 	limits        ProducerLimits

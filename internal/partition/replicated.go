@@ -11,6 +11,7 @@ package partition
 import (
 	"fmt"
 
+	"github.com/exactly/exactly/internal/producerstate"
 	"github.com/exactly/exactly/internal/record"
 )
 
@@ -82,4 +83,38 @@ func (p *Partition) raiseHWToEnd() {
 	if p.raiseHW(p.log.NextOffset()) {
 		p.notify()
 	}
+}
+
+// MarkReplicated makes the producer state change only by applied entries:
+// snapshots and reloads no longer expire producers on the local clock or
+// drop those whose batches precede the log start, which would make this
+// replica decide differently from the others.
+func (p *Partition) MarkReplicated() { p.replicated.Store(true) }
+
+// ProducerState encodes the producer state as of the log end, for a
+// replicated partition's checkpoint (the state there, whatever the log
+// still holds).
+func (p *Partition) ProducerState() []byte {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.state.Encode(p.log.NextOffset())
+}
+
+// RestoreProducerState installs a producer state ProducerState encoded at
+// the current log end (a checkpoint's, after the log was brought back to
+// it). The caller must not append concurrently.
+func (p *Partition) RestoreProducerState(data []byte) error {
+	st, at, err := producerstate.Decode(data)
+	if err != nil {
+		return fmt.Errorf("checkpoint producer state: %w", err)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if end := p.log.NextOffset(); at != end {
+		return fmt.Errorf("checkpoint producer state is at offset %d, the log ends at %d", at, end)
+	}
+	p.state = st
+	p.state.SetLimits(p.limits.Limits)
+	p.publishLocked()
+	return nil
 }

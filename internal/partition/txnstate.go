@@ -140,7 +140,9 @@ func (p *Partition) loadState() error {
 		}
 		off = next
 	}
-	p.state.TrimBefore(p.log.StartOffset())
+	if !p.replicated.Load() {
+		p.state.TrimBefore(p.log.StartOffset())
+	}
 	p.publishLocked()
 	return nil
 }
@@ -198,8 +200,13 @@ func (p *Partition) takeSnapshot() error {
 	defer p.snapMu.Unlock()
 	p.mu.Lock()
 	off := p.log.NextOffset()
-	p.expireLocked(time.Now().UnixMilli())
-	p.state.TrimBefore(p.log.StartOffset())
+	if !p.replicated.Load() {
+		// A replicated partition expires only through its expiry
+		// entries, and keeps producers past its log start as the other
+		// replicas do.
+		p.expireLocked(time.Now().UnixMilli())
+		p.state.TrimBefore(p.log.StartOffset())
+	}
 	data := p.state.Encode(off)
 	p.sinceSnapshot = 0
 	p.mu.Unlock()

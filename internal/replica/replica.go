@@ -68,6 +68,11 @@ type BatchResult struct {
 type checkpoint struct {
 	Offset int64 `json:"offset"`
 	Start  int64 `json:"start"`
+	// Producers is the producer state at Offset (partition.ProducerState):
+	// the log may no longer hold the batches it was built from (a
+	// DeleteRecords after the checkpoint, retention), and a replica
+	// brought back to the checkpoint must decide as the others did.
+	Producers []byte `json:"producers,omitempty"`
 }
 
 // restoreChunk is how much one fetch from the leader copies.
@@ -81,6 +86,7 @@ func Open(cfg Config) (*Replica, error) {
 		return nil, errors.New("replica: Partition, Node and Replicas are required")
 	}
 	r := &Replica{p: cfg.Partition, fetch: cfg.Fetch, log: cfg.Logger}
+	cfg.Partition.MarkReplicated()
 	if r.log == nil {
 		r.log = slog.New(slog.DiscardHandler)
 	}
@@ -240,7 +246,7 @@ func (r *Replica) Checkpoint() ([]byte, error) {
 	if err := r.p.Log().Sync(end); err != nil {
 		return nil, err
 	}
-	return json.Marshal(checkpoint{Offset: end, Start: r.p.LogStartOffset()})
+	return json.Marshal(checkpoint{Offset: end, Start: r.p.LogStartOffset(), Producers: r.p.ProducerState()})
 }
 
 // Restore implements quorum.GroupStateMachine.
@@ -282,6 +288,11 @@ func (r *Replica) Restore(from uint64, data []byte) error {
 			return err
 		}
 	}
+	if cp.Producers != nil {
+		if err := r.p.RestoreProducerState(cp.Producers); err != nil {
+			return err
+		}
+	}
 	r.log.Info("caught up from the leader's snapshot", "leader", from, "offset", cp.Offset)
 	return r.p.Log().Sync(cp.Offset)
 }
@@ -289,7 +300,11 @@ func (r *Replica) Restore(from uint64, data []byte) error {
 // restoreOwn brings the log back to this replica's last checkpoint: what
 // was applied after it is applied again from the group's log.
 func (r *Replica) restoreOwn(data []byte) error {
-	cp := checkpoint{Offset: r.p.LogStartOffset()}
+	// Without a checkpoint the group applies its log from the first
+	// entry, which a new partition's empty log at offset 0 preceded (a
+	// replicated partition is always created empty): the log starts over
+	// there, whatever DeleteRecords did to its start since.
+	cp := checkpoint{Offset: 0}
 	if data != nil {
 		if err := json.Unmarshal(data, &cp); err != nil {
 			return fmt.Errorf("own snapshot: %w", err)
@@ -302,9 +317,25 @@ func (r *Replica) restoreOwn(data []byte) error {
 	switch {
 	case end < cp.Offset:
 		return fmt.Errorf("the log ends at %d, below its checkpoint %d: fsynced data is missing", end, cp.Offset)
+	case r.p.LogStartOffset() > cp.Offset:
+		// The log start moved past the checkpoint after it was taken (a
+		// DeleteRecords entry applied, a coordinator's compaction,
+		// retention), so no prefix of the log ends at the checkpoint: the
+		// log starts over there and the group's log applies everything
+		// after it again, the DeleteRecords included.
+		r.log.Info("log start past its checkpoint: starting the log over at the checkpoint; the group's log applies the rest again",
+			"start", r.p.LogStartOffset(), "checkpoint", cp.Offset)
+		if err := r.p.ResetTo(cp.Offset); err != nil {
+			return err
+		}
 	case end > cp.Offset:
 		r.log.Info("cutting the log back to its checkpoint; the group's log applies the rest again", "from", end, "to", cp.Offset)
 		if err := r.p.TruncateTo(cp.Offset); err != nil {
+			return err
+		}
+	}
+	if cp.Producers != nil {
+		if err := r.p.RestoreProducerState(cp.Producers); err != nil {
 			return err
 		}
 	}
