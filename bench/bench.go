@@ -5,13 +5,13 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/exactly/exactly/internal/freeport"
 	"github.com/exactly/exactly/internal/managed"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -960,12 +960,5 @@ func awaitMetrics(ctx context.Context, url string) error {
 }
 
 // freeAddr is a loopback address free a moment ago, for the managed
-// broker's metrics listener.
-func freeAddr() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer ln.Close()
-	return ln.Addr().String(), nil
-}
+// broker's metrics listener (see package freeport).
+func freeAddr() (string, error) { return freeport.Addr() }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -54,22 +53,9 @@ func StartClusterWith(argv, env []string, dir string, n int, o ClusterOptions) (
 		return nil, fmt.Errorf("a cluster needs a serve command and at least one node")
 	}
 	c := &Cluster{}
-	// The nodes' ports stay bound until every one is drawn and o.Link has
-	// bound its own, so that no two draws return the same port.
-	var held []net.Listener
-	defer func() {
-		for _, ln := range held {
-			ln.Close()
-		}
-	}()
-	reserve := func() (string, error) {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return "", err
-		}
-		held = append(held, ln)
-		return ln.Addr().String(), nil
-	}
+	// Ports below the ephemeral range (freeport), so that neither o.Link's
+	// listeners nor any connection takes one before its node binds it.
+	reserve := freeAddr
 	ctrls := make([]string, n)
 	// peerLns[to][from] is node to's listener for requests from node from.
 	peerLns := make([][]string, n)
@@ -113,10 +99,6 @@ func StartClusterWith(argv, env []string, dir string, n int, o ClusterOptions) (
 	} else if err := c.interpose(o, ctrls, peerLns); err != nil {
 		return nil, err
 	}
-	for _, ln := range held {
-		ln.Close()
-	}
-	held = nil
 	// Every process first, then the waits: a node listens for clients
 	// only once its quorum has a leader, which needs the others running.
 	for _, b := range c.Nodes {

@@ -15,6 +15,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/exactly/exactly/internal/freeport"
 )
 
 // Broker is an `exactly serve` process started by this one.
@@ -202,11 +204,6 @@ func (b *Broker) Stop(grace time.Duration) {
 	}
 }
 
-func freeAddr() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer ln.Close()
-	return ln.Addr().String(), nil
-}
+// freeAddr is a loopback address for a broker about to start (see
+// package freeport).
+func freeAddr() (string, error) { return freeport.Addr() }
