@@ -239,7 +239,7 @@ func TestVerifyHoldsOnAReplicatedCluster(t *testing.T) {
 		// run against one broker elsewhere.
 		clusterFaults := []string{"broker-kill", "broker-pause", "cluster-kill", "partition", "partition-one-way", "node-delay"}
 		out, code, stderr, _ := runVerify(t, "--brokers", "3", "--mode", mode, "--faults", strings.Join(clusterFaults, ","),
-			"--duration", "20s", "--drain", "40s", "--seed", "1")
+			"--duration", "30s", "--drain", "40s", "--seed", "1")
 		if code != 0 || !out.OK || out.Lost != 0 {
 			t.Fatalf("%s: exit %d: %+v\n%s", mode, code, out, stderr)
 		}
@@ -254,8 +254,10 @@ func TestVerifyHoldsOnAReplicatedCluster(t *testing.T) {
 		}
 		// Partitions stall writes for seconds at a time (a transaction
 		// waits for every partition it touched), so a run acknowledges
-		// a few hundred records, not thousands.
-		if out.Acked < 400 || out.FaultsInjected < 8 {
+		// a few hundred records, not thousands: 363 in 20 s once on a
+		// loaded CI machine. The floor only says the cluster kept
+		// serving between faults.
+		if out.Acked < 300 || out.FaultsInjected < 12 {
 			t.Fatalf("%s: the run did too little to mean anything: %+v", mode, out)
 		}
 	}
