@@ -236,10 +236,12 @@ func TestVerifyHoldsOnAReplicatedCluster(t *testing.T) {
 	for _, mode := range []string{"exactly-once", "at-least-once"} {
 		// The faults a cluster adds, each at least once (a schedule
 		// draws every kind before it repeats one); the client-side ones
-		// run against one broker elsewhere.
+		// run against one broker elsewhere. A long drain: producers get a
+		// quarter of it to finish, and one whose transaction waits on a
+		// node cut off at the end needs more than 10 s.
 		clusterFaults := []string{"broker-kill", "broker-pause", "cluster-kill", "partition", "partition-one-way", "node-delay"}
 		out, code, stderr, _ := runVerify(t, "--brokers", "3", "--mode", mode, "--faults", strings.Join(clusterFaults, ","),
-			"--duration", "30s", "--drain", "40s", "--seed", "1")
+			"--duration", "30s", "--drain", "80s", "--seed", "1")
 		if code != 0 || !out.OK || out.Lost != 0 {
 			t.Fatalf("%s: exit %d: %+v\n%s", mode, code, out, stderr)
 		}
