@@ -23,6 +23,9 @@ const (
 	// frameGroupMessage carries a partition group's raft message (see
 	// grouptransport.go).
 	frameGroupMessage byte = 5
+	// frameGroupBeacon names the partition groups the sender leads
+	// quietly (quiesce.go), once per tick.
+	frameGroupBeacon byte = 6
 
 	helloMagic   = "EXQR"
 	helloVersion = 1

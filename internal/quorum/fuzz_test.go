@@ -52,8 +52,9 @@ func FuzzWALRecord(f *testing.F) {
 
 // FuzzTransportFrame feeds arbitrary bytes to a connection's reader: frames
 // bounded before allocation, handshakes (a learner's admission request
-// included), raft messages and the checks on them must never panic, and an
-// accepted handshake re-encodes to what it decoded from.
+// included), raft messages, partition group beacons and the checks on them
+// must never panic, and an accepted handshake or beacon re-encodes to what
+// it decoded from.
 func FuzzTransportFrame(f *testing.F) {
 	h := hello{ClusterID: "c", NodeID: 2, DirectoryID: DirectoryID{1, 2, 3}}
 	m, _ := proto.Marshal(&pb.Message{Type: pb.MsgApp.Enum(), From: new(uint64(2)), To: new(uint64(1)),
@@ -67,6 +68,8 @@ func FuzzTransportFrame(f *testing.F) {
 	f.Add(appendFrame(nil, frameHello, lh.encode()))
 	f.Add(appendFrame(nil, frameHello, []byte("EXQR\x02")))
 	f.Add(appendFrame(nil, frameGroupMessage, append([]byte{0, 0, 0, 0, 0, 0, 0, 9}, m...)))
+	f.Add(appendFrame(nil, frameGroupBeacon, encodeBeacon([]GroupID{3, 9, 1 << 40})))
+	f.Add(appendFrame(nil, frameGroupBeacon, []byte{0, 0, 0, 0, 0, 0, 0, 9, 0, 0, 0, 0, 0, 0, 0, 9}))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		r := bytes.NewReader(b)
 		for {
@@ -101,6 +104,17 @@ func FuzzTransportFrame(f *testing.F) {
 						t.Fatalf("group frame for group 0 decoded")
 					}
 					checkGroupInbound(msg, 2, 1)
+				}
+			case frameGroupBeacon:
+				if quiet, err := decodeBeacon(payload); err == nil {
+					if !bytes.Equal(encodeBeacon(quiet), payload) {
+						t.Fatalf("beacon %v re-encodes to other bytes", quiet)
+					}
+					for i := 1; i < len(quiet); i++ {
+						if quiet[i] <= quiet[i-1] {
+							t.Fatalf("beacon %v accepted out of order", quiet)
+						}
+					}
 				}
 			}
 		}

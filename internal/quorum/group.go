@@ -66,7 +66,9 @@ type GroupConfig struct {
 	Dir string
 	// SM is the partition.
 	SM GroupStateMachine
-	// ElectionTimeout as the metadata quorum's (default 1 s).
+	// ElectionTimeout as the metadata quorum's (default 1 s). Every group
+	// ticks with the node's ticker (quiesce.go), at the metadata quorum's
+	// rate; this value only paces the in-sync samples.
 	ElectionTimeout time.Duration
 	// CheckpointBytes and CheckpointEntries: applied data (or entries)
 	// that trigger a checkpoint and the release of the WAL before it
@@ -116,6 +118,7 @@ type Group struct {
 	recvc chan *pb.Message
 	propc chan proposal
 	xferc chan uint64
+	tickc chan struct{} // the node's ticker (tickGroups)
 	stopc chan struct{}
 	done  chan struct{}
 
@@ -133,6 +136,10 @@ type Group struct {
 	// and fetch asks).
 	leading atomic.Bool
 	term    atomic.Uint64
+	// leadID mirrors status.Leader and quiet says this leader sleeps
+	// (quiesce.go); both are read by the node's ticker.
+	leadID atomic.Uint64
+	quiet  atomic.Bool
 
 	closeOnce sync.Once
 	closeErr  error
@@ -147,6 +154,7 @@ type Group struct {
 	recent     []entrySize // applied since the last checkpoint, for KeepBytes
 	termStart  uint64      // index of this leader's first entry (0: not leader)
 	samples    []lastSample
+	idleTicks  int // consecutive idle ticks as leader (quiesce.go)
 	// campaignAt: a new group's preferred replica campaigns once this
 	// index (its bootstrap membership) is applied; 0 once done.
 	campaignAt uint64
@@ -211,6 +219,7 @@ func (n *Node) StartGroup(cfg GroupConfig) (*Group, error) {
 		recvc:   make(chan *pb.Message, groupInboxLen),
 		propc:   make(chan proposal),
 		xferc:   make(chan uint64, 1),
+		tickc:   make(chan struct{}, 1),
 		stopc:   make(chan struct{}),
 		done:    make(chan struct{}),
 		reports: newReportQueue(),
@@ -277,7 +286,7 @@ func (n *Node) StartGroup(cfg GroupConfig) (*Group, error) {
 		return nil, err
 	}
 	g.publishStatus(time.Now())
-	go g.run(cfg.ElectionTimeout / electionTicks)
+	go g.run()
 	return g, nil
 }
 
@@ -343,21 +352,26 @@ func (n *Node) reportGroup(id GroupID, r transportReport) {
 	}
 }
 
-func (g *Group) run(tick time.Duration) {
+func (g *Group) run() {
 	defer close(g.done)
-	ticker := time.NewTicker(tick)
-	defer ticker.Stop()
 	for {
 		now := time.Time{}
+		// busy: anything but a tick or a heartbeat keeps a leader awake.
+		busy, ticked := true, false
 		select {
 		case <-g.stopc:
 			g.failWaiters(ErrClosed)
 			return
-		case now = <-ticker.C:
+		case <-g.tickc:
+			now = time.Now()
 			g.rn.Tick()
+			busy, ticked = false, true
 		case m := <-g.recvc:
-			if m.GetType() == pb.MsgSnap {
+			switch m.GetType() {
+			case pb.MsgSnap:
 				g.snapFrom = m.GetFrom()
+			case pb.MsgHeartbeat, pb.MsgHeartbeatResp:
+				busy = false
 			}
 			_ = g.rn.Step(m) // errors are stale or foreign messages
 		case p := <-g.propc:
@@ -388,6 +402,7 @@ func (g *Group) run(tick time.Duration) {
 			g.statusMu.Lock()
 			g.failErr = err
 			g.statusMu.Unlock()
+			g.quiet.Store(false)
 			g.failWaiters(err)
 			return
 		}
@@ -395,6 +410,17 @@ func (g *Group) run(tick time.Duration) {
 			now = time.Now()
 		}
 		g.publishStatus(now)
+		switch {
+		case busy || !g.leading.Load():
+			g.idleTicks = 0
+		case !ticked:
+			// A heartbeat's answer: neither work nor a tick.
+		case g.idleLeader(now):
+			g.idleTicks++
+		default:
+			g.idleTicks = 0
+		}
+		g.quiet.Store(g.idleTicks >= quiesceTicks)
 	}
 }
 
@@ -549,6 +575,7 @@ func (g *Group) publishStatus(now time.Time) {
 	g.status = s
 	g.leading.Store(s.Role == RoleLeader)
 	g.term.Store(s.Term)
+	g.leadID.Store(s.Leader)
 	g.statusMu.Unlock()
 }
 

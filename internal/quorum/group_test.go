@@ -264,3 +264,66 @@ func TestGroupFollowerFarBehindRestoresFromTheLeader(t *testing.T) {
 		t.Fatalf("the follower caught up without a snapshot from the leader (restores %v)", restores)
 	}
 }
+
+// TestIdleGroupQuiescesAndWakes: an idle group's leader goes quiet and its
+// followers stop counting towards an election (no ticks, no heartbeats);
+// a proposal still commits at once, a quiet leader is never deposed by its
+// own silence, and when its node dies the others elect and keep every
+// committed entry.
+func TestIdleGroupQuiescesAndWakes(t *testing.T) {
+	c := newTestCluster(t, 3, 0)
+	c.leader()
+	gc := newGroupCluster(c, GroupConfig{ID: 11, Replicas: []uint64{1, 2, 3}})
+	for i := range 5 {
+		gc.propose(fmt.Sprintf("e%d", i))
+	}
+	gc.converged(5)
+	asleep := func() bool {
+		now := time.Now()
+		lead := gc.leader()
+		for id, g := range gc.groups {
+			n := c.nodes[id]
+			if !n.sleeps(g, now, beaconStaleTicks*n.groupTick) {
+				return false
+			}
+		}
+		return gc.groups[lead].quiet.Load()
+	}
+	c.eventually("every replica of the idle group asleep", asleep)
+	lead := gc.leader()
+	term := gc.groups[lead].Term()
+	// Several election timeouts of silence: nobody campaigns.
+	time.Sleep(4 * testElection)
+	if s := gc.groups[lead].Status(); s.Role != RoleLeader || s.Term != term {
+		t.Fatalf("quiet leader %d: %+v, want leader in term %d", lead, s, term)
+	}
+	if !asleep() {
+		t.Fatal("the idle group woke up with nothing to do")
+	}
+	// A proposal wakes it and commits well within an election timeout.
+	start := time.Now()
+	if _, err := gc.groups[lead].Propose(context.Background(), []byte("e5")); err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(start); took > testElection {
+		t.Fatalf("a proposal to a quiet group took %v", took)
+	}
+	gc.converged(6)
+	c.eventually("asleep again", asleep)
+	// The quiet leader's node dies: the followers hear no beacon, wake
+	// and elect one of themselves.
+	gc.stopNode(lead)
+	for i := 6; i < 10; i++ {
+		gc.propose(fmt.Sprintf("e%d", i))
+	}
+	if now := gc.leader(); now == lead {
+		t.Fatalf("leader %d is the stopped node", now)
+	}
+	gc.restartNode(lead)
+	got := gc.converged(10)
+	for i, e := range got {
+		if e != fmt.Sprintf("e%d", i) {
+			t.Fatalf("entry %d is %q", i, e)
+		}
+	}
+}

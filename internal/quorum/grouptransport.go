@@ -29,10 +29,12 @@ const (
 // (the metadata quorum's messages carry none).
 type GroupID uint64
 
-// groupMessage is one outbound message of a partition group.
+// groupMessage is one outbound message of a partition group, or (m nil)
+// a beacon.
 type groupMessage struct {
-	group GroupID
-	m     *pb.Message
+	group  GroupID
+	m      *pb.Message
+	beacon []byte
 }
 
 // groupRouter hands partition groups' traffic to their drivers; it must
@@ -40,6 +42,34 @@ type groupMessage struct {
 type groupRouter interface {
 	deliverGroup(g GroupID, m *pb.Message)
 	reportGroup(g GroupID, r transportReport)
+	beacon(from uint64, quiet []GroupID)
+}
+
+// sendBeacon queues a beacon for every peer; a full queue skips it (the
+// next tick sends another).
+func (t *transport) sendBeacon(payload []byte) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, p := range t.peers {
+		select {
+		case p.gqueue <- groupMessage{beacon: payload}:
+		default:
+		}
+	}
+}
+
+// receiveBeacon decodes and records a peer's beacon; false closes the
+// connection.
+func (t *transport) receiveBeacon(from uint64, payload []byte) bool {
+	quiet, err := decodeBeacon(payload)
+	if err != nil {
+		t.log.Warn("refused partition group beacon, closing", "peer", from, "err", err)
+		return false
+	}
+	if t.groups != nil {
+		t.groups.beacon(from, quiet)
+	}
+	return true
 }
 
 // sendGroup queues m of group g for its peer without blocking; a full
@@ -61,8 +91,8 @@ func (t *transport) sendGroup(g GroupID, m *pb.Message) {
 
 // groupLost tells a group that its message to peer `to` was not sent.
 func (t *transport) groupLost(to uint64, gm groupMessage) {
-	if t.groups == nil {
-		return
+	if t.groups == nil || gm.m == nil {
+		return // a beacon: the next tick sends another
 	}
 	t.groups.reportGroup(gm.group, transportReport{group: gm.group, to: to, unreachable: true})
 	if gm.m.GetType() == pb.MsgSnap {
@@ -121,6 +151,12 @@ func checkGroupInbound(m *pb.Message, from, to uint64) error {
 }
 
 func (t *transport) writeGroupMessage(w *bufio.Writer, c net.Conn, gm groupMessage, buf *[]byte) bool {
+	if gm.m == nil {
+		*buf = appendFrame((*buf)[:0], frameGroupBeacon, gm.beacon)
+		c.SetWriteDeadline(time.Now().Add(writeTimeout))
+		_, err := w.Write(*buf)
+		return err == nil
+	}
 	isSnap := gm.m.GetType() == pb.MsgSnap
 	b := binary.BigEndian.AppendUint64(nil, uint64(gm.group))
 	b, err := proto.MarshalOptions{}.MarshalAppend(b, gm.m)

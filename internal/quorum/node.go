@@ -64,6 +64,10 @@ type Node struct {
 	// groups are the partition groups open on this node (StartGroup).
 	groupsMu sync.Mutex
 	groups   map[GroupID]*Group
+	// groupTick paces every group (tickGroups); beacons are the peers'
+	// quiet groups (quiesce.go).
+	groupTick time.Duration
+	beacons   beacons
 
 	// Owned by the run goroutine.
 	confState *pb.ConfState
@@ -183,6 +187,12 @@ func Start(cfg Config) (*Node, error) {
 	n.publishStatus()
 	n.tr.start()
 	go n.run(tick)
+	n.groupTick = tick
+	n.bgWG.Add(1)
+	go func() {
+		defer n.bgWG.Done()
+		n.tickGroups(tick)
+	}()
 	if cfg.Learner && st.empty {
 		n.bgWG.Add(1)
 		go n.askAdmission()

@@ -358,6 +358,11 @@ func (t *transport) serveConn(c net.Conn) {
 				return
 			}
 			continue
+		case frameGroupBeacon:
+			if !t.receiveBeacon(h.NodeID, payload) {
+				return
+			}
+			continue
 		case frameMessage:
 		default:
 			t.log.Warn("unexpected raft frame, closing", "peer", h.NodeID, "kind", kind)
