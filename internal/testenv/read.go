@@ -95,6 +95,7 @@ func ReadAtLeast(t testing.TB, addr, topic string, committed bool, want int, opt
 			return recs
 		}
 		if time.Now().After(deadline) {
+			logStall(t, addr, topic, opts)
 			t.Fatalf("reading %s: %d records after 60s, want at least %d", topic, n, want)
 		}
 		time.Sleep(200 * time.Millisecond)
@@ -173,4 +174,41 @@ func StableEnds(t testing.TB, addr, topic string) {
 			t.Errorf("%s/%d: LSO %d behind high watermark %d: a transaction is still open", topic, o.Partition, l.Offset, o.Offset)
 		}
 	})
+}
+
+// logStall logs what can hold a reader back: each partition's high
+// watermark and last stable offset, the producers with an open transaction
+// there, and every transaction the coordinator runs.
+func logStall(t testing.TB, addr, topic string, opts []kgo.Opt) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(addr)}, opts...)...)
+	if err != nil {
+		t.Logf("stall diagnosis: %v", err)
+		return
+	}
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+	hw, err1 := adm.ListEndOffsets(ctx, topic)
+	lso, err2 := adm.ListCommittedOffsets(ctx, topic)
+	if err1 == nil && err2 == nil {
+		hw.Each(func(o kadm.ListedOffset) {
+			l, _ := lso.Lookup(topic, o.Partition)
+			t.Logf("stall diagnosis: %s/%d high watermark %d, last stable offset %d", topic, o.Partition, o.Offset, l.Offset)
+		})
+	}
+	if ps, err := adm.DescribeProducers(ctx, kadm.TopicsSet{topic: nil}); err == nil {
+		ps.EachProducer(func(p kadm.DescribedProducer) {
+			if p.CurrentTxnStartOffset >= 0 {
+				t.Logf("stall diagnosis: %s/%d producer %d epoch %d has a transaction open since offset %d (last write %s)",
+					p.Topic, p.Partition, p.ProducerID, p.ProducerEpoch, p.CurrentTxnStartOffset, time.UnixMilli(p.LastTimestamp).Format(time.RFC3339Nano))
+			}
+		})
+	}
+	if txns, err := adm.DescribeTransactions(ctx); err == nil {
+		for _, d := range txns.Sorted() {
+			t.Logf("stall diagnosis: transaction %q producer %d epoch %d %s, partitions %v", d.TxnID, d.ProducerID, d.ProducerEpoch, d.State, d.Topics)
+		}
+	}
 }
