@@ -212,16 +212,7 @@ func TestCDCRelayExactlyOnceAcrossCrashes(t *testing.T) {
 	if zombies == 0 {
 		// The writers can finish before the zombie round (seen in CI):
 		// give a zombie one more row to hold.
-		tx, err := db.BeginTx(ctx, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := tbl.Write(ctx, tx, &Event{AggregateType: "order", AggregateID: "agg-0", Type: "T", Payload: []byte("zombie")}); err != nil {
-			t.Fatal(err)
-		}
-		if err := tx.Commit(); err != nil {
-			t.Fatal(err)
-		}
+		writeCommitted(t, ctx, db, tbl, &Event{AggregateType: "order", AggregateID: "agg-0", Type: "T", Payload: []byte("zombie")})
 		cfg.hooks.startFromSlot = false
 		z, err := NewCDCRelay(ctx, cfg)
 		if err != nil {

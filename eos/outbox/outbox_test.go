@@ -47,6 +47,22 @@ func pgTable(t testing.TB) (*sql.DB, Table, string) {
 // holds it back (by design), and other test packages share the cluster.
 const visibleWait = 30 * time.Second
 
+// writeCommitted writes one event in a database transaction of its own
+// and commits it.
+func writeCommitted(t *testing.T, ctx context.Context, db *sql.DB, tbl Table, e *Event) {
+	t.Helper()
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tbl.Write(ctx, tx, e); err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // publishVisible is PublishBatch retried while it publishes nothing: the
 // rows a test just committed may be held back a moment by another test's
 // open transaction. It returns the first non-empty batch's count, or 0
@@ -245,16 +261,7 @@ func TestRelayExactlyOnceAcrossCrashes(t *testing.T) {
 		// On a loaded machine the relay may have kept up with the
 		// writers, so no zombie held rows: give one a row to hold.
 		extraRows = 1
-		tx, err := db.BeginTx(ctx, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := tbl.Write(ctx, tx, &Event{AggregateType: "order", AggregateID: "agg-0", Type: "T", Payload: []byte("zombie")}); err != nil {
-			t.Fatal(err)
-		}
-		if err := tx.Commit(); err != nil {
-			t.Fatal(err)
-		}
+		writeCommitted(t, ctx, db, tbl, &Event{AggregateType: "order", AggregateID: "agg-0", Type: "T", Payload: []byte("zombie")})
 		r, err := NewRelay(ctx, cfg)
 		if err != nil {
 			t.Fatal(err)
