@@ -491,6 +491,7 @@ func (b *Broker) logConfig(t *cluster.Topic) log.Config {
 	cfg.IndexIntervalBytes = int(get("index.interval.bytes"))
 	cfg.RetentionMs = get("retention.ms")
 	cfg.RetentionBytes = get("retention.bytes")
+	cfg.CacheTailBytes = b.brokerInt("log.cache.tail.bytes")
 	if policy, _ := b.catalog.TopicConfig(t, "cleanup.policy"); !cluster.PolicyDeletes(policy) {
 		// compact alone: nothing is deleted by age or size.
 		cfg.RetentionMs, cfg.RetentionBytes = -1, -1

@@ -326,6 +326,10 @@ var brokerConfigDefs = []BrokerConfigDef{
 	{Name: "log.retention.bytes", Type: TypeLong, Default: "-1", Dynamic: true, validate: longMin(-1)},
 	{Name: "log.retention.check.interval.ms", Type: TypeLong, Default: "300000", validate: longMin(1)},
 	{Name: "log.index.interval.bytes", Type: TypeInt, Default: "4096", Dynamic: true, validate: intMin(0)},
+	// exactly's own: how much of each partition's durable tail stays in the
+	// page cache once fsynced (log.Config.CacheTailBytes); -1 leaves the
+	// cache to the kernel.
+	{Name: "log.cache.tail.bytes", Type: TypeLong, Default: "134217728", validate: longMinOrUnbounded(1)},
 	{Name: "log.flush.interval.messages", Type: TypeLong, Default: "9223372036854775807", Dynamic: true, validate: longMin(1)},
 	{Name: "log.flush.interval.ms", Type: TypeLong, Default: "9223372036854775807", Dynamic: true, validate: longMin(0)},
 	{Name: "log.flush.offset.checkpoint.interval.ms", Type: TypeInt, Default: "10000", validate: intMin(1)},

@@ -74,6 +74,9 @@ type segment struct {
 	// in this run: appended (Append takes validated batches), scanned by
 	// recovery, or checked by ReadSpans. Always a batch boundary.
 	verified atomic.Int64
+	// uncachedTo is how far from the start the segment's clean pages were
+	// dropped from the page cache (dropCache); guarded by Log.syncMu.
+	uncachedTo int64
 
 	mu     sync.RWMutex
 	index  []offsetEntry

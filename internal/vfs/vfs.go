@@ -88,6 +88,17 @@ type File interface {
 	Name() string
 }
 
+// DropCache asks that f's cached pages of [off, off+n) be dropped, for
+// files whose data was just fsynced and will not be read soon: the pages
+// go back to the allocator for the next writes. A no-op for files that
+// cannot (in-memory filesystems, other systems); errors are ignored, as
+// the advice changes nothing but the cache.
+func DropCache(f File, off, n int64) {
+	if d, ok := f.(interface{ DropCache(off, n int64) error }); ok && n > 0 {
+		_ = d.DropCache(off, n)
+	}
+}
+
 // MkdirAllDurable creates dir and any missing parents, then fsyncs the
 // parent of each directory it created, so the new entries survive a crash
 // (a plain MkdirAll leaves them only in the page cache).
