@@ -50,9 +50,6 @@ type wal struct {
 	size   int64
 	lastHS *pb.HardState
 	buf    []byte
-	// uncachedTo is how much of the last segment was dropped from the
-	// page cache (dropCache).
-	uncachedTo int64
 	// failed is sticky: after a failed write or sync the WAL's state on
 	// disk is unknown, so it refuses everything after.
 	failed error
@@ -262,30 +259,11 @@ func (w *wal) startSegment(seq uint64) error {
 		return err
 	}
 	if w.f != nil {
-		w.dropCache(0) // the finished segment is durable and read only at the next start
 		w.f.Close()
 	}
-	w.f, w.size, w.uncachedTo = f, int64(len(buf)), 0
+	w.f, w.size = f, int64(len(buf))
 	w.segs = append(w.segs, segment{seq: seq, path: path})
 	return nil
-}
-
-// walDropStep is the least dropCache drops at a time after a sync, so the
-// advice costs one system call per several MiB written.
-const walDropStep = 8 << 20
-
-// dropCache drops the last segment's pages up to its end from the page
-// cache once at least step bytes have been written since the last drop;
-// the caller has just fsynced it. The WAL is read only when the node
-// starts, and pages kept cached would make every write take new ones: on
-// a KVM guest that copy was half of a replica's CPU (docs/DESIGN.md,
-// Request flow).
-func (w *wal) dropCache(step int64) {
-	if w.f == nil || w.size-w.uncachedTo < step {
-		return
-	}
-	vfs.DropCache(w.f, w.uncachedTo, w.size-w.uncachedTo)
-	w.uncachedTo = w.size
 }
 
 // save appends a snapshot marker (if snap is not nil: the log was replaced
@@ -346,7 +324,6 @@ func (w *wal) saveLocked(snap *pb.SnapshotMetadata, hs *pb.HardState, ents []*pb
 		if err := w.f.Sync(); err != nil {
 			return err
 		}
-		w.dropCache(walDropStep)
 	}
 	if hs != nil {
 		w.lastHS = proto.Clone(hs).(*pb.HardState)
