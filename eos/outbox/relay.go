@@ -228,12 +228,16 @@ func (i tableInfo) payloadColumn() string {
 func (r *Relay) PublishBatch(ctx context.Context) (int, error) {
 	n, _ := r.cfg.Table.name()
 	// One statement, so the horizon and the rows come from one snapshot.
-	rows, err := r.cfg.DB.QueryContext(ctx, `SELECT id::text, aggregatetype, aggregateid, type, `+r.info.payloadColumn()+`,
-			headers::text, aggregateversion, readyxid::text
-		FROM `+n+`
-		WHERE readyxid < pg_snapshot_xmin(pg_current_snapshot())
-			AND (readyxid, aggregatetype, aggregateid, aggregateversion) > ($1::text::xid8, $2, $3, $4)
-		ORDER BY readyxid, aggregatetype, aggregateid, aggregateversion
+	// ORDER BY names the table's columns (o.): a bare name would mean
+	// the output column of that name, here readyxid::text, and text
+	// order puts "1000000" before "999999", so a batch taken at a
+	// change in the xid's digit count would skip every row before it.
+	rows, err := r.cfg.DB.QueryContext(ctx, `SELECT o.id::text, o.aggregatetype, o.aggregateid, o.type, `+r.info.payloadColumn()+`,
+			o.headers::text, o.aggregateversion, o.readyxid::text
+		FROM `+n+` o
+		WHERE o.readyxid < pg_snapshot_xmin(pg_current_snapshot())
+			AND (o.readyxid, o.aggregatetype, o.aggregateid, o.aggregateversion) > ($1::text::xid8, $2, $3, $4)
+		ORDER BY o.readyxid, o.aggregatetype, o.aggregateid, o.aggregateversion
 		LIMIT $5`, fmt.Sprint(r.pos.ReadyXID), r.pos.AggregateType, r.pos.AggregateID, r.pos.Version, r.cfg.BatchSize)
 	if err != nil {
 		return 0, fmt.Errorf("outbox: polling: %w", err)

@@ -3,6 +3,8 @@ package outbox
 import (
 	"context"
 	"fmt"
+	"slices"
+	"strconv"
 	"testing"
 	"time"
 
@@ -85,6 +87,51 @@ func TestRelayDeletePublished(t *testing.T) {
 	}
 	if fmt.Sprint(values) != "[0 1 2 3 4 5 6 7 8 9]" {
 		t.Fatalf("published %v", values)
+	}
+}
+
+// The relay's order is numeric in readyxid even where the xid gains a
+// digit (9 to 10 here, 999999 to 1000000 on a busy cluster): text order
+// would take "10" before "4", and the position, compared as a number,
+// would then pass every row below 10 without publishing it.
+func TestRelayOrderAcrossXIDDigitCount(t *testing.T) {
+	ctx := context.Background()
+	b := exactly.NewTestBroker(t)
+	db, tbl, schema := pgTable(t)
+	const rows = 12
+	for i := range rows {
+		writeCommitted(t, ctx, db, tbl, &Event{AggregateType: "digits", AggregateID: fmt.Sprint("a", i%2), Type: "T", Payload: fmt.Appendf(nil, "%d", i)})
+	}
+	// Readyxids 4..15 in commit order: older than any running transaction
+	// (so past the horizon), keeping each aggregate's order, and crossing
+	// from one digit to two.
+	if _, err := db.Exec(`UPDATE ` + tbl.Name + ` o SET readyxid = (3 + n.rn)::text::xid8
+		FROM (SELECT id, row_number() OVER (ORDER BY txid) AS rn FROM ` + tbl.Name + `) n WHERE o.id = n.id`); err != nil {
+		t.Fatal(err)
+	}
+	cfg := RelayConfig{DB: db, Table: tbl, Name: "test-" + schema, BatchSize: 3,
+		CheckpointTopic: "checkpoints-" + schema, Kafka: []kgo.Opt{kgo.SeedBrokers(b.Addr())}}
+	r, err := NewRelay(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	drain(t, ctx, r)
+	var values []int
+	last := map[string]int{}
+	for _, recs := range readAll(t, b.Addr(), "outbox.event.digits", rows) {
+		for _, rec := range recs {
+			v, _ := strconv.Atoi(rec.value)
+			if prev, ok := last[rec.agg]; ok && v < prev {
+				t.Errorf("aggregate %s: %d published after %d", rec.agg, v, prev)
+			}
+			last[rec.agg] = v
+			values = append(values, v)
+		}
+	}
+	slices.Sort(values)
+	if want := "[0 1 2 3 4 5 6 7 8 9 10 11]"; fmt.Sprint(values) != want {
+		t.Fatalf("published %v, want %s each once", values, want)
 	}
 }
 
