@@ -303,6 +303,11 @@ func TestRelayExactlyOnceAcrossCrashes(t *testing.T) {
 		t.Fatalf("%d committed rows, want %d", want, writers*perWriter*4/5+extraRows)
 	}
 
+	t.Cleanup(func() {
+		if t.Failed() {
+			logRelayHistory(t, db, tbl, b.Addr(), cfg.CheckpointTopic, topic)
+		}
+	})
 	got := readAll(t, b.Addr(), topic, want)
 	count := map[string]int{}
 	gotByAgg := map[string][]string{}
@@ -351,4 +356,40 @@ func zombieRound(t *testing.T, ctx context.Context, r *Relay, cfg RelayConfig) i
 		t.Fatal("zombie relay committed after being fenced")
 	}
 	return min(n, 1)
+}
+
+// logRelayHistory logs, for a failed relay test, every row of the table in
+// relay order and every checkpoint record the relays wrote (read
+// read_uncommitted, with producer epochs), so a skipped row can be told
+// from a lost record.
+func logRelayHistory(t *testing.T, db *sql.DB, tbl Table, addr, checkpointTopic, topic string) {
+	t.Helper()
+	n, _ := tbl.name()
+	rows, err := db.Query("SELECT o.id::text, o.aggregateid, o.aggregateversion, o.txid::text, o.readyxid::text FROM " + n +
+		" o ORDER BY o.readyxid, o.aggregatetype, o.aggregateid, o.aggregateversion")
+	if err != nil {
+		t.Logf("history: %v", err)
+		return
+	}
+	for rows.Next() {
+		var id, agg, txid, ready string
+		var version int64
+		rows.Scan(&id, &agg, &version, &txid, &ready)
+		t.Logf("history: row readyxid %s txid %s %s v%d %s", ready, txid, agg, version, id)
+	}
+	rows.Close()
+	for _, committed := range []bool{false, true} {
+		for _, r := range testenv.Flatten(testenv.ReadToEnd(t, addr, checkpointTopic, committed)) {
+			t.Logf("history: checkpoint (committed=%v) offset %d p%d/e%d %s = %s", committed, r.Offset, r.ProducerID, r.ProducerEpoch, r.Key, r.Value)
+		}
+		for _, r := range testenv.Flatten(testenv.ReadToEnd(t, addr, topic, committed)) {
+			id := ""
+			for _, h := range r.Headers {
+				if h.Key == "id" {
+					id = string(h.Value)
+				}
+			}
+			t.Logf("history: event (committed=%v) %d/%d p%d/e%d %s %s", committed, r.Partition, r.Offset, r.ProducerID, r.ProducerEpoch, r.Key, id)
+		}
+	}
 }

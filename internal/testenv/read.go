@@ -2,6 +2,7 @@ package testenv
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -38,19 +39,36 @@ func ReadToEnd(t testing.TB, addr, topic string, committed bool, opts ...kgo.Opt
 	if err != nil {
 		t.Fatalf("listing the end offsets of %s: %v", topic, err)
 	}
-	start := map[string]map[int32]kgo.Offset{topic: {}}
-	ends.Each(func(o kadm.ListedOffset) { start[topic][o.Partition] = kgo.NewOffset().AtStart() })
 	iso := kgo.ReadUncommitted()
 	if committed {
 		iso = kgo.ReadCommitted()
 	}
-	// Control records are kept so a position can reach an end that sits
-	// just past a transaction marker.
-	all := append([]kgo.Opt{kgo.SeedBrokers(addr), kgo.ConsumePartitions(start), kgo.FetchIsolationLevel(iso),
-		kgo.FetchMaxWait(100 * time.Millisecond), kgo.KeepControlRecords()}, opts...)
-	cl, err := kgo.NewClient(all...)
+	all, err := readLog(ctx, addr, topic, ends, iso, opts)
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("reading %s to its end (committed=%v): %v", topic, committed, err)
+	}
+	out := map[int32][]*kgo.Record{}
+	for p, recs := range all {
+		for _, r := range recs {
+			if !r.Attrs.IsControl() {
+				out[p] = append(out[p], r)
+			}
+		}
+	}
+	return out
+}
+
+// readLog reads every partition of topic from its start to ends with
+// isolation iso and returns all records, control records included (a
+// position can only reach an end that sits just past a transaction marker
+// by reading the marker).
+func readLog(ctx context.Context, addr, topic string, ends kadm.ListedOffsets, iso kgo.IsolationLevel, opts []kgo.Opt) (map[int32][]*kgo.Record, error) {
+	start := map[string]map[int32]kgo.Offset{topic: {}}
+	ends.Each(func(o kadm.ListedOffset) { start[topic][o.Partition] = kgo.NewOffset().AtStart() })
+	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(addr), kgo.ConsumePartitions(start), kgo.FetchIsolationLevel(iso),
+		kgo.FetchMaxWait(100 * time.Millisecond), kgo.KeepControlRecords()}, opts...)...)
+	if err != nil {
+		return nil, err
 	}
 	defer cl.Close()
 	pos := map[int32]int64{}
@@ -66,17 +84,19 @@ func ReadToEnd(t testing.TB, addr, topic string, committed bool, opts ...kgo.Opt
 	for !done() {
 		fs := cl.PollFetches(ctx)
 		if ctx.Err() != nil {
-			t.Fatalf("reading %s to its end (committed=%v): at %v, ends %v", topic, committed, pos, ends)
+			return out, fmt.Errorf("at %v, ends %v: %w", pos, ends, ctx.Err())
 		}
-		fs.EachError(func(tp string, p int32, err error) { t.Fatalf("fetch %s/%d: %v", tp, p, err) })
+		var ferr error
+		fs.EachError(func(tp string, p int32, err error) { ferr = fmt.Errorf("fetch %s/%d: %w", tp, p, err) })
+		if ferr != nil {
+			return out, ferr
+		}
 		fs.EachRecord(func(r *kgo.Record) {
 			pos[r.Partition] = r.Offset + 1
-			if !r.Attrs.IsControl() {
-				out[r.Partition] = append(out[r.Partition], r)
-			}
+			out[r.Partition] = append(out[r.Partition], r)
 		})
 	}
-	return out
+	return out, nil
 }
 
 // ReadAtLeast is ReadToEnd once the topic holds at least want data records
@@ -210,5 +230,43 @@ func logStall(t testing.TB, addr, topic string, opts []kgo.Opt) {
 		for _, d := range txns.Sorted() {
 			t.Logf("stall diagnosis: transaction %q producer %d epoch %d %s, partitions %v", d.TxnID, d.ProducerID, d.ProducerEpoch, d.State, d.Topics)
 		}
+	}
+	if err1 == nil {
+		logLog(t, ctx, addr, topic, hw, opts)
+	}
+}
+
+// logLog logs every partition's log as runs of records read
+// read_uncommitted: the offsets, producer id and epoch of each run of one
+// producer's data records, and each transaction marker, so a reader that
+// got fewer records than it should can tell aborted data from missing data.
+func logLog(t testing.TB, ctx context.Context, addr, topic string, ends kadm.ListedOffsets, opts []kgo.Opt) {
+	t.Helper()
+	all, err := readLog(ctx, addr, topic, ends, kgo.ReadUncommitted(), opts)
+	if err != nil {
+		t.Logf("stall diagnosis: reading %s: %v", topic, err)
+	}
+	for p := int32(0); p < int32(len(ends[topic])); p++ {
+		var line []byte
+		for i, r := range all[p] {
+			if r.Attrs.IsControl() {
+				kind := "abort"
+				if len(r.Key) >= 4 && r.Key[3] == 1 {
+					kind = "commit"
+				}
+				line = fmt.Appendf(line, " [%d %s p%d/e%d]", r.Offset, kind, r.ProducerID, r.ProducerEpoch)
+				continue
+			}
+			// One entry per run of data records of one producer epoch.
+			if i > 0 && !all[p][i-1].Attrs.IsControl() && all[p][i-1].ProducerID == r.ProducerID && all[p][i-1].ProducerEpoch == r.ProducerEpoch {
+				continue
+			}
+			last := i
+			for last+1 < len(all[p]) && !all[p][last+1].Attrs.IsControl() && all[p][last+1].ProducerID == r.ProducerID && all[p][last+1].ProducerEpoch == r.ProducerEpoch {
+				last++
+			}
+			line = fmt.Appendf(line, " %d-%d:p%d/e%d", r.Offset, all[p][last].Offset, r.ProducerID, r.ProducerEpoch)
+		}
+		t.Logf("stall diagnosis: %s/%d log read_uncommitted:%s", topic, p, line)
 	}
 }
