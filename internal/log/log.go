@@ -285,12 +285,11 @@ func (l *Log) Append(batch []byte) (int64, error) {
 		seg.f.Truncate(pos)
 		return -1, l.fail(fmt.Errorf("append to %s: %w", seg.path, err))
 	}
-	if wb, ok := seg.f.(interface{ StartWriteback(off, n int64) error }); ok && n >= writebackMin {
+	if n >= writebackMin {
 		// Start flushing a large batch now, so the fsync that
 		// acknowledges it (group commit, moments later) waits for less.
 		// Measured +20% acks=all throughput (BenchmarkProduceAcksAll).
-		// An error here changes nothing: Sync still decides durability.
-		_ = wb.StartWriteback(pos, int64(n))
+		vfs.StartWriteback(seg.f, pos, int64(n))
 	}
 	if seg.rollStart < 0 {
 		seg.rollStart = nowMs

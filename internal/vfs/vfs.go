@@ -99,6 +99,16 @@ func DropCache(f File, off, n int64) {
 	}
 }
 
+// StartWriteback asks that f's dirty pages of [off, off+n) start going to
+// disk now, without waiting: a Sync that follows has less left to flush.
+// Like DropCache, a no-op for files that cannot, and errors are ignored:
+// only Sync decides durability.
+func StartWriteback(f File, off, n int64) {
+	if w, ok := f.(interface{ StartWriteback(off, n int64) error }); ok && n > 0 {
+		_ = w.StartWriteback(off, n)
+	}
+}
+
 // MkdirAllDurable creates dir and any missing parents, then fsyncs the
 // parent of each directory it created, so the new entries survive a crash
 // (a plain MkdirAll leaves them only in the page cache).
