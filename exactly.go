@@ -210,6 +210,8 @@ func Start(opts Options) (*Broker, error) {
 	}
 	out.srv = server.NewListeners(lns, server.Config{
 		MaxRequestBytes:              int32(brokerInt("socket.request.max.bytes")),
+		SendBufferBytes:              int(brokerInt("socket.send.buffer.bytes")),
+		ReceiveBufferBytes:           int(brokerInt("socket.receive.buffer.bytes")),
 		IdleTimeout:                  ms("connections.max.idle.ms"),
 		RequestReadTimeout:           ms("socket.request.read.timeout.ms"),
 		WriteTimeout:                 ms("socket.response.write.timeout.ms"),

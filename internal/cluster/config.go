@@ -68,13 +68,16 @@ func longMin(min int64) func(string) error {
 }
 
 // longMinOrUnbounded accepts -1 (Kafka's "unbounded") or at least min.
-func longMinOrUnbounded(min int64) func(string) error {
-	atLeast := longMin(min)
+func longMinOrUnbounded(min int64) func(string) error { return orMinusOne(longMin(min)) }
+
+// orMinusOne accepts -1 (Kafka's "unbounded" or "the OS default", by key)
+// or what valid accepts.
+func orMinusOne(valid func(string) error) func(string) error {
 	return func(v string) error {
 		if v == "-1" {
 			return nil
 		}
-		return atLeast(v)
+		return valid(v)
 	}
 }
 
@@ -302,6 +305,14 @@ var brokerConfigDefs = []BrokerConfigDef{
 	{Name: "delete.topic.enable", Type: TypeBoolean, Default: "true", validate: boolean},
 	{Name: "message.max.bytes", Type: TypeInt, Default: "1048588", Dynamic: true, validate: intMin(0)},
 	{Name: "socket.request.max.bytes", Type: TypeInt, Default: "104857600", validate: intMin(1024)},
+	// SO_SNDBUF and SO_RCVBUF of accepted connections; -1 leaves the
+	// kernel's autotuning. Kafka's defaults are 102400 each. Ours: a
+	// 256 KiB send buffer served loopback read_committed fetches
+	// 1.09-1.18x faster than autotuning and about 1.2x faster than 128 or
+	// 512 KiB (docs/DESIGN.md, Request flow); the receive side was not
+	// measured, so it keeps autotuning.
+	{Name: "socket.send.buffer.bytes", Type: TypeInt, Default: "262144", validate: orMinusOne(intMin(1))},
+	{Name: "socket.receive.buffer.bytes", Type: TypeInt, Default: "-1", validate: orMinusOne(intMin(1))},
 	{Name: "connections.max.idle.ms", Type: TypeLong, Default: "600000", validate: longMin(0)},
 	// Network bounds against hostile clients (docs/DESIGN.md, "Limits and
 	// hostile input"). Kafka leaves the first three unbounded; the last

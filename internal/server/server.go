@@ -77,6 +77,11 @@ type Config struct {
 	// MaxRequestBytes is socket.request.max.bytes: larger frames close the
 	// connection, as Kafka does.
 	MaxRequestBytes int32
+	// SendBufferBytes and ReceiveBufferBytes are socket.send.buffer.bytes
+	// and socket.receive.buffer.bytes: SO_SNDBUF and SO_RCVBUF of each
+	// accepted TCP connection. Zero or negative leaves the kernel's
+	// autotuning.
+	SendBufferBytes, ReceiveBufferBytes int
 	// MaxInFlight bounds the responses queued per connection: a reader
 	// with that many requests waiting for their answers stops reading.
 	MaxInFlight int
@@ -332,6 +337,7 @@ func (s *Server) serveListener(l *Listener) error {
 			continue
 		}
 		retry.reset()
+		s.sizeBuffers(nc)
 		c, ev := s.admit(nc, l)
 		if c == nil {
 			if ev == ConnRejectedMaxConnections || ev == ConnRejectedMaxConnectionsPerIP {
@@ -342,6 +348,22 @@ func (s *Server) serveListener(l *Listener) error {
 		}
 		s.metrics.ObserveConnection(ConnAccepted)
 		go c.serve()
+	}
+}
+
+// sizeBuffers sets the socket buffers the config asks for on a new TCP
+// connection. A failure leaves the kernel's sizes, which only changes
+// speed, so it is not worth refusing the connection.
+func (s *Server) sizeBuffers(nc net.Conn) {
+	tc, ok := nc.(*net.TCPConn)
+	if !ok {
+		return
+	}
+	if n := s.cfg.SendBufferBytes; n > 0 {
+		_ = tc.SetWriteBuffer(n)
+	}
+	if n := s.cfg.ReceiveBufferBytes; n > 0 {
+		_ = tc.SetReadBuffer(n)
 	}
 }
 
