@@ -4,6 +4,7 @@ package exactly
 
 import (
 	"fmt"
+	"net"
 	"slices"
 	"strconv"
 	"strings"
@@ -27,6 +28,9 @@ func clusterConfig(static map[string]string, lns []server.Listener, join, adopt 
 	if len(voters) == 0 {
 		if join || adopt {
 			return nil, nil, fmt.Errorf("joining or founding a cluster needs controller.quorum.voters")
+		}
+		if err := ownBootstrapServers(static, lns); err != nil {
+			return nil, nil, err
 		}
 		return nil, lns, nil
 	}
@@ -114,4 +118,55 @@ func defaulted(static map[string]string, key string) string {
 
 func msKey(static map[string]string, key string) time.Duration {
 	return time.Duration(cluster.Int64(defaulted(static, key), 0)) * time.Millisecond
+}
+
+// ownBootstrapServers accepts controller.quorum.bootstrap.servers on a
+// node without controller.quorum.voters only if every address is this
+// node's own controller listener: Kafka's shipped server.properties, a
+// single node. A list naming another controller means a cluster this node
+// cannot join that way, and starting alone would split it.
+func ownBootstrapServers(static map[string]string, lns []server.Listener) error {
+	servers, err := cluster.ParseBootstrapServers(static["controller.quorum.bootstrap.servers"])
+	if err != nil || len(servers) == 0 {
+		return err
+	}
+	names := controllerListenerNames(static)
+	for _, s := range servers {
+		if !slices.ContainsFunc(lns, func(l server.Listener) bool { return slices.Contains(names, l.Name) && isLocalListener(s, l) }) {
+			return fmt.Errorf("controller.quorum.bootstrap.servers=%s: %s is not this node's controller listener (%s); "+
+				"nodes form a cluster from controller.quorum.voters (id@host:port of every voter, the same on each node), "+
+				"and a single node needs neither", static["controller.quorum.bootstrap.servers"], s, strings.Join(names, ","))
+		}
+	}
+	return nil
+}
+
+// isLocalListener reports whether addr (host:port) reaches l: the same
+// port, and a host that resolves to this machine.
+func isLocalListener(addr string, l server.Listener) bool {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	bound, ok := l.Net.Addr().(*net.TCPAddr)
+	if !ok || strconv.Itoa(bound.Port) != port {
+		return false
+	}
+	ips, err := net.LookupIP(host)
+	if err != nil || len(ips) == 0 {
+		return false
+	}
+	local, err := net.InterfaceAddrs()
+	if err != nil {
+		return false
+	}
+	for _, ip := range ips {
+		if !ip.IsLoopback() && !slices.ContainsFunc(local, func(a net.Addr) bool {
+			n, ok := a.(*net.IPNet)
+			return ok && n.IP.Equal(ip)
+		}) {
+			return false
+		}
+	}
+	return true
 }

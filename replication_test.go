@@ -289,6 +289,23 @@ func TestCoordinatorsMoveWithLeadership(t *testing.T) {
 		}
 		home = l
 	}
+	// transaction.state.log.min.isr and
+	// share.coordinator.state.topic.min.isr, both 2 by default.
+	cfgs, err := adm.DescribeTopicConfigs(ctx, "__transaction_state", "__share_group_state")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, rc := range cfgs {
+		got := ""
+		for _, kv := range rc.Configs {
+			if kv.Key == "min.insync.replicas" {
+				got = kv.MaybeValue()
+			}
+		}
+		if got != "2" {
+			t.Errorf("%s: min.insync.replicas %q, want 2", rc.Name, got)
+		}
+	}
 	seed := (int(home) % 3) // a node other than the coordinators'
 	t.Logf("coordinators on node %d; clients seeded at node %d", home, seed+1)
 	adm = kadm.NewClient(c.client(seed))

@@ -59,11 +59,65 @@ func TestServeConfigAndCleanShutdown(t *testing.T) {
 	p.stop(t)
 }
 
+// TestServeKafkaShippedConfig: the keys of the server.properties Kafka 4
+// ships for a single combined node (KRaft roles, a dynamic quorum
+// bootstrapped at its own controller listener, thread pools, socket
+// buffers, internal topics of replication factor 1) start a broker that
+// clients can use.
+func TestServeKafkaShippedConfig(t *testing.T) {
+	dir := t.TempDir()
+	addr, ctrl := freePort(t), freePort(t)
+	_, ctrlPort, _ := strings.Cut(ctrl, ":")
+	props := filepath.Join(dir, "server.properties")
+	lines := []string{
+		"process.roles=broker,controller",
+		"node.id=1",
+		"controller.quorum.bootstrap.servers=localhost:" + ctrlPort,
+		"listeners=PLAINTEXT://" + addr + ",CONTROLLER://" + ctrl,
+		"inter.broker.listener.name=PLAINTEXT",
+		"advertised.listeners=PLAINTEXT://" + addr + ",CONTROLLER://" + ctrl,
+		"controller.listener.names=CONTROLLER",
+		"listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SSL:SSL,SASL_PLAINTEXT:SASL_PLAINTEXT,SASL_SSL:SASL_SSL",
+		"num.network.threads=3",
+		"num.io.threads=8",
+		"socket.send.buffer.bytes=102400",
+		"socket.receive.buffer.bytes=102400",
+		"socket.request.max.bytes=104857600",
+		"log.dirs=" + filepath.Join(dir, "data"),
+		"num.partitions=1",
+		"num.recovery.threads.per.data.dir=1",
+		"offsets.topic.replication.factor=1",
+		"share.coordinator.state.topic.replication.factor=1",
+		"share.coordinator.state.topic.min.isr=1",
+		"transaction.state.log.replication.factor=1",
+		"transaction.state.log.min.isr=1",
+		"log.retention.hours=168",
+		"log.segment.bytes=1073741824",
+		"log.retention.check.interval.ms=300000",
+	}
+	os.WriteFile(props, []byte(strings.Join(lines, "\n")+"\n"), 0o644)
+	p := startServe(t, addr, "--config", props, "--log-level", "warn")
+	cl, err := kgo.NewClient(kgo.SeedBrokers(addr), kgo.DefaultProduceTopic("shipped"), kgo.AllowAutoTopicCreation())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	if err := cl.ProduceSync(context.Background(), &kgo.Record{Value: []byte("v")}).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	if got := testenv.ReadToEnd(t, addr, "shipped", true); len(got[0]) != 1 {
+		t.Fatalf("read back %v, want the one record", got)
+	}
+	p.stop(t)
+}
+
 func TestServeRejectsBadConfig(t *testing.T) {
 	for _, args := range [][]string{
 		{"--set", "num.partitions=-3"},
 		{"--set", "log.retention.ms"},
 		{"--set", "bogus.key=1"},
+		// Another node's controller: a cluster this node would split.
+		{"--set", "controller.quorum.bootstrap.servers=127.0.0.1:1"},
 		{"--config", "/nonexistent/server.properties"},
 	} {
 		cmd := exec.Command(exactlyBinary(t), append([]string{"serve", "--data-dir", t.TempDir(), "--listen", "127.0.0.1:0"}, args...)...)

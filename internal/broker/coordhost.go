@@ -113,10 +113,11 @@ func (b *Broker) coordinatorPartitions() (rs [3]*replica.Replica, ps [3]*partiti
 
 // createCoordinatorTopics creates the internal topics that do not exist
 // yet, on the lowest voter only (no two nodes race to place them), once
-// enough brokers registered for their replication factor: the larger of
-// offsets.topic.replication.factor and
-// transaction.state.log.replication.factor, capped by the voters. All
-// three get the same replicas, so that one node can lead them all.
+// enough brokers registered for their replication factor: the largest of
+// offsets.topic.replication.factor,
+// transaction.state.log.replication.factor and
+// share.coordinator.state.topic.replication.factor, capped by the voters.
+// All three get the same replicas, so that one node can lead them all.
 func (b *Broker) createCoordinatorTopics() error {
 	if b.cfg.NodeID != b.coordinatorsNode() {
 		return nil
@@ -134,7 +135,8 @@ func (b *Broker) createCoordinatorTopics() error {
 		return nil
 	}
 	if replicas == nil {
-		rf := max(b.brokerInt("offsets.topic.replication.factor"), b.brokerInt("transaction.state.log.replication.factor"))
+		rf := max(b.brokerInt("offsets.topic.replication.factor"), b.brokerInt("transaction.state.log.replication.factor"),
+			b.brokerInt("share.coordinator.state.topic.replication.factor"))
 		rf = min(rf, int64(len(b.cfg.Cluster.Voters)))
 		live := 0
 		for _, br := range b.catalog.Brokers() {
@@ -174,7 +176,11 @@ func coordinatorTopicConfigs(b *Broker, name string, rf int) map[string]string {
 		return out
 	}
 	segment, _ := b.catalog.BrokerConfig("offsets.topic.segment.bytes")
-	return map[string]string{"retention.ms": "-1", "retention.bytes": "-1", "segment.bytes": segment}
+	out := map[string]string{"retention.ms": "-1", "retention.bytes": "-1", "segment.bytes": segment}
+	if name == share.StateTopic {
+		out["min.insync.replicas"] = strconv.FormatInt(min(b.brokerInt("share.coordinator.state.topic.min.isr"), int64(rf)), 10)
+	}
+	return out
 }
 
 // followCoordinatorLeader is, for the leader of an internal partition

@@ -366,6 +366,14 @@ var brokerConfigDefs = []BrokerConfigDef{
 	{Name: "offsets.topic.replication.factor", Type: TypeShort, Default: "3", validate: intRange(1, 32767)},
 	{Name: "transaction.state.log.replication.factor", Type: TypeShort, Default: "3", validate: intRange(1, 32767)},
 	{Name: "transaction.state.log.min.isr", Type: TypeInt, Default: "2", validate: intMin(1)},
+	{Name: "share.coordinator.state.topic.replication.factor", Type: TypeShort, Default: "3", validate: intRange(1, 32767)},
+	{Name: "share.coordinator.state.topic.min.isr", Type: TypeShort, Default: "2", validate: intRange(1, 32767)},
+	// Kafka's thread pools, in the server.properties Kafka ships: accepted
+	// so that file starts a broker, with no effect (a goroutine serves each
+	// connection, and recovery opens the partitions one after another).
+	{Name: "num.network.threads", Type: TypeInt, Default: "3", validate: intMin(1)},
+	{Name: "num.io.threads", Type: TypeInt, Default: "8", validate: intMin(1)},
+	{Name: "num.recovery.threads.per.data.dir", Type: TypeInt, Default: "2", validate: intMin(1)},
 	{Name: "group.initial.rebalance.delay.ms", Type: TypeInt, Default: "3000", validate: intMin(0)},
 	{Name: "group.min.session.timeout.ms", Type: TypeInt, Default: "6000", validate: intMin(0)},
 	{Name: "group.max.session.timeout.ms", Type: TypeInt, Default: "1800000", validate: intMin(0)},
@@ -399,6 +407,10 @@ var brokerConfigDefs = []BrokerConfigDef{
 	// controller.quorum.voters empty is a single node, as always.
 	{Name: "process.roles", Type: TypeList, Default: "broker,controller", validate: processRoles},
 	{Name: "controller.quorum.voters", Type: TypeList, Default: "", validate: quorumVoters},
+	// KIP-853's dynamic quorum, as Kafka's shipped server.properties sets
+	// it: accepted when it names only this node's own controller listener
+	// (a single node); a cluster is formed from controller.quorum.voters.
+	{Name: "controller.quorum.bootstrap.servers", Type: TypeList, Default: "", validate: bootstrapServers},
 	{Name: "controller.listener.names", Type: TypeList, Default: "CONTROLLER"},
 	{Name: "inter.broker.listener.name", Type: TypeString, Default: ""},
 	{Name: "controller.quorum.election.timeout.ms", Type: TypeInt, Default: "1000", validate: intRange(100, 60000)},

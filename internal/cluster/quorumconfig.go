@@ -49,6 +49,29 @@ func quorumVoters(v string) error {
 	return err
 }
 
+// ParseBootstrapServers parses controller.quorum.bootstrap.servers
+// ("host:port,host:port").
+func ParseBootstrapServers(v string) ([]string, error) {
+	var out []string
+	for _, e := range strings.Split(v, ",") {
+		e = strings.TrimSpace(e)
+		if e == "" {
+			continue
+		}
+		host, port, err := net.SplitHostPort(e)
+		if p, perr := strconv.Atoi(port); err != nil || perr != nil || host == "" || p <= 0 || p > 65535 {
+			return nil, fmt.Errorf("controller.quorum.bootstrap.servers entry %q is not host:port", e)
+		}
+		out = append(out, e)
+	}
+	return out, nil
+}
+
+func bootstrapServers(v string) error {
+	_, err := ParseBootstrapServers(v)
+	return err
+}
+
 // Roles is process.roles.
 type Roles struct{ Broker, Controller bool }
 
