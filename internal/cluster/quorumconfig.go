@@ -22,18 +22,13 @@ type Voter struct {
 // empty is no quorum (a single node).
 func ParseVoters(v string) ([]Voter, error) {
 	var out []Voter
-	for _, e := range strings.Split(v, ",") {
-		e = strings.TrimSpace(e)
-		if e == "" {
-			continue
-		}
+	for _, e := range SplitList(v) {
 		idStr, addr, ok := strings.Cut(e, "@")
 		id, err := strconv.Atoi(idStr)
 		if !ok || err != nil || id < 0 || id > 1<<31-1 {
 			return nil, fmt.Errorf("controller.quorum.voters entry %q: want ID@host:port with a non-negative node id", e)
 		}
-		host, port, err := net.SplitHostPort(addr)
-		if p, perr := strconv.Atoi(port); err != nil || perr != nil || host == "" || p <= 0 || p > 65535 {
+		if !isHostPort(addr) {
 			return nil, fmt.Errorf("controller.quorum.voters entry %q: %q is not host:port", e, addr)
 		}
 		if slices.ContainsFunc(out, func(o Voter) bool { return o.ID == int32(id) }) {
@@ -52,19 +47,21 @@ func quorumVoters(v string) error {
 // ParseBootstrapServers parses controller.quorum.bootstrap.servers
 // ("host:port,host:port").
 func ParseBootstrapServers(v string) ([]string, error) {
-	var out []string
-	for _, e := range strings.Split(v, ",") {
-		e = strings.TrimSpace(e)
-		if e == "" {
-			continue
-		}
-		host, port, err := net.SplitHostPort(e)
-		if p, perr := strconv.Atoi(port); err != nil || perr != nil || host == "" || p <= 0 || p > 65535 {
+	out := SplitList(v)
+	for _, e := range out {
+		if !isHostPort(e) {
 			return nil, fmt.Errorf("controller.quorum.bootstrap.servers entry %q is not host:port", e)
 		}
-		out = append(out, e)
 	}
 	return out, nil
+}
+
+// isHostPort reports whether addr is host:port with a host and a port
+// from 1 to 65535.
+func isHostPort(addr string) bool {
+	host, port, err := net.SplitHostPort(addr)
+	p, perr := strconv.Atoi(port)
+	return err == nil && perr == nil && host != "" && p > 0 && p <= 65535
 }
 
 func bootstrapServers(v string) error {
