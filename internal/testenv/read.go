@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
@@ -27,15 +28,11 @@ func ReadToEnd(t testing.TB, addr, topic string, committed bool, opts ...kgo.Opt
 		t.Fatal(err)
 	}
 	defer adm.Close()
-	var ends kadm.ListedOffsets
+	list := kadm.NewClient(adm).ListEndOffsets
 	if committed {
-		ends, err = kadm.NewClient(adm).ListCommittedOffsets(ctx, topic)
-	} else {
-		ends, err = kadm.NewClient(adm).ListEndOffsets(ctx, topic)
+		list = kadm.NewClient(adm).ListCommittedOffsets
 	}
-	if err == nil {
-		err = ends.Error()
-	}
+	ends, err := ListOffsets(ctx, list, topic)
 	if err != nil {
 		t.Fatalf("listing the end offsets of %s: %v", topic, err)
 	}
@@ -56,6 +53,29 @@ func ReadToEnd(t testing.TB, addr, topic string, committed bool, opts ...kgo.Opt
 		}
 	}
 	return out
+}
+
+// ListOffsets lists topic's offsets with list (a kadm.Client's
+// ListStartOffsets, ListEndOffsets or ListCommittedOffsets), asking again
+// every 100 ms until ctx ends while an answer carries a retriable error,
+// as a client does: a cluster answers LEADER_NOT_AVAILABLE or
+// NOT_LEADER_OR_FOLLOWER for a moment while a leader is elected or its
+// broker is fenced. The error is the last answer's, or nil.
+func ListOffsets(ctx context.Context, list func(context.Context, ...string) (kadm.ListedOffsets, error), topic string) (kadm.ListedOffsets, error) {
+	for {
+		offs, err := list(ctx, topic)
+		if err == nil {
+			err = offs.Error()
+		}
+		if err == nil || !kerr.IsRetriable(err) {
+			return offs, err
+		}
+		select {
+		case <-ctx.Done():
+			return offs, err
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }
 
 // readLog reads every partition of topic from its start to ends with
