@@ -433,8 +433,8 @@ func TestReplicaRestartsAfterItsLogStartPassedTheCheckpoint(t *testing.T) {
 		}
 		c.replicatedLayout(ctx, topic, 1, 3, 0, 1, 2)
 	}
-	// A node restarted last may be fenced for a moment while its
-	// heartbeats catch up on a loaded machine: list as a client would.
+	// With 2 s broker sessions a loaded machine can fence the leader's
+	// node for a moment (LEADER_NOT_AVAILABLE): list as a client would.
 	starts, err := testenv.ListOffsets(ctx, adm.ListStartOffsets, topic)
 	if err != nil {
 		t.Fatal(err)
