@@ -266,9 +266,14 @@ func logLog(t testing.TB, ctx context.Context, addr, topic string, ends kadm.Lis
 	if err != nil {
 		t.Logf("stall diagnosis: reading %s: %v", topic, err)
 	}
+	// One entry per run of data records of one producer epoch.
+	sameRun := func(a, b *kgo.Record) bool {
+		return !a.Attrs.IsControl() && !b.Attrs.IsControl() && a.ProducerID == b.ProducerID && a.ProducerEpoch == b.ProducerEpoch
+	}
 	for p := int32(0); p < int32(len(ends[topic])); p++ {
 		var line []byte
-		for i, r := range all[p] {
+		recs, first := all[p], 0
+		for i, r := range recs {
 			if r.Attrs.IsControl() {
 				kind := "abort"
 				if len(r.Key) >= 4 && r.Key[3] == 1 {
@@ -277,15 +282,13 @@ func logLog(t testing.TB, ctx context.Context, addr, topic string, ends kadm.Lis
 				line = fmt.Appendf(line, " [%d %s p%d/e%d]", r.Offset, kind, r.ProducerID, r.ProducerEpoch)
 				continue
 			}
-			// One entry per run of data records of one producer epoch.
-			if i > 0 && !all[p][i-1].Attrs.IsControl() && all[p][i-1].ProducerID == r.ProducerID && all[p][i-1].ProducerEpoch == r.ProducerEpoch {
+			if i == 0 || !sameRun(recs[i-1], r) {
+				first = i
+			}
+			if i+1 < len(recs) && sameRun(r, recs[i+1]) {
 				continue
 			}
-			last := i
-			for last+1 < len(all[p]) && !all[p][last+1].Attrs.IsControl() && all[p][last+1].ProducerID == r.ProducerID && all[p][last+1].ProducerEpoch == r.ProducerEpoch {
-				last++
-			}
-			line = fmt.Appendf(line, " %d-%d:p%d/e%d", r.Offset, all[p][last].Offset, r.ProducerID, r.ProducerEpoch)
+			line = fmt.Appendf(line, " %d-%d:p%d/e%d", recs[first].Offset, r.Offset, r.ProducerID, r.ProducerEpoch)
 		}
 		t.Logf("stall diagnosis: %s/%d log read_uncommitted:%s", topic, p, line)
 	}
