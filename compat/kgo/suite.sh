@@ -124,6 +124,29 @@ start_cluster() {
   done
 }
 
+# diagnose SEEDS: after a variant failed on duplicates ("consumed too much", "saw double
+# offset"), what the cluster holds. A failing franz-go test leaves its topics, so each topic is read
+# from the start with read_committed and with read_uncommitted; every key an ETL test writes is
+# unique per record, so a key a read_committed reader gets twice is a duplicate. Prints the counts
+# and the first duplicated keys with each copy's partition, offset, producer id and epoch: copies
+# from two producers point at two consumers processing the same input, copies from one producer in
+# two epochs at a transaction that committed although its client saw it fail.
+diagnose() {
+  local seeds=$1 t
+  for t in $("$work/exactly" topic list -b "$seeds" 2>/dev/null); do
+    for iso in read_committed read_uncommitted; do
+      "$work/exactly" consume "$t" -b "$seeds" --from-beginning --isolation "$iso" --timeout 2s \
+        --format '%p %o %P %E %k\n' >"$work/diag.$iso" 2>/dev/null || true
+    done
+    awk -v t="$t" -v ru="$(wc -l <"$work/diag.read_uncommitted")" '
+      { n[$5]++; at[$5] = at[$5] " p" $1 "o" $2 "/pid" $3 "e" $4; total++ }
+      END {
+        for (k in n) { keys++; if (n[k] > 1) { dup++; if (dup <= 5) ex = ex "\n    key " k ":" at[k] } }
+        printf "compat/kgo: topic %s: %d records read_committed (%d read_uncommitted) over %d keys; duplicated keys: %d%s\n", t, total, ru, keys, dup + 0, ex
+      }' "$work/diag.read_committed" >&2
+  done
+}
+
 failed=0
 # run NAME REGEX [ENV=VALUE...]: one variant against a fresh broker (started with the
 # serve arguments in the array broker_args, if set).
@@ -175,6 +198,9 @@ run() {
   if [ "$status" -ne 0 ]; then
     echo "compat/kgo: $name FAILED (go test exit $status); last lines:" >&2
     tail -40 "$out" >&2
+    if grep -qE 'consumed too much|saw double offset' "$out"; then
+      diagnose "$seeds"
+    fi
     failed=1
   fi
   stop_broker

@@ -13,8 +13,8 @@ const DefaultFormat = `%s\n`
 
 // formatHelp documents the --format directives.
 const formatHelp = `output format: %t topic, %p partition, %o offset, %k key, %K key size,
-%s value, %S value size, %T timestamp (ms), %h headers (k=v,k=v), %% percent;
-escapes \n \t \r \\`
+%s value, %S value size, %T timestamp (ms), %h headers (k=v,k=v), %P producer id,
+%E producer epoch (-1 for a non-idempotent producer), %% percent; escapes \n \t \r \\`
 
 // recordFormat is a compiled --format string: literal runs interleaved with
 // directives.
@@ -66,7 +66,7 @@ func parseFormat(s string) (recordFormat, error) {
 			switch n {
 			case '%':
 				lit = append(lit, '%')
-			case 't', 'p', 'o', 'k', 'K', 's', 'S', 'T', 'h':
+			case 't', 'p', 'o', 'k', 'K', 's', 'S', 'T', 'h', 'P', 'E':
 				flush()
 				f = append(f, formatPiece{verb: n})
 			default:
@@ -102,6 +102,10 @@ func (f recordFormat) appendRecord(dst []byte, r *kgo.Record) []byte {
 			dst = strconv.AppendInt(dst, int64(len(r.Value)), 10)
 		case 'T':
 			dst = strconv.AppendInt(dst, r.Timestamp.UnixMilli(), 10)
+		case 'P':
+			dst = strconv.AppendInt(dst, r.ProducerID, 10)
+		case 'E':
+			dst = strconv.AppendInt(dst, int64(r.ProducerEpoch), 10)
 		case 'h':
 			for i, h := range r.Headers {
 				if i > 0 {

@@ -10,13 +10,15 @@ import (
 func TestFormatDirectives(t *testing.T) {
 	t.Parallel()
 	r := &kgo.Record{
-		Topic:     "t",
-		Partition: 2,
-		Offset:    41,
-		Key:       []byte("key"),
-		Value:     []byte("value"),
-		Timestamp: time.UnixMilli(1700000000123),
-		Headers:   []kgo.RecordHeader{{Key: "a", Value: []byte("1")}, {Key: "b", Value: []byte("2")}},
+		Topic:         "t",
+		Partition:     2,
+		Offset:        41,
+		Key:           []byte("key"),
+		Value:         []byte("value"),
+		Timestamp:     time.UnixMilli(1700000000123),
+		Headers:       []kgo.RecordHeader{{Key: "a", Value: []byte("1")}, {Key: "b", Value: []byte("2")}},
+		ProducerID:    7001,
+		ProducerEpoch: 3,
 	}
 	for _, tc := range []struct{ format, want string }{
 		{DefaultFormat, "value\n"},
@@ -24,6 +26,7 @@ func TestFormatDirectives(t *testing.T) {
 		{`%k=%s (%K,%S)`, "key=value (3,5)"},
 		{`%T`, "1700000000123"},
 		{`[%h]`, "[a=1,b=2]"},
+		{`%P/%E`, "7001/3"},
 		{`100%% \\ \t|\r\n`, "100% \\ \t|\r\n"},
 		{``, ``},
 	} {
