@@ -272,7 +272,7 @@ func (c *Config) defaults() error {
 		}
 	}
 	if !c.Managed && !c.KFake && !c.KFakeDurable && len(c.Targets) == 0 && len(c.Baselines) == 0 {
-		return errors.New("nothing to measure: give a target (--bootstrap) or a managed broker")
+		return errors.New("nothing to measure: give a target (--bootstrap, --kfake, --kfake-durable or --baseline) or a managed broker (--managed)")
 	}
 	var err error
 	if c.Managed && len(c.ServeCommand) == 0 {

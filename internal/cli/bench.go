@@ -174,7 +174,7 @@ throughput).`,
 	fl.Float64Var(&f.cleaningRate, "cleaning-rate", 5000, "records per second of the --while-cleaning background writer")
 	fl.StringArrayVar(&f.metricsURLs, "metrics-url", nil,
 		"name=http://host:port/metrics: a --bootstrap target's Prometheus endpoint, read for its cleaner's counters (repeatable)")
-	fl.BoolVar(&f.managed, "managed", false, "also measure a broker started here (the default when no --bootstrap is given)")
+	fl.BoolVar(&f.managed, "managed", false, "also measure a broker started here (the default when no --bootstrap is given; --managed=false leaves it out)")
 	fl.StringArrayVar(&f.baselines, "baseline", nil,
 		"name=/path/to/exactly: also measure another build of the broker, started here like the managed one (repeatable)")
 	fl.BoolVar(&f.kfake, "kfake", false, `also measure franz-go's kfake (one broker, in memory) started here, as target "kfake"`)
@@ -205,7 +205,10 @@ throughput).`,
 
 func runBench(cmd *cobra.Command, f *benchFlags) error {
 	cfg := bench.Config{
-		Managed: f.managed || len(f.targets) == 0, Dir: f.dir,
+		// With no --bootstrap the broker started here is the default
+		// target, unless --managed=false says otherwise (to measure only
+		// kfake or a --baseline build).
+		Managed: f.managed || (len(f.targets) == 0 && !cmd.Flags().Changed("managed")), Dir: f.dir,
 		Duration: f.duration, Rounds: f.rounds, RecordSize: f.recordSize, Partitions: f.partitions,
 		ReplicationFactor: f.replication, Producers: f.producers, TxnInterval: f.txn, Linger: f.linger,
 		MaxBufferedRecords: f.buffered, Rate: f.rate, ConsumeBytes: f.consumeMiB << 20, AbortEvery: f.abortEvery,

@@ -23,6 +23,7 @@ func TestBenchRejectsBadFlags(t *testing.T) {
 		"--bootstrap a=127.0.0.1:1 --while-cleaning --modes read-committed":    "needs a produce mode",
 		"--while-cleaning --cleaning-rate 0":                                   "--cleaning-rate must be positive",
 		"--kfake --report bench.jpg":                                           "want a .png or .svg file",
+		"--managed=false":                                                      "nothing to measure",
 	} {
 		cmd := BenchCommand()
 		var out, errb bytes.Buffer
