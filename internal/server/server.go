@@ -905,8 +905,30 @@ func (c *Conn) writeLoop(queue <-chan pending, done chan<- struct{}) {
 	s := c.srv
 	var out []byte
 	broken := false
+	// fail ends the connection after a failed write.
+	fail := func(err error) {
+		// A deadline is worth a line; a peer that already hung up
+		// (its reader ended and closed the socket) is routine.
+		if s.ctx.Err() == nil && !errors.Is(err, net.ErrClosed) && !errors.Is(err, syscall.EPIPE) && !errors.Is(err, syscall.ECONNRESET) {
+			s.log.Warn("closing connection: writing a response", "remote", c.remote,
+				"socket.response.write.timeout.ms", s.cfg.WriteTimeout.Milliseconds(), "err", err)
+		}
+		broken = true
+		c.abort()
+	}
 	for p := range queue {
 		resp := p.reply.Response
+		if p.reply.Wait != nil && len(out) > 0 && !broken {
+			// Answers already collected leave before a wait for an
+			// fsync: held back, they kept the client's in-flight
+			// requests occupied until the last one's fsync, so a
+			// producer pipelining five acks=all requests got all five
+			// answers at once and the broker idled until it refilled.
+			if err := c.write(out); err != nil {
+				fail(err)
+			}
+			out = out[:0]
+		}
 		if p.reply.Wait != nil {
 			var err error
 			if resp, err = c.safeWait(p.reply.Wait); err != nil {
@@ -944,14 +966,7 @@ func (c *Conn) writeLoop(queue <-chan pending, done chan<- struct{}) {
 			err = c.write(out)
 		}
 		if err != nil {
-			// A deadline is worth a line; a peer that already hung up
-			// (its reader ended and closed the socket) is routine.
-			if s.ctx.Err() == nil && !errors.Is(err, net.ErrClosed) && !errors.Is(err, syscall.EPIPE) && !errors.Is(err, syscall.ECONNRESET) {
-				s.log.Warn("closing connection: writing a response", "remote", c.remote,
-					"socket.response.write.timeout.ms", s.cfg.WriteTimeout.Milliseconds(), "err", err)
-			}
-			broken = true
-			c.abort()
+			fail(err)
 		}
 		out = out[:0]
 		if cap(out) > flushAt {
