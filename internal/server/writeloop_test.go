@@ -14,11 +14,19 @@ import (
 
 // waitingHandler answers every request with a deferred reply; a request
 // whose correlation id is in block waits until that channel closes, as an
-// acks=all produce waits for its fsync.
-type waitingHandler struct{ block map[int32]chan struct{} }
+// acks=all produce waits for its fsync. Handling the request with
+// correlation id last closes handledLast.
+type waitingHandler struct {
+	block       map[int32]chan struct{}
+	last        int32
+	handledLast chan struct{}
+}
 
 func (h waitingHandler) Versions(key int16) (int16, int16, bool) { return 0, 3, key == 18 }
 func (h waitingHandler) Handle(_ context.Context, r *Request) Reply {
+	if r.Header.CorrelationID == h.last {
+		close(h.handledLast)
+	}
 	release := h.block[r.Header.CorrelationID]
 	return Reply{Wait: func() kmsg.Response {
 		if release != nil {
@@ -37,9 +45,11 @@ func TestReadyAnswerNotHeldForLaterWait(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	release := make(chan struct{})
-	s := New(ln, Config{WriteTimeout: 2 * time.Second}, waitingHandler{block: map[int32]chan struct{}{3: release}},
-		slog.New(slog.NewTextHandler(io.Discard, nil)), nopObserver{})
+	// The first answer waits until the reader has taken all three
+	// requests, so the writer has later ones queued when it is ready.
+	release, handled := make(chan struct{}), make(chan struct{})
+	h := waitingHandler{block: map[int32]chan struct{}{1: handled, 3: release}, last: 3, handledLast: handled}
+	s := New(ln, Config{WriteTimeout: 2 * time.Second}, h, slog.New(slog.NewTextHandler(io.Discard, nil)), nopObserver{})
 	go s.Serve()
 	t.Cleanup(func() { s.Close(time.Second) })
 	t.Cleanup(func() { close(release) }) // runs first: a failed test must not hang Close
