@@ -37,11 +37,18 @@ func (h streamHandler) Handle(context.Context, *Request) Reply {
 
 func serveStreamed(t *testing.T, reply func() Streamed) string {
 	t.Helper()
+	return serveWith(t, streamHandler{reply})
+}
+
+// serveWith serves h on a loopback port (a 2 s write timeout, no logs)
+// until the test ends, and returns the address.
+func serveWith(t *testing.T, h Handler) string {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := New(ln, Config{WriteTimeout: 2 * time.Second}, streamHandler{reply}, slog.New(slog.NewTextHandler(io.Discard, nil)), nopObserver{})
+	s := New(ln, Config{WriteTimeout: 2 * time.Second}, h, slog.New(slog.NewTextHandler(io.Discard, nil)), nopObserver{})
 	go s.Serve()
 	t.Cleanup(func() { s.Close(time.Second) })
 	return ln.Addr().String()

@@ -2,9 +2,6 @@ package server
 
 import (
 	"context"
-	"io"
-	"log/slog"
-	"net"
 	"testing"
 	"time"
 
@@ -41,19 +38,13 @@ func (h waitingHandler) Handle(_ context.Context, r *Request) Reply {
 // produce requests were all answered at the last one's fsync, and the
 // client, its in-flight slots full, sent nothing meanwhile.
 func TestReadyAnswerNotHeldForLaterWait(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
 	// The first answer waits until the reader has taken all three
 	// requests, so the writer has later ones queued when it is ready.
 	release, handled := make(chan struct{}), make(chan struct{})
 	h := waitingHandler{block: map[int32]chan struct{}{1: handled, 3: release}, last: 3, handledLast: handled}
-	s := New(ln, Config{WriteTimeout: 2 * time.Second}, h, slog.New(slog.NewTextHandler(io.Discard, nil)), nopObserver{})
-	go s.Serve()
-	t.Cleanup(func() { s.Close(time.Second) })
+	addr := serveWith(t, h)
 	t.Cleanup(func() { close(release) }) // runs first: a failed test must not hang Close
-	c := testenv.DialRaw(t, ln.Addr().String())
+	c := testenv.DialRaw(t, addr)
 	c.ReadTimeout = 5 * time.Second
 	for corr := int32(1); corr <= 3; corr++ {
 		c.Send(testenv.Frame(kmsg.NewPtrApiVersionsRequest(), 3, corr))
