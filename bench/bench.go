@@ -391,7 +391,10 @@ type Comparison struct {
 	// Change is the median over rounds of Mode/Against − 1 (−0.05: 5%
 	// slower).
 	Change float64 `json:"change"`
-	Rounds int     `json:"rounds"`
+	// Interval bounds Change's true value (in the same units); nil for
+	// fewer than six rounds.
+	Interval *Interval `json:"interval,omitempty"`
+	Rounds   int       `json:"rounds"`
 }
 
 // TargetComparison is one mode on two targets, round by round: the
@@ -402,6 +405,8 @@ type TargetComparison struct {
 	Against string `json:"against"`
 	// Ratio is the median over rounds of Target's MB/s / Against's.
 	Ratio float64 `json:"ratio"`
+	// Interval bounds Ratio's true value; nil for fewer than six rounds.
+	Interval *Interval `json:"interval,omitempty"`
 	// CPURatio is the median over rounds of Target's broker CPU per GB /
 	// Against's; nil unless both brokers' CPU was measured.
 	CPURatio *float64 `json:"cpu_ratio,omitempty"`
@@ -777,7 +782,8 @@ func (rep *Report) summarize(targets []Target, modes []string) {
 				}
 			}
 			if len(ratios) > 0 {
-				rep.Comparisons = append(rep.Comparisons, Comparison{Target: t.Name, Mode: pair[0], Against: pair[1], Change: median(ratios), Rounds: len(ratios)})
+				rep.Comparisons = append(rep.Comparisons, Comparison{Target: t.Name, Mode: pair[0], Against: pair[1],
+					Change: median(ratios), Interval: medianInterval(ratios), Rounds: len(ratios)})
 			}
 		}
 	}
@@ -821,7 +827,7 @@ func (rep *Report) targetComparison(mode, a, b string) (TargetComparison, bool) 
 	if len(ratios) == 0 {
 		return c, false
 	}
-	c.Ratio, c.Rounds = median(ratios), len(ratios)
+	c.Ratio, c.Interval, c.Rounds = median(ratios), medianInterval(ratios), len(ratios)
 	if len(cpu) == len(ratios) {
 		r := median(cpu)
 		c.CPURatio = &r
@@ -888,21 +894,11 @@ func (rep *Report) cleaningComparison(target, mode string) (Comparison, bool) {
 	if len(ratios) == 0 {
 		return Comparison{}, false
 	}
-	c.Change, c.Rounds = median(ratios), len(ratios)
+	c.Change, c.Interval, c.Rounds = median(ratios), medianInterval(ratios), len(ratios)
 	if measured {
 		c.Cleaner, c.CleanerQuiet = busy, quiet
 	}
 	return c, true
-}
-
-func median(v []float64) float64 {
-	s := slices.Clone(v)
-	slices.Sort(s)
-	n := len(s)
-	if n%2 == 1 {
-		return s[n/2]
-	}
-	return (s[n/2-1] + s[n/2]) / 2
 }
 
 func createTopic(ctx context.Context, cfg Config, t Target, topic string) error {

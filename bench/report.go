@@ -3,6 +3,7 @@ package bench
 import (
 	"fmt"
 	"io"
+	"math"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -42,11 +43,11 @@ func (rep *Report) WriteText(w io.Writer) error {
 		fmt.Fprintln(w)
 		for _, c := range rep.Comparisons {
 			if c.WhileCleaning {
-				fmt.Fprintf(w, "%s: %s while cleaning vs alone: %+.1f%% (median of %d paired rounds); %s\n",
-					c.Target, c.Mode, c.Change*100, c.Rounds, c.cleanerString())
+				fmt.Fprintf(w, "%s: %s while cleaning vs alone: %+.1f%% (%s); %s\n",
+					c.Target, c.Mode, c.Change*100, roundsString(c.Rounds, c.Interval, changeString), c.cleanerString())
 				continue
 			}
-			fmt.Fprintf(w, "%s: %s vs %s: %+.1f%% (median of %d paired rounds)\n", c.Target, c.Mode, c.Against, c.Change*100, c.Rounds)
+			fmt.Fprintf(w, "%s: %s vs %s: %+.1f%% (%s)\n", c.Target, c.Mode, c.Against, c.Change*100, roundsString(c.Rounds, c.Interval, changeString))
 		}
 	}
 	if len(rep.TargetComparisons) > 0 {
@@ -56,7 +57,7 @@ func (rep *Report) WriteText(w io.Writer) error {
 			if c.CPURatio != nil {
 				cpu = fmt.Sprintf(", broker CPU per GB %.2f×", *c.CPURatio)
 			}
-			fmt.Fprintf(w, "%s vs %s, %s: MB/s %.2f×%s (median of %d paired rounds)\n", c.Target, c.Against, c.Mode, c.Ratio, cpu, c.Rounds)
+			fmt.Fprintf(w, "%s vs %s, %s: MB/s %.2f×%s (%s)\n", c.Target, c.Against, c.Mode, c.Ratio, cpu, roundsString(c.Rounds, c.Interval, ratioString))
 		}
 	}
 	var failed []string
@@ -84,8 +85,40 @@ func (rep *Report) WriteText(w io.Writer) error {
 	if produced {
 		fmt.Fprintln(w, "\nLatency is from Produce to the acknowledgement of the record's batch (not to the commit), including time queued in the client's buffer.")
 	}
+	if rep.hasIntervals() {
+		fmt.Fprintln(w, "Intervals: the median's distribution-free confidence interval over the paired rounds (sign test), assuming rounds are independent; it makes no assumption about the spread, so on a noisy machine it is wide.")
+	}
 	fmt.Fprintln(w, "CPU s/GB: CPU seconds (user+system) of the broker process and of this client per 10^9 bytes of values produced or read, over the whole run; - where the broker's process is not known (a --bootstrap target).")
 	return nil
+}
+
+// roundsString says how many paired rounds a median is of and, with six
+// or more, the confidence interval around it, each bound printed by bound.
+func roundsString(rounds int, in *Interval, bound func(float64) string) string {
+	s := fmt.Sprintf("median of %d paired rounds", rounds)
+	if in != nil {
+		s += fmt.Sprintf("; %.1f%% interval %s to %s", math.Floor(in.Confidence*1000)/10, bound(in.Low), bound(in.High))
+	}
+	return s
+}
+
+func changeString(c float64) string { return fmt.Sprintf("%+.1f%%", c*100) }
+func ratioString(r float64) string  { return fmt.Sprintf("%.2f×", r) }
+
+// hasIntervals reports whether any comparison printed an interval, so the
+// note explaining them appears only then.
+func (rep *Report) hasIntervals() bool {
+	for _, c := range rep.Comparisons {
+		if c.Interval != nil {
+			return true
+		}
+	}
+	for _, c := range rep.TargetComparisons {
+		if c.Interval != nil {
+			return true
+		}
+	}
+	return false
 }
 
 // cpuString is a summary's CPU seconds per GB, or "-" if not measured.

@@ -87,7 +87,10 @@ idempotent-flush vs idempotent (the client draining its pipeline at every
 commit) and transactional vs idempotent-flush (the transaction itself), and
 read-committed vs read-uncommitted. Each share mode is compared with the
 classic group: what reading one partition with N share consumers costs
-against spreading the records over partitions.
+against spreading the records over partitions. With 6 or more rounds, each
+comparison also prints the median's confidence interval (sign test; at
+least 95%, the exact coverage printed), which assumes nothing about how
+runs spread: if it is wide, run more rounds before believing the median.
 
 With no --bootstrap, an exactly broker is started on a temporary directory
 (a separate process, on the real disk). --bootstrap may be repeated, as
