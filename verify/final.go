@@ -2,11 +2,14 @@ package verify
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sort"
+	"syscall"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
@@ -56,7 +59,41 @@ func (f FinalRead) Events(proc string) []Event {
 // it is now, with raw fetches so that the end is reached exactly even when
 // it is a transaction marker. readCommitted reads up to the last stable
 // offset and drops aborted records, as a read_committed consumer would.
+//
+// The read starts over, every 250 ms until ctx ends, while it fails with
+// an error a cluster gives for a while as it recovers from a fault: a
+// partition whose leader is being elected, a node that is restarting and
+// refuses connections, a topic the answering node does not know yet. A
+// verifier's final read comes right after its last fault heals, and such
+// an error then says nothing about the guarantees. The last error is
+// returned when ctx ends.
 func ReadTopic(ctx context.Context, cl *kgo.Client, topic string, readCommitted bool) (FinalRead, error) {
+	for {
+		out, err := readTopicOnce(ctx, cl, topic, readCommitted)
+		if err == nil || !transient(err) || !sleepCtx(ctx, 250*time.Millisecond) {
+			return out, err
+		}
+	}
+}
+
+// transient reports whether err is one a recovering cluster gives for a
+// while: a retriable Kafka error, a refused connection, or a kadm request
+// whose every failed piece failed with one of those.
+func transient(err error) bool {
+	// First: ShardErrors unwraps to all its pieces, and errors.As would
+	// judge it by whichever piece came first.
+	if se, ok := errors.AsType[*kadm.ShardErrors](err); ok {
+		for _, e := range se.Errs {
+			if !transient(e.Err) {
+				return false
+			}
+		}
+		return len(se.Errs) > 0
+	}
+	return kerr.IsRetriable(err) || errors.Is(err, syscall.ECONNREFUSED)
+}
+
+func readTopicOnce(ctx context.Context, cl *kgo.Client, topic string, readCommitted bool) (FinalRead, error) {
 	adm := kadm.NewClient(cl)
 	out := FinalRead{Topic: topic, Records: map[int32][]Record{}, End: map[int32]int64{}, HighWatermark: map[int32]int64{}}
 	meta, err := adm.Metadata(ctx, topic)
@@ -64,8 +101,11 @@ func ReadTopic(ctx context.Context, cl *kgo.Client, topic string, readCommitted 
 		return out, err
 	}
 	td, ok := meta.Topics[topic]
-	if !ok || td.Err != nil {
-		return out, fmt.Errorf("topic %s: %v", topic, td.Err)
+	if !ok {
+		return out, fmt.Errorf("topic %s: missing from the metadata answer", topic)
+	}
+	if td.Err != nil {
+		return out, fmt.Errorf("topic %s: %w", topic, td.Err)
 	}
 	starts, err := adm.ListStartOffsets(ctx, topic)
 	if err != nil {
@@ -93,10 +133,25 @@ func ReadTopic(ctx context.Context, cl *kgo.Client, topic string, readCommitted 
 	sort.Slice(parts, func(i, j int) bool { return parts[i] < parts[j] })
 	for _, p := range parts {
 		pd := td.Partitions[p]
-		start, _ := starts.Lookup(topic, p)
+		if pd.Leader < 0 {
+			// A partition error alone (REPLICA_NOT_AVAILABLE beside a
+			// leader) does not stop the read; no leader does.
+			err := pd.Err
+			if err == nil {
+				err = kerr.LeaderNotAvailable
+			}
+			return out, fmt.Errorf("partition %s/%d has no leader: %w", topic, p, err)
+		}
+		start, ok := starts.Lookup(topic, p)
+		if ok && start.Err != nil {
+			return out, fmt.Errorf("start offset of %s/%d: %w", topic, p, start.Err)
+		}
 		end, ok := ends.Lookup(topic, p)
-		if !ok || end.Err != nil {
-			return out, fmt.Errorf("end offset of %s/%d: %v", topic, p, end.Err)
+		if !ok {
+			return out, fmt.Errorf("end offset of %s/%d: missing from the answer", topic, p)
+		}
+		if end.Err != nil {
+			return out, fmt.Errorf("end offset of %s/%d: %w", topic, p, end.Err)
 		}
 		hw, _ := hws.Lookup(topic, p)
 		out.End[p], out.HighWatermark[p] = end.Offset, hw.Offset

@@ -17,7 +17,6 @@ import (
 
 	"github.com/exactly/exactly/internal/managed"
 	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
@@ -462,7 +461,7 @@ func (r *runner) run(ctx context.Context) (*Report, error) {
 		// healed moments ago: retriable errors are waited out until the
 		// final reads' deadline.
 		offs, err := kadm.NewClient(r.admin).FetchOffsets(fctx, r.group)
-		for err != nil && kerr.IsRetriable(err) && sleepCtx(fctx, 500*time.Millisecond) {
+		for err != nil && transient(err) && sleepCtx(fctx, 500*time.Millisecond) {
 			offs, err = kadm.NewClient(r.admin).FetchOffsets(fctx, r.group)
 		}
 		if err != nil {
