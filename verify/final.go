@@ -68,10 +68,23 @@ func (f FinalRead) Events(proc string) []Event {
 // an error then says nothing about the guarantees. The last error is
 // returned when ctx ends.
 func ReadTopic(ctx context.Context, cl *kgo.Client, topic string, readCommitted bool) (FinalRead, error) {
+	var out FinalRead
+	err := untilSettled(ctx, func() (err error) {
+		out, err = readTopicOnce(ctx, cl, topic, readCommitted)
+		return err
+	})
+	return out, err
+}
+
+// untilSettled calls try until it succeeds or fails with an error that is
+// not transient, pausing 250 ms between tries; when ctx ends it returns
+// try's last error. The checks after a fault heals use it, so that a
+// cluster still recovering makes them wait rather than fail.
+func untilSettled(ctx context.Context, try func() error) error {
 	for {
-		out, err := readTopicOnce(ctx, cl, topic, readCommitted)
+		err := try()
 		if err == nil || !transient(err) || !sleepCtx(ctx, 250*time.Millisecond) {
-			return out, err
+			return err
 		}
 	}
 }

@@ -460,10 +460,11 @@ func (r *runner) run(ctx context.Context) (*Report, error) {
 		// The group coordinator may be loading after a broker kill that
 		// healed moments ago: retriable errors are waited out until the
 		// final reads' deadline.
-		offs, err := kadm.NewClient(r.admin).FetchOffsets(fctx, r.group)
-		for err != nil && transient(err) && sleepCtx(fctx, 500*time.Millisecond) {
+		var offs kadm.OffsetResponses
+		err := untilSettled(fctx, func() (err error) {
 			offs, err = kadm.NewClient(r.admin).FetchOffsets(fctx, r.group)
-		}
+			return err
+		})
 		if err != nil {
 			return nil, setupErr("fetching the group's offsets: %v", err)
 		}

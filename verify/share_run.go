@@ -48,8 +48,11 @@ func (r *runner) waitShareSettled(ctx context.Context, by time.Time) (bool, map[
 	target := map[int32]int64{}
 	rctx, cancel := context.WithDeadline(ctx, by)
 	defer cancel()
-	adm := kadm.NewClient(r.admin)
-	ends, err := adm.ListEndOffsets(rctx, r.in)
+	var ends kadm.ListedOffsets
+	err := untilSettled(rctx, func() (err error) {
+		ends, err = kadm.NewClient(r.admin).ListEndOffsets(rctx, r.in)
+		return err
+	})
 	if err != nil {
 		return false, target, err
 	}
@@ -109,7 +112,11 @@ func (r *runner) shareFinal(ctx context.Context) (Event, error) {
 	for _, d := range r.proxy.Drops() {
 		r.rec.Record(Event{Time: d.At.UnixNano(), Proc: "proxy", Type: EvFault, Detail: FaultDroppedResponse, Value: strconv.Itoa(int(d.Key))})
 	}
-	spso, err := r.shareStartOffsets(ctx)
+	var spso map[int32]int64
+	err := untilSettled(ctx, func() (err error) {
+		spso, err = r.shareStartOffsets(ctx)
+		return err
+	})
 	if err != nil {
 		return Event{}, fmt.Errorf("describing the share group's offsets: %w", err)
 	}
