@@ -172,13 +172,20 @@ func transactionalProduce(ctx context.Context, topic, txnID string, first, n int
 
 // groupConsume reads want records as a read_committed member of group
 // and commits them; an error when the group or the fetches fail, or
-// when fewer arrive within a few seconds.
+// when fewer arrive within 30 s.
+//
+// A refused consumer may close between being handed a member id (KIP-394's
+// MEMBER_ID_REQUIRED) and joining with it; like Kafka's, the group then
+// holds its next join phase until that id's session times out. So every
+// consumer here has the broker's minimum session timeout (6 s), and the
+// allowed 30 s covers that wait plus the 3 s initial rebalance delay on a
+// loaded machine; refused consumers fail at once and never wait for it.
 func groupConsume(ctx context.Context, topic, group string, want int, opts ...kgo.Opt) ([]string, error) {
-	ctx, cancel := context.WithTimeout(ctx, 8*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.ConsumerGroup(group), kgo.ConsumeTopics(topic),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
-		kgo.DisableAutoCommit(), kgo.RequestRetries(1)}, opts...)...)
+		kgo.SessionTimeout(6 * time.Second), kgo.DisableAutoCommit(), kgo.RequestRetries(1)}, opts...)...)
 	if err != nil {
 		return nil, err
 	}
