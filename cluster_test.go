@@ -92,7 +92,8 @@ func (c *inProcessCluster) startWith(i int, voters string, opts exactly.Options)
 		"broker.session.timeout.ms":    "2000",
 	}
 	maps.Copy(conf, c.conf)
-	b, err := exactly.Start(exactly.Options{DataDir: opts.DataDir, AdoptSingleNode: opts.AdoptSingleNode, Config: conf})
+	maps.Copy(conf, opts.Config) // this node's own, over the cluster's
+	b, err := exactly.Start(exactly.Options{DataDir: opts.DataDir, AdoptSingleNode: opts.AdoptSingleNode, Config: conf, ScramUsers: opts.ScramUsers})
 	if err != nil {
 		c.t.Errorf("starting node %d: %v", i+1, err)
 		return nil

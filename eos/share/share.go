@@ -374,13 +374,29 @@ func ReadDeliveryLimit(ctx context.Context, cl *kgo.Client) (int32, error) {
 
 // StartAtEarliest sets share.auto.offset.reset=earliest on group (a group
 // config), so a share group that has no state yet starts at the log start
-// of each partition instead of its end.
+// of each partition instead of its end. A retriable answer (a cluster
+// still placing or moving its coordinators) is tried again until ctx ends.
 func StartAtEarliest(ctx context.Context, cl *kgo.Client, group string) error {
 	req := kmsg.NewPtrIncrementalAlterConfigsRequest()
 	res := kmsg.NewIncrementalAlterConfigsRequestResource()
 	res.ResourceType, res.ResourceName = kmsg.ConfigResourceTypeGroupConfig, group
 	res.Configs = []kmsg.IncrementalAlterConfigsRequestResourceConfig{{Name: "share.auto.offset.reset", Value: kmsg.StringPtr("earliest")}}
 	req.Resources = append(req.Resources, res)
+	for {
+		err := startAtEarliestOnce(ctx, cl, req)
+		if err == nil || !kerr.IsRetriable(err) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
+
+func startAtEarliestOnce(ctx context.Context, cl *kgo.Client, req *kmsg.IncrementalAlterConfigsRequest) error {
+	group := req.Resources[0].ResourceName
 	resp, err := req.RequestWith(ctx, cl)
 	if err != nil {
 		return fmt.Errorf("share: setting share.auto.offset.reset on %s: %w", group, err)

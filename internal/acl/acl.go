@@ -152,7 +152,7 @@ func (b Binding) Validate() error {
 // AclEntry.supportedOperations); ALL applies to every type.
 var validOps = map[ResourceType][]Operation{
 	ResourceTopic:           {OpRead, OpWrite, OpCreate, OpDescribe, OpDelete, OpAlter, OpDescribeConfigs, OpAlterConfigs},
-	ResourceGroup:           {OpRead, OpDescribe, OpDelete},
+	ResourceGroup:           {OpRead, OpDescribe, OpDelete, OpDescribeConfigs, OpAlterConfigs},
 	ResourceCluster:         {OpCreate, OpClusterAction, OpDescribeConfigs, OpAlterConfigs, OpIdempotentWrite, OpAlter, OpDescribe},
 	ResourceTransactionalID: {OpDescribe, OpWrite},
 }

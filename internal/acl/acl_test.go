@@ -126,6 +126,15 @@ func TestValidate(t *testing.T) {
 	if err := ok.Validate(); err != nil {
 		t.Fatal(err)
 	}
+	// A group's configs (KIP-848) are guarded on the group itself.
+	for _, op := range []Operation{OpDescribeConfigs, OpAlterConfigs} {
+		if err := allow(ResourceGroup, "g", PatternLiteral, "User:a", op).Validate(); err != nil {
+			t.Errorf("group %v: %v", op, err)
+		}
+	}
+	if allow(ResourceGroup, "g", PatternLiteral, "User:a", OpWrite).Validate() == nil {
+		t.Error("accepted WRITE on a group")
+	}
 	for name, mut := range map[string]func(*Binding){
 		"any type":          func(b *Binding) { b.ResourceType = ResourceAny },
 		"match pattern":     func(b *Binding) { b.PatternType = PatternMatch },

@@ -9,7 +9,8 @@ package broker
 // change at runtime. Synonyms (v1+) and types (v3+) are filled; v3+
 // documentation marks keys accepted only for compatibility. Broker logger
 // resources are INVALID_REQUEST. Group resources list the share.* group
-// configs (source GROUP_CONFIG when set, else the default).
+// configs (source GROUP_CONFIG when set, else the default), from the node
+// running the coordinators (forwarded there, see interbroker.go).
 
 import (
 	"context"
@@ -26,40 +27,49 @@ func init() { register(32, 1, 4, (*Broker).handleDescribeConfigs) }
 
 func (b *Broker) handleDescribeConfigs(_ context.Context, r *server.Request) server.Reply {
 	req := r.Msg.(*kmsg.DescribeConfigsRequest)
-	resp := req.ResponseKind().(*kmsg.DescribeConfigsResponse)
-	for _, rr := range req.Resources {
-		sr := kmsg.NewDescribeConfigsResponseResource()
-		sr.ResourceType = rr.ResourceType
-		sr.ResourceName = rr.ResourceName
-		err := b.configsAuthorized(r, acl.OpDescribeConfigs, int8(rr.ResourceType), rr.ResourceName)
-		switch int8(rr.ResourceType) {
-		case resourceTopic:
-			if err != nil {
-				break
+	answer := func() kmsg.Response {
+		resp := req.ResponseKind().(*kmsg.DescribeConfigsResponse)
+		for _, rr := range req.Resources {
+			sr := kmsg.NewDescribeConfigsResponseResource()
+			sr.ResourceType = rr.ResourceType
+			sr.ResourceName = rr.ResourceName
+			err := b.configsAuthorized(r, acl.OpDescribeConfigs, int8(rr.ResourceType), rr.ResourceName)
+			switch int8(rr.ResourceType) {
+			case resourceTopic:
+				if err != nil {
+					break
+				}
+				if t, ok := b.catalog.Topic(rr.ResourceName); ok {
+					sr.Configs = b.describeTopicConfigs(t, rr.ConfigNames, req.IncludeSynonyms, req.IncludeDocumentation)
+				} else {
+					err = fmt.Errorf("%w: %q", cluster.ErrUnknownTopic, rr.ResourceName)
+				}
+			case resourceBroker:
+				if err != nil {
+					break
+				}
+				if err = b.checkBrokerResource(rr.ResourceName); err == nil {
+					sr.Configs = b.describeBrokerConfigs(rr.ConfigNames, req.IncludeSynonyms)
+				}
+			case resourceGroup:
+				switch {
+				case err != nil:
+				case b.groupConfigsElsewhere(r):
+					sr.Configs, err = b.forwardDescribeGroupConfig(rr)
+				default:
+					sr.Configs, err = b.describeGroupConfigs(rr.ResourceName, rr.ConfigNames)
+				}
+			default:
+				err = &kerrError{kerr.InvalidRequest, fmt.Sprintf("unsupported resource type %d", rr.ResourceType)}
 			}
-			if t, ok := b.catalog.Topic(rr.ResourceName); ok {
-				sr.Configs = b.describeTopicConfigs(t, rr.ConfigNames, req.IncludeSynonyms, req.IncludeDocumentation)
-			} else {
-				err = fmt.Errorf("%w: %q", cluster.ErrUnknownTopic, rr.ResourceName)
-			}
-		case resourceBroker:
-			if err != nil {
-				break
-			}
-			if err = b.checkBrokerResource(rr.ResourceName); err == nil {
-				sr.Configs = b.describeBrokerConfigs(rr.ConfigNames, req.IncludeSynonyms)
-			}
-		case resourceGroup:
-			if err != nil {
-				break
-			}
-			sr.Configs = b.describeGroupConfigs(rr.ResourceName, rr.ConfigNames)
-		default:
-			err = &kerrError{kerr.InvalidRequest, fmt.Sprintf("unsupported resource type %d", rr.ResourceType)}
+			sr.ErrorCode = errorCode(err)
+			sr.ErrorMessage = errMsg(err)
+			resp.Resources = append(resp.Resources, sr)
 		}
-		sr.ErrorCode = errorCode(err)
-		sr.ErrorMessage = errMsg(err)
-		resp.Resources = append(resp.Resources, sr)
+		return resp
 	}
-	return immediate(resp)
+	if b.forwardsGroupConfigs(r, len(req.Resources), func(i int) int8 { return int8(req.Resources[i].ResourceType) }) {
+		return server.Reply{Wait: answer}
+	}
+	return immediate(answer())
 }

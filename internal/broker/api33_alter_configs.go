@@ -2,8 +2,9 @@ package broker
 
 // AlterConfigs (key 33), versions 0-2.
 //
-// Replaces the whole override set of a topic, or the dynamic broker
-// defaults (resource "" or this node's ID), durably. Every key and value is
+// Replaces the whole override set of a topic, the dynamic broker
+// defaults (resource "" or this node's ID) or a group's configs, durably
+// (GROUP resources forwarded as in IncrementalAlterConfigs). Every key and value is
 // validated first (INVALID_CONFIG naming the key); nothing changes on error.
 // Retention and segment changes apply to open logs immediately.
 
@@ -19,20 +20,30 @@ func init() { register(33, 0, 2, (*Broker).handleAlterConfigs) }
 
 func (b *Broker) handleAlterConfigs(_ context.Context, r *server.Request) server.Reply {
 	req := r.Msg.(*kmsg.AlterConfigsRequest)
-	resp := req.ResponseKind().(*kmsg.AlterConfigsResponse)
-	for _, rr := range req.Resources {
-		sr := kmsg.NewAlterConfigsResponseResource()
-		sr.ResourceType, sr.ResourceName = rr.ResourceType, rr.ResourceName
-		ops := make([]configOp, 0, len(rr.Configs))
-		for _, c := range rr.Configs {
-			ops = append(ops, configOp{name: c.Name, op: 0, value: c.Value})
+	answer := func() kmsg.Response {
+		resp := req.ResponseKind().(*kmsg.AlterConfigsResponse)
+		for _, rr := range req.Resources {
+			sr := kmsg.NewAlterConfigsResponseResource()
+			sr.ResourceType, sr.ResourceName = rr.ResourceType, rr.ResourceName
+			ops := make([]configOp, 0, len(rr.Configs))
+			for _, c := range rr.Configs {
+				ops = append(ops, configOp{name: c.Name, op: 0, value: c.Value})
+			}
+			err := b.configsAuthorized(r, acl.OpAlterConfigs, int8(rr.ResourceType), rr.ResourceName)
+			switch {
+			case err != nil:
+			case int8(rr.ResourceType) == resourceGroup && b.groupConfigsElsewhere(r):
+				err = b.forwardAlterGroupConfig(rr, req.ValidateOnly)
+			default:
+				err = b.alterConfigs(int8(rr.ResourceType), rr.ResourceName, ops, true, req.ValidateOnly)
+			}
+			sr.ErrorCode, sr.ErrorMessage = errorCode(err), errMsg(err)
+			resp.Resources = append(resp.Resources, sr)
 		}
-		err := b.configsAuthorized(r, acl.OpAlterConfigs, int8(rr.ResourceType), rr.ResourceName)
-		if err == nil {
-			err = b.alterConfigs(int8(rr.ResourceType), rr.ResourceName, ops, true, req.ValidateOnly)
-		}
-		sr.ErrorCode, sr.ErrorMessage = errorCode(err), errMsg(err)
-		resp.Resources = append(resp.Resources, sr)
+		return resp
 	}
-	return immediate(resp)
+	if b.forwardsGroupConfigs(r, len(req.Resources), func(i int) int8 { return int8(req.Resources[i].ResourceType) }) {
+		return server.Reply{Wait: answer}
+	}
+	return immediate(answer())
 }

@@ -3,8 +3,10 @@ package broker
 // IncrementalAlterConfigs (key 44), versions 0-1.
 //
 // SET, DELETE, APPEND and SUBTRACT (the last two for list keys only) on a
-// topic's overrides or the dynamic broker defaults, validated as a whole
-// before anything is written.
+// topic's overrides, the dynamic broker defaults or a group's configs,
+// validated as a whole before anything is written. In a cluster, a node
+// that does not run the coordinators forwards GROUP resources to the one
+// that does (interbroker.go).
 
 import (
 	"context"
@@ -18,20 +20,30 @@ func init() { register(44, 0, 1, (*Broker).handleIncrementalAlterConfigs) }
 
 func (b *Broker) handleIncrementalAlterConfigs(_ context.Context, r *server.Request) server.Reply {
 	req := r.Msg.(*kmsg.IncrementalAlterConfigsRequest)
-	resp := req.ResponseKind().(*kmsg.IncrementalAlterConfigsResponse)
-	for _, rr := range req.Resources {
-		sr := kmsg.NewIncrementalAlterConfigsResponseResource()
-		sr.ResourceType, sr.ResourceName = rr.ResourceType, rr.ResourceName
-		ops := make([]configOp, 0, len(rr.Configs))
-		for _, c := range rr.Configs {
-			ops = append(ops, configOp{name: c.Name, op: int8(c.Op), value: c.Value})
+	answer := func() kmsg.Response {
+		resp := req.ResponseKind().(*kmsg.IncrementalAlterConfigsResponse)
+		for _, rr := range req.Resources {
+			sr := kmsg.NewIncrementalAlterConfigsResponseResource()
+			sr.ResourceType, sr.ResourceName = rr.ResourceType, rr.ResourceName
+			ops := make([]configOp, 0, len(rr.Configs))
+			for _, c := range rr.Configs {
+				ops = append(ops, configOp{name: c.Name, op: int8(c.Op), value: c.Value})
+			}
+			err := b.configsAuthorized(r, acl.OpAlterConfigs, int8(rr.ResourceType), rr.ResourceName)
+			switch {
+			case err != nil:
+			case int8(rr.ResourceType) == resourceGroup && b.groupConfigsElsewhere(r):
+				err = b.forwardIncrementalGroupConfig(rr, req.ValidateOnly)
+			default:
+				err = b.alterConfigs(int8(rr.ResourceType), rr.ResourceName, ops, false, req.ValidateOnly)
+			}
+			sr.ErrorCode, sr.ErrorMessage = errorCode(err), errMsg(err)
+			resp.Resources = append(resp.Resources, sr)
 		}
-		err := b.configsAuthorized(r, acl.OpAlterConfigs, int8(rr.ResourceType), rr.ResourceName)
-		if err == nil {
-			err = b.alterConfigs(int8(rr.ResourceType), rr.ResourceName, ops, false, req.ValidateOnly)
-		}
-		sr.ErrorCode, sr.ErrorMessage = errorCode(err), errMsg(err)
-		resp.Resources = append(resp.Resources, sr)
+		return resp
 	}
-	return immediate(resp)
+	if b.forwardsGroupConfigs(r, len(req.Resources), func(i int) int8 { return int8(req.Resources[i].ResourceType) }) {
+		return server.Reply{Wait: answer}
+	}
+	return immediate(answer())
 }

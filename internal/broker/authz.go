@@ -295,7 +295,9 @@ func (b *Broker) configsAuthorized(r *server.Request, op acl.Operation, resource
 			return errClusterAuthorization
 		}
 	case resourceGroup:
-		if !b.authorized(r, op, acl.ResourceGroup, name) {
+		// A node forwarding a GROUP config request has authorized its
+		// user (interbroker.go); nodes hold CLUSTER_ACTION, as for markers.
+		if !b.authorized(r, op, acl.ResourceGroup, name) && !(b.fromPeer(r) && b.authorizedCluster(r, acl.OpClusterAction)) {
 			return &kerrError{kerr.GroupAuthorizationFailed, "not authorized on the group"}
 		}
 	}

@@ -263,7 +263,7 @@ func (b *Broker) alterConfigs(resType int8, name string, ops []configOp, replace
 			sops[i] = share.ConfigOp{Name: o.name, Op: o.op, Value: o.value}
 		}
 		if !b.hosting() {
-			return &kerrError{kerr.NotCoordinator, "group configs are kept by the node running the group coordinators"}
+			return errGroupConfigsNotHere
 		}
 		return groupConfigErr(b.coords().share.AlterGroupConfigs(name, sops, replace, validateOnly))
 	default:

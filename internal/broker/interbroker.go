@@ -1,8 +1,9 @@
 package broker
 
 // Requests from one node of a cluster to another: the transaction
-// coordinator's markers for partitions held elsewhere, and a partition's
-// check of a transactional produce with a coordinator elsewhere. They go
+// coordinator's markers for partitions held elsewhere, a partition's
+// check of a transactional produce with a coordinator elsewhere, and
+// GROUP config requests forwarded to the node keeping them. They go
 // over the Kafka protocol to the other node's first registered listener,
 // as Kafka's brokers talk to each other, with a client id that marks them
 // as a node's (peerClientID). inter.broker.listener.name picks another
@@ -208,4 +209,131 @@ func (b *Broker) checkRemoteTransactionalProduce(txnID string, pid int64, epoch 
 		e = kerr.CoordinatorNotAvailable
 	}
 	return describe(e)
+}
+
+// errGroupConfigsNotHere answers a GROUP config request that reached a
+// node without the coordinators after forwarding (they moved meanwhile).
+var errGroupConfigsNotHere = &kerrError{kerr.NotCoordinator, "group configs are kept by the node running the group coordinators"}
+
+// groupConfigsElsewhere reports whether this node must forward a GROUP
+// config request: group configs live in the share coordinator's state,
+// which only the node running the coordinators has, while admin tools
+// send config requests to any node (Kafka's brokers forward them to the
+// controller). A request that is itself forwarded is answered here
+// (NOT_COORDINATOR while the coordinators move) rather than sent on again.
+func (b *Broker) groupConfigsElsewhere(r *server.Request) bool {
+	return b.clustered() && !b.hosting() && !b.fromPeer(r)
+}
+
+// forwardGroupConfigs sends req, about GROUP resources only, to the node
+// running the coordinators. The caller has authorized the user; that
+// node checks only that the request comes from a node (CLUSTER_ACTION,
+// as for markers).
+func (b *Broker) forwardGroupConfigs(req kmsg.Request) (kmsg.Response, int32, error) {
+	node := b.coordinatorNode(0) // the offsets partition's leader hosts them all (coordhost.go)
+	switch {
+	case node < 0:
+		return nil, node, &kerrError{kerr.CoordinatorNotAvailable, "no node runs the group coordinators now (their partition has no leader)"}
+	case node == b.cfg.NodeID:
+		return nil, node, &kerrError{kerr.TypedErrorForCode(b.notHostingCode()), "the group coordinators are loading on this node"}
+	}
+	peer, err := b.peer(node)
+	if err != nil {
+		return nil, node, &kerrError{kerr.CoordinatorNotAvailable, fmt.Sprintf("group configs are kept by node %d: %v", node, err)}
+	}
+	ctx, cancel := context.WithTimeout(b.ctx, peerTimeout)
+	defer cancel()
+	resp, err := peer.Request(ctx, req)
+	if err != nil {
+		return nil, node, &kerrError{kerr.CoordinatorNotAvailable, fmt.Sprintf("forwarding to node %d, which keeps group configs: %v", node, err)}
+	}
+	return resp, node, nil
+}
+
+// forwardedError turns node's answer for a forwarded resource back into
+// the error the local handler reports. The user passed this node's check,
+// so a refusal there is this node's: its principal lacks CLUSTER_ACTION.
+func forwardedError(node int32, code int16, msg *string) error {
+	if code == 0 {
+		return nil
+	}
+	e := kerr.TypedErrorForCode(code)
+	if e == nil {
+		e = kerr.UnknownServerError
+	}
+	m := e.Message
+	if msg != nil {
+		m = *msg
+	}
+	if e == kerr.GroupAuthorizationFailed {
+		m = fmt.Sprintf("node %d, which keeps group configs, refused this node's forwarded request: the inter-broker listener's principal needs CLUSTER_ACTION", node)
+	}
+	return &kerrError{e, m}
+}
+
+// forwardIncrementalGroupConfig forwards one IncrementalAlterConfigs
+// GROUP resource (see forwardGroupConfigs).
+func (b *Broker) forwardIncrementalGroupConfig(rr kmsg.IncrementalAlterConfigsRequestResource, validateOnly bool) error {
+	req := kmsg.NewPtrIncrementalAlterConfigsRequest()
+	req.ValidateOnly = validateOnly
+	req.Resources = []kmsg.IncrementalAlterConfigsRequestResource{rr}
+	resp, node, err := b.forwardGroupConfigs(req)
+	if err != nil {
+		return err
+	}
+	rs := resp.(*kmsg.IncrementalAlterConfigsResponse).Resources
+	if len(rs) != 1 {
+		return &kerrError{kerr.UnknownServerError, fmt.Sprintf("node answered %d resources for 1", len(rs))}
+	}
+	return forwardedError(node, rs[0].ErrorCode, rs[0].ErrorMessage)
+}
+
+// forwardAlterGroupConfig forwards one AlterConfigs GROUP resource.
+func (b *Broker) forwardAlterGroupConfig(rr kmsg.AlterConfigsRequestResource, validateOnly bool) error {
+	req := kmsg.NewPtrAlterConfigsRequest()
+	req.ValidateOnly = validateOnly
+	req.Resources = []kmsg.AlterConfigsRequestResource{rr}
+	resp, node, err := b.forwardGroupConfigs(req)
+	if err != nil {
+		return err
+	}
+	rs := resp.(*kmsg.AlterConfigsResponse).Resources
+	if len(rs) != 1 {
+		return &kerrError{kerr.UnknownServerError, fmt.Sprintf("node answered %d resources for 1", len(rs))}
+	}
+	return forwardedError(node, rs[0].ErrorCode, rs[0].ErrorMessage)
+}
+
+// forwardDescribeGroupConfig forwards one DescribeConfigs GROUP resource.
+func (b *Broker) forwardDescribeGroupConfig(rr kmsg.DescribeConfigsRequestResource) ([]kmsg.DescribeConfigsResponseResourceConfig, error) {
+	req := kmsg.NewPtrDescribeConfigsRequest()
+	req.Resources = []kmsg.DescribeConfigsRequestResource{rr}
+	resp, node, err := b.forwardGroupConfigs(req)
+	if err != nil {
+		return nil, err
+	}
+	rs := resp.(*kmsg.DescribeConfigsResponse).Resources
+	if len(rs) != 1 {
+		return nil, &kerrError{kerr.UnknownServerError, fmt.Sprintf("node answered %d resources for 1", len(rs))}
+	}
+	if err := forwardedError(node, rs[0].ErrorCode, rs[0].ErrorMessage); err != nil {
+		return nil, err
+	}
+	return rs[0].Configs, nil
+}
+
+// forwardsGroupConfigs reports whether a config request names a GROUP
+// resource this node must forward, so that its answer waits on the
+// connection's writer, not on the reader. The request has
+// n resources, the type of resource i given by typ.
+func (b *Broker) forwardsGroupConfigs(r *server.Request, n int, typ func(i int) int8) bool {
+	if !b.groupConfigsElsewhere(r) {
+		return false
+	}
+	for i := range n {
+		if typ(i) == resourceGroup {
+			return true
+		}
+	}
+	return false
 }

@@ -217,11 +217,13 @@ func groupConfigErr(err error) error {
 	return err
 }
 
-// describeGroupConfigs lists a GROUP resource's configs.
-func (b *Broker) describeGroupConfigs(name string, names []string) []kmsg.DescribeConfigsResponseResourceConfig {
+// describeGroupConfigs lists a GROUP resource's configs: NOT_COORDINATOR
+// on a node of a cluster that does not run the coordinators (a forwarded
+// request that met them moving).
+func (b *Broker) describeGroupConfigs(name string, names []string) ([]kmsg.DescribeConfigsResponseResourceConfig, error) {
 	var out []kmsg.DescribeConfigsResponseResourceConfig
 	if !b.hosting() {
-		return out
+		return nil, errGroupConfigsNotHere
 	}
 	for _, e := range b.coords().share.DescribeGroupConfigs(name, names) {
 		c := kmsg.NewDescribeConfigsResponseResourceConfig()
@@ -233,7 +235,7 @@ func (b *Broker) describeGroupConfigs(name string, names []string) []kmsg.Descri
 		c.IsDefault = e.IsDefault
 		out = append(out, c)
 	}
-	return out
+	return out, nil
 }
 
 // shareReply answers from the connection's writer (long polls and fsync
