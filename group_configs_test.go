@@ -3,6 +3,7 @@ package exactly_test
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -130,6 +131,66 @@ func TestGroupConfigsThroughEveryNode(t *testing.T) {
 		}
 		if got, _ := groupConfigValue(ctx, t, cl, "g", key); got != last {
 			t.Errorf("after a refused and a validate-only change through node %d: %s=%q, want %q", i+1, key, got, last)
+		}
+	}
+	// Several GROUP resources among others in one request: each answered
+	// in its place.
+	adm := kadm.NewClient(cls[0])
+	if _, err := adm.CreateTopic(ctx, 1, 1, nil, "mixed"); err != nil {
+		t.Fatal(err)
+	}
+	for i, cl := range cls {
+		req := kmsg.NewPtrIncrementalAlterConfigsRequest()
+		for _, r := range []struct {
+			typ       kmsg.ConfigResourceType
+			name, key string
+			value     string
+		}{
+			{kmsg.ConfigResourceTypeGroupConfig, "g1", key, fmt.Sprint(48001 + i)},
+			{kmsg.ConfigResourceTypeTopic, "mixed", "retention.ms", fmt.Sprint(3600001 + i)},
+			{kmsg.ConfigResourceTypeGroupConfig, "g2", key, "0"},
+			{kmsg.ConfigResourceTypeGroupConfig, "g3", key, fmt.Sprint(49001 + i)},
+		} {
+			rr := kmsg.NewIncrementalAlterConfigsRequestResource()
+			rr.ResourceType, rr.ResourceName = r.typ, r.name
+			c := kmsg.NewIncrementalAlterConfigsRequestResourceConfig()
+			c.Name, c.Op, c.Value = r.key, kmsg.IncrementalAlterConfigOpSet, kmsg.StringPtr(r.value)
+			rr.Configs = append(rr.Configs, c)
+			req.Resources = append(req.Resources, rr)
+		}
+		resp, err := cl.SeedBrokers()[0].Request(ctx, req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, rs := range resp.(*kmsg.IncrementalAlterConfigsResponse).Resources {
+			got = append(got, fmt.Sprintf("%s:%v", rs.ResourceName, kerr.ErrorForCode(rs.ErrorCode)))
+		}
+		if want := []string{"g1:<nil>", "mixed:<nil>", "g2:" + kerr.InvalidConfig.Error(), "g3:<nil>"}; !slices.Equal(got, want) {
+			t.Errorf("mixed request through node %d: %q, want %q", i+1, got, want)
+		}
+		dreq := kmsg.NewPtrDescribeConfigsRequest()
+		for _, r := range []struct {
+			typ       kmsg.ConfigResourceType
+			name, key string
+		}{{kmsg.ConfigResourceTypeGroupConfig, "g1", key}, {kmsg.ConfigResourceTypeTopic, "mixed", "retention.ms"}, {kmsg.ConfigResourceTypeGroupConfig, "g3", key}} {
+			rr := kmsg.NewDescribeConfigsRequestResource()
+			rr.ResourceType, rr.ResourceName, rr.ConfigNames = r.typ, r.name, []string{r.key}
+			dreq.Resources = append(dreq.Resources, rr)
+		}
+		dresp, err := cls[(i+1)%3].SeedBrokers()[0].Request(ctx, dreq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = got[:0]
+		for _, rs := range dresp.(*kmsg.DescribeConfigsResponse).Resources {
+			for _, c := range rs.Configs {
+				got = append(got, fmt.Sprintf("%s:%s=%s", rs.ResourceName, c.Name, derefOr(c.Value)))
+			}
+		}
+		if want := []string{"g1:" + key + "=" + fmt.Sprint(48001+i), "mixed:retention.ms=" + fmt.Sprint(3600001+i),
+			"g3:" + key + "=" + fmt.Sprint(49001+i)}; !slices.Equal(got, want) {
+			t.Errorf("after the mixed request through node %d, node %d describes %q, want %q", i+1, (i+1)%3+1, got, want)
 		}
 	}
 	// AlterConfigs replaces the whole set: the session timeout goes back

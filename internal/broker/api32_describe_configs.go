@@ -29,7 +29,11 @@ func (b *Broker) handleDescribeConfigs(_ context.Context, r *server.Request) ser
 	req := r.Msg.(*kmsg.DescribeConfigsRequest)
 	answer := func() kmsg.Response {
 		resp := req.ResponseKind().(*kmsg.DescribeConfigsResponse)
-		for _, rr := range req.Resources {
+		fwd := kmsg.NewPtrDescribeConfigsRequest()
+		fwd.IncludeSynonyms, fwd.IncludeDocumentation = req.IncludeSynonyms, req.IncludeDocumentation
+		var fwdAt []int
+		var fwdNames []string
+		for i, rr := range req.Resources {
 			sr := kmsg.NewDescribeConfigsResponseResource()
 			sr.ResourceType = rr.ResourceType
 			sr.ResourceName = rr.ResourceName
@@ -55,7 +59,8 @@ func (b *Broker) handleDescribeConfigs(_ context.Context, r *server.Request) ser
 				switch {
 				case err != nil:
 				case b.groupConfigsElsewhere(r):
-					sr.Configs, err = b.forwardDescribeGroupConfig(rr)
+					fwd.Resources = append(fwd.Resources, rr)
+					fwdAt, fwdNames = append(fwdAt, i), append(fwdNames, rr.ResourceName)
 				default:
 					sr.Configs, err = b.describeGroupConfigs(rr.ResourceName, rr.ConfigNames)
 				}
@@ -65,6 +70,18 @@ func (b *Broker) handleDescribeConfigs(_ context.Context, r *server.Request) ser
 			sr.ErrorCode = errorCode(err)
 			sr.ErrorMessage = errMsg(err)
 			resp.Resources = append(resp.Resources, sr)
+		}
+		if len(fwdAt) > 0 {
+			for k, a := range b.forwardGroupResources(fwd, fwdNames, func(resp kmsg.Response) (out []peerAnswer) {
+				for _, rs := range resp.(*kmsg.DescribeConfigsResponse).Resources {
+					out = append(out, peerAnswer{name: rs.ResourceName, code: rs.ErrorCode, msg: rs.ErrorMessage, configs: rs.Configs})
+				}
+				return out
+			}) {
+				sr := &resp.Resources[fwdAt[k]]
+				sr.Configs = a.configs
+				sr.ErrorCode, sr.ErrorMessage = errorCode(a.err), errMsg(a.err)
+			}
 		}
 		return resp
 	}

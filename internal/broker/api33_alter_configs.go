@@ -22,9 +22,12 @@ func (b *Broker) handleAlterConfigs(_ context.Context, r *server.Request) server
 	req := r.Msg.(*kmsg.AlterConfigsRequest)
 	answer := func() kmsg.Response {
 		resp := req.ResponseKind().(*kmsg.AlterConfigsResponse)
-		for _, rr := range req.Resources {
-			sr := kmsg.NewAlterConfigsResponseResource()
-			sr.ResourceType, sr.ResourceName = rr.ResourceType, rr.ResourceName
+		errs := make([]error, len(req.Resources))
+		fwd := kmsg.NewPtrAlterConfigsRequest()
+		fwd.ValidateOnly = req.ValidateOnly
+		var fwdAt []int
+		var fwdNames []string
+		for i, rr := range req.Resources {
 			ops := make([]configOp, 0, len(rr.Configs))
 			for _, c := range rr.Configs {
 				ops = append(ops, configOp{name: c.Name, op: 0, value: c.Value})
@@ -33,11 +36,27 @@ func (b *Broker) handleAlterConfigs(_ context.Context, r *server.Request) server
 			switch {
 			case err != nil:
 			case int8(rr.ResourceType) == resourceGroup && b.groupConfigsElsewhere(r):
-				err = b.forwardAlterGroupConfig(rr, req.ValidateOnly)
+				fwd.Resources = append(fwd.Resources, rr)
+				fwdAt, fwdNames = append(fwdAt, i), append(fwdNames, rr.ResourceName)
 			default:
 				err = b.alterConfigs(int8(rr.ResourceType), rr.ResourceName, ops, true, req.ValidateOnly)
 			}
-			sr.ErrorCode, sr.ErrorMessage = errorCode(err), errMsg(err)
+			errs[i] = err
+		}
+		if len(fwdAt) > 0 {
+			for k, a := range b.forwardGroupResources(fwd, fwdNames, func(resp kmsg.Response) (out []peerAnswer) {
+				for _, rs := range resp.(*kmsg.AlterConfigsResponse).Resources {
+					out = append(out, peerAnswer{name: rs.ResourceName, code: rs.ErrorCode, msg: rs.ErrorMessage})
+				}
+				return out
+			}) {
+				errs[fwdAt[k]] = a.err
+			}
+		}
+		for i, rr := range req.Resources {
+			sr := kmsg.NewAlterConfigsResponseResource()
+			sr.ResourceType, sr.ResourceName = rr.ResourceType, rr.ResourceName
+			sr.ErrorCode, sr.ErrorMessage = errorCode(errs[i]), errMsg(errs[i])
 			resp.Resources = append(resp.Resources, sr)
 		}
 		return resp

@@ -22,9 +22,12 @@ func (b *Broker) handleIncrementalAlterConfigs(_ context.Context, r *server.Requ
 	req := r.Msg.(*kmsg.IncrementalAlterConfigsRequest)
 	answer := func() kmsg.Response {
 		resp := req.ResponseKind().(*kmsg.IncrementalAlterConfigsResponse)
-		for _, rr := range req.Resources {
-			sr := kmsg.NewIncrementalAlterConfigsResponseResource()
-			sr.ResourceType, sr.ResourceName = rr.ResourceType, rr.ResourceName
+		errs := make([]error, len(req.Resources))
+		fwd := kmsg.NewPtrIncrementalAlterConfigsRequest()
+		fwd.ValidateOnly = req.ValidateOnly
+		var fwdAt []int
+		var fwdNames []string
+		for i, rr := range req.Resources {
 			ops := make([]configOp, 0, len(rr.Configs))
 			for _, c := range rr.Configs {
 				ops = append(ops, configOp{name: c.Name, op: int8(c.Op), value: c.Value})
@@ -33,11 +36,27 @@ func (b *Broker) handleIncrementalAlterConfigs(_ context.Context, r *server.Requ
 			switch {
 			case err != nil:
 			case int8(rr.ResourceType) == resourceGroup && b.groupConfigsElsewhere(r):
-				err = b.forwardIncrementalGroupConfig(rr, req.ValidateOnly)
+				fwd.Resources = append(fwd.Resources, rr)
+				fwdAt, fwdNames = append(fwdAt, i), append(fwdNames, rr.ResourceName)
 			default:
 				err = b.alterConfigs(int8(rr.ResourceType), rr.ResourceName, ops, false, req.ValidateOnly)
 			}
-			sr.ErrorCode, sr.ErrorMessage = errorCode(err), errMsg(err)
+			errs[i] = err
+		}
+		if len(fwdAt) > 0 {
+			for k, a := range b.forwardGroupResources(fwd, fwdNames, func(resp kmsg.Response) (out []peerAnswer) {
+				for _, rs := range resp.(*kmsg.IncrementalAlterConfigsResponse).Resources {
+					out = append(out, peerAnswer{name: rs.ResourceName, code: rs.ErrorCode, msg: rs.ErrorMessage})
+				}
+				return out
+			}) {
+				errs[fwdAt[k]] = a.err
+			}
+		}
+		for i, rr := range req.Resources {
+			sr := kmsg.NewIncrementalAlterConfigsResponseResource()
+			sr.ResourceType, sr.ResourceName = rr.ResourceType, rr.ResourceName
+			sr.ErrorCode, sr.ErrorMessage = errorCode(errs[i]), errMsg(errs[i])
 			resp.Resources = append(resp.Resources, sr)
 		}
 		return resp

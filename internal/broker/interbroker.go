@@ -271,55 +271,48 @@ func forwardedError(node int32, code int16, msg *string) error {
 	return &kerrError{e, m}
 }
 
-// forwardIncrementalGroupConfig forwards one IncrementalAlterConfigs
-// GROUP resource (see forwardGroupConfigs).
-func (b *Broker) forwardIncrementalGroupConfig(rr kmsg.IncrementalAlterConfigsRequestResource, validateOnly bool) error {
-	req := kmsg.NewPtrIncrementalAlterConfigsRequest()
-	req.ValidateOnly = validateOnly
-	req.Resources = []kmsg.IncrementalAlterConfigsRequestResource{rr}
-	resp, node, err := b.forwardGroupConfigs(req)
-	if err != nil {
-		return err
-	}
-	rs := resp.(*kmsg.IncrementalAlterConfigsResponse).Resources
-	if len(rs) != 1 {
-		return &kerrError{kerr.UnknownServerError, fmt.Sprintf("node answered %d resources for 1", len(rs))}
-	}
-	return forwardedError(node, rs[0].ErrorCode, rs[0].ErrorMessage)
+// peerAnswer is one resource of a forwarded request's answer.
+type peerAnswer struct {
+	name    string
+	code    int16
+	msg     *string
+	configs []kmsg.DescribeConfigsResponseResourceConfig // DescribeConfigs only
 }
 
-// forwardAlterGroupConfig forwards one AlterConfigs GROUP resource.
-func (b *Broker) forwardAlterGroupConfig(rr kmsg.AlterConfigsRequestResource, validateOnly bool) error {
-	req := kmsg.NewPtrAlterConfigsRequest()
-	req.ValidateOnly = validateOnly
-	req.Resources = []kmsg.AlterConfigsRequestResource{rr}
-	resp, node, err := b.forwardGroupConfigs(req)
-	if err != nil {
-		return err
-	}
-	rs := resp.(*kmsg.AlterConfigsResponse).Resources
-	if len(rs) != 1 {
-		return &kerrError{kerr.UnknownServerError, fmt.Sprintf("node answered %d resources for 1", len(rs))}
-	}
-	return forwardedError(node, rs[0].ErrorCode, rs[0].ErrorMessage)
+// forwardedAnswer is what the local handler reports for one forwarded
+// resource.
+type forwardedAnswer struct {
+	err     error
+	configs []kmsg.DescribeConfigsResponseResourceConfig
 }
 
-// forwardDescribeGroupConfig forwards one DescribeConfigs GROUP resource.
-func (b *Broker) forwardDescribeGroupConfig(rr kmsg.DescribeConfigsRequestResource) ([]kmsg.DescribeConfigsResponseResourceConfig, error) {
-	req := kmsg.NewPtrDescribeConfigsRequest()
-	req.Resources = []kmsg.DescribeConfigsRequestResource{rr}
+// forwardGroupResources sends req, holding the GROUP resources named
+// names (in order), to the coordinators' node in one round trip, however
+// many there are, and returns each one's answer; answers reads the
+// response's resources.
+func (b *Broker) forwardGroupResources(req kmsg.Request, names []string, answers func(kmsg.Response) []peerAnswer) []forwardedAnswer {
+	out := make([]forwardedAnswer, len(names))
 	resp, node, err := b.forwardGroupConfigs(req)
+	if err == nil {
+		got := answers(resp)
+		if len(got) != len(names) {
+			err = &kerrError{kerr.UnknownServerError, fmt.Sprintf("node %d answered %d resources for %d", node, len(got), len(names))}
+		} else {
+			for k, a := range got {
+				if a.name != names[k] {
+					out[k].err = &kerrError{kerr.UnknownServerError, fmt.Sprintf("node %d answered resource %q for %q", node, a.name, names[k])}
+					continue
+				}
+				out[k] = forwardedAnswer{err: forwardedError(node, a.code, a.msg), configs: a.configs}
+			}
+		}
+	}
 	if err != nil {
-		return nil, err
+		for k := range out {
+			out[k].err = err
+		}
 	}
-	rs := resp.(*kmsg.DescribeConfigsResponse).Resources
-	if len(rs) != 1 {
-		return nil, &kerrError{kerr.UnknownServerError, fmt.Sprintf("node answered %d resources for 1", len(rs))}
-	}
-	if err := forwardedError(node, rs[0].ErrorCode, rs[0].ErrorMessage); err != nil {
-		return nil, err
-	}
-	return rs[0].Configs, nil
+	return out
 }
 
 // forwardsGroupConfigs reports whether a config request names a GROUP
