@@ -262,6 +262,11 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 			return nil, setupErr("fault %s needs a managed cluster (--managed --brokers 3)", f)
 		}
 	}
+	if profile.Consumer.Commit == CommitShare && cfg.Managed && cfg.Brokers > 1 {
+		return nil, setupErr("share mode on a managed cluster would measure nothing: exactly's share coordinator " +
+			"serves only the partitions its own node leads (a known gap of its clusters), so records of the other " +
+			"nodes' partitions are never delivered; use --brokers 1, or --bootstrap a cluster serving share groups on every node")
+	}
 	exe, err := os.Executable()
 	if err != nil {
 		return nil, &SetupError{err}

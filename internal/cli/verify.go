@@ -95,7 +95,10 @@ Modes set the client configuration and the promise checked:
                   share.release.fraction=, share.reject.fraction=). Promise:
                   every acknowledged record is accepted once or archived,
                   none lost, none delivered over the delivery-count limit
-                  or after its ACCEPT/REJECT was confirmed. Not in "all".
+                  or after its ACCEPT/REJECT was confirmed. Not in "all";
+                  with --managed, one node only (exactly's clusters serve
+                  share groups only on partitions the coordinators' node
+                  leads).
 --producer/--consumer key=value override the mode's settings; the promise
 stays the mode's, so a weaker configuration can be held to a stronger
 promise.

@@ -33,6 +33,21 @@ func TestVerifyRejectsBadSetupWithExitTwo(t *testing.T) {
 	}
 }
 
+// Share mode on a managed cluster is refused at once, saying why: the
+// cluster's share coordinator serves only its own node's partitions.
+func TestVerifyRefusesShareModeOnAManagedCluster(t *testing.T) {
+	cmd := VerifyCommand()
+	var out, errb bytes.Buffer
+	cmd.SetOut(&out)
+	cmd.SetErr(&errb)
+	cmd.SetArgs([]string{"--managed", "--brokers", "3", "--mode", "share", "--faults", "none", "--duration", "1s"})
+	err := cmd.Execute()
+	var ee *ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 2 || !strings.Contains(err.Error(), "--brokers 1") {
+		t.Fatalf("got %v, want exit 2 naming --brokers 1", err)
+	}
+}
+
 func TestVerifyHelpNamesModesAndFaults(t *testing.T) {
 	cmd := VerifyCommand()
 	for _, want := range []string{"at-most-once", "at-least-once", "exactly-once", "lost-ack", "zombie", "broker-kill", "Exit status"} {
