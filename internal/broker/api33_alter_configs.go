@@ -11,7 +11,6 @@ package broker
 import (
 	"context"
 
-	"github.com/exactly/exactly/internal/acl"
 	"github.com/exactly/exactly/internal/server"
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
@@ -21,38 +20,28 @@ func init() { register(33, 0, 2, (*Broker).handleAlterConfigs) }
 func (b *Broker) handleAlterConfigs(_ context.Context, r *server.Request) server.Reply {
 	req := r.Msg.(*kmsg.AlterConfigsRequest)
 	answer := func() kmsg.Response {
-		resp := req.ResponseKind().(*kmsg.AlterConfigsResponse)
-		errs := make([]error, len(req.Resources))
-		fwd := kmsg.NewPtrAlterConfigsRequest()
-		fwd.ValidateOnly = req.ValidateOnly
-		var fwdAt []int
-		var fwdNames []string
+		rs := make([]configResource, len(req.Resources))
 		for i, rr := range req.Resources {
-			ops := make([]configOp, 0, len(rr.Configs))
+			rs[i] = configResource{typ: int8(rr.ResourceType), name: rr.ResourceName}
 			for _, c := range rr.Configs {
-				ops = append(ops, configOp{name: c.Name, op: 0, value: c.Value})
+				rs[i].ops = append(rs[i].ops, configOp{name: c.Name, op: 0, value: c.Value})
 			}
-			err := b.configsAuthorized(r, acl.OpAlterConfigs, int8(rr.ResourceType), rr.ResourceName)
-			switch {
-			case err != nil:
-			case int8(rr.ResourceType) == resourceGroup && b.groupConfigsElsewhere(r):
-				fwd.Resources = append(fwd.Resources, rr)
-				fwdAt, fwdNames = append(fwdAt, i), append(fwdNames, rr.ResourceName)
-			default:
-				err = b.alterConfigs(int8(rr.ResourceType), rr.ResourceName, ops, true, req.ValidateOnly)
-			}
-			errs[i] = err
 		}
-		if len(fwdAt) > 0 {
-			for k, a := range b.forwardGroupResources(fwd, fwdNames, func(resp kmsg.Response) (out []peerAnswer) {
+		errs := b.alterConfigResources(r, rs, true, req.ValidateOnly, func(at []int) []forwardedAnswer {
+			fwd := kmsg.NewPtrAlterConfigsRequest()
+			fwd.ValidateOnly = req.ValidateOnly
+			names := make([]string, len(at))
+			for k, i := range at {
+				fwd.Resources, names[k] = append(fwd.Resources, req.Resources[i]), req.Resources[i].ResourceName
+			}
+			return b.forwardGroupResources(fwd, names, func(resp kmsg.Response) (out []peerAnswer) {
 				for _, rs := range resp.(*kmsg.AlterConfigsResponse).Resources {
 					out = append(out, peerAnswer{name: rs.ResourceName, code: rs.ErrorCode, msg: rs.ErrorMessage})
 				}
 				return out
-			}) {
-				errs[fwdAt[k]] = a.err
-			}
-		}
+			})
+		})
+		resp := req.ResponseKind().(*kmsg.AlterConfigsResponse)
 		for i, rr := range req.Resources {
 			sr := kmsg.NewAlterConfigsResponseResource()
 			sr.ResourceType, sr.ResourceName = rr.ResourceType, rr.ResourceName

@@ -5,7 +5,9 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/exactly/exactly/internal/acl"
 	"github.com/exactly/exactly/internal/cluster"
+	"github.com/exactly/exactly/internal/server"
 	"github.com/exactly/exactly/internal/share"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -176,6 +178,40 @@ func refuseReadOnly(ops []configOp) error {
 		return fmt.Errorf("%w: %v", cluster.ErrReadOnlyConfig, ro)
 	}
 	return nil
+}
+
+// configResource is one resource of an AlterConfigs or
+// IncrementalAlterConfigs request.
+type configResource struct {
+	typ  int8
+	name string
+	ops  []configOp
+}
+
+// alterConfigResources authorizes and applies each resource of an
+// AlterConfigs (replace) or IncrementalAlterConfigs request and returns
+// each one's error, in order. GROUP resources this node does not keep go
+// to forward together, by their indexes in rs.
+func (b *Broker) alterConfigResources(r *server.Request, rs []configResource, replace, validateOnly bool, forward func(at []int) []forwardedAnswer) []error {
+	errs := make([]error, len(rs))
+	var at []int
+	for i, c := range rs {
+		err := b.configsAuthorized(r, acl.OpAlterConfigs, c.typ, c.name)
+		switch {
+		case err != nil:
+		case c.typ == resourceGroup && b.groupConfigsElsewhere(r):
+			at = append(at, i)
+		default:
+			err = b.alterConfigs(c.typ, c.name, c.ops, replace, validateOnly)
+		}
+		errs[i] = err
+	}
+	if len(at) > 0 {
+		for k, a := range forward(at) {
+			errs[at[k]] = a.err
+		}
+	}
+	return errs
 }
 
 // alterConfigs applies ops to one resource; validateOnly checks only.
